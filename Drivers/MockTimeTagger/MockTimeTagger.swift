@@ -1,0 +1,51 @@
+import HeraldCore
+import SimulatedLab
+
+/// A four-channel time tagger watching the simulated lab's detectors
+/// (1: A pass, 2: A reflect, 3: B pass, 4: B reflect).
+public final class MockTimeTagger: TimeTagger {
+    public static let descriptor = DriverDescriptor(
+        id: "mock.timetagger", version: "0.1.0", summary: "Simulated 4-channel time tagger, 1 ps resolution",
+        kind: .timeTagger, properties: [], settings: [], isMock: true)
+
+    /// Tags are handed on in blocks of this size, as a USB tagger's driver would.
+    static let blockSize = 1 << 16
+
+    public let name: String
+    public var descriptor: DriverDescriptor { Self.descriptor }
+    public var channelCount: Int { 4 }
+    private let lab: SimulatedLab
+
+    public init(config: DeviceConfig, lab: SimulatedLab) {
+        self.name = config.name
+        self.lab = lab
+    }
+
+    public func connect() async throws {}
+
+    public func set(_ property: String, to value: Value) async throws {
+        throw DeviceError(device: name, .unsupported, "no settable property \(property)")
+    }
+
+    public func get(_ property: String) async throws -> Value {
+        throw DeviceError(device: name, .unsupported, "no property \(property)")
+    }
+
+    public func acquire(
+        for duration: Duration, deliver: @Sendable (TagBlock) async throws -> Void
+    ) async throws -> AcquisitionInterval {
+        let (all, interval) = try await lab.acquire(duration: duration)
+        var start = 0
+        while start < all.count {
+            try Task.checkCancellation()
+            let end = min(start + Self.blockSize, all.count)
+            try await deliver(
+                TagBlock(timestamps: Array(all.timestamps[start..<end]), channels: Array(all.channels[start..<end])))
+            start = end
+        }
+        return interval
+    }
+
+    public func enterSafeState() async throws {}
+    public func disconnect() async {}
+}

@@ -1,0 +1,183 @@
+import Clocks
+import ComplexModule
+import Foundation
+import HeraldCore
+
+/// Physical parameters of the simulated lab, set from a script's `simulation:` block.
+public struct LabParameters: Sendable, Equatable {
+    /// Pair generation rate at `nominalPower` (SPDC rate is linear in pump power).
+    public var pairRate: Double = 100e3
+    public var nominalPower: Double = 10e-3
+    /// Werner-state visibility: ρ = V|Φ+⟩⟨Φ+| + (1−V)·I/4.
+    public var visibility: Double = 0.9
+    /// Probability that a photon leaving the source is detected (coupling × detector efficiency).
+    public var efficiency: Double = 0.2
+    /// Dark-count rate of every detector, per second.
+    public var darkRate: Double = 200
+    /// Gaussian timing jitter (standard deviation) of every detector, in seconds.
+    public var jitter: Double = 50e-12
+
+    public init() {}
+
+    /// What a `simulation:` block may contain; validated like any device setting.
+    public static let specs: [PropertySpec] = [
+        PropertySpec("pair_rate", .quantity(.frequency), range: 0...1e9, summary: "pairs/s at nominal_power"),
+        PropertySpec("nominal_power", .quantity(.power), range: 1e-9...10, summary: "pump power of pair_rate"),
+        PropertySpec("visibility", .quantity(.dimensionless), range: 0...1, summary: "Werner visibility"),
+        PropertySpec("efficiency", .quantity(.dimensionless), range: 0...1, summary: "per-photon detection probability"),
+        PropertySpec("dark_rate", .quantity(.frequency), range: 0...1e8, summary: "dark counts per detector"),
+        PropertySpec("jitter", .quantity(.time), range: 0...1e-6, summary: "detector timing jitter (σ)"),
+    ]
+
+    /// Applies validated values; unknown keys were already rejected by validation.
+    public init(_ values: [String: Value]) {
+        self.init()
+        for (key, value) in values {
+            guard let q = value.quantity?.value else { continue }
+            switch key {
+            case "pair_rate": pairRate = q
+            case "nominal_power": nominalPower = q
+            case "visibility": visibility = q
+            case "efficiency": efficiency = q
+            case "dark_rate": darkRate = q
+            case "jitter": jitter = q
+            default: break
+            }
+        }
+    }
+}
+
+/// Which lab element a mock device drives.
+public enum Waveplate: String, Sendable, CaseIterable {
+    case qwp, hwp
+}
+
+public enum Arm: String, Sendable, CaseIterable {
+    case a, b
+}
+
+/// One simulated optical table shared by every mock device: a pump laser, a
+/// polarization-entangled pair source, a QWP+HWP+PBS analyzer per arm, four
+/// detectors (A pass = 1, A reflect = 2, B pass = 3, B reflect = 4) and a time tagger.
+///
+/// Time is virtual: the lab owns an `ImmediateClock` that the sequencer also
+/// sleeps on, so a one-second acquisition costs only the time to simulate it.
+public actor SimulatedLab {
+    public nonisolated let clock: ImmediateClock<Duration>
+    public let parameters: LabParameters
+    private var rng: SeededGenerator
+    private var pumpEnabled = false
+    private var pumpPower = 0.0
+    private var angles: [Arm: [Waveplate: Double]] = [.a: [.qwp: 0, .hwp: 0], .b: [.qwp: 0, .hwp: 0]]
+
+    public init(parameters: LabParameters = .init(), seed: UInt64) {
+        self.parameters = parameters
+        self.rng = SeededGenerator(seed: seed)
+        self.clock = ImmediateClock()
+    }
+
+    // MARK: Controls, called by the mock drivers
+
+    public func setPump(enabled: Bool) { pumpEnabled = enabled }
+    public func setPump(power: Double) { pumpPower = power }
+    public var pump: (enabled: Bool, power: Double) { (pumpEnabled, pumpPower) }
+    public func setAngle(_ degrees: Double, arm: Arm, plate: Waveplate) { angles[arm]?[plate] = degrees }
+    public func angle(arm: Arm, plate: Waveplate) -> Double { angles[arm]?[plate] ?? 0 }
+
+    /// Current virtual time in picoseconds since the lab was created.
+    public nonisolated var nowPs: Int64 {
+        picoseconds(ImmediateClock<Duration>.Instant().duration(to: clock.now))
+    }
+
+    // MARK: Physics
+
+    /// The pair rate the pump currently produces, per second.
+    public var currentPairRate: Double {
+        pumpEnabled ? parameters.pairRate * pumpPower / parameters.nominalPower : 0
+    }
+
+    /// The source state ρ = V|Φ+⟩⟨Φ+| + (1−V)·I/4, as ⟨x y|ρ|x y⟩ for product states.
+    nonisolated func pairProbability(_ x: JonesVector, _ y: JonesVector) -> Double {
+        let v = parameters.visibility
+        // ⟨Φ+|x y⟩ = (x_H y_H + x_V y_V)/√2 with conjugates on the bra side.
+        let overlap = (x.h.conjugate * y.h.conjugate + x.v.conjugate * y.v.conjugate)
+        let phiPlus = overlap.lengthSquared / 2
+        return v * phiPlus + (1 - v) / 4 * x.inner(x).real * y.inner(y).real
+    }
+
+    /// Simulates an acquisition of `duration` starting now, advances the clock, and
+    /// returns the tags sorted by time (channels 1–4).
+    public func acquire(duration: Duration) async throws -> (TagBlock, AcquisitionInterval) {
+        let start = nowPs
+        let lengthPs = picoseconds(duration)
+        let stop = start + lengthPs
+        let seconds = Double(lengthPs) * 1e-12
+        var times: [Int64] = []
+        var channels: [UInt8] = []
+        let expected = Int(currentPairRate * seconds * parameters.efficiency * 2 + 4 * parameters.darkRate * seconds)
+        times.reserveCapacity(expected + expected / 8 + 16)
+        channels.reserveCapacity(times.capacity)
+
+        // Joint outcome probabilities for (pass/reflect) × (pass/reflect) at the current angles.
+        let analyzerA = JonesMatrix.analyzerStates(qwp: angle(arm: .a, plate: .qwp), hwp: angle(arm: .a, plate: .hwp))
+        let analyzerB = JonesMatrix.analyzerStates(qwp: angle(arm: .b, plate: .qwp), hwp: angle(arm: .b, plate: .hwp))
+        let portsA = [analyzerA.pass, analyzerA.reflect], portsB = [analyzerB.pass, analyzerB.reflect]
+        var cumulative: [Double] = []
+        var total = 0.0
+        for pa in portsA { for pb in portsB {
+            total += pairProbability(pa, pb)
+            cumulative.append(total)
+        } }
+        let eta = parameters.efficiency
+        let sigmaPs = parameters.jitter * 1e12
+        let rate = currentPairRate
+        if rate > 0 {
+            var t = Double(start) * 1e-12
+            let end = Double(stop) * 1e-12
+            while true {
+                t += rng.exponential(rate: rate)
+                if t >= end { break }
+                let u = rng.unitOpen() * total
+                let outcome = cumulative.firstIndex { u <= $0 } ?? 3
+                let emitted = t * 1e12
+                if rng.unitOpen() <= eta {
+                    let stamp = Int64((emitted + sigmaPs * rng.gaussian()).rounded())
+                    if stamp >= start && stamp < stop {
+                        times.append(stamp)
+                        channels.append(outcome / 2 == 0 ? 1 : 2)
+                    }
+                }
+                if rng.unitOpen() <= eta {
+                    let stamp = Int64((emitted + sigmaPs * rng.gaussian()).rounded())
+                    if stamp >= start && stamp < stop {
+                        times.append(stamp)
+                        channels.append(outcome % 2 == 0 ? 3 : 4)
+                    }
+                }
+            }
+        }
+        if parameters.darkRate > 0 {
+            for channel in UInt8(1)...4 {
+                var t = Double(start) * 1e-12
+                let end = Double(stop) * 1e-12
+                while true {
+                    t += rng.exponential(rate: parameters.darkRate)
+                    if t >= end { break }
+                    times.append(min(Int64((t * 1e12).rounded()), stop - 1))
+                    channels.append(channel)
+                }
+            }
+        }
+        // Jitter and dark counts break time order; a real tagger delivers sorted tags.
+        let order = times.indices.sorted { times[$0] < times[$1] }
+        let block = TagBlock(timestamps: order.map { times[$0] }, channels: order.map { channels[$0] })
+        try await clock.sleep(for: duration)
+        return (block, AcquisitionInterval(startPs: start, stopPs: stop, tags: block.count))
+    }
+}
+
+/// Whole picoseconds in a Duration (attoseconds truncated).
+public func picoseconds(_ d: Duration) -> Int64 {
+    let (s, atto) = d.components
+    return s * 1_000_000_000_000 + atto / 1_000_000
+}

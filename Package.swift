@@ -1,0 +1,118 @@
+// swift-tools-version: 6.1
+// Herald: a hardware-in-the-loop experiment runner for quantum-photonics labs.
+//
+// Data flows one way: script → plan → sequencer → devices → events → store/analysis.
+// Each C library sits behind exactly one thin Swift wrapper module (HeraldHDF5, HeraldUSB).
+import PackageDescription
+
+let swiftSettings: [SwiftSetting] = [.swiftLanguageMode(.v6)]
+
+let package = Package(
+    name: "Herald",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "herald", targets: ["herald"]),
+        .library(name: "HeraldCore", targets: ["HeraldCore"]),
+        .library(name: "HeraldRunner", targets: ["HeraldRunner"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-numerics", from: "1.0.0"),
+        .package(url: "https://github.com/pointfreeco/swift-clocks", from: "1.0.0"),
+    ],
+    targets: [
+        // MARK: C system libraries (pkg-config; Debian -dev packages)
+        .systemLibrary(
+            name: "CHDF5", path: "Sources/CHDF5", pkgConfig: "hdf5",
+            providers: [.apt(["libhdf5-dev"])]),
+        .systemLibrary(
+            name: "CLibUSB", path: "Sources/CLibUSB", pkgConfig: "libusb-1.0",
+            providers: [.apt(["libusb-1.0-0-dev"])]),
+        .systemLibrary(
+            name: "CUDev", path: "Sources/CUDev", pkgConfig: "libudev",
+            providers: [.apt(["libudev-dev"])]),
+
+        // MARK: Library modules, one job each
+        .target(
+            name: "HeraldCore",
+            dependencies: [
+                .product(name: "Numerics", package: "swift-numerics"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings),
+        .target(
+            name: "HeraldScript",
+            dependencies: ["HeraldCore", "Yams"],
+            swiftSettings: swiftSettings),
+        .target(
+            name: "HeraldAnalysis",
+            dependencies: ["HeraldCore", .product(name: "Numerics", package: "swift-numerics")],
+            swiftSettings: swiftSettings),
+        .target(
+            name: "HeraldSequencer",
+            dependencies: [
+                "HeraldCore", "HeraldAnalysis",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings),
+        .target(name: "HeraldHDF5", dependencies: ["CHDF5"], swiftSettings: swiftSettings),
+        .target(
+            name: "HeraldStore",
+            dependencies: ["HeraldCore", "HeraldHDF5", "HeraldAnalysis"],
+            swiftSettings: swiftSettings),
+        .target(name: "HeraldUSB", dependencies: ["CLibUSB", "CUDev"], swiftSettings: swiftSettings),
+        .target(
+            name: "HeraldRunner",
+            dependencies: [
+                "HeraldCore", "HeraldScript", "HeraldSequencer", "HeraldStore", "HeraldAnalysis",
+                "SimulatedLab", "MockLaser", "MockRotator", "MockTimeTagger",
+                .product(name: "Clocks", package: "swift-clocks"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings),
+        .executableTarget(
+            name: "herald",
+            dependencies: [
+                "HeraldRunner", "HeraldCore", "HeraldScript", "HeraldUSB",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings),
+
+        // MARK: Drivers (each its own target; mocks share one simulated lab)
+        .target(
+            name: "SimulatedLab",
+            dependencies: [
+                "HeraldCore", .product(name: "Clocks", package: "swift-clocks"),
+                .product(name: "Numerics", package: "swift-numerics"),
+            ], path: "Drivers/SimulatedLab",
+            swiftSettings: swiftSettings),
+        .target(
+            name: "MockLaser", dependencies: ["HeraldCore", "SimulatedLab"], path: "Drivers/MockLaser",
+            swiftSettings: swiftSettings),
+        .target(
+            name: "MockRotator", dependencies: ["HeraldCore", "SimulatedLab"],
+            path: "Drivers/MockRotator", swiftSettings: swiftSettings),
+        .target(
+            name: "MockTimeTagger", dependencies: ["HeraldCore", "SimulatedLab"],
+            path: "Drivers/MockTimeTagger", swiftSettings: swiftSettings),
+
+        // MARK: Tests
+        .testTarget(name: "HeraldCoreTests", dependencies: ["HeraldCore"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "HeraldScriptTests", dependencies: ["HeraldScript", "HeraldRunner"],
+            swiftSettings: swiftSettings),
+        .testTarget(
+            name: "HeraldAnalysisTests", dependencies: ["HeraldAnalysis", "HeraldCore"],
+            swiftSettings: swiftSettings),
+        .testTarget(
+            name: "HeraldStoreTests", dependencies: ["HeraldStore", "HeraldHDF5", "HeraldCore"],
+            swiftSettings: swiftSettings),
+        .testTarget(
+            name: "EndToEndTests",
+            dependencies: ["HeraldRunner", "HeraldCore", "SimulatedLab", "herald"],
+            swiftSettings: swiftSettings),
+    ]
+)

@@ -1,0 +1,39 @@
+// Thin C shims for HDF5 macros that Swift cannot import.
+//
+// H5T_NATIVE_*, H5P_* and friends are macros that expand to global variables
+// initialised by H5open(), or to casts; Swift's importer drops them. Each shim
+// returns the value the macro denotes at the time of the call.
+#ifndef HERALD_CHDF5_SHIM_H
+#define HERALD_CHDF5_SHIM_H
+#include <hdf5.h>
+
+static inline hid_t herald_h5p_default(void) { return H5P_DEFAULT; }
+static inline hid_t herald_h5s_all(void) { return H5S_ALL; }
+static inline hsize_t herald_h5s_unlimited(void) { return H5S_UNLIMITED; }
+
+static inline hid_t herald_h5t_native_int8(void) { return H5T_NATIVE_INT8; }
+static inline hid_t herald_h5t_native_uint8(void) { return H5T_NATIVE_UINT8; }
+static inline hid_t herald_h5t_native_int32(void) { return H5T_NATIVE_INT32; }
+static inline hid_t herald_h5t_native_uint32(void) { return H5T_NATIVE_UINT32; }
+static inline hid_t herald_h5t_native_int64(void) { return H5T_NATIVE_INT64; }
+static inline hid_t herald_h5t_native_uint64(void) { return H5T_NATIVE_UINT64; }
+static inline hid_t herald_h5t_native_double(void) { return H5T_NATIVE_DOUBLE; }
+static inline hid_t herald_h5t_c_s1(void) { return H5T_C_S1; }
+static inline size_t herald_h5t_variable(void) { return H5T_VARIABLE; }
+
+static inline hid_t herald_h5p_file_create(void) { return H5P_FILE_CREATE; }
+static inline hid_t herald_h5p_file_access(void) { return H5P_FILE_ACCESS; }
+static inline hid_t herald_h5p_dataset_create(void) { return H5P_DATASET_CREATE; }
+static inline hid_t herald_h5p_dataset_access(void) { return H5P_DATASET_ACCESS; }
+static inline hid_t herald_h5p_link_create(void) { return H5P_LINK_CREATE; }
+
+static inline unsigned herald_h5f_acc_trunc(void) { return H5F_ACC_TRUNC; }
+static inline unsigned herald_h5f_acc_excl(void) { return H5F_ACC_EXCL; }
+static inline unsigned herald_h5f_acc_rdonly(void) { return H5F_ACC_RDONLY; }
+static inline unsigned herald_h5f_acc_rdwr(void) { return H5F_ACC_RDWR; }
+
+// Silences HDF5's default error printer: the Swift wrapper turns errors into
+// Swift errors that carry the message instead.
+static inline void herald_h5e_silence(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
+static inline hid_t herald_h5e_default(void) { return H5E_DEFAULT; }
+#endif

@@ -1,0 +1,149 @@
+/// The kinds of instrument Herald knows how to sequence.
+public enum DeviceKind: String, Sendable, Hashable, CaseIterable, Comparable {
+    case laser
+    case rotator
+    case timeTagger = "time-tagger"
+
+    public static func < (a: DeviceKind, b: DeviceKind) -> Bool { a.rawValue < b.rawValue }
+}
+
+/// What a driver declares about itself, before any device is opened. Validation
+/// checks scripts against this, so a script is rejected before hardware is touched.
+public struct DriverDescriptor: Sendable {
+    /// Stable identifier used in scripts, e.g. `mock.laser`.
+    public var id: String
+    public var version: String
+    public var summary: String
+    public var kind: DeviceKind
+    /// Run-time properties the sequencer may set or read.
+    public var properties: [PropertySpec]
+    /// Open-time settings from the script's `settings:` block.
+    public var settings: [PropertySpec]
+    /// True for drivers backed by the simulated lab.
+    public var isMock: Bool
+    /// Where the driver came from (`built-in`, or a plugin path).
+    public var origin: String
+
+    public init(
+        id: String, version: String, summary: String, kind: DeviceKind, properties: [PropertySpec],
+        settings: [PropertySpec] = [], isMock: Bool = false, origin: String = "built-in"
+    ) {
+        self.id = id
+        self.version = version
+        self.summary = summary
+        self.kind = kind
+        self.properties = properties
+        self.settings = settings
+        self.isMock = isMock
+        self.origin = origin
+    }
+
+    public func property(_ name: String) -> PropertySpec? { properties.first { $0.name == name } }
+    public func setting(_ name: String) -> PropertySpec? { settings.first { $0.name == name } }
+}
+
+/// A device as the script declares it.
+public struct DeviceConfig: Sendable {
+    public var name: String
+    public var driver: String
+    public var settings: [String: Value]
+    public var location: SourceLocation?
+
+    public init(name: String, driver: String, settings: [String: Value] = [:], location: SourceLocation? = nil) {
+        self.name = name
+        self.driver = driver
+        self.settings = settings
+        self.location = location
+    }
+}
+
+/// An open instrument. Only the sequencer calls these methods.
+///
+/// Drivers are reference types because they own a connection; they must be
+/// safe to call from the sequencer's task (actors or internally locked classes).
+public protocol Device: AnyObject, Sendable {
+    var name: String { get }
+    var descriptor: DriverDescriptor { get }
+    func connect() async throws
+    func set(_ property: String, to value: Value) async throws
+    func get(_ property: String) async throws -> Value
+    /// Puts the instrument in the state that is safe to leave unattended
+    /// (laser off, shutter closed). Called on every exit path of a run.
+    func enterSafeState() async throws
+    func disconnect() async
+}
+
+/// Time-tagged photon detection events: parallel arrays, so blocks go to HDF5
+/// and into the coincidence counter without re-packing.
+public struct TagBlock: Sendable, Equatable {
+    /// Picoseconds since the start of the run's tag clock.
+    public var timestamps: [Int64]
+    /// Input channel of each tag (1-based, as printed on the instrument).
+    public var channels: [UInt8]
+
+    public init(timestamps: [Int64] = [], channels: [UInt8] = []) {
+        precondition(timestamps.count == channels.count, "tag arrays must be parallel")
+        self.timestamps = timestamps
+        self.channels = channels
+    }
+
+    public var count: Int { timestamps.count }
+}
+
+/// The interval an acquisition covered on the tag clock, in picoseconds.
+public struct AcquisitionInterval: Sendable, Equatable {
+    public var startPs: Int64
+    public var stopPs: Int64
+    public var tags: Int
+
+    public init(startPs: Int64, stopPs: Int64, tags: Int) {
+        self.startPs = startPs
+        self.stopPs = stopPs
+        self.tags = tags
+    }
+
+    public var seconds: Double { Double(stopPs - startPs) * 1e-12 }
+}
+
+/// A streaming time tagger.
+public protocol TimeTagger: Device {
+    var channelCount: Int { get }
+    /// Acquires for `duration`, handing tags to `deliver` in time order, block by block.
+    func acquire(
+        for duration: Duration, deliver: @Sendable (TagBlock) async throws -> Void
+    ) async throws -> AcquisitionInterval
+}
+
+/// How a driver is made from a script's device entry.
+public struct DriverEntry: Sendable {
+    public var descriptor: DriverDescriptor
+    public var make: @Sendable (DeviceConfig) throws -> any Device
+
+    public init(descriptor: DriverDescriptor, make: @escaping @Sendable (DeviceConfig) throws -> any Device) {
+        self.descriptor = descriptor
+        self.make = make
+    }
+}
+
+/// The drivers available to a run: built-ins registered at compile time.
+public struct DriverRegistry: Sendable {
+    public private(set) var entries: [String: DriverEntry] = [:]
+
+    public init() {}
+
+    public mutating func register(_ entry: DriverEntry) {
+        entries[entry.descriptor.id] = entry
+    }
+
+    public func entry(_ id: String) -> DriverEntry? { entries[id] }
+
+    public var descriptors: [DriverDescriptor] {
+        entries.values.map(\.descriptor).sorted { $0.id < $1.id }
+    }
+
+    /// The simulated-lab driver standing in for a given kind, used by `--mock`.
+    public func mock(for kind: DeviceKind) -> DriverEntry? {
+        entries.values.filter { $0.descriptor.isMock && $0.descriptor.kind == kind }
+            .min { $0.descriptor.id < $1.descriptor.id }
+    }
+}

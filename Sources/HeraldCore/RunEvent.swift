@@ -1,0 +1,166 @@
+import Foundation
+
+/// How a run ended.
+public enum ExitStatus: String, Sendable, Codable {
+    case success
+    case failed
+    case aborted
+}
+
+/// Identity of a device as it took part in a run.
+public struct DeviceRecord: Sendable, Codable, Equatable {
+    public var name: String
+    public var driver: String
+    public var driverVersion: String
+    public var settings: [String: String]
+
+    public init(name: String, driver: String, driverVersion: String, settings: [String: String]) {
+        self.name = name
+        self.driver = driver
+        self.driverVersion = driverVersion
+        self.settings = settings
+    }
+}
+
+public struct RunStart: Sendable {
+    public var runID: UUID
+    public var plan: Plan
+    public var devices: [DeviceRecord]
+    public var seed: UInt64?
+    public var mock: Bool
+    public var startedAt: Date
+    public var heraldVersion: String
+
+    public init(
+        runID: UUID, plan: Plan, devices: [DeviceRecord], seed: UInt64?, mock: Bool, startedAt: Date,
+        heraldVersion: String
+    ) {
+        self.runID = runID
+        self.plan = plan
+        self.devices = devices
+        self.seed = seed
+        self.mock = mock
+        self.startedAt = startedAt
+        self.heraldVersion = heraldVersion
+    }
+}
+
+/// One row of the sweep table: which setting was in force over which interval of the tag stream.
+public struct SweepPointRecord: Sendable, Equatable {
+    public var sweep: String
+    public var index: Int
+    public var label: String
+    public var settings: [String: String]
+    public var startPs: Int64
+    public var stopPs: Int64
+
+    public init(
+        sweep: String, index: Int, label: String, settings: [String: String], startPs: Int64, stopPs: Int64
+    ) {
+        self.sweep = sweep
+        self.index = index
+        self.label = label
+        self.settings = settings
+        self.startPs = startPs
+        self.stopPs = stopPs
+    }
+}
+
+/// Coincidences counted for one sweep point.
+public struct PointCounts: Sendable, Equatable {
+    public struct Pair: Sendable, Equatable {
+        public var channelA: Int
+        public var channelB: Int
+        /// Projected states (transmitted or reflected port) of this detector pair.
+        public var projection: String
+        public var coincidences: Int
+        /// Accidentals expected from the singles: S_a·S_b·window / T.
+        public var accidentals: Double
+
+        public init(channelA: Int, channelB: Int, projection: String, coincidences: Int, accidentals: Double) {
+            self.channelA = channelA
+            self.channelB = channelB
+            self.projection = projection
+            self.coincidences = coincidences
+            self.accidentals = accidentals
+        }
+    }
+
+    public var sweep: String
+    public var index: Int
+    public var label: String
+    public var duration: Double
+    public var singles: [Int: Int]
+    public var pairs: [Pair]
+
+    public init(sweep: String, index: Int, label: String, duration: Double, singles: [Int: Int], pairs: [Pair]) {
+        self.sweep = sweep
+        self.index = index
+        self.label = label
+        self.duration = duration
+        self.singles = singles
+        self.pairs = pairs
+    }
+}
+
+/// The result of an analysis step, in a form any consumer can record.
+public struct AnalysisRecord: Sendable, Equatable {
+    public var name: String
+    public var estimator: String
+    public var parameters: [String: String]
+    /// Figures of merit, e.g. `fidelity_phi+`, `concurrence`.
+    public var values: [String: Double]
+    /// One-standard-deviation uncertainties of `values`, same keys.
+    public var uncertainties: [String: Double]
+    /// Density matrix, row-major, real and imaginary parts.
+    public var rhoReal: [Double]
+    public var rhoImag: [Double]
+    public var notes: [String]
+
+    public init(
+        name: String, estimator: String, parameters: [String: String], values: [String: Double],
+        uncertainties: [String: Double], rhoReal: [Double], rhoImag: [Double], notes: [String]
+    ) {
+        self.name = name
+        self.estimator = estimator
+        self.parameters = parameters
+        self.values = values
+        self.uncertainties = uncertainties
+        self.rhoReal = rhoReal
+        self.rhoImag = rhoImag
+        self.notes = notes
+    }
+}
+
+public struct RunStop: Sendable {
+    public var status: ExitStatus
+    public var reason: String?
+    public var stoppedAt: Date
+    public var tagCount: Int
+
+    public init(status: ExitStatus, reason: String?, stoppedAt: Date, tagCount: Int) {
+        self.status = status
+        self.reason = reason
+        self.stoppedAt = stoppedAt
+        self.tagCount = tagCount
+    }
+}
+
+/// The typed documents a run emits, in order. Consumers (HDF5 writer, progress
+/// display, live monitors) subscribe to these; none of them touches a device.
+public enum RunEvent: Sendable {
+    case runStarted(RunStart)
+    case stepStarted(index: Int, summary: String)
+    case sweepPointStarted(sweep: String, index: Int, of: Int, label: String)
+    case tags(device: String, TagBlock)
+    case sweepPointFinished(SweepPointRecord)
+    case counts(PointCounts)
+    case analysis(AnalysisRecord)
+    case log(String)
+    case runStopped(RunStop)
+}
+
+/// Something that consumes run events. Called in order, from the sequencer's task.
+public protocol RunEventSink: AnyObject, Sendable {
+    func handle(_ event: RunEvent) async throws
+}

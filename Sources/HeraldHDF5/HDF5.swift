@@ -1,0 +1,312 @@
+import CHDF5
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// An HDF5 call that failed, with the object it was acting on.
+public struct HDF5Error: Error, CustomStringConvertible, Sendable {
+    public var operation: String
+    public var object: String
+
+    public var description: String { "HDF5 \(operation) failed for '\(object)'" }
+}
+
+@inline(__always)
+func check(_ status: herr_t, _ operation: String, _ object: String) throws {
+    if status < 0 { throw HDF5Error(operation: operation, object: object) }
+}
+
+@inline(__always)
+func checkID(_ id: hid_t, _ operation: String, _ object: String) throws -> hid_t {
+    if id < 0 { throw HDF5Error(operation: operation, object: object) }
+    return id
+}
+
+/// Element types that map to a native HDF5 type.
+public protocol HDF5Scalar {
+    static var nativeType: hid_t { get }
+}
+
+extension Int64: HDF5Scalar { public static var nativeType: hid_t { herald_h5t_native_int64() } }
+extension UInt64: HDF5Scalar { public static var nativeType: hid_t { herald_h5t_native_uint64() } }
+extension Int32: HDF5Scalar { public static var nativeType: hid_t { herald_h5t_native_int32() } }
+extension UInt32: HDF5Scalar { public static var nativeType: hid_t { herald_h5t_native_uint32() } }
+extension UInt8: HDF5Scalar { public static var nativeType: hid_t { herald_h5t_native_uint8() } }
+extension Int8: HDF5Scalar { public static var nativeType: hid_t { herald_h5t_native_int8() } }
+extension Double: HDF5Scalar { public static var nativeType: hid_t { herald_h5t_native_double() } }
+
+/// Owns one HDF5 identifier and closes it exactly once, on `close()` or deinit.
+final class Handle {
+    private(set) var id: hid_t
+    private let closer: (hid_t) -> herr_t
+
+    init(_ id: hid_t, closer: @escaping (hid_t) -> herr_t) {
+        self.id = id
+        self.closer = closer
+    }
+
+    func close() {
+        if id >= 0 { _ = closer(id) }
+        id = -1
+    }
+
+    deinit { close() }
+}
+
+/// Shared behaviour of files, groups and datasets: attributes and a name for errors.
+public class H5Location {
+    let handle: Handle
+    public let path: String
+
+    init(handle: Handle, path: String) {
+        self.handle = handle
+        self.path = path
+    }
+
+    var id: hid_t { handle.id }
+
+    /// Writes (or replaces) a UTF-8 variable-length string attribute; h5py reads it as `str`.
+    public func setAttribute(_ name: String, _ value: String) throws {
+        let type = try StringType.variableUTF8()
+        let space = try checkID(H5Screate(H5S_SCALAR), "H5Screate", name)
+        defer { H5Sclose(space) }
+        try deleteAttributeIfPresent(name)
+        let attr = try checkID(
+            H5Acreate2(id, name, type.id, space, herald_h5p_default(), herald_h5p_default()), "H5Acreate2",
+            "\(path)@\(name)")
+        defer { H5Aclose(attr) }
+        try value.withCString { cstr in
+            var pointer: UnsafePointer<CChar>? = cstr
+            try check(H5Awrite(attr, type.id, &pointer), "H5Awrite", "\(path)@\(name)")
+        }
+    }
+
+    /// Writes (or replaces) a numeric scalar attribute.
+    public func setAttribute<T: HDF5Scalar>(_ name: String, _ value: T) throws {
+        try setAttribute(name, [value], shape: [])
+    }
+
+    /// Writes (or replaces) a numeric array attribute; an empty shape means scalar.
+    public func setAttribute<T: HDF5Scalar>(_ name: String, _ values: [T], shape: [Int]? = nil) throws {
+        let dims = (shape ?? [values.count]).map { hsize_t($0) }
+        let space = try dataspace(dims, name)
+        defer { H5Sclose(space) }
+        try deleteAttributeIfPresent(name)
+        let attr = try checkID(
+            H5Acreate2(id, name, T.nativeType, space, herald_h5p_default(), herald_h5p_default()), "H5Acreate2",
+            "\(path)@\(name)")
+        defer { H5Aclose(attr) }
+        try values.withUnsafeBufferPointer { buf in
+            try check(H5Awrite(attr, T.nativeType, buf.baseAddress), "H5Awrite", "\(path)@\(name)")
+        }
+    }
+
+    private func deleteAttributeIfPresent(_ name: String) throws {
+        if H5Aexists(id, name) > 0 { try check(H5Adelete(id, name), "H5Adelete", "\(path)@\(name)") }
+    }
+
+    func childPath(_ name: String) -> String { path == "/" ? "/" + name : path + "/" + name }
+}
+
+func dataspace(_ dims: [hsize_t], _ name: String, max: [hsize_t]? = nil) throws -> hid_t {
+    if dims.isEmpty { return try checkID(H5Screate(H5S_SCALAR), "H5Screate", name) }
+    var d = dims
+    if var m = max {
+        return try checkID(H5Screate_simple(Int32(d.count), &d, &m), "H5Screate_simple", name)
+    }
+    return try checkID(H5Screate_simple(Int32(d.count), &d, nil), "H5Screate_simple", name)
+}
+
+/// A group: creates children (groups and datasets).
+public class H5Group: H5Location {
+    /// Opens the child group `name`, creating it if needed.
+    public func group(_ name: String) throws -> H5Group {
+        let full = childPath(name)
+        let gid: hid_t
+        if H5Lexists(id, name, herald_h5p_default()) > 0 {
+            gid = try checkID(H5Gopen2(id, name, herald_h5p_default()), "H5Gopen2", full)
+        } else {
+            gid = try checkID(
+                H5Gcreate2(id, name, herald_h5p_default(), herald_h5p_default(), herald_h5p_default()),
+                "H5Gcreate2", full)
+        }
+        return H5Group(handle: Handle(gid, closer: H5Gclose), path: full)
+    }
+
+    public func contains(_ name: String) -> Bool { H5Lexists(id, name, herald_h5p_default()) > 0 }
+
+    /// Writes a whole numeric array as a contiguous dataset with the given shape.
+    @discardableResult
+    public func write<T: HDF5Scalar>(_ name: String, _ values: [T], shape: [Int]? = nil) throws -> H5Dataset {
+        let dims = (shape ?? [values.count]).map { hsize_t($0) }
+        let full = childPath(name)
+        let space = try dataspace(dims, full)
+        defer { H5Sclose(space) }
+        let did = try checkID(
+            H5Dcreate2(
+                id, name, T.nativeType, space, herald_h5p_default(), herald_h5p_default(), herald_h5p_default()),
+            "H5Dcreate2", full)
+        let ds = H5Dataset(handle: Handle(did, closer: H5Dclose), path: full)
+        if !values.isEmpty {
+            try values.withUnsafeBufferPointer { buf in
+                try check(
+                    H5Dwrite(did, T.nativeType, herald_h5s_all(), herald_h5s_all(), herald_h5p_default(), buf.baseAddress),
+                    "H5Dwrite", full)
+            }
+        }
+        return ds
+    }
+
+    /// Writes a numeric scalar dataset.
+    @discardableResult
+    public func write<T: HDF5Scalar>(_ name: String, scalar value: T) throws -> H5Dataset {
+        try write(name, [value], shape: [])
+    }
+
+    /// Writes a scalar variable-length UTF-8 string dataset (h5py: `.asstr()[()]`).
+    @discardableResult
+    public func write(_ name: String, string value: String) throws -> H5Dataset {
+        try write(name, strings: [value], shape: [])
+    }
+
+    /// Writes an array of variable-length UTF-8 strings.
+    @discardableResult
+    public func write(_ name: String, strings values: [String], shape: [Int]? = nil) throws -> H5Dataset {
+        let type = try StringType.variableUTF8()
+        let dims = (shape ?? [values.count]).map { hsize_t($0) }
+        let full = childPath(name)
+        let space = try dataspace(dims, full)
+        defer { H5Sclose(space) }
+        let did = try checkID(
+            H5Dcreate2(id, name, type.id, space, herald_h5p_default(), herald_h5p_default(), herald_h5p_default()),
+            "H5Dcreate2", full)
+        let ds = H5Dataset(handle: Handle(did, closer: H5Dclose), path: full)
+        // strdup keeps every C string alive for the single H5Dwrite call.
+        let cStrings = values.map { strdup($0) }
+        defer { cStrings.forEach { free($0) } }
+        var pointers = cStrings.map { UnsafePointer<CChar>($0) }
+        if !pointers.isEmpty {
+            try check(
+                H5Dwrite(did, type.id, herald_h5s_all(), herald_h5s_all(), herald_h5p_default(), &pointers),
+                "H5Dwrite", full)
+        }
+        return ds
+    }
+
+    /// Writes complex numbers as the compound type {r, i} of float64, which h5py reads as complex128.
+    @discardableResult
+    public func write(_ name: String, complexReal real: [Double], imag: [Double], shape: [Int]) throws -> H5Dataset {
+        precondition(real.count == imag.count)
+        let type = try checkID(H5Tcreate(H5T_COMPOUND, 16), "H5Tcreate", name)
+        defer { H5Tclose(type) }
+        try check(H5Tinsert(type, "r", 0, herald_h5t_native_double()), "H5Tinsert", name)
+        try check(H5Tinsert(type, "i", 8, herald_h5t_native_double()), "H5Tinsert", name)
+        let full = childPath(name)
+        let space = try dataspace(shape.map { hsize_t($0) }, full)
+        defer { H5Sclose(space) }
+        let did = try checkID(
+            H5Dcreate2(id, name, type, space, herald_h5p_default(), herald_h5p_default(), herald_h5p_default()),
+            "H5Dcreate2", full)
+        let ds = H5Dataset(handle: Handle(did, closer: H5Dclose), path: full)
+        var interleaved = [Double](repeating: 0, count: real.count * 2)
+        for k in real.indices {
+            interleaved[2 * k] = real[k]
+            interleaved[2 * k + 1] = imag[k]
+        }
+        try interleaved.withUnsafeBufferPointer { buf in
+            try check(
+                H5Dwrite(did, type, herald_h5s_all(), herald_h5s_all(), herald_h5p_default(), buf.baseAddress),
+                "H5Dwrite", full)
+        }
+        return ds
+    }
+
+    /// Creates a 1-D, chunked, unlimited dataset that grows by `append`.
+    public func appendable<T: HDF5Scalar>(_ name: String, of: T.Type, chunk: Int) throws -> H5AppendableDataset<T> {
+        let full = childPath(name)
+        let space = try dataspace([0], full, max: [herald_h5s_unlimited()])
+        defer { H5Sclose(space) }
+        let dcpl = try checkID(H5Pcreate(herald_h5p_dataset_create()), "H5Pcreate", full)
+        defer { H5Pclose(dcpl) }
+        var chunkDims = [hsize_t(chunk)]
+        try check(H5Pset_chunk(dcpl, 1, &chunkDims), "H5Pset_chunk", full)
+        let did = try checkID(
+            H5Dcreate2(id, name, T.nativeType, space, herald_h5p_default(), dcpl, herald_h5p_default()),
+            "H5Dcreate2", full)
+        return H5AppendableDataset<T>(handle: Handle(did, closer: H5Dclose), path: full)
+    }
+}
+
+/// A dataset already written in full.
+public class H5Dataset: H5Location {}
+
+/// A growable 1-D dataset. Appends extend it and write the new slab.
+public final class H5AppendableDataset<T: HDF5Scalar>: H5Dataset {
+    public private(set) var count: Int = 0
+
+    public func append(_ values: [T]) throws {
+        guard !values.isEmpty else { return }
+        try values.withUnsafeBufferPointer { try append($0) }
+    }
+
+    public func append(_ values: UnsafeBufferPointer<T>) throws {
+        guard let base = values.baseAddress, values.count > 0 else { return }
+        var newSize = [hsize_t(count + values.count)]
+        try check(H5Dset_extent(id, &newSize), "H5Dset_extent", path)
+        let fileSpace = try checkID(H5Dget_space(id), "H5Dget_space", path)
+        defer { H5Sclose(fileSpace) }
+        var start = [hsize_t(count)]
+        var n = [hsize_t(values.count)]
+        try check(H5Sselect_hyperslab(fileSpace, H5S_SELECT_SET, &start, nil, &n, nil), "H5Sselect_hyperslab", path)
+        let memSpace = try checkID(H5Screate_simple(1, &n, nil), "H5Screate_simple", path)
+        defer { H5Sclose(memSpace) }
+        try check(H5Dwrite(id, T.nativeType, memSpace, fileSpace, herald_h5p_default(), base), "H5Dwrite", path)
+        count += values.count
+    }
+}
+
+/// An open HDF5 file. Closing flushes it; the handle is also closed on deinit.
+public final class H5File: H5Group {
+    /// Creates a new file, replacing any file at `path` only if `overwrite` is set.
+    public static func create(_ path: String, overwrite: Bool = false) throws -> H5File {
+        herald_h5e_silence()
+        let flags = overwrite ? herald_h5f_acc_trunc() : herald_h5f_acc_excl()
+        let fid = try checkID(H5Fcreate(path, flags, herald_h5p_default(), herald_h5p_default()), "H5Fcreate", path)
+        return H5File(handle: Handle(fid, closer: H5Fclose), path: "/", filename: path)
+    }
+
+    /// Opens an existing file read-only.
+    public static func open(_ path: String) throws -> H5File {
+        herald_h5e_silence()
+        let fid = try checkID(H5Fopen(path, herald_h5f_acc_rdonly(), herald_h5p_default()), "H5Fopen", path)
+        return H5File(handle: Handle(fid, closer: H5Fclose), path: "/", filename: path)
+    }
+
+    public let filename: String
+
+    init(handle: Handle, path: String, filename: String) {
+        self.filename = filename
+        super.init(handle: handle, path: path)
+    }
+
+    /// Pushes buffered data to disk so a crash loses at most what came after.
+    public func flush() throws {
+        try check(H5Fflush(id, H5F_SCOPE_GLOBAL), "H5Fflush", filename)
+    }
+
+    public func close() { handle.close() }
+}
+
+/// A variable-length UTF-8 string type, closed when released.
+struct StringType {
+    let handle: Handle
+    var id: hid_t { handle.id }
+
+    static func variableUTF8() throws -> StringType {
+        let t = try checkID(H5Tcopy(herald_h5t_c_s1()), "H5Tcopy", "string type")
+        let h = Handle(t, closer: H5Tclose)
+        try check(H5Tset_size(t, herald_h5t_variable()), "H5Tset_size", "string type")
+        try check(H5Tset_cset(t, H5T_CSET_UTF8), "H5Tset_cset", "string type")
+        return StringType(handle: h)
+    }
+}

@@ -1,0 +1,140 @@
+import Clocks
+import Foundation
+import HeraldCore
+import HeraldScript
+import HeraldSequencer
+import HeraldStore
+import Logging
+import MockLaser
+import MockRotator
+import MockTimeTagger
+import SimulatedLab
+
+/// Wires the modules together for one run: script → plan → engine → devices → events → store.
+public enum Herald {
+    public static let version = "0.1.0"
+
+    /// Every built-in driver. Mock drivers are bound to `lab`.
+    public static func registry(lab: SimulatedLab) -> DriverRegistry {
+        var r = DriverRegistry()
+        r.register(DriverEntry(descriptor: MockLaser.descriptor) { MockLaser(config: $0, lab: lab) })
+        r.register(DriverEntry(descriptor: MockRotator.descriptor) { try MockRotator(config: $0, lab: lab) })
+        r.register(DriverEntry(descriptor: MockTimeTagger.descriptor) { MockTimeTagger(config: $0, lab: lab) })
+        return r
+    }
+
+    /// The registry used when only descriptors are needed (validation, listing).
+    public static var descriptorRegistry: DriverRegistry { registry(lab: SimulatedLab(seed: 0)) }
+
+    public static func compiler(registry: DriverRegistry) -> ScriptCompiler {
+        ScriptCompiler(registry: registry, simulationSpecs: LabParameters.specs)
+    }
+
+    /// Validates a script without touching any device.
+    public static func validate(path: String, mock: Bool = false) throws -> CompiledScript {
+        try compiler(registry: descriptorRegistry).compile(path: path, mock: mock)
+    }
+
+    /// What a user asked `herald run` to do.
+    public struct RunRequest: Sendable {
+        public var scriptPath: String
+        public var mock: Bool
+        public var outPath: String?
+        public var seed: UInt64?
+        public var overwrite: Bool
+
+        public init(scriptPath: String, mock: Bool = true, outPath: String? = nil, seed: UInt64? = nil, overwrite: Bool = false) {
+            self.scriptPath = scriptPath
+            self.mock = mock
+            self.outPath = outPath
+            self.seed = seed
+            self.overwrite = overwrite
+        }
+    }
+
+    /// The outcome of a run, as printed by `herald run --json`.
+    public struct RunReport: Sendable, Codable {
+        public var output: String
+        public var status: ExitStatus
+        public var reason: String?
+        public var tags: Int
+        public var seed: UInt64
+        public var analyses: [Analysis]
+
+        public struct Analysis: Sendable, Codable {
+            public var name: String
+            public var estimator: String
+            public var values: [String: Double]
+            public var uncertainties: [String: Double]
+            public var rhoReal: [Double]
+            public var rhoImag: [Double]
+            public var notes: [String]
+        }
+    }
+
+    /// Compiles, opens devices, runs and records. Throws only for problems found
+    /// before the run starts (script errors, an output file that cannot be created);
+    /// how the run itself ended is in the report.
+    public static func run(
+        _ request: RunRequest, extraSinks: [any RunEventSink] = [], logger: Logger = Logger(label: "herald")
+    ) async throws -> RunReport {
+        let seed = request.seed ?? UInt64.random(in: 0...UInt64(UInt32.max))
+        // Compile once against descriptors to learn the simulation block, then build the lab.
+        let compiled = try validate(path: request.scriptPath, mock: request.mock)
+        let lab = SimulatedLab(parameters: LabParameters(compiled.simulation), seed: seed)
+        let registry = registry(lab: lab)
+        let plan = compiled.plan
+
+        var devices: [String: any Device] = [:]
+        var records: [DeviceRecord] = []
+        for config in plan.devices {
+            guard let entry = registry.entry(config.driver) else {
+                throw DeviceError(device: config.name, .notFound, "driver \(config.driver) is not available")
+            }
+            devices[config.name] = try entry.make(config)
+            records.append(
+                DeviceRecord(
+                    name: config.name, driver: entry.descriptor.id, driverVersion: entry.descriptor.version,
+                    settings: config.settings.mapValues(\.description)))
+        }
+        let allMock = plan.devices.allSatisfy { registry.entry($0.driver)?.descriptor.isMock ?? false }
+        // Simulated devices run on the lab's virtual clock; real hardware needs real time.
+        let clock: any Clock<Duration> = allMock ? lab.clock : ContinuousClock()
+
+        let output = request.outPath ?? defaultOutputPath(name: plan.name)
+        let dir = URL(fileURLWithPath: output).deletingLastPathComponent().path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let recorder = try RunRecorder(path: output, overwrite: request.overwrite)
+        let collector = ReportCollector()
+        let engine = RunEngine(
+            plan: plan, devices: devices, clock: clock, sinks: [recorder, collector] + extraSinks, logger: logger)
+        let start = RunStart(
+            runID: UUID(), plan: plan, devices: records, seed: seed, mock: allMock, startedAt: Date(),
+            heraldVersion: version)
+        let stop = await engine.run(start: start)
+        return RunReport(
+            output: output, status: stop.status, reason: stop.reason, tags: stop.tagCount, seed: seed,
+            analyses: await collector.analyses)
+    }
+
+    static func defaultOutputPath(name: String) -> String {
+        let f = DateFormatter()
+        f.dateFormat = "yyyyMMdd-HHmmss"
+        f.locale = Locale(identifier: "en_US_POSIX")
+        return "out/\(name)-\(f.string(from: Date())).h5"
+    }
+}
+
+/// Keeps analysis results for the run report.
+actor ReportCollector: RunEventSink {
+    var analyses: [Herald.RunReport.Analysis] = []
+
+    func handle(_ event: RunEvent) async throws {
+        if case .analysis(let a) = event {
+            analyses.append(
+                .init(
+                    name: a.name, estimator: a.estimator, values: a.values, uncertainties: a.uncertainties,
+                    rhoReal: a.rhoReal, rhoImag: a.rhoImag, notes: a.notes))
+        }
+    }
+}

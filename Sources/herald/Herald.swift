@@ -1,0 +1,118 @@
+import ArgumentParser
+import Foundation
+import HeraldCore
+import HeraldRunner
+import HeraldScript
+import HeraldUSB
+import Logging
+
+@main
+struct HeraldCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "herald",
+        abstract: "Run quantum-photonics experiments: scripts drive lasers, waveplates and time taggers; results go to HDF5.",
+        version: Herald.version,
+        subcommands: [Run.self, Validate.self, Drivers.self, Devices.self])
+}
+
+/// Logs go to stderr so `--json` output on stdout stays machine-readable.
+func bootstrapLogging(verbose: Bool) {
+    LoggingSystem.bootstrap { label in
+        var handler = StreamLogHandler.standardError(label: label)
+        handler.logLevel = verbose ? .debug : .notice
+        return handler
+    }
+}
+
+struct Run: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Validate and run an experiment script.")
+
+    @Argument(help: "The experiment script (YAML).") var script: String
+    @Flag(help: "Swap every device for its simulated-lab mock.") var mock = false
+    @Option(help: "Output HDF5 file (default: out/<name>-<time>.h5).") var out: String?
+    @Option(help: "Random seed of the simulated lab (recorded in the file).") var seed: UInt64?
+    @Flag(help: "Replace the output file if it exists.") var overwrite = false
+    @Flag(help: "Print the run report as JSON on stdout.") var json = false
+    @Flag(name: .shortAndLong, help: "Log every step.") var verbose = false
+
+    func run() async throws {
+        bootstrapLogging(verbose: verbose)
+        let logger = Logger(label: "herald")
+        let report: Herald.RunReport
+        do {
+            let progress = ProgressPrinter(enabled: !json)
+            report = try await Herald.run(
+                .init(scriptPath: script, mock: mock, outPath: out, seed: seed, overwrite: overwrite),
+                extraSinks: [progress], logger: logger)
+        } catch let errors as ScriptErrors {
+            FileHandle.standardError.write(Data((errors.description + "\n").utf8))
+            throw ExitCode(65)
+        }
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            FileHandle.standardOutput.write(try encoder.encode(report))
+            print()
+        } else {
+            print("data:   \(report.output)")
+            print("status: \(report.status.rawValue)\(report.reason.map { " (\($0))" } ?? "")  tags: \(report.tags)  seed: \(report.seed)")
+            for a in report.analyses {
+                func show(_ key: String, _ label: String) {
+                    guard let v = a.values[key] else { return }
+                    let e = a.uncertainties[key].map { String(format: " ± %.4f", $0) } ?? ""
+                    print("  \(label): " + String(format: "%.4f", v) + e)
+                }
+                print("\(a.name) (\(a.estimator)):")
+                show("fidelity", "fidelity to target Bell state")
+                show("concurrence", "concurrence")
+                show("purity", "purity")
+                for note in a.notes { print("  note: \(note)") }
+            }
+        }
+        if report.status != .success { throw ExitCode(report.status == .aborted ? 130 : 1) }
+    }
+}
+
+struct Validate: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Check a script against the drivers' declared properties, units and limits, with no device I/O.")
+
+    @Argument(help: "The experiment script (YAML).") var script: String
+    @Flag(help: "Validate as `herald run --mock` would run it.") var mock = false
+
+    func run() throws {
+        do {
+            let compiled = try Herald.validate(path: script, mock: mock)
+            print("\(script): OK — \(compiled.plan.devices.count) devices, \(compiled.plan.steps.count) steps, \(compiled.plan.acquisitionCount) acquisitions")
+        } catch let errors as ScriptErrors {
+            FileHandle.standardError.write(Data((errors.description + "\n").utf8))
+            throw ExitCode(65)
+        }
+    }
+}
+
+struct Drivers: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "List every driver with its kind and properties.")
+
+    func run() throws {
+        for d in Herald.descriptorRegistry.descriptors {
+            print("\(d.id)  v\(d.version)  [\(d.kind.rawValue)]  \(d.origin)\(d.isMock ? ", simulated" : "")")
+            print("    \(d.summary)")
+            for p in d.properties {
+                let range = p.range.map { " range \($0.lowerBound)...\($0.upperBound)" } ?? ""
+                print("    property \(p.name): \(p.type)\(range)\(p.settable ? "" : " (read-only)")")
+            }
+            for s in d.settings { print("    setting  \(s.name): \(s.type)") }
+        }
+    }
+}
+
+struct Devices: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "List attached USB devices (through libusb).")
+
+    func run() throws {
+        let devices = try USBContext().devices()
+        if devices.isEmpty { print("no USB devices visible (check permissions: see docs/usb.md)") }
+        for d in devices { print(d) }
+    }
+}
