@@ -108,9 +108,6 @@ let package = Package(
             name: "HeraldAnalysisTests", dependencies: ["HeraldAnalysis", "HeraldCore"],
             swiftSettings: swiftSettings),
         .testTarget(
-            name: "HeraldStoreTests", dependencies: ["HeraldStore", "HeraldHDF5", "HeraldCore"],
-            swiftSettings: swiftSettings),
-        .testTarget(
             name: "EndToEndTests",
             dependencies: ["HeraldRunner", "HeraldCore", "SimulatedLab", "herald"],
             swiftSettings: swiftSettings),

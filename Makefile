@@ -1,0 +1,32 @@
+# Herald: the two commands a new user needs (see README.md).
+#   make demo   installs what is missing, builds, runs the Bell-tomography demo on mocks
+#   make test   installs what is missing, runs the whole test suite
+SWIFT ?= swift
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+DEB_PACKAGES := libhdf5-dev libusb-1.0-0-dev libudev-dev pkg-config python3 python3-venv
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: deps demo test build
+
+# Installs only what is missing: Debian -dev packages for the C libraries, and the
+# Python packages the tests use as independent clients (h5py, numpy) in .venv.
+deps:
+	@missing=""; for p in $(DEB_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+	@[ -x $(PY) ] || python3 -m venv $(VENV)
+	@$(PY) -c "import h5py, numpy" 2>/dev/null || $(PY) -m pip install -q -r Tests/python/requirements.txt
+
+build: deps
+	$(SWIFT) build -c release --product herald
+
+demo: build
+	.build/release/herald run Experiments/bell-tomography.yaml --mock --seed 7 --out out/bell-tomography.h5 --overwrite
+
+test: deps
+	HERALD_PYTHON=$(abspath $(PY)) $(SWIFT) test

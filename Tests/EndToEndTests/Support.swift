@@ -1,0 +1,49 @@
+import Foundation
+import Testing
+
+enum Paths {
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent()
+
+    static func temporaryDirectory() throws -> URL {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("herald-tests-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        return dir
+    }
+
+    /// The Python with h5py that `make test` prepared; tests fail (not skip) without it.
+    static var python: String {
+        ProcessInfo.processInfo.environment["HERALD_PYTHON"] ?? root.appendingPathComponent(".venv/bin/python").path
+    }
+
+    /// The `herald` executable built alongside the tests.
+    static var herald: URL {
+        let bundle = Bundle.allBundles.first { $0.bundlePath.hasSuffix(".xctest") }
+        let dir = bundle.map { URL(fileURLWithPath: $0.bundlePath).deletingLastPathComponent() }
+            ?? root.appendingPathComponent(".build/debug")
+        return dir.appendingPathComponent("herald")
+    }
+}
+
+struct ProcessResult {
+    var status: Int32
+    var stdout: String
+    var stderr: String
+}
+
+func runProcess(_ executable: String, _ arguments: [String]) throws -> ProcessResult {
+    let p = Process()
+    // Through env, so a bare command name (python3) is looked up on PATH.
+    p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    p.arguments = [executable] + arguments
+    let out = Pipe(), err = Pipe()
+    p.standardOutput = out
+    p.standardError = err
+    try p.run()
+    // Read before waiting so a chatty child cannot block on a full pipe.
+    let o = out.fileHandleForReading.readDataToEndOfFile()
+    let e = err.fileHandleForReading.readDataToEndOfFile()
+    p.waitUntilExit()
+    return ProcessResult(
+        status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
+}

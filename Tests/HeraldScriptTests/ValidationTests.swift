@@ -1,0 +1,110 @@
+import Foundation
+import HeraldCore
+import HeraldRunner
+import HeraldScript
+import Testing
+
+let validScript = """
+    herald: 1
+    devices:
+      pump: {driver: mock.laser}
+      qwp_a: {driver: mock.rotator, settings: {arm: a, plate: qwp}}
+      hwp_a: {driver: mock.rotator, settings: {arm: a, plate: hwp}}
+      qwp_b: {driver: mock.rotator, settings: {arm: b, plate: qwp}}
+      hwp_b: {driver: mock.rotator, settings: {arm: b, plate: hwp}}
+      tagger: {driver: mock.timetagger}
+    steps:
+      - set: {pump.power: 10 mW, pump.enabled: true}
+      - sweep:
+          name: tomo
+          basis: tomography-16
+          analyzers:
+            a: {qwp: qwp_a, hwp: hwp_a}
+            b: {qwp: qwp_b, hwp: hwp_b}
+          steps:
+            - acquire: {device: tagger, duration: 10 ms}
+      - tomography:
+          sweep: tomo
+          arms: {a: {pass: 1}, b: {pass: 3}}
+          window: 1 ns
+    """
+
+func compile(_ text: String) throws -> CompiledScript {
+    try Herald.compiler(registry: Herald.descriptorRegistry).compile(text: text, file: "test.yaml")
+}
+
+/// Compiles `text` expecting failure; returns the diagnostics.
+func diagnostics(_ text: String) -> [ScriptDiagnostic] {
+    do {
+        _ = try compile(text)
+        Issue.record("the script was accepted")
+        return []
+    } catch let e as ScriptErrors {
+        return e.diagnostics
+    } catch {
+        Issue.record("unexpected error \(error)")
+        return []
+    }
+}
+
+@Suite struct ValidationTests {
+    @Test func theValidScriptCompilesToAPlan() throws {
+        let compiled = try compile(validScript)
+        #expect(compiled.plan.devices.count == 6)
+        #expect(compiled.plan.acquisitionCount == 16)
+    }
+
+    @Test func unknownDeviceIsReportedAtItsPlace() {
+        let text = validScript.replacingOccurrences(of: "acquire: {device: tagger", with: "acquire: {device: tagga")
+        let d = diagnostics(text)
+        #expect(d.count == 1)
+        #expect(d.first?.location == SourceLocation(file: "test.yaml", line: 18, column: 29))
+        #expect(d.first?.message.contains("unknown device 'tagga'") == true)
+        #expect(d.first?.description.hasPrefix("test.yaml:18:29: error:") == true)
+    }
+
+    @Test func unknownPropertyIsReportedAtItsPlace() {
+        let text = validScript.replacingOccurrences(of: "pump.enabled: true", with: "pump.enable: true")
+        let d = diagnostics(text)
+        #expect(d.count == 1)
+        #expect(d.first?.location == SourceLocation(file: "test.yaml", line: 10, column: 30))
+        #expect(d.first?.message.contains("unknown property 'enable'") == true)
+        #expect(d.first?.message.contains("enabled") == true)  // says what is settable
+    }
+
+    @Test func yamlSyntaxErrorIsReportedAtItsPlace() {
+        let text = validScript.replacingOccurrences(of: "  pump: {driver: mock.laser}", with: "  pump: {driver: mock.laser")
+        let d = diagnostics(text)
+        #expect(d.count == 1)
+        #expect(d.first?.location.line == 4)
+        #expect(d.first?.message.contains("YAML syntax error") == true)
+    }
+
+    @Test func unknownDriverAndWrongDimensionAndRangeAreAllReportedTogether() {
+        let text = validScript
+            .replacingOccurrences(of: "driver: mock.laser", with: "driver: thorlabs.nonexistent")
+            .replacingOccurrences(of: "duration: 10 ms", with: "duration: 10 mA")
+            .replacingOccurrences(of: "window: 1 ns", with: "window: 1 nm")
+        let d = diagnostics(text)
+        let messages = d.map(\.message).joined(separator: "\n")
+        #expect(messages.contains("unknown driver 'thorlabs.nonexistent'"))
+        #expect(messages.contains("expected a time"))
+        #expect(d.count >= 3)
+        #expect(d.allSatisfy { $0.location.line > 0 && $0.location.column > 0 })
+    }
+
+    @Test func valuesOutsideTheDriversLimitsAreRejected() {
+        let text = validScript.replacingOccurrences(of: "pump.power: 10 mW", with: "pump.power: 2 W")
+        let d = diagnostics(text)
+        #expect(d.first?.message.contains("outside the allowed range") == true)
+        #expect(d.first?.location.line == 10)
+    }
+
+    @Test func theShippedDemoValidates() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
+        let compiled = try Herald.validate(path: root.appendingPathComponent("Experiments/bell-tomography.yaml").path)
+        #expect(compiled.plan.acquisitionCount == 16)
+        #expect(compiled.simulation["visibility"]?.quantity?.value == 0.9)
+    }
+}
