@@ -108,11 +108,22 @@ struct Drivers: ParsableCommand {
 }
 
 struct Devices: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "List attached USB devices (through libusb).")
+    static let configuration = CommandConfiguration(
+        abstract: "List attached USB devices: libusb enumerates them, udev adds serial and names.")
 
     func run() throws {
         let devices = try USBContext().devices()
-        if devices.isEmpty { print("no USB devices visible (check permissions: see docs/usb.md)") }
-        for d in devices { print(d) }
+        // udev reads the strings from sysfs, so listing needs no permission to open the device.
+        let described = (try? UDev().usbDevices()) ?? []
+        if devices.isEmpty { print("no USB devices visible (check permissions and udev rules)") }
+        for d in devices {
+            let u = described.first { $0.bus == Int(d.bus) && $0.address == Int(d.address) }
+            var line = d.description
+            if let u {
+                line += "  serial \(u.serial ?? "-")  \(u.manufacturer ?? "") \(u.product ?? "")"
+                line += "  \(u.sysPath)"
+            }
+            print(line)
+        }
     }
 }
