@@ -10,6 +10,7 @@ public final class MockLaser: Device {
             PropertySpec("enabled", .bool, summary: "emission on/off"),
             PropertySpec("power", .quantity(.power), range: 0...0.5, summary: "optical output power"),
             PropertySpec("wavelength", .quantity(.length), range: 350e-9...1100e-9, settable: false),
+            PropertySpec("locked", .bool, settable: false, summary: "emitting and frequency-locked"),
         ],
         settings: [PropertySpec("wavelength", .quantity(.length), range: 350e-9...1100e-9)],
         isMock: true)
@@ -41,6 +42,7 @@ public final class MockLaser: Device {
         case "enabled": return .bool(pump.enabled)
         case "power": return .quantity(Quantity(pump.power, .power))
         case "wavelength": return .quantity(wavelength)
+        case "locked": return .bool(await lab.pumpLocked)
         default: throw DeviceError(device: name, .unsupported, "no property \(property)")
         }
     }

@@ -1,4 +1,5 @@
 import HeraldCore
+import Synchronization
 import SimulatedLab
 
 /// A four-channel time tagger watching the simulated lab's detectors
@@ -6,7 +7,11 @@ import SimulatedLab
 public final class MockTimeTagger: TimeTagger {
     public static let descriptor = DriverDescriptor(
         id: "mock.timetagger", version: "0.1.0", summary: "Simulated 4-channel time tagger, 1 ps resolution",
-        kind: .timeTagger, properties: [], settings: [], isMock: true)
+        kind: .timeTagger,
+        properties: [
+            PropertySpec("rate", .quantity(.frequency), settable: false, summary: "total tag rate of the last acquisition")
+        ],
+        settings: [], isMock: true)
 
     /// Tags are handed on in blocks of this size, as a USB tagger's driver would.
     static let blockSize = 1 << 16
@@ -15,6 +20,7 @@ public final class MockTimeTagger: TimeTagger {
     public var descriptor: DriverDescriptor { Self.descriptor }
     public var channelCount: Int { 4 }
     private let lab: SimulatedLab
+    private let lastRate = Mutex(0.0)
 
     public init(config: DeviceConfig, lab: SimulatedLab) {
         self.name = config.name
@@ -28,7 +34,8 @@ public final class MockTimeTagger: TimeTagger {
     }
 
     public func get(_ property: String) async throws -> Value {
-        throw DeviceError(device: name, .unsupported, "no property \(property)")
+        guard property == "rate" else { throw DeviceError(device: name, .unsupported, "no property \(property)") }
+        return .quantity(Quantity(lastRate.withLock { $0 }, .frequency))
     }
 
     public func acquire(
@@ -43,6 +50,7 @@ public final class MockTimeTagger: TimeTagger {
                 TagBlock(timestamps: Array(all.timestamps[start..<end]), channels: Array(all.channels[start..<end])))
             start = end
         }
+        lastRate.withLock { $0 = interval.seconds > 0 ? Double(interval.tags) / interval.seconds : 0 }
         return interval
     }
 

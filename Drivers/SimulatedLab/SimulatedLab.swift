@@ -16,6 +16,12 @@ public struct LabParameters: Sendable, Equatable {
     public var darkRate: Double = 200
     /// Gaussian timing jitter (standard deviation) of every detector, in seconds.
     public var jitter: Double = 50e-12
+    /// Time from enabling the pump until it reports `locked` (no pairs before that).
+    public var lockTime: Double = 0
+    /// Injected fault: the pump loses lock at this lab time (seconds since the run began)…
+    public var unlockAt: Double?
+    /// …for this long; no pairs are produced while unlocked.
+    public var unlockDuration: Double = 0
 
     public init() {}
 
@@ -27,6 +33,9 @@ public struct LabParameters: Sendable, Equatable {
         PropertySpec("efficiency", .quantity(.dimensionless), range: 0...1, summary: "per-photon detection probability"),
         PropertySpec("dark_rate", .quantity(.frequency), range: 0...1e8, summary: "dark counts per detector"),
         PropertySpec("jitter", .quantity(.time), range: 0...1e-6, summary: "detector timing jitter (σ)"),
+        PropertySpec("lock_time", .quantity(.time), range: 0...3600, summary: "pump lock acquisition time"),
+        PropertySpec("unlock_at", .quantity(.time), range: 0...1e7, summary: "fault: pump unlocks at this lab time"),
+        PropertySpec("unlock_duration", .quantity(.time), range: 0...1e7, summary: "fault: how long the unlock lasts"),
     ]
 
     /// Applies validated values; unknown keys were already rejected by validation.
@@ -41,6 +50,9 @@ public struct LabParameters: Sendable, Equatable {
             case "efficiency": efficiency = q
             case "dark_rate": darkRate = q
             case "jitter": jitter = q
+            case "lock_time": lockTime = q
+            case "unlock_at": unlockAt = q
+            case "unlock_duration": unlockDuration = q
             default: break
             }
         }
@@ -63,22 +75,49 @@ public enum Arm: String, Sendable, CaseIterable {
 /// Time is virtual: the lab owns an `ImmediateClock` that the sequencer also
 /// sleeps on, so a one-second acquisition costs only the time to simulate it.
 public actor SimulatedLab {
+    /// How simulated time relates to wall time.
+    public enum Pacing: Sendable {
+        /// As fast as the simulation runs (tests, CI).
+        case virtual
+        /// Acquisitions take their real duration (demos, signal handling).
+        case realtime
+    }
+
     public nonisolated let clock: ImmediateClock<Duration>
+    public nonisolated let pacing: Pacing
     public let parameters: LabParameters
     private var rng: SeededGenerator
     private var pumpEnabled = false
+    private var pumpEnabledAtPs: Int64 = 0
     private var pumpPower = 0.0
     private var angles: [Arm: [Waveplate: Double]] = [.a: [.qwp: 0, .hwp: 0], .b: [.qwp: 0, .hwp: 0]]
 
-    public init(parameters: LabParameters = .init(), seed: UInt64) {
+    public init(parameters: LabParameters = .init(), seed: UInt64, pacing: Pacing = .virtual) {
         self.parameters = parameters
         self.rng = SeededGenerator(seed: seed)
         self.clock = ImmediateClock()
+        self.pacing = pacing
     }
 
     // MARK: Controls, called by the mock drivers
 
-    public func setPump(enabled: Bool) { pumpEnabled = enabled }
+    public func setPump(enabled: Bool) {
+        if enabled && !pumpEnabled { pumpEnabledAtPs = nowPs }
+        pumpEnabled = enabled
+    }
+
+    /// Whether the pump is lasing and locked at lab time `ps`.
+    public func pumpLocked(atPs ps: Int64) -> Bool {
+        guard pumpEnabled else { return false }
+        if Double(ps - pumpEnabledAtPs) * 1e-12 < parameters.lockTime { return false }
+        if let at = parameters.unlockAt {
+            let t = Double(ps) * 1e-12
+            if t >= at && t < at + parameters.unlockDuration { return false }
+        }
+        return true
+    }
+
+    public var pumpLocked: Bool { pumpLocked(atPs: nowPs) }
     public func setPump(power: Double) { pumpPower = power }
     public var pump: (enabled: Bool, power: Double) { (pumpEnabled, pumpPower) }
     public func setAngle(_ degrees: Double, arm: Arm, plate: Waveplate) { angles[arm]?[plate] = degrees }
@@ -137,6 +176,8 @@ public actor SimulatedLab {
             while true {
                 t += rng.exponential(rate: rate)
                 if t >= end { break }
+                // An unlocked pump (warming up, or an injected fault) produces no pairs.
+                if !pumpLocked(atPs: Int64(t * 1e12)) { continue }
                 let u = rng.unitOpen() * total
                 let outcome = cumulative.firstIndex { u <= $0 } ?? 3
                 let emitted = t * 1e12
@@ -174,6 +215,7 @@ public actor SimulatedLab {
         for i in times.indices { keys[i] = times[i] << 3 | Int64(channels[i]) }
         keys.sort()
         let block = TagBlock(timestamps: keys.map { $0 >> 3 }, channels: keys.map { UInt8(truncatingIfNeeded: $0 & 7) })
+        if pacing == .realtime { try await Task.sleep(for: duration) }
         try await clock.sleep(for: duration)
         return (block, AcquisitionInterval(startPs: start, stopPs: stop, tags: block.count))
     }
@@ -183,4 +225,27 @@ public actor SimulatedLab {
 public func picoseconds(_ d: Duration) -> Int64 {
     let (s, atto) = d.components
     return s * 1_000_000_000_000 + atto / 1_000_000
+}
+
+/// The lab's clock paced to wall time: sleeping takes real time and then advances the
+/// lab's virtual clock, so lab physics (lock times, faults) and the wall agree.
+public struct PacedClock: Clock {
+    public typealias Instant = ImmediateClock<Duration>.Instant
+    let base: ImmediateClock<Duration>
+
+    public var now: Instant { base.now }
+    public var minimumResolution: Duration { .zero }
+
+    public func sleep(until deadline: Instant, tolerance: Duration?) async throws {
+        let remaining = base.now.duration(to: deadline)
+        if remaining > .zero { try await Task.sleep(for: remaining) }
+        try await base.sleep(until: deadline, tolerance: nil)
+    }
+}
+
+extension SimulatedLab {
+    /// The clock a run on this lab must use for waits.
+    public nonisolated var runClock: any Clock<Duration> {
+        pacing == .virtual ? clock : PacedClock(base: clock)
+    }
 }

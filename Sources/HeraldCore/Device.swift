@@ -48,12 +48,31 @@ public struct DeviceConfig: Sendable {
     public var driver: String
     public var settings: [String: Value]
     public var location: SourceLocation?
+    /// The driver's properties with the script's `limits:` applied (ranges only ever narrow).
+    /// The engine re-checks every value against these before calling the device.
+    public var properties: [PropertySpec]
+    /// Extra assignments run before the driver's own safe state (`safe:` in the script).
+    public var safeState: [Assignment]
+    /// Time allowed for one device call, and how often a timed-out call is retried.
+    public var callTimeout: Duration
+    public var retries: Int
 
-    public init(name: String, driver: String, settings: [String: Value] = [:], location: SourceLocation? = nil) {
+    public static let defaultCallTimeout = Duration.seconds(5)
+    public static let defaultRetries = 1
+
+    public init(
+        name: String, driver: String, settings: [String: Value] = [:], location: SourceLocation? = nil,
+        properties: [PropertySpec] = [], safeState: [Assignment] = [], callTimeout: Duration = defaultCallTimeout,
+        retries: Int = defaultRetries
+    ) {
         self.name = name
         self.driver = driver
         self.settings = settings
         self.location = location
+        self.properties = properties
+        self.safeState = safeState
+        self.callTimeout = callTimeout
+        self.retries = retries
     }
 }
 

@@ -6,6 +6,10 @@ public struct Plan: Sendable {
     public var scriptText: String
     public var devices: [DeviceConfig]
     public var steps: [PlanStep]
+    /// Parameter values as used (after `--set`), for the record.
+    public var parameters: [String: String] = [:]
+    /// Conditions that must hold while acquiring; a violation pauses the acquisition.
+    public var interlocks: [Interlock] = []
 
     public init(name: String, scriptPath: String, scriptText: String, devices: [DeviceConfig], steps: [PlanStep]) {
         self.name = name
@@ -14,6 +18,9 @@ public struct Plan: Sendable {
         self.devices = devices
         self.steps = steps
     }
+
+    /// Total requested acquisition time, for progress estimates.
+    public var acquisitionSeconds: Double { steps.reduce(0) { $0 + $1.acquisitionSeconds } }
 
     /// Number of acquisitions the plan will perform, for progress and sizing.
     public var acquisitionCount: Int { steps.reduce(0) { $0 + $1.acquisitionCount } }
@@ -40,12 +47,25 @@ public struct SweepPoint: Sendable {
     public var label: String
     public var assignments: [Assignment]
     public var projection: (a: PolarizationLabel, b: PolarizationLabel)?
+    /// The swept quantity at this point, for sweeps over one property.
+    public var value: Quantity?
 
-    public init(label: String, assignments: [Assignment], projection: (PolarizationLabel, PolarizationLabel)? = nil) {
+    public init(
+        label: String, assignments: [Assignment], projection: (PolarizationLabel, PolarizationLabel)? = nil,
+        value: Quantity? = nil
+    ) {
         self.label = label
         self.assignments = assignments
         self.projection = projection
+        self.value = value
     }
+}
+
+/// The CHSH analyzer settings: linear polarizer angles a, a′ for photon A and b, b′ for B,
+/// in the order S = E(a,b) − E(a,b′) + E(a′,b) + E(a′,b′).
+public enum CHSHSettings {
+    public static let angles: [(a: Double, b: Double)] = [(0, 22.5), (0, 67.5), (45, 22.5), (45, 67.5)]
+    public static let signs: [Double] = [1, -1, 1, 1]
 }
 
 public struct Sweep: Sendable {
@@ -107,17 +127,122 @@ public struct TomographySpec: Sendable {
     }
 }
 
+/// A requirement checked while acquiring (Bluesky calls these suspenders): while it does
+/// not hold, acquisition pauses; the paused interval is recorded and excluded from the
+/// counts; if it does not clear within `timeout`, the run fails (and goes to safe state).
+public struct Interlock: Sendable {
+    public var name: String
+    public var condition: Condition
+    public var timeout: Duration
+    public var location: SourceLocation?
+
+    public init(name: String, condition: Condition, timeout: Duration, location: SourceLocation?) {
+        self.name = name
+        self.condition = condition
+        self.timeout = timeout
+        self.location = location
+    }
+}
+
+/// How coincidences are counted for one data set (a sweep or a named acquisition).
+public struct CountingSpec: Sendable, Equatable {
+    public var pairs: [ChannelPair]
+    /// Full coincidence window in seconds: tags pair when |Δt| ≤ window/2.
+    public var window: Double
+    /// Per-channel delays in seconds.
+    public var delays: [Int: Double]
+
+    public init(pairs: [ChannelPair], window: Double, delays: [Int: Double]) {
+        self.pairs = pairs
+        self.window = window
+        self.delays = delays
+    }
+
+    public var channels: Set<Int> { Set(pairs.flatMap { [$0.a, $0.b] }) }
+}
+
+public struct ChannelPair: Sendable, Hashable {
+    public var a: Int
+    public var b: Int
+    public init(_ a: Int, _ b: Int) {
+        self.a = a
+        self.b = b
+    }
+}
+
+/// Analysis steps. Each names the data set (sweep or named acquisition) it reads.
+public enum AnalysisStep: Sendable {
+    /// Two-qubit tomography of a tomography sweep.
+    case tomography(TomographySpec)
+    /// CHSH S from the four angle pairs of a `chsh` sweep, both PBS ports of each arm detected.
+    case chsh(dataset: String, armA: ArmChannels, armB: ArmChannels, counting: CountingSpec)
+    /// Heralded g2(0) = N_h·N_h12 / (N_h1·N_h2), herald channel h and the two HBT outputs.
+    case heraldedG2(dataset: String, herald: Int, signals: (Int, Int), window: Double)
+    /// Singles and coincidence rates of every point of a data set (with a linear fit against
+    /// the swept quantity when it has one).
+    case rates(dataset: String, counting: CountingSpec)
+
+    public var dataset: String {
+        switch self {
+        case .tomography(let t): return t.sweep
+        case .chsh(let d, _, _, _), .heraldedG2(let d, _, _, _), .rates(let d, _): return d
+        }
+    }
+
+    public var name: String {
+        switch self {
+        case .tomography: return "tomography"
+        case .chsh: return "chsh"
+        case .heraldedG2: return "g2"
+        case .rates: return "rates"
+        }
+    }
+
+    /// Channels whose tags the data set must keep for this analysis.
+    public var channels: Set<Int> {
+        switch self {
+        case .tomography(let t): return Set(t.channelPairs.flatMap { [$0.0, $0.1] })
+        case .chsh(_, let a, let b, _):
+            return Set([a.pass, b.pass] + [a.reflect, b.reflect].compactMap { $0 })
+        case .heraldedG2(_, let h, let s, _): return [h, s.0, s.1]
+        case .rates(_, let c): return c.channels
+        }
+    }
+
+    /// The channel pairs counted for every point, with their window.
+    public var counting: CountingSpec? {
+        switch self {
+        case .tomography(let t):
+            return CountingSpec(pairs: t.channelPairs.map { ChannelPair($0.0, $0.1) }, window: t.window, delays: t.delays)
+        case .chsh(_, _, _, let c), .rates(_, let c): return c
+        case .heraldedG2(_, let h, let s, let w):
+            return CountingSpec(pairs: [ChannelPair(h, s.0), ChannelPair(h, s.1)], window: w, delays: [:])
+        }
+    }
+}
+
 public indirect enum PlanStep: Sendable {
     case set([Assignment])
     case wait(Duration, location: SourceLocation?)
-    case acquire(device: String, duration: Duration, location: SourceLocation?)
+    /// Polls `condition` every `poll` until it holds; fails the run after `timeout`.
+    case waitUntil(Condition, timeout: Duration, poll: Duration, location: SourceLocation?)
+    /// `name` makes a single acquisition a data set of its own (one point) for analysis.
+    case acquire(device: String, duration: Duration, name: String?, location: SourceLocation?)
     case sweep(Sweep)
-    case tomography(TomographySpec, location: SourceLocation?)
+    case analysis(AnalysisStep, location: SourceLocation?)
 
     var acquisitionCount: Int {
         switch self {
         case .acquire: return 1
         case .sweep(let s): return s.points.count * s.body.reduce(0) { $0 + $1.acquisitionCount }
+        default: return 0
+        }
+    }
+
+    var acquisitionSeconds: Double {
+        switch self {
+        case .acquire(_, let d, _, _): return Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18
+        case .sweep(let s): return Double(s.points.count) * s.body.reduce(0) { $0 + $1.acquisitionSeconds }
         default: return 0
         }
     }

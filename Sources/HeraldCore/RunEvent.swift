@@ -112,14 +112,16 @@ public struct AnalysisRecord: Sendable, Equatable {
     public var values: [String: Double]
     /// One-standard-deviation uncertainties of `values`, same keys.
     public var uncertainties: [String: Double]
-    /// Density matrix, row-major, real and imaginary parts.
+    /// Density matrix, row-major, real and imaginary parts (empty for other analyses).
     public var rhoReal: [Double]
     public var rhoImag: [Double]
     public var notes: [String]
+    /// Per-point tables (e.g. `rate_1` per sweep point), each as long as the data set.
+    public var series: [String: [Double]] = [:]
 
     public init(
         name: String, estimator: String, parameters: [String: String], values: [String: Double],
-        uncertainties: [String: Double], rhoReal: [Double], rhoImag: [Double], notes: [String]
+        uncertainties: [String: Double], rhoReal: [Double] = [], rhoImag: [Double] = [], notes: [String] = []
     ) {
         self.name = name
         self.estimator = estimator
@@ -129,6 +131,25 @@ public struct AnalysisRecord: Sendable, Equatable {
         self.rhoReal = rhoReal
         self.rhoImag = rhoImag
         self.notes = notes
+    }
+}
+
+/// An interval during which an interlock paused acquisition. Tags in [startPs, stopPs)
+/// stay in the raw data but are excluded from counts and analysis.
+public struct PauseRecord: Sendable, Equatable {
+    public var interlock: String
+    public var condition: String
+    public var startPs: Int64
+    public var stopPs: Int64
+    /// False when the condition never cleared and the run failed.
+    public var resumed: Bool
+
+    public init(interlock: String, condition: String, startPs: Int64, stopPs: Int64, resumed: Bool) {
+        self.interlock = interlock
+        self.condition = condition
+        self.startPs = startPs
+        self.stopPs = stopPs
+        self.resumed = resumed
     }
 }
 
@@ -156,6 +177,7 @@ public enum RunEvent: Sendable {
     case sweepPointFinished(SweepPointRecord)
     case counts(PointCounts)
     case analysis(AnalysisRecord)
+    case pause(PauseRecord)
     case log(String)
     case runStopped(RunStop)
 }

@@ -31,8 +31,8 @@ public enum Herald {
     }
 
     /// Validates a script without touching any device.
-    public static func validate(path: String, mock: Bool = false) throws -> CompiledScript {
-        try compiler(registry: descriptorRegistry).compile(path: path, mock: mock)
+    public static func validate(path: String, mock: Bool = false, overrides: [String: String] = [:]) throws -> CompiledScript {
+        try compiler(registry: descriptorRegistry).compile(path: path, mock: mock, overrides: overrides)
     }
 
     /// What a user asked `herald run` to do.
@@ -42,13 +42,22 @@ public enum Herald {
         public var outPath: String?
         public var seed: UInt64?
         public var overwrite: Bool
+        /// `--set name=value` parameter overrides.
+        public var overrides: [String: String]
+        /// Run simulated devices in real time instead of on the virtual clock.
+        public var realtime: Bool
 
-        public init(scriptPath: String, mock: Bool = true, outPath: String? = nil, seed: UInt64? = nil, overwrite: Bool = false) {
+        public init(
+            scriptPath: String, mock: Bool = true, outPath: String? = nil, seed: UInt64? = nil, overwrite: Bool = false,
+            overrides: [String: String] = [:], realtime: Bool = false
+        ) {
             self.scriptPath = scriptPath
             self.mock = mock
             self.outPath = outPath
             self.seed = seed
             self.overwrite = overwrite
+            self.overrides = overrides
+            self.realtime = realtime
         }
     }
 
@@ -69,6 +78,7 @@ public enum Herald {
             public var rhoReal: [Double]
             public var rhoImag: [Double]
             public var notes: [String]
+            public var series: [String: [Double]]
         }
     }
 
@@ -80,8 +90,9 @@ public enum Herald {
     ) async throws -> RunReport {
         let seed = request.seed ?? UInt64.random(in: 0...UInt64(UInt32.max))
         // Compile once against descriptors to learn the simulation block, then build the lab.
-        let compiled = try validate(path: request.scriptPath, mock: request.mock)
-        let lab = SimulatedLab(parameters: LabParameters(compiled.simulation), seed: seed)
+        let compiled = try validate(path: request.scriptPath, mock: request.mock, overrides: request.overrides)
+        let lab = SimulatedLab(
+            parameters: LabParameters(compiled.simulation), seed: seed, pacing: request.realtime ? .realtime : .virtual)
         let registry = registry(lab: lab)
         let plan = compiled.plan
 
@@ -99,7 +110,7 @@ public enum Herald {
         }
         let allMock = plan.devices.allSatisfy { registry.entry($0.driver)?.descriptor.isMock ?? false }
         // Simulated devices run on the lab's virtual clock; real hardware needs real time.
-        let clock: any Clock<Duration> = allMock ? lab.clock : ContinuousClock()
+        let clock: any Clock<Duration> = allMock ? lab.runClock : ContinuousClock()
 
         let output = request.outPath ?? defaultOutputPath(name: plan.name)
         let dir = URL(fileURLWithPath: output).deletingLastPathComponent().path
@@ -134,7 +145,7 @@ actor ReportCollector: RunEventSink {
             analyses.append(
                 .init(
                     name: a.name, estimator: a.estimator, values: a.values, uncertainties: a.uncertainties,
-                    rhoReal: a.rhoReal, rhoImag: a.rhoImag, notes: a.notes))
+                    rhoReal: a.rhoReal, rhoImag: a.rhoImag, notes: a.notes, series: a.series))
         }
     }
 }

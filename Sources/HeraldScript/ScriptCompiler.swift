@@ -6,6 +6,7 @@ import Yams
 ///
 /// Every problem is collected with its file:line:column and all of them are
 /// reported together, so a user fixes a script in one pass, not one error at a time.
+/// The language is described in docs/script-language.md.
 public struct ScriptCompiler: Sendable {
     public var registry: DriverRegistry
     /// What the `simulation:` block may contain (from the simulated lab).
@@ -16,8 +17,8 @@ public struct ScriptCompiler: Sendable {
         self.simulationSpecs = simulationSpecs
     }
 
-    /// Reads and compiles a script file.
-    public func compile(path: String, mock: Bool = false) throws -> CompiledScript {
+    /// Reads and compiles a script file. `overrides` are `--set name=value` pairs.
+    public func compile(path: String, mock: Bool = false, overrides: [String: String] = [:]) throws -> CompiledScript {
         let text: String
         do {
             text = try String(contentsOfFile: path, encoding: .utf8)
@@ -28,26 +29,16 @@ public struct ScriptCompiler: Sendable {
                     at: SourceLocation(file: path, line: 1, column: 1))
             ])
         }
-        return try compile(text: text, file: path, mock: mock)
+        return try compile(text: text, file: path, mock: mock, overrides: overrides)
     }
 
-    /// Compiles script text; `file` is used in diagnostics only.
-    public func compile(text: String, file: String, mock: Bool = false) throws -> CompiledScript {
+    /// Compiles script text; `file` is used in diagnostics and to resolve includes.
+    public func compile(text: String, file: String, mock: Bool = false, overrides: [String: String] = [:]) throws
+        -> CompiledScript
+    {
         var context = Context(file: file, registry: registry, simulationSpecs: simulationSpecs, mock: mock)
-        let root: Node?
-        do {
-            root = try Yams.compose(yaml: text)
-        } catch let error as YamlError {
-            throw ScriptErrors([context.diagnostic(for: error)])
-        }
-        guard let root, let top = root.mapping else {
-            throw ScriptErrors([
-                ScriptDiagnostic(
-                    "a script is a YAML mapping with 'devices:' and 'steps:'",
-                    at: context.location(root))
-            ])
-        }
-        let result = context.compileTop(top, node: root, text: text)
+        guard let root = context.parse(text: text, file: file) else { throw ScriptErrors(context.diagnostics) }
+        let result = context.compileTop(root, text: text, overrides: overrides)
         if !context.diagnostics.isEmpty { throw ScriptErrors(context.diagnostics) }
         guard let result else { throw ScriptErrors([ScriptDiagnostic("empty script", at: context.location(root))]) }
         return result
@@ -61,16 +52,35 @@ public struct CompiledScript: Sendable {
     public var description: String
 }
 
+/// A script parameter: its text (default or `--set` override) and where it was declared.
+struct Parameter {
+    var text: String
+    var node: Node
+    var file: String
+    var overridden: Bool
+}
+
 struct Context {
-    let file: String
+    var file: String
     let registry: DriverRegistry
     let simulationSpecs: [PropertySpec]
     let mock: Bool
     var diagnostics: [ScriptDiagnostic] = []
-    /// Devices declared so far, name → descriptor of the driver named in the script.
+    /// Devices declared so far: name → the driver named in the script, with limits applied.
     var devices: [String: DriverDescriptor] = [:]
-    /// Tomography sweeps defined so far, name → their points.
-    var tomographySweeps: Set<String> = []
+    /// Data sets (sweeps and named acquisitions) defined so far: name → kind.
+    var datasets: [String: DatasetKind] = [:]
+    var parameters: [String: Parameter] = [:]
+    /// Named sub-sequences (from `sequences:` here or in included files), compiled on use.
+    var sequences: [String: (file: String, node: Node)] = [:]
+    /// Sequences being expanded, to reject recursion.
+    var expanding: [String] = []
+    /// Counting spec already required of each data set by an analysis step.
+    var countingByDataset: [String: (CountingSpec, Node)] = [:]
+
+    enum DatasetKind: Equatable {
+        case tomography, chsh, values, single
+    }
 
     init(file: String, registry: DriverRegistry, simulationSpecs: [PropertySpec], mock: Bool) {
         self.file = file
@@ -88,7 +98,25 @@ struct Context {
         diagnostics.append(ScriptDiagnostic(message, at: location(node)))
     }
 
-    func diagnostic(for error: YamlError) -> ScriptDiagnostic {
+    /// Parses YAML text into a node, reporting syntax errors at their place.
+    mutating func parse(text: String, file: String) -> Node? {
+        do {
+            guard let root = try Yams.compose(yaml: text) else {
+                diagnostics.append(ScriptDiagnostic("the file is empty", at: SourceLocation(file: file, line: 1, column: 1)))
+                return nil
+            }
+            return root
+        } catch let error as YamlError {
+            diagnostics.append(diagnostic(for: error, file: file))
+            return nil
+        } catch {
+            diagnostics.append(
+                ScriptDiagnostic("cannot parse: \(error)", at: SourceLocation(file: file, line: 1, column: 1)))
+            return nil
+        }
+    }
+
+    func diagnostic(for error: YamlError, file: String) -> ScriptDiagnostic {
         func at(_ mark: Mark) -> SourceLocation { SourceLocation(file: file, line: mark.line, column: mark.column) }
         switch error {
         case .scanner(let context, let problem, let mark, _), .parser(let context, let problem, let mark, _),
@@ -106,7 +134,7 @@ struct Context {
         }
     }
 
-    // MARK: Helpers for typed access
+    // MARK: Typed access
 
     /// The entries of a mapping, rejecting keys outside `allowed`.
     mutating func entries(_ node: Node, allowed: [String]?, what: String) -> [(key: String, keyNode: Node, value: Node)] {
@@ -129,41 +157,68 @@ struct Context {
         return out
     }
 
+    mutating func fields(_ node: Node, allowed: [String], what: String) -> [String: Node] {
+        Dictionary(entries(node, allowed: allowed, what: what).map { ($0.key, $0.value) }, uniquingKeysWith: { a, _ in a })
+    }
+
+    /// The scalar text of a node, with `$name` parameters substituted. The returned
+    /// suffix explains where a substituted value came from, for error messages.
+    mutating func scalar(_ node: Node, what: String) -> (text: String, origin: String)? {
+        guard let raw = node.scalar?.string else {
+            error("\(what) must be a single value, not a list or mapping", at: node)
+            return nil
+        }
+        guard raw.hasPrefix("$") else { return (raw, "") }
+        let name = raw.dropFirst().trimmingCharacters(in: CharacterSet(charactersIn: "{}"))
+        guard let p = parameters[name] else {
+            let known = parameters.keys.sorted()
+            error(
+                "unknown parameter '\(name)'"
+                    + (known.isEmpty ? "; declare it under 'parameters:'" : "; declared: \(known.joined(separator: ", "))"),
+                at: node)
+            return nil
+        }
+        let origin = p.overridden ? " (parameter '\(name)' = '\(p.text)' from --set)" : " (parameter '\(name)' = '\(p.text)')"
+        return (p.text, origin)
+    }
+
     mutating func string(_ node: Node?, what: String) -> String? {
-        guard let node else { return nil }
-        guard let s = node.scalar?.string, !s.isEmpty else {
-            error("\(what) must be a single word or text", at: node)
+        guard let node, let (s, _) = scalar(node, what: what) else { return nil }
+        guard !s.isEmpty else {
+            error("\(what) must not be empty", at: node)
             return nil
         }
         return s
     }
 
     mutating func quantity(_ node: Node?, _ dimension: PhysicalDimension, what: String) -> Quantity? {
-        guard let node else { return nil }
-        guard let text = node.scalar?.string, let q = Quantity.parse(text) else {
-            error("\(what) must be a \(dimension) with a unit (\(Unit.examples(for: dimension)))", at: node)
+        guard let node, let (text, origin) = scalar(node, what: what) else { return nil }
+        guard let q = Quantity.parse(text) else {
+            error("\(what) must be a \(dimension) with a unit (\(Unit.examples(for: dimension))), got '\(text)'\(origin)", at: node)
             return nil
         }
         guard q.dimension == dimension else {
-            error("\(what): expected a \(dimension) (\(Unit.examples(for: dimension))), got a \(q.dimension) ('\(text)')", at: node)
+            error(
+                "\(what): expected a \(dimension) (\(Unit.examples(for: dimension))), got a \(q.dimension) ('\(text)')\(origin)",
+                at: node)
             return nil
         }
         return q
     }
 
-    mutating func duration(_ node: Node?, what: String) -> Duration? {
+    mutating func duration(_ node: Node?, what: String, allowZero: Bool = true) -> Duration? {
         guard let q = quantity(node, .time, what: what) else { return nil }
-        guard q.value >= 0, q.value < 1e7 else {
-            error("\(what) must be between 0 s and 10⁷ s, got \(q)", at: node)
+        guard q.value >= 0, q.value < 1e7, allowZero || q.value > 0 else {
+            error("\(what) must be \(allowZero ? "between 0 s" : "more than 0 s") and 10⁷ s, got \(q)", at: node)
             return nil
         }
         return .nanoseconds(Int64((q.value * 1e9).rounded()))
     }
 
-    mutating func integer(_ node: Node?, what: String) -> Int? {
-        guard let node else { return nil }
-        guard let text = node.scalar?.string, let v = Int(text) else {
-            error("\(what) must be a whole number", at: node)
+    mutating func integer(_ node: Node?, what: String, range: ClosedRange<Int>) -> Int? {
+        guard let node, let (text, origin) = scalar(node, what: what) else { return nil }
+        guard let v = Int(text), range.contains(v) else {
+            error("\(what) must be a whole number from \(range.lowerBound) to \(range.upperBound), got '\(text)'\(origin)", at: node)
             return nil
         }
         return v
@@ -171,48 +226,64 @@ struct Context {
 
     /// Parses a value for a declared property; reports type, dimension and range problems.
     mutating func value(_ node: Node, for spec: PropertySpec, what: String) -> Value? {
-        guard let text = node.scalar?.string else {
-            error("\(what) must be a single value (\(spec.type))", at: node)
-            return nil
-        }
-        let parsed: Value?
-        switch spec.type {
-        case .bool:
-            switch text.lowercased() {
-            case "true", "yes", "on": parsed = .bool(true)
-            case "false", "no", "off": parsed = .bool(false)
-            default: parsed = nil
-            }
-        case .quantity:
-            parsed = Quantity.parse(text).map(Value.quantity)
-        case .choice, .text:
-            parsed = .text(text)
-        }
-        guard let parsed else {
-            error("\(what): expected \(spec.type), got '\(text)'", at: node)
+        guard let (text, origin) = scalar(node, what: what) else { return nil }
+        guard let parsed = Self.parseValue(text, as: spec.type) else {
+            error("\(what): expected \(spec.type), got '\(text)'\(origin)", at: node)
             return nil
         }
         if let problem = spec.problem(with: parsed) {
-            error("\(what): \(problem)", at: node)
+            error("\(what): \(problem)\(origin)", at: node)
             return nil
         }
         return parsed
     }
 
+    static func parseValue(_ text: String, as type: PropertyType) -> Value? {
+        switch type {
+        case .bool:
+            switch text.lowercased() {
+            case "true", "yes", "on": return .bool(true)
+            case "false", "no", "off": return .bool(false)
+            default: return nil
+            }
+        case .quantity: return Quantity.parse(text).map(Value.quantity)
+        case .choice, .text: return .text(text)
+        }
+    }
+
     // MARK: Top level
 
-    mutating func compileTop(_ top: Node.Mapping, node: Node, text: String) -> CompiledScript? {
-        let fields = entries(
-            node, allowed: ["herald", "name", "description", "simulation", "devices", "steps"], what: "the script")
-        let byKey = Dictionary(fields.map { ($0.key, $0.value) }, uniquingKeysWith: { a, _ in a })
-        if let version = byKey["herald"] {
-            if integer(version, what: "'herald' (script format version)") != 1 {
-                error("this Herald reads script format version 1", at: version)
-            }
+    mutating func compileTop(_ root: Node, text: String, overrides: [String: String]) -> CompiledScript? {
+        guard root.mapping != nil else {
+            error("a script is a YAML mapping with 'devices:' and 'steps:'", at: root)
+            return nil
+        }
+        let byKey = fields(
+            root,
+            allowed: [
+                "herald", "name", "description", "parameters", "include", "sequences", "simulation", "devices",
+                "interlocks", "steps",
+            ], what: "the script")
+        if let version = byKey["herald"], integer(version, what: "'herald' (script format version)", range: 1...1) == nil {
+            error("this Herald reads script format version 1", at: version)
         }
         let name = byKey["name"].flatMap { string($0, what: "name") }
             ?? URL(fileURLWithPath: file).deletingPathExtension().lastPathComponent
         let description = byKey["description"]?.scalar?.string ?? ""
+
+        if let node = byKey["parameters"] {
+            for p in entries(node, allowed: nil, what: "parameters") {
+                guard let text = p.value.scalar?.string else {
+                    error("parameter '\(p.key)' must be a single value, e.g. 1 s or 10 mW", at: p.value)
+                    continue
+                }
+                parameters[p.key] = Parameter(text: text, node: p.value, file: file, overridden: false)
+            }
+        }
+        applyOverrides(overrides)
+
+        if let node = byKey["include"] { compileIncludes(node) }
+        if let node = byKey["sequences"] { registerSequences(node) }
 
         var simulation: [String: Value] = [:]
         if let sim = byKey["simulation"] {
@@ -228,17 +299,80 @@ struct Context {
                 if let config = compileDevice(entry.key, entry.value, keyNode: entry.keyNode) { configs.append(config) }
             }
         } else {
-            error("the script declares no 'devices:'", at: node)
+            error("the script declares no 'devices:'", at: root)
         }
+
+        var interlocks: [Interlock] = []
+        if let node = byKey["interlocks"] { interlocks = compileInterlocks(node) }
 
         var steps: [PlanStep] = []
         if let stepsNode = byKey["steps"] {
             steps = compileSteps(stepsNode)
         } else {
-            error("the script has no 'steps:'", at: node)
+            error("the script has no 'steps:'", at: root)
         }
-        let plan = Plan(name: name, scriptPath: file, scriptText: text, devices: configs, steps: steps)
+        var plan = Plan(name: name, scriptPath: file, scriptText: text, devices: configs, steps: steps)
+        plan.parameters = parameters.mapValues(\.text)
+        plan.interlocks = interlocks
         return CompiledScript(plan: plan, simulation: simulation, description: description)
+    }
+
+    /// `--set name=value`: only declared parameters, and only with the declared dimension.
+    mutating func applyOverrides(_ overrides: [String: String]) {
+        for (name, text) in overrides.sorted(by: { $0.key < $1.key }) {
+            let here = SourceLocation(file: "--set \(name)=\(text)", line: 1, column: 1)
+            guard var p = parameters[name] else {
+                let known = parameters.keys.sorted()
+                diagnostics.append(
+                    ScriptDiagnostic(
+                        "--set: the script has no parameter '\(name)'"
+                            + (known.isEmpty ? "" : "; its parameters: \(known.joined(separator: ", "))"), at: here))
+                continue
+            }
+            if let old = Quantity.parse(p.text) {
+                guard let new = Quantity.parse(text) else {
+                    diagnostics.append(
+                        ScriptDiagnostic("--set \(name): '\(text)' is not a \(old.dimension) with a unit (\(Unit.examples(for: old.dimension)))", at: here))
+                    continue
+                }
+                guard new.dimension == old.dimension else {
+                    diagnostics.append(
+                        ScriptDiagnostic(
+                            "--set \(name): expected a \(old.dimension) like the script's default '\(p.text)', got a \(new.dimension) ('\(text)')",
+                            at: here))
+                    continue
+                }
+            }
+            p.text = text
+            p.overridden = true
+            parameters[name] = p
+        }
+    }
+
+    mutating func compileIncludes(_ node: Node) {
+        let list = node.sequence.map(Array.init) ?? [node]
+        for item in list {
+            guard let relative = string(item, what: "include") else { continue }
+            let base = URL(fileURLWithPath: file).deletingLastPathComponent()
+            let path = relative.hasPrefix("/") ? relative : base.appendingPathComponent(relative).standardized.path
+            guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+                error("cannot read included file '\(path)'", at: item)
+                continue
+            }
+            guard let included = parse(text: text, file: path) else { continue }
+            let saved = file
+            file = path
+            let byKey = fields(included, allowed: ["sequences"], what: "an included file (it holds only 'sequences:')")
+            if let seqs = byKey["sequences"] { registerSequences(seqs) }
+            file = saved
+        }
+    }
+
+    mutating func registerSequences(_ node: Node) {
+        for s in entries(node, allowed: nil, what: "sequences") {
+            if sequences[s.key] != nil { error("sequence '\(s.key)' is defined twice", at: s.keyNode) }
+            sequences[s.key] = (file, s.value)
+        }
     }
 
     mutating func compileDevice(_ name: String, _ node: Node, keyNode: Node) -> DeviceConfig? {
@@ -246,8 +380,7 @@ struct Context {
             error("device name '\(name)' may contain only letters, digits, '_' and '-'", at: keyNode)
             return nil
         }
-        let fields = entries(node, allowed: ["driver", "settings"], what: "device '\(name)'")
-        let byKey = Dictionary(fields.map { ($0.key, $0.value) }, uniquingKeysWith: { a, _ in a })
+        let byKey = fields(node, allowed: ["driver", "settings", "limits", "safe", "timeout", "retries"], what: "device '\(name)'")
         guard let driverNode = byKey["driver"] else {
             error("device '\(name)' needs a 'driver:' (see `herald drivers`)", at: node)
             return nil
@@ -258,11 +391,12 @@ struct Context {
             error("unknown driver '\(driverID)' for device '\(name)'; known drivers: \(known)", at: driverNode)
             return nil
         }
+        var descriptor = entry.descriptor
         var settings: [String: Value] = [:]
         if let settingsNode = byKey["settings"] {
             for s in entries(settingsNode, allowed: nil, what: "settings of '\(name)'") {
-                guard let spec = entry.descriptor.setting(s.key) else {
-                    let known = entry.descriptor.settings.map(\.name)
+                guard let spec = descriptor.setting(s.key) else {
+                    let known = descriptor.settings.map(\.name)
                     error(
                         "driver '\(driverID)' has no setting '\(s.key)'"
                             + (known.isEmpty ? "" : "; it accepts: \(known.joined(separator: ", "))"), at: s.keyNode)
@@ -271,12 +405,41 @@ struct Context {
                 if let v = value(s.value, for: spec, what: "\(name).\(s.key)") { settings[s.key] = v }
             }
         }
-        for spec in entry.descriptor.settings where settings[spec.name] == nil {
-            if case .choice = spec.type {
-                error("device '\(name)' needs setting '\(spec.name)' (\(spec.type))", at: node)
+        for spec in descriptor.settings where settings[spec.name] == nil {
+            if case .choice = spec.type { error("device '\(name)' needs setting '\(spec.name)' (\(spec.type))", at: node) }
+        }
+        // limits: {power: {max: 20 mW}} narrows the driver's range; it never widens it.
+        if let limitsNode = byKey["limits"] {
+            for l in entries(limitsNode, allowed: nil, what: "limits of '\(name)'") {
+                guard let index = descriptor.properties.firstIndex(where: { $0.name == l.key }),
+                    case .quantity(let dim) = descriptor.properties[index].type
+                else {
+                    error("'\(l.key)' is not a numeric property of driver '\(driverID)'", at: l.keyNode)
+                    continue
+                }
+                let bounds = fields(l.value, allowed: ["min", "max"], what: "limits of \(name).\(l.key)")
+                let range = descriptor.properties[index].range ?? -Double.infinity...Double.infinity
+                var lo = range.lowerBound, hi = range.upperBound
+                if let q = quantity(bounds["min"], dim, what: "\(name).\(l.key) min") { lo = max(lo, q.value) }
+                if let q = quantity(bounds["max"], dim, what: "\(name).\(l.key) max") { hi = min(hi, q.value) }
+                if lo > hi {
+                    error("limits of \(name).\(l.key) leave no allowed value (driver range \(range))", at: l.value)
+                } else {
+                    descriptor.properties[index].range = lo...hi
+                }
             }
         }
-        devices[name] = entry.descriptor
+        devices[name] = descriptor
+        var safe: [Assignment] = []
+        if let safeNode = byKey["safe"] {
+            for s in entries(safeNode, allowed: nil, what: "safe state of '\(name)'") {
+                if let a = assignment(target: "\(name).\(s.key)", keyNode: s.keyNode, valueNode: s.value) { safe.append(a) }
+            }
+        }
+        let timeout = byKey["timeout"].flatMap { duration($0, what: "\(name).timeout", allowZero: false) }
+            ?? DeviceConfig.defaultCallTimeout
+        let retries = byKey["retries"].flatMap { integer($0, what: "\(name).retries", range: 0...10) }
+            ?? DeviceConfig.defaultRetries
         if mock && !entry.descriptor.isMock {
             guard let replacement = registry.mock(for: entry.descriptor.kind) else {
                 error("--mock: no simulated driver stands in for a \(entry.descriptor.kind.rawValue)", at: driverNode)
@@ -284,10 +447,59 @@ struct Context {
             }
             entry = replacement
         }
-        return DeviceConfig(name: name, driver: entry.descriptor.id, settings: settings, location: location(keyNode))
+        return DeviceConfig(
+            name: name, driver: entry.descriptor.id, settings: settings, location: location(keyNode),
+            properties: descriptor.properties, safeState: safe, callTimeout: timeout, retries: retries)
+    }
+
+    mutating func compileInterlocks(_ node: Node) -> [Interlock] {
+        guard let list = node.sequence else {
+            error("'interlocks' must be a list of {name, require, timeout}", at: node)
+            return []
+        }
+        var out: [Interlock] = []
+        for item in list {
+            let byKey = fields(item, allowed: ["name", "require", "timeout"], what: "an interlock")
+            guard let requireNode = byKey["require"] else {
+                error("an interlock needs 'require: device.property OP value' (what must hold while acquiring)", at: item)
+                continue
+            }
+            guard let condition = condition(requireNode) else { continue }
+            let name = byKey["name"].flatMap { string($0, what: "interlock name") } ?? condition.description
+            let timeout = byKey["timeout"].flatMap { duration($0, what: "interlock timeout", allowZero: false) } ?? .seconds(60)
+            out.append(Interlock(name: name, condition: condition, timeout: timeout, location: location(requireNode)))
+        }
+        return out
+    }
+
+    /// `device.property OP value`, with the value parsed as the property's type.
+    mutating func condition(_ node: Node) -> Condition? {
+        guard let (text, origin) = scalar(node, what: "condition") else { return nil }
+        guard let (target, comparison, rawValue) = Condition.split(text) else {
+            error("a condition reads 'device.property OP value' with OP one of == != < <= > >=, got '\(text)'\(origin)", at: node)
+            return nil
+        }
+        guard let (device, spec) = resolveProperty(target, at: node, needSettable: false) else { return nil }
+        var valueText = rawValue
+        if valueText.hasPrefix("$"), let p = parameters[String(valueText.dropFirst())] { valueText = p.text }
+        guard let value = Self.parseValue(valueText, as: spec.type) else {
+            error("condition '\(text)': expected \(spec.type) after \(comparison.rawValue), got '\(valueText)'", at: node)
+            return nil
+        }
+        if case .quantity(let dim) = spec.type, value.quantity?.dimension != dim {
+            error("condition '\(text)': \(target) is a \(dim), compared with '\(valueText)'", at: node)
+            return nil
+        }
+        if case .quantity = spec.type {} else if comparison != .equal && comparison != .notEqual {
+            error("condition '\(text)': \(target) can only be compared with == or !=", at: node)
+            return nil
+        }
+        return Condition(device: device, property: spec.name, comparison: comparison, value: value)
     }
 
     // MARK: Steps
+
+    static let stepKinds = ["set", "wait", "acquire", "sweep", "run", "tomography", "chsh", "g2", "rates"]
 
     mutating func compileSteps(_ node: Node) -> [PlanStep] {
         guard let sequence = node.sequence else {
@@ -296,52 +508,88 @@ struct Context {
         }
         var out: [PlanStep] = []
         for item in sequence {
-            let fields = entries(item, allowed: nil, what: "a step")
-            guard fields.count == 1, let step = fields.first else {
-                if !fields.isEmpty {
-                    error("a step has exactly one kind (set, wait, acquire, sweep, tomography)", at: item)
+            let stepFields = entries(item, allowed: nil, what: "a step")
+            guard stepFields.count == 1, let step = stepFields.first else {
+                if !stepFields.isEmpty {
+                    error("a step has exactly one kind (\(Self.stepKinds.joined(separator: ", ")))", at: item)
                 }
                 continue
             }
-            if let compiled = compileStep(step.key, step.value, keyNode: step.keyNode) { out.append(compiled) }
+            out.append(contentsOf: compileStep(step.key, step.value, keyNode: step.keyNode))
         }
         return out
     }
 
-    mutating func compileStep(_ kind: String, _ node: Node, keyNode: Node) -> PlanStep? {
+    mutating func compileStep(_ kind: String, _ node: Node, keyNode: Node) -> [PlanStep] {
         switch kind {
         case "set":
-            return .set(compileAssignments(node))
+            return [.set(compileAssignments(node))]
         case "wait":
-            guard let d = duration(node, what: "wait") else { return nil }
-            return .wait(d, location: location(node))
+            if node.mapping != nil {
+                let byKey = fields(node, allowed: ["until", "timeout", "poll"], what: "wait")
+                guard let untilNode = byKey["until"], let timeoutNode = byKey["timeout"] else {
+                    error("a conditional wait needs 'until' and 'timeout' (a wait that cannot end is a hang)", at: node)
+                    return []
+                }
+                let c = condition(untilNode)
+                let timeout = duration(timeoutNode, what: "wait.timeout", allowZero: false)
+                let poll = byKey["poll"].flatMap { duration($0, what: "wait.poll", allowZero: false) } ?? .milliseconds(100)
+                guard let c, let timeout else { return [] }
+                return [.waitUntil(c, timeout: timeout, poll: poll, location: location(keyNode))]
+            }
+            guard let d = duration(node, what: "wait") else { return [] }
+            return [.wait(d, location: location(node))]
         case "acquire":
-            let fields = entries(node, allowed: ["device", "duration"], what: "acquire")
-            let byKey = Dictionary(fields.map { ($0.key, $0.value) }, uniquingKeysWith: { a, _ in a })
+            let byKey = fields(node, allowed: ["device", "duration", "name"], what: "acquire")
             guard let deviceNode = byKey["device"], let durationNode = byKey["duration"] else {
                 error("acquire needs 'device' and 'duration'", at: node)
-                return nil
+                return []
             }
             let device = string(deviceNode, what: "acquire.device")
-            let d = duration(durationNode, what: "acquire.duration")
-            guard let device, let d else { return nil }
+            let d = duration(durationNode, what: "acquire.duration", allowZero: false)
+            let name = byKey["name"].flatMap { string($0, what: "acquire.name") }
+            guard let device, let d else { return [] }
             guard let descriptor = devices[device] else {
                 error("unknown device '\(device)'; declared devices: \(devices.keys.sorted().joined(separator: ", "))", at: deviceNode)
-                return nil
+                return []
             }
             guard descriptor.kind == .timeTagger else {
                 error("'\(device)' is a \(descriptor.kind.rawValue); acquire needs a time-tagger", at: deviceNode)
-                return nil
+                return []
             }
-            return .acquire(device: device, duration: d, location: location(keyNode))
+            if let name, let n = byKey["name"] { defineDataset(name, .single, at: n) }
+            return [.acquire(device: device, duration: d, name: name, location: location(keyNode))]
         case "sweep":
-            return compileSweep(node)
-        case "tomography":
-            return compileTomography(node, keyNode: keyNode)
+            return compileSweep(node).map { [$0] } ?? []
+        case "run":
+            guard let name = string(node, what: "run") else { return [] }
+            guard let seq = sequences[name] else {
+                let known = sequences.keys.sorted()
+                error("unknown sequence '\(name)'" + (known.isEmpty ? "; define it under 'sequences:' or include a file that does" : "; known: \(known.joined(separator: ", "))"), at: node)
+                return []
+            }
+            guard !expanding.contains(name) else {
+                error("sequence '\(name)' runs itself (\((expanding + [name]).joined(separator: " → ")))", at: node)
+                return []
+            }
+            expanding.append(name)
+            let saved = file
+            file = seq.file
+            let steps = compileSteps(seq.node)
+            file = saved
+            expanding.removeLast()
+            return steps
+        case "tomography", "chsh", "g2", "rates":
+            return compileAnalysis(kind, node, keyNode: keyNode).map { [.analysis($0, location: location(keyNode))] } ?? []
         default:
-            error("unknown step '\(kind)'; expected one of: set, wait, acquire, sweep, tomography", at: keyNode)
-            return nil
+            error("unknown step '\(kind)'; expected one of: \(Self.stepKinds.joined(separator: ", "))", at: keyNode)
+            return []
         }
+    }
+
+    mutating func defineDataset(_ name: String, _ kind: DatasetKind, at node: Node) {
+        if datasets[name] != nil { error("a sweep or acquisition named '\(name)' is already defined", at: node) }
+        datasets[name] = kind
     }
 
     /// `device.property: value` pairs.
@@ -353,7 +601,7 @@ struct Context {
         return out
     }
 
-    mutating func resolveProperty(_ target: String, at node: Node) -> (String, PropertySpec)? {
+    mutating func resolveProperty(_ target: String, at node: Node, needSettable: Bool = true) -> (String, PropertySpec)? {
         let parts = target.split(separator: ".", maxSplits: 1).map(String.init)
         guard parts.count == 2 else {
             error("'\(target)' must name a device and a property, like pump.power", at: node)
@@ -364,13 +612,13 @@ struct Context {
             return nil
         }
         guard let spec = descriptor.property(parts[1]) else {
-            let known = descriptor.properties.filter(\.settable).map(\.name)
+            let known = descriptor.properties.filter { $0.settable || !needSettable }.map(\.name)
             error(
-                "unknown property '\(parts[1])' of device '\(parts[0])' (driver \(descriptor.id)); settable properties: "
+                "unknown property '\(parts[1])' of device '\(parts[0])' (driver \(descriptor.id)); \(needSettable ? "settable " : "")properties: "
                     + (known.isEmpty ? "none" : known.joined(separator: ", ")), at: node)
             return nil
         }
-        guard spec.settable else {
+        guard spec.settable || !needSettable else {
             error("property '\(parts[1])' of device '\(parts[0])' is read-only", at: node)
             return nil
         }
@@ -383,138 +631,308 @@ struct Context {
         return Assignment(device: device, property: spec.name, value: v, location: location(valueNode))
     }
 
+    mutating func analyzerMounts(_ node: Node?, at sweepNode: Node) -> (a: (qwp: String, hwp: String), b: (qwp: String, hwp: String))? {
+        guard let analyzersNode = node else {
+            error("this sweep needs 'analyzers' (the qwp and hwp mount of arms a and b)", at: sweepNode)
+            return nil
+        }
+        var mounts: [String: (qwp: String, hwp: String)] = [:]
+        let before = diagnostics.count
+        for arm in entries(analyzersNode, allowed: ["a", "b"], what: "analyzers") {
+            let plates = entries(arm.value, allowed: ["qwp", "hwp"], what: "analyzer \(arm.key)")
+            var qwp: String?, hwp: String?
+            for p in plates {
+                guard let device = string(p.value, what: "analyzer \(arm.key).\(p.key)") else { continue }
+                guard resolveProperty(device + ".angle", at: p.value) != nil else { continue }
+                if p.key == "qwp" { qwp = device } else { hwp = device }
+            }
+            if let qwp, let hwp { mounts[arm.key] = (qwp, hwp) } else if !plates.isEmpty {
+                error("analyzer \(arm.key) needs both 'qwp' and 'hwp' mounts", at: arm.value)
+            }
+        }
+        guard let a = mounts["a"], let b = mounts["b"] else {
+            if diagnostics.count == before { error("analyzers needs arms 'a' and 'b'", at: analyzersNode) }
+            return nil
+        }
+        return (a, b)
+    }
+
+    static func angles(_ mounts: (a: (qwp: String, hwp: String), b: (qwp: String, hwp: String)), qa: Double, ha: Double, qb: Double, hb: Double) -> [Assignment] {
+        [
+            Assignment(device: mounts.a.qwp, property: "angle", value: .quantity(.degrees(qa))),
+            Assignment(device: mounts.a.hwp, property: "angle", value: .quantity(.degrees(ha))),
+            Assignment(device: mounts.b.qwp, property: "angle", value: .quantity(.degrees(qb))),
+            Assignment(device: mounts.b.hwp, property: "angle", value: .quantity(.degrees(hb))),
+        ]
+    }
+
     mutating func compileSweep(_ node: Node) -> PlanStep? {
-        let fields = entries(node, allowed: ["name", "basis", "analyzers", "set", "values", "steps"], what: "sweep")
-        let byKey = Dictionary(fields.map { ($0.key, $0.value) }, uniquingKeysWith: { a, _ in a })
+        let byKey = fields(node, allowed: ["name", "basis", "analyzers", "set", "values", "range", "steps"], what: "sweep")
         guard let nameNode = byKey["name"], let name = string(nameNode, what: "sweep.name") else {
             error("a sweep needs a 'name' (it labels the sweep table in the output)", at: node)
             return nil
         }
         var points: [SweepPoint] = []
+        var kind = DatasetKind.values
         if let basisNode = byKey["basis"] {
             guard let basisName = string(basisNode, what: "sweep.basis") else { return nil }
-            guard let basis = TomographyBasisSet(rawValue: basisName) else {
-                let known = TomographyBasisSet.allCases.map(\.rawValue).joined(separator: ", ")
-                error("unknown basis set '\(basisName)'; built-in sets: \(known)", at: basisNode)
-                return nil
-            }
-            guard let analyzersNode = byKey["analyzers"] else {
-                error("a tomography sweep needs 'analyzers' (the qwp and hwp mount of arms a and b)", at: node)
-                return nil
-            }
-            var mounts: [String: (qwp: String, hwp: String)] = [:]
-            for arm in entries(analyzersNode, allowed: ["a", "b"], what: "analyzers") {
-                let plates = entries(arm.value, allowed: ["qwp", "hwp"], what: "analyzer \(arm.key)")
-                var qwp: String?, hwp: String?
-                for p in plates {
-                    guard let device = string(p.value, what: "analyzer \(arm.key).\(p.key)") else { continue }
-                    guard resolveProperty(device + ".angle", at: p.value) != nil else { continue }
-                    if p.key == "qwp" { qwp = device } else { hwp = device }
+            if basisName == "chsh" {
+                guard let mounts = analyzerMounts(byKey["analyzers"], at: node) else { return nil }
+                // A linear polarizer at θ: QWP at 0°, HWP at θ/2 in front of the PBS.
+                for (a, b) in CHSHSettings.angles {
+                    points.append(
+                        SweepPoint(label: "a\(a)_b\(b)", assignments: Self.angles(mounts, qa: 0, ha: a / 2, qb: 0, hb: b / 2)))
                 }
-                if let qwp, let hwp { mounts[arm.key] = (qwp, hwp) } else if !plates.isEmpty {
-                    error("analyzer \(arm.key) needs both 'qwp' and 'hwp' mounts", at: arm.value)
+                kind = .chsh
+            } else {
+                guard let basis = TomographyBasisSet(rawValue: basisName) else {
+                    let known = (TomographyBasisSet.allCases.map(\.rawValue) + ["chsh"]).joined(separator: ", ")
+                    error("unknown basis set '\(basisName)'; built-in sets: \(known)", at: basisNode)
+                    return nil
                 }
+                guard let mounts = analyzerMounts(byKey["analyzers"], at: node) else { return nil }
+                for (la, lb) in basis.settings {
+                    let (qa, ha) = la.analyzerAngles, (qb, hb) = lb.analyzerAngles
+                    points.append(
+                        SweepPoint(
+                            label: la.rawValue + lb.rawValue, assignments: Self.angles(mounts, qa: qa, ha: ha, qb: qb, hb: hb),
+                            projection: (la, lb)))
+                }
+                kind = .tomography
             }
-            guard let a = mounts["a"], let b = mounts["b"] else {
-                if diagnostics.isEmpty { error("analyzers needs arms 'a' and 'b'", at: analyzersNode) }
-                return nil
-            }
-            for (la, lb) in basis.settings {
-                let (qa, ha) = la.analyzerAngles, (qb, hb) = lb.analyzerAngles
-                points.append(
-                    SweepPoint(
-                        label: la.rawValue + lb.rawValue,
-                        assignments: [
-                            Assignment(device: a.qwp, property: "angle", value: .quantity(.degrees(qa))),
-                            Assignment(device: a.hwp, property: "angle", value: .quantity(.degrees(ha))),
-                            Assignment(device: b.qwp, property: "angle", value: .quantity(.degrees(qb))),
-                            Assignment(device: b.hwp, property: "angle", value: .quantity(.degrees(hb))),
-                        ], projection: (la, lb)))
-            }
-            tomographySweeps.insert(name)
-        } else if let setNode = byKey["set"], let valuesNode = byKey["values"] {
+        } else if let setNode = byKey["set"] {
             guard let target = string(setNode, what: "sweep.set"),
                 let (device, spec) = resolveProperty(target, at: setNode)
             else { return nil }
-            guard let list = valuesNode.sequence, list.count > 0 else {
-                error("sweep.values must be a non-empty list", at: valuesNode)
+            var values: [(Value, Node)] = []
+            if let valuesNode = byKey["values"] {
+                guard let list = valuesNode.sequence, list.count > 0 else {
+                    error("sweep.values must be a non-empty list", at: valuesNode)
+                    return nil
+                }
+                for item in list {
+                    if let v = value(item, for: spec, what: "sweep value of \(target)") { values.append((v, item)) }
+                }
+            } else if let rangeNode = byKey["range"] {
+                guard case .quantity(let dim) = spec.type else {
+                    error("range needs a numeric property; \(target) is \(spec.type)", at: rangeNode)
+                    return nil
+                }
+                let r = fields(rangeNode, allowed: ["from", "to", "step", "points"], what: "sweep.range")
+                guard let from = quantity(r["from"], dim, what: "range.from"), let to = quantity(r["to"], dim, what: "range.to") else {
+                    if r["from"] == nil || r["to"] == nil { error("range needs 'from', 'to' and 'step' or 'points'", at: rangeNode) }
+                    return nil
+                }
+                var grid: [Double] = []
+                if let stepQ = quantity(r["step"], dim, what: "range.step") {
+                    let span = to.value - from.value
+                    guard stepQ.value != 0, span / stepQ.value >= 0, span / stepQ.value < 100_000 else {
+                        error("range.step must be non-zero, point from 'from' towards 'to', and give at most 100 000 points", at: r["step"])
+                        return nil
+                    }
+                    let n = Int((span / stepQ.value + 1e-9).rounded(.down))
+                    grid = (0...n).map { from.value + Double($0) * stepQ.value }
+                } else if let n = integer(r["points"], what: "range.points", range: 2...100_000) {
+                    grid = (0..<n).map { from.value + (to.value - from.value) * Double($0) / Double(n - 1) }
+                } else if r["step"] == nil && r["points"] == nil {
+                    error("range needs 'step' or 'points'", at: rangeNode)
+                }
+                for x in grid {
+                    let v = Value.quantity(Quantity(x, dim))
+                    if let problem = spec.problem(with: v) {
+                        error("range of \(target): \(problem)", at: rangeNode)
+                        break
+                    }
+                    values.append((v, rangeNode))
+                }
+            } else {
+                error("a sweep over \(target) needs 'values' or 'range'", at: node)
                 return nil
             }
-            for item in list {
-                guard let v = value(item, for: spec, what: "sweep value of \(target)") else { continue }
+            for (v, item) in values {
                 points.append(
                     SweepPoint(
                         label: v.description,
-                        assignments: [Assignment(device: device, property: spec.name, value: v, location: location(item))]))
+                        assignments: [Assignment(device: device, property: spec.name, value: v, location: location(item))],
+                        value: v.quantity))
             }
         } else {
-            error("a sweep needs either 'basis' + 'analyzers' (tomography) or 'set' + 'values'", at: node)
+            error("a sweep needs either 'basis' + 'analyzers' or 'set' + 'values'/'range'", at: node)
             return nil
         }
         guard let bodyNode = byKey["steps"] else {
             error("a sweep needs 'steps' to run at each point", at: node)
             return nil
         }
+        defineDataset(name, kind, at: nameNode)
         let body = compileSteps(bodyNode)
         return .sweep(Sweep(name: name, points: points, body: body))
     }
 
-    mutating func compileTomography(_ node: Node, keyNode: Node) -> PlanStep? {
-        let fields = entries(
-            node, allowed: ["sweep", "arms", "window", "delays", "target", "accidentals"], what: "tomography")
-        let byKey = Dictionary(fields.map { ($0.key, $0.value) }, uniquingKeysWith: { a, _ in a })
-        guard let sweepNode = byKey["sweep"], let armsNode = byKey["arms"], let windowNode = byKey["window"] else {
-            error("tomography needs 'sweep', 'arms' and 'window'", at: node)
+    mutating func arms(_ node: Node?, at parent: Node, needReflect: Bool) -> (ArmChannels, ArmChannels)? {
+        guard let node else {
+            error("this analysis needs 'arms' (detector channels of arms a and b)", at: parent)
             return nil
-        }
-        guard let sweep = string(sweepNode, what: "tomography.sweep") else { return nil }
-        if !tomographySweeps.contains(sweep) {
-            error("'\(sweep)' is not a tomography sweep defined earlier in the script", at: sweepNode)
         }
         var arms: [String: ArmChannels] = [:]
-        for arm in entries(armsNode, allowed: ["a", "b"], what: "arms") {
-            var pass: Int?, reflect: Int?
-            for port in entries(arm.value, allowed: ["pass", "reflect"], what: "arm \(arm.key)") {
-                guard let ch = integer(port.value, what: "channel"), (1...255).contains(ch) else {
-                    error("a channel is a number from 1 to 255", at: port.value)
-                    continue
-                }
-                if port.key == "pass" { pass = ch } else { reflect = ch }
+        for arm in entries(node, allowed: ["a", "b"], what: "arms") {
+            let ports = fields(arm.value, allowed: ["pass", "reflect"], what: "arm \(arm.key)")
+            let pass = integer(ports["pass"], what: "channel", range: 1...255)
+            let reflect = integer(ports["reflect"], what: "channel", range: 1...255)
+            guard let pass else {
+                if ports["pass"] == nil { error("arm \(arm.key) needs the 'pass' channel (detector behind the transmitted port)", at: arm.value) }
+                continue
             }
-            if let pass { arms[arm.key] = ArmChannels(pass: pass, reflect: reflect) } else {
-                error("arm \(arm.key) needs the 'pass' channel (detector behind the transmitted port)", at: arm.value)
+            if needReflect && reflect == nil {
+                error("arm \(arm.key) needs the 'reflect' channel too: this analysis uses both PBS ports", at: arm.value)
+                continue
             }
-        }
-        guard let window = quantity(windowNode, .time, what: "tomography.window") else { return nil }
-        if window.value <= 0 { error("the coincidence window must be positive", at: windowNode) }
-        var delays: [Int: Double] = [:]
-        if let delaysNode = byKey["delays"] {
-            for d in entries(delaysNode, allowed: nil, what: "delays") {
-                guard let ch = Int(d.key) else {
-                    error("delays are keyed by channel number", at: d.keyNode)
-                    continue
-                }
-                if let q = quantity(d.value, .time, what: "delay of channel \(ch)") { delays[ch] = q.value }
-            }
-        }
-        var target = "phi+"
-        if let t = byKey["target"], let s = string(t, what: "target") {
-            if ["phi+", "phi-", "psi+", "psi-"].contains(s) { target = s } else {
-                error("target must be one of phi+, phi-, psi+, psi-", at: t)
-            }
-        }
-        var accidentals = "keep"
-        if let a = byKey["accidentals"], let s = string(a, what: "accidentals") {
-            if ["keep", "subtract"].contains(s) { accidentals = s } else {
-                error("accidentals must be 'keep' or 'subtract'", at: a)
-            }
+            arms[arm.key] = ArmChannels(pass: pass, reflect: reflect)
         }
         guard let a = arms["a"], let b = arms["b"] else {
-            if !arms.isEmpty || diagnostics.isEmpty { error("tomography needs arms 'a' and 'b'", at: armsNode) }
+            if arms.count == entries(node, allowed: nil, what: "arms").count { error("arms needs 'a' and 'b'", at: node) }
             return nil
         }
-        var spec = TomographySpec(sweep: sweep, armA: a, armB: b, window: window.value, delays: delays, target: target)
-        spec.subtractAccidentals = accidentals == "subtract"
-        return .tomography(spec, location: location(keyNode))
+        return (a, b)
+    }
+
+    mutating func delays(_ node: Node?) -> [Int: Double] {
+        guard let node else { return [:] }
+        var out: [Int: Double] = [:]
+        for d in entries(node, allowed: nil, what: "delays") {
+            guard let ch = Int(d.key), (1...255).contains(ch) else {
+                error("delays are keyed by channel number (1–255)", at: d.keyNode)
+                continue
+            }
+            if let q = quantity(d.value, .time, what: "delay of channel \(ch)") { out[ch] = q.value }
+        }
+        return out
+    }
+
+    mutating func dataset(_ node: Node?, expect kinds: [DatasetKind], what: String, at parent: Node) -> String? {
+        guard let node else {
+            error("\(what) needs 'sweep' (the sweep or named acquisition it analyses)", at: parent)
+            return nil
+        }
+        guard let name = string(node, what: "\(what).sweep") else { return nil }
+        guard let kind = datasets[name] else {
+            let known = datasets.keys.sorted()
+            error("no sweep or named acquisition '\(name)' before this step" + (known.isEmpty ? "" : "; defined: \(known.joined(separator: ", "))"), at: node)
+            return nil
+        }
+        guard kinds.contains(kind) else {
+            let need: String
+            switch kinds.first {
+            case .tomography: need = "a tomography sweep (basis: tomography-16/36/9)"
+            case .chsh: need = "a CHSH sweep (basis: chsh)"
+            default: need = "a sweep or named acquisition"
+            }
+            error("\(what) needs \(need); '\(name)' is not one", at: node)
+            return nil
+        }
+        return name
+    }
+
+    /// One data set is counted once: every analysis of it must use the same window and delays.
+    mutating func requireCounting(_ spec: CountingSpec, for dataset: String, at node: Node) {
+        if let (existing, _) = countingByDataset[dataset] {
+            if existing.window != spec.window || existing.delays != spec.delays {
+                error("analyses of '\(dataset)' must share one coincidence window and delays (it is counted once)", at: node)
+            }
+            var merged = existing
+            for p in spec.pairs where !merged.pairs.contains(p) { merged.pairs.append(p) }
+            countingByDataset[dataset] = (merged, node)
+        } else {
+            countingByDataset[dataset] = (spec, node)
+        }
+    }
+
+    mutating func compileAnalysis(_ kind: String, _ node: Node, keyNode: Node) -> AnalysisStep? {
+        switch kind {
+        case "tomography":
+            let byKey = fields(node, allowed: ["sweep", "arms", "window", "delays", "target", "accidentals"], what: "tomography")
+            let sweep = dataset(byKey["sweep"], expect: [.tomography], what: "tomography", at: node)
+            let arms = arms(byKey["arms"], at: node, needReflect: false)
+            let window = windowValue(byKey["window"], at: node)
+            let delays = delays(byKey["delays"])
+            var target = "phi+"
+            if let t = byKey["target"], let s = string(t, what: "target") {
+                if ["phi+", "phi-", "psi+", "psi-"].contains(s) { target = s } else { error("target must be one of phi+, phi-, psi+, psi-", at: t) }
+            }
+            var subtract = false
+            if let a = byKey["accidentals"], let s = string(a, what: "accidentals") {
+                if ["keep", "subtract"].contains(s) { subtract = s == "subtract" } else { error("accidentals must be 'keep' or 'subtract'", at: a) }
+            }
+            guard let sweep, let (a, b) = arms, let window else { return nil }
+            var spec = TomographySpec(sweep: sweep, armA: a, armB: b, window: window, delays: delays, target: target)
+            spec.subtractAccidentals = subtract
+            let step = AnalysisStep.tomography(spec)
+            if let c = step.counting { requireCounting(c, for: sweep, at: keyNode) }
+            return step
+        case "chsh":
+            let byKey = fields(node, allowed: ["sweep", "arms", "window", "delays"], what: "chsh")
+            let sweep = dataset(byKey["sweep"], expect: [.chsh], what: "chsh", at: node)
+            let arms = arms(byKey["arms"], at: node, needReflect: true)
+            let window = windowValue(byKey["window"], at: node)
+            let delays = delays(byKey["delays"])
+            guard let sweep, let (a, b) = arms, let window, let ra = a.reflect, let rb = b.reflect else { return nil }
+            let pairs = [ChannelPair(a.pass, b.pass), ChannelPair(a.pass, rb), ChannelPair(ra, b.pass), ChannelPair(ra, rb)]
+            let counting = CountingSpec(pairs: pairs, window: window, delays: delays)
+            requireCounting(counting, for: sweep, at: keyNode)
+            return .chsh(dataset: sweep, armA: a, armB: b, counting: counting)
+        case "g2":
+            let byKey = fields(node, allowed: ["sweep", "herald", "signals", "window"], what: "g2")
+            let data = dataset(byKey["sweep"], expect: [.single, .values, .tomography, .chsh], what: "g2", at: node)
+            let herald = integer(byKey["herald"], what: "g2.herald", range: 1...255)
+            var signals: (Int, Int)?
+            if let s = byKey["signals"] {
+                let list = s.sequence.map(Array.init) ?? []
+                let channels = list.compactMap { integer($0, what: "signal channel", range: 1...255) }
+                if channels.count == 2 && channels[0] != channels[1] { signals = (channels[0], channels[1]) } else {
+                    error("g2.signals lists the two detectors behind the beam splitter, e.g. [3, 4]", at: s)
+                }
+            } else {
+                error("g2 needs 'signals: [c1, c2]' (the two outputs of the beam splitter)", at: node)
+            }
+            if byKey["herald"] == nil { error("g2 needs 'herald' (the heralding detector's channel)", at: node) }
+            let window = windowValue(byKey["window"], at: node)
+            guard let data, let herald, let signals, let window else { return nil }
+            let step = AnalysisStep.heraldedG2(dataset: data, herald: herald, signals: signals, window: window)
+            if let c = step.counting { requireCounting(c, for: data, at: keyNode) }
+            return step
+        case "rates":
+            let byKey = fields(node, allowed: ["sweep", "pairs", "window", "delays"], what: "rates")
+            let data = dataset(byKey["sweep"], expect: [.single, .values, .tomography, .chsh], what: "rates", at: node)
+            var pairs: [ChannelPair] = []
+            if let p = byKey["pairs"] {
+                for item in p.sequence.map(Array.init) ?? [] {
+                    let chans = (item.sequence.map(Array.init) ?? []).compactMap { integer($0, what: "channel", range: 1...255) }
+                    if chans.count == 2 { pairs.append(ChannelPair(chans[0], chans[1])) } else {
+                        error("each pair is two channels, e.g. [1, 3]", at: item)
+                    }
+                }
+            }
+            let window = byKey["window"].flatMap { windowValue($0, at: node) } ?? 1e-9
+            let delays = delays(byKey["delays"])
+            guard let data else { return nil }
+            let counting = CountingSpec(pairs: pairs, window: window, delays: delays)
+            requireCounting(counting, for: data, at: keyNode)
+            return .rates(dataset: data, counting: counting)
+        default:
+            return nil
+        }
+    }
+
+    mutating func windowValue(_ node: Node?, at parent: Node) -> Double? {
+        guard let node else {
+            error("needs a coincidence 'window' (full width, e.g. 1 ns)", at: parent)
+            return nil
+        }
+        guard let q = quantity(node, .time, what: "window") else { return nil }
+        guard q.value > 0 && q.value < 1 else {
+            error("the coincidence window must be between 0 s and 1 s, got \(q)", at: node)
+            return nil
+        }
+        return q.value
     }
 }

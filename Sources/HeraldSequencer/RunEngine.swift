@@ -3,30 +3,44 @@ import HeraldAnalysis
 import HeraldCore
 import Logging
 
+/// A step that did not complete, with the script location it came from.
+public struct StepError: Error, CustomStringConvertible, Sendable {
+    public var location: SourceLocation?
+    public var message: String
+
+    public var description: String { (location.map { "\($0): " } ?? "") + message }
+}
+
 /// Executes a plan against open devices and emits typed run events.
 ///
-/// The engine owns *how* a plan runs: ordering, the tag-to-setting bookkeeping,
-/// analysis at the point the script asks for it, and — on any failure or
-/// cancellation — the safe state of every device, before the run-stop event that
-/// lets the store close its file cleanly. Only the engine touches devices.
+/// The engine owns *how* a plan runs: ordering, device-call timeouts and retries,
+/// interlocks (pause, resume, exclusion of the paused interval), the tag-to-setting
+/// bookkeeping, analysis where the script asks for it, and — on any failure or
+/// cancellation — the safe state of every device before the run-stop event that lets
+/// the store close its file. Only the engine touches devices.
 public final class RunEngine: Sendable {
     public let plan: Plan
     let devices: [String: any Device]
+    let configs: [String: DeviceConfig]
     let order: [String]
     let clock: any Clock<Duration>
     let sinks: [any RunEventSink]
     let logger: Logger
+    /// How often interlocks are checked during an acquisition (the acquisition is sliced).
+    let interlockInterval: Duration
 
     public init(
         plan: Plan, devices: [String: any Device], clock: any Clock<Duration>, sinks: [any RunEventSink],
-        logger: Logger = Logger(label: "herald.sequencer")
+        logger: Logger = Logger(label: "herald.sequencer"), interlockInterval: Duration = .milliseconds(100)
     ) {
         self.plan = plan
         self.devices = devices
+        self.configs = Dictionary(plan.devices.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         self.order = plan.devices.map(\.name)
         self.clock = clock
         self.sinks = sinks
         self.logger = logger
+        self.interlockInterval = interlockInterval
     }
 
     /// Runs the plan to completion, failure or cancellation. Never throws: how the
@@ -38,24 +52,30 @@ public final class RunEngine: Sendable {
         do {
             try await emit(.runStarted(start))
             for name in order {
-                guard let device = devices[name] else { throw DeviceError(device: name, .notFound, "not opened") }
-                try await device.connect()
+                try await call(name, "connect") { try await $0.connect() }
             }
             for (index, step) in plan.steps.enumerated() {
                 try Task.checkCancellation()
                 try await emit(.stepStarted(index: index, summary: step.summary))
                 try await execute(step, state: &state)
             }
-        } catch is CancellationError {
-            status = .aborted
-            reason = "cancelled by the user"
         } catch {
-            status = Task.isCancelled ? .aborted : .failed
-            reason = String(describing: error)
+            if Task.isCancelled || error is CancellationError {
+                status = .aborted
+                reason = "cancelled (interrupt or termination signal)"
+            } else {
+                status = .failed
+                reason = String(describing: error)
+            }
+        }
+        if let pause = state.openPause {
+            try? await emit(.pause(pause))
         }
         if status != .success {
             logger.error("run \(status.rawValue): \(reason ?? "")")
-            await safeStop()
+            // Detached: a cancelled run must still reach the safe state, so these
+            // calls must not inherit the cancellation that ended the run.
+            await Task.detached { await self.safeStop() }.value
         }
         for name in order.reversed() { await devices[name]?.disconnect() }
         let stop = RunStop(status: status, reason: reason, stoppedAt: Date(), tagCount: state.tagCount)
@@ -68,15 +88,28 @@ public final class RunEngine: Sendable {
     }
 
     /// Puts every device in its safe state, even if some fail: one failing device
-    /// must not leave another's laser on.
+    /// must not leave another's laser on. Script `safe:` assignments run first.
     func safeStop() async {
         for name in order {
             guard let device = devices[name] else { continue }
+            var done: [String] = []
+            for a in configs[name]?.safeState ?? [] {
+                do {
+                    try await call(name, "safe-state set \(a.property)", retries: 2) { try await $0.set(a.property, to: a.value) }
+                    done.append("\(a.property)=\(a.value)")
+                } catch {
+                    logger.critical("\(name): safe-state \(a.property)=\(a.value) failed: \(error)")
+                    try? await emit(.log("safe state FAILED: \(name).\(a.property)=\(a.value): \(error)"))
+                }
+            }
             do {
-                try await device.enterSafeState()
-                logger.notice("\(name): safe state")
+                try await call(name, "enter safe state", retries: 2) { try await $0.enterSafeState() }
+                done.append(device.descriptor.kind == .laser ? "emission off" : "driver safe state")
+                logger.notice("\(name): safe state (\(done.joined(separator: ", ")))")
+                try? await emit(.log("safe state: \(name) (\(done.joined(separator: ", ")))"))
             } catch {
                 logger.critical("\(name): could not enter its safe state: \(error)")
+                try? await emit(.log("safe state FAILED: \(name): \(error)"))
             }
         }
     }
@@ -85,17 +118,55 @@ public final class RunEngine: Sendable {
         for sink in sinks { try await sink.handle(event) }
     }
 
-    func device(_ name: String) throws -> any Device {
-        guard let d = devices[name] else { throw DeviceError(device: name, .notFound, "not part of this run") }
-        return d
+    // MARK: Device calls: timeouts, retries, limits
+
+    /// Calls a device with the per-device timeout; retries timed-out or garbled calls.
+    func call<T: Sendable>(
+        _ name: String, _ what: String, retries: Int? = nil, timeout: Duration? = nil,
+        _ operation: @escaping @Sendable (any Device) async throws -> T
+    ) async throws -> T {
+        guard let device = devices[name] else { throw DeviceError(device: name, .notFound, "not part of this run") }
+        let config = configs[name]
+        let limit = timeout ?? config?.callTimeout ?? DeviceConfig.defaultCallTimeout
+        let attempts = 1 + max(0, retries ?? config?.retries ?? DeviceConfig.defaultRetries)
+        var lastError: Error = DeviceError(device: name, .timeout, what)
+        for attempt in 1...attempts {
+            do {
+                return try await withDeadline(limit, device: name, what: what) { try await operation(device) }
+            } catch let e as DeviceError where e.kind == .timeout || e.kind == .invalidResponse {
+                lastError = e
+                if attempt < attempts {
+                    logger.warning("\(name): \(what) failed (\(e.kind.rawValue)), retry \(attempt) of \(attempts - 1)")
+                }
+            }
+        }
+        throw lastError
+    }
+
+    func set(_ a: Assignment) async throws {
+        // Limits are re-checked here, so a value that slipped past validation never reaches hardware.
+        if let spec = configs[a.device]?.properties.first(where: { $0.name == a.property }),
+            let problem = spec.problem(with: a.value)
+        {
+            throw StepError(location: a.location, message: "refused before calling device '\(a.device)': \(a.property) \(problem)")
+        }
+        let value = a.value, property = a.property
+        try await call(a.device, "set \(property)") { try await $0.set(property, to: value) }
     }
 
     func apply(_ assignments: [Assignment]) async throws {
         for a in assignments {
             try Task.checkCancellation()
-            try await device(a.device).set(a.property, to: a.value)
+            try await set(a)
         }
     }
+
+    func read(_ c: Condition) async throws -> Value {
+        let property = c.property
+        return try await call(c.device, "get \(property)") { try await $0.get(property) }
+    }
+
+    // MARK: Steps
 
     func execute(_ step: PlanStep, state: inout RunState) async throws {
         switch step {
@@ -103,84 +174,144 @@ public final class RunEngine: Sendable {
             try await apply(assignments)
         case .wait(let duration, _):
             try await clock.sleep(for: duration)
-        case .acquire(let name, let duration, _):
-            guard let tagger = try device(name) as? any TimeTagger else {
-                throw DeviceError(device: name, .unsupported, "is not a time tagger")
+        case .waitUntil(let condition, let timeout, let poll, let location):
+            var waited = Duration.zero
+            while true {
+                let value = try await read(condition)
+                if condition.holds(for: value) { break }
+                if waited >= timeout {
+                    throw StepError(
+                        location: location,
+                        message: "wait until \(condition) timed out after \(timeout) (last value \(value))")
+                }
+                try await clock.sleep(for: poll)
+                waited += poll
             }
-            let collector = state.point?.collector
-            let sinks = self.sinks
-            let counter = TagCounter()
-            let interval = try await tagger.acquire(for: duration) { block in
-                collector?.add(block)
-                counter.add(block.count)
-                for sink in sinks { try await sink.handle(.tags(device: name, block)) }
+        case .acquire(let device, let duration, let name, _):
+            if let name {
+                let outer = state.point
+                state.point = PointContext(spec: state.specs[name])
+                try await acquire(device: device, duration: duration, state: &state)
+                let finished = state.point
+                state.point = outer
+                if let finished {
+                    try await finishPoint(finished, dataset: name, index: 0, point: SweepPoint(label: name, assignments: []), state: &state)
+                }
+            } else {
+                try await acquire(device: device, duration: duration, state: &state)
             }
-            state.tagCount += counter.value
-            state.point?.cover(interval)
         case .sweep(let sweep):
-            let spec = state.countingSpecs[sweep.name]
             for (index, point) in sweep.points.enumerated() {
                 try Task.checkCancellation()
                 try await emit(.sweepPointStarted(sweep: sweep.name, index: index, of: sweep.points.count, label: point.label))
                 try await apply(point.assignments)
                 let outer = state.point
-                state.point = PointContext(spec: spec)
+                state.point = PointContext(spec: state.specs[sweep.name])
                 for inner in sweep.body { try await execute(inner, state: &state) }
-                guard let finished = state.point else { continue }
+                let finished = state.point
                 state.point = outer
-                let settings = Dictionary(
-                    point.assignments.map { ("\($0.device).\($0.property)", $0.value.description) },
-                    uniquingKeysWith: { _, b in b })
-                let record = SweepPointRecord(
-                    sweep: sweep.name, index: index, label: point.label, settings: settings,
-                    startPs: finished.startPs ?? 0, stopPs: finished.stopPs ?? 0)
-                try await emit(.sweepPointFinished(record))
-                if let spec, let counts = finished.counts(spec: spec, sweep: sweep.name, index: index, point: point) {
-                    state.counts[sweep.name, default: []].append((point, counts))
-                    try await emit(.counts(counts))
+                if let finished {
+                    try await finishPoint(finished, dataset: sweep.name, index: index, point: point, state: &state)
                 }
             }
-        case .tomography(let spec, _):
-            let record = try tomography(spec, counts: state.counts[spec.sweep] ?? [])
-            try await emit(.analysis(record))
+        case .analysis(let analysis, let location):
+            let data = state.results[analysis.dataset] ?? []
+            do {
+                try await emit(.analysis(try Analyses.run(analysis, data: data)))
+            } catch let e as TomographyError {
+                throw StepError(location: location, message: "\(analysis.name) of '\(analysis.dataset)': \(e)")
+            }
         }
     }
 
-    func tomography(_ spec: TomographySpec, counts: [(SweepPoint, PointCounts)]) throws -> AnalysisRecord {
-        var projections: [Projection] = []
-        for (point, pc) in counts {
-            guard let (la, lb) = point.projection else { continue }
-            for pair in pc.pairs {
-                let a = pair.channelA == spec.armA.pass ? la : la.orthogonal
-                let b = pair.channelB == spec.armB.pass ? lb : lb.orthogonal
-                projections.append(
-                    Projection(a, b, counts: Double(pair.coincidences), accidentals: pair.accidentals))
+    func finishPoint(_ finished: PointContext, dataset: String, index: Int, point: SweepPoint, state: inout RunState) async throws {
+        let settings = Dictionary(
+            point.assignments.map { ("\($0.device).\($0.property)", $0.value.description) }, uniquingKeysWith: { _, b in b })
+        try await emit(
+            .sweepPointFinished(
+                SweepPointRecord(
+                    sweep: dataset, index: index, label: point.label, settings: settings,
+                    startPs: finished.startPs ?? 0, stopPs: finished.stopPs ?? 0)))
+        if let spec = state.specs[dataset] {
+            let result = finished.result(spec: spec, dataset: dataset, index: index, point: point)
+            state.results[dataset, default: []].append(result)
+            try await emit(.counts(result.counts))
+        }
+    }
+
+    /// Acquires `duration` of live time. With interlocks, the acquisition runs in slices;
+    /// a slice during which an interlock was violated is discarded from the counts, the
+    /// acquisition pauses until the interlock clears, and the pause is recorded.
+    func acquire(device name: String, duration: Duration, state: inout RunState) async throws {
+        guard let tagger = devices[name] as? any TimeTagger else {
+            throw DeviceError(device: name, .unsupported, "is not a time tagger")
+        }
+        let sinks = self.sinks
+        let slice = plan.interlocks.isEmpty ? duration : min(duration, interlockInterval)
+        var remaining = duration
+        let callTimeout = configs[name]?.callTimeout ?? DeviceConfig.defaultCallTimeout
+        while remaining > .zero {
+            try Task.checkCancellation()
+            if let violated = try await violatedInterlock() {
+                try await pause(violated, fromPs: state.lastStopPs, state: &state)
             }
+            let length = min(slice, remaining)
+            let temp = state.point?.spec.map { ChannelCollector(channels: $0.channels) }
+            let counter = TagCounter()
+            // No retries: a repeated acquisition would duplicate data.
+            let interval = try await call(name, "acquire", retries: 0, timeout: length + callTimeout) { _ in
+                try await tagger.acquire(for: length) { block in
+                    temp?.add(block)
+                    counter.add(block.count)
+                    for sink in sinks { try await sink.handle(.tags(device: name, block)) }
+                }
+            }
+            state.tagCount += counter.value
+            if var open = state.openPause {
+                open.stopPs = interval.startPs
+                open.resumed = true
+                state.openPause = nil
+                try await emit(.pause(open))
+            }
+            state.lastStopPs = interval.stopPs
+            if let violated = try await violatedInterlock() {
+                // The slice overlapped the violation: keep its tags in the raw data, not in the counts.
+                try await pause(violated, fromPs: interval.startPs, state: &state)
+                continue
+            }
+            if let temp { state.point?.collector?.merge(temp) }
+            state.point?.cover(interval)
+            remaining -= length
         }
-        let result = try Tomography.reconstruct(projections, accidentals: spec.subtractAccidentals ? .subtract : .keep)
-        var notes: [String] = []
-        if result.linearMinEigenvalue < 0 {
-            notes.append(
-                "linear inversion was unphysical (smallest eigenvalue \(result.linearMinEigenvalue)); "
-                    + "figures of merit use the closest physical state")
+    }
+
+    func violatedInterlock() async throws -> Interlock? {
+        for interlock in plan.interlocks {
+            let value = try await read(interlock.condition)
+            if !interlock.condition.holds(for: value) { return interlock }
         }
-        var values = result.figures
-        values["fidelity"] = result.figures["fidelity_" + spec.target]
-        values["intensity"] = result.intensity
-        values["linear_min_eigenvalue"] = result.linearMinEigenvalue
-        var errors = result.uncertainties
-        errors["fidelity"] = result.uncertainties["fidelity_" + spec.target]
-        return AnalysisRecord(
-            name: "tomography", estimator: "linear+closest-physical",
-            parameters: [
-                "sweep": spec.sweep, "window_s": "\(spec.window)", "target": spec.target,
-                "accidentals": spec.subtractAccidentals ? "subtract" : "keep",
-                "projections": "\(projections.count)",
-                "delays_s": spec.delays.sorted { $0.key < $1.key }.map { "\($0.key):\($0.value)" }.joined(separator: ","),
-            ],
-            values: values, uncertainties: errors,
-            rhoReal: result.physical.elements.map(\.real), rhoImag: result.physical.elements.map(\.imaginary),
-            notes: notes)
+        return nil
+    }
+
+    /// Waits (polling on the run clock) until every interlock holds, or fails the run.
+    func pause(_ interlock: Interlock, fromPs: Int64, state: inout RunState) async throws {
+        logger.warning("interlock '\(interlock.name)' (\(interlock.condition)) violated: acquisition paused")
+        try await emit(.log("paused: interlock '\(interlock.name)' (\(interlock.condition)) violated"))
+        state.openPause = PauseRecord(
+            interlock: interlock.name, condition: interlock.condition.description, startPs: fromPs, stopPs: fromPs,
+            resumed: false)
+        var waited = Duration.zero
+        let poll = Duration.milliseconds(50)
+        while let current = try await violatedInterlock() {
+            if waited >= current.timeout {
+                throw StepError(
+                    location: current.location,
+                    message: "interlock '\(current.name)' (\(current.condition)) did not clear within \(current.timeout)")
+            }
+            try await clock.sleep(for: poll)
+            waited += poll
+        }
+        logger.notice("interlock '\(interlock.name)' cleared after \(waited): resuming")
     }
 }
 
@@ -188,40 +319,39 @@ public final class RunEngine: Sendable {
 struct RunState {
     var tagCount = 0
     var point: PointContext?
-    var counts: [String: [(SweepPoint, PointCounts)]] = [:]
-    /// Sweeps whose points must be coincidence-counted, and how.
-    let countingSpecs: [String: TomographySpec]
+    var results: [String: [PointResult]] = [:]
+    var openPause: PauseRecord?
+    var lastStopPs: Int64 = 0
+    /// What each data set must count, from the analysis steps that read it.
+    let specs: [String: DatasetSpec]
 
     init(plan: Plan) {
-        var specs: [String: TomographySpec] = [:]
+        var specs: [String: DatasetSpec] = [:]
         func scan(_ steps: [PlanStep]) {
             for s in steps {
                 switch s {
-                case .tomography(let spec, _): specs[spec.sweep] = spec
+                case .analysis(let a, _): specs[a.dataset, default: DatasetSpec()].add(a)
                 case .sweep(let sweep): scan(sweep.body)
                 default: break
                 }
             }
         }
         scan(plan.steps)
-        countingSpecs = specs
+        self.specs = specs
     }
 }
 
-/// Per-sweep-point state: the interval covered and the tags of the counted channels.
+/// Per-point state: the interval covered and the tags of the channels analyses need.
 struct PointContext {
     var startPs: Int64?
     var stopPs: Int64?
     var seconds = 0.0
+    let spec: DatasetSpec?
     let collector: ChannelCollector?
 
-    init(spec: TomographySpec?) {
-        if let spec {
-            let channels = Set(spec.channelPairs.flatMap { [$0.0, $0.1] })
-            collector = ChannelCollector(channels: channels)
-        } else {
-            collector = nil
-        }
+    init(spec: DatasetSpec?) {
+        self.spec = spec
+        collector = spec.map { ChannelCollector(channels: $0.channels) }
     }
 
     mutating func cover(_ interval: AcquisitionInterval) {
@@ -230,27 +360,39 @@ struct PointContext {
         seconds += interval.seconds
     }
 
-    func counts(spec: TomographySpec, sweep: String, index: Int, point: SweepPoint) -> PointCounts? {
-        guard let collector else { return nil }
-        let counter = CoincidenceCounter(window: spec.window, delays: spec.delays)
-        let tags = collector.snapshot()
+    func result(spec: DatasetSpec, dataset: String, index: Int, point: SweepPoint) -> PointResult {
+        let tags = collector?.snapshot() ?? [:]
+        let counter = CoincidenceCounter(window: spec.counting.window, delays: spec.counting.delays)
         var shifted: [Int: [Int64]] = [:]
         for (channel, times) in tags {
             let d = counter.delaysPs[channel] ?? 0
             shifted[channel] = d == 0 ? times : times.map { $0 + d }
         }
         var pairs: [PointCounts.Pair] = []
-        for (ca, cb) in spec.channelPairs {
-            let a = shifted[ca] ?? [], b = shifted[cb] ?? []
-            let la = point.projection.map { ca == spec.armA.pass ? $0.a : $0.a.orthogonal }
-            let lb = point.projection.map { cb == spec.armB.pass ? $0.b : $0.b.orthogonal }
+        for pair in spec.counting.pairs {
+            let a = shifted[pair.a] ?? [], b = shifted[pair.b] ?? []
+            var projection = "\(pair.a)-\(pair.b)"
+            if let (la, lb) = point.projection, let t = spec.tomography {
+                let x = pair.a == t.armA.pass ? la : la.orthogonal
+                let y = pair.b == t.armB.pass ? lb : lb.orthogonal
+                projection = x.rawValue + y.rawValue
+            }
             pairs.append(
                 PointCounts.Pair(
-                    channelA: ca, channelB: cb, projection: (la?.rawValue ?? "?") + (lb?.rawValue ?? "?"),
-                    coincidences: counter.count(a, b), accidentals: counter.accidentals(a.count, b.count, seconds: seconds)))
+                    channelA: pair.a, channelB: pair.b, projection: projection, coincidences: counter.count(a, b),
+                    accidentals: counter.accidentals(a.count, b.count, seconds: seconds)))
         }
-        return PointCounts(
-            sweep: sweep, index: index, label: point.label, duration: seconds,
-            singles: tags.mapValues(\.count), pairs: pairs)
+        var g2: [G2Key: HeraldedG2Counts] = [:]
+        for key in spec.g2 {
+            var c = HeraldedG2Counts()
+            c.add(
+                herald: tags[key.herald] ?? [], signal1: tags[key.signal1] ?? [], signal2: tags[key.signal2] ?? [],
+                windowPs: Int64((key.window * 1e12).rounded()))
+            g2[key] = c
+        }
+        var singles: [Int: Int] = [:]
+        for channel in spec.channels { singles[channel] = tags[channel]?.count ?? 0 }
+        let counts = PointCounts(sweep: dataset, index: index, label: point.label, duration: seconds, singles: singles, pairs: pairs)
+        return PointResult(point: point, counts: counts, g2: g2)
     }
 }

@@ -22,6 +22,7 @@ public actor RunRecorder: RunEventSink {
     private var sweepRows: [SweepPointRecord] = []
     private var countRows: [PointCounts] = []
     private var analyses: [AnalysisRecord] = []
+    private var pauses: [PauseRecord] = []
     private var log: [String] = []
     private var lastFlush = ContinuousClock.now
     private var firstTag: Int64?
@@ -59,6 +60,9 @@ public actor RunRecorder: RunEventSink {
             countRows.append(c)
         case .analysis(let a):
             analyses.append(a)
+        case .pause(let p):
+            pauses.append(p)
+            try flush()
         case .log(let line):
             log.append(line)
         case .runStopped(let stop):
@@ -96,6 +100,8 @@ public actor RunRecorder: RunEventSink {
             try run.setAttribute("mock", s.mock ? "true" : "false")
             if let seed = s.seed { try run.setAttribute("seed", seed) }
             try run.setAttribute("script_path", s.plan.scriptPath)
+            let parameters = try herald.group("parameters")
+            for (k, v) in s.plan.parameters.sorted(by: { $0.key < $1.key }) { try parameters.setAttribute(k, v) }
             try herald.write("script", string: s.plan.scriptText)
             let devices = try herald.group("devices")
             for d in s.devices {
@@ -123,6 +129,14 @@ public actor RunRecorder: RunEventSink {
             try g.write("settings", strings: rows.map { r in keys.map { "\($0)=\(r.settings[$0] ?? "")" }.joined(separator: ";") })
         }
 
+        // Paused intervals: their tags stay in photon_data but were excluded from the counts.
+        let paused = try herald.group("paused")
+        try paused.write("start_ps", pauses.map(\.startPs))
+        try paused.write("stop_ps", pauses.map(\.stopPs))
+        try paused.write("interlock", strings: pauses.map(\.interlock))
+        try paused.write("condition", strings: pauses.map(\.condition))
+        try paused.write("resumed", pauses.map { UInt8($0.resumed ? 1 : 0) })
+
         let counts = try herald.group("counts")
         for name in Set(countRows.map(\.sweep)).sorted() {
             let rows = countRows.filter { $0.sweep == name }
@@ -149,8 +163,14 @@ public actor RunRecorder: RunEventSink {
             try g.setAttribute("estimator", a.estimator)
             for (k, v) in a.parameters.sorted(by: { $0.key < $1.key }) { try g.setAttribute(k, v) }
             try g.write("notes", strings: a.notes)
-            let n = Int(Double(a.rhoReal.count).squareRoot())
-            try g.write("rho", complexReal: a.rhoReal, imag: a.rhoImag, shape: [n, n])
+            if !a.rhoReal.isEmpty {
+                let n = Int(Double(a.rhoReal.count).squareRoot())
+                try g.write("rho", complexReal: a.rhoReal, imag: a.rhoImag, shape: [n, n])
+            }
+            if !a.series.isEmpty {
+                let series = try g.group("series")
+                for (k, v) in a.series.sorted(by: { $0.key < $1.key }) { try series.write(k, v) }
+            }
             let values = try g.group("values")
             for (k, v) in a.values { try values.write(k, scalar: v) }
             let errors = try g.group("uncertainties")

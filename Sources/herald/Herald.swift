@@ -5,6 +5,7 @@ import HeraldRunner
 import HeraldScript
 import HeraldUSB
 import Logging
+import Synchronization
 
 @main
 struct HeraldCommand: AsyncParsableCommand {
@@ -24,13 +25,34 @@ func bootstrapLogging(verbose: Bool) {
     }
 }
 
+/// Parses repeated `--set name=value` options.
+func parseOverrides(_ items: [String]) throws -> [String: String] {
+    var out: [String: String] = [:]
+    for item in items {
+        guard let eq = item.firstIndex(of: "="), eq != item.startIndex else {
+            throw ValidationError("--set expects name=value (e.g. --set integration=2s), got '\(item)'")
+        }
+        out[String(item[..<eq])] = String(item[item.index(after: eq)...])
+    }
+    return out
+}
+
 struct Run: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Validate and run an experiment script.")
+    static let configuration = CommandConfiguration(
+        abstract: "Validate and run an experiment script.",
+        discussion: """
+            The whole script is validated before any device is touched. On SIGINT or SIGTERM the current \
+            device call is cut, every device goes to its safe state, and the file is closed with exit status \
+            "aborted" (exit code 130). Exit code 65 means the script was rejected, 1 that the run failed.
+            """)
 
     @Argument(help: "The experiment script (YAML).") var script: String
     @Flag(help: "Swap every device for its simulated-lab mock.") var mock = false
     @Option(help: "Output HDF5 file (default: out/<name>-<time>.h5).") var out: String?
     @Option(help: "Random seed of the simulated lab (recorded in the file).") var seed: UInt64?
+    @Option(name: .customLong("set"), help: "Override a script parameter, e.g. --set integration=2s (repeatable).")
+    var overrides: [String] = []
+    @Flag(help: "Pace simulated devices in real time instead of a virtual clock.") var realtime = false
     @Flag(help: "Replace the output file if it exists.") var overwrite = false
     @Flag(help: "Print the run report as JSON on stdout.") var json = false
     @Flag(name: .shortAndLong, help: "Log every step.") var verbose = false
@@ -38,12 +60,23 @@ struct Run: AsyncParsableCommand {
     func run() async throws {
         bootstrapLogging(verbose: verbose)
         let logger = Logger(label: "herald")
+        let request = Herald.RunRequest(
+            scriptPath: script, mock: mock, outPath: out, seed: seed, overwrite: overwrite,
+            overrides: try parseOverrides(overrides), realtime: realtime)
+        let progress = ProgressPrinter(enabled: !json)
+        let task = Task { try await Herald.run(request, extraSinks: [progress], logger: logger) }
+        let signals = SignalHandler { count in
+            if count == 1 {
+                logger.warning("interrupt: stopping the run; devices go to their safe state (interrupt again to stop waiting)")
+            } else {
+                logger.warning("interrupt again: not waiting; the safe state still runs")
+            }
+            task.cancel()
+        }
+        defer { signals.cancel() }
         let report: Herald.RunReport
         do {
-            let progress = ProgressPrinter(enabled: !json)
-            report = try await Herald.run(
-                .init(scriptPath: script, mock: mock, outPath: out, seed: seed, overwrite: overwrite),
-                extraSinks: [progress], logger: logger)
+            report = try await task.value
         } catch let errors as ScriptErrors {
             FileHandle.standardError.write(Data((errors.description + "\n").utf8))
             throw ExitCode(65)
@@ -54,23 +87,62 @@ struct Run: AsyncParsableCommand {
             FileHandle.standardOutput.write(try encoder.encode(report))
             print()
         } else {
-            print("data:   \(report.output)")
-            print("status: \(report.status.rawValue)\(report.reason.map { " (\($0))" } ?? "")  tags: \(report.tags)  seed: \(report.seed)")
-            for a in report.analyses {
-                func show(_ key: String, _ label: String) {
-                    guard let v = a.values[key] else { return }
-                    let e = a.uncertainties[key].map { String(format: " ± %.4f", $0) } ?? ""
-                    print("  \(label): " + String(format: "%.4f", v) + e)
-                }
-                print("\(a.name) (\(a.estimator)):")
-                show("fidelity", "fidelity to target Bell state")
-                show("concurrence", "concurrence")
-                show("purity", "purity")
-                for note in a.notes { print("  note: \(note)") }
-            }
+            printSummary(report)
         }
         if report.status != .success { throw ExitCode(report.status == .aborted ? 130 : 1) }
     }
+
+    func printSummary(_ report: Herald.RunReport) {
+        print("data:   \(report.output)")
+        print("status: \(report.status.rawValue)\(report.reason.map { " (\($0))" } ?? "")  tags: \(report.tags)  seed: \(report.seed)")
+        for a in report.analyses {
+            func show(_ key: String, _ label: String) {
+                guard let v = a.values[key], v.isFinite else { return }
+                let e = a.uncertainties[key].map { String(format: " ± %.4f", $0) } ?? ""
+                print("  \(label): " + String(format: "%.4f", v) + e)
+            }
+            print("\(a.name) (\(a.estimator)):")
+            switch a.name {
+            case "tomography":
+                show("fidelity", "fidelity to target Bell state")
+                show("concurrence", "concurrence")
+                show("purity", "purity")
+            case "chsh":
+                show("S", "CHSH S")
+                show("violation_sigma", "violation of |S| ≤ 2, in σ")
+            case "g2":
+                show("g2_0", "heralded g2(0)")
+            default:
+                for key in a.values.keys.sorted() { show(key, key) }
+            }
+            for note in a.notes { print("  note: \(note)") }
+        }
+    }
+}
+
+/// Turns SIGINT and SIGTERM into a callback with the number of signals so far.
+final class SignalHandler {
+    private let sources: [any DispatchSourceSignal]
+
+    init(_ handler: @escaping @Sendable (Int) -> Void) {
+        let queue = DispatchQueue(label: "herald.signals")
+        let count = Mutex(0)
+        sources = [SIGINT, SIGTERM].map { sig in
+            signal(sig, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: sig, queue: queue)
+            source.setEventHandler {
+                let n = count.withLock { c -> Int in
+                    c += 1
+                    return c
+                }
+                handler(n)
+            }
+            source.resume()
+            return source
+        }
+    }
+
+    func cancel() { sources.forEach { $0.cancel() } }
 }
 
 struct Validate: ParsableCommand {
@@ -79,10 +151,12 @@ struct Validate: ParsableCommand {
 
     @Argument(help: "The experiment script (YAML).") var script: String
     @Flag(help: "Validate as `herald run --mock` would run it.") var mock = false
+    @Option(name: .customLong("set"), help: "Override a script parameter, e.g. --set integration=2s (repeatable).")
+    var overrides: [String] = []
 
     func run() throws {
         do {
-            let compiled = try Herald.validate(path: script, mock: mock)
+            let compiled = try Herald.validate(path: script, mock: mock, overrides: try parseOverrides(overrides))
             print("\(script): OK — \(compiled.plan.devices.count) devices, \(compiled.plan.steps.count) steps, \(compiled.plan.acquisitionCount) acquisitions")
         } catch let errors as ScriptErrors {
             FileHandle.standardError.write(Data((errors.description + "\n").utf8))
