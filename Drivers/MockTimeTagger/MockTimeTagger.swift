@@ -41,15 +41,31 @@ public final class MockTimeTagger: TimeTagger {
     public func acquire(
         for duration: Duration, deliver: @Sendable (TagBlock) async throws -> Void
     ) async throws -> AcquisitionInterval {
-        let (all, interval) = try await lab.acquire(duration: duration)
-        var start = 0
-        while start < all.count {
+        // In real time, simulate in 100 ms chunks so tags stream out as a real tagger's
+        // would and a cancelled acquisition keeps everything delivered so far.
+        let chunk = lab.pacing == .realtime ? min(duration, .milliseconds(100)) : duration
+        var remaining = duration
+        var start: Int64?
+        var stop: Int64 = 0
+        var tags = 0
+        while remaining > .zero {
             try Task.checkCancellation()
-            let end = min(start + Self.blockSize, all.count)
-            try await deliver(
-                TagBlock(timestamps: Array(all.timestamps[start..<end]), channels: Array(all.channels[start..<end])))
-            start = end
+            let length = min(chunk, remaining)
+            let (all, interval) = try await lab.acquire(duration: length)
+            start = start ?? interval.startPs
+            stop = interval.stopPs
+            tags += interval.tags
+            var first = 0
+            while first < all.count {
+                try Task.checkCancellation()
+                let end = min(first + Self.blockSize, all.count)
+                try await deliver(
+                    TagBlock(timestamps: Array(all.timestamps[first..<end]), channels: Array(all.channels[first..<end])))
+                first = end
+            }
+            remaining -= length
         }
+        let interval = AcquisitionInterval(startPs: start ?? stop, stopPs: stop, tags: tags)
         lastRate.withLock { $0 = interval.seconds > 0 ? Double(interval.tags) / interval.seconds : 0 }
         return interval
     }

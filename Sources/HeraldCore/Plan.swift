@@ -209,6 +209,12 @@ public enum AnalysisStep: Sendable {
         }
     }
 
+    /// Rates report every channel of the tagger, not only those in its pairs.
+    public var needsAllChannels: Bool {
+        if case .rates = self { return true }
+        return false
+    }
+
     /// The channel pairs counted for every point, with their window.
     public var counting: CountingSpec? {
         switch self {

@@ -678,10 +678,11 @@ struct Context {
             guard let basisName = string(basisNode, what: "sweep.basis") else { return nil }
             if basisName == "chsh" {
                 guard let mounts = analyzerMounts(byKey["analyzers"], at: node) else { return nil }
-                // A linear polarizer at θ: QWP at 0°, HWP at θ/2 in front of the PBS.
+                // A linear analyzer at θ: HWP at θ/2 turns θ onto the PBS's H axis, and the QWP
+                // in front, with its fast axis along θ, leaves that linear state unchanged.
                 for (a, b) in CHSHSettings.angles {
                     points.append(
-                        SweepPoint(label: "a\(a)_b\(b)", assignments: Self.angles(mounts, qa: 0, ha: a / 2, qb: 0, hb: b / 2)))
+                        SweepPoint(label: "a\(a)_b\(b)", assignments: Self.angles(mounts, qa: a, ha: a / 2, qb: b, hb: b / 2)))
                 }
                 kind = .chsh
             } else {
@@ -804,7 +805,12 @@ struct Context {
                 error("delays are keyed by channel number (1–255)", at: d.keyNode)
                 continue
             }
-            if let q = quantity(d.value, .time, what: "delay of channel \(ch)") { out[ch] = q.value }
+            guard let q = quantity(d.value, .time, what: "delay of channel \(ch)") else { continue }
+            guard abs(q.value) < 1 else {
+                error("a channel delay must be shorter than 1 s, got \(q)", at: d.value)
+                continue
+            }
+            out[ch] = q.value
         }
         return out
     }

@@ -12,11 +12,14 @@ struct G2Key: Hashable, Sendable {
 struct DatasetSpec: Sendable {
     var counting = CountingSpec(pairs: [], window: 1e-9, delays: [:])
     var channels: Set<Int> = []
+    /// Keep every channel's tags (for rates), not only `channels`.
+    var allChannels = false
     var g2: [G2Key] = []
     var tomography: TomographySpec?
 
     mutating func add(_ a: AnalysisStep) {
         channels.formUnion(a.channels)
+        allChannels = allChannels || a.needsAllChannels
         if let c = a.counting {
             // The compiler guarantees one window and one set of delays per data set.
             counting.window = c.window

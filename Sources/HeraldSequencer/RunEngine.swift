@@ -256,7 +256,7 @@ public final class RunEngine: Sendable {
                 try await pause(violated, fromPs: state.lastStopPs, state: &state)
             }
             let length = min(slice, remaining)
-            let temp = state.point?.spec.map { ChannelCollector(channels: $0.channels) }
+            let temp = state.point?.spec.map { ChannelCollector(spec: $0) }
             let counter = TagCounter()
             // No retries: a repeated acquisition would duplicate data.
             let interval = try await call(name, "acquire", retries: 0, timeout: length + callTimeout) { _ in
@@ -351,7 +351,7 @@ struct PointContext {
 
     init(spec: DatasetSpec?) {
         self.spec = spec
-        collector = spec.map { ChannelCollector(channels: $0.channels) }
+        collector = spec.map { ChannelCollector(spec: $0) }
     }
 
     mutating func cover(_ interval: AcquisitionInterval) {
@@ -391,7 +391,7 @@ struct PointContext {
             g2[key] = c
         }
         var singles: [Int: Int] = [:]
-        for channel in spec.channels { singles[channel] = tags[channel]?.count ?? 0 }
+        for channel in spec.channels.union(tags.keys) { singles[channel] = tags[channel]?.count ?? 0 }
         let counts = PointCounts(sweep: dataset, index: index, label: point.label, duration: seconds, singles: singles, pairs: pairs)
         return PointResult(point: point, counts: counts, g2: g2)
     }

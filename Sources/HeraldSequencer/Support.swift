@@ -4,14 +4,17 @@ import Synchronization
 /// Collects the tags of selected channels during one sweep point, from the
 /// tagger's delivery callback (which is @Sendable, hence the lock).
 final class ChannelCollector: Sendable {
-    private let channels: Set<Int>
+    /// nil keeps every channel.
+    private let channels: Set<Int>?
     private let storage = Mutex<[Int: [Int64]]>([:])
 
-    init(channels: Set<Int>) { self.channels = channels }
+    init(channels: Set<Int>?) { self.channels = channels }
+
+    convenience init(spec: DatasetSpec) { self.init(channels: spec.allChannels ? nil : spec.channels) }
 
     func add(_ block: TagBlock) {
         storage.withLock { store in
-            for (t, c) in zip(block.timestamps, block.channels) where channels.contains(Int(c)) {
+            for (t, c) in zip(block.timestamps, block.channels) where channels?.contains(Int(c)) ?? true {
                 store[Int(c), default: []].append(t)
             }
         }

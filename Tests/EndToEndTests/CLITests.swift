@@ -5,7 +5,7 @@ import Testing
     @Test func validateNamesFileLineAndColumn() throws {
         let dir = try Paths.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }
-        let demo = try String(contentsOf: Paths.root.appendingPathComponent("Experiments/bell-tomography.yaml"), encoding: .utf8)
+        let demo = try String(contentsOf: Paths.root.appendingPathComponent("Experiments/bell-tomography-16.yaml"), encoding: .utf8)
         let broken = demo.replacingOccurrences(of: "pump.enabled: true", with: "pump.enabeld: true")
         let path = dir.appendingPathComponent("broken.yaml").path
         try broken.write(toFile: path, atomically: true, encoding: .utf8)

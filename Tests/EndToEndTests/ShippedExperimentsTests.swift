@@ -2,7 +2,8 @@ import Foundation
 import HeraldRunner
 import Testing
 
-/// Every script in Experiments/ must validate and run to success on the simulated lab.
+/// Every script in Experiments/ must validate, run to success on the simulated lab, and
+/// give what its header says a user should expect (within 5σ of its reported error).
 @Suite struct ShippedExperimentsTests {
     static var scripts: [String] {
         let dir = Paths.root.appendingPathComponent("Experiments")
@@ -10,21 +11,32 @@ import Testing
         return names.filter { $0.hasSuffix(".yaml") }.sorted()
     }
 
+    /// Expected values from each script's simulation block (see the script headers).
+    static let expectations: [String: [String: Double]] = [
+        "bell-tomography-16.yaml": ["fidelity": 0.9247],
+        "bell-tomography.yaml": ["fidelity": 0.925],
+        "chsh.yaml": ["S": 2 * 2.0.squareRoot() * 0.9],
+        // 2·R·τ: 1 MHz pairs at 25 mW, 5 ns window.
+        "g2-hbt.yaml": ["g2_0": 2 * 1e6 * 5e-9],
+        "detector-darkcounts.yaml": ["rate_1": 200, "rate_2": 200, "rate_3": 200, "rate_4": 200],
+        // R/P·η²·(1+V)/4 per watt.
+        "pump-power-scan.yaml": ["coincidence_rate_1_3_slope": 400e3 / 10e-3 * 0.0625 * 0.475, "coincidence_rate_1_3_intercept": 0],
+    ]
+
     @Test(arguments: scripts)
-    func runsOnMocks(script: String) async throws {
+    func runsOnMocksAndGivesWhatItsHeaderPromises(script: String) async throws {
         let dir = try Paths.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }
         let path = Paths.root.appendingPathComponent("Experiments").appendingPathComponent(script).path
         let report = try await Herald.run(
             .init(scriptPath: path, mock: true, outPath: dir.appendingPathComponent("out.h5").path, seed: 11))
         #expect(report.status == .success, "\(report.reason ?? "")")
-        for analysis in report.analyses {
-            // Shipped Bell scripts simulate V = 0.9: F = 0.925 up to accidentals, well within 5σ.
-            if let f = analysis.values["fidelity"], let s = analysis.uncertainties["fidelity"] {
-                #expect(abs(f - 0.925) < 5 * s, "\(script): F = \(f) ± \(s)")
-            }
+        let expected = try #require(Self.expectations[script], "add the expectations of \(script) to this test")
+        let analysis = try #require(report.analyses.last)
+        for (key, value) in expected {
+            let measured = try #require(analysis.values[key], "\(script): no \(key)")
+            let sigma = try #require(analysis.uncertainties[key], "\(script): no error for \(key)")
+            #expect(abs(measured - value) < 5 * sigma, "\(script): \(key) = \(measured) ± \(sigma), expected \(value)")
         }
     }
-
-    @Test func thereAreShippedScripts() { #expect(Self.scripts.count >= 2) }
 }

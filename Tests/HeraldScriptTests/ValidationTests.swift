@@ -104,7 +104,7 @@ func diagnostics(_ text: String) -> [ScriptDiagnostic] {
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent()
         let compiled = try Herald.validate(path: root.appendingPathComponent("Experiments/bell-tomography.yaml").path)
-        #expect(compiled.plan.acquisitionCount == 16)
+        #expect(compiled.plan.acquisitionCount == 36)
         #expect(compiled.simulation["visibility"]?.quantity?.value == 0.9)
     }
 }

@@ -1,0 +1,217 @@
+import Foundation
+import HeraldCore
+import HeraldRunner
+import HeraldScript
+import Testing
+
+/// Writes `text` as a script in a fresh directory; returns (dir, script path, output path).
+func scriptFixture(_ text: String) throws -> (URL, String, String) {
+    let dir = try Paths.temporaryDirectory()
+    let script = dir.appendingPathComponent("script.yaml").path
+    try text.write(toFile: script, atomically: true, encoding: .utf8)
+    return (dir, script, dir.appendingPathComponent("run.h5").path)
+}
+
+/// Runs Python with h5py on `file` and decodes the JSON the snippet prints.
+func probe(_ file: String, _ snippet: String) throws -> [String: Any] {
+    let code = "import h5py, json, sys, numpy as np\nf = h5py.File(sys.argv[1], 'r')\n" + snippet
+    let r = try runProcess(Paths.python, ["-c", code, file])
+    guard r.status == 0, let obj = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any] else {
+        Issue.record("probe failed: \(r.stderr)")
+        return [:]
+    }
+    return obj
+}
+
+let demoScript = Paths.root.appendingPathComponent("Experiments/bell-tomography.yaml").path
+
+func lockScript(lockTime: String, timeout: String) -> String {
+    """
+    herald: 1
+    simulation: {lock_time: \(lockTime)}
+    devices:
+      pump: {driver: mock.laser}
+      tagger: {driver: mock.timetagger}
+    steps:
+      - set: {pump.power: 10 mW, pump.enabled: true}
+      - wait: {until: pump.locked == true, timeout: \(timeout), poll: 100 ms}
+      - acquire: {device: tagger, duration: 100 ms}
+    """
+}
+
+@Suite struct ParameterTests {
+    @Test func aLimitExceededThroughSetIsRejectedBeforeAnyDeviceCall() async throws {
+        let dir = try Paths.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let out = dir.appendingPathComponent("never.h5").path
+        do {
+            _ = try await Herald.run(.init(scriptPath: demoScript, outPath: out, overrides: ["pump_power": "80 mW"]))
+            Issue.record("the run started")
+        } catch let e as ScriptErrors {
+            let d = try #require(e.diagnostics.first)
+            #expect(d.message.contains("outside the allowed range"), "\(d)")
+            #expect(d.message.contains("parameter 'pump_power' = '80 mW' from --set"), "\(d)")
+            // Reported where the value is used: the included sequence file.
+            #expect(d.location.file.hasSuffix("Experiments/lib/common.yaml"), "\(d)")
+            #expect(d.location.line == 5)
+        }
+        // No file means no run: validation failed before any device was opened.
+        #expect(!FileManager.default.fileExists(atPath: out))
+    }
+
+    @Test func setChecksDimensionsAndNames() throws {
+        #expect(throws: ScriptErrors.self) { try Herald.validate(path: demoScript, overrides: ["integration": "2 mA"]) }
+        do {
+            _ = try Herald.validate(path: demoScript, overrides: ["integration": "2 mA", "nonsense": "1"])
+        } catch let e as ScriptErrors {
+            let all = e.diagnostics.map(\.message).joined(separator: "\n")
+            #expect(all.contains("expected a time like the script's default '500 ms', got a current"))
+            #expect(all.contains("the script has no parameter 'nonsense'"))
+        }
+        let longer = try Herald.validate(path: demoScript, overrides: ["integration": "2s"])
+        #expect(longer.plan.acquisitionSeconds == 72)
+        #expect(longer.plan.parameters["integration"] == "2s")
+    }
+
+    @Test func scriptLimitsNarrowTheDriversRange() {
+        let text = (try? String(contentsOfFile: demoScript, encoding: .utf8)) ?? ""
+        let tooHigh = text.replacingOccurrences(of: "pump_power: 10 mW", with: "pump_power: 60 mW")
+        // 60 mW is within the laser's own 500 mW range but over the script's 50 mW limit.
+        do {
+            _ = try Herald.compiler(registry: Herald.descriptorRegistry).compile(text: tooHigh, file: demoScript)
+            Issue.record("accepted")
+        } catch let e as ScriptErrors {
+            #expect(e.diagnostics.first?.message.contains("outside the allowed range 0.0...0.05") == true, "\(e)")
+        } catch { Issue.record("\(error)") }
+    }
+}
+
+@Suite struct WaitAndSafetyTests {
+    @Test func waitUntilSucceedsWhenTheConditionComesTrue() async throws {
+        let (dir, script, out) = try scriptFixture(lockScript(lockTime: "500 ms", timeout: "2 s"))
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let report = try await Herald.run(.init(scriptPath: script, outPath: out, seed: 1))
+        #expect(report.status == .success, "\(report.reason ?? "")")
+    }
+
+    @Test func waitUntilThatTimesOutFailsTheRunAndLeavesTheLaserOff() async throws {
+        let (dir, script, out) = try scriptFixture(lockScript(lockTime: "10 s", timeout: "1 s"))
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let report = try await Herald.run(.init(scriptPath: script, outPath: out, seed: 1))
+        #expect(report.status == .failed)
+        #expect(report.reason?.contains("\(script):8:") == true, "names the step: \(report.reason ?? "")")
+        #expect(report.reason?.contains("wait until pump.locked == true timed out after 1.0 seconds") == true)
+        let file = try probe(out, "print(json.dumps({'status': f['user/herald/run'].attrs['exit_status'], 'log': list(f['user/herald/log'].asstr()[:])}))")
+        #expect(file["status"] as? String == "failed")
+        #expect((file["log"] as? [String])?.contains { $0.hasPrefix("safe state: pump (") && $0.contains("emission off") } == true)
+    }
+}
+
+@Suite struct InterlockTests {
+    /// 200 kHz pairs, η = 0.25, V = 0.9: the HH setting counts R·η²·(1+V)/4 = 2968.75 per 0.5 s.
+    static func script(interlock: Bool) -> String {
+        """
+        herald: 1
+        simulation: {pair_rate: 200 kHz, nominal_power: 10 mW, visibility: 0.9, efficiency: 0.25, dark_rate: 0 Hz,
+                     unlock_at: 200 ms, unlock_duration: 200 ms}
+        devices:
+          pump: {driver: mock.laser}
+          qwp_a: {driver: mock.rotator, settings: {arm: a, plate: qwp}}
+          hwp_a: {driver: mock.rotator, settings: {arm: a, plate: hwp}}
+          qwp_b: {driver: mock.rotator, settings: {arm: b, plate: qwp}}
+          hwp_b: {driver: mock.rotator, settings: {arm: b, plate: hwp}}
+          tagger: {driver: mock.timetagger}
+        \(interlock ? "interlocks: [{name: lock, require: pump.locked == true, timeout: 5 s}]" : "")
+        steps:
+          - set: {pump.power: 10 mW, pump.enabled: true}
+          - sweep:
+              name: tomography
+              basis: tomography-16
+              analyzers: {a: {qwp: qwp_a, hwp: hwp_a}, b: {qwp: qwp_b, hwp: hwp_b}}
+              steps:
+                - acquire: {device: tagger, duration: 500 ms}
+          - tomography: {sweep: tomography, arms: {a: {pass: 1}, b: {pass: 3}}, window: 1 ns}
+        """
+    }
+
+    static let readBack = """
+        p = f['user/herald/paused']; c = f['user/herald/counts/tomography']
+        print(json.dumps({'paused': [[int(a), int(b), int(r)] for a, b, r in zip(p['start_ps'][:], p['stop_ps'][:], p['resumed'][:])],
+                          'durations': [float(x) for x in c['duration_s'][:]],
+                          'hh': int(c['coincidences'][0]), 'label': c['projection'].asstr()[0],
+                          'tags_in_pause': int(sum(((f['photon_data/timestamps'][:] >= a) & (f['photon_data/timestamps'][:] < b)).sum() for a, b in zip(p['start_ps'][:], p['stop_ps'][:])))}))
+        """
+
+    static let expectedHH = 200e3 * 0.25 * 0.25 * (1 + 0.9) / 4 * 0.5
+
+    @Test func anInterlockPausesResumesAndTheGapIsExcluded() async throws {
+        let (dir, script, out) = try scriptFixture(Self.script(interlock: true))
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let report = try await Herald.run(.init(scriptPath: script, outPath: out, seed: 4))
+        #expect(report.status == .success, "\(report.reason ?? "")")
+        let file = try probe(out, Self.readBack)
+        let paused = try #require(file["paused"] as? [[Int]])
+        try #require(paused.count == 1)
+        // Paused from the slice that overlapped the unlock (≤ 200 ms) until lock returned (≥ 400 ms).
+        #expect(paused[0][0] <= 200_000_000_000 && paused[0][1] >= 400_000_000_000 && paused[0][2] == 1, "\(paused)")
+        // Every setting still got its full 0.5 s of live time…
+        #expect((file["durations"] as? [Double])?.allSatisfy { abs($0 - 0.5) < 1e-9 } == true)
+        // …so the affected HH setting counts what the physics says, within 4 Poisson σ.
+        #expect(file["label"] as? String == "HH")
+        let hh = Double(try #require(file["hh"] as? Int))
+        #expect(abs(hh - Self.expectedHH) < 4 * Self.expectedHH.squareRoot(), "HH = \(hh), expected \(Self.expectedHH)")
+    }
+
+    @Test func withoutTheInterlockTheFaultCorruptsTheSetting() async throws {
+        let (dir, script, out) = try scriptFixture(Self.script(interlock: false))
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let report = try await Herald.run(.init(scriptPath: script, outPath: out, seed: 4))
+        #expect(report.status == .success)
+        let file = try probe(out, Self.readBack)
+        let hh = Double(try #require(file["hh"] as? Int))
+        // 0.2 s of 0.5 s without pairs: the fault is real, and the interlock test above is not vacuous.
+        #expect(hh < Self.expectedHH - 4 * Self.expectedHH.squareRoot(), "HH = \(hh)")
+    }
+}
+
+@Suite struct SignalTests {
+    /// SIGTERM mid-acquisition: the run stops within the bound, the laser is left off, and
+    /// the file is closed with exit status "aborted" and the tags taken so far.
+    @Test func sigtermDuringAcquisitionRunsTheSafeStateAndClosesTheFile() async throws {
+        let (dir, script, out) = try scriptFixture(
+            """
+            herald: 1
+            simulation: {pair_rate: 20 kHz, dark_rate: 100 Hz}
+            devices:
+              pump: {driver: mock.laser}
+              tagger: {driver: mock.timetagger}
+            steps:
+              - set: {pump.power: 10 mW, pump.enabled: true}
+              - acquire: {device: tagger, duration: 60 s}
+            """)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let p = Process()
+        p.executableURL = Paths.herald
+        p.arguments = ["run", script, "--realtime", "--out", out, "--seed", "1"]
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        // Wait until the run is acquiring (its file exists), then a little longer.
+        let started = ContinuousClock.now
+        while !FileManager.default.fileExists(atPath: out) && ContinuousClock.now - started < .seconds(30) {
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        try await Task.sleep(for: .milliseconds(700))
+        let sent = ContinuousClock.now
+        p.terminate()  // SIGTERM
+        while p.isRunning && ContinuousClock.now - sent < .seconds(10) { try await Task.sleep(for: .milliseconds(20)) }
+        #expect(!p.isRunning, "herald did not stop within 10 s of SIGTERM")
+        if p.isRunning { kill(p.processIdentifier, SIGKILL) }
+        #expect(ContinuousClock.now - sent < .seconds(2), "the acquisition was not cut within 2 s")
+        #expect(p.terminationStatus == 130)
+        let file = try probe(out, "r = f['user/herald/run'].attrs\nprint(json.dumps({'status': r['exit_status'], 'tags': len(f['photon_data/timestamps']), 'log': list(f['user/herald/log'].asstr()[:])}))")
+        #expect(file["status"] as? String == "aborted")
+        #expect((file["tags"] as? Int ?? 0) > 0, "tags recorded before the signal are kept")
+        #expect((file["log"] as? [String])?.contains { $0.hasPrefix("safe state: pump") } == true)
+    }
+}
