@@ -353,8 +353,9 @@ struct Context {
         let list = node.sequence.map(Array.init) ?? [node]
         for item in list {
             guard let relative = string(item, what: "include") else { continue }
-            let base = URL(fileURLWithPath: file).deletingLastPathComponent()
-            let path = relative.hasPrefix("/") ? relative : base.appendingPathComponent(relative).standardized.path
+            // Relative to the including file, keeping the user's relative style in messages.
+            let dir = (file as NSString).deletingLastPathComponent
+            let path = relative.hasPrefix("/") || dir.isEmpty ? relative : dir + "/" + relative
             guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
                 error("cannot read included file '\(path)'", at: item)
                 continue
