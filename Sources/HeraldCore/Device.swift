@@ -42,8 +42,26 @@ public struct DriverDescriptor: Sendable {
     public func setting(_ name: String) -> PropertySpec? { settings.first { $0.name == name } }
 }
 
+/// How a device is found: a USB identity, a file (recordings, replay), or by name only.
+public enum DeviceMatch: Sendable, Equatable, CustomStringConvertible {
+    case any
+    case usb(vendor: UInt16, product: UInt16, serial: String?)
+    case file(String)
+
+    public var description: String {
+        switch self {
+        case .any: return "any"
+        case .usb(let v, let p, let s):
+            return String(v, radix: 16) + ":" + String(p, radix: 16) + (s.map { " serial \($0)" } ?? "")
+        case .file(let f): return "file \(f)"
+        }
+    }
+}
+
 /// A device as the script declares it.
 public struct DeviceConfig: Sendable {
+    /// How to find the instrument (ignored by simulated drivers).
+    public var match: DeviceMatch = .any
     public var name: String
     public var driver: String
     public var settings: [String: Value]

@@ -106,7 +106,7 @@ public enum Herald {
             records.append(
                 DeviceRecord(
                     name: config.name, driver: entry.descriptor.id, driverVersion: entry.descriptor.version,
-                    settings: config.settings.mapValues(\.description)))
+                    settings: config.settings.mapValues(\.description).merging(["match": config.match.description]) { a, _ in a }))
         }
         let allMock = plan.devices.allSatisfy { registry.entry($0.driver)?.descriptor.isMock ?? false }
         // Simulated devices run on the lab's virtual clock; real hardware needs real time.

@@ -381,7 +381,8 @@ struct Context {
             error("device name '\(name)' may contain only letters, digits, '_' and '-'", at: keyNode)
             return nil
         }
-        let byKey = fields(node, allowed: ["driver", "settings", "limits", "safe", "timeout", "retries"], what: "device '\(name)'")
+        let byKey = fields(
+            node, allowed: ["driver", "match", "settings", "limits", "safe", "timeout", "retries"], what: "device '\(name)'")
         guard let driverNode = byKey["driver"] else {
             error("device '\(name)' needs a 'driver:' (see `herald drivers`)", at: node)
             return nil
@@ -448,9 +449,39 @@ struct Context {
             }
             entry = replacement
         }
-        return DeviceConfig(
+        var config = DeviceConfig(
             name: name, driver: entry.descriptor.id, settings: settings, location: location(keyNode),
             properties: descriptor.properties, safeState: safe, callTimeout: timeout, retries: retries)
+        if let matchNode = byKey["match"] { config.match = match(matchNode, device: name) ?? .any }
+        return config
+    }
+
+    /// `match: {usb: {vendor: 0x1313, product: 0x804a, serial: M001}}` or `match: {file: path}`.
+    mutating func match(_ node: Node, device: String) -> DeviceMatch? {
+        let byKey = fields(node, allowed: ["usb", "file"], what: "match of '\(device)'")
+        if let usb = byKey["usb"] {
+            let ids = fields(usb, allowed: ["vendor", "product", "serial"], what: "usb match of '\(device)'")
+            func hex(_ key: String) -> UInt16? {
+                guard let n = ids[key] else {
+                    error("usb match of '\(device)' needs '\(key)' (hexadecimal, as lsusb prints it)", at: usb)
+                    return nil
+                }
+                guard let text = string(n, what: key) else { return nil }
+                let digits = text.lowercased().hasPrefix("0x") ? String(text.dropFirst(2)) : text
+                guard let v = UInt16(digits, radix: 16) else {
+                    error("\(key) must be a 4-digit hexadecimal USB id like 0x1313, got '\(text)'", at: n)
+                    return nil
+                }
+                return v
+            }
+            let vendor = hex("vendor"), product = hex("product")
+            let serial = ids["serial"].flatMap { string($0, what: "serial") }
+            guard let vendor, let product else { return nil }
+            return .usb(vendor: vendor, product: product, serial: serial)
+        }
+        if let f = byKey["file"], let path = string(f, what: "file") { return .file(path) }
+        if byKey.isEmpty { error("match needs 'usb' or 'file'", at: node) }
+        return nil
     }
 
     mutating func compileInterlocks(_ node: Node) -> [Interlock] {
@@ -500,7 +531,7 @@ struct Context {
 
     // MARK: Steps
 
-    static let stepKinds = ["set", "wait", "acquire", "sweep", "run", "tomography", "chsh", "g2", "rates"]
+    static let stepKinds = ["set", "wait", "acquire", "sweep", "run", "tomography", "chsh", "g2", "rates", "coincidences"]
 
     mutating func compileSteps(_ node: Node) -> [PlanStep] {
         guard let sequence = node.sequence else {
@@ -580,8 +611,9 @@ struct Context {
             file = saved
             expanding.removeLast()
             return steps
-        case "tomography", "chsh", "g2", "rates":
-            return compileAnalysis(kind, node, keyNode: keyNode).map { [.analysis($0, location: location(keyNode))] } ?? []
+        case "tomography", "chsh", "g2", "rates", "coincidences":
+            // `coincidences` is `rates` by its other name: singles and pair rates per point.
+            return compileAnalysis(kind == "coincidences" ? "rates" : kind, node, keyNode: keyNode).map { [.analysis($0, location: location(keyNode))] } ?? []
         default:
             error("unknown step '\(kind)'; expected one of: \(Self.stepKinds.joined(separator: ", "))", at: keyNode)
             return []

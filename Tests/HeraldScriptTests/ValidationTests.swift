@@ -100,6 +100,18 @@ func diagnostics(_ text: String) -> [ScriptDiagnostic] {
         #expect(d.first?.location.line == 10)
     }
 
+    @Test func usbMatchIsParsedAndCheckedAtItsPlace() throws {
+        let good = validScript.replacingOccurrences(
+            of: "pump: {driver: mock.laser}",
+            with: "pump: {driver: mock.laser, match: {usb: {vendor: 0x1313, product: 804a, serial: M00412345}}}")
+        let compiled = try compile(good)
+        #expect(compiled.plan.devices.first?.match == .usb(vendor: 0x1313, product: 0x804a, serial: "M00412345"))
+        let bad = good.replacingOccurrences(of: "vendor: 0x1313", with: "vendor: 0xZZ")
+        let d = diagnostics(bad)
+        #expect(d.first?.message.contains("hexadecimal USB id") == true)
+        #expect(d.first?.location.line == 3)
+    }
+
     @Test func theShippedDemoValidates() throws {
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent()
