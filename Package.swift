@@ -109,7 +109,10 @@ let package = Package(
             swiftSettings: swiftSettings),
         .testTarget(
             name: "EndToEndTests",
-            dependencies: ["HeraldRunner", "HeraldCore", "SimulatedLab", "herald"],
+            dependencies: [
+                "HeraldRunner", "HeraldCore", "HeraldAnalysis", "SimulatedLab", "herald",
+                .product(name: "Numerics", package: "swift-numerics"),
+            ],
             swiftSettings: swiftSettings),
     ]
 )

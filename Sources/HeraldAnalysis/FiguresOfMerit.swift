@@ -55,6 +55,47 @@ public enum FiguresOfMerit {
         let traceNorm = partialTransposeB(rho).hermitianEigen().values.reduce(0) { $0 + abs($1) }
         f["negativity"] = (traceNorm - 1) / 2
         f["log_negativity"] = Double.log2(traceNorm)
+        let t = correlationMatrix(rho)
+        f["fidelity_max"] = fullyEntangledFraction(t)
+        f["chsh_max"] = horodeckiS(t)
         return f
+    }
+
+    /// T_ij = tr(ρ σ_i ⊗ σ_j), i, j ∈ {x, y, z}, row-major.
+    public static func correlationMatrix(_ rho: ComplexMatrix) -> [Double] {
+        var t = [Double](repeating: 0, count: 9)
+        for i in 1...3 { for j in 1...3 {
+            t[(i - 1) * 3 + (j - 1)] = ComplexMatrix.realTraceOfProduct(rho, Tomography.pauliPairs[4 * i + j])
+        } }
+        return t
+    }
+
+    /// Singular values of a 3×3 real matrix (descending), and the sign of its determinant.
+    static func singularValues(_ t: [Double]) -> (values: [Double], detSign: Double) {
+        // TᵀT is symmetric positive semi-definite: its eigenvalues are the squared singular values.
+        var m = ComplexMatrix(zeros: 3)
+        for i in 0..<3 { for j in 0..<3 {
+            var s = 0.0
+            for k in 0..<3 { s += t[k * 3 + i] * t[k * 3 + j] }
+            m[i, j] = Complex(s)
+        } }
+        let values = m.hermitianEigen().values.map { max($0, 0).squareRoot() }
+        let det = t[0] * (t[4] * t[8] - t[5] * t[7]) - t[1] * (t[3] * t[8] - t[5] * t[6]) + t[2] * (t[3] * t[7] - t[4] * t[6])
+        return (values, det > 0 ? 1 : det < 0 ? -1 : 0)
+    }
+
+    /// Maximal fidelity to any maximally entangled state (the fully entangled fraction):
+    /// (1 + s₁ + s₂ − sgn(det T)·s₃)/4 with s the singular values of T (Badziąg et al.,
+    /// PRA 62, 012311 (2000)); maximally entangled states are (1⊗U)|Φ+⟩, whose T has det −1.
+    public static func fullyEntangledFraction(_ t: [Double]) -> Double {
+        let (s, sign) = singularValues(t)
+        return (1 + s[0] + s[1] - sign * s[2]) / 4
+    }
+
+    /// The largest CHSH value the state allows: 2·√(m₁ + m₂), m the two largest eigenvalues
+    /// of TᵀT (Horodecki, Horodecki & Horodecki, PLA 200, 340 (1995)).
+    public static func horodeckiS(_ t: [Double]) -> Double {
+        let (s, _) = singularValues(t)
+        return 2 * (s[0] * s[0] + s[1] * s[1]).squareRoot()
     }
 }

@@ -54,19 +54,61 @@ public enum AccidentalsPolicy: String, Sendable {
     case subtract
 }
 
+/// Which estimator reconstructs the state.
+public enum Estimator: String, Sendable, CaseIterable {
+    /// Least-squares linear inversion, then the closest physical state for the figures.
+    case linear
+    /// Maximum likelihood with the exact Poisson likelihood.
+    case mle
+    /// Hedged maximum likelihood (β = 1/2).
+    case hedged
+}
+
+/// How to reconstruct, and how to estimate errors.
+public struct TomographyOptions: Sendable {
+    public var estimator: Estimator = .linear
+    /// Linear inversion only: subtract accidentals from the counts, or keep them.
+    /// (MLE always adds the accidentals to the prediction instead.)
+    public var accidentals: AccidentalsPolicy = .keep
+    /// Relative intensity × detector-pair efficiency per projection (nil: all 1).
+    public var scales: [Double]?
+    /// Monte-Carlo resamples for error bars; 0 uses the delta method instead.
+    public var monteCarlo = 0
+    public var seed: UInt64 = 1
+
+    public init(
+        estimator: Estimator = .linear, accidentals: AccidentalsPolicy = .keep, scales: [Double]? = nil,
+        monteCarlo: Int = 0, seed: UInt64 = 1
+    ) {
+        self.estimator = estimator
+        self.accidentals = accidentals
+        self.scales = scales
+        self.monteCarlo = monteCarlo
+        self.seed = seed
+    }
+}
+
 /// A reconstructed two-qubit state with its figures of merit.
 public struct TomographyResult: Sendable {
+    public var estimator: Estimator
+    /// The state the figures describe: closest physical state (linear) or the MLE.
+    public var state: ComplexMatrix
     /// The unconstrained linear-inversion estimate (Hermitian, unit trace, possibly not positive).
     public var linear: ComplexMatrix
-    /// The closest physical state to `linear` (Frobenius norm): positive and unit trace.
-    public var physical: ComplexMatrix
     /// The smallest eigenvalue of `linear`; negative means linear inversion was unphysical.
     public var linearMinEigenvalue: Double
     /// Fitted pair count for a unit-trace projector pair (the unknown overall intensity).
     public var intensity: Double
     public var figures: [String: Double]
-    /// One-σ uncertainties from Poisson counting statistics (delta method), same keys as `figures`.
+    /// One-σ uncertainties, same keys as `figures`.
     public var uncertainties: [String: Double]
+    /// `delta-method` or `monte-carlo (N resamples)`.
+    public var uncertaintyMethod: String
+    /// Optimiser iterations (MLE only).
+    public var iterations: Int = 0
+
+    /// The closest physical state to `linear` (kept for callers of the linear estimator).
+    public var physical: ComplexMatrix { state }
 }
 
 /// Two-qubit state tomography.
@@ -169,42 +211,122 @@ public enum Tomography {
         return v.map { max($0 - theta, 0) }
     }
 
-    /// Reconstructs the state, its figures of merit and their counting-statistics errors.
+    /// Reconstructs with the linear estimator (kept for existing callers).
     public static func reconstruct(
         _ projections: [Projection], accidentals: AccidentalsPolicy = .keep
     ) throws -> TomographyResult {
-        let counts = projections.map { accidentals == .subtract ? $0.counts - $0.accidentals : $0.counts }
-        let (linear, intensity) = try linearInversion(projections, counts: counts)
-        let minEigen = linear.hermitianEigen().values.last ?? 0
-        let physical = closestPhysical(linear)
-        var figures = FiguresOfMerit.all(physical)
-        for (name, value) in FiguresOfMerit.bellFidelities(linear) { figures[name + "_linear"] = value }
+        try reconstruct(projections, options: TomographyOptions(estimator: .linear, accidentals: accidentals))
+    }
 
-        // Delta method: var f = Σ (∂f/∂n_k)² var(n_k), with Poisson var(n_k) = observed raw counts.
-        // The accidental estimate is treated as exact (it comes from far larger singles counts).
-        var variance = [String: Double]()
-        for k in projections.indices {
-            let nk = projections[k].counts
-            guard nk > 0 else { continue }
-            let h = max(nk * 1e-4, 1e-3)
-            var up = counts, down = counts
-            up[k] += h
-            down[k] -= h
-            guard let lu = try? linearInversion(projections, counts: up).rho,
-                let ld = try? linearInversion(projections, counts: down).rho
-            else { continue }
-            var fu = FiguresOfMerit.all(closestPhysical(lu))
-            var fd = FiguresOfMerit.all(closestPhysical(ld))
-            for (name, value) in FiguresOfMerit.bellFidelities(lu) { fu[name + "_linear"] = value }
-            for (name, value) in FiguresOfMerit.bellFidelities(ld) { fd[name + "_linear"] = value }
-            for (name, vu) in fu {
-                guard let vd = fd[name] else { continue }
-                let derivative = (vu - vd) / (2 * h)
-                variance[name, default: 0] += derivative * derivative * nk
+    /// One estimate from counts: the state, its intensity and (MLE) the fitted parameters.
+    struct Estimate {
+        var state: ComplexMatrix
+        var intensity: Double
+        var parameters: [Double]
+        var iterations: Int
+    }
+
+    static func estimate(
+        _ projections: [Projection], counts: [Double], options: TomographyOptions, mle: MaximumLikelihood?,
+        start: [Double]?
+    ) throws -> Estimate {
+        switch options.estimator {
+        case .linear:
+            let adjusted = zip(projections, counts).map { p, n in
+                options.accidentals == .subtract ? n - p.accidentals : n
             }
+            let scaled = options.scales.map { s in zip(adjusted, s).map { $0 / $1 } } ?? adjusted
+            let (rho, intensity) = try linearInversion(projections, counts: scaled)
+            return Estimate(state: closestPhysical(rho), intensity: intensity, parameters: [], iterations: 0)
+        case .mle, .hedged:
+            guard let mle, let start else { throw TomographyError.noCounts }
+            let (x, iterations) = mle.fit(counts: counts, start: start)
+            let m = MaximumLikelihood.matrix(x)
+            let trace = m.trace.real
+            guard trace > 0 else { throw TomographyError.noCounts }
+            return Estimate(state: (1 / trace) * m, intensity: trace, parameters: x, iterations: iterations)
+        }
+    }
+
+    static func figures(_ state: ComplexMatrix, linear: ComplexMatrix?) -> [String: Double] {
+        var f = FiguresOfMerit.all(state)
+        if let linear { for (name, value) in FiguresOfMerit.bellFidelities(linear) { f[name + "_linear"] = value } }
+        return f
+    }
+
+    /// Reconstructs the state, its figures of merit and their counting-statistics errors.
+    public static func reconstruct(_ projections: [Projection], options: TomographyOptions) throws -> TomographyResult {
+        guard projections.contains(where: { $0.counts > 0 }) else { throw TomographyError.noCounts }
+        let counts = projections.map(\.counts)
+        // Linear inversion is always done: it is reported as-is and seeds the optimiser.
+        let linearCounts = zip(projections, counts).map { p, n in options.accidentals == .subtract ? n - p.accidentals : n }
+        let (linear, _) = try linearInversion(projections, counts: linearCounts)
+        let minEigen = linear.hermitianEigen().values.last ?? 0
+        let mle: MaximumLikelihood? =
+            options.estimator == .linear
+            ? nil : MaximumLikelihood(projections, scales: options.scales, hedging: options.estimator == .hedged ? 0.5 : 0)
+        let start = mle == nil ? nil : MaximumLikelihood.start(projections)
+        let best = try estimate(projections, counts: counts, options: options, mle: mle, start: start)
+        let linearForFigures = options.estimator == .linear ? linear : nil
+        let figures = figures(best.state, linear: linearForFigures)
+
+        var sums = [String: (Double, Double, Int)]()  // Σx, Σx², n
+        var variance = [String: Double]()
+        let method: String
+        if options.monteCarlo > 0 {
+            // Resample every count from a Poisson law with the observed mean and refit.
+            var rng = SeededGenerator(seed: options.seed)
+            let warm = best.parameters.isEmpty ? start : best.parameters
+            for _ in 0..<options.monteCarlo {
+                let resampled = counts.map { Double(rng.poisson($0)) }
+                guard let e = try? estimate(projections, counts: resampled, options: options, mle: mle, start: warm) else {
+                    continue
+                }
+                let lin = options.estimator == .linear
+                    ? (try? linearInversion(projections, counts: zip(projections, resampled).map { p, n in
+                        options.accidentals == .subtract ? n - p.accidentals : n
+                    }).rho) : nil
+                for (k, v) in Self.figures(e.state, linear: lin) where v.isFinite {
+                    let (s, s2, n) = sums[k] ?? (0, 0, 0)
+                    sums[k] = (s + v, s2 + v * v, n + 1)
+                }
+            }
+            for (k, (s, s2, n)) in sums where n > 1 {
+                variance[k] = max(0, (s2 - s * s / Double(n)) / Double(n - 1))
+            }
+            method = "monte-carlo (\(options.monteCarlo) resamples)"
+        } else {
+            // Delta method through the whole estimator: var f = Σ (∂f/∂n_k)² n_k (Poisson),
+            // derivatives by central differences. Accidental estimates are treated as exact.
+            let warm = best.parameters.isEmpty ? start : best.parameters
+            for k in projections.indices {
+                let nk = counts[k]
+                guard nk > 0 else { continue }
+                let h = max(nk * 1e-4, 1e-3)
+                var up = counts, down = counts
+                up[k] += h
+                down[k] -= h
+                guard let eu = try? estimate(projections, counts: up, options: options, mle: mle, start: warm),
+                    let ed = try? estimate(projections, counts: down, options: options, mle: mle, start: warm)
+                else { continue }
+                func lin(_ c: [Double]) -> ComplexMatrix? {
+                    options.estimator == .linear
+                        ? try? linearInversion(projections, counts: zip(projections, c).map { p, n in
+                            options.accidentals == .subtract ? n - p.accidentals : n
+                        }).rho : nil
+                }
+                let fu = Self.figures(eu.state, linear: lin(up)), fd = Self.figures(ed.state, linear: lin(down))
+                for (name, vu) in fu {
+                    guard let vd = fd[name] else { continue }
+                    let derivative = (vu - vd) / (2 * h)
+                    variance[name, default: 0] += derivative * derivative * nk
+                }
+            }
+            method = "delta-method"
         }
         return TomographyResult(
-            linear: linear, physical: physical, linearMinEigenvalue: minEigen, intensity: intensity,
-            figures: figures, uncertainties: variance.mapValues { $0.squareRoot() })
+            estimator: options.estimator, state: best.state, linear: linear, linearMinEigenvalue: minEigen,
+            intensity: best.intensity, figures: figures, uncertainties: variance.mapValues { $0.squareRoot() },
+            uncertaintyMethod: method, iterations: best.iterations)
     }
 }

@@ -45,4 +45,36 @@ public struct SeededGenerator: RandomNumberGenerator, Sendable {
         let u1 = unitOpen(), u2 = unitOpen()
         return (-2 * log(u1)).squareRoot() * cos(2 * .pi * u2)
     }
+
+    /// An exact Poisson deviate: Knuth's product method below mean 10, Hörmann's
+    /// transformed rejection (PTRS, 1993) above, so resampled counts have the right tails.
+    public mutating func poisson(_ mean: Double) -> Int {
+        guard mean > 0 else { return 0 }
+        if mean < 10 {
+            let limit = exp(-mean)
+            var k = 0
+            var p = unitOpen()
+            while p > limit {
+                k += 1
+                p *= unitOpen()
+            }
+            return k
+        }
+        let slam = mean.squareRoot(), logLam = log(mean)
+        let b = 0.931 + 2.53 * slam
+        let a = -0.059 + 0.02483 * b
+        let invAlpha = 1.1239 + 1.1328 / (b - 3.4)
+        let vr = 0.9277 - 3.6224 / (b - 2)
+        while true {
+            let u = unitOpen() - 0.5
+            let v = unitOpen()
+            let us = 0.5 - abs(u)
+            let k = floor((2 * a / us + b) * u + mean + 0.43)
+            if us >= 0.07 && v <= vr { return Int(k) }
+            if k < 0 || (us < 0.013 && v > us) { continue }
+            if log(v) + log(invAlpha) - log(a / (us * us) + b) <= -mean + k * logLam - lgamma(k + 1) {
+                return Int(k)
+            }
+        }
+    }
 }
