@@ -7,7 +7,7 @@ DEB_PACKAGES := libhdf5-dev libusb-1.0-0-dev libudev-dev pkg-config python3 pyth
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: deps demo test build
+.PHONY: deps demo test build bench
 
 # Installs only what is missing: Debian -dev packages for the C libraries, and the
 # Python packages the tests use as independent clients (h5py, numpy) in .venv.
@@ -30,3 +30,13 @@ demo: build
 
 test: deps
 	HERALD_PYTHON=$(abspath $(PY)) $(SWIFT) test
+
+# Benchmarks against the tools a user would otherwise pick, on the same inputs, as ratios.
+# Peers are installed into .venv-bench by this target (see bench/requirements-peers.txt).
+bench: deps
+	$(SWIFT) build -c release --product herald-bench
+	@[ -x .venv-bench/bin/python ] || python3 -m venv .venv-bench
+	@.venv-bench/bin/python -m pip install -q "Quantum-Tomography==1.2.0" || echo "peer install failed: reported as missing"
+	@# Its MLE fails under numpy 2; pip warns about the scipy pin, which the package works with.
+	@.venv-bench/bin/python -m pip install -q "numpy<2" "scipy<1.14" 2>/dev/null || true
+	$(PY) bench/run.py

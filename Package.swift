@@ -12,6 +12,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "herald", targets: ["herald"]),
+        .executable(name: "herald-bench", targets: ["HeraldBench"]),
         .library(name: "HeraldCore", targets: ["HeraldCore"]),
         .library(name: "HeraldRunner", targets: ["HeraldRunner"]),
     ],
@@ -75,11 +76,14 @@ let package = Package(
         .executableTarget(
             name: "herald",
             dependencies: [
-                "HeraldRunner", "HeraldCore", "HeraldScript", "HeraldUSB",
+                "HeraldRunner", "HeraldCore", "HeraldScript", "HeraldUSB", "HeraldAnalysis",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings),
+
+        .executableTarget(
+            name: "HeraldBench", dependencies: ["HeraldAnalysis", "HeraldCore"], swiftSettings: swiftSettings),
 
         // MARK: Drivers (each its own target; mocks share one simulated lab)
         .target(

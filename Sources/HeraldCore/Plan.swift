@@ -106,6 +106,10 @@ public struct TomographySpec: Sendable {
     public var target: String
     /// Subtract the singles-based accidental estimate before inversion (default: keep).
     public var subtractAccidentals = false
+    /// `linear`, `mle` or `hedged`.
+    public var estimator = "linear"
+    /// Monte-Carlo resamples for error bars (0: delta method).
+    public var monteCarlo = 0
 
     public init(
         sweep: String, armA: ArmChannels, armB: ArmChannels, window: Double, delays: [Int: Double] = [:],

@@ -889,7 +889,9 @@ struct Context {
     mutating func compileAnalysis(_ kind: String, _ node: Node, keyNode: Node) -> AnalysisStep? {
         switch kind {
         case "tomography":
-            let byKey = fields(node, allowed: ["sweep", "arms", "window", "delays", "target", "accidentals"], what: "tomography")
+            let byKey = fields(
+                node, allowed: ["sweep", "arms", "window", "delays", "target", "accidentals", "estimator", "errors"],
+                what: "tomography")
             let sweep = dataset(byKey["sweep"], expect: [.tomography], what: "tomography", at: node)
             let arms = arms(byKey["arms"], at: node, needReflect: false)
             let window = windowValue(byKey["window"], at: node)
@@ -905,6 +907,14 @@ struct Context {
             guard let sweep, let (a, b) = arms, let window else { return nil }
             var spec = TomographySpec(sweep: sweep, armA: a, armB: b, window: window, delays: delays, target: target)
             spec.subtractAccidentals = subtract
+            if let e = byKey["estimator"], let name = string(e, what: "estimator") {
+                if ["linear", "mle", "hedged"].contains(name) { spec.estimator = name } else {
+                    error("estimator must be linear, mle or hedged", at: e)
+                }
+            }
+            if let e = byKey["errors"], let n = integer(e, what: "errors (Monte-Carlo resamples)", range: 0...100_000) {
+                spec.monteCarlo = n
+            }
             let step = AnalysisStep.tomography(spec)
             if let c = step.counting { requireCounting(c, for: sweep, at: keyNode) }
             return step

@@ -64,7 +64,10 @@ enum Analyses {
                 projections.append(Projection(a, b, counts: Double(pair.coincidences), accidentals: pair.accidentals))
             }
         }
-        let result = try Tomography.reconstruct(projections, accidentals: spec.subtractAccidentals ? .subtract : .keep)
+        let options = TomographyOptions(
+            estimator: Estimator(rawValue: spec.estimator) ?? .linear, accidentals: spec.subtractAccidentals ? .subtract : .keep,
+            monteCarlo: spec.monteCarlo)
+        let result = try Tomography.reconstruct(projections, options: options)
         var notes: [String] = []
         if result.linearMinEigenvalue < 0 {
             notes.append(
@@ -78,8 +81,9 @@ enum Analyses {
         var errors = result.uncertainties
         errors["fidelity"] = result.uncertainties["fidelity_" + spec.target]
         return AnalysisRecord(
-            name: "tomography", estimator: "linear+closest-physical",
+            name: "tomography", estimator: spec.estimator == "linear" ? "linear+closest-physical" : spec.estimator,
             parameters: [
+                "uncertainty_method": result.uncertaintyMethod,
                 "sweep": spec.sweep, "window_s": "\(spec.window)", "target": spec.target,
                 "accidentals": spec.subtractAccidentals ? "subtract" : "keep", "projections": "\(projections.count)",
                 "delays_s": spec.delays.sorted { $0.key < $1.key }.map { "\($0.key):\($0.value)" }.joined(separator: ","),

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import HeraldAnalysis
 import HeraldCore
 import HeraldRunner
 import HeraldScript
@@ -13,7 +14,7 @@ struct HeraldCommand: AsyncParsableCommand {
         commandName: "herald",
         abstract: "Run quantum-photonics experiments: scripts drive lasers, waveplates and time taggers; results go to HDF5.",
         version: Herald.version,
-        subcommands: [Run.self, Validate.self, Drivers.self, Devices.self])
+        subcommands: [Run.self, Validate.self, Tomography.self, Drivers.self, Devices.self])
 }
 
 /// Logs go to stderr so `--json` output on stdout stays machine-readable.
@@ -199,5 +200,93 @@ struct Devices: ParsableCommand {
             }
             print(line)
         }
+    }
+}
+
+struct Tomography: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Reconstruct a two-qubit state from a CSV of projective counts.",
+        discussion: """
+            The CSV has a header row with at least setting,counts and optionally \
+            duration_s,singles_a,singles_b,window_ns (accidentals = singles_a·singles_b·window/duration) and \
+            scale (relative intensity × efficiency). A setting is two letters from H V D A R L, photon A first, \
+            with R = (H − iV)/√2 (use --swap-circular for the opposite sign). Conventions: docs/tomography.md.
+            """)
+
+    enum EstimatorOption: String, ExpressibleByArgument, CaseIterable {
+        case mle, linear, hedged
+    }
+
+    @Argument(help: "CSV file of counts.") var counts: String
+    @Option(help: "Estimator: mle, linear or hedged.") var estimator: EstimatorOption = .mle
+    @Option(help: "Monte-Carlo resamples for error bars (0: none).") var errors: Int = 0
+    @Option(help: "Seed of the Monte-Carlo resampling.") var seed: UInt64 = 1
+    @Flag(help: "Read R as (H+iV)/√2 and L as (H−iV)/√2.") var swapCircular = false
+    @Flag(help: "Print the result as JSON.") var json = false
+
+    func run() throws {
+        let text: String
+        do { text = try String(contentsOfFile: counts, encoding: .utf8) } catch {
+            throw ValidationError("cannot read \(counts): \(error.localizedDescription)")
+        }
+        let table: CountsTable
+        do { table = try CountsTable.parse(text, file: counts, swapCircular: swapCircular) } catch let e as CountsTable.ParseError {
+            FileHandle.standardError.write(Data((e.description + "\n").utf8))
+            throw ExitCode(65)
+        }
+        guard errors >= 0 && errors <= 1_000_000 else { throw ValidationError("--errors must be between 0 and 10⁶") }
+        let options = TomographyOptions(
+            estimator: HeraldAnalysis.Estimator(rawValue: estimator.rawValue) ?? .mle, scales: table.scales,
+            monteCarlo: errors, seed: seed)
+        let result: TomographyResult
+        do { result = try HeraldAnalysis.Tomography.reconstruct(table.projections, options: options) } catch {
+            FileHandle.standardError.write(Data("\(counts): error: \(error)\n".utf8))
+            throw ExitCode(65)
+        }
+        if json {
+            FileHandle.standardOutput.write(try TomographyReport.json(result, errors: errors > 0))
+            print()
+        } else {
+            print("estimator: \(result.estimator.rawValue)  projections: \(table.projections.count)  intensity: \(String(format: "%.1f", result.intensity))")
+            for key in ["fidelity_phi+", "fidelity_phi-", "fidelity_psi+", "fidelity_psi-", "fidelity_max", "concurrence", "tangle", "purity", "entropy", "linear_entropy", "negativity", "log_negativity", "chsh_max"] {
+                guard let v = result.figures[key] else { continue }
+                let e = errors > 0 ? result.uncertainties[key].map { String(format: " ± %.5f", $0) } ?? "" : ""
+                print("  \(key): " + String(format: "%.5f", v) + e)
+            }
+            if result.linearMinEigenvalue < 0 {
+                print("  note: linear inversion was unphysical (smallest eigenvalue \(String(format: "%.4f", result.linearMinEigenvalue)))")
+            }
+        }
+    }
+}
+
+/// The JSON shape of `herald tomography --json` (documented in docs/tomography.md).
+enum TomographyReport {
+    static let scalarKeys = ["concurrence", "tangle", "purity", "entropy", "linear_entropy", "negativity", "log_negativity", "chsh_max"]
+
+    static func object(_ values: [String: Double]) -> [String: Any] {
+        var out: [String: Any] = [:]
+        out["fidelity"] = [
+            "phi+": values["fidelity_phi+"] ?? .nan, "phi-": values["fidelity_phi-"] ?? .nan,
+            "psi+": values["fidelity_psi+"] ?? .nan, "psi-": values["fidelity_psi-"] ?? .nan, "max": values["fidelity_max"] ?? .nan,
+        ]
+        for k in scalarKeys { out[k] = values[k] ?? .nan }
+        return out
+    }
+
+    static func json(_ r: TomographyResult, errors: Bool) throws -> Data {
+        var out = object(r.figures)
+        out["estimator"] = r.estimator.rawValue
+        out["intensity"] = r.intensity
+        out["linear_min_eigenvalue"] = r.linearMinEigenvalue
+        out["rho"] = [
+            "real": (0..<4).map { i in (0..<4).map { r.state[i, $0].real } },
+            "imag": (0..<4).map { i in (0..<4).map { r.state[i, $0].imaginary } },
+        ]
+        if errors {
+            out["errors"] = object(r.uncertainties)
+            out["error_method"] = r.uncertaintyMethod
+        }
+        return try JSONSerialization.data(withJSONObject: out, options: [.prettyPrinted, .sortedKeys])
     }
 }

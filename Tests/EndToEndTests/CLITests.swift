@@ -36,3 +36,45 @@ import Testing
         for id in ["mock.laser", "mock.rotator", "mock.timetagger"] { #expect(r.stdout.contains(id)) }
     }
 }
+
+@Suite struct TomographyCLITests {
+    static let fixture = Paths.root.appendingPathComponent("Tests/Fixtures/tomography/werner-0.9-16.csv").path
+
+    @Test func jsonHasTheDocumentedShape() throws {
+        let r = try runProcess(Paths.herald.path, ["tomography", Self.fixture, "--estimator", "mle", "--errors", "30", "--json"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let json = try #require(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
+        #expect(json["estimator"] as? String == "mle")
+        let rho = try #require(json["rho"] as? [String: [[Double]]])
+        #expect(rho["real"]?.count == 4 && rho["imag"]?.first?.count == 4)
+        for key in ["concurrence", "tangle", "purity", "entropy", "linear_entropy", "negativity", "log_negativity", "chsh_max"] {
+            #expect(json[key] is Double, "\(key)")
+        }
+        let fidelity = try #require(json["fidelity"] as? [String: Double])
+        #expect(Set(fidelity.keys) == ["phi+", "phi-", "psi+", "psi-", "max"])
+        // The fixture is V = 0.9 Werner data with accidentals 20 per setting on 5000 pairs.
+        let errors = try #require(json["errors"] as? [String: Any])
+        let sigma = try #require((errors["fidelity"] as? [String: Double])?["phi+"])
+        #expect(abs(fidelity["phi+"]! - 0.925) < 4 * sigma, "F = \(fidelity["phi+"]!) ± \(sigma)")
+    }
+
+    @Test(arguments: ["linear", "hedged"])
+    func otherEstimatorsRun(estimator: String) throws {
+        let r = try runProcess(Paths.herald.path, ["tomography", Self.fixture, "--estimator", estimator, "--json"])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout.contains("\"estimator\" : \"\(estimator)\""))
+    }
+
+    @Test func badCSVIsReportedAtItsPlace() throws {
+        let dir = try Paths.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let path = dir.appendingPathComponent("bad.csv").path
+        try "setting,counts\nHH,100\nHX,20\n".write(toFile: path, atomically: true, encoding: .utf8)
+        let r = try runProcess(Paths.herald.path, ["tomography", path])
+        #expect(r.status == 65)
+        #expect(r.stderr.contains("\(path):3:1: error: setting must be two letters"), "\(r.stderr)")
+        try "setting,counts\nHH,-4\n".write(toFile: path, atomically: true, encoding: .utf8)
+        let n = try runProcess(Paths.herald.path, ["tomography", path])
+        #expect(n.stderr.contains("\(path):2:4: error: counts must be a non-negative number"), "\(n.stderr)")
+    }
+}

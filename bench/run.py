@@ -1,0 +1,57 @@
+"""Runs Herald's benchmarks and the peers on the same inputs, prints a table of ratios and
+writes bench/results.json. Called by `make bench` after a release build.
+
+A peer that cannot be installed or run is reported as missing, never skipped silently.
+"""
+import json
+import os
+import platform
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCH = os.path.join(ROOT, ".build", "release", "herald-bench")
+PEER_PY = os.environ.get("HERALD_PEER_PYTHON", os.path.join(ROOT, ".venv-bench", "bin", "python"))
+CSV = os.path.join(ROOT, "Tests", "Fixtures", "tomography", "werner-0.9-16.csv")
+
+
+def run_json(cmd):
+    try:
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=1200).stdout
+        return json.loads(out.strip().splitlines()[-1]), None
+    except Exception as e:  # a peer that fails is reported, not hidden
+        detail = getattr(e, "stderr", "") or str(e)
+        return None, detail.strip().splitlines()[-1] if detail.strip() else str(e)
+
+
+def main():
+    rows = []
+    herald_tomo, err = run_json([BENCH, "tomography", CSV, "1000"])
+    if herald_tomo is None:
+        sys.exit(f"herald-bench failed: {err}")
+    peer_tomo, peer_err = run_json([PEER_PY, os.path.join(ROOT, "bench", "peers", "tomography_qt.py"), CSV, "20"])
+    qt = "Quantum-Tomography"
+    if peer_tomo:
+        rows.append(("MLE, 16 settings (s per fit)", herald_tomo["mle_fit_s"], peer_tomo["mle_fit_s"], qt, ">= 1000x, <= 100 us"))
+        rows.append(("1000 Monte-Carlo resamples (s)", herald_tomo["monte_carlo_s"], peer_tomo["monte_carlo_per_resample_s"] * 1000, qt, "<= 0.2 s"))
+    else:
+        rows.append(("MLE, 16 settings (s per fit)", herald_tomo["mle_fit_s"], None, f"{qt} MISSING: {peer_err}", ">= 1000x"))
+    herald_coinc, err = run_json([BENCH, "coincidences", "20000000"])
+    if herald_coinc:
+        rows.append(("coincidences, 4 ch, 1 ns (tags/s)", herald_coinc["tags_per_s"], None, "numpy: see issue 9", ">= 200 M tags/s"))
+
+    print(f"{'metric':40} {'Herald':>12} {'peer':>12} {'ratio':>8}  peer / target")
+    results = []
+    for metric, h, p, peer, target in rows:
+        higher_is_better = "tags/s" in metric
+        ratio = None if p is None else (h / p if higher_is_better else p / h)
+        print(f"{metric:40} {h:12.4g} {'' if p is None else format(p, '12.4g'):>12} {'' if ratio is None else format(ratio, '8.1f'):>8}  {peer} / {target}")
+        results.append({"metric": metric, "herald": h, "peer_value": p, "peer": peer, "ratio": ratio, "target": target})
+    machine = {"machine": platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version()}
+    with open(os.path.join(ROOT, "bench", "results.json"), "w") as f:
+        json.dump({"machine": machine, "results": results, "herald": [herald_tomo, herald_coinc], "peers": [peer_tomo]}, f, indent=2)
+    print("written bench/results.json")
+
+
+if __name__ == "__main__":
+    main()
