@@ -17,7 +17,7 @@ deps:
 	done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
-	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
 	@[ -x $(PY) ] || python3 -m venv $(VENV)
 	@$(PY) -c "import h5py, numpy, scipy" 2>/dev/null || $(PY) -m pip install -q -r Tests/python/requirements.txt
