@@ -5,7 +5,7 @@ import Testing
 @Suite struct CoincidenceTests {
     /// The two-pointer counter must agree with the O(n²) definition, boundaries included.
     @Test func agreesWithBruteForce() {
-        var rng = SplitMix(seed: 7)
+        var rng = SeededGenerator(seed: 7)
         for trial in 0..<20 {
             let a = (0..<300).map { _ in Int64.random(in: 0..<200_000, using: &rng) }.sorted()
             let b = (0..<300).map { _ in Int64.random(in: 0..<200_000, using: &rng) }.sorted()

@@ -107,7 +107,7 @@ func expectedProjections(
     /// Delta-method errors must match the spread of estimates over Poisson resamples.
     @Test func reportedErrorsMatchTheSpreadOverResamples() throws {
         let truth = expectedProjections(States.werner(0.8), .standard16, intensity: 2000)
-        var rng = SplitMix(seed: 42)
+        var rng = SeededGenerator(seed: 42)
         var fidelities: [Double] = []
         var reported: [Double] = []
         for _ in 0..<200 {
@@ -127,35 +127,5 @@ func expectedProjections(
         #expect(abs(sd / typical - 1) < 4 * (1 / (2.0 * 199).squareRoot()))
         // The linear estimator is unbiased: the mean is within 4 standard errors of the truth.
         #expect(abs(mean - 0.85) < 4 * sd / Double(fidelities.count).squareRoot())
-    }
-}
-
-/// A small seeded generator for the tests' own sampling (independent of the simulated lab's).
-struct SplitMix: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    /// Poisson deviate: Knuth's method for small means, normal approximation above 500.
-    mutating func poisson(_ mean: Double) -> Int {
-        if mean > 500 {
-            let u1 = Double.random(in: Double.ulpOfOne..<1, using: &self)
-            let u2 = Double.random(in: 0..<1, using: &self)
-            let z = (-2 * Double.log(u1)).squareRoot() * Double.cos(2 * .pi * u2)
-            return max(0, Int((mean + z * mean.squareRoot()).rounded()))
-        }
-        let limit = Double.exp(-mean)
-        var k = 0
-        var p = 1.0
-        repeat {
-            k += 1
-            p *= Double.random(in: 0..<1, using: &self)
-        } while p > limit
-        return k - 1
     }
 }

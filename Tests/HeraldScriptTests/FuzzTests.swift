@@ -7,21 +7,10 @@ import Testing
 /// Thousands of mutated scripts through the validator: it must never crash or hang, and
 /// every rejection must carry a usable location and a message.
 @Suite struct FuzzTests {
-    struct Rng: RandomNumberGenerator {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-    }
-
     static let alphabet = Array(":{}[]-#$ \n\t'\",.0123456789abcdefmsnkHzWAdeg&*!|>%@\\µ°")
     static let tokens = ["1e400", "-5", "nan", "0", "10 mA", "1 s", "$nope", "$integration", "true", "{", "]", "- ", ": ", "&a", "*a", "!!int", "~", "''", "\"\\u0000\"", "∞"]
 
-    static func mutate(_ text: String, _ rng: inout Rng) -> String {
+    static func mutate(_ text: String, _ rng: inout SeededGenerator) -> String {
         var lines = text.components(separatedBy: "\n")
         for _ in 0..<Int.random(in: 1...3, using: &rng) {
             guard !lines.isEmpty else { break }
@@ -57,7 +46,7 @@ import Testing
         let dir = Paths.root.appendingPathComponent("Experiments")
         let files = try FileManager.default.contentsOfDirectory(atPath: dir.path).filter { $0.hasSuffix(".yaml") }.sorted()
         let compiler = Herald.compiler(registry: Herald.descriptorRegistry)
-        var rng = Rng(state: 20261121)
+        var rng = SeededGenerator(seed: 20261121)
         var rejected = 0, accepted = 0
         for iteration in 0..<3000 {
             let name = files[iteration % files.count]
