@@ -26,15 +26,22 @@ public struct CoincidenceCounter: Sendable {
     /// Number of (a, b) tag pairs with 2·|t_a − t_b| ≤ window; both inputs sorted ascending.
     /// Two pointers bound the window for each `a` in O(n_a + n_b).
     public func count(_ a: [Int64], _ b: [Int64]) -> Int {
-        var lo = 0, hi = 0, total = 0
-        let w = windowPs
-        for t in a {
-            while lo < b.count && 2 * (t - b[lo]) > w { lo += 1 }
-            if hi < lo { hi = lo }
-            while hi < b.count && 2 * (b[hi] - t) <= w { hi += 1 }
-            total += hi - lo
+        // 2·|Δ| ≤ w ⟺ |Δ| ≤ ⌊w/2⌋ for integers, which avoids doubling (and overflowing) Δ.
+        let half = windowPs >> 1
+        // Hot loop: buffer pointers drop the bounds checks; indices stay within [0, count].
+        return a.withUnsafeBufferPointer { a in
+            b.withUnsafeBufferPointer { b in
+                var lo = 0, hi = 0, total = 0
+                let n = b.count
+                for t in a {
+                    while lo < n && t - b[lo] > half { lo &+= 1 }
+                    if hi < lo { hi = lo }
+                    while hi < n && b[hi] - t <= half { hi &+= 1 }
+                    total &+= hi &- lo
+                }
+                return total
+            }
         }
-        return total
     }
 
     /// Expected accidental coincidences for singles counts `sa`, `sb` over `seconds`.
