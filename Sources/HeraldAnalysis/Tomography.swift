@@ -224,6 +224,14 @@ public enum Tomography {
         var intensity: Double
         var parameters: [Double]
         var iterations: Int
+        /// The unconstrained linear estimate (linear estimator only), for the `_linear` figures.
+        var linear: ComplexMatrix?
+    }
+
+    /// Counts as linear inversion sees them: accidentals subtracted if asked, divided by the scales.
+    static func linearCounts(_ projections: [Projection], _ counts: [Double], _ options: TomographyOptions) -> [Double] {
+        let adjusted = zip(projections, counts).map { p, n in options.accidentals == .subtract ? n - p.accidentals : n }
+        return options.scales.map { s in zip(adjusted, s).map { $0 / $1 } } ?? adjusted
     }
 
     static func estimate(
@@ -232,19 +240,15 @@ public enum Tomography {
     ) throws -> Estimate {
         switch options.estimator {
         case .linear:
-            let adjusted = zip(projections, counts).map { p, n in
-                options.accidentals == .subtract ? n - p.accidentals : n
-            }
-            let scaled = options.scales.map { s in zip(adjusted, s).map { $0 / $1 } } ?? adjusted
-            let (rho, intensity) = try linearInversion(projections, counts: scaled)
-            return Estimate(state: closestPhysical(rho), intensity: intensity, parameters: [], iterations: 0)
+            let (rho, intensity) = try linearInversion(projections, counts: linearCounts(projections, counts, options))
+            return Estimate(state: closestPhysical(rho), intensity: intensity, parameters: [], iterations: 0, linear: rho)
         case .mle, .hedged:
             guard let mle, let start else { throw TomographyError.noCounts }
             let (x, iterations) = mle.fit(counts: counts, start: start)
             let m = MaximumLikelihood.matrix(x)
             let trace = m.trace.real
             guard trace > 0 else { throw TomographyError.noCounts }
-            return Estimate(state: (1 / trace) * m, intensity: trace, parameters: x, iterations: iterations)
+            return Estimate(state: (1 / trace) * m, intensity: trace, parameters: x, iterations: iterations, linear: nil)
         }
     }
 
@@ -259,16 +263,14 @@ public enum Tomography {
         guard projections.contains(where: { $0.counts > 0 }) else { throw TomographyError.noCounts }
         let counts = projections.map(\.counts)
         // Linear inversion is always done: it is reported as-is and seeds the optimiser.
-        let linearCounts = zip(projections, counts).map { p, n in options.accidentals == .subtract ? n - p.accidentals : n }
-        let (linear, _) = try linearInversion(projections, counts: linearCounts)
+        let (linear, _) = try linearInversion(projections, counts: linearCounts(projections, counts, options))
         let minEigen = linear.hermitianEigen().values.last ?? 0
         let mle: MaximumLikelihood? =
             options.estimator == .linear
             ? nil : MaximumLikelihood(projections, scales: options.scales, hedging: options.estimator == .hedged ? 0.5 : 0)
         let start = mle == nil ? nil : MaximumLikelihood.start(projections)
         let best = try estimate(projections, counts: counts, options: options, mle: mle, start: start)
-        let linearForFigures = options.estimator == .linear ? linear : nil
-        let figures = figures(best.state, linear: linearForFigures)
+        let figures = figures(best.state, linear: best.linear)
 
         var sums = [String: (Double, Double, Int)]()  // Σx, Σx², n
         var variance = [String: Double]()
@@ -282,11 +284,7 @@ public enum Tomography {
                 guard let e = try? estimate(projections, counts: resampled, options: options, mle: mle, start: warm) else {
                     continue
                 }
-                let lin = options.estimator == .linear
-                    ? (try? linearInversion(projections, counts: zip(projections, resampled).map { p, n in
-                        options.accidentals == .subtract ? n - p.accidentals : n
-                    }).rho) : nil
-                for (k, v) in Self.figures(e.state, linear: lin) where v.isFinite {
+                for (k, v) in Self.figures(e.state, linear: e.linear) where v.isFinite {
                     let (s, s2, n) = sums[k] ?? (0, 0, 0)
                     sums[k] = (s + v, s2 + v * v, n + 1)
                 }
@@ -309,13 +307,7 @@ public enum Tomography {
                 guard let eu = try? estimate(projections, counts: up, options: options, mle: mle, start: warm),
                     let ed = try? estimate(projections, counts: down, options: options, mle: mle, start: warm)
                 else { continue }
-                func lin(_ c: [Double]) -> ComplexMatrix? {
-                    options.estimator == .linear
-                        ? try? linearInversion(projections, counts: zip(projections, c).map { p, n in
-                            options.accidentals == .subtract ? n - p.accidentals : n
-                        }).rho : nil
-                }
-                let fu = Self.figures(eu.state, linear: lin(up)), fd = Self.figures(ed.state, linear: lin(down))
+                let fu = Self.figures(eu.state, linear: eu.linear), fd = Self.figures(ed.state, linear: ed.linear)
                 for (name, vu) in fu {
                     guard let vd = fd[name] else { continue }
                     let derivative = (vu - vd) / (2 * h)
