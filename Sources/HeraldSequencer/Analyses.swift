@@ -145,6 +145,10 @@ enum Analyses {
                 record.uncertainties["rate_\(ch)"] = totalN.squareRoot() / totalT
             }
         }
+        // The swept quantity, when every point has one (sweeps over one property).
+        let swept = data.compactMap { $0.point.value?.value }
+        let hasSweptValue = !swept.isEmpty && swept.count == data.count
+        if hasSweptValue { record.series["swept_value"] = swept }
         for p in counting.pairs {
             let key = "coincidence_rate_\(p.a)_\(p.b)"
             let n = data.map { coincidences($0, p.a, p.b) }
@@ -154,16 +158,12 @@ enum Analyses {
             record.series[key] = rate
             record.series[key + "_error"] = err
             // Against the swept quantity, a straight-line fit (pair rate ∝ pump power, say).
-            let x = data.compactMap { $0.point.value?.value }
-            if x.count == data.count, let fit = LinearFit.fit(x: x, y: rate, sigma: err) {
+            if hasSweptValue, let fit = LinearFit.fit(x: swept, y: rate, sigma: err) {
                 record.values[key + "_slope"] = fit.slope
                 record.uncertainties[key + "_slope"] = fit.slopeError
                 record.values[key + "_intercept"] = fit.intercept
                 record.uncertainties[key + "_intercept"] = fit.interceptError
             }
-        }
-        if let x = data.compactMap({ $0.point.value?.value }) as [Double]?, x.count == data.count, !x.isEmpty {
-            record.series["swept_value"] = x
         }
         return record
     }
