@@ -123,6 +123,14 @@ public struct TomographySpec: Sendable {
         self.target = target
     }
 
+    /// The states a detector pair projects onto at an analyzer setting: the pass port sees the
+    /// setting's state, the reflect port its orthogonal partner.
+    public func projectedStates(
+        channelA: Int, channelB: Int, setting: (a: PolarizationLabel, b: PolarizationLabel)
+    ) -> (PolarizationLabel, PolarizationLabel) {
+        (channelA == armA.pass ? setting.a : setting.a.orthogonal, channelB == armB.pass ? setting.b : setting.b.orthogonal)
+    }
+
     /// The ordered channel pairs counted for every sweep point.
     public var channelPairs: [(Int, Int)] {
         let a = [armA.pass] + (armA.reflect.map { [$0] } ?? [])

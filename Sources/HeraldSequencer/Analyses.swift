@@ -57,10 +57,9 @@ enum Analyses {
         var projections: [Projection] = []
         let wanted = Set(spec.channelPairs.map { ChannelPair($0.0, $0.1) })
         for r in data {
-            guard let (la, lb) = r.point.projection else { continue }
+            guard let setting = r.point.projection else { continue }
             for pair in r.counts.pairs where wanted.contains(ChannelPair(pair.channelA, pair.channelB)) {
-                let a = pair.channelA == spec.armA.pass ? la : la.orthogonal
-                let b = pair.channelB == spec.armB.pass ? lb : lb.orthogonal
+                let (a, b) = spec.projectedStates(channelA: pair.channelA, channelB: pair.channelB, setting: setting)
                 projections.append(Projection(a, b, counts: Double(pair.coincidences), accidentals: pair.accidentals))
             }
         }

@@ -372,9 +372,8 @@ struct PointContext {
         for pair in spec.counting.pairs {
             let a = shifted[pair.a] ?? [], b = shifted[pair.b] ?? []
             var projection = "\(pair.a)-\(pair.b)"
-            if let (la, lb) = point.projection, let t = spec.tomography {
-                let x = pair.a == t.armA.pass ? la : la.orthogonal
-                let y = pair.b == t.armB.pass ? lb : lb.orthogonal
+            if let setting = point.projection, let t = spec.tomography {
+                let (x, y) = t.projectedStates(channelA: pair.a, channelB: pair.b, setting: setting)
                 projection = x.rawValue + y.rawValue
             }
             pairs.append(
