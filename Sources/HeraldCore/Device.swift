@@ -118,13 +118,32 @@ public struct TagBlock: Sendable, Equatable {
     /// Input channel of each tag (1-based, as printed on the instrument).
     public var channels: [UInt8]
 
-    public init(timestamps: [Int64] = [], channels: [UInt8] = []) {
+    /// Intervals in which the tagger lost tags (buffer overflow, missed events), on the
+    /// same clock. Tags inside them are incomplete, so analyses exclude the whole interval.
+    public var excluded: [ExcludedInterval]
+
+    public init(timestamps: [Int64] = [], channels: [UInt8] = [], excluded: [ExcludedInterval] = []) {
         precondition(timestamps.count == channels.count, "tag arrays must be parallel")
         self.timestamps = timestamps
         self.channels = channels
+        self.excluded = excluded
     }
 
     public var count: Int { timestamps.count }
+}
+
+/// A stretch of the tag clock, [startPs, stopPs), in which the tagger reported lost tags.
+public struct ExcludedInterval: Sendable, Equatable, Hashable {
+    public var startPs: Int64
+    public var stopPs: Int64
+    /// Why, as the tagger reported it (e.g. "overflow", "missed events").
+    public var reason: String
+
+    public init(startPs: Int64, stopPs: Int64, reason: String = "overflow") {
+        self.startPs = startPs
+        self.stopPs = stopPs
+        self.reason = reason
+    }
 }
 
 /// The interval an acquisition covered on the tag clock, in picoseconds.
