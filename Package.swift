@@ -22,6 +22,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/apple/swift-numerics", from: "1.0.0"),
         .package(url: "https://github.com/pointfreeco/swift-clocks", from: "1.0.0"),
+        .package(url: "https://github.com/apple/swift-crypto", "3.0.0"..<"5.0.0"),
     ],
     targets: [
         // MARK: C system libraries (pkg-config; Debian -dev packages)
@@ -61,7 +62,7 @@ let package = Package(
         .target(name: "HeraldHDF5", dependencies: ["CHDF5"], swiftSettings: swiftSettings),
         .target(
             name: "HeraldStore",
-            dependencies: ["HeraldCore", "HeraldHDF5", "HeraldAnalysis"],
+            dependencies: ["HeraldCore", "HeraldHDF5", "HeraldAnalysis", .product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: swiftSettings),
         .target(name: "HeraldUSB", dependencies: ["CLibUSB", "CUDev"], swiftSettings: swiftSettings),
         .target(
@@ -76,7 +77,7 @@ let package = Package(
         .executableTarget(
             name: "herald",
             dependencies: [
-                "HeraldRunner", "HeraldCore", "HeraldScript", "HeraldUSB", "HeraldAnalysis",
+                "HeraldRunner", "HeraldCore", "HeraldScript", "HeraldUSB", "HeraldAnalysis", "HeraldStore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],

@@ -31,6 +31,19 @@ static inline unsigned herald_h5f_acc_trunc(void) { return H5F_ACC_TRUNC; }
 static inline unsigned herald_h5f_acc_excl(void) { return H5F_ACC_EXCL; }
 static inline unsigned herald_h5f_acc_rdonly(void) { return H5F_ACC_RDONLY; }
 static inline unsigned herald_h5f_acc_rdwr(void) { return H5F_ACC_RDWR; }
+static inline unsigned herald_h5f_acc_swmr_read(void) { return H5F_ACC_SWMR_READ; }
+static inline H5F_libver_t herald_h5f_libver_latest(void) { return H5F_LIBVER_LATEST; }
+static inline H5F_libver_t herald_h5f_libver_v110(void) { return H5F_LIBVER_V110; }
+static inline hid_t herald_h5t_std_i64le(void) { return H5T_STD_I64LE; }
+static inline hid_t herald_h5t_std_u8le(void) { return H5T_STD_U8LE; }
+
+// Clears the superblock's "open for writing" mark on open, as h5clear -s does, through the
+// file-access property HDF5 registers for that purpose ("clear_status_flags"). A crashed
+// SWMR writer leaves the mark set, and stock readers then refuse the file.
+static inline herr_t herald_h5p_set_clear_status_flags(hid_t fapl) {
+    hbool_t clear = 1;
+    return H5Pset(fapl, "clear_status_flags", &clear);
+}
 
 // Silences HDF5's default error printer: the Swift wrapper turns errors into
 // Swift errors that carry the message instead.

@@ -23,7 +23,7 @@ func checkID(_ id: hid_t, _ operation: String, _ object: String) throws -> hid_t
 }
 
 /// Element types that map to a native HDF5 type.
-public protocol HDF5Scalar {
+public protocol HDF5Scalar: Numeric {
     static var nativeType: hid_t { get }
 }
 
@@ -79,6 +79,22 @@ public class H5Location {
             var pointer: UnsafePointer<CChar>? = cstr
             try check(H5Awrite(attr, type.id, &pointer), "H5Awrite", "\(path)@\(name)")
         }
+    }
+
+    /// Writes (or replaces) a fixed-length byte-string attribute (h5py reads `bytes`);
+    /// PyTables reads these, so Photon-HDF5's TITLE attributes use them.
+    public func setAttribute(_ name: String, fixed value: String) throws {
+        let bytes = Array(value.utf8)
+        let type = try StringType.fixed(bytes.count)
+        let space = try checkID(H5Screate(H5S_SCALAR), "H5Screate", name)
+        defer { H5Sclose(space) }
+        try deleteAttributeIfPresent(name)
+        let attr = try checkID(
+            H5Acreate2(id, name, type.id, space, herald_h5p_default(), herald_h5p_default()), "H5Acreate2",
+            "\(path)@\(name)")
+        defer { H5Aclose(attr) }
+        let padded = bytes.isEmpty ? [UInt8(0)] : bytes
+        try check(H5Awrite(attr, type.id, padded), "H5Awrite", "\(path)@\(name)")
     }
 
     /// Writes (or replaces) a numeric scalar attribute.
@@ -167,6 +183,23 @@ public class H5Group: H5Location {
     @discardableResult
     public func write(_ name: String, string value: String) throws -> H5Dataset {
         try write(name, strings: [value], shape: [])
+    }
+
+    /// Writes a scalar fixed-length byte string (numpy `S<n>`; h5py returns `bytes`).
+    @discardableResult
+    public func write(_ name: String, fixedString value: String) throws -> H5Dataset {
+        let bytes = Array(value.utf8)
+        let type = try StringType.fixed(bytes.count)
+        let full = childPath(name)
+        let space = try dataspace([], full)
+        defer { H5Sclose(space) }
+        let did = try checkID(
+            H5Dcreate2(id, name, type.id, space, herald_h5p_default(), herald_h5p_default(), herald_h5p_default()),
+            "H5Dcreate2", full)
+        let ds = H5Dataset(handle: Handle(did, closer: H5Dclose), path: full)
+        let padded = bytes.isEmpty ? [UInt8(0)] : bytes
+        try check(H5Dwrite(did, type.id, herald_h5s_all(), herald_h5s_all(), herald_h5p_default(), padded), "H5Dwrite", full)
+        return ds
     }
 
     /// Writes an array of variable-length UTF-8 strings.
@@ -268,18 +301,50 @@ public final class H5AppendableDataset<T: HDF5Scalar>: H5Dataset {
 /// An open HDF5 file. Closing flushes it; the handle is also closed on deinit.
 public final class H5File: H5Group {
     /// Creates a new file, replacing any file at `path` only if `overwrite` is set.
-    public static func create(_ path: String, overwrite: Bool = false) throws -> H5File {
+    ///
+    /// `swmr` creates it in the HDF5 1.10 format that single-writer/multiple-reader access
+    /// needs (stock h5py ≥ 2.5 reads it); call ``startSWMRWrite()`` once the layout exists.
+    public static func create(_ path: String, overwrite: Bool = false, swmr: Bool = false) throws -> H5File {
         herald_h5e_silence()
         let flags = overwrite ? herald_h5f_acc_trunc() : herald_h5f_acc_excl()
-        let fid = try checkID(H5Fcreate(path, flags, herald_h5p_default(), herald_h5p_default()), "H5Fcreate", path)
+        let fapl = try checkID(H5Pcreate(herald_h5p_file_access()), "H5Pcreate", path)
+        defer { H5Pclose(fapl) }
+        if swmr {
+            try check(H5Pset_libver_bounds(fapl, herald_h5f_libver_v110(), herald_h5f_libver_latest()), "H5Pset_libver_bounds", path)
+        }
+        let fid = try checkID(H5Fcreate(path, flags, herald_h5p_default(), fapl), "H5Fcreate", path)
         return H5File(handle: Handle(fid, closer: H5Fclose), path: "/", filename: path)
     }
 
-    /// Opens an existing file read-only.
-    public static func open(_ path: String) throws -> H5File {
+    public enum Mode: Sendable {
+        case readOnly
+        /// Read-only while a SWMR writer appends: dataset sizes grow on ``H5Dataset/refresh()``.
+        case swmrRead
+        case readWrite
+        /// Read-write on a file whose writer died: clears the superblock's "open for writing"
+        /// mark and raises the stored end-of-allocation to the real end of file, so that closing
+        /// never truncates data written after the last superblock update.
+        case recover
+    }
+
+    /// Opens an existing file.
+    public static func open(_ path: String, mode: Mode = .readOnly) throws -> H5File {
         herald_h5e_silence()
-        let fid = try checkID(H5Fopen(path, herald_h5f_acc_rdonly(), herald_h5p_default()), "H5Fopen", path)
-        return H5File(handle: Handle(fid, closer: H5Fclose), path: "/", filename: path)
+        let fapl = try checkID(H5Pcreate(herald_h5p_file_access()), "H5Pcreate", path)
+        defer { H5Pclose(fapl) }
+        let flags: UInt32
+        switch mode {
+        case .readOnly: flags = herald_h5f_acc_rdonly()
+        case .swmrRead: flags = herald_h5f_acc_rdonly() | herald_h5f_acc_swmr_read()
+        case .readWrite: flags = herald_h5f_acc_rdwr()
+        case .recover:
+            flags = herald_h5f_acc_rdwr()
+            try check(herald_h5p_set_clear_status_flags(fapl), "H5Pset(clear_status_flags)", path)
+        }
+        let fid = try checkID(H5Fopen(path, flags, fapl), "H5Fopen", path)
+        let file = H5File(handle: Handle(fid, closer: H5Fclose), path: "/", filename: path)
+        if mode == .recover { try check(H5Fincrement_filesize(fid, 0), "H5Fincrement_filesize", path) }
+        return file
     }
 
     public let filename: String
@@ -287,6 +352,12 @@ public final class H5File: H5Group {
     init(handle: Handle, path: String, filename: String) {
         self.filename = filename
         super.init(handle: handle, path: path)
+    }
+
+    /// Switches to single-writer/multiple-reader mode: readers may open the file while it is
+    /// written, and every flush leaves a consistent file. No objects can be created after this.
+    public func startSWMRWrite() throws {
+        try check(H5Fstart_swmr_write(id), "H5Fstart_swmr_write", filename)
     }
 
     /// Pushes buffered data to disk so a crash loses at most what came after.
@@ -307,6 +378,16 @@ struct StringType {
         let h = Handle(t, closer: H5Tclose)
         try check(H5Tset_size(t, herald_h5t_variable()), "H5Tset_size", "string type")
         try check(H5Tset_cset(t, H5T_CSET_UTF8), "H5Tset_cset", "string type")
+        return StringType(handle: h)
+    }
+
+    /// A fixed-length, null-padded ASCII string (numpy `S<n>`), which PyTables and
+    /// therefore phconvert require for Photon-HDF5's string fields.
+    static func fixed(_ length: Int) throws -> StringType {
+        let t = try checkID(H5Tcopy(herald_h5t_c_s1()), "H5Tcopy", "string type")
+        let h = Handle(t, closer: H5Tclose)
+        try check(H5Tset_size(t, max(1, length)), "H5Tset_size", "string type")
+        try check(H5Tset_strpad(t, H5T_STR_NULLPAD), "H5Tset_strpad", "string type")
         return StringType(handle: h)
     }
 }

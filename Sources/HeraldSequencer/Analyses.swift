@@ -67,28 +67,12 @@ enum Analyses {
             estimator: Estimator(rawValue: spec.estimator) ?? .linear, accidentals: spec.subtractAccidentals ? .subtract : .keep,
             monteCarlo: spec.monteCarlo)
         let result = try Tomography.reconstruct(projections, options: options)
-        var notes: [String] = []
-        if result.linearMinEigenvalue < 0 {
-            notes.append(
-                "linear inversion was unphysical (smallest eigenvalue \(result.linearMinEigenvalue)); "
-                    + "figures of merit use the closest physical state")
-        }
-        var values = result.figures
-        values["fidelity"] = result.figures["fidelity_" + spec.target]
-        values["intensity"] = result.intensity
-        values["linear_min_eigenvalue"] = result.linearMinEigenvalue
-        var errors = result.uncertainties
-        errors["fidelity"] = result.uncertainties["fidelity_" + spec.target]
-        return AnalysisRecord(
-            name: "tomography", estimator: spec.estimator == "linear" ? "linear+closest-physical" : spec.estimator,
+        return .tomography(
+            result, projections: projections.count, estimator: options.estimator, target: spec.target,
             parameters: [
-                "uncertainty_method": result.uncertaintyMethod,
-                "sweep": spec.sweep, "window_s": "\(spec.window)", "target": spec.target,
-                "accidentals": spec.subtractAccidentals ? "subtract" : "keep", "projections": "\(projections.count)",
+                "sweep": spec.sweep, "window_s": "\(spec.window)", "accidentals": spec.subtractAccidentals ? "subtract" : "keep",
                 "delays_s": spec.delays.sorted { $0.key < $1.key }.map { "\($0.key):\($0.value)" }.joined(separator: ","),
-            ],
-            values: values, uncertainties: errors,
-            rhoReal: result.physical.elements.map(\.real), rhoImag: result.physical.elements.map(\.imaginary), notes: notes)
+            ])
     }
 
     static func chsh(_ a: ArmChannels, _ b: ArmChannels, _ counting: CountingSpec, data: [PointResult]) -> AnalysisRecord {

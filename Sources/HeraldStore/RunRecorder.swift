@@ -1,23 +1,32 @@
+import Crypto
 import Foundation
 import HeraldCore
 import HeraldHDF5
 
-/// Records a run's events to an HDF5 file that stock h5py opens with no plugin.
+/// Records a run's events to an HDF5 file that stock h5py opens with no plugin, laid out
+/// as Photon-HDF5 with Herald's own records under `/user/herald` (docs/hdf5-layout.md).
 ///
-/// Tags stream into chunked, growable datasets as they arrive; everything else is
-/// written when the run stops. The file is flushed after every sweep point and at
-/// least once a second of wall time, so a crash loses only the unflushed tail.
-/// Layout: docs/hdf5-layout.md (schema version in `/user/herald@schema_version`).
+/// Crash safety: the layout is created when the run starts, then the file switches to
+/// HDF5 single-writer/multiple-reader mode. From then on tags are appended to chunked,
+/// growable datasets and the file is flushed at least once a second while tags arrive and
+/// after every sweep point, so a notebook can follow the run live and a killed runner
+/// loses at most the last second; `herald recover` makes such a file readable again.
+/// SWMR forbids creating objects, so the summary tables are written after the SWMR
+/// session closes, when the run stops.
 public actor RunRecorder: RunEventSink {
-    public static let schemaVersion = "0.1"
-    /// 65 536 tags per chunk: 512 KiB of int64 timestamps, large enough for efficient
-    /// I/O, small enough that a partial read of one setting touches little extra data.
+    public static let schemaVersion = "0.2"
+    /// 65 536 tags per chunk: 512 KiB of int64 timestamps. Large enough that per-chunk
+    /// overhead (B-tree entries, a compression call) is small at 10⁷ tags/s, small enough
+    /// that a reader pulling one tomography setting touches little extra data, and within
+    /// HDF5's default 1 MiB chunk cache so an append never re-reads a partial chunk.
     static let chunkTags = 1 << 16
+    static let flushInterval = Duration.seconds(1)
 
     public nonisolated let path: String
     private var file: H5File?
     private var timestamps: H5AppendableDataset<Int64>?
     private var detectors: H5AppendableDataset<UInt8>?
+    private var progress: LiveProgress?
     private var start: RunStart?
     private var sweepRows: [SweepPointRecord] = []
     private var countRows: [PointCounts] = []
@@ -27,34 +36,36 @@ public actor RunRecorder: RunEventSink {
     private var lastFlush = ContinuousClock.now
     private var firstTag: Int64?
     private var lastTag: Int64?
+    private var detectorCounts = [Int64](repeating: 0, count: 256)
 
     /// Creates the output file; refuses to overwrite an existing one unless asked.
     public init(path: String, overwrite: Bool = false) throws {
         self.path = path
-        let file = try H5File.create(path, overwrite: overwrite)
-        let photons = try file.group("photon_data")
-        self.timestamps = try photons.appendable("timestamps", of: Int64.self, chunk: Self.chunkTags)
-        self.detectors = try photons.appendable("detectors", of: UInt8.self, chunk: Self.chunkTags)
-        try photons.group("timestamps_specs").write("timestamps_unit", scalar: 1e-12)
-        self.file = file
+        self.file = try H5File.create(path, overwrite: overwrite, swmr: true)
     }
 
     public func handle(_ event: RunEvent) async throws {
         switch event {
         case .runStarted(let s):
             start = s
+            try begin(s)
         case .stepStarted(let index, let summary):
             log.append("step \(index): \(summary)")
         case .sweepPointStarted:
             break
-        case .tags(_, let block):
-            try timestamps?.append(block.timestamps)
-            try detectors?.append(block.channels)
+        case .tags(let device, let block):
+            guard let timestamps, let detectors else {
+                throw StoreError(path: path, "tags from \(device) arrived before the run started")
+            }
+            try timestamps.append(block.timestamps)
+            try detectors.append(block.channels)
+            for c in block.channels { detectorCounts[Int(c)] &+= 1 }
             if let first = block.timestamps.first, firstTag == nil { firstTag = first }
             if let last = block.timestamps.last { lastTag = last }
-            if ContinuousClock.now - lastFlush > .seconds(1) { try flush() }
+            if ContinuousClock.now - lastFlush >= Self.flushInterval { try flush() }
         case .sweepPointFinished(let record):
             sweepRows.append(record)
+            try progress?.add(record)
             try flush()
         case .counts(let c):
             countRows.append(c)
@@ -62,6 +73,7 @@ public actor RunRecorder: RunEventSink {
             analyses.append(a)
         case .pause(let p):
             pauses.append(p)
+            try progress?.add(p)
             try flush()
         case .log(let line):
             log.append(line)
@@ -75,42 +87,74 @@ public actor RunRecorder: RunEventSink {
         lastFlush = ContinuousClock.now
     }
 
-    private func finish(_ stop: RunStop) throws {
+    /// Everything known when the run starts, then SWMR mode.
+    private func begin(_ s: RunStart) throws {
         guard let file else { return }
-        defer {
-            timestamps = nil
-            detectors = nil
-            file.close()
-            self.file = nil
-        }
-        let iso = ISO8601DateFormatter()
-        let acquired = sweepRows.reduce(0.0) { $0 + Double($1.stopPs - $1.startPs) * 1e-12 }
-        let span = firstTag.flatMap { f in lastTag.map { Double($0 - f) * 1e-12 } } ?? 0
-        try file.write("acquisition_duration", scalar: acquired > 0 ? acquired : span)
-        try file.write("description", string: start?.plan.name ?? "")
+        try PhotonHDF5.writeHeader(file, description: s.plan.name, softwareVersion: s.heraldVersion, createdAt: s.startedAt)
+        let photons = try file.group("photon_data")
+        try PhotonHDF5.title(photons)
+        let ts = try photons.appendable("timestamps", of: Int64.self, chunk: Self.chunkTags)
+        let det = try photons.appendable("detectors", of: UInt8.self, chunk: Self.chunkTags)
+        try PhotonHDF5.title(ts)
+        try PhotonHDF5.title(det)
+        let specs = try photons.group("timestamps_specs")
+        try PhotonHDF5.title(specs)
+        try PhotonHDF5.title(try specs.write("timestamps_unit", scalar: 1e-12))
 
         let herald = try file.group("user").group("herald")
         try herald.setAttribute("schema_version", Self.schemaVersion)
         let run = try herald.group("run")
-        if let s = start {
-            try run.setAttribute("run_id", s.runID.uuidString)
-            try run.setAttribute("name", s.plan.name)
-            try run.setAttribute("started_at", iso.string(from: s.startedAt))
-            try run.setAttribute("herald_version", s.heraldVersion)
-            try run.setAttribute("mock", s.mock ? "true" : "false")
-            if let seed = s.seed { try run.setAttribute("seed", seed) }
-            try run.setAttribute("script_path", s.plan.scriptPath)
-            let parameters = try herald.group("parameters")
-            for (k, v) in s.plan.parameters.sorted(by: { $0.key < $1.key }) { try parameters.setAttribute(k, v) }
-            try herald.write("script", string: s.plan.scriptText)
-            let devices = try herald.group("devices")
-            for d in s.devices {
-                let g = try devices.group(d.name)
-                try g.setAttribute("driver", d.driver)
-                try g.setAttribute("driver_version", d.driverVersion)
-                for (k, v) in d.settings.sorted(by: { $0.key < $1.key }) { try g.setAttribute("setting_" + k, v) }
-            }
+        let iso = ISO8601DateFormatter()
+        try run.setAttribute("run_id", s.runID.uuidString)
+        try run.setAttribute("name", s.plan.name)
+        try run.setAttribute("started_at", iso.string(from: s.startedAt))
+        try run.setAttribute("herald_version", s.heraldVersion)
+        try run.setAttribute("mock", s.mock ? "true" : "false")
+        if let seed = s.seed { try run.setAttribute("seed", seed) }
+        try run.setAttribute("script_path", s.plan.scriptPath)
+        // Until the run stops cleanly this says "running"; `herald recover` turns it into "incomplete".
+        try run.setAttribute("exit_status", "running")
+        let parameters = try herald.group("parameters")
+        for (k, v) in s.plan.parameters.sorted(by: { $0.key < $1.key }) { try parameters.setAttribute(k, v) }
+        let script = try herald.write("script", string: s.plan.scriptText)
+        let digest = SHA256.hash(data: Data(s.plan.scriptText.utf8)).map { String(format: "%02x", $0) }.joined()
+        try script.setAttribute("sha256", digest)
+        let devices = try herald.group("devices")
+        for d in s.devices {
+            let g = try devices.group(d.name)
+            try g.setAttribute("driver", d.driver)
+            try g.setAttribute("driver_version", d.driverVersion)
+            for (k, v) in d.settings.sorted(by: { $0.key < $1.key }) { try g.setAttribute("setting_" + k, v) }
         }
+        progress = try LiveProgress(in: herald, plan: s.plan)
+        timestamps = ts
+        detectors = det
+        try file.flush()
+        try file.startSWMRWrite()
+        lastFlush = ContinuousClock.now
+    }
+
+    private func finish(_ stop: RunStop) throws {
+        guard let open = file else { return }
+        // Leave SWMR: close every handle, then reopen normally to add the summary tables.
+        timestamps = nil
+        detectors = nil
+        progress = nil
+        open.close()
+        self.file = nil
+        let file = try H5File.open(path, mode: .readWrite)
+        defer { file.close() }
+        guard file.contains("user") else { return }  // the run never started
+        let iso = ISO8601DateFormatter()
+        let acquired = sweepRows.reduce(0.0) { $0 + Double($1.stopPs - $1.startPs) * 1e-12 }
+        let span = firstTag.flatMap { f in lastTag.map { Double($0 - f) * 1e-12 } } ?? 0
+        try file.dataset("acquisition_duration").overwrite([acquired > 0 ? acquired : span])
+        var perDetector: [UInt8: Int64] = [:]
+        for (c, n) in detectorCounts.enumerated() where n > 0 { perDetector[UInt8(c)] = n }
+        try PhotonHDF5.writeSetup(file, detectorCounts: perDetector)
+
+        let herald = try file.openGroup("user").openGroup("herald")
+        let run = try herald.openGroup("run")
         try run.setAttribute("stopped_at", iso.string(from: stop.stoppedAt))
         try run.setAttribute("exit_status", stop.status.rawValue)
         try run.setAttribute("reason", stop.reason ?? "")
@@ -158,24 +202,94 @@ public actor RunRecorder: RunEventSink {
         }
 
         let analysis = try herald.group("analysis")
-        for (i, a) in analyses.enumerated() {
-            let g = try analysis.group(String(format: "%03d_%@", i, a.name))
-            try g.setAttribute("estimator", a.estimator)
-            for (k, v) in a.parameters.sorted(by: { $0.key < $1.key }) { try g.setAttribute(k, v) }
-            try g.write("notes", strings: a.notes)
-            if !a.rhoReal.isEmpty {
-                let n = Int(Double(a.rhoReal.count).squareRoot())
-                try g.write("rho", complexReal: a.rhoReal, imag: a.rhoImag, shape: [n, n])
-            }
-            if !a.series.isEmpty {
-                let series = try g.group("series")
-                for (k, v) in a.series.sorted(by: { $0.key < $1.key }) { try series.write(k, v) }
-            }
-            let values = try g.group("values")
-            for (k, v) in a.values { try values.write(k, scalar: v) }
-            let errors = try g.group("uncertainties")
-            for (k, v) in a.uncertainties { try errors.write(k, scalar: v) }
+        for a in analyses { try AnalysisStore.append(a, to: analysis) }
+    }
+}
+
+/// Analysis entries under /user/herald/analysis: one group per entry, numbered in order
+/// (`000_tomography`, `001_chsh`, …). Entries are only ever added, never replaced.
+enum AnalysisStore {
+    @discardableResult
+    static func append(_ a: AnalysisRecord, to analysis: H5Group, extra: ((H5Group) throws -> Void)? = nil) throws -> String {
+        let name = String(format: "%03d_%@", try analysis.childNames().count, a.name)
+        let g = try analysis.group(name)
+        try g.setAttribute("estimator", a.estimator)
+        for (k, v) in a.parameters.sorted(by: { $0.key < $1.key }) { try g.setAttribute(k, v) }
+        try g.write("notes", strings: a.notes)
+        if !a.rhoReal.isEmpty {
+            let n = Int(Double(a.rhoReal.count).squareRoot())
+            try g.write("rho", complexReal: a.rhoReal, imag: a.rhoImag, shape: [n, n])
         }
-        try file.flush()
+        if !a.series.isEmpty {
+            let series = try g.group("series")
+            for (k, v) in a.series.sorted(by: { $0.key < $1.key }) { try series.write(k, v) }
+        }
+        let values = try g.group("values")
+        for (k, v) in a.values { try values.write(k, scalar: v) }
+        let errors = try g.group("uncertainties")
+        for (k, v) in a.uncertainties { try errors.write(k, scalar: v) }
+        try extra?(g)
+        return name
+    }
+}
+
+public struct StoreError: Error, CustomStringConvertible, Sendable {
+    public var path: String
+    public var message: String
+    public init(path: String, _ message: String) {
+        self.path = path
+        self.message = message
+    }
+    public var description: String { "\(path): \(message)" }
+}
+
+/// Sweep points and pauses as they finish, in datasets created before SWMR starts, so
+/// that a live reader, and `herald recover` after a crash, know which stretch of the tag
+/// stream belongs to which setting.
+struct LiveProgress {
+    static let chunk = 256
+    let pointSweep, pointIndex, pointStart, pointStop, pausedStart, pausedStop: H5AppendableDataset<Int64>
+    let sweepNames: [String]
+
+    init(in herald: H5Group, plan: Plan) throws {
+        let g = try herald.group("progress")
+        var names: [String] = []
+        var labels: [String: [String]] = [:]
+        func scan(_ steps: [PlanStep]) {
+            for step in steps {
+                switch step {
+                case .sweep(let s):
+                    if !names.contains(s.name) { names.append(s.name) }
+                    labels[s.name] = s.points.map(\.label)
+                    scan(s.body)
+                case .acquire(_, _, let name?, _):
+                    if !names.contains(name) { names.append(name) }
+                default: break
+                }
+            }
+        }
+        scan(plan.steps)
+        sweepNames = names
+        try g.write("sweep_names", strings: names)
+        let planned = try g.group("planned_labels")
+        for (name, l) in labels { try planned.write(name, strings: l) }
+        pointSweep = try g.appendable("point_sweep", of: Int64.self, chunk: Self.chunk)
+        pointIndex = try g.appendable("point_index", of: Int64.self, chunk: Self.chunk)
+        pointStart = try g.appendable("point_start_ps", of: Int64.self, chunk: Self.chunk)
+        pointStop = try g.appendable("point_stop_ps", of: Int64.self, chunk: Self.chunk)
+        pausedStart = try g.appendable("paused_start_ps", of: Int64.self, chunk: Self.chunk)
+        pausedStop = try g.appendable("paused_stop_ps", of: Int64.self, chunk: Self.chunk)
+    }
+
+    func add(_ r: SweepPointRecord) throws {
+        try pointSweep.append([Int64(sweepNames.firstIndex(of: r.sweep) ?? -1)])
+        try pointIndex.append([Int64(r.index)])
+        try pointStart.append([r.startPs])
+        try pointStop.append([r.stopPs])
+    }
+
+    func add(_ p: PauseRecord) throws {
+        try pausedStart.append([p.startPs])
+        try pausedStop.append([p.stopPs])
     }
 }

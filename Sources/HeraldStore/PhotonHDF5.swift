@@ -1,0 +1,94 @@
+import Foundation
+import HeraldHDF5
+
+/// The parts of Photon-HDF5 (photon-hdf5.org, version 0.5) that Herald writes outside
+/// `/user`. Every official field carries its official description as a TITLE attribute,
+/// and strings are fixed-length byte strings, because phconvert's validator (which reads
+/// through PyTables) checks both.
+enum PhotonHDF5 {
+    static let formatVersion = "0.5"
+
+    /// Official descriptions of the fields Herald writes, keyed by path.
+    static let titles: [String: String] = [
+        "/": "A file format for photon-counting detector based single-molecule spectroscopy experiments.",
+        "/description": "A user-defined comment describing the data file.",
+        "/acquisition_duration": "Measurement duration in seconds.",
+        "/format_name": "Name of the file format.",
+        "/format_version": "Version for the Photon-HDF5 format.",
+        "/photon_data": "Group containing arrays of photon-data.",
+        "/photon_data/timestamps": "Array of photon timestamps. Units specified in timestamps_units (defined in timestamps_specs/).",
+        "/photon_data/detectors": "Array of pixel IDs for each timestamp.",
+        "/photon_data/timestamps_specs": "Specifications for timestamps.",
+        "/photon_data/timestamps_specs/timestamps_unit": "Value of 1-unit timestamp-increment in seconds.",
+        "/identity": "Information about the Photon-HDF5 data file.",
+        "/identity/creation_time": "Creation time of the current Photon-HDF5 file.",
+        "/identity/software": "Name of the software used to create the current Photon-HDF5 file.",
+        "/identity/software_version": "Version of the software used to create current the Photon-HDF5 file.",
+        "/identity/format_name": "Name of the file format.",
+        "/identity/format_version": "Version for the Photon-HDF5 format.",
+        "/identity/format_url": "Official URL for the Photon-HDF5 format.",
+        "/identity/filename": "Original file name of the current Photon-HDF5 file (i.e. file name at creation time).",
+        "/identity/filename_full": "Original file name (with full path) of the current Photon-HDF5 file (i.e. full file name at creation time).",
+        "/setup": "Information about the experimental setup.",
+        "/setup/num_pixels": "Total number of detector pixels.",
+        "/setup/num_spots": "Number of excitation (or detection) \"spots\" in the sample.",
+        "/setup/num_spectral_ch": "Number of distinct spectral bands which are acquired.",
+        "/setup/num_polarization_ch": "Number of distinct polarization states which are acquired.",
+        "/setup/num_split_ch": "Number of distinct detection channels detecting the same spectral band and polarization. This value is > 1 when using a non-polarizing beam splitter.",
+        "/setup/modulated_excitation": "True (i.e. 1) if there is any form of excitation modulation of excitation wavelength (as in us-ALEX or PAX) or polarization. This field is also True for pulse-interleaved excitation (PIE) or ns-ALEX measurements.",
+        "/setup/lifetime": "True (i.e. 1) if the measurement includes a nanotimes array of photon arrival times with respect to a laser pulse (as in TCSPC measurements).",
+        "/setup/excitation_alternated": "New in version 0.5. Indicates whether each excitation source is alternated (True, or 1) or not alternated (False, or 0).",
+        "/setup/detectors": "Metadata relative to each detector's pixel. Each field is an array with size equal to the number of the detectors.",
+        "/setup/detectors/id": "Detector IDs as they appear on /photon_data/detectors.",
+        "/setup/detectors/counts": "Total number of counts detected by each detector.",
+    ]
+
+    static func title(_ location: H5Location) throws {
+        if let t = titles[location.path] { try location.setAttribute("TITLE", fixed: t) }
+    }
+
+    /// Root fields, identity and the photon_data group, written when the file is created.
+    static func writeHeader(_ file: H5File, description: String, softwareVersion: String, createdAt: Date) throws {
+        try title(file)
+        try title(try file.write("description", fixedString: description))
+        try title(try file.write("acquisition_duration", scalar: 0.0))
+        try title(try file.write("format_name", fixedString: "Photon-HDF5"))
+        try title(try file.write("format_version", fixedString: formatVersion))
+        let identity = try file.group("identity")
+        try title(identity)
+        let formatter = DateFormatter()
+        formatter.locale = Locale(identifier: "en_US_POSIX")
+        formatter.dateFormat = "yyyy-MM-dd HH:mm:ss"
+        let fields = [
+            ("creation_time", formatter.string(from: createdAt)), ("software", "Herald"),
+            ("software_version", softwareVersion), ("format_name", "Photon-HDF5"), ("format_version", formatVersion),
+            ("format_url", "http://photon-hdf5.org/"),
+            ("filename", URL(fileURLWithPath: file.filename).lastPathComponent),
+            ("filename_full", URL(fileURLWithPath: file.filename).standardizedFileURL.path),
+        ]
+        for (name, value) in fields { try title(try identity.write(name, fixedString: value)) }
+    }
+
+    /// /setup, from the detectors that actually produced tags. Written when the run stops
+    /// (or by `herald recover`), because only then are the detectors known.
+    static func writeSetup(_ file: H5File, detectorCounts: [UInt8: Int64]) throws {
+        guard !file.contains("setup") else { return }
+        let setup = try file.group("setup")
+        try title(setup)
+        let ids = detectorCounts.keys.sorted()
+        try title(try setup.write("num_pixels", scalar: Int64(ids.count)))
+        try title(try setup.write("num_spots", scalar: Int64(1)))
+        try title(try setup.write("num_spectral_ch", scalar: Int64(1)))
+        // Each detector is its own channel: Herald records which polarization it projects
+        // onto per setting under /user/herald/counts, not here.
+        try title(try setup.write("num_polarization_ch", scalar: Int64(1)))
+        try title(try setup.write("num_split_ch", scalar: Int64(max(1, ids.count))))
+        try title(try setup.write("modulated_excitation", scalar: Int64(0)))
+        try title(try setup.write("lifetime", scalar: Int64(0)))
+        try title(try setup.write("excitation_alternated", [UInt8(0)]))
+        let detectors = try setup.group("detectors")
+        try title(detectors)
+        try title(try detectors.write("id", ids))
+        try title(try detectors.write("counts", ids.map { detectorCounts[$0] ?? 0 }))
+    }
+}
