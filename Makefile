@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 .PHONY: deps demo test build bench
 
 # Installs only what is missing: Debian -dev packages for the C libraries, and the
-# Python packages the tests use as independent clients (h5py, numpy, scipy) in .venv.
+# Python packages the tests use as independent clients (h5py, numpy, scipy, phconvert) in .venv.
 deps:
 	@missing=""; for p in $(DEB_PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
@@ -20,7 +20,7 @@ deps:
 	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
 	@[ -x $(PY) ] || python3 -m venv $(VENV)
-	@$(PY) -c "import h5py, numpy, scipy" 2>/dev/null || $(PY) -m pip install -q -r Tests/python/requirements.txt
+	@$(PY) -c "import h5py, numpy, scipy, phconvert" 2>/dev/null || $(PY) -m pip install -q -r Tests/python/requirements.txt
 
 build: deps
 	$(SWIFT) build -c release --product herald

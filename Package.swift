@@ -115,7 +115,7 @@ let package = Package(
         .testTarget(
             name: "EndToEndTests",
             dependencies: [
-                "HeraldRunner", "HeraldCore", "HeraldAnalysis", "SimulatedLab", "herald",
+                "HeraldRunner", "HeraldCore", "HeraldAnalysis", "HeraldStore", "SimulatedLab", "herald",
                 .product(name: "Numerics", package: "swift-numerics"),
             ],
             swiftSettings: swiftSettings),

@@ -1,0 +1,84 @@
+import Foundation
+import HeraldStore
+import Testing
+
+/// The HDF5 store, checked through independent readers (h5py, phconvert) and the CLI.
+@Suite(.serialized) struct StoreTests {
+    /// Runs a shipped experiment on the mocks into `dir/out/<name>.h5`.
+    func run(_ script: String, in dir: URL, _ extra: [String] = []) throws -> String {
+        let name = URL(fileURLWithPath: script).deletingPathExtension().lastPathComponent
+        let out = dir.appendingPathComponent("out/\(name).h5").path
+        let r = try runProcess(
+            Paths.herald.path,
+            ["run", Paths.root.appendingPathComponent("Experiments/\(script)").path, "--mock", "--seed", "7", "--out", out] + extra)
+        #expect(r.status == 0, "\(r.stderr)")
+        return out
+    }
+
+    func python(_ args: [String]) throws -> ProcessResult {
+        try runProcess(Paths.python, [Paths.root.appendingPathComponent("Tests/python/store_checks.py").path] + args)
+    }
+
+    /// phconvert's validator accepts the files, h5py reads every dataset, and every path
+    /// docs/hdf5-layout.md documents exists (a tomography run with a recount, and a CHSH run).
+    @Test func filesArePhotonHDF5AndMatchTheDocumentedLayout() throws {
+        let dir = try Paths.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let bell = try run("bell-tomography.yaml", in: dir, ["--set", "integration=50ms"])
+        let recount = try runProcess(Paths.herald.path, ["analyze", bell, "--window", "2ns", "--json"])
+        #expect(recount.status == 0, "\(recount.stderr)")
+        let chsh = try run("chsh.yaml", in: dir)
+        let r = try python(["layout", Paths.root.appendingPathComponent("docs/hdf5-layout.md").path, bell, chsh])
+        #expect(r.status == 0, "\(r.stdout)\(r.stderr)")
+    }
+
+    /// The README's h5py snippet runs as printed and counts what Herald counted.
+    @Test func readmeSnippetCountsLikeHerald() throws {
+        let dir = try Paths.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let file = try run("bell-tomography.yaml", in: dir, ["--set", "integration=100ms"])
+        let r = try python(["readme", Paths.root.appendingPathComponent("README.md").path, dir.path])
+        #expect(r.status == 0, "\(r.stderr)")
+        let printed = r.stdout.split(separator: " ").firstIndex(of: "coincidences;").map { r.stdout.split(separator: " ")[$0 - 1] }
+        let herald = try RunFile.summary(path: file).counts.first { $0.label == "HV" && $0.channelA == 1 && $0.channelB == 4 }
+        #expect(printed.flatMap { Int($0) } == herald?.coincidences, "\(r.stdout)")
+        #expect((herald?.coincidences ?? 0) > 100)
+    }
+
+    /// A live SWMR reader follows the run; after SIGKILL, `herald recover` gives back every
+    /// tag the reader saw, the sweep table, and exit_status "incomplete".
+    @Test func killedRunIsRecoveredWithEveryFlushedTag() throws {
+        let dir = try Paths.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let r = try python(["crash", Paths.herald.path, Paths.root.appendingPathComponent("Experiments/bell-tomography.yaml").path, dir.path])
+        #expect(r.status == 0, "\(r.stdout)\(r.stderr)")
+        #expect(r.stdout.contains("plain open before recover was refused"), "\(r.stdout)")
+    }
+
+    /// Recounting with the run's own window reproduces its counts exactly; a wider window
+    /// adds a new entry and leaves the run's entry untouched.
+    @Test func analyzeRecountsFromRawTagsAndAppends() throws {
+        let dir = try Paths.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let file = try run("bell-tomography-16.yaml", in: dir)
+        let before = try RunFile.summary(path: file)
+        let same = try RunFile.retomograph(path: file, .init())
+        #expect(same.counts == before.counts.filter { $0.sweep == "tomography" }.map { row in
+            var r = row
+            r.accidentals = same.counts.first { $0.point == row.point && $0.channelA == row.channelA && $0.channelB == row.channelB }?.accidentals ?? -1
+            return r
+        })
+        let wide = try RunFile.retomograph(path: file, .init(window: 5e-9))
+        let after = try RunFile.summary(path: file)
+        #expect(after.analyses.map(\.entry) == ["000_tomography", "001_tomography", "002_tomography"])
+        #expect(after.analyses[0].values == before.analyses[0].values)
+        #expect(zip(wide.counts, same.counts).allSatisfy { $0.coincidences >= $1.coincidences })
+        #expect(wide.record.parameters["window_s"] == "5e-09")
+        // Accidentals scale with the window: the recount's estimate is 5× the 1 ns one.
+        let ratio = wide.counts.map(\.accidentals).reduce(0, +) / same.counts.map(\.accidentals).reduce(0, +)
+        #expect(abs(ratio - 5) < 1e-9)
+
+        let bad = try runProcess(Paths.herald.path, ["analyze", dir.appendingPathComponent("missing.h5").path])
+        #expect(bad.status == 1 && bad.stderr.contains("no such file"))
+    }
+}
