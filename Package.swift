@@ -30,6 +30,9 @@ let package = Package(
             name: "CHDF5", path: "Sources/CHDF5", pkgConfig: "hdf5",
             providers: [.apt(["libhdf5-dev"])]),
         .systemLibrary(
+            name: "CZlib", path: "Sources/CZlib", pkgConfig: "zlib",
+            providers: [.apt(["zlib1g-dev"])]),
+        .systemLibrary(
             name: "CLibUSB", path: "Sources/CLibUSB", pkgConfig: "libusb-1.0",
             providers: [.apt(["libusb-1.0-0-dev"])]),
         .systemLibrary(
@@ -59,7 +62,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings),
-        .target(name: "HeraldHDF5", dependencies: ["CHDF5"], swiftSettings: swiftSettings),
+        .target(name: "HeraldHDF5", dependencies: ["CHDF5", "CZlib"], swiftSettings: swiftSettings),
         .target(
             name: "HeraldStore",
             dependencies: ["HeraldCore", "HeraldHDF5", "HeraldAnalysis", .product(name: "Crypto", package: "swift-crypto")],
@@ -68,7 +71,7 @@ let package = Package(
         .target(
             name: "HeraldRunner",
             dependencies: [
-                "HeraldCore", "HeraldScript", "HeraldSequencer", "HeraldStore", "HeraldAnalysis",
+                "HeraldCore", "HeraldScript", "HeraldSequencer", "HeraldStore", "HeraldHDF5", "HeraldAnalysis",
                 "SimulatedLab", "MockLaser", "MockRotator", "MockTimeTagger",
                 .product(name: "Clocks", package: "swift-clocks"),
                 .product(name: "Logging", package: "swift-log"),

@@ -255,7 +255,14 @@ public class H5Group: H5Location {
     }
 
     /// Creates a 1-D, chunked, unlimited dataset that grows by `append`.
-    public func appendable<T: HDF5Scalar>(_ name: String, of: T.Type, chunk: Int) throws -> H5AppendableDataset<T> {
+    ///
+    /// With `compression`, full chunks are shuffled and deflated on all cores and written with
+    /// H5Dwrite_chunk, bypassing HDF5's single-threaded filter pipeline; the file declares the
+    /// same shuffle + deflate filters, so any HDF5 reader decodes it. `cacheBytes` sizes the
+    /// dataset's chunk cache (nil: HDF5's default of 1 MiB).
+    public func appendable<T: HDF5Scalar>(
+        _ name: String, of: T.Type, chunk: Int, compression: DeflateSettings? = nil, cacheBytes: Int? = nil
+    ) throws -> H5AppendableDataset<T> {
         let full = childPath(name)
         let space = try dataspace([0], full, max: [herald_h5s_unlimited()])
         defer { H5Sclose(space) }
@@ -263,10 +270,20 @@ public class H5Group: H5Location {
         defer { H5Pclose(dcpl) }
         var chunkDims = [hsize_t(chunk)]
         try check(H5Pset_chunk(dcpl, 1, &chunkDims), "H5Pset_chunk", full)
+        if let compression {
+            if MemoryLayout<T>.size > 1 { try check(H5Pset_shuffle(dcpl), "H5Pset_shuffle", full) }
+            try check(H5Pset_deflate(dcpl, UInt32(compression.level)), "H5Pset_deflate", full)
+        }
+        let dapl = try checkID(H5Pcreate(herald_h5p_dataset_access()), "H5Pcreate", full)
+        defer { H5Pclose(dapl) }
+        if let cacheBytes {
+            // 521 slots: a prime well above the chunks that fit, as the HDF5 guide advises.
+            try check(H5Pset_chunk_cache(dapl, 521, cacheBytes, 0.75), "H5Pset_chunk_cache", full)
+        }
         let did = try checkID(
-            H5Dcreate2(id, name, T.nativeType, space, herald_h5p_default(), dcpl, herald_h5p_default()),
-            "H5Dcreate2", full)
-        return H5AppendableDataset<T>(handle: Handle(did, closer: H5Dclose), path: full)
+            H5Dcreate2(id, name, T.nativeType, space, herald_h5p_default(), dcpl, dapl), "H5Dcreate2", full)
+        return H5AppendableDataset<T>(
+            handle: Handle(did, closer: H5Dclose), path: full, chunk: chunk, compression: compression)
     }
 }
 
@@ -275,26 +292,70 @@ public class H5Dataset: H5Location {}
 
 /// A growable 1-D dataset. Appends extend it and write the new slab.
 public final class H5AppendableDataset<T: HDF5Scalar>: H5Dataset {
-    public private(set) var count: Int = 0
+    /// Elements appended so far (including any not yet written; see ``writeTail()``).
+    public var count: Int { written + pending.count }
+    let chunk: Int
+    let compression: DeflateSettings?
+    /// Compressed mode: elements before `written` are in full chunks on disk (or in a tail
+    /// already written through the pipeline); `pending` holds the current partial chunk.
+    private var written = 0
+    private var chunkBase = 0
+    private var pending: [T] = []
+
+    init(handle: Handle, path: String, chunk: Int, compression: DeflateSettings?) {
+        self.chunk = chunk
+        self.compression = compression
+        super.init(handle: handle, path: path)
+    }
 
     public func append(_ values: [T]) throws {
         guard !values.isEmpty else { return }
-        try values.withUnsafeBufferPointer { try append($0) }
+        if compression == nil { return try values.withUnsafeBufferPointer { try writeSlab($0, at: written) } }
+        pending.append(contentsOf: values)
+        let full = pending.count / chunk
+        guard full > 0 else { return }
+        try pending.withUnsafeBytes { raw in
+            let bytes = UnsafeRawBufferPointer(rebasing: raw[0..<(full * chunk * MemoryLayout<T>.size)])
+            let chunks = ChunkCodec.compressChunks(
+                bytes, chunkBytes: chunk * MemoryLayout<T>.size, elementSize: MemoryLayout<T>.size,
+                level: compression?.level ?? 1)
+            var size = [hsize_t(chunkBase + full * chunk)]
+            if size[0] > hsize_t(try extent) { try check(H5Dset_extent(id, &size), "H5Dset_extent", path) }
+            for (i, c) in chunks.enumerated() {
+                var offset = [hsize_t(chunkBase + i * chunk)]
+                try check(H5Dwrite_chunk(id, herald_h5p_default(), 0, &offset, c.count, c), "H5Dwrite_chunk", path)
+            }
+        }
+        pending.removeFirst(full * chunk)
+        chunkBase += full * chunk
+        written = chunkBase
+    }
+
+    /// Writes the partial last chunk through the filter pipeline, so a flush makes every
+    /// appended element durable; the chunk is rewritten whole once it fills.
+    public func writeTail() throws {
+        guard compression != nil, !pending.isEmpty else { return }
+        try pending.withUnsafeBufferPointer { try writeSlab($0, at: chunkBase, advance: false) }
+        written = chunkBase
     }
 
     public func append(_ values: UnsafeBufferPointer<T>) throws {
+        try append(Array(values))
+    }
+
+    private func writeSlab(_ values: UnsafeBufferPointer<T>, at start: Int, advance: Bool = true) throws {
         guard let base = values.baseAddress, values.count > 0 else { return }
-        var newSize = [hsize_t(count + values.count)]
-        try check(H5Dset_extent(id, &newSize), "H5Dset_extent", path)
+        var newSize = [hsize_t(start + values.count)]
+        if newSize[0] > hsize_t(try extent) { try check(H5Dset_extent(id, &newSize), "H5Dset_extent", path) }
         let fileSpace = try checkID(H5Dget_space(id), "H5Dget_space", path)
         defer { H5Sclose(fileSpace) }
-        var start = [hsize_t(count)]
+        var offset = [hsize_t(start)]
         var n = [hsize_t(values.count)]
-        try check(H5Sselect_hyperslab(fileSpace, H5S_SELECT_SET, &start, nil, &n, nil), "H5Sselect_hyperslab", path)
+        try check(H5Sselect_hyperslab(fileSpace, H5S_SELECT_SET, &offset, nil, &n, nil), "H5Sselect_hyperslab", path)
         let memSpace = try checkID(H5Screate_simple(1, &n, nil), "H5Screate_simple", path)
         defer { H5Sclose(memSpace) }
         try check(H5Dwrite(id, T.nativeType, memSpace, fileSpace, herald_h5p_default(), base), "H5Dwrite", path)
-        count += values.count
+        if advance { written = start + values.count }
     }
 }
 

@@ -3,6 +3,7 @@ import Foundation
 import HeraldCore
 import HeraldScript
 import HeraldSequencer
+import HeraldHDF5
 import HeraldStore
 import Logging
 import MockLaser
@@ -46,11 +47,14 @@ public enum Herald {
         public var overrides: [String: String]
         /// Run simulated devices in real time instead of on the virtual clock.
         public var realtime: Bool
+        /// Store tags shuffled + deflated at this zlib level (nil: uncompressed).
+        public var compressionLevel: Int32?
 
         public init(
             scriptPath: String, mock: Bool = true, outPath: String? = nil, seed: UInt64? = nil, overwrite: Bool = false,
-            overrides: [String: String] = [:], realtime: Bool = false
+            overrides: [String: String] = [:], realtime: Bool = false, compressionLevel: Int32? = nil
         ) {
+            self.compressionLevel = compressionLevel
             self.scriptPath = scriptPath
             self.mock = mock
             self.outPath = outPath
@@ -115,7 +119,8 @@ public enum Herald {
         let output = request.outPath ?? defaultOutputPath(name: plan.name)
         let dir = URL(fileURLWithPath: output).deletingLastPathComponent().path
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        let recorder = try RunRecorder(path: output, overwrite: request.overwrite)
+        let recorder = try RunRecorder(
+            path: output, overwrite: request.overwrite, compression: request.compressionLevel.map { DeflateSettings(level: $0) })
         let collector = ReportCollector()
         let engine = RunEngine(
             plan: plan, devices: devices, clock: clock, sinks: [recorder, collector] + extraSinks, logger: logger)

@@ -38,9 +38,14 @@ public actor RunRecorder: RunEventSink {
     private var lastTag: Int64?
     private var detectorCounts = [Int64](repeating: 0, count: 256)
 
+    private let compression: DeflateSettings?
+
     /// Creates the output file; refuses to overwrite an existing one unless asked.
-    public init(path: String, overwrite: Bool = false) throws {
+    /// `compression` stores tags shuffled and deflated (stock h5py reads them), compressed
+    /// on all cores; nil stores them raw.
+    public init(path: String, overwrite: Bool = false, compression: DeflateSettings? = nil) throws {
         self.path = path
+        self.compression = compression
         self.file = try H5File.create(path, overwrite: overwrite, swmr: true)
     }
 
@@ -83,6 +88,8 @@ public actor RunRecorder: RunEventSink {
     }
 
     private func flush() throws {
+        try timestamps?.writeTail()
+        try detectors?.writeTail()
         try file?.flush()
         lastFlush = ContinuousClock.now
     }
@@ -93,8 +100,8 @@ public actor RunRecorder: RunEventSink {
         try PhotonHDF5.writeHeader(file, description: s.plan.name, softwareVersion: s.heraldVersion, createdAt: s.startedAt)
         let photons = try file.group("photon_data")
         try PhotonHDF5.title(photons)
-        let ts = try photons.appendable("timestamps", of: Int64.self, chunk: Self.chunkTags)
-        let det = try photons.appendable("detectors", of: UInt8.self, chunk: Self.chunkTags)
+        let ts = try photons.appendable("timestamps", of: Int64.self, chunk: Self.chunkTags, compression: compression)
+        let det = try photons.appendable("detectors", of: UInt8.self, chunk: Self.chunkTags, compression: compression)
         try PhotonHDF5.title(ts)
         try PhotonHDF5.title(det)
         let specs = try photons.group("timestamps_specs")
@@ -137,6 +144,8 @@ public actor RunRecorder: RunEventSink {
     private func finish(_ stop: RunStop) throws {
         guard let open = file else { return }
         // Leave SWMR: close every handle, then reopen normally to add the summary tables.
+        try timestamps?.writeTail()
+        try detectors?.writeTail()
         timestamps = nil
         detectors = nil
         progress = nil

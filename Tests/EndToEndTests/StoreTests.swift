@@ -47,10 +47,14 @@ import Testing
 
     /// A live SWMR reader follows the run; after SIGKILL, `herald recover` gives back every
     /// tag the reader saw, the sweep table, and exit_status "incomplete".
-    @Test func killedRunIsRecoveredWithEveryFlushedTag() throws {
+    /// Both tag layouts: plain, and compressed chunks written directly (H5Dwrite_chunk) plus
+    /// a partial tail chunk rewritten at every flush.
+    @Test(arguments: [[], ["--compress", "1"]])
+    func killedRunIsRecoveredWithEveryFlushedTag(options: [String]) throws {
         let dir = try Paths.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }
-        let r = try python(["crash", Paths.herald.path, Paths.root.appendingPathComponent("Experiments/bell-tomography.yaml").path, dir.path])
+        let r = try python(
+            ["crash", Paths.herald.path, Paths.root.appendingPathComponent("Experiments/bell-tomography.yaml").path, dir.path] + options)
         #expect(r.status == 0, "\(r.stdout)\(r.stderr)")
         #expect(r.stdout.contains("plain open before recover was refused"), "\(r.stdout)")
     }

@@ -3,7 +3,7 @@
 usage:
   store_checks.py layout DOC FILE...     phconvert accepts each FILE; every path in DOC's tables exists
   store_checks.py readme README DIR      runs README's h5py snippet with DIR as working directory
-  store_checks.py crash HERALD SCRIPT DIR
+  store_checks.py crash HERALD SCRIPT DIR [RUN-OPTION...]
                                          follows a live run over SWMR, kills the runner with SIGKILL,
                                          runs `herald recover`, and checks that every tag seen before
                                          the kill is intact and the run is marked incomplete
@@ -91,10 +91,12 @@ def readme(readme_path, workdir):
     exec(compile(m.group(1), "README.md snippet", "exec"), {})
 
 
-def crash(herald, script, workdir):
+def crash(herald, script, workdir, *extra):
     path = os.path.join(workdir, "killed.h5")
+    if os.path.exists(path):
+        os.remove(path)  # the reader must not pick up an old file while the runner starts
     runner = subprocess.Popen(
-        [herald, "run", script, "--mock", "--realtime", "--seed", "5", "--set", "integration=300ms", "--out", path],
+        [herald, "run", script, "--mock", "--realtime", "--seed", "5", "--set", "integration=300ms", "--out", path, *extra],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 60
     f = None
