@@ -87,7 +87,7 @@ let package = Package(
             swiftSettings: swiftSettings),
 
         .executableTarget(
-            name: "HeraldBench", dependencies: ["HeraldAnalysis", "HeraldCore"], swiftSettings: swiftSettings),
+            name: "HeraldBench", dependencies: ["HeraldAnalysis", "HeraldCore", "HeraldHDF5"], swiftSettings: swiftSettings),
 
         // MARK: Drivers (each its own target; mocks share one simulated lab)
         .target(

@@ -48,6 +48,17 @@ def main():
     else:
         sys.exit(f"herald-bench coincidences failed: {err}")
 
+    h5dir = os.path.join(ROOT, ".build", "bench-hdf5")
+    os.makedirs(h5dir, exist_ok=True)
+    herald_h5, err = run_json([BENCH, "hdf5", "20000000", "--dir", h5dir, "--dump", dump])
+    if herald_h5 is None:
+        sys.exit(f"herald-bench hdf5 failed: {err}")
+    peer_h5, peer_err = run_json([PEER_PY, os.path.join(ROOT, "bench", "peers", "hdf5_h5py.py"), dump, h5dir])
+    h5peer = f"h5py {peer_h5['h5py']} (HDF5 {peer_h5['hdf5']})" if peer_h5 else f"h5py MISSING: {peer_err}"
+    rows.append(("HDF5 write, raw (tags/s)", herald_h5["raw_tags_per_s"], peer_h5 and peer_h5["raw_tags_per_s"], h5peer, ">= 1x h5py"))
+    rows.append(("HDF5 write, shuffle+gzip-1 (tags/s)", herald_h5["deflate1_tags_per_s"], peer_h5 and peer_h5["deflate1_tags_per_s"], h5peer, ">= 2x h5py"))
+    rows.append(("HDF5 shuffle+gzip-1 (bytes/tag)", herald_h5["deflate1_bytes_per_tag"], peer_h5 and peer_h5["deflate1_bytes_per_tag"], h5peer, "<= 3.2"))
+
     print(f"{'metric':40} {'Herald':>12} {'peer':>12} {'ratio':>8}  peer / target")
     results = []
     for metric, h, p, peer, target in rows:
@@ -57,7 +68,7 @@ def main():
         results.append({"metric": metric, "herald": h, "peer_value": p, "peer": peer, "ratio": ratio, "target": target})
     machine = {"machine": platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version()}
     with open(os.path.join(ROOT, "bench", "results.json"), "w") as f:
-        json.dump({"machine": machine, "results": results, "herald": [herald_tomo, herald_coinc], "peers": [peer_tomo, peer_coinc]}, f, indent=2)
+        json.dump({"machine": machine, "results": results, "herald": [herald_tomo, herald_coinc, herald_h5], "peers": [peer_tomo, peer_coinc, peer_h5]}, f, indent=2)
     print("written bench/results.json")
 
 

@@ -3,6 +3,7 @@
 import Foundation
 import HeraldAnalysis
 import HeraldCore
+import HeraldHDF5
 
 /// Median wall time of `body` over `runs` repetitions, after one warm-up call.
 func median(runs: Int, _ body: () throws -> Void) rethrows -> Double {
@@ -73,13 +74,7 @@ func taggerStream(tags: Int) -> TagBlock {
 
 func coincidences(tags: Int, dump: String?) throws {
     let stream = taggerStream(tags: tags)
-    if let dump {
-        // Raw little-endian int64 timestamps, then uint8 channels, for the numpy peer.
-        var data = Data()
-        stream.timestamps.withUnsafeBytes { data.append(contentsOf: $0) }
-        data.append(contentsOf: stream.channels)
-        try data.write(to: URL(fileURLWithPath: dump))
-    }
+    if let dump { try dumpStream(stream, to: dump) }
     let pairs = [ChannelPair(1, 3), ChannelPair(1, 4), ChannelPair(2, 3), ChannelPair(2, 4)]
     let configuration = CoincidenceConfiguration(windowPs: 1000, pairs: pairs)
     // Streaming, as during a run: blocks of 1 M tags (0.1 s at this rate).
@@ -106,6 +101,50 @@ func coincidences(tags: Int, dump: String?) throws {
     ])
 }
 
+/// Records the tagger stream to HDF5 as the run recorder does: blocks of 1 M tags appended to
+/// chunked datasets (65 536 tags per chunk), a flush every 10 blocks (1 s at 10 M tags/s).
+func hdf5(tags: Int, dir: String, dump: String?) throws {
+    let stream = taggerStream(tags: tags)
+    if let dump { try dumpStream(stream, to: dump) }
+    let block = 1 << 20
+    var rows: [String: Any] = ["metric": "hdf5_write", "tags": tags]
+    for (name, compression) in [("raw", nil), ("deflate1", DeflateSettings(level: 1))] as [(String, DeflateSettings?)] {
+        let path = "\(dir)/herald-\(name).h5"
+        let seconds = try median(runs: 3) {
+            let file = try H5File.create(path, overwrite: true, swmr: true)
+            let g = try file.group("photon_data")
+            let ts = try g.appendable("timestamps", of: Int64.self, chunk: 1 << 16, compression: compression)
+            let det = try g.appendable("detectors", of: UInt8.self, chunk: 1 << 16, compression: compression)
+            try file.startSWMRWrite()
+            for (k, start) in stride(from: 0, to: tags, by: block).enumerated() {
+                let end = min(start + block, tags)
+                try stream.timestamps.withUnsafeBufferPointer { try ts.append(UnsafeBufferPointer(rebasing: $0[start..<end])) }
+                try stream.channels.withUnsafeBufferPointer { try det.append(UnsafeBufferPointer(rebasing: $0[start..<end])) }
+                if k % 10 == 9 {
+                    try ts.writeTail()
+                    try det.writeTail()
+                    try file.flush()
+                }
+            }
+            try ts.writeTail()
+            try det.writeTail()
+            file.close()
+        }
+        let size = (try FileManager.default.attributesOfItem(atPath: path)[.size] as? NSNumber)?.doubleValue ?? .nan
+        rows["\(name)_tags_per_s"] = Double(tags) / seconds
+        rows["\(name)_bytes_per_tag"] = size / Double(tags)
+    }
+    emit(rows)
+}
+
+func dumpStream(_ stream: TagBlock, to path: String) throws {
+    // Raw little-endian int64 timestamps, then uint8 channels, for the Python peers.
+    var data = Data()
+    stream.timestamps.withUnsafeBytes { data.append(contentsOf: $0) }
+    data.append(contentsOf: stream.channels)
+    try data.write(to: URL(fileURLWithPath: path))
+}
+
 let args = CommandLine.arguments.dropFirst()
 switch args.first {
 case "tomography":
@@ -116,7 +155,12 @@ case "coincidences":
     let rest = Array(args.dropFirst())
     let dump = rest.firstIndex(of: "--dump").flatMap { rest.indices.contains($0 + 1) ? rest[$0 + 1] : nil }
     try coincidences(tags: rest.first.flatMap { Int($0) } ?? 20_000_000, dump: dump)
+case "hdf5":
+    let rest = Array(args.dropFirst())
+    let dump = rest.firstIndex(of: "--dump").flatMap { rest.indices.contains($0 + 1) ? rest[$0 + 1] : nil }
+    let dir = rest.firstIndex(of: "--dir").flatMap { rest.indices.contains($0 + 1) ? rest[$0 + 1] : nil } ?? NSTemporaryDirectory()
+    try hdf5(tags: rest.first.flatMap { Int($0) } ?? 20_000_000, dir: dir, dump: dump)
 default:
-    FileHandle.standardError.write(Data("usage: herald-bench tomography [CSV [RESAMPLES]] | coincidences [TAGS] [--dump FILE]\n".utf8))
+    FileHandle.standardError.write(Data("usage: herald-bench tomography [CSV [RESAMPLES]] | coincidences [TAGS] [--dump FILE] | hdf5 [TAGS] [--dir DIR] [--dump FILE]\n".utf8))
     exit(2)
 }

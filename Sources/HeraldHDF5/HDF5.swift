@@ -340,6 +340,7 @@ public final class H5AppendableDataset<T: HDF5Scalar>: H5Dataset {
     }
 
     public func append(_ values: UnsafeBufferPointer<T>) throws {
+        if compression == nil { return try writeSlab(values, at: written) }
         try append(Array(values))
     }
 
