@@ -81,7 +81,8 @@ public struct CoincidenceResult: Sendable, Equatable {
     public var excluded: [ExcludedInterval] = []
     /// Tags dropped because they fell inside an excluded interval.
     public var droppedTags = 0
-    /// First and last accepted raw timestamps.
+    /// First and last accepted raw timestamps (an envelope: a lost-data marker that arrives
+    /// after tags inside its interval drops them without narrowing these).
     public var firstPs: Int64?
     public var lastPs: Int64?
 

@@ -68,16 +68,11 @@ public class H5Location {
     /// Writes (or replaces) a UTF-8 variable-length string attribute; h5py reads it as `str`.
     public func setAttribute(_ name: String, _ value: String) throws {
         let type = try StringType.variableUTF8()
-        let space = try checkID(H5Screate(H5S_SCALAR), "H5Screate", name)
-        defer { H5Sclose(space) }
-        try deleteAttributeIfPresent(name)
-        let attr = try checkID(
-            H5Acreate2(id, name, type.id, space, herald_h5p_default(), herald_h5p_default()), "H5Acreate2",
-            "\(path)@\(name)")
-        defer { H5Aclose(attr) }
-        try value.withCString { cstr in
-            var pointer: UnsafePointer<CChar>? = cstr
-            try check(H5Awrite(attr, type.id, &pointer), "H5Awrite", "\(path)@\(name)")
+        try replaceScalarAttribute(name, type: type.id) { attr in
+            try value.withCString { cstr in
+                var pointer: UnsafePointer<CChar>? = cstr
+                try check(H5Awrite(attr, type.id, &pointer), "H5Awrite", "\(path)@\(name)")
+            }
         }
     }
 
@@ -86,15 +81,20 @@ public class H5Location {
     public func setAttribute(_ name: String, fixed value: String) throws {
         let bytes = Array(value.utf8)
         let type = try StringType.fixed(bytes.count)
+        try replaceScalarAttribute(name, type: type.id) { attr in
+            try check(H5Awrite(attr, type.id, bytes.isEmpty ? [UInt8(0)] : bytes), "H5Awrite", "\(path)@\(name)")
+        }
+    }
+
+    /// Creates scalar attribute `name` of `type` (replacing any old one) and hands it to `write`.
+    private func replaceScalarAttribute(_ name: String, type: hid_t, _ write: (hid_t) throws -> Void) throws {
         let space = try checkID(H5Screate(H5S_SCALAR), "H5Screate", name)
         defer { H5Sclose(space) }
         try deleteAttributeIfPresent(name)
         let attr = try checkID(
-            H5Acreate2(id, name, type.id, space, herald_h5p_default(), herald_h5p_default()), "H5Acreate2",
-            "\(path)@\(name)")
+            H5Acreate2(id, name, type, space, herald_h5p_default(), herald_h5p_default()), "H5Acreate2", "\(path)@\(name)")
         defer { H5Aclose(attr) }
-        let padded = bytes.isEmpty ? [UInt8(0)] : bytes
-        try check(H5Awrite(attr, type.id, padded), "H5Awrite", "\(path)@\(name)")
+        try write(attr)
     }
 
     /// Writes (or replaces) a numeric scalar attribute.

@@ -258,14 +258,32 @@ public final class RunEngine: Sendable {
             let length = min(slice, remaining)
             let temp = state.point?.spec.map { ChannelCollector(spec: $0) }
             let counter = TagCounter()
-            // No retries: a repeated acquisition would duplicate data.
-            let interval = try await call(name, "acquire", retries: 0, timeout: length + callTimeout) { _ in
-                try await tagger.acquire(for: length) { block in
-                    temp?.add(block)
-                    counter.add(block.count)
+            // Sinks (the HDF5 recorder) get the blocks from a separate task, so the device's
+            // deadline measures the device, not disk writes or a busy machine; the acquisition
+            // does not count as finished until every block has been handed on.
+            let (blocks, delivery) = AsyncStream<TagBlock>.makeStream()
+            let forwarder = Task {
+                for await block in blocks {
                     for sink in sinks { try await sink.handle(.tags(device: name, block)) }
                 }
             }
+            let interval: AcquisitionInterval
+            do {
+                // No retries: a repeated acquisition would duplicate data.
+                interval = try await call(name, "acquire", retries: 0, timeout: length + callTimeout) { _ in
+                    try await tagger.acquire(for: length) { block in
+                        temp?.add(block)
+                        counter.add(block.count)
+                        delivery.yield(block)
+                    }
+                }
+            } catch {
+                delivery.finish()
+                _ = try? await forwarder.value  // record what did arrive before failing
+                throw error
+            }
+            delivery.finish()
+            try await forwarder.value
             state.tagCount += counter.value
             if var open = state.openPause {
                 open.stopPs = interval.startPs
