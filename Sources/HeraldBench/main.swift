@@ -146,20 +146,23 @@ func dumpStream(_ stream: TagBlock, to path: String) throws {
 }
 
 let args = CommandLine.arguments.dropFirst()
+
+/// The value after `name` on the command line, if any.
+func option(_ name: String) -> String? {
+    let all = Array(args)
+    return all.firstIndex(of: name).flatMap { all.indices.contains($0 + 1) ? all[$0 + 1] : nil }
+}
 switch args.first {
 case "tomography":
     let csv = args.dropFirst().first ?? "Tests/Fixtures/tomography/werner-0.9-16.csv"
     let n = args.dropFirst(2).first.flatMap { Int($0) } ?? 1000
     try tomography(csv: csv, resamples: n)
 case "coincidences":
-    let rest = Array(args.dropFirst())
-    let dump = rest.firstIndex(of: "--dump").flatMap { rest.indices.contains($0 + 1) ? rest[$0 + 1] : nil }
-    try coincidences(tags: rest.first.flatMap { Int($0) } ?? 20_000_000, dump: dump)
+    try coincidences(tags: args.dropFirst().first.flatMap { Int($0) } ?? 20_000_000, dump: option("--dump"))
 case "hdf5":
-    let rest = Array(args.dropFirst())
-    let dump = rest.firstIndex(of: "--dump").flatMap { rest.indices.contains($0 + 1) ? rest[$0 + 1] : nil }
-    let dir = rest.firstIndex(of: "--dir").flatMap { rest.indices.contains($0 + 1) ? rest[$0 + 1] : nil } ?? NSTemporaryDirectory()
-    try hdf5(tags: rest.first.flatMap { Int($0) } ?? 20_000_000, dir: dir, dump: dump)
+    try hdf5(
+        tags: args.dropFirst().first.flatMap { Int($0) } ?? 20_000_000, dir: option("--dir") ?? NSTemporaryDirectory(),
+        dump: option("--dump"))
 default:
     FileHandle.standardError.write(Data("usage: herald-bench tomography [CSV [RESAMPLES]] | coincidences [TAGS] [--dump FILE] | hdf5 [TAGS] [--dir DIR] [--dump FILE]\n".utf8))
     exit(2)

@@ -309,8 +309,12 @@ public final class H5AppendableDataset<T: HDF5Scalar>: H5Dataset {
     }
 
     public func append(_ values: [T]) throws {
+        try values.withUnsafeBufferPointer { try append($0) }
+    }
+
+    public func append(_ values: UnsafeBufferPointer<T>) throws {
         guard !values.isEmpty else { return }
-        if compression == nil { return try values.withUnsafeBufferPointer { try writeSlab($0, at: written) } }
+        if compression == nil { return try writeSlab(values, at: written) }
         pending.append(contentsOf: values)
         let full = pending.count / chunk
         guard full > 0 else { return }
@@ -337,11 +341,6 @@ public final class H5AppendableDataset<T: HDF5Scalar>: H5Dataset {
         guard compression != nil, !pending.isEmpty else { return }
         try pending.withUnsafeBufferPointer { try writeSlab($0, at: chunkBase, advance: false) }
         written = chunkBase
-    }
-
-    public func append(_ values: UnsafeBufferPointer<T>) throws {
-        if compression == nil { return try writeSlab(values, at: written) }
-        try append(Array(values))
     }
 
     private func writeSlab(_ values: UnsafeBufferPointer<T>, at start: Int, advance: Bool = true) throws {

@@ -68,11 +68,8 @@ enum Analyses {
             monteCarlo: spec.monteCarlo)
         let result = try Tomography.reconstruct(projections, options: options)
         return .tomography(
-            result, projections: projections.count, estimator: options.estimator, target: spec.target,
-            parameters: [
-                "sweep": spec.sweep, "window_s": "\(spec.window)", "accidentals": spec.subtractAccidentals ? "subtract" : "keep",
-                "delays_s": spec.delays.sorted { $0.key < $1.key }.map { "\($0.key):\($0.value)" }.joined(separator: ","),
-            ])
+            result, projections: projections.count, estimator: options.estimator, target: spec.target, sweep: spec.sweep,
+            window: spec.window, delays: spec.delays, subtractAccidentals: spec.subtractAccidentals)
     }
 
     static func chsh(_ a: ArmChannels, _ b: ArmChannels, _ counting: CountingSpec, data: [PointResult]) -> AnalysisRecord {

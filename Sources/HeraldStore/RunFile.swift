@@ -59,11 +59,16 @@ public enum RunFile {
             counts: try countRows(herald), analyses: try analyses(herald))
     }
 
-    static func open(_ path: String, mode: H5File.Mode = .readOnly) throws -> H5File {
+    /// Opens a Herald run file, failing with `unreadable` (plus HDF5's reason) if HDF5 cannot
+    /// open it, and naming the file if it is not a Herald run.
+    static func open(
+        _ path: String, mode: H5File.Mode = .readOnly,
+        unreadable: String = "cannot open as HDF5; if the runner was killed, run `herald recover` on it first"
+    ) throws -> H5File {
         guard FileManager.default.fileExists(atPath: path) else { throw StoreError(path: path, "no such file") }
         let file: H5File
         do { file = try H5File.open(path, mode: mode) } catch {
-            throw StoreError(path: path, "cannot open as HDF5 (\(error)); if the runner was killed, run `herald recover \(path)` first")
+            throw StoreError(path: path, "\(unreadable) (\(error))")
         }
         guard file.contains("user"), try file.openGroup("user").contains("herald") else {
             throw StoreError(path: path, "not a Herald run file: /user/herald is missing")
@@ -139,11 +144,7 @@ public enum RunFile {
             let sweep = source.parameters["sweep"]
         else { throw StoreError(path: path, "the run has no tomography analysis to recompute") }
         let window = recount.window ?? Double(source.parameters["window_s"] ?? "") ?? 1e-9
-        var delays: [Int: Double] = [:]
-        for item in (source.parameters["delays_s"] ?? "").split(separator: ",") {
-            let kv = item.split(separator: ":")
-            if kv.count == 2, let c = Int(kv[0]), let d = Double(kv[1]) { delays[c] = d }
-        }
+        var delays = AnalysisRecord.parseDelays(source.parameters["delays_s"] ?? "")
         delays.merge(recount.delays) { _, new in new }
         let estimator = recount.estimator ?? Estimator(rawValue: source.estimator) ?? .linear
 
@@ -188,11 +189,8 @@ public enum RunFile {
             projections, options: TomographyOptions(estimator: estimator, accidentals: subtract ? .subtract : .keep))
         let record = AnalysisRecord.tomography(
             result, projections: projections.count, estimator: estimator, target: source.parameters["target"] ?? "phi+",
-            parameters: [
-                "sweep": sweep, "window_s": "\(window)", "accidentals": subtract ? "subtract" : "keep",
-                "delays_s": delays.sorted { $0.key < $1.key }.map { "\($0.key):\($0.value)" }.joined(separator: ","),
-                "recounted_from": "raw tags (herald analyze), source entry \(source.entry)",
-            ])
+            sweep: sweep, window: window, delays: delays, subtractAccidentals: subtract,
+            extra: ["recounted_from": "raw tags (herald analyze), source entry \(source.entry)"])
         let entry = try AnalysisStore.append(record, to: try herald.openGroup("analysis")) { g in
             let c = try g.group("counts")
             try c.write("point_index", recounted.map { Int64($0.point) })

@@ -170,22 +170,9 @@ public actor RunRecorder: RunEventSink {
         try run.setAttribute("tag_count", Int64(stop.tagCount))
         try herald.write("log", strings: log)
 
-        let sweeps = try herald.group("sweeps")
-        for name in Set(sweepRows.map(\.sweep)).sorted() {
-            let rows = sweepRows.filter { $0.sweep == name }
-            let g = try sweeps.group(name)
-            try g.write("index", rows.map { Int64($0.index) })
-            try g.write("label", strings: rows.map(\.label))
-            try g.write("start_ps", rows.map(\.startPs))
-            try g.write("stop_ps", rows.map(\.stopPs))
-            let keys = Set(rows.flatMap { $0.settings.keys }).sorted()
-            try g.write("settings", strings: rows.map { r in keys.map { "\($0)=\(r.settings[$0] ?? "")" }.joined(separator: ";") })
-        }
-
+        try SummaryTables.writeSweeps(sweepRows, into: herald, withSettings: true)
         // Paused intervals: their tags stay in photon_data but were excluded from the counts.
-        let paused = try herald.group("paused")
-        try paused.write("start_ps", pauses.map(\.startPs))
-        try paused.write("stop_ps", pauses.map(\.stopPs))
+        let paused = try SummaryTables.writePaused(start: pauses.map(\.startPs), stop: pauses.map(\.stopPs), into: herald)
         try paused.write("interlock", strings: pauses.map(\.interlock))
         try paused.write("condition", strings: pauses.map(\.condition))
         try paused.write("resumed", pauses.map { UInt8($0.resumed ? 1 : 0) })
@@ -212,6 +199,33 @@ public actor RunRecorder: RunEventSink {
 
         let analysis = try herald.group("analysis")
         for a in analyses { try AnalysisStore.append(a, to: analysis) }
+    }
+}
+
+/// The summary tables a clean stop writes and `herald recover` rebuilds from the live progress.
+enum SummaryTables {
+    /// `sweeps/<sweep>/{index,label,start_ps,stop_ps}`, and `settings` when they are known.
+    static func writeSweeps(_ rows: [SweepPointRecord], into herald: H5Group, withSettings: Bool) throws {
+        let sweeps = try herald.group("sweeps")
+        for name in Set(rows.map(\.sweep)).sorted() {
+            let mine = rows.filter { $0.sweep == name }
+            let g = try sweeps.group(name)
+            try g.write("index", mine.map { Int64($0.index) })
+            try g.write("label", strings: mine.map(\.label))
+            try g.write("start_ps", mine.map(\.startPs))
+            try g.write("stop_ps", mine.map(\.stopPs))
+            guard withSettings else { continue }
+            let keys = Set(mine.flatMap { $0.settings.keys }).sorted()
+            try g.write("settings", strings: mine.map { r in keys.map { "\($0)=\(r.settings[$0] ?? "")" }.joined(separator: ";") })
+        }
+    }
+
+    /// `paused/{start_ps,stop_ps}`; returns the group for the columns only a clean stop knows.
+    static func writePaused(start: [Int64], stop: [Int64], into herald: H5Group) throws -> H5Group {
+        let paused = try herald.group("paused")
+        try paused.write("start_ps", start)
+        try paused.write("stop_ps", stop)
+        return paused
     }
 }
 

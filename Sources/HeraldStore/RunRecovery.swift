@@ -1,4 +1,5 @@
 import Foundation
+import HeraldCore
 import HeraldHDF5
 
 /// What `herald recover` found and did.
@@ -24,20 +25,11 @@ public struct RecoveryReport: Sendable, Codable, Equatable {
 /// summary Herald writes only on a clean stop, rebuilt here from the live progress tables.
 public enum RunRecovery {
     public static func recover(path: String) throws -> RecoveryReport {
-        guard FileManager.default.fileExists(atPath: path) else {
-            throw StoreError(path: path, "no such file")
-        }
-        let file: H5File
-        do {
-            file = try H5File.open(path, mode: .recover)
-        } catch {
-            throw StoreError(path: path, "HDF5 cannot open this file even with its write mark cleared (\(error)); "
-                + "it is not a Herald file or its first flush never happened, so there are no tags to recover")
-        }
+        let file = try RunFile.open(
+            path, mode: .recover,
+            unreadable: "HDF5 cannot open this file even with its write mark cleared; it is not a Herald file "
+                + "or its first flush never happened, so there are no tags to recover")
         defer { file.close() }
-        guard file.contains("user"), try file.openGroup("user").contains("herald") else {
-            throw StoreError(path: path, "not a Herald run file: /user/herald is missing")
-        }
         let herald = try file.openGroup("user").openGroup("herald")
         let run = try herald.openGroup("run")
         let photons = try file.openGroup("photon_data")
@@ -91,21 +83,20 @@ public enum RunRecovery {
         let start = try column("point_start_ps"), stop = try column("point_stop_ps")
         let rows = min(sweep.count, index.count, start.count, stop.count)
         let planned = try progress.openGroup("planned_labels")
-        let sweeps = try herald.group("sweeps")
+        var records: [SweepPointRecord] = []
         for (ordinal, name) in names.enumerated() {
-            let mine = (0..<rows).filter { sweep[$0] == Int64(ordinal) }
-            guard !mine.isEmpty else { continue }
             let labels = planned.contains(name) ? try planned.dataset(name).readStrings() : []
-            let g = try sweeps.group(name)
-            try g.write("index", mine.map { index[$0] })
-            try g.write("label", strings: mine.map { i in labels.indices.contains(Int(index[i])) ? labels[Int(index[i])] : "" })
-            try g.write("start_ps", mine.map { start[$0] })
-            try g.write("stop_ps", mine.map { stop[$0] })
+            for i in 0..<rows where sweep[i] == Int64(ordinal) {
+                let k = Int(index[i])
+                records.append(SweepPointRecord(
+                    sweep: name, index: k, label: labels.indices.contains(k) ? labels[k] : "", settings: [:],
+                    startPs: start[i], stopPs: stop[i]))
+            }
         }
+        try SummaryTables.writeSweeps(records, into: herald, withSettings: false)
         let ps = try column("paused_start_ps"), pe = try column("paused_stop_ps")
-        let paused = try herald.group("paused")
-        try paused.write("start_ps", Array(ps.prefix(min(ps.count, pe.count))))
-        try paused.write("stop_ps", Array(pe.prefix(min(ps.count, pe.count))))
+        let n = min(ps.count, pe.count)
+        _ = try SummaryTables.writePaused(start: Array(ps.prefix(n)), stop: Array(pe.prefix(n)), into: herald)
         return rows
     }
 }
