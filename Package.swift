@@ -54,7 +54,9 @@ let package = Package(
         .target(
             name: "HeraldAnalysis",
             dependencies: ["HeraldCore", .product(name: "Numerics", package: "swift-numerics")],
-            swiftSettings: swiftSettings),
+            // Optimised even in debug builds: the statistical tests fit tomography thousands of
+            // times, which unoptimised code makes the slowest part of `swift test`.
+            swiftSettings: swiftSettings + [.unsafeFlags(["-O"], .when(configuration: .debug))]),
         .target(
             name: "HeraldSequencer",
             dependencies: [

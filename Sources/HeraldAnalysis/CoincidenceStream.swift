@@ -86,6 +86,8 @@ public struct CoincidenceResult: Sendable, Equatable {
     public var firstPs: Int64?
     public var lastPs: Int64?
 
+    public init() {}
+
     /// Total excluded time within [startPs, stopPs).
     public func excludedPs(from startPs: Int64, to stopPs: Int64) -> Int64 {
         excluded.reduce(0) { $0 + max(0, min($1.stopPs, stopPs) - max($1.startPs, startPs)) }

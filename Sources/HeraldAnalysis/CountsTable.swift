@@ -3,7 +3,8 @@ import HeraldCore
 
 /// A table of tomography counts read from CSV: a header row with at least `setting,counts`
 /// and optionally `duration_s,singles_a,singles_b,window_ns` (for accidentals), and
-/// `scale` (relative intensity × efficiency of that projection).
+/// `scale` (relative intensity × efficiency of that projection) and `crosstalk_a`,
+/// `crosstalk_b` (each arm's analyser crosstalk probability, see `Projection.crosstalkA`).
 public struct CountsTable: Sendable {
     public var projections: [Projection]
     public var scales: [Double]?
@@ -32,7 +33,7 @@ public struct CountsTable: Sendable {
                 file: file, line: headerLine, column: 1,
                 message: "the header must name at least 'setting' and 'counts' columns (got \(names.joined(separator: ",")))")
         }
-        let optional = ["duration_s", "singles_a", "singles_b", "window_ns", "scale"]
+        let optional = ["duration_s", "singles_a", "singles_b", "window_ns", "scale", "crosstalk_a", "crosstalk_b"]
         let known = Set(["setting", "counts"] + optional)
         if let unknown = names.first(where: { !known.contains($0) }) {
             throw ParseError(
@@ -85,7 +86,17 @@ public struct CountsTable: Sendable {
             {
                 accidentals = sa * sb * w * 1e-9 / t
             }
-            projections.append(Projection(convention(letters[0]), convention(letters[1]), counts: counts, accidentals: accidentals))
+            var projection = Projection(convention(letters[0]), convention(letters[1]), counts: counts, accidentals: accidentals)
+            for (name, keyPath) in [("crosstalk_a", \Projection.crosstalkA), ("crosstalk_b", \Projection.crosstalkB)] {
+                guard let epsilon = try number(name) else { continue }
+                guard epsilon < 0.5 else {
+                    throw ParseError(
+                        file: file, line: lineNumber, column: (column(name) ?? 0) + 1,
+                        message: "\(name) must be below 0.5 (a probability of the wrong port), got \(epsilon)")
+                }
+                projection[keyPath: keyPath] = epsilon
+            }
+            projections.append(projection)
             scales.append(try number("scale") ?? 1)
         }
         guard !projections.isEmpty else {

@@ -7,22 +7,32 @@ import RealModule
 /// The unnormalised state M = N·ρ = T·T† (T lower triangular: 4 real diagonal and 6 complex
 /// entries, 16 real parameters) is positive by construction and its trace is the fitted
 /// intensity N, so no constraint is needed. The expected count of projection k is
-///     μ_k = d_k·⟨ψ_k|M|ψ_k⟩ + a_k,
-/// with d_k a relative intensity × detector-pair efficiency (default 1) and a_k the
-/// accidentals, *added to the prediction* (not subtracted from the data). The estimator
-/// minimises Σ μ_k − n_k·log μ_k (the Poisson negative log-likelihood) by L-BFGS.
+///     μ_k = d_k·tr(E_k M) + a_k,   E_k = Σ_c w_c |ψ_c⟩⟨ψ_c|,
+/// with d_k a relative intensity × detector-pair efficiency (default 1), a_k the accidentals
+/// *added to the prediction* (not subtracted from the data), and E_k the measurement's POVM
+/// element: the ideal projector |a⊗b⟩⟨a⊗b|, or with crosstalk a mixture of it and its
+/// neighbours (see `Projection.components`). The estimator minimises Σ μ_k − n_k·log μ_k
+/// (the Poisson negative log-likelihood).
 /// Hedged MLE (Blume-Kohout, PRL 105, 200504 (2010)) also multiplies the likelihood by
 /// det(ρ)^β, β = 1/2, which keeps the estimate off the boundary of state space.
 public struct MaximumLikelihood: Sendable {
-    /// One projection in the form the optimiser uses: ψ = a ⊗ b as 4 complex amplitudes.
+    /// One pure product state ψ = a ⊗ b of a POVM element (4 complex amplitudes) and its weight.
+    struct Component: Sendable {
+        var re: SIMD4<Double>
+        var im: SIMD4<Double>
+        var weight: Double
+    }
+
+    /// One measured count: its POVM element is `components[first..<end]`.
     struct Term: Sendable {
-        var re: (Double, Double, Double, Double)
-        var im: (Double, Double, Double, Double)
+        var first: Int
+        var end: Int
         var scale: Double
         var accidentals: Double
     }
 
     let terms: [Term]
+    let components: [Component]
     public let hedging: Double
     public var maxIterations = 1000
 
@@ -30,13 +40,22 @@ public struct MaximumLikelihood: Sendable {
     ///   - scales: d_k per projection (relative intensity × efficiency); nil means all 1.
     ///   - hedging: β of hedged MLE; 0 for plain MLE.
     public init(_ projections: [Projection], scales: [Double]? = nil, hedging: Double = 0) {
-        terms = projections.enumerated().map { k, p in
-            let psi = [p.a.h * p.b.h, p.a.h * p.b.v, p.a.v * p.b.h, p.a.v * p.b.v]
-            return Term(
-                re: (psi[0].real, psi[1].real, psi[2].real, psi[3].real),
-                im: (psi[0].imaginary, psi[1].imaginary, psi[2].imaginary, psi[3].imaginary),
-                scale: scales?[k] ?? 1, accidentals: max(p.accidentals, 0))
+        var terms: [Term] = []
+        var components: [Component] = []
+        for (k, p) in projections.enumerated() {
+            let first = components.count
+            for (a, b, w) in p.components {
+                let psi = [a.h * b.h, a.h * b.v, a.v * b.h, a.v * b.v]
+                components.append(
+                    Component(
+                        re: SIMD4(psi[0].real, psi[1].real, psi[2].real, psi[3].real),
+                        im: SIMD4(psi[0].imaginary, psi[1].imaginary, psi[2].imaginary, psi[3].imaginary),
+                        weight: w))
+            }
+            terms.append(Term(first: first, end: components.count, scale: scales?[k] ?? 1, accidentals: max(p.accidentals, 0)))
         }
+        self.terms = terms
+        self.components = components
         self.hedging = hedging
     }
 
@@ -45,119 +64,146 @@ public struct MaximumLikelihood: Sendable {
         (1, 0, 4, 5), (2, 0, 6, 7), (2, 1, 8, 9), (3, 0, 10, 11), (3, 1, 12, 13), (3, 2, 14, 15),
     ]
 
-    /// Negative log-likelihood (up to a constant) and its gradient at parameters `x`.
-    /// This is the hot loop of every fit: the parameters and the gradient live in locals
-    /// (registers) for the whole sum, with no allocation and no bounds checks inside.
+    /// |T†ψ|² and half its gradient with respect to the 16 parameters, for one component.
+    /// v = T†ψ: v_j = Σ_{i≥j} conj(T_ij) ψ_i, with conj(T_ij)·ψ_i = (Tr pr + Ti pi) + i(Tr pi − Ti pr);
+    /// ∂|v|²/∂Re T_ij = 2 Re(conj(v_j) ψ_i) and ∂|v|²/∂Im T_ij = 2 Im(conj(v_j) ψ_i).
     @inline(__always)
-    func objective(_ x: [Double], counts: [Double], gradient g: inout [Double]) -> Double {
-        let (x0, x1, x2, x3) = (x[0], x[1], x[2], x[3])
-        let (x4, x5, x6, x7, x8, x9) = (x[4], x[5], x[6], x[7], x[8], x[9])
-        let (x10, x11, x12, x13, x14, x15) = (x[10], x[11], x[12], x[13], x[14], x[15])
-        var (g0, g1, g2, g3, g4, g5, g6, g7) = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
-        var (g8, g9, g10, g11, g12, g13, g14, g15) = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+    static func normAndHalfGradient(_ x: SIMD16<Double>, _ c: Component) -> (Double, SIMD16<Double>) {
+        let (p0r, p1r, p2r, p3r) = (c.re[0], c.re[1], c.re[2], c.re[3])
+        let (p0i, p1i, p2i, p3i) = (c.im[0], c.im[1], c.im[2], c.im[3])
+        let v0r = x[0] * p0r + x[4] * p1r + x[5] * p1i + x[6] * p2r + x[7] * p2i + x[10] * p3r + x[11] * p3i
+        let v0i = x[0] * p0i + x[4] * p1i - x[5] * p1r + x[6] * p2i - x[7] * p2r + x[10] * p3i - x[11] * p3r
+        let v1r = x[1] * p1r + x[8] * p2r + x[9] * p2i + x[12] * p3r + x[13] * p3i
+        let v1i = x[1] * p1i + x[8] * p2i - x[9] * p2r + x[12] * p3i - x[13] * p3r
+        let v2r = x[2] * p2r + x[14] * p3r + x[15] * p3i
+        let v2i = x[2] * p2i + x[14] * p3i - x[15] * p3r
+        let v3r = x[3] * p3r, v3i = x[3] * p3i
+        let norm = v0r * v0r + v0i * v0i + v1r * v1r + v1i * v1i + v2r * v2r + v2i * v2i + v3r * v3r + v3i * v3i
+        let half = SIMD16<Double>(
+            v0r * p0r + v0i * p0i, v1r * p1r + v1i * p1i, v2r * p2r + v2i * p2i, v3r * p3r + v3i * p3i,
+            v0r * p1r + v0i * p1i, v0r * p1i - v0i * p1r, v0r * p2r + v0i * p2i, v0r * p2i - v0i * p2r,
+            v1r * p2r + v1i * p2i, v1r * p2i - v1i * p2r, v0r * p3r + v0i * p3i, v0r * p3i - v0i * p3r,
+            v1r * p3r + v1i * p3i, v1r * p3i - v1i * p3r, v2r * p3r + v2i * p3i, v2r * p3i - v2i * p3r)
+        return (norm, half)
+    }
+
+    /// μ_k and ∂μ_k/∂x for one term.
+    @inline(__always)
+    static func prediction(
+        _ x: SIMD16<Double>, _ t: Term, _ components: UnsafeBufferPointer<Component>
+    ) -> (Double, SIMD16<Double>) {
+        var norm = 0.0
+        var half = SIMD16<Double>()
+        for c in t.first..<t.end {
+            let (n, h) = normAndHalfGradient(x, components[c])
+            let w = components[c].weight
+            norm += w * n
+            half += w * h
+        }
+        return (max(t.scale * norm + t.accidentals, 1e-300), (2 * t.scale) * half)
+    }
+
+    /// Negative log-likelihood (up to a constant) and its gradient at parameters `x`.
+    /// This is the hot loop of every fit: no allocation and no bounds checks inside.
+    func objective(_ xs: [Double], counts: [Double], gradient g: inout [Double]) -> Double {
+        let x = SIMD16<Double>(xs)
+        var gradient = SIMD16<Double>()
         var f = 0.0
         terms.withUnsafeBufferPointer { terms in
-            counts.withUnsafeBufferPointer { counts in
-                for k in 0..<terms.count {
-                    let t = terms[k]
-                    let n = counts[k]
-                    let (p0r, p1r, p2r, p3r) = t.re
-                    let (p0i, p1i, p2i, p3i) = t.im
-                    // v = T†ψ: v_j = Σ_{i≥j} conj(T_ij) ψ_i, and
-                    // conj(T_ij)·ψ_i = (Tr pr + Ti pi) + i(Tr pi − Ti pr).
-                    var v0r = x0 * p0r + x4 * p1r + x5 * p1i + x6 * p2r + x7 * p2i + x10 * p3r + x11 * p3i
-                    var v0i = x0 * p0i + x4 * p1i - x5 * p1r + x6 * p2i - x7 * p2r + x10 * p3i - x11 * p3r
-                    var v1r = x1 * p1r + x8 * p2r + x9 * p2i + x12 * p3r + x13 * p3i
-                    var v1i = x1 * p1i + x8 * p2i - x9 * p2r + x12 * p3i - x13 * p3r
-                    var v2r = x2 * p2r + x14 * p3r + x15 * p3i
-                    var v2i = x2 * p2i + x14 * p3i - x15 * p3r
-                    var v3r = x3 * p3r
-                    var v3i = x3 * p3i
-                    let norm = v0r * v0r + v0i * v0i + v1r * v1r + v1i * v1i + v2r * v2r + v2i * v2i + v3r * v3r + v3i * v3i
-                    let mu = max(t.scale * norm + t.accidentals, 1e-300)
-                    f += mu - (n > 0 ? n * Double.log(mu) : 0)
-                    // df/dμ = 1 − n/μ; dμ/d|v|² = d_k; d|v|²/dRe T_ij = 2 Re(conj(v_j) ψ_i), d/dIm T_ij = 2 Im(conj(v_j) ψ_i).
-                    let w = 2 * t.scale * (1 - n / mu)
-                    v0r *= w; v0i *= w; v1r *= w; v1i *= w; v2r *= w; v2i *= w; v3r *= w; v3i *= w
-                    // Re/Im of conj(v_j)·ψ_i = (vr pr + vi pi) + i(vr pi − vi pr)
-                    g0 += v0r * p0r + v0i * p0i
-                    g1 += v1r * p1r + v1i * p1i
-                    g2 += v2r * p2r + v2i * p2i
-                    g3 += v3r * p3r + v3i * p3i
-                    g4 += v0r * p1r + v0i * p1i; g5 += v0r * p1i - v0i * p1r
-                    g6 += v0r * p2r + v0i * p2i; g7 += v0r * p2i - v0i * p2r
-                    g8 += v1r * p2r + v1i * p2i; g9 += v1r * p2i - v1i * p2r
-                    g10 += v0r * p3r + v0i * p3i; g11 += v0r * p3i - v0i * p3r
-                    g12 += v1r * p3r + v1i * p3i; g13 += v1r * p3i - v1i * p3r
-                    g14 += v2r * p3r + v2i * p3i; g15 += v2r * p3i - v2i * p3r
+            components.withUnsafeBufferPointer { components in
+                counts.withUnsafeBufferPointer { counts in
+                    for k in 0..<terms.count {
+                        let n = counts[k]
+                        let (mu, dmu) = Self.prediction(x, terms[k], components)
+                        f += mu - (n > 0 ? n * Double.log(mu) : 0)
+                        gradient += (1 - n / mu) * dmu
+                    }
                 }
             }
         }
-        g[0] = g0; g[1] = g1; g[2] = g2; g[3] = g3; g[4] = g4; g[5] = g5; g[6] = g6; g[7] = g7
-        g[8] = g8; g[9] = g9; g[10] = g10; g[11] = g11; g[12] = g12; g[13] = g13; g[14] = g14; g[15] = g15
         if hedging > 0 {
             // −β·log det ρ = −β·(Σ 2 log|T_ii| − 4 log tr M), tr M = Σ x².
-            var trace = 0.0
-            for i in 0..<16 { trace += x[i] * x[i] }
+            let trace = (x * x).sum()
             var logDet = 0.0
-            for i in 0..<4 { logDet += 2 * Double.log(max(abs(x[i]), 1e-300)) }
+            for i in 0..<4 {
+                logDet += 2 * Double.log(max(abs(x[i]), 1e-300))
+                gradient[i] -= hedging * 2 / x[i]
+            }
             f -= hedging * (logDet - 4 * Double.log(trace))
-            for i in 0..<4 { g[i] -= hedging * 2 / x[i] }
-            for i in 0..<16 { g[i] += hedging * 4 * 2 * x[i] / trace }
+            gradient += (hedging * 8 / trace) * x
         }
+        for i in 0..<16 { g[i] = gradient[i] }
         return f
     }
 
-    /// Gradient and Fisher information F = Σ_k J_k J_kᵀ / μ_k (J_k = ∂μ_k/∂x) at `x`, plus the
-    /// exact Hessian of the hedging term. F is the expected Hessian of the Poisson NLL.
-    func fisher(_ x: [Double], counts: [Double], fisher h: inout [Double]) {
-        for i in 0..<256 { h[i] = 0 }
-        var j = [Double](repeating: 0, count: 16)
-        for k in 0..<terms.count {
-            let t = terms[k]
-            let (p0r, p1r, p2r, p3r) = t.re
-            let (p0i, p1i, p2i, p3i) = t.im
-            let v0r = x[0] * p0r + x[4] * p1r + x[5] * p1i + x[6] * p2r + x[7] * p2i + x[10] * p3r + x[11] * p3i
-            let v0i = x[0] * p0i + x[4] * p1i - x[5] * p1r + x[6] * p2i - x[7] * p2r + x[10] * p3i - x[11] * p3r
-            let v1r = x[1] * p1r + x[8] * p2r + x[9] * p2i + x[12] * p3r + x[13] * p3i
-            let v1i = x[1] * p1i + x[8] * p2i - x[9] * p2r + x[12] * p3i - x[13] * p3r
-            let v2r = x[2] * p2r + x[14] * p3r + x[15] * p3i
-            let v2i = x[2] * p2i + x[14] * p3i - x[15] * p3r
-            let v3r = x[3] * p3r, v3i = x[3] * p3i
-            let norm = v0r * v0r + v0i * v0i + v1r * v1r + v1i * v1i + v2r * v2r + v2i * v2i + v3r * v3r + v3i * v3i
-            let mu = max(t.scale * norm + t.accidentals, 1e-300)
-            let c = 2 * t.scale
-            j[0] = c * (v0r * p0r + v0i * p0i); j[1] = c * (v1r * p1r + v1i * p1i)
-            j[2] = c * (v2r * p2r + v2i * p2i); j[3] = c * (v3r * p3r + v3i * p3i)
-            j[4] = c * (v0r * p1r + v0i * p1i); j[5] = c * (v0r * p1i - v0i * p1r)
-            j[6] = c * (v0r * p2r + v0i * p2i); j[7] = c * (v0r * p2i - v0i * p2r)
-            j[8] = c * (v1r * p2r + v1i * p2i); j[9] = c * (v1r * p2i - v1i * p2r)
-            j[10] = c * (v0r * p3r + v0i * p3i); j[11] = c * (v0r * p3i - v0i * p3r)
-            j[12] = c * (v1r * p3r + v1i * p3i); j[13] = c * (v1r * p3i - v1i * p3r)
-            j[14] = c * (v2r * p3r + v2i * p3i); j[15] = c * (v2r * p3i - v2i * p3r)
-            _ = counts
-            let inv = 1 / mu
-            for a in 0..<16 where j[a] != 0 {
-                let ja = j[a] * inv
-                for b in a..<16 { h[a * 16 + b] += ja * j[b] }
+    /// The exact Hessian of the negative log-likelihood at `x`, row-major into `h`:
+    ///     Σ_k (n_k/μ_k²) J_k J_kᵀ + ∂²/∂x² tr(A·T·T†),   A = Σ_k (1 − n_k/μ_k) d_k E_k,
+    /// with J_k = ∂μ_k/∂x. The second term is what Gauss–Newton (Fisher scoring) drops; it
+    /// keeps curvature along directions where T_ii → 0, so Newton steps converge quickly on
+    /// rank-deficient estimates (the usual case for nearly pure states) where Fisher steps stall.
+    func hessian(_ xs: [Double], counts: [Double], into h: inout [Double]) {
+        let x = SIMD16<Double>(xs)
+        var rows = [SIMD16<Double>](repeating: SIMD16(), count: 16)
+        // A as real and imaginary parts (A = R + iS, R symmetric, S antisymmetric).
+        var ar = [Double](repeating: 0, count: 16), ai = ar
+        terms.withUnsafeBufferPointer { terms in
+            components.withUnsafeBufferPointer { components in
+                for (k, t) in terms.enumerated() {
+                    let n = counts[k]
+                    let (mu, j) = Self.prediction(x, t, components)
+                    let scaled = (n / (mu * mu)) * j
+                    if n > 0 { for a in 0..<16 where j[a] != 0 { rows[a] += j[a] * scaled } }
+                    let c = (1 - n / mu) * t.scale
+                    for index in t.first..<t.end {
+                        let p = components[index]
+                        let w = c * p.weight
+                        for r in 0..<4 {
+                            for q in 0..<4 {
+                                // (ψψᴴ)_rq = ψ_r·conj(ψ_q)
+                                ar[r * 4 + q] += w * (p.re[r] * p.re[q] + p.im[r] * p.im[q])
+                                ai[r * 4 + q] += w * (p.im[r] * p.re[q] - p.re[r] * p.im[q])
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // tr(A T T†) = Σ_j t_jᴴ A t_j over the columns t_j of T. With t = u + iv its Hessian in
+        // (u, v) is 2[[R, −S], [S, R]], restricted to each column's own parameters.
+        for column in 0..<4 {
+            for r in column..<4 {
+                for q in column..<4 {
+                    let (ur, vr) = Self.index(r, column), (uq, vq) = Self.index(q, column)
+                    rows[ur][uq] += 2 * ar[r * 4 + q]
+                    if let vr, let vq { rows[vr][vq] += 2 * ar[r * 4 + q] }
+                    if let vq { rows[ur][vq] -= 2 * ai[r * 4 + q] }
+                    if let vr { rows[vr][uq] += 2 * ai[r * 4 + q] }
+                }
             }
         }
         if hedging > 0 {
-            var trace = 0.0
-            for i in 0..<16 { trace += x[i] * x[i] }
-            for i in 0..<4 { h[i * 16 + i] += hedging * 2 / (x[i] * x[i]) }
+            let trace = (x * x).sum()
             for a in 0..<16 {
-                h[a * 16 + a] += hedging * 8 / trace
-                for b in a..<16 { h[a * 16 + b] -= hedging * 16 * x[a] * x[b] / (trace * trace) }
+                rows[a] -= (hedging * 16 * x[a] / (trace * trace)) * x
+                rows[a][a] += hedging * 8 / trace
             }
+            for i in 0..<4 { rows[i][i] += hedging * 2 / (x[i] * x[i]) }
         }
-        for a in 0..<16 { for b in 0..<a { h[a * 16 + b] = h[b * 16 + a] } }
+        for a in 0..<16 { for b in 0..<16 { h[a * 16 + b] = rows[a][b] } }
     }
 
-    /// Solves (H + λ·diag(H))·δ = −g by Cholesky; false if not positive definite.
+    /// Parameter indices of T_rc: the real part, and the imaginary part (nil on the real diagonal).
+    static func index(_ r: Int, _ c: Int) -> (Int, Int?) {
+        if r == c { return (r, nil) }
+        for (i, j, re, im) in offDiagonal where i == r && j == c { return (re, im) }
+        preconditionFailure("T is lower triangular")
+    }
+
+    /// Solves (H + λ·|diag H|)·δ = −g by Cholesky; false if not positive definite (the
+    /// exact Hessian can be indefinite far from the optimum: a larger λ then makes it definite).
     static func dampedStep(_ h: [Double], _ g: [Double], lambda: Double, into delta: inout [Double]) -> Bool {
         var a = h
-        for i in 0..<16 { a[i * 16 + i] = h[i * 16 + i] * (1 + lambda) + 1e-12 }
+        for i in 0..<16 { a[i * 16 + i] = h[i * 16 + i] + lambda * abs(h[i * 16 + i]) + 1e-12 }
         // Cholesky A = L·Lᵀ in place (lower triangle).
         for c in 0..<16 {
             var d = a[c * 16 + c]
@@ -186,9 +232,9 @@ public struct MaximumLikelihood: Sendable {
 
     /// Fits counts starting from `start` (parameters of T); returns the parameters and iterations.
     ///
-    /// Levenberg–Marquardt on the Fisher information (Fisher scoring with damping): it
-    /// converges in a handful of iterations where first-order methods need hundreds, and the
-    /// damping keeps it stable near the boundary of state space where F becomes singular.
+    /// Damped Newton (Levenberg–Marquardt on the exact Hessian): it converges in a handful of
+    /// iterations where first-order methods need hundreds, and the damping keeps it stable
+    /// where the Hessian is indefinite or nearly singular.
     public func fit(counts: [Double], start: [Double]) -> (parameters: [Double], iterations: Int) {
         var x = start
         var g = [Double](repeating: 0, count: 16), gTrial = g
@@ -200,12 +246,23 @@ public struct MaximumLikelihood: Sendable {
         let scale = max(counts.reduce(0, +), 1)
         var iteration = 0
         var quiet = 0
+        var converged = false
         while iteration < maxIterations {
             iteration += 1
-            fisher(x, counts: counts, fisher: &h)
+            hessian(x, counts: counts, into: &h)
             var improved = false
             for _ in 0..<30 {
                 if Self.dampedStep(h, g, lambda: lambda, into: &delta) {
+                    // Newton decrement gᵀF⁻¹g: the likelihood still to gain. Below 1e-10
+                    // (in log-likelihood units, far under any statistical meaning) we are done.
+                    if lambda <= 1e-6 {
+                        var decrement = 0.0
+                        for i in 0..<16 { decrement -= g[i] * delta[i] }
+                        if decrement < 1e-10 {
+                            converged = true
+                            break
+                        }
+                    }
                     for i in 0..<16 { trial[i] = x[i] + delta[i] }
                     let fTrial = objective(trial, counts: counts, gradient: &gTrial)
                     if fTrial.isFinite && fTrial <= f {
@@ -221,14 +278,16 @@ public struct MaximumLikelihood: Sendable {
                 }
                 lambda *= 8
             }
-            // Converged when the likelihood has stopped moving (twice) or no step helps.
-            if !improved || quiet >= 2 { break }
+            // Stalled when the likelihood has stopped moving (twice) or no step helps.
+            if converged || !improved || quiet >= 2 { break }
         }
+        // Newton steps can still stall on exactly singular problems (pure states from exact counts).
+        if converged { return (x, iteration) }
         let (polished, more) = polish(counts: counts, start: x)
         return (polished, iteration + more)
     }
 
-    /// L-BFGS with Armijo backtracking. Slower to converge than the Fisher steps, but it keeps
+    /// L-BFGS with Armijo backtracking. Slower to converge than the Newton steps, but it keeps
     /// making progress where the Cholesky parametrisation degenerates (rank-deficient states,
     /// T_ii → 0), so it finishes what `fit` starts.
     func polish(counts: [Double], start: [Double]) -> (parameters: [Double], iterations: Int) {

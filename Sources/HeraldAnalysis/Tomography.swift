@@ -11,13 +11,24 @@ public struct Projection: Sendable, Equatable {
     public var counts: Double
     /// Expected accidental coincidences in the same interval (0 if unknown).
     public var accidentals: Double
+    /// Crosstalk of arm A's analyser: the probability that a photon leaving in the state
+    /// orthogonal to `a` is registered by this detector, and that one in `a` is lost to the
+    /// other port (a polarizer of finite extinction, a PBS that leaks). 0 is ideal.
+    public var crosstalkA: Double
+    /// The same for arm B.
+    public var crosstalkB: Double
 
-    public init(label: String, a: JonesVector, b: JonesVector, counts: Double, accidentals: Double = 0) {
+    public init(
+        label: String, a: JonesVector, b: JonesVector, counts: Double, accidentals: Double = 0,
+        crosstalkA: Double = 0, crosstalkB: Double = 0
+    ) {
         self.label = label
         self.a = a
         self.b = b
         self.counts = counts
         self.accidentals = accidentals
+        self.crosstalkA = crosstalkA
+        self.crosstalkB = crosstalkB
     }
 
     /// A projection named by two state letters, e.g. `("H", "D")`.
@@ -25,9 +36,21 @@ public struct Projection: Sendable, Equatable {
         self.init(label: a.rawValue + b.rawValue, a: a.jones, b: b.jones, counts: counts, accidentals: accidentals)
     }
 
-    /// The two-photon projector |a⟩⟨a| ⊗ |b⟩⟨b|.
+    /// The measurement's POVM element as weighted product states: with crosstalk ε per arm,
+    /// E = E_A ⊗ E_B, E_X = (1−ε_X)|x⟩⟨x| + ε_X|x⊥⟩⟨x⊥|. Zero weights are left out, so an
+    /// ideal projection is one component of weight 1.
+    public var components: [(a: JonesVector, b: JonesVector, weight: Double)] {
+        let arms = [(a, crosstalkA), (b, crosstalkB)].map { v, e in
+            [(v, 1 - e), (v.orthogonal, e)].filter { $0.1 != 0 }
+        }
+        return arms[0].flatMap { ja, wa in arms[1].map { jb, wb in (ja, jb, wa * wb) } }
+    }
+
+    /// The two-photon POVM element (|a⟩⟨a| ⊗ |b⟩⟨b| without crosstalk).
     public var projector: ComplexMatrix {
-        .projector([a.h * b.h, a.h * b.v, a.v * b.h, a.v * b.v])
+        components.reduce(ComplexMatrix(zeros: 4)) { sum, c in
+            sum + c.weight * .projector([c.a.h * c.b.h, c.a.h * c.b.v, c.a.v * c.b.h, c.a.v * c.b.v])
+        }
     }
 }
 
@@ -114,10 +137,11 @@ public struct TomographyResult: Sendable {
 /// Two-qubit state tomography.
 public enum Tomography {
     /// Single-qubit Stokes components tr(|ψ⟩⟨ψ| σ_k) for σ = (I, X, Y, Z).
-    static func stokes(_ v: JonesVector) -> [Double] {
+    static func stokes(_ v: JonesVector, crosstalk: Double = 0) -> [Double] {
         let hh = v.h.lengthSquared, vv = v.v.lengthSquared
         let hv = v.h.conjugate * v.v  // ⟨H|ψ⟩*⟨V|ψ⟩ … gives the coherences
-        return [hh + vv, 2 * hv.real, 2 * hv.imaginary, hh - vv]
+        let c = 1 - 2 * crosstalk
+        return [hh + vv, c * 2 * hv.real, c * 2 * hv.imaginary, c * (hh - vv)]
     }
 
     static let pauli: [ComplexMatrix] = [
@@ -144,7 +168,8 @@ public enum Tomography {
 
     static func designMatrix(_ projections: [Projection]) -> [[Double]] {
         projections.map { p in
-            let sa = stokes(p.a), sb = stokes(p.b)
+            // Crosstalk ε shrinks an arm's Bloch vector by 1 − 2ε and keeps its trace.
+            let sa = stokes(p.a, crosstalk: p.crosstalkA), sb = stokes(p.b, crosstalk: p.crosstalkB)
             return (0..<16).map { sa[$0 / 4] * sb[$0 % 4] / 4 }
         }
     }

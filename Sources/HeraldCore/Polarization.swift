@@ -59,6 +59,9 @@ public struct JonesVector: Sendable, Hashable {
         self.v = v
     }
 
+    /// The state orthogonal to this one, (−v*, h*).
+    public var orthogonal: JonesVector { JonesVector(-v.conjugate, h.conjugate) }
+
     /// ⟨self|other⟩
     public func inner(_ other: JonesVector) -> Complex<Double> {
         h.conjugate * other.h + v.conjugate * other.v

@@ -190,7 +190,7 @@ public final class RunEngine: Sendable {
         case .acquire(let device, let duration, let name, _):
             if let name {
                 let outer = state.point
-                state.point = PointContext(spec: state.specs[name])
+                state.point = try PointContext(spec: state.specs[name])
                 try await acquire(device: device, duration: duration, state: &state)
                 let finished = state.point
                 state.point = outer
@@ -206,7 +206,7 @@ public final class RunEngine: Sendable {
                 try await emit(.sweepPointStarted(sweep: sweep.name, index: index, of: sweep.points.count, label: point.label))
                 try await apply(point.assignments)
                 let outer = state.point
-                state.point = PointContext(spec: state.specs[sweep.name])
+                state.point = try PointContext(spec: state.specs[sweep.name])
                 for inner in sweep.body { try await execute(inner, state: &state) }
                 let finished = state.point
                 state.point = outer
@@ -256,7 +256,11 @@ public final class RunEngine: Sendable {
                 try await pause(violated, fromPs: state.lastStopPs, state: &state)
             }
             let length = min(slice, remaining)
-            let temp = state.point?.spec.map { ChannelCollector(spec: $0) }
+            // Without interlocks every block counts at once; with them a slice's blocks wait
+            // for the check after the slice, which may discard them from the counts.
+            let pointCounter = state.point?.counter
+            let direct = plan.interlocks.isEmpty ? pointCounter : nil
+            let held = plan.interlocks.isEmpty || pointCounter == nil ? nil : BlockBuffer()
             let counter = TagCounter()
             // Sinks (the HDF5 recorder) get the blocks from a separate task, so the device's
             // deadline measures the device, not disk writes or a busy machine; the acquisition
@@ -272,7 +276,8 @@ public final class RunEngine: Sendable {
                 // No retries: a repeated acquisition would duplicate data.
                 interval = try await call(name, "acquire", retries: 0, timeout: length + callTimeout) { _ in
                     try await tagger.acquire(for: length) { block in
-                        temp?.add(block)
+                        direct?.add(block)
+                        held?.add(block)
                         counter.add(block.count)
                         delivery.yield(block)
                     }
@@ -297,7 +302,10 @@ public final class RunEngine: Sendable {
                 try await pause(violated, fromPs: interval.startPs, state: &state)
                 continue
             }
-            if let temp { state.point?.collector?.merge(temp) }
+            if let held, let pointCounter { for block in held.take() { pointCounter.add(block) } }
+            if let failure = pointCounter?.failure {
+                throw DeviceError(device: name, .invalidResponse, "delivered tags out of time order: \(failure)")
+            }
             state.point?.cover(interval)
             remaining -= length
         }
@@ -359,17 +367,17 @@ struct RunState {
     }
 }
 
-/// Per-point state: the interval covered and the tags of the channels analyses need.
+/// Per-point state: the interval covered and the streaming counts of the data set.
 struct PointContext {
     var startPs: Int64?
     var stopPs: Int64?
     var seconds = 0.0
     let spec: DatasetSpec?
-    let collector: ChannelCollector?
+    let counter: PointCounter?
 
-    init(spec: DatasetSpec?) {
+    init(spec: DatasetSpec?) throws {
         self.spec = spec
-        collector = spec.map { ChannelCollector(spec: $0) }
+        counter = try spec.map { try PointCounter(spec: $0) }
     }
 
     mutating func cover(_ interval: AcquisitionInterval) {
@@ -379,16 +387,10 @@ struct PointContext {
     }
 
     func result(spec: DatasetSpec, dataset: String, index: Int, point: SweepPoint) -> PointResult {
-        let tags = collector?.snapshot() ?? [:]
-        let counter = CoincidenceCounter(window: spec.counting.window, delays: spec.counting.delays)
-        var shifted: [Int: [Int64]] = [:]
-        for (channel, times) in tags {
-            let d = counter.delaysPs[channel] ?? 0
-            shifted[channel] = d == 0 ? times : times.map { $0 + d }
-        }
+        let (counted, allSingles, g2Tags) = counter?.finish() ?? (CoincidenceResult(), [:], [:])
+        let windowPs = counter?.windowPs ?? 0
         var pairs: [PointCounts.Pair] = []
         for pair in spec.counting.pairs {
-            let a = shifted[pair.a] ?? [], b = shifted[pair.b] ?? []
             var projection = "\(pair.a)-\(pair.b)"
             if let setting = point.projection, let t = spec.tomography {
                 let (x, y) = t.projectedStates(channelA: pair.a, channelB: pair.b, setting: setting)
@@ -396,19 +398,20 @@ struct PointContext {
             }
             pairs.append(
                 PointCounts.Pair(
-                    channelA: pair.a, channelB: pair.b, projection: projection, coincidences: counter.count(a, b),
-                    accidentals: counter.accidentals(a.count, b.count, seconds: seconds)))
+                    channelA: pair.a, channelB: pair.b, projection: projection, coincidences: counted.coincidences[pair] ?? 0,
+                    accidentals: counted.accidentals(pair, windowPs: windowPs, liveSeconds: seconds)))
         }
         var g2: [G2Key: HeraldedG2Counts] = [:]
         for key in spec.g2 {
             var c = HeraldedG2Counts()
             c.add(
-                herald: tags[key.herald] ?? [], signal1: tags[key.signal1] ?? [], signal2: tags[key.signal2] ?? [],
+                herald: g2Tags[key.herald] ?? [], signal1: g2Tags[key.signal1] ?? [], signal2: g2Tags[key.signal2] ?? [],
                 windowPs: Int64((key.window * 1e12).rounded()))
             g2[key] = c
         }
         var singles: [Int: Int] = [:]
-        for channel in spec.channels.union(tags.keys) { singles[channel] = tags[channel]?.count ?? 0 }
+        for channel in spec.channels { singles[channel] = allSingles[channel] ?? 0 }
+        if spec.allChannels { singles.merge(allSingles) { a, _ in a } }
         let counts = PointCounts(sweep: dataset, index: index, label: point.label, duration: seconds, singles: singles, pairs: pairs)
         return PointResult(point: point, counts: counts, g2: g2)
     }

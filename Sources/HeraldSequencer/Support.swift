@@ -1,34 +1,77 @@
+import HeraldAnalysis
 import HeraldCore
 import Synchronization
 
-/// Collects the tags of selected channels during one sweep point, from the
-/// tagger's delivery callback (which is @Sendable, hence the lock).
-final class ChannelCollector: Sendable {
-    /// nil keeps every channel.
-    private let channels: Set<Int>?
-    private let storage = Mutex<[Int: [Int64]]>([:])
+/// Counts one data set's tags for one sweep point as they arrive from the tagger's
+/// delivery callback (which is @Sendable, hence the lock). Pairs and singles go through a
+/// ``CoincidenceStream``, so memory stays bounded however long the point acquires and the
+/// counts equal a recount of the same interval from the file (`herald analyze`).
+final class PointCounter: Sendable {
+    private struct State {
+        var stream: CoincidenceStream
+        /// Singles of every channel (rates), which the stream does not see.
+        var singles: [Int] = Array(repeating: 0, count: 256)
+        /// Tags of heralded-g2 channels: the herald-centred triple count needs whole arrays.
+        var g2Tags: [Int: [Int64]] = [:]
+        var failure: CoincidenceError?
+    }
 
-    init(channels: Set<Int>?) { self.channels = channels }
+    private let state: Mutex<State>
+    private let g2Channels: Set<Int>
+    let windowPs: Int64
 
-    convenience init(spec: DatasetSpec) { self.init(channels: spec.allChannels ? nil : spec.channels) }
+    init(spec: DatasetSpec) throws {
+        windowPs = Int64((spec.counting.window * 1e12).rounded())
+        let delays = spec.counting.delays.mapValues { Int64(($0 * 1e12).rounded()) }
+        let configuration = CoincidenceConfiguration(
+            windowPs: windowPs, delaysPs: delays, pairs: spec.counting.pairs.map { ChannelPair($0.a, $0.b) })
+        state = Mutex(State(stream: try CoincidenceStream(configuration)))
+        g2Channels = Set(spec.g2.flatMap { [$0.herald, $0.signal1, $0.signal2] })
+    }
 
+    /// Counts a block; a block the stream rejects (out of time order) is remembered and
+    /// reported by ``finish()``, since the tagger's callback cannot fail the run itself.
     func add(_ block: TagBlock) {
-        storage.withLock { store in
-            for (t, c) in zip(block.timestamps, block.channels) where channels?.contains(Int(c)) ?? true {
-                store[Int(c), default: []].append(t)
+        state.withLock { s in
+            guard s.failure == nil else { return }
+            do {
+                try s.stream.ingest(block)
+            } catch let e as CoincidenceError {
+                s.failure = e
+                return
+            } catch {
+                return
+            }
+            for c in block.channels { s.singles[Int(c)] &+= 1 }
+            if !g2Channels.isEmpty {
+                for (t, c) in zip(block.timestamps, block.channels) where g2Channels.contains(Int(c)) {
+                    s.g2Tags[Int(c), default: []].append(t)
+                }
             }
         }
     }
 
-    func snapshot() -> [Int: [Int64]] { storage.withLock { $0 } }
+    /// Why a block was rejected (tags out of time order), if one was.
+    var failure: CoincidenceError? { state.withLock { $0.failure } }
 
-    /// Appends another collector's tags (a slice that passed the interlock check).
-    func merge(_ other: ChannelCollector) {
-        let tags = other.snapshot()
-        storage.withLock { store in
-            for (c, t) in tags { store[c, default: []].append(contentsOf: t) }
+    /// The totals: the stream's result, every channel's singles, and the g2 channels' tags.
+    func finish() -> (result: CoincidenceResult, singles: [Int: Int], g2Tags: [Int: [Int64]]) {
+        state.withLock { s in
+            var singles: [Int: Int] = [:]
+            for (c, n) in s.singles.enumerated() where n > 0 { singles[c] = n }
+            // Channels the stream counts: its singles leave out tags in the tagger's lost-data intervals.
+            let result = s.stream.finish()
+            for (c, n) in result.singles { singles[c] = n }
+            return (result, singles, s.g2Tags)
         }
     }
+}
+
+/// Blocks held back until an interlock check decides whether their slice counts.
+final class BlockBuffer: Sendable {
+    private let blocks = Mutex<[TagBlock]>([])
+    func add(_ block: TagBlock) { blocks.withLock { $0.append(block) } }
+    func take() -> [TagBlock] { blocks.withLock { b in defer { b = [] }; return b } }
 }
 
 final class TagCounter: Sendable {

@@ -20,7 +20,8 @@ enum States {
 
 /// Exact expected counts N·tr(ρ P) for a set of settings, pass ports (and reflect ports if asked).
 func expectedProjections(
-    _ rho: ComplexMatrix, _ set: TomographyBasisSet, intensity: Double = 10_000, bothPorts: Bool = false
+    _ rho: ComplexMatrix, _ set: TomographyBasisSet, intensity: Double = 10_000, bothPorts: Bool = false,
+    crosstalk: (a: Double, b: Double) = (0, 0)
 ) -> [Projection] {
     var out: [Projection] = []
     for (a, b) in set.settings {
@@ -28,6 +29,7 @@ func expectedProjections(
         let bPorts = bothPorts ? [b, b.orthogonal] : [b]
         for x in aPorts { for y in bPorts {
             var p = Projection(x, y, counts: 0)
+            (p.crosstalkA, p.crosstalkB) = crosstalk
             p.counts = intensity * ComplexMatrix.realTraceOfProduct(rho, p.projector)
             out.append(p)
         } }
