@@ -67,8 +67,15 @@ let package = Package(
         .target(name: "HeraldHDF5", dependencies: ["CHDF5", "CZlib"], swiftSettings: swiftSettings),
         .target(
             name: "HeraldStore",
-            dependencies: ["HeraldCore", "HeraldHDF5", "HeraldAnalysis", .product(name: "Crypto", package: "swift-crypto")],
+            dependencies: [
+                "HeraldCore", "HeraldHDF5", "HeraldAnalysis", "HeraldTTTR", .product(name: "Crypto", package: "swift-crypto"),
+            ],
             swiftSettings: swiftSettings),
+        // Reads time-tag recordings (PicoQuant PTU, Swabian dumps). Optimised in debug builds
+        // too: tests decode real files of millions of records.
+        .target(
+            name: "HeraldTTTR", dependencies: ["HeraldCore"],
+            swiftSettings: swiftSettings + [.unsafeFlags(["-O"], .when(configuration: .debug))]),
         .target(name: "HeraldUSB", dependencies: ["CLibUSB", "CUDev"], swiftSettings: swiftSettings),
         .target(
             name: "HeraldRunner",
@@ -82,14 +89,14 @@ let package = Package(
         .executableTarget(
             name: "herald",
             dependencies: [
-                "HeraldRunner", "HeraldCore", "HeraldScript", "HeraldUSB", "HeraldAnalysis", "HeraldStore",
+                "HeraldRunner", "HeraldCore", "HeraldScript", "HeraldUSB", "HeraldAnalysis", "HeraldStore", "HeraldTTTR",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings),
 
         .executableTarget(
-            name: "HeraldBench", dependencies: ["HeraldAnalysis", "HeraldCore", "HeraldHDF5"], swiftSettings: swiftSettings),
+            name: "HeraldBench", dependencies: ["HeraldAnalysis", "HeraldCore", "HeraldHDF5", "HeraldTTTR"], swiftSettings: swiftSettings),
 
         // MARK: Drivers (each its own target; mocks share one simulated lab)
         .target(
@@ -117,10 +124,11 @@ let package = Package(
         .testTarget(
             name: "HeraldAnalysisTests", dependencies: ["HeraldAnalysis", "HeraldCore"],
             swiftSettings: swiftSettings),
+        .testTarget(name: "HeraldTTTRTests", dependencies: ["HeraldTTTR", "HeraldCore"], swiftSettings: swiftSettings),
         .testTarget(
             name: "EndToEndTests",
             dependencies: [
-                "HeraldRunner", "HeraldCore", "HeraldAnalysis", "HeraldStore", "SimulatedLab", "herald",
+                "HeraldRunner", "HeraldCore", "HeraldAnalysis", "HeraldStore", "HeraldTTTR", "SimulatedLab", "herald",
                 .product(name: "Numerics", package: "swift-numerics"),
             ],
             swiftSettings: swiftSettings),

@@ -1,0 +1,231 @@
+/// T2 records carry absolute time tags; T3 records carry a sync count and a micro-time.
+public enum TTTRMode: String, Sendable {
+    case t2 = "T2"
+    case t3 = "T3"
+}
+
+/// A TTTR record format from PicoQuant's record appendix, identified by the header's
+/// `TTResultFormat_TTTRRecType`.
+public struct RecordFormat: Sendable, Equatable {
+    enum Layout: Sendable, Equatable {
+        /// PicoHarp 300: 4-bit channel, 28-bit time (T2) or 12-bit dtime + 16-bit nsync (T3).
+        case picoHarp
+        /// HydraHarp V1: special bit, 6-bit channel; an overflow record is always one overflow.
+        case hydraHarpV1
+        /// HydraHarp V2, TimeHarp 260, MultiHarp, PicoHarp 330: as V1, but an overflow record
+        /// carries its number of overflows (0 meaning 1).
+        case hydraHarpV2
+    }
+
+    public let recordType: UInt32
+    public let name: String
+    public let mode: TTTRMode
+    let layout: Layout
+    /// How far the time tag (T2) or sync count (T3) advances per overflow.
+    public let overflowPeriod: Int64
+
+    /// The format of a record-type code, or nil for codes the specification does not define.
+    /// TimeHarp 260 codes occur with version byte 0x00 (PTU files) and 0x01 (the appendix).
+    public init?(recordType: UInt32) {
+        self.recordType = recordType
+        let hardware = recordType & 0xFF, modeByte = (recordType >> 8) & 0xFF
+        let format = (recordType >> 16) & 0xFF, version = recordType >> 24
+        guard format == 0x01, modeByte == 2 || modeByte == 3 else { return nil }
+        mode = modeByte == 2 ? .t2 : .t3
+        switch (hardware, version) {
+        case (0x03, 0x00):
+            name = "PicoHarp 300"
+            layout = .picoHarp
+            overflowPeriod = mode == .t2 ? 210_698_240 : 65_536
+        case (0x04, 0x00):
+            name = "HydraHarp 400 (V1)"
+            layout = .hydraHarpV1
+            overflowPeriod = mode == .t2 ? 33_552_000 : 1024
+        case (0x04, 0x01):
+            name = "HydraHarp 400 (V2)"
+            layout = .hydraHarpV2
+            overflowPeriod = mode == .t2 ? 33_554_432 : 1024
+        case (0x05, 0x00), (0x05, 0x01):
+            name = "TimeHarp 260 N"
+            layout = .hydraHarpV2
+            overflowPeriod = mode == .t2 ? 33_554_432 : 1024
+        case (0x06, 0x00), (0x06, 0x01):
+            name = "TimeHarp 260 P"
+            layout = .hydraHarpV2
+            overflowPeriod = mode == .t2 ? 33_554_432 : 1024
+        case (0x07, 0x00):
+            name = "MultiHarp / PicoHarp 330"
+            layout = .hydraHarpV2
+            overflowPeriod = mode == .t2 ? 33_554_432 : 1024
+        default:
+            return nil
+        }
+    }
+}
+
+/// Decoded events of a run of records. Photons are in `times`/`channels` (and `dtimes` in T3);
+/// markers and (T2) sync events, which are rare, are listed apart.
+public struct TTTREvents: Sendable {
+    /// Unwrapped time tags (T2, in units of the global resolution) or sync counts (T3).
+    public var times: [Int64] = []
+    /// The record's channel field: 0-based input channel.
+    public var channels: [UInt8] = []
+    /// T3 only: micro-time since the sync, in units of the resolution.
+    public var dtimes: [UInt16] = []
+    /// Marker records: unwrapped time (as `times`) and the marker bits.
+    public var markers: [(time: Int64, bits: UInt8)] = []
+    /// T2 sync records (HydraHarp-style formats): unwrapped times.
+    public var syncs: [Int64] = []
+    /// Overflow records and the overflows they stand for.
+    public var overflowRecords = 0
+    public var overflows: Int64 = 0
+    /// Index (within the decoded run) of the first record the specification does not define.
+    public var firstInvalid: Int?
+    /// Swabian only: intervals in which the tagger lost data (overflow begin … end), in ps.
+    public var lostIntervals: [(startPs: Int64, stopPs: Int64)] = []
+    /// Swabian only: events the tagger reported as missed.
+    public var missedEvents = 0
+
+    public init() {}
+
+    mutating func removeAll() {
+        times.removeAll(keepingCapacity: true)
+        channels.removeAll(keepingCapacity: true)
+        dtimes.removeAll(keepingCapacity: true)
+        markers.removeAll(keepingCapacity: true)
+        syncs.removeAll(keepingCapacity: true)
+        overflowRecords = 0
+        overflows = 0
+        firstInvalid = nil
+        lostIntervals.removeAll()
+        missedEvents = 0
+    }
+}
+
+/// Unwraps a stream of 32-bit records; keeps the overflow accumulator between calls, so a
+/// file can be decoded in chunks of any size with the same result.
+public struct RecordDecoder: Sendable {
+    public let format: RecordFormat
+    /// Accumulated overflow offset, in time-tag (T2) or sync (T3) units.
+    public private(set) var base: Int64 = 0
+
+    public init(format: RecordFormat) { self.format = format }
+
+    /// Decodes little-endian records, appending to `events`.
+    public mutating func decode(_ records: UnsafeBufferPointer<UInt32>, into events: inout TTTREvents) {
+        events.times.reserveCapacity(events.times.count + records.count)
+        events.channels.reserveCapacity(events.channels.count + records.count)
+        switch (format.layout, format.mode) {
+        case (.picoHarp, .t2): decodePicoHarpT2(records, &events)
+        case (.picoHarp, .t3): decodePicoHarpT3(records, &events)
+        case (_, .t2): decodeHydraHarpT2(records, &events)
+        case (_, .t3): decodeHydraHarpT3(records, &events)
+        }
+    }
+
+    // The loops below are the hot path (hundreds of millions of records per second): one
+    // branch per record for the common photon case, specials handled out of line.
+
+    private mutating func decodePicoHarpT2(_ r: UnsafeBufferPointer<UInt32>, _ e: inout TTTREvents) {
+        let period = format.overflowPeriod
+        var base = self.base
+        for word in r {
+            let record = UInt32(littleEndian: word)
+            let channel = record >> 28
+            let tag = Int64(record & 0x0FFF_FFFF)
+            if channel != 15 {
+                e.times.append(base &+ tag)
+                e.channels.append(UInt8(truncatingIfNeeded: channel))
+            } else if record & 0xF == 0 {
+                base &+= period
+                e.overflowRecords += 1
+                e.overflows += 1
+            } else {
+                e.markers.append((base &+ tag, UInt8(record & 0xF)))
+            }
+        }
+        self.base = base
+    }
+
+    private mutating func decodePicoHarpT3(_ r: UnsafeBufferPointer<UInt32>, _ e: inout TTTREvents) {
+        let period = format.overflowPeriod
+        var base = self.base
+        e.dtimes.reserveCapacity(e.dtimes.count + r.count)
+        for word in r {
+            let record = UInt32(littleEndian: word)
+            let channel = record >> 28
+            let dtime = UInt16((record >> 16) & 0xFFF)
+            let nsync = Int64(record & 0xFFFF)
+            if channel != 15 {
+                e.times.append(base &+ nsync)
+                e.channels.append(UInt8(truncatingIfNeeded: channel))
+                e.dtimes.append(dtime)
+            } else if dtime == 0 {
+                base &+= period
+                e.overflowRecords += 1
+                e.overflows += 1
+            } else {
+                e.markers.append((base &+ nsync, UInt8(dtime & 0xF)))
+            }
+        }
+        self.base = base
+    }
+
+    private mutating func decodeHydraHarpT2(_ r: UnsafeBufferPointer<UInt32>, _ e: inout TTTREvents) {
+        let period = format.overflowPeriod
+        let v1 = format.layout == .hydraHarpV1
+        var base = self.base
+        for word in r {
+            let record = UInt32(littleEndian: word)
+            let tag = Int64(record & 0x01FF_FFFF)
+            if record >> 31 == 0 {
+                e.times.append(base &+ tag)
+                e.channels.append(UInt8(truncatingIfNeeded: (record >> 25) & 0x3F))
+                continue
+            }
+            let channel = (record >> 25) & 0x3F
+            if channel == 0x3F {
+                let n: Int64 = v1 || tag == 0 ? 1 : tag
+                base &+= period &* n
+                e.overflowRecords += 1
+                e.overflows += n
+            } else if channel == 0 {
+                e.syncs.append(base &+ tag)
+            } else if channel <= 15 {
+                e.markers.append((base &+ tag, UInt8(channel)))
+            } else if e.firstInvalid == nil {
+                e.firstInvalid = r.distance(from: r.startIndex, to: r.firstIndex(of: word) ?? r.startIndex)
+            }
+        }
+        self.base = base
+    }
+
+    private mutating func decodeHydraHarpT3(_ r: UnsafeBufferPointer<UInt32>, _ e: inout TTTREvents) {
+        let period = format.overflowPeriod
+        let v1 = format.layout == .hydraHarpV1
+        var base = self.base
+        e.dtimes.reserveCapacity(e.dtimes.count + r.count)
+        for word in r {
+            let record = UInt32(littleEndian: word)
+            let nsync = Int64(record & 0x3FF)
+            if record >> 31 == 0 {
+                e.times.append(base &+ nsync)
+                e.channels.append(UInt8(truncatingIfNeeded: (record >> 25) & 0x3F))
+                e.dtimes.append(UInt16((record >> 10) & 0x7FFF))
+                continue
+            }
+            let channel = (record >> 25) & 0x3F
+            if channel == 0x3F {
+                let n: Int64 = v1 || nsync == 0 ? 1 : nsync
+                base &+= period &* n
+                e.overflowRecords += 1
+                e.overflows += n
+            } else if channel >= 1 && channel <= 15 {
+                e.markers.append((base &+ nsync, UInt8(channel)))
+            } else if e.firstInvalid == nil {
+                e.firstInvalid = r.distance(from: r.startIndex, to: r.firstIndex(of: word) ?? r.startIndex)
+            }
+        }
+        self.base = base
+    }
+}
