@@ -31,6 +31,7 @@ extension Int64: HDF5Scalar { public static var nativeType: hid_t { herald_h5t_n
 extension UInt64: HDF5Scalar { public static var nativeType: hid_t { herald_h5t_native_uint64() } }
 extension Int32: HDF5Scalar { public static var nativeType: hid_t { herald_h5t_native_int32() } }
 extension UInt32: HDF5Scalar { public static var nativeType: hid_t { herald_h5t_native_uint32() } }
+extension UInt16: HDF5Scalar { public static var nativeType: hid_t { herald_h5t_native_uint16() } }
 extension UInt8: HDF5Scalar { public static var nativeType: hid_t { herald_h5t_native_uint8() } }
 extension Int8: HDF5Scalar { public static var nativeType: hid_t { herald_h5t_native_int8() } }
 extension Double: HDF5Scalar { public static var nativeType: hid_t { herald_h5t_native_double() } }

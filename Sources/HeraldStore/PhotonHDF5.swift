@@ -41,6 +41,17 @@ enum PhotonHDF5 {
         "/setup/detectors": "Metadata relative to each detector's pixel. Each field is an array with size equal to the number of the detectors.",
         "/setup/detectors/id": "Detector IDs as they appear on /photon_data/detectors.",
         "/setup/detectors/counts": "Total number of counts detected by each detector.",
+        "/photon_data/nanotimes": "TCSPC photon arrival time (nanotimes). Units and other specifications are in nanotimes_specs group.",
+        "/photon_data/nanotimes_specs": "Group for nanotime-specific data.",
+        "/photon_data/nanotimes_specs/tcspc_unit": "Value of 1-unit nanotime-increment in seconds (TCSPC bin size).",
+        "/photon_data/nanotimes_specs/tcspc_num_bins": "Number of TCSPC bins.",
+        "/photon_data/nanotimes_specs/tcspc_range": "TCSPC full-scale range in seconds.",
+        "/provenance": "Information about the original data file.",
+        "/provenance/filename": "File name of the original data file before conversion to Photon-HDF5.",
+        "/provenance/filename_full": "File name (with full path) of the original data file before conversion to Photon-HDF5.",
+        "/provenance/creation_time": "Creation time of the original data file.",
+        "/provenance/software": "Software used to save the original data file.",
+        "/provenance/software_version": "Version of the software used to save the original data file.",
     ]
 
     static func title(_ location: H5Location) throws {
@@ -71,7 +82,7 @@ enum PhotonHDF5 {
 
     /// /setup, from the detectors that actually produced tags. Written when the run stops
     /// (or by `herald recover`), because only then are the detectors known.
-    static func writeSetup(_ file: H5File, detectorCounts: [UInt8: Int64]) throws {
+    static func writeSetup(_ file: H5File, detectorCounts: [UInt8: Int64], lifetime: Bool = false) throws {
         guard !file.contains("setup") else { return }
         let setup = try file.group("setup")
         try title(setup)
@@ -84,7 +95,7 @@ enum PhotonHDF5 {
         try title(try setup.write("num_polarization_ch", scalar: Int64(1)))
         try title(try setup.write("num_split_ch", scalar: Int64(max(1, ids.count))))
         try title(try setup.write("modulated_excitation", scalar: Int64(0)))
-        try title(try setup.write("lifetime", scalar: Int64(0)))
+        try title(try setup.write("lifetime", scalar: Int64(lifetime ? 1 : 0)))
         try title(try setup.write("excitation_alternated", [UInt8(0)]))
         let detectors = try setup.group("detectors")
         try title(detectors)

@@ -14,7 +14,10 @@ struct HeraldCommand: AsyncParsableCommand {
         commandName: "herald",
         abstract: "Run quantum-photonics experiments: scripts drive lasers, waveplates and time taggers; results go to HDF5.",
         version: Herald.version,
-        subcommands: [Run.self, Validate.self, Analyze.self, Recover.self, Tomography.self, Drivers.self, Devices.self])
+        subcommands: [
+            Run.self, Validate.self, Analyze.self, Recover.self, Tomography.self, Inspect.self, Import.self, Drivers.self,
+            Devices.self,
+        ])
 }
 
 /// Logs go to stderr so `--json` output on stdout stays machine-readable.

@@ -1,0 +1,46 @@
+import Foundation
+import Testing
+
+/// Real PicoQuant recordings (../shared/data/picoquant) decoded by `herald inspect` and
+/// `herald import`, checked against tttrlib and phconvert run on the same files.
+@Suite struct TimeTagFileTests {
+    static let samples = Paths.root.deletingLastPathComponent().appendingPathComponent("shared/data/picoquant")
+    static let checks = Paths.root.appendingPathComponent("Tests/python/tttr_checks.py").path
+
+    @Test(arguments: ["hydraharp/v20_t2.ptu", "hydraharp/v20_t3.ptu", "hydraharp/v10_t3.ptu", "picoharp/v30_t2.ptu"])
+    func decodesLikeTheIndependentReaders(sample: String) throws {
+        let dir = try Paths.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let source = Self.samples.appendingPathComponent(sample).path
+        let inspect = try runProcess(Paths.herald.path, ["inspect", "--json", source])
+        #expect(inspect.status == 0, "\(inspect.stderr)")
+        let json = dir.appendingPathComponent("inspect.json")
+        try Data(inspect.stdout.utf8).write(to: json)
+        let h5 = dir.appendingPathComponent("imported.h5").path
+        let imported = try runProcess(Paths.herald.path, ["import", source, "--out", h5])
+        #expect(imported.status == 0, "\(imported.stderr)")
+
+        let tttrlib = try runProcess(Paths.python, [Self.checks, "compare", source, json.path, h5])
+        #expect(tttrlib.status == 0, "\(tttrlib.stdout)\(tttrlib.stderr)")
+        #expect(tttrlib.stdout.hasPrefix("ok:"))
+        // phconvert's own PTU decoder as a second oracle (it fails on PicoHarp T2 under numpy 2).
+        if sample != "picoharp/v30_t2.ptu" {
+            let phconvert = try runProcess(Paths.python, [Self.checks, "phconvert", source, h5])
+            #expect(phconvert.status == 0, "\(phconvert.stdout)\(phconvert.stderr)")
+        }
+    }
+
+    @Test func importRefusesToOverwriteAndLegacyContainersAreNamed() throws {
+        let dir = try Paths.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let out = dir.appendingPathComponent("x.h5").path
+        let source = Self.samples.appendingPathComponent("hydraharp/v20_t3.ptu").path
+        #expect(try runProcess(Paths.herald.path, ["import", source, "--out", out]).status == 0)
+        let again = try runProcess(Paths.herald.path, ["import", source, "--out", out])
+        #expect(again.status != 0 && again.stderr.contains("--overwrite"))
+        for legacy in ["hydraharp/v20.ht3", "timeharp/v50.t3r"] {
+            let r = try runProcess(Paths.herald.path, ["inspect", Self.samples.appendingPathComponent(legacy).path])
+            #expect(r.status == 1 && r.stderr.contains("byte 0: a legacy") && r.stderr.contains(".ptu"), "\(r.stderr)")
+        }
+    }
+}

@@ -1,0 +1,138 @@
+"""Checks Herald's time-tag decoding against independent decoders from PyPI.
+
+  tttr_checks.py compare FILE INSPECT_JSON IMPORTED_H5
+      tttrlib decodes FILE. Every int, float, bool and string header tag must equal Herald's
+      (`herald inspect --json`). Photon counts per channel and the first and last photon
+      (macro time, micro time) must agree. The Photon-HDF5 file from `herald import` must
+      hold tttrlib's arrays element for element, and phconvert must accept it.
+  tttr_checks.py phconvert FILE IMPORTED_H5
+      For files phconvert decodes (its t3r reader, say): the same array comparison.
+"""
+import json
+import sys
+import warnings
+
+import h5py
+import numpy as np
+
+TYPES = {0x10000008: "int", 0x20000008: "float", 0x4001FFFF: "str", 0x00000008: "bool"}
+
+
+def fail(msg):
+    sys.exit(f"FAIL: {msg}")
+
+
+def phconvert_valid(path):
+    import tables
+    from phconvert import hdf5
+
+    warnings.simplefilter("ignore")
+    with tables.open_file(path) as f:
+        try:
+            hdf5.assert_valid_photon_hdf5(f, warnings=False, strict_description=True)
+        except hdf5.Invalid_PhotonHDF5 as e:
+            fail(f"phconvert rejects {path}: {e}")
+
+
+def compare_arrays(h5path, times, channels, micro):
+    with h5py.File(h5path, "r") as f:
+        ts = f["photon_data/timestamps"][:]
+        det = f["photon_data/detectors"][:]
+        if len(ts) != len(times):
+            fail(f"{len(ts)} timestamps in {h5path}, the peer decoded {len(times)}")
+        bad = np.nonzero(ts != times)[0]
+        if len(bad):
+            i = bad[0]
+            fail(f"timestamp {i}: Herald {ts[i]}, peer {times[i]} ({len(bad)} differ)")
+        if not np.array_equal(det, channels):
+            i = np.nonzero(det != channels)[0][0]
+            fail(f"detector {i}: Herald {det[i]}, peer {channels[i]}")
+        if micro is not None:
+            nt = f["photon_data/nanotimes"][:]
+            if not np.array_equal(nt, micro):
+                i = np.nonzero(nt != micro)[0][0]
+                fail(f"nanotime {i}: Herald {nt[i]}, peer {micro[i]}")
+    phconvert_valid(h5path)
+
+
+def compare(path, inspect_json, h5path):
+    import tttrlib
+
+    import phconvert.pqreader as pq
+
+    ours = json.load(open(inspect_json))
+    d = tttrlib.TTTR(path)
+    tags = json.loads(d.header.json)["tags"]
+    # phconvert's header reader (by name, scalars only) arbitrates where tttrlib differs:
+    # tttrlib adds tags of its own (MeasDesc_NumberMicrotimes) and reads some 64-bit ints as 32-bit.
+    in_file = pq.ptu_reader(path)[2]
+    arbiter = {k: v for k, v in in_file.items() if isinstance(v, dict) and v["idx"] == -1}
+    checked, arbitrated = 0, []
+
+    def same(kind, mine, theirs):
+        if kind in ("int", "float"):
+            return float(mine) == float(theirs)
+        if kind == "bool":
+            return bool(mine) == bool(theirs)
+        return mine.rstrip() == str(theirs).rstrip("\x00").rstrip()
+
+    for t in tags:
+        kind = TYPES.get(t["type"])
+        if kind is None:
+            continue
+        name = t["name"] + (f"[{t['idx']}]" if t["idx"] >= 0 else "")
+        if name not in ours["header"]:
+            if t["name"] in in_file:
+                fail(f"tag {name} (tttrlib: {t['value']!r}) missing from Herald's header")
+            continue  # a tag tttrlib made up, not in the file
+        mine, theirs = ours["header"][name], t["value"]
+        if not same(kind, mine, theirs):
+            other = arbiter.get(name)
+            value = other and other.get("data", other["value"])
+            if other is None or not same(kind, mine, value):
+                fail(f"tag {name}: Herald {mine!r}, tttrlib {theirs!r}, phconvert {value!r}")
+            arbitrated.append(f"{name} (tttrlib {theirs!r}, phconvert and Herald {mine!r})")
+        checked += 1
+
+    photon = d.event_types == 0
+    macro = d.macro_times[photon].astype(np.int64)
+    micro = d.micro_times[photon].astype(np.uint16)
+    chans = d.routing_channels[photon].astype(np.uint8)
+    s = ours["statistics"]
+    if s["photons"] != len(macro):
+        fail(f"photons: Herald {s['photons']}, tttrlib {len(macro)}")
+    per = {str(c): int(n) for c, n in zip(*np.unique(chans, return_counts=True))}
+    if {str(k): v for k, v in s["photonsPerChannel"].items()} != per:
+        fail(f"photons per channel: Herald {s['photonsPerChannel']}, tttrlib {per}")
+    if (s["firstPhotonRaw"], s["lastPhotonRaw"]) != (int(macro[0]), int(macro[-1])):
+        fail(f"first/last photon: Herald {s['firstPhotonRaw']}/{s['lastPhotonRaw']}, tttrlib {macro[0]}/{macro[-1]}")
+    t3 = ours["mode"] == "T3"
+    if t3 and (s["firstPhotonMicrotime"], s["lastPhotonMicrotime"]) != (int(micro[0]), int(micro[-1])):
+        fail(f"first/last micro time: Herald {s['firstPhotonMicrotime']}/{s['lastPhotonMicrotime']}, tttrlib {micro[0]}/{micro[-1]}")
+    unit_ps = d.header.macro_time_resolution * 1e12
+    first_ps = round(macro[0] * unit_ps + (micro[0] * d.header.micro_time_resolution * 1e12 if t3 else 0))
+    last_ps = round(macro[-1] * unit_ps + (micro[-1] * d.header.micro_time_resolution * 1e12 if t3 else 0))
+    if (s["firstPhotonPs"], s["lastPhotonPs"]) != (first_ps, last_ps):
+        fail(f"first/last photon in ps: Herald {s['firstPhotonPs']}/{s['lastPhotonPs']}, tttrlib {first_ps}/{last_ps}")
+    compare_arrays(h5path, macro, chans, micro if t3 else None)
+    print(f"ok: {checked} header tags, {len(macro)} photons equal to tttrlib; phconvert accepts the import")
+    for a in arbitrated:
+        print(f"  tttrlib differs on {a}")
+
+
+def with_phconvert(path, h5path):
+    import phconvert.pqreader as pq
+
+    loader = {"t3r": pq.load_t3r, "ptu": pq.load_ptu, "ht3": pq.load_ht3}[path.rsplit(".", 1)[-1].lower()]
+    times, dets, nanotimes = loader(path)[:3]
+    compare_arrays(h5path, times.astype(np.int64), dets.astype(np.uint8), None if nanotimes is None else nanotimes.astype(np.uint16))
+    print(f"ok: {len(times)} photons equal to phconvert's decoder")
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "compare":
+        compare(*sys.argv[2:5])
+    elif sys.argv[1] == "phconvert":
+        with_phconvert(*sys.argv[2:4])
+    else:
+        sys.exit(__doc__)
