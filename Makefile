@@ -36,7 +36,7 @@ test: deps
 bench: deps
 	$(SWIFT) build -c release --product herald-bench
 	@[ -x .venv-bench/bin/python ] || python3 -m venv .venv-bench
-	@.venv-bench/bin/python -m pip install -q "Quantum-Tomography==1.2.0" h5py || echo "peer install failed: reported as missing"
+	@.venv-bench/bin/python -m pip install -q "Quantum-Tomography==1.2.0" h5py tttrlib || echo "peer install failed: reported as missing"
 	@# Its MLE fails under numpy 2; pip warns about the scipy pin, which the package works with.
 	@.venv-bench/bin/python -m pip install -q "numpy<2" "scipy<1.14" 2>/dev/null || true
 	$(PY) bench/run.py

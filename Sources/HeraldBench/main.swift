@@ -4,6 +4,7 @@ import Foundation
 import HeraldAnalysis
 import HeraldCore
 import HeraldHDF5
+import HeraldTTTR
 
 /// Median wall time of `body` over `runs` repetitions, after one warm-up call.
 func median(runs: Int, _ body: () throws -> Void) rethrows -> Double {
@@ -145,6 +146,37 @@ func dumpStream(_ stream: TagBlock, to path: String) throws {
     try data.write(to: URL(fileURLWithPath: path))
 }
 
+/// Builds a large T2 file from a sample by repeating its records `times` times (the header's
+/// record count patched to match), then times a full decode on one core.
+func tttr(sample: String, times: Int, out: String, chunkRecords: Int) throws {
+    let original = try TimeTagFile.open(sample)
+    let bytes = try Data(contentsOf: URL(fileURLWithPath: sample))
+    let records = bytes.subdata(in: original.dataOffset..<(original.dataOffset + original.recordCount * 4))
+    var header = bytes.subdata(in: 0..<original.dataOffset)
+    guard let countTag = original.header?.tags.first(where: { $0.name == "TTResult_NumberOfRecords" }) else {
+        throw TTTRFileError(path: sample, offset: 0, "no record count")
+    }
+    let total = Int64(original.recordCount * times)
+    withUnsafeBytes(of: total.littleEndian) { header.replaceSubrange((countTag.offset + 40)..<(countTag.offset + 48), with: $0) }
+    FileManager.default.createFile(atPath: out, contents: header)
+    let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: out))
+    try handle.seekToEnd()
+    for _ in 0..<times { try handle.write(contentsOf: records) }
+    try handle.close()
+
+    let file = try TimeTagFile.open(out)
+    var photons = 0
+    // Decode into time/channel arrays chunk by chunk (what import and replay do), after a warm-up read.
+    let seconds = try median(runs: 3) {
+        photons = 0
+        try file.decode(chunkRecords: chunkRecords) { photons += $0.times.count }
+    }
+    emit([
+        "metric": "tttr_decode", "file": out, "records": file.recordCount, "photons": photons, "seconds": seconds,
+        "records_per_s": Double(file.recordCount) / seconds, "format": file.format?.name ?? "", "chunk_records": chunkRecords,
+    ])
+}
+
 let args = CommandLine.arguments.dropFirst()
 
 /// The value after `name` on the command line, if any.
@@ -163,7 +195,12 @@ case "hdf5":
     try hdf5(
         tags: args.dropFirst().first.flatMap { Int($0) } ?? 20_000_000, dir: option("--dir") ?? NSTemporaryDirectory(),
         dump: option("--dump"))
+case "tttr":
+    try tttr(
+        sample: args.dropFirst().first ?? "../shared/data/picoquant/hydraharp/v20_t2.ptu",
+        times: option("--repeat").flatMap { Int($0) } ?? 100, out: option("--out") ?? NSTemporaryDirectory() + "/herald-bench.ptu",
+        chunkRecords: option("--chunk").flatMap { Int($0) } ?? 1 << 16)
 default:
-    FileHandle.standardError.write(Data("usage: herald-bench tomography [CSV [RESAMPLES]] | coincidences [TAGS] [--dump FILE] | hdf5 [TAGS] [--dir DIR] [--dump FILE]\n".utf8))
+    FileHandle.standardError.write(Data("usage: herald-bench tomography [CSV [RESAMPLES]] | coincidences [TAGS] [--dump FILE] | hdf5 [TAGS] [--dir DIR] [--dump FILE] | tttr [SAMPLE.ptu] [--repeat N] [--out FILE]\n".utf8))
     exit(2)
 }

@@ -96,30 +96,38 @@ public struct TimeTagFile: Sendable {
     /// Decodes every record in order, handing `body` one chunk of events at a time (the
     /// events value is reused between calls). Stops at the first record the specification
     /// does not define, with its byte offset.
-    public func decode(chunkRecords: Int = 1 << 20, _ body: (TTTREvents) throws -> Void) throws {
+    public func decode(chunkRecords: Int = 1 << 16, _ body: (TTTREvents) throws -> Void) throws {
         guard let handle = FileHandle(forReadingAtPath: path) else {
             throw TTTRFileError(path: path, offset: 0, "cannot open the file (no such file, or not readable)")
         }
         defer { try? handle.close() }
-        try handle.seek(toOffset: UInt64(dataOffset))
         var events = TTTREvents()
         var decoder = format.map { RecordDecoder(format: $0) }
         var swabian = SwabianDecoder()
         var done = 0
         let words = max(chunkRecords, 1) * recordSize / 4
         var buffer = [UInt32](repeating: 0, count: words)
+        let fd = handle.fileDescriptor
         while done < recordCount {
             let n = min(recordCount - done, max(chunkRecords, 1))
-            let data = try handle.read(upToCount: n * recordSize) ?? Data()
-            guard data.count == n * recordSize else {
+            let wanted = n * recordSize
+            // pread straight into the aligned word buffer: no intermediate Data, no copy.
+            let got = buffer.withUnsafeMutableBytes { raw -> Int in
+                var filled = 0
+                while filled < wanted {
+                    let r = pread(fd, raw.baseAddress! + filled, wanted - filled, off_t(dataOffset + done * recordSize + filled))
+                    if r <= 0 { break }
+                    filled += r
+                }
+                return filled
+            }
+            guard got == wanted else {
                 throw TTTRFileError(
-                    path: path, offset: dataOffset + done * recordSize + data.count, "the file ended early (it shrank while being read)")
+                    path: path, offset: dataOffset + done * recordSize + got, "the file ended early (it shrank while being read)")
             }
             events.removeAll()
-            // Records are little-endian 32-bit words; copy them into an aligned buffer.
-            buffer.withUnsafeMutableBytes { raw in _ = data.copyBytes(to: raw) }
             try buffer.withUnsafeBufferPointer { all in
-                let words = UnsafeBufferPointer(rebasing: all[0..<(n * recordSize / 4)])
+                let words = UnsafeBufferPointer(rebasing: all[0..<(wanted / 4)])
                 if var d = decoder {
                     d.decode(words, into: &events)
                     decoder = d

@@ -39,23 +39,6 @@ import Testing
         }
     }
 
-    @Test func gradientWithCrosstalkMatchesFiniteDifferences() {
-        let projections = Self.noisyProjections(seed: 7)
-        let mle = MaximumLikelihood(projections)
-        var rng = SeededGenerator(seed: 8)
-        let x = (0..<16).map { _ in rng.gaussian() * 3 + 1 }
-        let counts = projections.map(\.counts)
-        var g = [Double](repeating: 0, count: 16), scratch = g
-        _ = mle.objective(x, counts: counts, gradient: &g)
-        for i in 0..<16 {
-            var up = x, down = x
-            up[i] += 1e-6
-            down[i] -= 1e-6
-            let numeric = (mle.objective(up, counts: counts, gradient: &scratch) - mle.objective(down, counts: counts, gradient: &scratch)) / 2e-6
-            #expect(abs(numeric - g[i]) < 1e-5 * max(1, abs(g[i])), "parameter \(i): \(numeric) vs \(g[i])")
-        }
-    }
-
     /// Crosstalk ε per arm shrinks every two-photon correlation by (1−2ε_A)(1−2ε_B): a Werner
     /// state of visibility v looks like one of visibility v·(1−2ε_A)(1−2ε_B) unless corrected.
     @Test(arguments: [Estimator.linear, .mle])

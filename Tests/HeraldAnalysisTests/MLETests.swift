@@ -4,10 +4,10 @@ import HeraldCore
 import Testing
 
 @Suite struct MLETests {
-    /// The analytic gradient used by L-BFGS must match finite differences of the likelihood.
+    /// The analytic gradient must match finite differences of the likelihood, crosstalk included.
     @Test func gradientMatchesFiniteDifferences() {
         var rng = SeededGenerator(seed: 3)
-        let projections = expectedProjections(States.werner(0.7), .standard16, intensity: 500).map { p -> Projection in
+        let projections = expectedProjections(States.werner(0.7), .standard16, intensity: 500, crosstalk: (0.03, 0.08)).map { p -> Projection in
             var q = p
             q.counts = Double(rng.poisson(p.counts))
             q.accidentals = 2
