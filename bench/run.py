@@ -57,7 +57,9 @@ def main():
     h5peer = f"h5py {peer_h5['h5py']} (HDF5 {peer_h5['hdf5']})" if peer_h5 else f"h5py MISSING: {peer_err}"
     rows.append(("HDF5 write, raw (tags/s)", herald_h5["raw_tags_per_s"], peer_h5 and peer_h5["raw_tags_per_s"], h5peer, ">= 1x h5py"))
     rows.append(("HDF5 write, shuffle+gzip-1 (tags/s)", herald_h5["deflate1_tags_per_s"], peer_h5 and peer_h5["deflate1_tags_per_s"], h5peer, ">= 2x h5py"))
-    sample = os.path.join(ROOT, "..", "shared", "data", "picoquant", "hydraharp", "v20_t2.ptu")
+    shared = next((d for d in (os.environ.get("HERALD_SHARED_DATA"), os.path.join(ROOT, "..", "shared", "data"), "/work/shared/data")
+                   if d and os.path.isdir(d)), "/work/shared/data")
+    sample = os.path.join(shared, "picoquant", "hydraharp", "v20_t2.ptu")
     large = os.path.join(ROOT, ".build", "bench-large.ptu")
     herald_tttr, err = run_json([BENCH, "tttr", sample, "--repeat", "100", "--out", large])
     if herald_tttr is None:

@@ -4,7 +4,15 @@ import Testing
 /// Real PicoQuant recordings (../shared/data/picoquant) decoded by `herald inspect` and
 /// `herald import`, checked against tttrlib and phconvert run on the same files.
 @Suite struct TimeTagFileTests {
-    static let samples = Paths.root.deletingLastPathComponent().appendingPathComponent("shared/data/picoquant")
+    /// $HERALD_SHARED_DATA, else ../shared/data beside the repository, else /work/shared/data.
+    static let samples: URL = {
+        let candidates = [
+            ProcessInfo.processInfo.environment["HERALD_SHARED_DATA"].map { URL(fileURLWithPath: $0) },
+            Paths.root.deletingLastPathComponent().appendingPathComponent("shared/data"),
+            URL(fileURLWithPath: "/work/shared/data"),
+        ].compactMap { $0 }.map { $0.appendingPathComponent("picoquant") }
+        return candidates.first { FileManager.default.fileExists(atPath: $0.path) } ?? candidates[0]
+    }()
     static let checks = Paths.root.appendingPathComponent("Tests/python/tttr_checks.py").path
 
     @Test(arguments: ["hydraharp/v20_t2.ptu", "hydraharp/v20_t3.ptu", "hydraharp/v10_t3.ptu", "picoharp/v30_t2.ptu"])

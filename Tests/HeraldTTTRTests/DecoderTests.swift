@@ -4,10 +4,19 @@ import Testing
 
 @testable import HeraldTTTR
 
-/// The shared sample data beside the repository (../shared/data/picoquant).
+/// The shared PicoQuant sample files: $HERALD_SHARED_DATA/picoquant, else ../shared/data beside
+/// the repository, else /work/shared/data (where a fresh clone elsewhere finds them).
 enum Samples {
-    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("shared/data/picoquant")
+    static let root: URL = {
+        let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
+        let candidates = [
+            ProcessInfo.processInfo.environment["HERALD_SHARED_DATA"].map { URL(fileURLWithPath: $0) },
+            repository.deletingLastPathComponent().appendingPathComponent("shared/data"),
+            URL(fileURLWithPath: "/work/shared/data"),
+        ].compactMap { $0 }.map { $0.appendingPathComponent("picoquant") }
+        return candidates.first { FileManager.default.fileExists(atPath: $0.path) } ?? candidates[0]
+    }()
     static let ptu = ["hydraharp/v20_t2.ptu", "hydraharp/v20_t3.ptu", "hydraharp/v10_t3.ptu", "picoharp/v30_t2.ptu"]
     static func path(_ name: String) -> String { root.appendingPathComponent(name).path }
 }
