@@ -173,7 +173,7 @@ public struct MaximumLikelihood: Sendable {
         for column in 0..<4 {
             for r in column..<4 {
                 for q in column..<4 {
-                    let (ur, vr) = Self.index(r, column), (uq, vq) = Self.index(q, column)
+                    let (ur, vr) = Self.parameterIndex[r][column], (uq, vq) = Self.parameterIndex[q][column]
                     rows[ur][uq] += 2 * ar[r * 4 + q]
                     if let vr, let vq { rows[vr][vq] += 2 * ar[r * 4 + q] }
                     if let vq { rows[ur][vq] -= 2 * ai[r * 4 + q] }
@@ -192,11 +192,14 @@ public struct MaximumLikelihood: Sendable {
         for a in 0..<16 { for b in 0..<16 { h[a * 16 + b] = rows[a][b] } }
     }
 
-    /// Parameter indices of T_rc: the real part, and the imaginary part (nil on the real diagonal).
-    static func index(_ r: Int, _ c: Int) -> (Int, Int?) {
-        if r == c { return (r, nil) }
-        for (i, j, re, im) in offDiagonal where i == r && j == c { return (re, im) }
-        preconditionFailure("T is lower triangular")
+    /// Parameter indices of T_rc (r ≥ c): the real part, and the imaginary part (nil on the
+    /// real diagonal). A table built once from `offDiagonal`, since every Newton step reads it.
+    static let parameterIndex: [[(re: Int, im: Int?)]] = (0..<4).map { r in
+        (0..<4).map { c in
+            if r == c { return (r, nil) }
+            let entry = offDiagonal.first { $0.0 == r && $0.1 == c }
+            return entry.map { ($0.2, $0.3) } ?? (-1, nil)  // above the diagonal: never read
+        }
     }
 
     /// Solves (H + λ·|diag H|)·δ = −g by Cholesky; false if not positive definite (the
