@@ -81,7 +81,7 @@ let package = Package(
             name: "HeraldRunner",
             dependencies: [
                 "HeraldCore", "HeraldScript", "HeraldSequencer", "HeraldStore", "HeraldHDF5", "HeraldAnalysis",
-                "SimulatedLab", "MockLaser", "MockRotator", "MockTimeTagger",
+                "SimulatedLab", "MockLaser", "MockRotator", "MockTimeTagger", "ReplayTimeTagger",
                 .product(name: "Clocks", package: "swift-clocks"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -115,6 +115,10 @@ let package = Package(
         .target(
             name: "MockTimeTagger", dependencies: ["HeraldCore", "SimulatedLab"],
             path: "Drivers/MockTimeTagger", swiftSettings: swiftSettings),
+        // Plays a recording (PTU, Swabian dump, Herald run) back through the tagger interface.
+        .target(
+            name: "ReplayTimeTagger", dependencies: ["HeraldCore", "HeraldStore", "HeraldTTTR"],
+            path: "Drivers/ReplayTimeTagger", swiftSettings: swiftSettings),
 
         // MARK: Tests
         .testTarget(name: "HeraldCoreTests", dependencies: ["HeraldCore"], swiftSettings: swiftSettings),

@@ -158,7 +158,7 @@ func tttr(sample: String, times: Int, out: String, chunkRecords: Int) throws {
     }
     let total = Int64(original.recordCount * times)
     withUnsafeBytes(of: total.littleEndian) { header.replaceSubrange((countTag.offset + 40)..<(countTag.offset + 48), with: $0) }
-    FileManager.default.createFile(atPath: out, contents: header)
+    _ = FileManager.default.createFile(atPath: out, contents: header)
     let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: out))
     try handle.seekToEnd()
     for _ in 0..<times { try handle.write(contentsOf: records) }

@@ -23,11 +23,14 @@ public struct DriverDescriptor: Sendable {
     public var isMock: Bool
     /// Where the driver came from (`built-in`, or a plugin path).
     public var origin: String
+    /// False for drivers that need no instrument (replay of a recording): `--mock` keeps them.
+    public var usesHardware: Bool
 
     public init(
         id: String, version: String, summary: String, kind: DeviceKind, properties: [PropertySpec],
-        settings: [PropertySpec] = [], isMock: Bool = false, origin: String = "built-in"
+        settings: [PropertySpec] = [], isMock: Bool = false, usesHardware: Bool = true, origin: String = "built-in"
     ) {
+        self.usesHardware = usesHardware && !isMock
         self.id = id
         self.version = version
         self.summary = summary
@@ -108,6 +111,13 @@ public protocol Device: AnyObject, Sendable {
     /// (laser off, shutter closed). Called on every exit path of a run.
     func enterSafeState() async throws
     func disconnect() async
+    /// True if the device runs on wall-clock time, so the run must too. Simulated devices
+    /// and fast replay do not, and let a run use a virtual clock.
+    var needsWallClock: Bool { get }
+}
+
+extension Device {
+    public var needsWallClock: Bool { !descriptor.isMock }
 }
 
 /// Time-tagged photon detection events: parallel arrays, so blocks go to HDF5

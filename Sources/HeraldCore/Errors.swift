@@ -43,6 +43,7 @@ public struct DeviceError: Error, Sendable, CustomStringConvertible {
         case invalidResponse = "answered garbage"
         case rejected = "rejected the request"
         case unsupported
+        case endOfData = "reached the end of its recording"
     }
 
     public var device: String

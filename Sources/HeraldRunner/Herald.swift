@@ -9,6 +9,7 @@ import Logging
 import MockLaser
 import MockRotator
 import MockTimeTagger
+import ReplayTimeTagger
 import SimulatedLab
 
 /// Wires the modules together for one run: script → plan → engine → devices → events → store.
@@ -21,6 +22,7 @@ public enum Herald {
         r.register(DriverEntry(descriptor: MockLaser.descriptor) { MockLaser(config: $0, lab: lab) })
         r.register(DriverEntry(descriptor: MockRotator.descriptor) { try MockRotator(config: $0, lab: lab) })
         r.register(DriverEntry(descriptor: MockTimeTagger.descriptor) { MockTimeTagger(config: $0, lab: lab) })
+        r.register(DriverEntry(descriptor: ReplayTimeTagger.descriptor) { try ReplayTimeTagger(config: $0) })
         return r
     }
 
@@ -113,8 +115,8 @@ public enum Herald {
                     settings: config.settings.mapValues(\.description).merging(["match": config.match.description]) { a, _ in a }))
         }
         let allMock = plan.devices.allSatisfy { registry.entry($0.driver)?.descriptor.isMock ?? false }
-        // Simulated devices run on the lab's virtual clock; real hardware needs real time.
-        let clock: any Clock<Duration> = allMock ? lab.runClock : ContinuousClock()
+        // Simulated devices and fast replay run on the lab's virtual clock; hardware needs real time.
+        let clock: any Clock<Duration> = devices.values.contains { $0.needsWallClock } ? ContinuousClock() : lab.runClock
 
         let output = request.outPath ?? defaultOutputPath(name: plan.name)
         let dir = URL(fileURLWithPath: output).deletingLastPathComponent().path

@@ -442,7 +442,8 @@ struct Context {
             ?? DeviceConfig.defaultCallTimeout
         let retries = byKey["retries"].flatMap { integer($0, what: "\(name).retries", range: 0...10) }
             ?? DeviceConfig.defaultRetries
-        if mock && !entry.descriptor.isMock {
+        // --mock swaps out hardware; drivers that touch none (replay) stay as they are.
+        if mock && !entry.descriptor.isMock && entry.descriptor.usesHardware {
             guard let replacement = registry.mock(for: entry.descriptor.kind) else {
                 error("--mock: no simulated driver stands in for a \(entry.descriptor.kind.rawValue)", at: driverNode)
                 return nil

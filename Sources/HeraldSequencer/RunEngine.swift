@@ -285,6 +285,7 @@ public final class RunEngine: Sendable {
             } catch {
                 delivery.finish()
                 _ = try? await forwarder.value  // record what did arrive before failing
+                state.tagCount += counter.value
                 throw error
             }
             delivery.finish()

@@ -32,6 +32,8 @@ public actor RunRecorder: RunEventSink {
     private var countRows: [PointCounts] = []
     private var analyses: [AnalysisRecord] = []
     private var pauses: [PauseRecord] = []
+    /// Intervals the tagger reported losing tags in (overflows, missed events).
+    private var lost: [ExcludedInterval] = []
     private var log: [String] = []
     private var lastFlush = ContinuousClock.now
     private var firstTag: Int64?
@@ -65,6 +67,7 @@ public actor RunRecorder: RunEventSink {
             try timestamps.append(block.timestamps)
             try detectors.append(block.channels)
             for c in block.channels { detectorCounts[Int(c)] &+= 1 }
+            lost += block.excluded
             if let first = block.timestamps.first, firstTag == nil { firstTag = first }
             if let last = block.timestamps.last { lastTag = last }
             if ContinuousClock.now - lastFlush >= Self.flushInterval { try flush() }
@@ -176,6 +179,11 @@ public actor RunRecorder: RunEventSink {
         try paused.write("interlock", strings: pauses.map(\.interlock))
         try paused.write("condition", strings: pauses.map(\.condition))
         try paused.write("resumed", pauses.map { UInt8($0.resumed ? 1 : 0) })
+        // Lost intervals: the tagger said its data there is incomplete (counts excluded them).
+        let lostGroup = try herald.group("lost")
+        try lostGroup.write("start_ps", lost.map(\.startPs))
+        try lostGroup.write("stop_ps", lost.map(\.stopPs))
+        try lostGroup.write("reason", strings: lost.map(\.reason))
 
         let counts = try herald.group("counts")
         for name in Set(countRows.map(\.sweep)).sorted() {

@@ -97,52 +97,9 @@ public struct TimeTagFile: Sendable {
     /// events value is reused between calls). Stops at the first record the specification
     /// does not define, with its byte offset.
     public func decode(chunkRecords: Int = 1 << 16, _ body: (TTTREvents) throws -> Void) throws {
-        guard let handle = FileHandle(forReadingAtPath: path) else {
-            throw TTTRFileError(path: path, offset: 0, "cannot open the file (no such file, or not readable)")
-        }
-        defer { try? handle.close() }
+        let reader = try TimeTagReader(self, chunkRecords: chunkRecords)
         var events = TTTREvents()
-        var decoder = format.map { RecordDecoder(format: $0) }
-        var swabian = SwabianDecoder()
-        var done = 0
-        let words = max(chunkRecords, 1) * recordSize / 4
-        var buffer = [UInt32](repeating: 0, count: words)
-        let fd = handle.fileDescriptor
-        while done < recordCount {
-            let n = min(recordCount - done, max(chunkRecords, 1))
-            let wanted = n * recordSize
-            // pread straight into the aligned word buffer: no intermediate Data, no copy.
-            let got = buffer.withUnsafeMutableBytes { raw -> Int in
-                var filled = 0
-                while filled < wanted {
-                    let r = pread(fd, raw.baseAddress! + filled, wanted - filled, off_t(dataOffset + done * recordSize + filled))
-                    if r <= 0 { break }
-                    filled += r
-                }
-                return filled
-            }
-            guard got == wanted else {
-                throw TTTRFileError(
-                    path: path, offset: dataOffset + done * recordSize + got, "the file ended early (it shrank while being read)")
-            }
-            events.removeAll()
-            try buffer.withUnsafeBufferPointer { all in
-                let words = UnsafeBufferPointer(rebasing: all[0..<(wanted / 4)])
-                if var d = decoder {
-                    d.decode(words, into: &events)
-                    decoder = d
-                } else {
-                    try swabian.decode(words, into: &events, path: path, firstByte: dataOffset + done * recordSize)
-                }
-            }
-            if let bad = events.firstInvalid {
-                throw TTTRFileError(
-                    path: path, offset: dataOffset + (done + bad) * recordSize,
-                    "record 0x\(String(buffer[bad], radix: 16, uppercase: true)) is a special record the \(format?.name ?? "") format does not define")
-            }
-            try body(events)
-            done += n
-        }
+        while try reader.next(into: &events) { try body(events) }
     }
 
     /// Photon times in picoseconds (T3: sync count × sync period + micro-time × resolution),
@@ -155,14 +112,111 @@ public struct TimeTagFile: Sendable {
 
     /// The events of one chunk as a Herald tag block: channel = file channel + 1 (front-panel
     /// numbering; Swabian channels are kept as they are, falling edges as 100 + n), times in ps.
-    public func tagBlock(_ events: TTTREvents) -> TagBlock {
+    ///
+    /// With `markers`, the events a replayed instrument would also report are merged in by
+    /// time: T2 sync-input events as channel 0 and marker inputs 1–4 as channels 201–204.
+    public func tagBlock(_ events: TTTREvents, markers: Bool = false) -> TagBlock {
         let exactUnit = timeUnitPs.rounded() == timeUnitPs && microtimeUnitPs == nil ? Int64(timeUnitPs) : nil
         let times: [Int64] =
             exactUnit.map { u in u == 1 ? events.times : events.times.map { $0 &* u } }
             ?? events.times.indices.map { picoseconds(events, $0) }
         let channels = container == .swabian ? events.channels : events.channels.map { $0 &+ 1 }
         let lost = events.lostIntervals.map { ExcludedInterval(startPs: $0.startPs, stopPs: $0.stopPs, reason: "overflow") }
-        return TagBlock(timestamps: times, channels: channels, excluded: lost)
+        var block = TagBlock(timestamps: times, channels: channels, excluded: lost)
+        guard markers, !events.markers.isEmpty || !events.syncs.isEmpty else { return block }
+        func ps(_ t: Int64) -> Int64 { Int64((Double(t) * timeUnitPs).rounded()) }
+        var extra: [(Int64, UInt8)] = events.syncs.map { (ps($0), 0) }
+        for m in events.markers {
+            for bit in 0..<4 where m.bits & (1 << bit) != 0 { extra.append((ps(m.time), UInt8(201 + bit))) }
+        }
+        block.timestamps += extra.map(\.0)
+        block.channels += extra.map(\.1)
+        block.sortByTime()
+        return block
+    }
+}
+
+extension TagBlock {
+    /// Puts tags in time order, keeping the order of equal times (a stable sort). Cheap when the
+    /// block is already sorted, which is the common case.
+    public mutating func sortByTime() {
+        guard zip(timestamps, timestamps.dropFirst()).contains(where: { $0 > $1 }) else { return }
+        let order = timestamps.indices.sorted { (timestamps[$0], $0) < (timestamps[$1], $1) }
+        timestamps = order.map { timestamps[$0] }
+        channels = order.map { channels[$0] }
+    }
+}
+
+/// Pulls a file's records one chunk at a time, for consumers that decide when they want more
+/// (the replay driver) rather than being handed everything (`TimeTagFile.decode`). Holds the
+/// open file and the unwrapping state; memory is one chunk, whatever the file size.
+public final class TimeTagReader {
+    public let file: TimeTagFile
+    private let handle: FileHandle
+    private var decoder: RecordDecoder?
+    private var swabian = SwabianDecoder()
+    private var buffer: [UInt32]
+    private let chunkRecords: Int
+    /// Records decoded so far.
+    public private(set) var recordsRead = 0
+
+    public init(_ file: TimeTagFile, chunkRecords: Int = 1 << 16) throws {
+        guard let handle = FileHandle(forReadingAtPath: file.path) else {
+            throw TTTRFileError(path: file.path, offset: 0, "cannot open the file (no such file, or not readable)")
+        }
+        self.file = file
+        self.handle = handle
+        self.decoder = file.format.map { RecordDecoder(format: $0) }
+        self.chunkRecords = max(chunkRecords, 1)
+        self.buffer = [UInt32](repeating: 0, count: self.chunkRecords * file.recordSize / 4)
+    }
+
+    deinit { try? handle.close() }
+
+    /// How far the instrument's clock had run by the last record read, in ps: the overflow
+    /// count (PicoQuant), which keeps running when no photons arrive. Nil for Swabian dumps.
+    public var clockPs: Int64? {
+        decoder.map { Int64((Double($0.base) * file.timeUnitPs).rounded()) }
+    }
+
+    /// Replaces `events` with the next chunk's; false once every record has been read.
+    public func next(into events: inout TTTREvents) throws -> Bool {
+        let path = file.path, recordSize = file.recordSize
+        guard recordsRead < file.recordCount else { return false }
+        let n = min(file.recordCount - recordsRead, chunkRecords)
+        let wanted = n * recordSize
+        let firstByte = file.dataOffset + recordsRead * recordSize
+        let fd = handle.fileDescriptor
+        // pread straight into the aligned word buffer: no intermediate Data, no copy.
+        let got = buffer.withUnsafeMutableBytes { raw -> Int in
+            guard let base = raw.baseAddress else { return 0 }
+            var filled = 0
+            while filled < wanted {
+                let r = pread(fd, base + filled, wanted - filled, off_t(firstByte + filled))
+                if r <= 0 { break }
+                filled += r
+            }
+            return filled
+        }
+        guard got == wanted else {
+            throw TTTRFileError(path: path, offset: firstByte + got, "the file ended early (it shrank while being read)")
+        }
+        events.removeAll()
+        try buffer.withUnsafeBufferPointer { all in
+            let words = UnsafeBufferPointer(rebasing: all[0..<(wanted / 4)])
+            if decoder != nil {
+                decoder?.decode(words, into: &events)
+            } else {
+                try swabian.decode(words, into: &events, path: path, firstByte: firstByte)
+            }
+        }
+        if let bad = events.firstInvalid {
+            throw TTTRFileError(
+                path: path, offset: firstByte + bad * recordSize,
+                "record 0x\(String(buffer[bad], radix: 16, uppercase: true)) is a special record the \(file.format?.name ?? "") format does not define")
+        }
+        recordsRead += n
+        return true
     }
 }
 

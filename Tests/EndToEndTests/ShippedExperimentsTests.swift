@@ -21,15 +21,33 @@ import Testing
         "detector-darkcounts.yaml": ["rate_1": 200, "rate_2": 200, "rate_3": 200, "rate_4": 200],
         // R/P·η²·(1+V)/4 per watt.
         "pump-power-scan.yaml": ["coincidence_rate_1_3_slope": 400e3 / 10e-3 * 0.0625 * 0.475, "coincidence_rate_1_3_intercept": 0],
+        // The replay of a mock bell-tomography run gives that run's state.
+        "replay-tomography.yaml": ["fidelity": 0.925],
+    ]
+
+    /// Scripts that replay a recording get one made by running another shipped script first.
+    static let recordings: [String: (script: String, overrides: [String: String])] = [
+        "replay-tomography.yaml": ("bell-tomography.yaml", ["integration": "200 ms"])
     ]
 
     @Test(arguments: scripts)
     func runsOnMocksAndGivesWhatItsHeaderPromises(script: String) async throws {
         let dir = try Paths.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }
-        let path = Paths.root.appendingPathComponent("Experiments").appendingPathComponent(script).path
+        let experiments = Paths.root.appendingPathComponent("Experiments")
+        let path = experiments.appendingPathComponent(script).path
+        var overrides: [String: String] = [:]
+        if let (source, sourceOverrides) = Self.recordings[script] {
+            let recording = dir.appendingPathComponent("recording.h5").path
+            let made = try await Herald.run(
+                .init(
+                    scriptPath: experiments.appendingPathComponent(source).path, mock: true, outPath: recording, seed: 11,
+                    overrides: sourceOverrides))
+            #expect(made.status == .success)
+            overrides = sourceOverrides.merging(["recording": recording]) { a, _ in a }
+        }
         let report = try await Herald.run(
-            .init(scriptPath: path, mock: true, outPath: dir.appendingPathComponent("out.h5").path, seed: 11))
+            .init(scriptPath: path, mock: true, outPath: dir.appendingPathComponent("out.h5").path, seed: 11, overrides: overrides))
         #expect(report.status == .success, "\(report.reason ?? "")")
         let expected = try #require(Self.expectations[script], "add the expectations of \(script) to this test")
         let analysis = try #require(report.analyses.last)

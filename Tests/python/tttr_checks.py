@@ -7,6 +7,10 @@
       hold tttrlib's arrays element for element, and phconvert must accept it.
   tttr_checks.py phconvert FILE IMPORTED_H5
       For files phconvert decodes (its t3r reader, say): the same array comparison.
+  tttr_checks.py replay FILE RUN_H5 STOP_PS
+      A Herald run that replayed FILE up to STOP_PS (replay.timetagger) must hold tttrlib's
+      photons before STOP_PS: times in ps (T3: sync × period + micro × resolution, to ±1 ps for
+      the rounding), channels + 1, in time order.
 """
 import json
 import sys
@@ -129,10 +133,41 @@ def with_phconvert(path, h5path):
     print(f"ok: {len(times)} photons equal to phconvert's decoder")
 
 
+def replay(path, run_h5, stop_ps):
+    import tttrlib
+
+    d = tttrlib.TTTR(path)
+    photon = d.event_types == 0
+    ps = d.macro_times[photon].astype(np.float64) * (d.header.macro_time_resolution * 1e12)
+    if d.header.tag("Measurement_Mode")["value"] == 3:
+        ps += d.micro_times[photon] * (d.header.micro_time_resolution * 1e12)
+    ps = np.rint(ps).astype(np.int64)
+    chans = d.routing_channels[photon].astype(np.uint8) + 1
+    order = np.argsort(ps, kind="stable")
+    ps, chans = ps[order], chans[order]
+    keep = ps < int(stop_ps)
+    ps, chans = ps[keep], chans[keep]
+    with h5py.File(run_h5, "r") as f:
+        ts = f["photon_data/timestamps"][:]
+        det = f["photon_data/detectors"][:]
+    if len(ts) != len(ps):
+        fail(f"{len(ts)} tags replayed into {run_h5}, tttrlib has {len(ps)} photons before {stop_ps} ps")
+    worst = int(np.abs(ts - ps).max()) if len(ps) else 0
+    if worst > 1:
+        i = int(np.argmax(np.abs(ts - ps)))
+        fail(f"tag {i}: replayed at {ts[i]} ps, tttrlib {ps[i]} ps")
+    if not np.array_equal(det, chans):
+        i = np.nonzero(det != chans)[0][0]
+        fail(f"tag {i}: replayed on channel {det[i]}, tttrlib {chans[i]}")
+    print(f"ok: {len(ps)} photons replayed as tttrlib decodes them (worst time difference {worst} ps)")
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "compare":
         compare(*sys.argv[2:5])
     elif sys.argv[1] == "phconvert":
         with_phconvert(*sys.argv[2:4])
+    elif sys.argv[1] == "replay":
+        replay(*sys.argv[2:5])
     else:
         sys.exit(__doc__)

@@ -1,0 +1,68 @@
+import HeraldCore
+import HeraldHDF5
+
+/// Reads a Herald run file's tag stream front to back, a block at a time, together with the
+/// intervals the run acquired in. The replay driver uses it to play a run back as a tagger.
+public final class RunTagStream {
+    public let path: String
+    /// Tags in the file.
+    public let count: Int
+    /// The run's acquisitions (sweep points and named acquisitions), [start, stop) in ps on
+    /// the run's tag clock, sorted. Between them the tagger was not acquiring.
+    public let acquisitions: [(startPs: Int64, stopPs: Int64)]
+    /// Intervals the recording's tagger reported losing tags in (user/herald/lost).
+    public let lost: [ExcludedInterval]
+    private let file: H5File
+    private let reader: TagReader
+    private var position = 0
+
+    public init(path: String) throws {
+        self.path = path
+        file = try RunFile.open(path)
+        do {
+            reader = try TagReader(file)
+            var intervals: [(Int64, Int64)] = []
+            let herald = try file.openGroup("user").openGroup("herald")
+            if herald.contains("sweeps") {
+                let sweeps = try herald.openGroup("sweeps")
+                for name in try sweeps.childNames() {
+                    let g = try sweeps.openGroup(name)
+                    let starts = try g.dataset("start_ps").read(Int64.self)
+                    let stops = try g.dataset("stop_ps").read(Int64.self)
+                    for (a, b) in zip(starts, stops) where b > a { intervals.append((a, b)) }
+                }
+            }
+            acquisitions = intervals.sorted { $0.0 < $1.0 }
+            var lost: [ExcludedInterval] = []
+            if herald.contains("lost") {
+                let g = try herald.openGroup("lost")
+                let starts = try g.dataset("start_ps").read(Int64.self)
+                let stops = try g.dataset("stop_ps").read(Int64.self)
+                let reasons = try g.dataset("reason").readStrings()
+                for (i, (a, b)) in zip(starts, stops).enumerated() {
+                    lost.append(ExcludedInterval(startPs: a, stopPs: b, reason: i < reasons.count ? reasons[i] : "overflow"))
+                }
+            }
+            self.lost = lost
+        } catch {
+            file.close()
+            throw StoreError(path: path, "cannot read the run's tags: \(error)")
+        }
+        count = reader.count
+    }
+
+    deinit { file.close() }
+
+    /// The next `maxTags` tags (fewer at the end), or nil when all have been read. The first
+    /// block carries every lost interval of the run.
+    public func next(maxTags: Int = 1 << 16) throws -> TagBlock? {
+        guard position < count else { return nil }
+        let n = min(max(maxTags, 1), count - position)
+        let block = TagBlock(
+            timestamps: try reader.timestamps.read(Int64.self, offset: position, count: n),
+            channels: try reader.detectors.read(UInt8.self, offset: position, count: n),
+            excluded: position == 0 ? lost : [])
+        position += n
+        return block
+    }
+}
