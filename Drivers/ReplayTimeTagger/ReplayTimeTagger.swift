@@ -302,7 +302,7 @@ final class PicoQuantSource: ReplaySource {
     var carry = TagBlock()
     let startPs: Int64 = 0
     /// Known once every record is read: the instrument clock's last overflow (the header's
-    /// MeasDesc_AcquisitionTime is the time asked for, not always the time recorded).
+    /// times are in whole ms, and MeasDesc_AcquisitionTime is the time asked for).
     var endPs: Int64? { finished ? reader.clockPs : nil }
     let statedLengthPs: Int64?
     var finished = false
@@ -310,7 +310,7 @@ final class PicoQuantSource: ReplaySource {
     init(file: TimeTagFile) throws {
         self.file = file
         reader = try TimeTagReader(file)
-        statedLengthPs = file.header?["MeasDesc_AcquisitionTime"]?.doubleValue.map { Int64($0 * 1e9) }
+        statedLengthPs = file.recordedDuration.map { Int64(($0 * 1e12).rounded()) }
     }
 
     func next() throws -> TagBlock? {

@@ -67,7 +67,7 @@ public enum TimeTagImport {
         }
         // The header's acquisition time (ms) when present, else the span of the photons.
         let span = first.flatMap { f in last.map { Double($0 - f) * source.timeUnitPs * 1e-12 } } ?? 0
-        let duration = source.header?["MeasDesc_AcquisitionTime"]?.doubleValue.map { $0 * 1e-3 } ?? span
+        let duration = source.recordedDuration ?? span
         try file.dataset("acquisition_duration").overwrite([duration])
         var perDetector: [UInt8: Int64] = [:]
         for (c, n) in counts.enumerated() where n > 0 { perDetector[UInt8(c)] = n }

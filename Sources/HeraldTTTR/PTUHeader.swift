@@ -115,13 +115,6 @@ public struct PTUHeader: Sendable {
         }
         let probe = try read(0, 22)
         guard probe.count >= 6, Array(probe[0..<6]) == magic else {
-            let ident = cString(probe.prefix(16))
-            if ["HydraHarp", "TimeHarp 200", "PicoHarp 300", "TimeHarp 260", "MultiHarp"].contains(ident) {
-                throw TTTRFileError(
-                    path: path, offset: 0,
-                    "a legacy \(ident) container (.ht3/.ht2/.pt3/.pt2/.t3r, format \(cString(probe.dropFirst(16)))); "
-                        + "Herald reads the unified .ptu format only: re-save it as .ptu with PicoQuant's software")
-            }
             throw TTTRFileError(path: path, offset: 0, "not a PicoQuant unified file: the magic is not 'PQTTTR'")
         }
         let head = try take(16, "magic and version")

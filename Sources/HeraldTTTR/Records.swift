@@ -15,6 +15,9 @@ public struct RecordFormat: Sendable, Equatable {
         /// HydraHarp V2, TimeHarp 260, MultiHarp, PicoHarp 330: as V1, but an overflow record
         /// carries its number of overflows (0 meaning 1).
         case hydraHarpV2
+        /// TimeHarp 200 (.t3r): 16-bit time tag, 12-bit data, 2-bit route, valid bit. Invalid
+        /// records are an overflow (data bit 11) or markers (data bits 0–2).
+        case timeHarp200
     }
 
     public let recordType: UInt32
@@ -23,6 +26,19 @@ public struct RecordFormat: Sendable, Equatable {
     let layout: Layout
     /// How far the time tag (T2) or sync count (T3) advances per overflow.
     public let overflowPeriod: Int64
+
+    /// The TimeHarp 200's T3 record (legacy .t3r files, which predate record-type codes). Its
+    /// "sync count" is the 100 ns TTTR clock, and its channel the routing input.
+    public static let timeHarp200 = RecordFormat(
+        recordType: 0, name: "TimeHarp 200 (.t3r)", mode: .t3, layout: .timeHarp200, overflowPeriod: 65_536)
+
+    private init(recordType: UInt32, name: String, mode: TTTRMode, layout: Layout, overflowPeriod: Int64) {
+        self.recordType = recordType
+        self.name = name
+        self.mode = mode
+        self.layout = layout
+        self.overflowPeriod = overflowPeriod
+    }
 
     /// The format of a record-type code, or nil for codes the specification does not define.
     /// TimeHarp 260 codes occur with version byte 0x00 (PTU files) and 0x01 (the appendix).
@@ -217,7 +233,25 @@ public struct RecordDecoder: Sendable {
         let period = format.overflowPeriod
         var base = self.base
         var n = 0
-        if format.layout == .picoHarp {
+        if format.layout == .timeHarp200 {
+            for i in 0..<r.count {
+                let record = UInt32(littleEndian: r[i])
+                let tag = Int64(record & 0xFFFF)
+                let data = UInt16((record >> 16) & 0xFFF)
+                if record & 0x4000_0000 != 0 {
+                    times[n] = base &+ tag
+                    channels[n] = UInt8(truncatingIfNeeded: (record >> 28) & 0x3)
+                    dtimes[n] = data
+                    n &+= 1
+                } else if data & 0x800 != 0 {
+                    base &+= period
+                    s.overflowRecords += 1
+                    s.overflows += 1
+                } else {
+                    s.markers.append((base &+ tag, UInt8(data & 0x7)))
+                }
+            }
+        } else if format.layout == .picoHarp {
             // 4-bit channel, 12-bit dtime, 16-bit nsync; channel 15: dtime 0 = overflow, else markers.
             for i in 0..<r.count {
                 let record = UInt32(littleEndian: r[i])

@@ -7,6 +7,7 @@ import HeraldCore
 public struct TimeTagFile: Sendable {
     public enum Container: String, Sendable {
         case ptu = "PicoQuant PTU"
+        case legacy = "PicoQuant legacy container"
         case swabian = "Swabian Time Tagger dump"
     }
 
@@ -29,6 +30,13 @@ public struct TimeTagFile: Sendable {
 
     public var mode: TTTRMode { format?.mode ?? .t2 }
 
+    /// How long the measurement ran, in s, as the header records it: TTResult_StopAfter (the
+    /// time actually measured, which is shorter when it was stopped early), else
+    /// MeasDesc_AcquisitionTime (the time asked for). Nil for Swabian dumps.
+    public var recordedDuration: Double? {
+        (header?["TTResult_StopAfter"]?.doubleValue ?? header?["MeasDesc_AcquisitionTime"]?.doubleValue).map { $0 * 1e-3 }
+    }
+
     /// Opens a file. Swabian dumps have no magic number: they are recognised by the
     /// extension `.dump` or `.ttdump`, or by `swabian: true`.
     public static func open(_ path: String, swabian: Bool? = nil) throws -> TimeTagFile {
@@ -47,22 +55,30 @@ public struct TimeTagFile: Sendable {
                 path: path, container: .swabian, header: nil, format: nil, recordCount: size / 16, dataOffset: 0, recordSize: 16,
                 timeUnitPs: 1, microtimeUnitPs: nil, warnings: warnings)
         }
-        let header = try PTUHeader.parse(path: path) { offset, count in
+        let readHeader: (Int, Int) throws -> [UInt8] = { offset, count in
             guard count > 0 else { return [] }
             try handle.seek(toOffset: UInt64(offset))
             return [UInt8](try handle.read(upToCount: count) ?? Data())
         }
+        let header: PTUHeader
+        let format: RecordFormat
         func tag(_ name: String) throws -> PTUTag {
             guard let t = header.tags.first(where: { $0.name == name }) else {
                 throw TTTRFileError(path: path, offset: header.dataOffset, "the header has no '\(name)' tag, which every TTTR file must have")
             }
             return t
         }
-        let typeTag = try tag("TTResultFormat_TTTRRecType")
-        guard let code = typeTag.value.intValue, let format = RecordFormat(recordType: UInt32(truncatingIfNeeded: code)) else {
-            throw TTTRFileError(
-                path: path, offset: typeTag.offset,
-                "record type \(typeTag.value.text) is not a TTTR format in PicoQuant's specification (histogram files are not time-tag data)")
+        if let legacy = try LegacyHeader.parse(path: path, read: readHeader) {
+            (header, format) = legacy
+        } else {
+            header = try PTUHeader.parse(path: path, read: readHeader)
+            let typeTag = try tag("TTResultFormat_TTTRRecType")
+            guard let code = typeTag.value.intValue, let f = RecordFormat(recordType: UInt32(truncatingIfNeeded: code)) else {
+                throw TTTRFileError(
+                    path: path, offset: typeTag.offset,
+                    "record type \(typeTag.value.text) is not a TTTR format in PicoQuant's specification (histogram files are not time-tag data)")
+            }
+            format = f
         }
         let countTag = try tag("TTResult_NumberOfRecords")
         guard let claimed = countTag.value.intValue, claimed >= 0 else {
@@ -89,7 +105,7 @@ public struct TimeTagFile: Sendable {
             micro = r * 1e12
         }
         return TimeTagFile(
-            path: path, container: .ptu, header: header, format: format, recordCount: Int(claimed), dataOffset: header.dataOffset,
+            path: path, container: header.tags.first?.name == "Ident" ? .legacy : .ptu, header: header, format: format, recordCount: Int(claimed), dataOffset: header.dataOffset,
             recordSize: 4, timeUnitPs: global * 1e12, microtimeUnitPs: micro, warnings: warnings)
     }
 

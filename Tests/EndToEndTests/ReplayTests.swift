@@ -6,6 +6,22 @@ import Testing
 /// The replay time tagger: recordings played back through a script, checked against the
 /// original run (Herald HDF5 round trip) and against tttrlib (PicoQuant files).
 @Suite struct ReplayTests {
+    /// A script with one replay tagger (its file from `--set recording=…`) and the given steps.
+    static func script(in dir: URL, steps: [String], realtime: Bool = false) throws -> URL {
+        let url = dir.appendingPathComponent("replay.yaml")
+        let settings = realtime ? "{file: $recording, realtime: true}" : "{file: $recording}"
+        try """
+            herald: 1
+            name: replay-file
+            parameters: {recording: none}
+            devices:
+              tagger: {driver: replay.timetagger, settings: \(settings)}
+            steps:
+            \(steps.map { "  - " + $0 }.joined(separator: "\n"))
+            """.write(to: url, atomically: true, encoding: .utf8)
+        return url
+    }
+
     static func h5Arrays(_ path: String) throws -> String {
         // h5py's view of the tag arrays, summarised so two files can be compared exactly.
         let code = """
@@ -62,17 +78,7 @@ import Testing
     func picoQuantFileReplaysLikeTttrlib(sample: String, acquisitions: [String], stopPs: Int64, completes: Bool) async throws {
         let dir = try Paths.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }
-        let steps = acquisitions.map { "  - acquire: {device: tagger, duration: \($0)}" }.joined(separator: "\n")
-        let script = dir.appendingPathComponent("replay.yaml")
-        try """
-            herald: 1
-            name: replay-file
-            parameters: {recording: none}
-            devices:
-              tagger: {driver: replay.timetagger, settings: {file: $recording}}
-            steps:
-            \(steps)
-            """.write(to: script, atomically: true, encoding: .utf8)
+        let script = try Self.script(in: dir, steps: acquisitions.map { "acquire: {device: tagger, duration: \($0)}" })
         let source = TimeTagFileTests.samples.appendingPathComponent(sample).path
         let out = dir.appendingPathComponent("run.h5").path
         let report = try await Herald.run(
@@ -92,16 +98,7 @@ import Testing
     @Test func missingOrUnknownRecordingsAreNamed() async throws {
         let dir = try Paths.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }
-        let script = dir.appendingPathComponent("replay.yaml")
-        try """
-            herald: 1
-            name: replay-file
-            parameters: {recording: none}
-            devices:
-              tagger: {driver: replay.timetagger, settings: {file: $recording}}
-            steps:
-              - acquire: {device: tagger, duration: 1 s}
-            """.write(to: script, atomically: true, encoding: .utf8)
+        let script = try Self.script(in: dir, steps: ["acquire: {device: tagger, duration: 1 s}"])
         let out = dir.appendingPathComponent("run.h5").path
         await #expect(throws: DeviceError.self) {
             _ = try await Herald.run(.init(scriptPath: script.path, mock: false, outPath: out, overrides: ["recording": "nope.ptu"]))
@@ -139,16 +136,7 @@ extension ReplayTests {
         record(0, channel: 3, ps: 1_000_000_000)  // a dump ends with its last tag: this one, at 1 ms
         let dump = dir.appendingPathComponent("run.dump")
         try Data(bytes).write(to: dump)
-        let script = dir.appendingPathComponent("replay.yaml")
-        try """
-            herald: 1
-            name: replay-dump
-            parameters: {recording: none}
-            devices:
-              tagger: {driver: replay.timetagger, settings: {file: $recording}}
-            steps:
-              - acquire: {device: tagger, duration: 1 ms, name: all}
-            """.write(to: script, atomically: true, encoding: .utf8)
+        let script = try Self.script(in: dir, steps: ["acquire: {device: tagger, duration: 1 ms, name: all}"])
         let first = dir.appendingPathComponent("first.h5").path
         let a = try await Herald.run(.init(scriptPath: script.path, mock: false, outPath: first, overrides: ["recording": dump.path]))
         #expect(a.status == .success, "\(a.reason ?? "")")
@@ -178,17 +166,8 @@ extension ReplayTests {
     @Test func realtimeReplayKeepsTheRecordingsPace() async throws {
         let dir = try Paths.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }
-        let script = dir.appendingPathComponent("replay.yaml")
-        try """
-            herald: 1
-            name: replay-realtime
-            parameters: {recording: none}
-            devices:
-              tagger: {driver: replay.timetagger, settings: {file: $recording, realtime: true}}
-            steps:
-              - acquire: {device: tagger, duration: 250 ms}
-              - wait: 50 ms
-            """.write(to: script, atomically: true, encoding: .utf8)
+        let script = try Self.script(
+            in: dir, steps: ["acquire: {device: tagger, duration: 250 ms}", "wait: 50 ms"], realtime: true)
         let source = TimeTagFileTests.samples.appendingPathComponent("hydraharp/v20_t2.ptu").path
         let started = ContinuousClock.now
         let report = try await Herald.run(

@@ -218,15 +218,16 @@ func hhT3(special: Bool = false, channel: UInt32, dtime: UInt32, nsync: UInt32) 
 
     /// Random corruption of a real file's header and first records: the reader may succeed or
     /// fail, but always with a TTTRFileError, never a crash or a runaway allocation.
-    @Test func fuzzedHeadersFailCleanly() throws {
-        let original = [UInt8](try Data(contentsOf: URL(fileURLWithPath: Samples.path("hydraharp/v20_t3.ptu"))))
+    @Test(arguments: ["hydraharp/v20_t3.ptu", "hydraharp/v20.ht3", "timeharp/v50.t3r"])
+    func fuzzedHeadersFailCleanly(sample: String) throws {
+        let original = [UInt8](try Data(contentsOf: URL(fileURLWithPath: Samples.path(sample))))
         var rng = SeededGenerator(seed: 8)
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("herald-fuzz-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
         let path = dir.appendingPathComponent("f.ptu").path
         var outcomes = (ok: 0, failed: 0)
-        let headerSize = try TimeTagFile.open(Samples.path("hydraharp/v20_t3.ptu")).dataOffset
+        let headerSize = try TimeTagFile.open(Samples.path(sample)).dataOffset
         for _ in 0..<300 {
             var bytes = Array(original.prefix(headerSize + 4096))
             for _ in 0..<Int.random(in: 1...8, using: &rng) {
@@ -245,5 +246,57 @@ func hhT3(special: Bool = false, channel: UInt32, dtime: UInt32, nsync: UInt32) 
             }
         }
         #expect(outcomes.failed > 0)
+    }
+}
+
+/// Legacy containers: the fixed binary headers and the TimeHarp 200 record.
+@Suite struct LegacyContainerTests {
+    @Test func truncatedLegacyHeadersNameTheMissingField() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("herald-legacy-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        for sample in ["hydraharp/v20.ht3", "timeharp/v50.t3r"] {
+            let original = [UInt8](try Data(contentsOf: URL(fileURLWithPath: Samples.path(sample))))
+            let headerSize = try TimeTagFile.open(Samples.path(sample)).dataOffset
+            let path = dir.appendingPathComponent("cut").path
+            for length in stride(from: 22, to: headerSize, by: 13) {
+                try Data(original.prefix(length)).write(to: URL(fileURLWithPath: path))
+                do {
+                    _ = try TimeTagFile.open(path)
+                    Issue.record("\(sample) cut at \(length) bytes opened")
+                } catch let e as TTTRFileError {
+                    #expect(e.offset <= length && e.message.contains("truncated"), "\(e)")
+                }
+            }
+        }
+    }
+
+    @Test func legacyFormatsWithoutASampleAreRefusedByName() throws {
+        var bytes = Array("PicoHarp 300".utf8) + [UInt8](repeating: 0, count: 4) + Array("2.0".utf8) + [0, 0, 0]
+        bytes += [UInt8](repeating: 0, count: 1000)
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("herald-\(UUID().uuidString).pt3").path
+        try Data(bytes).write(to: URL(fileURLWithPath: path))
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        #expect {
+            _ = try TimeTagFile.open(path)
+        } throws: { e in
+            "\(e)".contains("byte 0: a legacy PicoHarp 300 container") && "\(e)".contains(".ptu")
+        }
+    }
+
+    /// Valid photons, an overflow (data bit 11) and a marker record, as PicoQuant's layout says.
+    @Test func timeHarp200RecordsUnwrap() throws {
+        func photon(tag: UInt32, data: UInt32, route: UInt32) -> UInt32 { 1 << 30 | route << 28 | data << 16 | tag }
+        let records: [UInt32] = [
+            photon(tag: 10, data: 300, route: 0), 0x800 << 16 | 5, 7 << 16 | 20, photon(tag: 3, data: 4095, route: 2),
+        ]
+        var decoder = RecordDecoder(format: .timeHarp200)
+        var events = TTTREvents()
+        records.withUnsafeBufferPointer { decoder.decode($0, into: &events) }
+        #expect(events.times == [10, 65_536 + 3])
+        #expect(events.channels == [0, 2])
+        #expect(events.dtimes == [300, 4095])
+        #expect(events.overflowRecords == 1)
+        #expect(events.markers.count == 1 && events.markers[0].time == 65_536 + 20 && events.markers[0].bits == 7)
     }
 }

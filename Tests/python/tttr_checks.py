@@ -7,6 +7,13 @@
       hold tttrlib's arrays element for element, and phconvert must accept it.
   tttr_checks.py phconvert FILE IMPORTED_H5
       For files phconvert decodes (its t3r reader, say): the same array comparison.
+  tttr_checks.py legacy FILE INSPECT_JSON IMPORTED_H5
+      Legacy containers. HydraHarp .ht3: tttrlib (container "HT3") decodes the records; its
+      header fields that share Herald's name and layout must agree (tttrlib parses the 2.0
+      input block with the 1.0 field names, so those are skipped). TimeHarp 200 .t3r: every
+      field of phconvert's t3r_reader header must agree, and the photons must equal
+      phconvert's process_t3records_t3rfile output after two documented corrections
+      (see t3r_photons).
   tttr_checks.py replay FILE RUN_H5 STOP_PS
       A Herald run that replayed FILE up to STOP_PS (replay.timetagger) must hold tttrlib's
       photons before STOP_PS: times in ps (T3: sync × period + micro × resolution, to ±1 ps for
@@ -133,6 +140,78 @@ def with_phconvert(path, h5path):
     print(f"ok: {len(times)} photons equal to phconvert's decoder")
 
 
+HT3_SHARED = ["Ident", "FormatVersion", "CreatorName", "CreatorVersion", "FileTime", "Comment", "NumberOfCurves",
+              "ActiveCurve", "MeasurementMode", "SubMode", "Binning", "Resolution", "Offset", "DispLinLog",
+              "SyncRate", "StopAfter", "StopReason", "ImgHdrSize", "nRecords"]
+
+
+def t3r_photons(path):
+    """phconvert's .t3r decoding, corrected where it departs from PicoQuant's record layout
+    (TimeTag 16 | Data 12 | Route 2 | Valid 1 | Reserved 1):
+    - it adds an overflow for every invalid record, markers included; only Data bit 11 is one;
+    - its `detectors` are bits 30-31 (valid and reserved), so photons are those with value 1
+      and the routing channel is taken from bits 28-29.
+    The times and micro-times themselves are phconvert's."""
+    import phconvert.pqreader as pq
+
+    records = pq.t3r_reader(path)[0]
+    valid_bits, times, nanotimes = pq.process_t3records_t3rfile(records)
+    photon = valid_bits == 1
+    data = (records >> 16) & 0xFFF
+    marker = (~photon) & ((data & 0x800) == 0)
+    times = times - 65536 * np.cumsum(marker)
+    route = ((records >> 28) & 0x3).astype(np.uint8)
+    return times[photon].astype(np.int64), route[photon], nanotimes[photon].astype(np.uint16)
+
+
+def legacy(path, inspect_json, h5path):
+    ours = json.load(open(inspect_json))
+    header = ours["header"]
+    checked = 0
+    if path.lower().endswith(".t3r"):
+        import phconvert.pqreader as pq
+
+        meta = pq.t3r_reader(path)[3]
+        for part in ("header", "hardware", "ttmode"):
+            arr = meta[part]
+            for name in arr.dtype.names:
+                if name == "CRLF":
+                    continue
+                theirs = arr[name][0]
+                theirs = theirs.decode().rstrip("\x00").strip() if isinstance(theirs, bytes) else theirs
+                mine = header.get(name)
+                same = mine == theirs if isinstance(theirs, str) else np.isclose(float(mine), float(theirs), rtol=1e-6)
+                if mine is None or not same:
+                    fail(f"{name}: Herald {mine!r}, phconvert {theirs!r}")
+                checked += 1
+        times, chans, micro = t3r_photons(path)
+        compare_arrays(h5path, times, chans, micro)
+        print(f"ok: {checked} header fields equal to phconvert; {len(times)} photons equal to phconvert's (corrected) decoding")
+        return
+    import tttrlib
+
+    d = tttrlib.TTTR(path, "HT3")
+    tags = {t["name"]: t["value"] for t in json.loads(d.header.json)["tags"] if t["idx"] < 0}
+    for name in HT3_SHARED:
+        mine, theirs = header.get(name), tags.get(name)
+        if mine is None or theirs is None:
+            fail(f"{name}: Herald {mine!r}, tttrlib {theirs!r}")
+        same = mine.strip() == str(theirs).strip() if isinstance(mine, str) else float(mine) == float(theirs)
+        if not same:
+            fail(f"{name}: Herald {mine!r}, tttrlib {theirs!r}")
+        checked += 1
+    photon = d.event_types == 0
+    macro = d.macro_times[photon].astype(np.int64)
+    micro = d.micro_times[photon].astype(np.uint16)
+    chans = d.routing_channels[photon].astype(np.uint8)
+    s = ours["statistics"]
+    per = {str(c): int(n) for c, n in zip(*np.unique(chans, return_counts=True))}
+    if s["photons"] != len(macro) or {str(k): v for k, v in s["photonsPerChannel"].items()} != per:
+        fail(f"photons per channel: Herald {s['photonsPerChannel']}, tttrlib {per}")
+    compare_arrays(h5path, macro, chans, micro)
+    print(f"ok: {checked} header fields and {len(macro)} photons equal to tttrlib")
+
+
 def replay(path, run_h5, stop_ps):
     import tttrlib
 
@@ -167,6 +246,8 @@ if __name__ == "__main__":
         compare(*sys.argv[2:5])
     elif sys.argv[1] == "phconvert":
         with_phconvert(*sys.argv[2:4])
+    elif sys.argv[1] == "legacy":
+        legacy(*sys.argv[2:5])
     elif sys.argv[1] == "replay":
         replay(*sys.argv[2:5])
     else:

@@ -1,0 +1,264 @@
+/// The fixed binary headers of PicoQuant's pre-PTU containers that Herald decodes:
+/// - HydraHarp `.ht3` (format versions 1.0 and 2.0, T3 mode; HydraHarp V1 / V2 records);
+/// - TimeHarp 200 `.t3r` (format version 5.0; its own 32-bit record).
+///
+/// Fields keep the names of PicoQuant's file-format demos. The PTU tags Herald's decoding
+/// needs (record type, record count, resolutions, acquisition time, sync rate) are added,
+/// derived from those fields and pointing at their offsets, so the rest of the reader
+/// treats every container alike.
+enum LegacyHeader {
+    /// Cursor over the header bytes; every read is bounds-checked against the file.
+    struct Fields {
+        let bytes: [UInt8]
+        let path: String
+        var offset = 0
+        var tags: [PTUTag] = []
+
+        mutating func need(_ count: Int, _ name: String) throws -> Int {
+            guard offset + count <= bytes.count else {
+                throw TTTRFileError(
+                    path: path, offset: offset, "file ends inside the header (field \(name)); the file is truncated")
+            }
+            defer { offset += count }
+            return offset
+        }
+
+        @discardableResult
+        mutating func string(_ name: String, _ length: Int) throws -> String {
+            let at = try need(length, name)
+            let s = PTUHeader.cString(bytes[at..<(at + length)])
+            tags.append(PTUTag(name: name, index: -1, value: .ansiString(s), offset: at))
+            return s
+        }
+
+        mutating func skip(_ name: String, _ length: Int) throws { _ = try need(length, name) }
+
+        @discardableResult
+        mutating func int(_ name: String, index: Int32 = -1) throws -> Int64 {
+            let at = try need(4, name)
+            let v = Int64(Int32(bitPattern: PTUHeader.le32(bytes, at)))
+            tags.append(PTUTag(name: name, index: index, value: .int(v), offset: at))
+            return v
+        }
+
+        @discardableResult
+        mutating func uint(_ name: String) throws -> Int64 {
+            let at = try need(4, name)
+            let v = Int64(PTUHeader.le32(bytes, at))
+            tags.append(PTUTag(name: name, index: -1, value: .int(v), offset: at))
+            return v
+        }
+
+        @discardableResult
+        mutating func int64(_ name: String) throws -> Int64 {
+            let at = try need(8, name)
+            let v = Int64(bitPattern: PTUHeader.le64(bytes, at))
+            tags.append(PTUTag(name: name, index: -1, value: .int(v), offset: at))
+            return v
+        }
+
+        @discardableResult
+        mutating func double(_ name: String) throws -> Double {
+            let at = try need(8, name)
+            let v = Double(bitPattern: PTUHeader.le64(bytes, at))
+            tags.append(PTUTag(name: name, index: -1, value: .float(v), offset: at))
+            return v
+        }
+
+        @discardableResult
+        mutating func float(_ name: String, index: Int32 = -1) throws -> Double {
+            let at = try need(4, name)
+            let v = Double(Float(bitPattern: PTUHeader.le32(bytes, at)))
+            tags.append(PTUTag(name: name, index: index, value: .float(v), offset: at))
+            return v
+        }
+
+        /// The display curves, parameters and repeat settings both containers share.
+        mutating func displayAndRepeatSettings() throws {
+            for i in 0..<Int32(8) {
+                try int("DispCurveMapTo", index: i)
+                try int("DispCurveShow", index: i)
+            }
+            for i in 0..<Int32(3) {
+                try float("ParamStart", index: i)
+                try float("ParamStep", index: i)
+                try float("ParamEnd", index: i)
+            }
+            for name in ["RepeatMode", "RepeatsPerCurve", "RepeatTime", "RepeatWaitTime"] { try int(name) }
+            try string("ScriptName", 20)
+        }
+
+        /// A tag Herald derives (a PTU name for a legacy field), placed at the field's offset.
+        mutating func derived(_ name: String, _ value: PTUValue, from field: String) {
+            let at = tags.last { $0.name == field }?.offset ?? 0
+            tags.append(PTUTag(name: name, index: -1, value: value, offset: at))
+        }
+    }
+
+    /// Recognises a legacy container by its identifier and parses its header; nil if the file
+    /// does not start with one. Legacy formats Herald does not decode fail with what to do.
+    static func parse(path: String, read: (Int, Int) throws -> [UInt8]) throws -> (PTUHeader, RecordFormat)? {
+        let probe = try read(0, 22)
+        let ident = PTUHeader.cString(probe.prefix(16)[...])
+        let version = PTUHeader.cString(probe.dropFirst(16)[...])
+        switch ident {
+        case "HydraHarp":
+            guard version == "1.0" || version == "2.0" else {
+                throw TTTRFileError(path: path, offset: 16, "HydraHarp container format version '\(version)' is not 1.0 or 2.0")
+            }
+            return try hydraHarp(path: path, version: version, bytes: try read(0, 696 + 64 * 20 + 24))
+        case "TimeHarp 200":
+            guard version == "5.0" else {
+                throw TTTRFileError(
+                    path: path, offset: 16, "TimeHarp 200 software version '\(version)' files are not decoded (only 5.0 .t3r is)")
+            }
+            return try timeHarp200(path: path, bytes: try read(0, 592))
+        case "PicoHarp 300", "TimeHarp 260", "MultiHarp":
+            throw TTTRFileError(
+                path: path, offset: 0,
+                "a legacy \(ident) container (format \(version)); Herald decodes legacy .ht3 and .t3r only (there is no "
+                    + "sample to check the others against): re-save it as .ptu with PicoQuant's software")
+        default:
+            return nil
+        }
+    }
+
+    /// HydraHarp .ht3: the layout is fixed up to the per-input block, whose length depends on
+    /// the number of inputs present.
+    static func hydraHarp(path: String, version: String, bytes: [UInt8]) throws -> (PTUHeader, RecordFormat) {
+        var f = Fields(bytes: bytes, path: path)
+        try f.string("Ident", 16)
+        try f.string("FormatVersion", 6)
+        try f.string("CreatorName", 18)
+        try f.string("CreatorVersion", 12)
+        try f.string("FileTime", 18)
+        try f.skip("CRLF", 2)
+        try f.string("Comment", 256)
+        for name in ["NumberOfCurves", "BitsPerRecord", "ActiveCurve"] { try f.int(name) }
+        let mode = try f.int("MeasurementMode")
+        try f.int("SubMode")
+        try f.int("Binning")
+        let resolutionPs = try f.double("Resolution")
+        try f.int("Offset")
+        let tacq = try f.int("Tacq")
+        try f.uint("StopAt")
+        for name in ["StopOnOvfl", "Restart", "DispLinLog", "DispTimeFrom", "DispTimeTo", "DispCountsFrom", "DispCountsTo"] {
+            try f.int(name)
+        }
+        try f.displayAndRepeatSettings()
+        try f.string("HardwareIdent", 16)
+        try f.string("HardwarePartNo", 8)
+        try f.int("HardwareSerial")
+        try f.int("NumberOfModules")
+        for i in 0..<10 {
+            try f.int("ModelCode", index: Int32(i))
+            try f.int("VersionCode", index: Int32(i))
+        }
+        try f.double("BaseResolution")
+        try f.int64("InputsEnabled")
+        let inputs = try f.int("InpChansPresent")
+        guard (0...64).contains(inputs) else {
+            throw TTTRFileError(path: path, offset: f.offset - 4, "InpChansPresent is \(inputs); a HydraHarp has at most 64 inputs")
+        }
+        for name in ["RefClockSource", "ExtDevices", "MarkerSettings", "SyncDivider", "SyncCFDLevel", "SyncCFDZeroCross", "SyncOffset"] {
+            try f.int(name)
+        }
+        // The input block is what makes the header variable: re-read it at its real length.
+        let rest = Int(inputs) * 20 + 24
+        if f.offset + rest > f.bytes.count {
+            throw TTTRFileError(path: path, offset: f.offset, "file ends inside the header (input settings); the file is truncated")
+        }
+        for i in 0..<Int32(inputs) {
+            for name in ["InputModuleIndex", "InputCFDLevel", "InputCFDZeroCross", "InputOffset"] { try f.int(name, index: i) }
+        }
+        for i in 0..<Int32(inputs) { try f.int("InputRate", index: i) }
+        let syncRate = try f.int("SyncRate")
+        let stopAfter = try f.int("StopAfter")
+        let stopReason = try f.int("StopReason")
+        let imageHeader = try f.int("ImgHdrSize")
+        let records = try f.int64("nRecords")
+        guard mode == 3 else {
+            throw TTTRFileError(
+                path: path, offset: 340,
+                "MeasurementMode \(mode): only T3 (3) legacy HydraHarp files are decoded (.ht2 has no sample to check against); re-save it as .ptu")
+        }
+        guard (0...(1 << 20)).contains(imageHeader) else {
+            throw TTTRFileError(path: path, offset: f.offset - 12, "ImgHdrSize is \(imageHeader); the header is corrupt")
+        }
+        guard syncRate > 0 else {
+            throw TTTRFileError(path: path, offset: f.offset - 24, "SyncRate is \(syncRate); a T3 file needs the sync rate for its time unit")
+        }
+        guard resolutionPs > 0, resolutionPs.isFinite else {
+            throw TTTRFileError(path: path, offset: 352, "Resolution is \(resolutionPs) ps, not a positive bin width")
+        }
+        let dataOffset = f.offset + Int(imageHeader) * 4
+        // Format 1.0 was written by HydraHarp software 1.x (V1 records), 2.0 by 2.x (V2).
+        let code: UInt32 = version == "1.0" ? 0x0001_0304 : 0x0101_0304
+        guard let format = RecordFormat(recordType: code) else {
+            throw TTTRFileError(path: path, offset: 16, "no record format for HydraHarp container \(version)")
+        }
+        f.derived("TTResultFormat_TTTRRecType", .int(Int64(code)), from: "FormatVersion")
+        f.derived("TTResult_NumberOfRecords", .int(records), from: "nRecords")
+        f.derived("MeasDesc_GlobalResolution", .float(1 / Double(syncRate)), from: "SyncRate")
+        f.derived("MeasDesc_Resolution", .float(resolutionPs * 1e-12), from: "Resolution")
+        f.derived("MeasDesc_AcquisitionTime", .int(tacq), from: "Tacq")
+        f.derived("TTResult_SyncRate", .int(syncRate), from: "SyncRate")
+        f.derived("TTResult_StopAfter", .int(stopAfter), from: "StopAfter")
+        f.derived("TTResult_StopReason", .int(stopReason), from: "StopReason")
+        return (PTUHeader(version: version, tags: f.tags, dataOffset: dataOffset), format)
+    }
+
+    /// TimeHarp 200 .t3r (software 5.0): a fixed 592-byte header before the image header.
+    static func timeHarp200(path: String, bytes: [UInt8]) throws -> (PTUHeader, RecordFormat) {
+        var f = Fields(bytes: bytes, path: path)
+        try f.string("Ident", 16)
+        try f.string("SoftwareVersion", 6)
+        try f.string("HardwareVersion", 6)
+        try f.string("FileTime", 18)
+        try f.skip("CRLF", 2)
+        try f.string("Comment", 256)
+        for name in ["NumberOfChannels", "NumberOfCurves", "BitsPerChannel", "RoutingChannels", "NumberOfBoards", "ActiveCurve"] {
+            try f.int(name)
+        }
+        let mode = try f.int("MeasurementMode")
+        try f.int("SubMode")
+        try f.int("RangeNo")
+        try f.int("Offset")
+        let tacq = try f.int("AcquisitionTime")
+        try f.uint("StopAt")
+        for name in ["StopOnOvfl", "Restart", "DispLinLog", "DispTimeAxisFrom", "DispTimeAxisTo", "DispCountAxisFrom", "DispCountAxisTo"] {
+            try f.int(name)
+        }
+        try f.displayAndRepeatSettings()
+        for name in ["BoardSerial", "CFDZeroCross", "CFDDiscriminatorMin", "SYNCLevel", "CurveOffset"] { try f.int(name) }
+        let resolutionNs = try f.float("Resolution")
+        let clockNs = try f.int("TTTRGlobclock")
+        try f.int("ExtDevices")
+        for i in 1...5 { try f.int("Reserved\(i)") }
+        let syncRate = try f.int("SyncRate")
+        try f.int("AverageCFDRate")
+        let stopAfter = try f.int("StopAfter")
+        let stopReason = try f.int("StopReason")
+        let records = try f.int("nRecords")
+        let imageHeader = try f.int("ImgHdrSize")
+        guard mode == 2 else {
+            throw TTTRFileError(
+                path: path, offset: 328, "MeasurementMode \(mode) is not TTTR (2): a TimeHarp 200 histogram file holds no time tags")
+        }
+        guard (0...(1 << 20)).contains(imageHeader), records >= 0 else {
+            throw TTTRFileError(path: path, offset: f.offset - 8, "nRecords \(records) / ImgHdrSize \(imageHeader): the header is corrupt")
+        }
+        guard clockNs > 0, resolutionNs > 0, resolutionNs.isFinite else {
+            throw TTTRFileError(
+                path: path, offset: 536, "Resolution \(resolutionNs) ns / TTTRGlobclock \(clockNs) ns must be positive")
+        }
+        f.derived("TTResult_NumberOfRecords", .int(records), from: "nRecords")
+        f.derived("MeasDesc_GlobalResolution", .float(Double(clockNs) * 1e-9), from: "TTTRGlobclock")
+        f.derived("MeasDesc_Resolution", .float(resolutionNs * 1e-9), from: "Resolution")
+        f.derived("MeasDesc_AcquisitionTime", .int(tacq), from: "AcquisitionTime")
+        f.derived("TTResult_SyncRate", .int(syncRate), from: "SyncRate")
+        f.derived("TTResult_StopAfter", .int(stopAfter), from: "StopAfter")
+        f.derived("TTResult_StopReason", .int(stopReason), from: "StopReason")
+        return (PTUHeader(version: "5.0", tags: f.tags, dataOffset: f.offset + Int(imageHeader) * 4), .timeHarp200)
+    }
+}
