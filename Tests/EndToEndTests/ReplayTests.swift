@@ -115,8 +115,9 @@ import Testing
 }
 
 extension ReplayTests {
-    /// A Swabian dump with an overflow: the replayed run holds its tags and records the lost
-    /// interval, and replaying that run gives the interval back.
+    /// A Swabian dump with an overflow: `herald import` holds its tags (checked against numpy
+    /// and phconvert); the replayed run holds them too and records the lost interval, and
+    /// replaying that run gives the interval back.
     @Test func swabianDumpOverflowIsKeptThroughReplay() async throws {
         let dir = try Paths.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }
@@ -136,6 +137,12 @@ extension ReplayTests {
         record(0, channel: 3, ps: 1_000_000_000)  // a dump ends with its last tag: this one, at 1 ms
         let dump = dir.appendingPathComponent("run.dump")
         try Data(bytes).write(to: dump)
+        // The same dump through `herald import`, read back against numpy and phconvert.
+        let imported = dir.appendingPathComponent("imported.h5").path
+        let converted = try runProcess(Paths.herald.path, ["import", dump.path, "--out", imported])
+        #expect(converted.status == 0, "\(converted.stderr)")
+        let numpy = try runProcess(Paths.python, [TimeTagFileTests.checks, "swabian", dump.path, imported])
+        #expect(numpy.status == 0 && numpy.stdout.contains("ok: 1001 tags"), "\(numpy.stdout)\(numpy.stderr)")
         let script = try Self.script(in: dir, steps: ["acquire: {device: tagger, duration: 1 ms, name: all}"])
         let first = dir.appendingPathComponent("first.h5").path
         let a = try await Herald.run(.init(scriptPath: script.path, mock: false, outPath: first, overrides: ["recording": dump.path]))

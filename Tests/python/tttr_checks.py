@@ -14,6 +14,10 @@
       field of phconvert's t3r_reader header must agree, and the photons must equal
       phconvert's process_t3records_t3rfile output after two documented corrections
       (see t3r_photons).
+  tttr_checks.py swabian DUMP IMPORTED_H5
+      A Swabian dump read with numpy as Swabian documents the 16-byte tag (type u8, reserved
+      u8, missed events u16, channel i32, time i64 ps): the import must hold its time tags
+      (type 0) element for element, and phconvert must accept it.
   tttr_checks.py replay FILE RUN_H5 STOP_PS
       A Herald run that replayed FILE up to STOP_PS (replay.timetagger) must hold tttrlib's
       photons before STOP_PS: times in ps (T3: sync × period + micro × resolution, to ±1 ps for
@@ -212,6 +216,15 @@ def legacy(path, inspect_json, h5path):
     print(f"ok: {checked} header fields and {len(macro)} photons equal to tttrlib")
 
 
+def swabian(dump, h5path):
+    tag = np.dtype([("type", "u1"), ("reserved", "u1"), ("missed", "<u2"), ("channel", "<i4"), ("time", "<i8")])
+    tags = np.fromfile(dump, dtype=tag)
+    photons = tags[tags["type"] == 0]
+    channels = np.where(photons["channel"] < 0, 100 - photons["channel"], photons["channel"]).astype(np.uint8)
+    compare_arrays(h5path, photons["time"], channels, None)
+    print(f"ok: {len(photons)} tags equal to numpy's reading of the dump; phconvert accepts the import")
+
+
 def replay(path, run_h5, stop_ps):
     import tttrlib
 
@@ -248,6 +261,8 @@ if __name__ == "__main__":
         with_phconvert(*sys.argv[2:4])
     elif sys.argv[1] == "legacy":
         legacy(*sys.argv[2:5])
+    elif sys.argv[1] == "swabian":
+        swabian(*sys.argv[2:4])
     elif sys.argv[1] == "replay":
         replay(*sys.argv[2:5])
     else:
