@@ -35,6 +35,7 @@ test: deps
 # Peers are installed into .venv-bench by this target (see bench/requirements-peers.txt).
 bench: deps
 	$(SWIFT) build -c release --product herald-bench
+	$(SWIFT) build -c release --product herald
 	@[ -x .venv-bench/bin/python ] || python3 -m venv .venv-bench
 	@.venv-bench/bin/python -m pip install -q "Quantum-Tomography==1.2.0" h5py tttrlib || echo "peer install failed: reported as missing"
 	@# Its MLE fails under numpy 2; pip warns about the scipy pin, which the package works with.

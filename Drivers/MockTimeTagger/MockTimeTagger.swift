@@ -41,9 +41,10 @@ public final class MockTimeTagger: TimeTagger {
     public func acquire(
         for duration: Duration, deliver: @Sendable (TagBlock) async throws -> Void
     ) async throws -> AcquisitionInterval {
-        // In real time, simulate in 100 ms chunks so tags stream out as a real tagger's
-        // would and a cancelled acquisition keeps everything delivered so far.
-        let chunk = lab.pacing == .realtime ? min(duration, .milliseconds(100)) : duration
+        // Simulate in 100 ms chunks, on the virtual clock too: tags stream out as a real
+        // tagger's would, a cancelled acquisition keeps everything delivered so far, and
+        // memory stays one chunk however long the acquisition.
+        let chunk = min(duration, .milliseconds(100))
         var remaining = duration
         var start: Int64?
         var stop: Int64 = 0

@@ -151,8 +151,14 @@ public struct CoincidenceStream: Sendable {
     private var pairMatrix: [Int]
     private var offsetCounts: [Int]
     private var nfoldCounts: [Int]
-    private var histogramCounts: [[Int64]]
-    private let actions: [[Action]]
+    /// Every histogram's bins in one flat array (histogram h starts at histogramBases[h]), so
+    /// the hot loop increments through one buffer pointer.
+    private var histogramCounts: [Int64]
+    private let histogramBases: [Int]
+    /// What to do for a tag pair (earlier slot, later slot): the actions of pair (j, c) are
+    /// actions[actionStart[j·k + c] ..< actionStart[j·k + c + 1]], flat for the hot loop.
+    private let actions: [Action]
+    private let actionStart: [Int]
     private let groupsBySlot: [[(group: Int, others: [Int])]]
     private var activeExcluded: [ExcludedInterval] = []
     private var allExcluded: [ExcludedInterval] = []
@@ -219,7 +225,8 @@ public struct CoincidenceStream: Sendable {
             }
         }
         self.reach = reach
-        self.actions = actions
+        self.actions = actions.flatMap { $0 }
+        self.actionStart = actions.reduce(into: [0]) { $0.append($0[$0.count - 1] + $1.count) }
 
         var bySlot = [[(group: Int, others: [Int])]](repeating: [], count: k)
         for (g, group) in configuration.groups.enumerated() {
@@ -236,7 +243,8 @@ public struct CoincidenceStream: Sendable {
         pairMatrix = Array(repeating: 0, count: k * k)
         offsetCounts = Array(repeating: 0, count: configuration.pairs.count)
         nfoldCounts = Array(repeating: 0, count: configuration.groups.count)
-        histogramCounts = configuration.correlations.map { Array(repeating: 0, count: $0.binCount) }
+        histogramBases = configuration.correlations.reduce(into: [0]) { $0.append($0[$0.count - 1] + $1.binCount) }
+        histogramCounts = Array(repeating: 0, count: histogramBases[histogramBases.count - 1])
     }
 
     /// Counts a whole tag stream at once.
@@ -307,7 +315,9 @@ public struct CoincidenceStream: Sendable {
             if configuration.offsetWindowPs != nil, pair.a != pair.b { r.offsetCoincidences[pair] = offsetCounts[p] }
         }
         for (g, group) in configuration.groups.enumerated() { r.nfold[group] = nfoldCounts[g] }
-        r.histograms = zip(configuration.correlations, histogramCounts).map { CorrelationHistogram(spec: $0, counts: $1) }
+        r.histograms = configuration.correlations.enumerated().map { h, spec in
+            CorrelationHistogram(spec: spec, counts: Array(histogramCounts[histogramBases[h]..<histogramBases[h + 1]]))
+        }
         r.excluded = Self.merge(allExcluded)
         r.droppedTags = dropped
         r.firstPs = firstRaw
@@ -371,7 +381,7 @@ public struct CoincidenceStream: Sendable {
     private mutating func process(before horizon: Int64) {
         let k = channelOfSlot.count
         let half = self.half, reach = self.reach
-        let hasActions = actions.contains { !$0.isEmpty }
+        let hasActions = !actions.isEmpty
         let hasGroups = !configuration.groups.isEmpty
         let offset = configuration.offsetWindowPs ?? 0
         var near = [Int](repeating: 0, count: k)
@@ -384,60 +394,66 @@ public struct CoincidenceStream: Sendable {
             self.singles = singles; self.pairMatrix = matrix; self.histogramCounts = histogramCounts
             self.offsetCounts = offsetCounts; self.nfoldCounts = nfoldCounts
         }
-        let actions = self.actions, groupsBySlot = self.groupsBySlot, correlations = configuration.correlations
+        let actions = self.actions, actionStart = self.actionStart, groupsBySlot = self.groupsBySlot
+        let histograms = configuration.correlations.enumerated().map { h, spec in
+            (base: histogramBases[h], range: spec.rangePs, width: spec.binWidthPs, samePair: spec.pair.a == spec.pair.b)
+        }
         // Hot loop: buffer pointers drop bounds checks; j stays in [0, i), i in [next, count).
-        times.withUnsafeBufferPointer { ts in
-            slots.withUnsafeBufferPointer { sl in
-                singles.withUnsafeMutableBufferPointer { singles in
-                    matrix.withUnsafeMutableBufferPointer { matrix in
-                        let n = ts.count
-                        while i < n {
-                            let t = ts[i]
-                            if t >= horizon { break }
-                            let c = Int(sl[i])
-                            singles[c] &+= 1
-                            var j = i &- 1
-                            var anyNear = false
-                            while j >= 0 {
-                                let d = t &- ts[j]
-                                if d > reach { break }
-                                let cj = Int(sl[j])
-                                if d <= half {
-                                    matrix[cj &* k &+ c] &+= 1
-                                    if hasGroups { near[cj] &+= 1; anyNear = true }
-                                }
-                                if hasActions {
-                                    for action in actions[cj &* k &+ c] {
-                                        switch action {
-                                        case .histogram(let h, let sign):
-                                            let spec = correlations[h]
-                                            let shifted = sign &* d &+ spec.rangePs
-                                            if shifted >= 0 && shifted < 2 &* spec.rangePs {
-                                                histogramCounts[h][Int(shifted / spec.binWidthPs)] &+= 1
-                                            }
-                                            // Same-channel histograms see each pair once; Δ and −Δ both occur.
-                                            if spec.pair.a == spec.pair.b, d > 0 {
-                                                let mirrored = spec.rangePs &- d
-                                                if mirrored >= 0 && mirrored < 2 &* spec.rangePs {
-                                                    histogramCounts[h][Int(mirrored / spec.binWidthPs)] &+= 1
+        histogramCounts.withUnsafeMutableBufferPointer { bins in
+            times.withUnsafeBufferPointer { ts in
+                slots.withUnsafeBufferPointer { sl in
+                    singles.withUnsafeMutableBufferPointer { singles in
+                        matrix.withUnsafeMutableBufferPointer { matrix in
+                            let n = ts.count
+                            while i < n {
+                                let t = ts[i]
+                                if t >= horizon { break }
+                                let c = Int(sl[i])
+                                singles[c] &+= 1
+                                var j = i &- 1
+                                var anyNear = false
+                                while j >= 0 {
+                                    let d = t &- ts[j]
+                                    if d > reach { break }
+                                    let cj = Int(sl[j])
+                                    if d <= half {
+                                        matrix[cj &* k &+ c] &+= 1
+                                        if hasGroups { near[cj] &+= 1; anyNear = true }
+                                    }
+                                    if hasActions {
+                                        for a in actionStart[cj &* k &+ c]..<actionStart[cj &* k &+ c &+ 1] {
+                                            let action = actions[a]
+                                            switch action {
+                                            case .histogram(let h, let sign):
+                                                let spec = histograms[h]
+                                                let shifted = sign &* d &+ spec.range
+                                                if shifted >= 0 && shifted < 2 &* spec.range {
+                                                    bins[spec.base &+ Int(shifted / spec.width)] &+= 1
                                                 }
+                                                // Same-channel histograms see each pair once; Δ and −Δ both occur.
+                                                if spec.samePair, d > 0 {
+                                                    let mirrored = spec.range &- d
+                                                    if mirrored >= 0 && mirrored < 2 &* spec.range {
+                                                        bins[spec.base &+ Int(mirrored / spec.width)] &+= 1
+                                                    }
+                                                }
+                                            case .offset(let p, let sign):
+                                                if abs(sign &* d &- offset) <= half { offsetCounts[p] &+= 1 }
                                             }
-                                        case .offset(let p, let sign):
-                                            if abs(sign &* d &- offset) <= half { offsetCounts[p] &+= 1 }
                                         }
                                     }
+                                    j &-= 1
                                 }
-                                j &-= 1
-                            }
-                            if anyNear {
-                                for (g, others) in groupsBySlot[c] {
-                                    var product = 1
-                                    for o in others { product &*= near[o] }
-                                    nfoldCounts[g] &+= product
+                                if anyNear {
+                                    for (g, others) in groupsBySlot[c] {
+                                        var product = 1
+                                        for o in others { product &*= near[o] }
+                                        nfoldCounts[g] &+= product
+                                    }
+                                    for s in 0..<k { near[s] = 0 }
                                 }
-                                for s in 0..<k { near[s] = 0 }
+                                i &+= 1
                             }
-                            i &+= 1
                         }
                     }
                 }

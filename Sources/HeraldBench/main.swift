@@ -102,6 +102,31 @@ func coincidences(tags: Int, dump: String?) throws {
     ])
 }
 
+/// g2 / cross-correlation histograms of the same 4-channel stream, as a lab computes them
+/// during a run: all pairs of tags of channels (1,3) and (2,4) within ±100 ns, 100 ps bins.
+func g2(tags: Int, dump: String?) throws {
+    let stream = taggerStream(tags: tags)
+    if let dump { try dumpStream(stream, to: dump) }
+    let specs = [ChannelPair(1, 3), ChannelPair(2, 4)].map { CorrelationSpec(pair: $0, binWidthPs: 100, rangePs: 100_000) }
+    let configuration = CoincidenceConfiguration(windowPs: 1000, correlations: specs)
+    let blocks = stride(from: 0, to: tags, by: 1 << 20).map {
+        TagBlock(timestamps: Array(stream.timestamps[$0..<min($0 + (1 << 20), tags)]),
+                 channels: Array(stream.channels[$0..<min($0 + (1 << 20), tags)]))
+    }
+    var histograms: [[Int64]] = []
+    let seconds = try median(runs: 5) {
+        var s = try CoincidenceStream(configuration)
+        for b in blocks { try s.ingest(b) }
+        histograms = s.finish().histograms.map(\.counts)
+    }
+    emit([
+        "metric": "g2_histogram", "tags": tags, "seconds": seconds, "tags_per_s": Double(tags) / seconds,
+        "bins": specs.map(\.binCount), "pairs_counted": histograms.map { $0.reduce(0, +) },
+        // A fingerprint the peer must reproduce bin for bin: Σ (i + 1) · count_i per histogram.
+        "weighted_sums": histograms.map { h in h.enumerated().reduce(Int64(0)) { $0 + Int64($1.offset + 1) * $1.element } },
+    ])
+}
+
 /// Records the tagger stream to HDF5 as the run recorder does: blocks of 1 M tags appended to
 /// chunked datasets (65 536 tags per chunk), a flush every 10 blocks (1 s at 10 M tags/s).
 func hdf5(tags: Int, dir: String, dump: String?) throws {
@@ -191,6 +216,8 @@ case "tomography":
     try tomography(csv: csv, resamples: n)
 case "coincidences":
     try coincidences(tags: args.dropFirst().first.flatMap { Int($0) } ?? 20_000_000, dump: option("--dump"))
+case "g2":
+    try g2(tags: args.dropFirst().first.flatMap { Int($0) } ?? 20_000_000, dump: option("--dump"))
 case "hdf5":
     try hdf5(
         tags: args.dropFirst().first.flatMap { Int($0) } ?? 20_000_000, dir: option("--dir") ?? NSTemporaryDirectory(),
@@ -201,6 +228,6 @@ case "tttr":
         times: option("--repeat").flatMap { Int($0) } ?? 100, out: option("--out") ?? NSTemporaryDirectory() + "/herald-bench.ptu",
         chunkRecords: option("--chunk").flatMap { Int($0) } ?? 1 << 16)
 default:
-    FileHandle.standardError.write(Data("usage: herald-bench tomography [CSV [RESAMPLES]] | coincidences [TAGS] [--dump FILE] | hdf5 [TAGS] [--dir DIR] [--dump FILE] | tttr [SAMPLE.ptu] [--repeat N] [--out FILE]\n".utf8))
+    FileHandle.standardError.write(Data("usage: herald-bench tomography [CSV [RESAMPLES]] | coincidences [TAGS] [--dump FILE] | g2 [TAGS] [--dump FILE] | hdf5 [TAGS] [--dir DIR] [--dump FILE] | tttr [SAMPLE.ptu] [--repeat N] [--out FILE]\n".utf8))
     exit(2)
 }
