@@ -82,6 +82,18 @@ def main():
     rows.append(("bell-tomography.yaml on mocks, wall (s)", wall, None, "no peer", "report"))
     rows.append(("bell-tomography.yaml on mocks, peak RSS (MB)", rss / 1e6, None, "no peer", "report"))
 
+    # A long streaming acquisition must not grow in memory: one acquisition at ~10 M tags/s,
+    # recorded, at two lengths ten times apart. (The simulation runs at ~6 M tags/s here, so
+    # 30 simulated minutes would take 50 minutes and 16 GB of disk: 6 s and 60 s are run.)
+    long_script = os.path.join(ROOT, "bench", "long-acquisition.yaml")
+    peaks = {}
+    for seconds in (6, 60):
+        _, peaks[seconds] = wall_and_peak_rss([HERALD, "run", long_script, "--mock", "--seed", "1", "--set",
+                                               f"duration={seconds} s", "--out", e2e_out, "--overwrite"])
+    os.remove(e2e_out)
+    rows.append(("long acquisition 10 M tags/s, peak RSS 60 s / 6 s (ratio)", peaks[60] / peaks[6], None,
+                 f"no peer ({peaks[6] / 1e6:.0f} MB at 6 s, {peaks[60] / 1e6:.0f} MB at 60 s)", "<= 1.10"))
+
     h5dir = os.path.join(ROOT, ".build", "bench-hdf5")
     os.makedirs(h5dir, exist_ok=True)
     herald_h5, err = run_json([BENCH, "hdf5", "20000000", "--dir", h5dir, "--dump", dump])

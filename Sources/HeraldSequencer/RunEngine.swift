@@ -122,7 +122,7 @@ public final class RunEngine: Sendable {
 
     /// Calls a device with the per-device timeout; retries timed-out or garbled calls.
     func call<T: Sendable>(
-        _ name: String, _ what: String, retries: Int? = nil, timeout: Duration? = nil,
+        _ name: String, _ what: String, retries: Int? = nil, timeout: Duration? = nil, heartbeat: Heartbeat? = nil,
         _ operation: @escaping @Sendable (any Device) async throws -> T
     ) async throws -> T {
         guard let device = devices[name] else { throw DeviceError(device: name, .notFound, "not part of this run") }
@@ -132,7 +132,10 @@ public final class RunEngine: Sendable {
         var lastError: Error = DeviceError(device: name, .timeout, what)
         for attempt in 1...attempts {
             do {
-                return try await withDeadline(limit, device: name, what: what) { try await operation(device) }
+                return try await withDeadline(
+                    limit, device: name, what: what, heartbeat: heartbeat,
+                    idle: config?.callTimeout ?? DeviceConfig.defaultCallTimeout
+                ) { try await operation(device) }
             } catch let e as DeviceError where e.kind == .timeout || e.kind == .invalidResponse {
                 lastError = e
                 if attempt < attempts {
@@ -262,6 +265,7 @@ public final class RunEngine: Sendable {
             let direct = plan.interlocks.isEmpty ? pointCounter : nil
             let held = plan.interlocks.isEmpty || pointCounter == nil ? nil : BlockBuffer()
             let counter = TagCounter()
+            let heartbeat = Heartbeat()
             // Sinks (the HDF5 recorder) get the blocks from a separate task, so the device's
             // deadline measures the device, not disk writes or a busy machine; the acquisition
             // does not count as finished until every block has been handed on.
@@ -274,8 +278,9 @@ public final class RunEngine: Sendable {
             let interval: AcquisitionInterval
             do {
                 // No retries: a repeated acquisition would duplicate data.
-                interval = try await call(name, "acquire", retries: 0, timeout: length + callTimeout) { _ in
+                interval = try await call(name, "acquire", retries: 0, timeout: length + callTimeout, heartbeat: heartbeat) { _ in
                     try await tagger.acquire(for: length) { block in
+                        heartbeat.beat()
                         direct?.add(block)
                         held?.add(block)
                         counter.add(block.count)

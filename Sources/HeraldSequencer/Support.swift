@@ -98,19 +98,35 @@ extension PlanStep {
 /// time. Device I/O is bounded in real time even when the run itself is on a virtual clock.
 /// The operation is cancelled on timeout; drivers must honour cancellation for the bound to hold.
 func withDeadline<T: Sendable>(
-    _ limit: Duration, device: String, what: String, _ operation: @escaping @Sendable () async throws -> T
+    _ limit: Duration, device: String, what: String, heartbeat: Heartbeat? = nil, idle: Duration = .zero,
+    _ operation: @escaping @Sendable () async throws -> T
 ) async throws -> T {
     try await withThrowingTaskGroup(of: T?.self) { group in
         group.addTask { try await operation() }
         group.addTask {
-            try await Task.sleep(for: limit)
-            return nil
+            // A call that shows signs of life (a tagger delivering blocks) is given `idle`
+            // after its last one: a slow simulation or a busy disk is not a hung device.
+            var deadline = ContinuousClock.now + limit
+            while true {
+                try await Task.sleep(until: deadline, clock: .continuous)
+                guard let last = heartbeat?.last, last + idle > deadline else { return nil }
+                deadline = last + idle
+            }
         }
         defer { group.cancelAll() }
         guard let first = try await group.next() else { throw CancellationError() }
         guard let value = first else {
-            throw DeviceError(device: device, .timeout, "\(what) did not complete within \(limit)")
+            throw DeviceError(
+                device: device, .timeout,
+                "\(what) did not complete within \(limit)" + (heartbeat == nil ? "" : " and delivered nothing for \(idle)"))
         }
         return value
     }
+}
+
+/// The time of a long call's last sign of life, for ``withDeadline``.
+final class Heartbeat: Sendable {
+    private let instant = Mutex(ContinuousClock.now)
+    func beat() { instant.withLock { $0 = .now } }
+    var last: ContinuousClock.Instant { instant.withLock { $0 } }
 }

@@ -2,6 +2,8 @@ import Foundation
 import HeraldCore
 import HeraldRunner
 import HeraldScript
+import HeraldSequencer
+import SimulatedLab
 import Testing
 
 /// Writes `text` as a script in a fresh directory; returns (dir, script path, output path).
@@ -213,5 +215,66 @@ func lockScript(lockTime: String, timeout: String) -> String {
         #expect(file["status"] as? String == "aborted")
         #expect((file["tags"] as? Int ?? 0) > 0, "tags recorded before the signal are kept")
         #expect((file["log"] as? [String])?.contains { $0.hasPrefix("safe state: pump") } == true)
+    }
+}
+
+/// A tagger that streams a block every `interval` of wall time, `blocks` times, then optionally
+/// stalls: a stand-in for a simulation slower than real time, and for a hung device.
+final class PacedTagger: TimeTagger {
+    let name = "tagger"
+    var descriptor: DriverDescriptor { DriverDescriptor(id: "test.paced", version: "0", summary: "", kind: .timeTagger, properties: []) }
+    let channelCount = 4
+    let blocks: Int, interval: Duration, stallAfter: Int?
+    init(blocks: Int, interval: Duration, stallAfter: Int? = nil) {
+        self.blocks = blocks
+        self.interval = interval
+        self.stallAfter = stallAfter
+    }
+    func connect() async throws {}
+    func set(_ property: String, to value: Value) async throws {}
+    func get(_ property: String) async throws -> Value { .bool(true) }
+    func enterSafeState() async throws {}
+    func disconnect() async {}
+    func acquire(for duration: Duration, deliver: @Sendable (TagBlock) async throws -> Void) async throws -> AcquisitionInterval {
+        for b in 0..<blocks {
+            if b == stallAfter { try await Task.sleep(for: .seconds(30)) }
+            try await Task.sleep(for: interval)
+            try await deliver(TagBlock(timestamps: [Int64(b) * 1000], channels: [1]))
+        }
+        return AcquisitionInterval(startPs: 0, stopPs: picoseconds(duration), tags: blocks)
+    }
+}
+
+@Suite struct AcquisitionDeadlineTests {
+    func run(_ tagger: PacedTagger) async throws -> RunStop {
+        let text = """
+            herald: 1
+            name: paced
+            devices:
+              tagger: {driver: mock.timetagger, timeout: 200 ms}
+            steps:
+              - acquire: {device: tagger, duration: 100 ms}
+            """
+        let compiled = try Herald.compiler(registry: Herald.descriptorRegistry).compile(text: text, file: "paced.yaml")
+        let engine = RunEngine(plan: compiled.plan, devices: ["tagger": tagger], clock: ContinuousClock(), sinks: [])
+        return await engine.run(
+            start: RunStart(
+                runID: UUID(), plan: compiled.plan, devices: [], seed: 1, mock: true, startedAt: Date(), heraldVersion: Herald.version))
+    }
+
+    /// A tagger that keeps delivering is alive, however long it takes (here 10 × 60 ms
+    /// against a 100 ms acquisition and a 200 ms timeout).
+    @Test func aTaggerThatKeepsDeliveringIsNotTimedOut() async throws {
+        let stop = try await run(PacedTagger(blocks: 10, interval: .milliseconds(60)))
+        #expect(stop.status == .success, "\(stop.reason ?? "")")
+        #expect(stop.tagCount == 10)
+    }
+
+    /// One that stops delivering fails with a timeout that says so, keeping what it delivered.
+    @Test func aTaggerThatStopsDeliveringTimesOut() async throws {
+        let stop = try await run(PacedTagger(blocks: 10, interval: .milliseconds(60), stallAfter: 3))
+        #expect(stop.status == .failed)
+        #expect(stop.reason?.contains("delivered nothing for 0.2 seconds") == true, "\(stop.reason ?? "")")
+        #expect(stop.tagCount == 3)
     }
 }
