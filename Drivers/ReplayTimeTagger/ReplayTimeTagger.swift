@@ -145,7 +145,7 @@ public actor ReplayTimeTagger: TimeTagger {
         for duration: Duration, deliver: @Sendable (TagBlock) async throws -> Void
     ) async throws -> AcquisitionInterval {
         guard let source else { throw DeviceError(device: name, .disconnected, "acquire before connect") }
-        let lengthPs = Self.picoseconds(duration)
+        let lengthPs = picoseconds(duration)
         // Follow a Herald run's acquisitions: skip the gap to the next one, and refuse to read
         // past its end (those tags were never recorded, so the counts would be wrong).
         if let segment = source.acquisition(containingOrAfter: cursor) {
@@ -261,11 +261,6 @@ public actor ReplayTimeTagger: TimeTagger {
             if times[mid] < t { lo = mid + 1 } else { hi = mid }
         }
         return lo
-    }
-
-    static func picoseconds(_ d: Duration) -> Int64 {
-        let (s, atto) = d.components
-        return s * 1_000_000_000_000 + atto / 1_000_000
     }
 
     static func seconds(_ ps: Int64) -> String { String(format: "%.6g", Double(ps) * 1e-12) }

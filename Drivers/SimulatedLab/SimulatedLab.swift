@@ -221,12 +221,6 @@ public actor SimulatedLab {
     }
 }
 
-/// Whole picoseconds in a Duration (attoseconds truncated).
-public func picoseconds(_ d: Duration) -> Int64 {
-    let (s, atto) = d.components
-    return s * 1_000_000_000_000 + atto / 1_000_000
-}
-
 /// The lab's clock paced to wall time: sleeping takes real time and then advances the
 /// lab's virtual clock, so lab physics (lock times, faults) and the wall agree.
 public struct PacedClock: Clock {

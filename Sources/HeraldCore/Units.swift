@@ -121,3 +121,9 @@ public enum Unit {
         }
     }
 }
+
+/// Whole picoseconds in a Duration (attoseconds truncated): the unit of every tag clock.
+public func picoseconds(_ d: Duration) -> Int64 {
+    let (s, atto) = d.components
+    return s * 1_000_000_000_000 + atto / 1_000_000
+}

@@ -3,7 +3,6 @@ import HeraldCore
 import HeraldRunner
 import HeraldScript
 import HeraldSequencer
-import SimulatedLab
 import Testing
 
 /// Writes `text` as a script in a fresh directory; returns (dir, script path, output path).
