@@ -283,7 +283,9 @@ public struct RecordDecoder: Sendable {
         } else {
             // Special bit, 6-bit channel, 15-bit dtime, 10-bit nsync. Special channel 63 =
             // overflow (V1: one; later: nsync counts them, 0 meaning 1), 1…15 = markers.
-            // Branch-free between photons and overflows, as in T2.
+            // Branch-free between photons and overflows, as in T2. The overflow lines repeat
+            // T2's on purpose: a shared @inline(__always) helper returning a tuple measured
+            // 7 % slower (405–410 against 436–447 M records/s).
             let v1 = format.layout == .hydraHarpV1
             var overflowRecords: Int64 = 0
             var overflows: Int64 = 0
