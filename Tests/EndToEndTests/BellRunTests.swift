@@ -28,13 +28,7 @@ struct Fixture {
           efficiency: \(efficiency)
           dark_rate: \(darkRate) Hz
           jitter: \(jitter) s
-        devices:
-          pump: {driver: mock.laser}
-          qwp_a: {driver: mock.rotator, settings: {arm: a, plate: qwp}}
-          hwp_a: {driver: mock.rotator, settings: {arm: a, plate: hwp}}
-          qwp_b: {driver: mock.rotator, settings: {arm: b, plate: qwp}}
-          hwp_b: {driver: mock.rotator, settings: {arm: b, plate: hwp}}
-          tagger: {driver: mock.timetagger}
+        \(bellSetupDevices)
         steps:
           - set: {pump.power: 10 mW, pump.enabled: true}
           - sweep:

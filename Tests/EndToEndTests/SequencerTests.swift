@@ -115,13 +115,7 @@ func lockScript(lockTime: String, timeout: String) -> String {
         herald: 1
         simulation: {pair_rate: 200 kHz, nominal_power: 10 mW, visibility: 0.9, efficiency: 0.25, dark_rate: 0 Hz,
                      unlock_at: 200 ms, unlock_duration: 200 ms}
-        devices:
-          pump: {driver: mock.laser}
-          qwp_a: {driver: mock.rotator, settings: {arm: a, plate: qwp}}
-          hwp_a: {driver: mock.rotator, settings: {arm: a, plate: hwp}}
-          qwp_b: {driver: mock.rotator, settings: {arm: b, plate: qwp}}
-          hwp_b: {driver: mock.rotator, settings: {arm: b, plate: hwp}}
-          tagger: {driver: mock.timetagger}
+        \(bellSetupDevices)
         \(interlock ? "interlocks: [{name: lock, require: pump.locked == true, timeout: 5 s}]" : "")
         steps:
           - set: {pump.power: 10 mW, pump.enabled: true}

@@ -25,6 +25,18 @@ enum Paths {
     }
 }
 
+/// The `devices:` block of the mock Bell-tomography setup (pump, four waveplates, tagger)
+/// that the test scripts share; interpolate it at the start of a line.
+let bellSetupDevices = """
+    devices:
+      pump: {driver: mock.laser}
+      qwp_a: {driver: mock.rotator, settings: {arm: a, plate: qwp}}
+      hwp_a: {driver: mock.rotator, settings: {arm: a, plate: hwp}}
+      qwp_b: {driver: mock.rotator, settings: {arm: b, plate: qwp}}
+      hwp_b: {driver: mock.rotator, settings: {arm: b, plate: hwp}}
+      tagger: {driver: mock.timetagger}
+    """
+
 struct ProcessResult {
     var status: Int32
     var stdout: String
