@@ -23,6 +23,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-numerics", from: "1.0.0"),
         .package(url: "https://github.com/pointfreeco/swift-clocks", from: "1.0.0"),
         .package(url: "https://github.com/apple/swift-crypto", "3.0.0"..<"5.0.0"),
+        .package(url: "https://github.com/apple/swift-collections", from: "1.1.0"),
     ],
     targets: [
         // MARK: C system libraries (pkg-config; Debian -dev packages)
@@ -81,7 +82,7 @@ let package = Package(
             name: "HeraldRunner",
             dependencies: [
                 "HeraldCore", "HeraldScript", "HeraldSequencer", "HeraldStore", "HeraldHDF5", "HeraldAnalysis",
-                "SimulatedLab", "MockLaser", "MockRotator", "MockTimeTagger", "ReplayTimeTagger",
+                "SimulatedLab", "MockLaser", "MockRotator", "MockTimeTagger", "MockShutter", "MockCounter", "ReplayTimeTagger",
                 .product(name: "Clocks", package: "swift-clocks"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -104,6 +105,7 @@ let package = Package(
             dependencies: [
                 "HeraldCore", .product(name: "Clocks", package: "swift-clocks"),
                 .product(name: "Numerics", package: "swift-numerics"),
+                .product(name: "HeapModule", package: "swift-collections"),
             ], path: "Drivers/SimulatedLab",
             swiftSettings: swiftSettings),
         .target(
@@ -115,6 +117,12 @@ let package = Package(
         .target(
             name: "MockTimeTagger", dependencies: ["HeraldCore", "SimulatedLab"],
             path: "Drivers/MockTimeTagger", swiftSettings: swiftSettings),
+        .target(
+            name: "MockShutter", dependencies: ["HeraldCore", "SimulatedLab"],
+            path: "Drivers/MockShutter", swiftSettings: swiftSettings),
+        .target(
+            name: "MockCounter", dependencies: ["HeraldCore", "SimulatedLab"],
+            path: "Drivers/MockCounter", swiftSettings: swiftSettings),
         // Plays a recording (PTU, Swabian dump, Herald run) back through the tagger interface.
         .target(
             name: "ReplayTimeTagger", dependencies: ["HeraldCore", "HeraldStore", "HeraldTTTR"],

@@ -1,14 +1,17 @@
 import HeraldCore
 import SimulatedLab
 
-/// A pump laser in the simulated lab. Its power sets the pair rate.
+/// The pump laser of the simulated lab. Its power sets the pair rate; with a repetition
+/// rate it is pulsed, which gives the source its per-pulse multi-pair statistics.
 public final class MockLaser: Device {
     public static let descriptor = DriverDescriptor(
-        id: "mock.laser", version: "0.1.0", summary: "Simulated CW pump laser (pair rate ∝ power)",
+        id: "mock.laser", version: "0.2.0", summary: "Simulated pump laser, CW or pulsed (pair rate ∝ power)",
         kind: .laser,
         properties: [
             PropertySpec("enabled", .bool, summary: "emission on/off"),
             PropertySpec("power", .quantity(.power), range: 0...0.5, summary: "optical output power"),
+            PropertySpec(
+                "repetition_rate", .quantity(.frequency), range: 0...1e10, summary: "pulse trigger rate; 0 Hz is CW"),
             PropertySpec("wavelength", .quantity(.length), range: 350e-9...1100e-9, settable: false),
             PropertySpec("locked", .bool, settable: false, summary: "emitting and frequency-locked"),
         ],
@@ -26,27 +29,40 @@ public final class MockLaser: Device {
         self.wavelength = config.settings["wavelength"]?.quantity ?? Quantity(405e-9, .length)
     }
 
-    public func connect() async throws {}
+    public func connect() async throws { try await lab.checkFault(device: name, operation: "connect") }
 
     public func set(_ property: String, to value: Value) async throws {
+        try descriptor.check(property, value, device: name)
+        if try await lab.checkFault(device: name, operation: "set \(property)") == .garbage {
+            throw DeviceError(device: name, .invalidResponse, "set \(property): unreadable reply (injected fault)")
+        }
         switch (property, value) {
         case ("enabled", .bool(let on)): await lab.setPump(enabled: on)
-        case ("power", .quantity(let q)) where q.dimension == .power: await lab.setPump(power: q.value)
+        case ("power", .quantity(let q)): await lab.setPump(power: q.value)
+        case ("repetition_rate", .quantity(let q)): await lab.setPump(repetitionRate: q.value)
         default: throw DeviceError(device: name, .rejected, "cannot set \(property) to \(value)")
         }
     }
 
     public func get(_ property: String) async throws -> Value {
+        guard descriptor.property(property) != nil else { throw DeviceError(device: name, .unsupported, "no property \(property)") }
+        if try await lab.checkFault(device: name, operation: "get \(property)") == .garbage { return .text("\u{FFFD}ERR?") }
         let pump = await lab.pump
         switch property {
         case "enabled": return .bool(pump.enabled)
         case "power": return .quantity(Quantity(pump.power, .power))
+        case "repetition_rate": return .quantity(Quantity(pump.repetitionRate, .frequency))
         case "wavelength": return .quantity(wavelength)
-        case "locked": return .bool(await lab.pumpLocked)
-        default: throw DeviceError(device: name, .unsupported, "no property \(property)")
+        default: return .bool(await lab.pumpLocked)
         }
     }
 
-    public func enterSafeState() async throws { await lab.setPump(enabled: false) }
+    /// Emission off. A disconnected laser cannot be reached: the error says so and the
+    /// engine logs the failed safe state, but the simulated interlock still cuts the beam.
+    public func enterSafeState() async throws {
+        await lab.setPump(enabled: false)
+        try await lab.checkFault(device: name, operation: "enter safe state")
+    }
+
     public func disconnect() async {}
 }

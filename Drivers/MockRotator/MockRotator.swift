@@ -1,15 +1,21 @@
 import HeraldCore
 import SimulatedLab
 
-/// A motorized rotation mount holding one waveplate of one arm's analyzer.
+/// A motorized rotation mount holding one waveplate of one arm's analyzer. Moves take
+/// lab time (|Δθ| / speed, the way an Elliptec or K10CR1 mount moves), and `set` returns
+/// when the move is complete.
 public final class MockRotator: Device {
     public static let descriptor = DriverDescriptor(
-        id: "mock.rotator", version: "0.1.0", summary: "Simulated waveplate rotation mount",
+        id: "mock.rotator", version: "0.2.0", summary: "Simulated waveplate rotation mount",
         kind: .rotator,
-        properties: [PropertySpec("angle", .quantity(.angle), range: -360...360, summary: "fast-axis angle")],
+        properties: [
+            PropertySpec("angle", .quantity(.angle), range: -360...360, summary: "fast-axis angle; set returns when the move is done"),
+            PropertySpec("homed", .bool, summary: "set true to home (angle 0 at the index mark)"),
+        ],
         settings: [
             PropertySpec("arm", .choice(Arm.allCases.map(\.rawValue)), summary: "which photon's analyzer"),
             PropertySpec("plate", .choice(Waveplate.allCases.map(\.rawValue)), summary: "waveplate in the mount"),
+            PropertySpec("speed", .quantity(.dimensionless), range: 0...1e6, summary: "degrees per second (0: instant; default 0)"),
         ],
         isMock: true)
 
@@ -18,6 +24,7 @@ public final class MockRotator: Device {
     private let lab: SimulatedLab
     private let arm: Arm
     private let plate: Waveplate
+    private let speed: Double
 
     public init(config: DeviceConfig, lab: SimulatedLab) throws {
         self.name = config.name
@@ -30,23 +37,35 @@ public final class MockRotator: Device {
         }
         self.arm = arm
         self.plate = plate
+        self.speed = config.settings["speed"]?.quantity?.value ?? 0
     }
 
-    public func connect() async throws {}
+    public func connect() async throws { try await lab.checkFault(device: name, operation: "connect") }
 
     public func set(_ property: String, to value: Value) async throws {
-        guard property == "angle", let q = value.quantity, q.dimension == .angle else {
-            throw DeviceError(device: name, .rejected, "cannot set \(property) to \(value)")
+        try descriptor.check(property, value, device: name)
+        if try await lab.checkFault(device: name, operation: "set \(property)") == .garbage {
+            throw DeviceError(device: name, .invalidResponse, "set \(property): unreadable reply (injected fault)")
         }
-        await lab.setAngle(q.value, arm: arm, plate: plate)
+        let target: Double
+        switch value {
+        case .quantity(let q): target = q.value
+        case .bool(true): target = 0
+        default: return  // homed = false asks for nothing
+        }
+        let from = await lab.angle(arm: arm, plate: plate)
+        if speed > 0 { try await lab.advance(by: .seconds(abs(target - from) / speed)) }
+        await lab.setAngle(target, arm: arm, plate: plate)
     }
 
     public func get(_ property: String) async throws -> Value {
-        guard property == "angle" else { throw DeviceError(device: name, .unsupported, "no property \(property)") }
+        guard descriptor.property(property) != nil else { throw DeviceError(device: name, .unsupported, "no property \(property)") }
+        if try await lab.checkFault(device: name, operation: "get \(property)") == .garbage { return .text("\u{FFFD}0x??") }
+        if property == "homed" { return .bool(true) }
         return .quantity(.degrees(await lab.angle(arm: arm, plate: plate)))
     }
 
     /// A rotation mount has no hazardous state; leaving it where it is is safe.
-    public func enterSafeState() async throws {}
+    public func enterSafeState() async throws { try await lab.checkFault(device: name, operation: "enter safe state") }
     public func disconnect() async {}
 }

@@ -1,63 +1,9 @@
 import Clocks
 import ComplexModule
+import RealModule
 import Foundation
+import HeapModule
 import HeraldCore
-
-/// Physical parameters of the simulated lab, set from a script's `simulation:` block.
-public struct LabParameters: Sendable, Equatable {
-    /// Pair generation rate at `nominalPower` (SPDC rate is linear in pump power).
-    public var pairRate: Double = 100e3
-    public var nominalPower: Double = 10e-3
-    /// Werner-state visibility: ρ = V|Φ+⟩⟨Φ+| + (1−V)·I/4.
-    public var visibility: Double = 0.9
-    /// Probability that a photon leaving the source is detected (coupling × detector efficiency).
-    public var efficiency: Double = 0.2
-    /// Dark-count rate of every detector, per second.
-    public var darkRate: Double = 200
-    /// Gaussian timing jitter (standard deviation) of every detector, in seconds.
-    public var jitter: Double = 50e-12
-    /// Time from enabling the pump until it reports `locked` (no pairs before that).
-    public var lockTime: Double = 0
-    /// Injected fault: the pump loses lock at this lab time (seconds since the run began)…
-    public var unlockAt: Double?
-    /// …for this long; no pairs are produced while unlocked.
-    public var unlockDuration: Double = 0
-
-    public init() {}
-
-    /// What a `simulation:` block may contain; validated like any device setting.
-    public static let specs: [PropertySpec] = [
-        PropertySpec("pair_rate", .quantity(.frequency), range: 0...1e9, summary: "pairs/s at nominal_power"),
-        PropertySpec("nominal_power", .quantity(.power), range: 1e-9...10, summary: "pump power of pair_rate"),
-        PropertySpec("visibility", .quantity(.dimensionless), range: 0...1, summary: "Werner visibility"),
-        PropertySpec("efficiency", .quantity(.dimensionless), range: 0...1, summary: "per-photon detection probability"),
-        PropertySpec("dark_rate", .quantity(.frequency), range: 0...1e8, summary: "dark counts per detector"),
-        PropertySpec("jitter", .quantity(.time), range: 0...1e-6, summary: "detector timing jitter (σ)"),
-        PropertySpec("lock_time", .quantity(.time), range: 0...3600, summary: "pump lock acquisition time"),
-        PropertySpec("unlock_at", .quantity(.time), range: 0...1e7, summary: "fault: pump unlocks at this lab time"),
-        PropertySpec("unlock_duration", .quantity(.time), range: 0...1e7, summary: "fault: how long the unlock lasts"),
-    ]
-
-    /// Applies validated values; unknown keys were already rejected by validation.
-    public init(_ values: [String: Value]) {
-        self.init()
-        for (key, value) in values {
-            guard let q = value.quantity?.value else { continue }
-            switch key {
-            case "pair_rate": pairRate = q
-            case "nominal_power": nominalPower = q
-            case "visibility": visibility = q
-            case "efficiency": efficiency = q
-            case "dark_rate": darkRate = q
-            case "jitter": jitter = q
-            case "lock_time": lockTime = q
-            case "unlock_at": unlockAt = q
-            case "unlock_duration": unlockDuration = q
-            default: break
-            }
-        }
-    }
-}
 
 /// Which lab element a mock device drives.
 public enum Waveplate: String, Sendable, CaseIterable {
@@ -68,12 +14,25 @@ public enum Arm: String, Sendable, CaseIterable {
     case a, b
 }
 
-/// One simulated optical table shared by every mock device: a pump laser, a
-/// polarization-entangled pair source, a QWP+HWP+PBS analyzer per arm, four
-/// detectors (A pass = 1, A reflect = 2, B pass = 3, B reflect = 4) and a time tagger.
+/// Detector clicks of one stretch of lab time: per detector (index 0 = detector 1), each
+/// sorted when dead time or afterpulsing is modelled, in picoseconds on the lab clock.
+public struct DetectorClicks: Sendable {
+    public var startPs: Int64
+    public var stopPs: Int64
+    public var perDetector: [[Int64]]
+
+    public var count: Int { perDetector.reduce(0) { $0 + $1.count } }
+}
+
+/// One simulated optical table shared by every mock device: a pump laser (CW or pulsed)
+/// behind a shutter, a polarization-entangled pair source, a QWP+HWP+PBS analyzer per arm,
+/// and four single-photon detectors (A pass = 1, A reflect = 2, B pass = 3, B reflect = 4)
+/// with efficiency, dark counts, jitter, dead time and afterpulsing. The electronics that
+/// time-tag or count the clicks are modelled by the mock tagger and counter.
 ///
-/// Time is virtual: the lab owns an `ImmediateClock` that the sequencer also
-/// sleeps on, so a one-second acquisition costs only the time to simulate it.
+/// Time is virtual: the lab owns an `ImmediateClock` that the sequencer also sleeps on,
+/// so a one-second acquisition costs only the time to simulate it. Given a seed, every
+/// click is reproducible.
 public actor SimulatedLab {
     /// How simulated time relates to wall time.
     public enum Pacing: Sendable {
@@ -86,17 +45,25 @@ public actor SimulatedLab {
     public nonisolated let clock: ImmediateClock<Duration>
     public nonisolated let pacing: Pacing
     public let parameters: LabParameters
+    /// Faults to inject, by device name (from the script's `simulation.faults` or `--fault`).
+    public nonisolated let faults: [FaultSpec]
     private var rng: SeededGenerator
     private var pumpEnabled = false
     private var pumpEnabledAtPs: Int64 = 0
     private var pumpPower = 0.0
+    private var repetitionRate = 0.0
+    private var shutterOpen = true
     private var angles: [Arm: [Waveplate: Double]] = [.a: [.qwp: 0, .hwp: 0], .b: [.qwp: 0, .hwp: 0]]
+    /// Per detector: the end of its current dead time, and afterpulses not yet due.
+    private var deadUntil: [Int64] = [Int64](repeating: .min, count: 4)
+    private var afterpulses: [Heap<Int64>] = Array(repeating: Heap(), count: 4)
 
-    public init(parameters: LabParameters = .init(), seed: UInt64, pacing: Pacing = .virtual) {
+    public init(parameters: LabParameters = .init(), seed: UInt64, pacing: Pacing = .virtual, faults: [FaultSpec] = []) {
         self.parameters = parameters
         self.rng = SeededGenerator(seed: seed)
         self.clock = ImmediateClock()
         self.pacing = pacing
+        self.faults = faults
     }
 
     // MARK: Controls, called by the mock drivers
@@ -119,7 +86,11 @@ public actor SimulatedLab {
 
     public var pumpLocked: Bool { pumpLocked(atPs: nowPs) }
     public func setPump(power: Double) { pumpPower = power }
-    public var pump: (enabled: Bool, power: Double) { (pumpEnabled, pumpPower) }
+    /// Pulse repetition rate of the pump; 0 is continuous-wave.
+    public func setPump(repetitionRate: Double) { self.repetitionRate = max(0, repetitionRate) }
+    public var pump: (enabled: Bool, power: Double, repetitionRate: Double) { (pumpEnabled, pumpPower, repetitionRate) }
+    public func setShutter(open: Bool) { shutterOpen = open }
+    public var shutterIsOpen: Bool { shutterOpen }
     public func setAngle(_ degrees: Double, arm: Arm, plate: Waveplate) { angles[arm]?[plate] = degrees }
     public func angle(arm: Arm, plate: Waveplate) -> Double { angles[arm]?[plate] ?? 0 }
 
@@ -128,96 +99,158 @@ public actor SimulatedLab {
         picoseconds(ImmediateClock<Duration>.Instant().duration(to: clock.now))
     }
 
+    /// Lets lab time pass without observing it (a counter's or tagger's idle time).
+    public func advance(by duration: Duration) async throws {
+        if pacing == .realtime { try await Task.sleep(for: duration) }
+        try await clock.sleep(for: duration)
+    }
+
     // MARK: Physics
 
-    /// The pair rate the pump currently produces, per second.
+    /// The pair rate the pump currently produces, per second (before the lock and shutter).
     public var currentPairRate: Double {
-        pumpEnabled ? parameters.pairRate * pumpPower / parameters.nominalPower : 0
+        pumpEnabled && shutterOpen ? parameters.pairRate * pumpPower / parameters.nominalPower : 0
     }
 
-    /// The source state ρ = V|Φ+⟩⟨Φ+| + (1−V)·I/4, as ⟨x y|ρ|x y⟩ for product states.
+    /// ⟨x y|ρ|x y⟩: the probability weight of the pair being found in the product state x ⊗ y.
     nonisolated func pairProbability(_ x: JonesVector, _ y: JonesVector) -> Double {
-        let v = parameters.visibility
-        // ⟨Φ+|x y⟩ = (x_H y_H + x_V y_V)/√2 with conjugates on the bra side.
-        let overlap = (x.h.conjugate * y.h.conjugate + x.v.conjugate * y.v.conjugate)
-        let phiPlus = overlap.lengthSquared / 2
-        return v * phiPlus + (1 - v) / 4 * x.inner(x).real * y.inner(y).real
+        let xy = [x.h * y.h, x.h * y.v, x.v * y.h, x.v * y.v]
+        var sum = Complex<Double>.zero
+        for i in 0..<4 { for j in 0..<4 { sum = sum + xy[i].conjugate * parameters.state[i][j] * xy[j] } }
+        return sum.real
     }
 
-    /// Simulates an acquisition of `duration` starting now, advances the clock, and
-    /// returns the tags sorted by time (channels 1–4).
-    public func acquire(duration: Duration) async throws -> (TagBlock, AcquisitionInterval) {
+    /// Simulates the detectors for `duration` from now and advances the lab clock.
+    ///
+    /// Pairs are a Poisson process; with a pulsed pump each pair is moved to its pulse, so
+    /// the number of pairs per pulse is Poisson with mean pair_rate / repetition_rate (the
+    /// multi-pair statistics a heralded-g2 measurement sees). Each photon is detected with
+    /// probability `efficiency`, blurred by Gaussian jitter, and dropped if it falls in its
+    /// detector's dead time (non-paralyzable); a click may be followed by an afterpulse.
+    public func detect(duration: Duration) async throws -> DetectorClicks {
         let start = nowPs
-        let lengthPs = picoseconds(duration)
-        let stop = start + lengthPs
-        let seconds = Double(lengthPs) * 1e-12
-        var times: [Int64] = []
-        var channels: [UInt8] = []
-        let expected = Int(currentPairRate * seconds * parameters.efficiency * 2 + 4 * parameters.darkRate * seconds)
-        times.reserveCapacity(expected + expected / 8 + 16)
-        channels.reserveCapacity(times.capacity)
+        let stop = start + picoseconds(duration)
+        let seconds = Double(stop - start) * 1e-12
+        let p = parameters
+        var clicks = [[Int64]](repeating: [], count: 4)
+        let expected = Int(currentPairRate * seconds * p.efficiency / 2 + p.darkRate * seconds)
+        for d in 0..<4 { clicks[d].reserveCapacity(expected + expected / 8 + 16) }
 
         // Joint outcome probabilities for (pass/reflect) × (pass/reflect) at the current angles.
         let analyzerA = JonesMatrix.analyzerStates(qwp: angle(arm: .a, plate: .qwp), hwp: angle(arm: .a, plate: .hwp))
         let analyzerB = JonesMatrix.analyzerStates(qwp: angle(arm: .b, plate: .qwp), hwp: angle(arm: .b, plate: .hwp))
-        let portsA = [analyzerA.pass, analyzerA.reflect], portsB = [analyzerB.pass, analyzerB.reflect]
         var cumulative: [Double] = []
         var total = 0.0
-        for pa in portsA { for pb in portsB {
-            total += pairProbability(pa, pb)
-            cumulative.append(total)
-        } }
-        let eta = parameters.efficiency
-        let sigmaPs = parameters.jitter * 1e12
+        for pa in [analyzerA.pass, analyzerA.reflect] {
+            for pb in [analyzerB.pass, analyzerB.reflect] {
+                total += max(0, pairProbability(pa, pb))
+                cumulative.append(total)
+            }
+        }
+        let eta = p.efficiency
+        let sigmaPs = p.jitter * 1e12
         let rate = currentPairRate
-        if rate > 0 {
+        let period = repetitionRate > 0 ? 1 / repetitionRate : 0
+        if rate > 0 && total > 0 {
             var t = Double(start) * 1e-12
             let end = Double(stop) * 1e-12
             while true {
                 t += rng.exponential(rate: rate)
                 if t >= end { break }
+                // Pulsed: the pair belongs to the pulse of its slot (pulse k at k·period).
+                let emitted = period > 0 ? (t / period).rounded(.down) * period : t
                 // An unlocked pump (warming up, or an injected fault) produces no pairs.
-                if !pumpLocked(atPs: Int64(t * 1e12)) { continue }
+                if !pumpLocked(atPs: Int64(emitted * 1e12)) { continue }
                 let u = rng.unitOpen() * total
                 let outcome = cumulative.firstIndex { u <= $0 } ?? 3
-                let emitted = t * 1e12
+                let emittedPs = emitted * 1e12
                 if rng.unitOpen() <= eta {
-                    let stamp = Int64((emitted + sigmaPs * rng.gaussian()).rounded())
-                    if stamp >= start && stamp < stop {
-                        times.append(stamp)
-                        channels.append(outcome / 2 == 0 ? 1 : 2)
-                    }
+                    let stamp = Int64((emittedPs + sigmaPs * rng.gaussian()).rounded())
+                    if stamp >= start && stamp < stop { clicks[outcome / 2].append(stamp) }
                 }
                 if rng.unitOpen() <= eta {
-                    let stamp = Int64((emitted + sigmaPs * rng.gaussian()).rounded())
-                    if stamp >= start && stamp < stop {
-                        times.append(stamp)
-                        channels.append(outcome % 2 == 0 ? 3 : 4)
-                    }
+                    let stamp = Int64((emittedPs + sigmaPs * rng.gaussian()).rounded())
+                    if stamp >= start && stamp < stop { clicks[2 + outcome % 2].append(stamp) }
                 }
             }
         }
-        if parameters.darkRate > 0 {
-            for channel in UInt8(1)...4 {
+        if p.darkRate > 0 {
+            for d in 0..<4 {
                 var t = Double(start) * 1e-12
                 let end = Double(stop) * 1e-12
                 while true {
-                    t += rng.exponential(rate: parameters.darkRate)
+                    t += rng.exponential(rate: p.darkRate)
                     if t >= end { break }
-                    times.append(min(Int64((t * 1e12).rounded()), stop - 1))
-                    channels.append(channel)
+                    clicks[d].append(min(Int64((t * 1e12).rounded()), stop - 1))
                 }
             }
         }
-        // Jitter and dark counts break time order; a real tagger delivers sorted tags.
-        // Sorting one packed key (time << 3 | channel) is far cheaper than sorting indices.
-        var keys = [Int64](repeating: 0, count: times.count)
-        for i in times.indices { keys[i] = times[i] << 3 | Int64(channels[i]) }
+        if p.deadTime > 0 || p.afterpulseProbability > 0 {
+            for d in 0..<4 {
+                clicks[d].sort()
+                clicks[d] = detectorResponse(clicks[d], detector: d, stop: stop)
+            }
+        }
+        try await advance(by: duration)
+        return DetectorClicks(startPs: start, stopPs: stop, perDetector: clicks)
+    }
+
+    /// Applies dead time and afterpulsing to one detector's sorted would-be clicks. The
+    /// detector's state (dead until, afterpulses not yet due) carries over to the next call.
+    private func detectorResponse(_ raw: [Int64], detector d: Int, stop: Int64) -> [Int64] {
+        let deadPs = Int64((parameters.deadTime * 1e12).rounded())
+        let pAfter = parameters.afterpulseProbability
+        let afterRate = 1 / max(parameters.afterpulseDelay, 1e-12)
+        var out: [Int64] = []
+        out.reserveCapacity(raw.count)
+        var dead = deadUntil[d]
+        var pending = afterpulses[d]
+        var i = 0
+        while true {
+            let nextRaw = i < raw.count ? raw[i] : Int64.max
+            let nextAfter = pending.min ?? Int64.max
+            let t = min(nextRaw, nextAfter)
+            if t >= stop { break }
+            if nextAfter <= nextRaw { _ = pending.popMin() } else { i += 1 }
+            if t < dead { continue }
+            out.append(t)
+            dead = t + deadPs
+            // Trapped carriers are released after the detector recovers.
+            if pAfter > 0 && rng.unitOpen() <= pAfter {
+                pending.insert(dead + Int64((rng.exponential(rate: afterRate) * 1e12).rounded()))
+            }
+        }
+        deadUntil[d] = dead
+        afterpulses[d] = pending
+        return out
+    }
+
+    /// All four detectors' clicks for `duration`, merged in time order as channels 1–4
+    /// (an ideal tagger: no delays, 1 ps resolution, unlimited bandwidth).
+    public func acquire(duration: Duration) async throws -> (TagBlock, AcquisitionInterval) {
+        let clicks = try await detect(duration: duration)
+        let block = TagMerger.merge(clicks.perDetector.enumerated().map { (UInt8($0.offset + 1), $0.element) })
+        return (block, AcquisitionInterval(startPs: clicks.startPs, stopPs: clicks.stopPs, tags: block.count))
+    }
+}
+
+/// Merges per-channel tag lists into one time-ordered block.
+public enum TagMerger {
+    /// Sorting one packed key (time << 3 | index) is far cheaper than sorting indices;
+    /// ties in time keep channel order. Up to 8 channels.
+    public static func merge(_ lists: [(channel: UInt8, times: [Int64])]) -> TagBlock {
+        precondition(lists.count <= 8, "at most 8 channels can be merged")
+        let total = lists.reduce(0) { $0 + $1.times.count }
+        var keys = [Int64]()
+        keys.reserveCapacity(total)
+        for (index, list) in lists.enumerated() {
+            let i = Int64(index)
+            for t in list.times { keys.append(t << 3 | i) }
+        }
         keys.sort()
-        let block = TagBlock(timestamps: keys.map { $0 >> 3 }, channels: keys.map { UInt8(truncatingIfNeeded: $0 & 7) })
-        if pacing == .realtime { try await Task.sleep(for: duration) }
-        try await clock.sleep(for: duration)
-        return (block, AcquisitionInterval(startPs: start, stopPs: stop, tags: block.count))
+        let channelOf = lists.map(\.channel)
+        return TagBlock(
+            timestamps: keys.map { $0 >> 3 }, channels: keys.map { channelOf[Int($0 & 7)] })
     }
 }
 

@@ -2,6 +2,8 @@
 public enum DeviceKind: String, Sendable, Hashable, CaseIterable, Comparable {
     case laser
     case rotator
+    case shutter
+    case photonCounter = "photon-counter"
     case timeTagger = "time-tagger"
 
     public static func < (a: DeviceKind, b: DeviceKind) -> Bool { a.rawValue < b.rawValue }
@@ -43,6 +45,66 @@ public struct DriverDescriptor: Sendable {
 
     public func property(_ name: String) -> PropertySpec? { properties.first { $0.name == name } }
     public func setting(_ name: String) -> PropertySpec? { settings.first { $0.name == name } }
+
+    /// Checks a `set` against the declared properties, as drivers do before touching the
+    /// instrument: the engine checks too, but a driver must not trust its caller.
+    public func check(_ property: String, _ value: Value, device: String) throws {
+        guard let spec = self.property(property) else {
+            throw DeviceError(device: device, .unsupported, "no property \(property) (driver \(id))")
+        }
+        guard spec.settable else { throw DeviceError(device: device, .rejected, "\(property) is read-only") }
+        if let problem = spec.problem(with: value) {
+            throw DeviceError(device: device, .rejected, "\(property): \(problem)")
+        }
+    }
+
+    /// What this descriptor lacks of its kind's capability contract (empty when it honours it).
+    public var contractProblems: [String] {
+        var problems: [String] = []
+        if id.isEmpty { problems.append("the driver id is empty") }
+        for requirement in kind.contract {
+            let found = requirement.alternatives.contains { want in
+                guard let have = property(want.name) else { return false }
+                return have.type == want.type && (!want.settable || have.settable)
+            }
+            if !found { problems.append("a \(kind.rawValue) must declare \(requirement.summary)") }
+        }
+        let names = properties.map(\.name)
+        if Set(names).count != names.count { problems.append("a property is declared twice") }
+        return problems
+    }
+}
+
+/// One property a device kind must have, or one of several alternatives.
+public struct CapabilityRequirement: Sendable {
+    public var alternatives: [PropertySpec]
+    public var summary: String
+}
+
+extension DeviceKind {
+    /// The capability contract of the kind: properties every driver of the kind declares,
+    /// so scripts, `--mock` and the conformance kit can rely on them whatever the driver.
+    public var contract: [CapabilityRequirement] {
+        func one(_ spec: PropertySpec) -> CapabilityRequirement {
+            CapabilityRequirement(
+                alternatives: [spec], summary: "'\(spec.name)' (\(spec.type)\(spec.settable ? ", settable" : ""))")
+        }
+        switch self {
+        case .laser:
+            return [
+                one(PropertySpec("enabled", .bool)),
+                CapabilityRequirement(
+                    alternatives: [PropertySpec("power", .quantity(.power)), PropertySpec("current", .quantity(.current))],
+                    summary: "a settable 'power' (W) or 'current' (A) setpoint"),
+                one(PropertySpec("locked", .bool, settable: false)),
+            ]
+        case .rotator: return [one(PropertySpec("angle", .quantity(.angle)))]
+        case .shutter: return [one(PropertySpec("open", .bool))]
+        case .photonCounter:
+            return [one(PropertySpec("gate", .quantity(.time))), one(PropertySpec("counts_1", .quantity(.dimensionless), settable: false))]
+        case .timeTagger: return []  // the TimeTagger protocol is its contract
+        }
+    }
 }
 
 /// How a device is found: a USB identity, a file (recordings, replay), or by name only.

@@ -65,6 +65,16 @@ public struct PropertySpec: Sendable, Hashable {
         self.summary = summary
     }
 
+    /// Whether a value is of this property's type (and dimension), whatever its range.
+    public func accepts(typeOf value: Value) -> Bool {
+        switch (type, value) {
+        case (.bool, .bool), (.text, .text): return true
+        case (.choice(let options), .text(let s)): return options.contains(s)
+        case (.quantity(let d), .quantity(let q)): return q.dimension == d && q.value.isFinite
+        default: return false
+        }
+    }
+
     /// Checks a value against the type and range; returns a human-readable problem or nil.
     public func problem(with value: Value) -> String? {
         switch (type, value) {

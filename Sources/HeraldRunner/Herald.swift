@@ -7,7 +7,9 @@ import HeraldHDF5
 import HeraldStore
 import Logging
 import MockLaser
+import MockCounter
 import MockRotator
+import MockShutter
 import MockTimeTagger
 import ReplayTimeTagger
 import SimulatedLab
@@ -22,6 +24,8 @@ public enum Herald {
         r.register(DriverEntry(descriptor: MockLaser.descriptor) { MockLaser(config: $0, lab: lab) })
         r.register(DriverEntry(descriptor: MockRotator.descriptor) { try MockRotator(config: $0, lab: lab) })
         r.register(DriverEntry(descriptor: MockTimeTagger.descriptor) { MockTimeTagger(config: $0, lab: lab) })
+        r.register(DriverEntry(descriptor: MockShutter.descriptor) { MockShutter(config: $0, lab: lab) })
+        r.register(DriverEntry(descriptor: MockCounter.descriptor) { MockCounter(config: $0, lab: lab) })
         r.register(DriverEntry(descriptor: ReplayTimeTagger.descriptor) { try ReplayTimeTagger(config: $0) })
         return r
     }
@@ -30,8 +34,28 @@ public enum Herald {
     public static var descriptorRegistry: DriverRegistry { registry(lab: SimulatedLab(seed: 0)) }
 
     public static func compiler(registry: DriverRegistry) -> ScriptCompiler {
-        ScriptCompiler(registry: registry, simulationSpecs: LabParameters.specs)
+        var compiler = ScriptCompiler(registry: registry, simulationSpecs: LabParameters.specs)
+        compiler.simulationCheck = { key, value in
+            guard key == "density_matrix", let text = value.text else { return nil }
+            do {
+                _ = try LabParameters.densityMatrix(parsing: text)
+                return nil
+            } catch {
+                return String(describing: error)
+            }
+        }
+        compiler.faultParser = { text in
+            do {
+                return (try FaultSpec.parse(text).device, nil)
+            } catch {
+                return (nil, String(describing: error))
+            }
+        }
+        return compiler
     }
+
+    /// Checks the syntax of a `--fault` argument (`DEVICE KIND [at TIME]`).
+    public static func checkFault(_ text: String) throws { _ = try FaultSpec.parse(text) }
 
     /// Validates a script without touching any device.
     public static func validate(path: String, mock: Bool = false, overrides: [String: String] = [:]) throws -> CompiledScript {
@@ -51,6 +75,9 @@ public enum Herald {
         public var realtime: Bool
         /// Store tags shuffled + deflated at this zlib level (nil: uncompressed).
         public var compressionLevel: Int32?
+        /// `--fault DEVICE KIND [at TIME]`: faults to inject into simulated devices, added to
+        /// the script's `simulation.faults`.
+        public var faults: [String] = []
 
         public init(
             scriptPath: String, mock: Bool = true, outPath: String? = nil, seed: UInt64? = nil, overwrite: Bool = false,
@@ -97,8 +124,19 @@ public enum Herald {
         let seed = request.seed ?? UInt64.random(in: 0...UInt64(UInt32.max))
         // Compile once against descriptors to learn the simulation block, then build the lab.
         let compiled = try validate(path: request.scriptPath, mock: request.mock, overrides: request.overrides)
+        var faults: [FaultSpec] = []
+        for text in compiled.faults + request.faults {
+            let fault = try FaultSpec.parse(text)
+            guard let config = compiled.plan.devices.first(where: { $0.name == fault.device }),
+                descriptorRegistry.entry(config.driver)?.descriptor.isMock == true
+            else {
+                throw LabParameterError("--fault '\(text)': '\(fault.device)' is not a simulated device of this script")
+            }
+            faults.append(fault)
+        }
         let lab = SimulatedLab(
-            parameters: LabParameters(compiled.simulation), seed: seed, pacing: request.realtime ? .realtime : .virtual)
+            parameters: try LabParameters(compiled.simulation), seed: seed, pacing: request.realtime ? .realtime : .virtual,
+            faults: faults)
         let registry = registry(lab: lab)
         let plan = compiled.plan
 

@@ -11,6 +11,11 @@ public struct ScriptCompiler: Sendable {
     public var registry: DriverRegistry
     /// What the `simulation:` block may contain (from the simulated lab).
     public var simulationSpecs: [PropertySpec]
+    /// A physical check of one `simulation:` value beyond its type and range (nil: fine).
+    public var simulationCheck: @Sendable (String, Value) -> String? = { _, _ in nil }
+    /// Reads one `simulation.faults` entry: the device it names, or what is wrong with it.
+    /// Nil when the lab takes no faults.
+    public var faultParser: (@Sendable (String) -> (device: String?, problem: String?))?
 
     public init(registry: DriverRegistry, simulationSpecs: [PropertySpec] = []) {
         self.registry = registry
@@ -37,6 +42,8 @@ public struct ScriptCompiler: Sendable {
         -> CompiledScript
     {
         var context = Context(file: file, registry: registry, simulationSpecs: simulationSpecs, mock: mock)
+        context.simulationCheck = simulationCheck
+        context.faultParser = faultParser
         guard let root = context.parse(text: text, file: file) else { throw ScriptErrors(context.diagnostics) }
         let result = context.compileTop(root, text: text, overrides: overrides)
         if !context.diagnostics.isEmpty { throw ScriptErrors(context.diagnostics) }
@@ -49,6 +56,8 @@ public struct ScriptCompiler: Sendable {
 public struct CompiledScript: Sendable {
     public var plan: Plan
     public var simulation: [String: Value]
+    /// Faults to inject into simulated devices (`simulation.faults`), as written.
+    public var faults: [String] = []
     public var description: String
 }
 
@@ -64,6 +73,8 @@ struct Context {
     var file: String
     let registry: DriverRegistry
     let simulationSpecs: [PropertySpec]
+    var simulationCheck: @Sendable (String, Value) -> String? = { _, _ in nil }
+    var faultParser: (@Sendable (String) -> (device: String?, problem: String?))?
     let mock: Bool
     var diagnostics: [ScriptDiagnostic] = []
     /// Devices declared so far: name → the driver named in the script, with limits applied.
@@ -286,10 +297,34 @@ struct Context {
         if let node = byKey["sequences"] { registerSequences(node) }
 
         var simulation: [String: Value] = [:]
+        var faults: [(text: String, device: String, node: Node)] = []
         if let sim = byKey["simulation"] {
-            for entry in entries(sim, allowed: simulationSpecs.map(\.name), what: "simulation") {
+            let allowed = simulationSpecs.map(\.name) + (faultParser == nil ? [] : ["faults"])
+            for entry in entries(sim, allowed: allowed, what: "simulation") {
+                if entry.key == "faults", let faultParser {
+                    guard let items = entry.value.sequence else {
+                        error("simulation.faults is a list of 'DEVICE KIND [at TIME]' entries", at: entry.value)
+                        continue
+                    }
+                    for item in items {
+                        guard let (text, origin) = scalar(item, what: "a fault") else { continue }
+                        let parsed = faultParser(text)
+                        if let problem = parsed.problem {
+                            error(problem + origin, at: item)
+                        } else if let device = parsed.device {
+                            faults.append((text, device, item))
+                        }
+                    }
+                    continue
+                }
                 guard let spec = simulationSpecs.first(where: { $0.name == entry.key }) else { continue }
-                if let v = value(entry.value, for: spec, what: "simulation.\(entry.key)") { simulation[entry.key] = v }
+                if let v = value(entry.value, for: spec, what: "simulation.\(entry.key)") {
+                    if let problem = simulationCheck(entry.key, v) {
+                        error("simulation.\(entry.key): \(problem)", at: entry.value)
+                    } else {
+                        simulation[entry.key] = v
+                    }
+                }
             }
         }
 
@@ -311,10 +346,23 @@ struct Context {
         } else {
             error("the script has no 'steps:'", at: root)
         }
+        for fault in faults {
+            guard let config = configs.first(where: { $0.name == fault.device }) else {
+                error("fault for unknown device '\(fault.device)'; declared: \(configs.map(\.name).joined(separator: ", "))", at: fault.node)
+                continue
+            }
+            if registry.entry(config.driver)?.descriptor.isMock != true {
+                error(
+                    "faults can be injected only into simulated devices; '\(fault.device)' uses \(config.driver) (run with --mock)",
+                    at: fault.node)
+            }
+        }
         var plan = Plan(name: name, scriptPath: file, scriptText: text, devices: configs, steps: steps)
         plan.parameters = parameters.mapValues(\.text)
         plan.interlocks = interlocks
-        return CompiledScript(plan: plan, simulation: simulation, description: description)
+        var compiled = CompiledScript(plan: plan, simulation: simulation, description: description)
+        compiled.faults = faults.map(\.text)
+        return compiled
     }
 
     /// `--set name=value`: only declared parameters, and only with the declared dimension.

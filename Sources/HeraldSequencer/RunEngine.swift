@@ -166,7 +166,16 @@ public final class RunEngine: Sendable {
 
     func read(_ c: Condition) async throws -> Value {
         let property = c.property
-        return try await call(c.device, "get \(property)") { try await $0.get(property) }
+        let spec = configs[c.device]?.properties.first { $0.name == property }
+        let device = c.device
+        return try await call(c.device, "get \(property)") {
+            let value = try await $0.get(property)
+            // A reply of the wrong type is garbage from the instrument (or its driver): retried like a timeout.
+            if let spec, !spec.accepts(typeOf: value) {
+                throw DeviceError(device: device, .invalidResponse, "get \(property) answered '\(value)', expected \(spec.type)")
+            }
+            return value
+        }
     }
 
     // MARK: Steps
@@ -266,6 +275,7 @@ public final class RunEngine: Sendable {
             let held = plan.interlocks.isEmpty || pointCounter == nil ? nil : BlockBuffer()
             let counter = TagCounter()
             let heartbeat = Heartbeat()
+            let order = TimeOrderCheck(device: name)
             // Sinks (the HDF5 recorder) get the blocks from a separate task, so the device's
             // deadline measures the device, not disk writes or a busy machine; the acquisition
             // does not count as finished until every block has been handed on.
@@ -281,6 +291,7 @@ public final class RunEngine: Sendable {
                 interval = try await call(name, "acquire", retries: 0, timeout: length + callTimeout, heartbeat: heartbeat) { _ in
                     try await tagger.acquire(for: length) { block in
                         heartbeat.beat()
+                        try order.check(block)
                         direct?.add(block)
                         held?.add(block)
                         counter.add(block.count)

@@ -130,3 +130,28 @@ final class Heartbeat: Sendable {
     func beat() { instant.withLock { $0 = .now } }
     var last: ContinuousClock.Instant { instant.withLock { $0 } }
 }
+
+/// Rejects a tagger's blocks whose timestamps go backwards, within a block or across the
+/// blocks of one acquisition: garbled data must fail the run by name before it reaches the
+/// file or the counts. One compare per tag.
+final class TimeOrderCheck: Sendable {
+    private let last = Mutex(Int64.min)
+    let device: String
+
+    init(device: String) { self.device = device }
+
+    func check(_ block: TagBlock) throws {
+        try last.withLock { last in
+            var previous = last
+            for (i, t) in block.timestamps.enumerated() {
+                if t < previous {
+                    throw DeviceError(
+                        device: device, .invalidResponse,
+                        "delivered tags out of time order: tag \(i) of a block of \(block.count) is at \(t) ps, after \(previous) ps")
+                }
+                previous = t
+            }
+            last = previous
+        }
+    }
+}

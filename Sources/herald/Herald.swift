@@ -57,6 +57,10 @@ struct Run: AsyncParsableCommand {
     @Option(name: .customLong("set"), help: "Override a script parameter, e.g. --set integration=2s (repeatable).")
     var overrides: [String] = []
     @Flag(help: "Pace simulated devices in real time instead of a virtual clock.") var realtime = false
+    @Option(
+        name: .customLong("fault"),
+        help: "Inject a fault into a simulated device: 'DEVICE KIND [at TIME]', KIND one of disconnect, timeout, garbage, stall, overflow (repeatable).")
+    var faults: [String] = []
     @Option(help: "Store tags with shuffle + deflate at this zlib level (1-9; stock h5py reads them).") var compress: Int32?
     @Flag(help: "Replace the output file if it exists.") var overwrite = false
     @Flag(help: "Print the run report as JSON on stdout.") var json = false
@@ -65,9 +69,13 @@ struct Run: AsyncParsableCommand {
     func run() async throws {
         bootstrapLogging(verbose: verbose)
         let logger = Logger(label: "herald")
-        let request = Herald.RunRequest(
+        var request = Herald.RunRequest(
             scriptPath: script, mock: mock, outPath: out, seed: seed, overwrite: overwrite,
             overrides: try parseOverrides(overrides), realtime: realtime, compressionLevel: compress)
+        request.faults = faults
+        for fault in faults {
+            do { try Herald.checkFault(fault) } catch { throw ValidationError("--fault '\(fault)': \(error)") }
+        }
         if let compress, !(1...9).contains(compress) { throw ValidationError("--compress takes a zlib level from 1 to 9") }
         let progress = ProgressPrinter(enabled: !json)
         let task = Task { try await Herald.run(request, extraSinks: [progress], logger: logger) }

@@ -144,7 +144,7 @@ final class FailingSink: RunEventSink {
         var fixture = Fixture()
         fixture.seconds = 0.05
         let compiled = try Herald.compiler(registry: Herald.descriptorRegistry).compile(text: fixture.script, file: "f.yaml")
-        let lab = SimulatedLab(parameters: LabParameters(compiled.simulation), seed: 1)
+        let lab = SimulatedLab(parameters: try LabParameters(compiled.simulation), seed: 1)
         let registry = Herald.registry(lab: lab)
         var devices: [String: any Device] = [:]
         for config in compiled.plan.devices { devices[config.name] = try registry.entry(config.driver)!.make(config) }
