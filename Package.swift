@@ -107,7 +107,8 @@ let package = Package(
                 .product(name: "Numerics", package: "swift-numerics"),
                 .product(name: "HeapModule", package: "swift-collections"),
             ], path: "Drivers/SimulatedLab",
-            swiftSettings: swiftSettings),
+            // Optimised in debug builds too: the statistical tests simulate millions of photons.
+            swiftSettings: swiftSettings + [.unsafeFlags(["-O"], .when(configuration: .debug))]),
         .target(
             name: "MockLaser", dependencies: ["HeraldCore", "SimulatedLab"], path: "Drivers/MockLaser",
             swiftSettings: swiftSettings),
@@ -135,6 +136,9 @@ let package = Package(
             swiftSettings: swiftSettings),
         .testTarget(
             name: "HeraldAnalysisTests", dependencies: ["HeraldAnalysis", "HeraldCore"],
+            swiftSettings: swiftSettings),
+        .testTarget(
+            name: "SimulatedLabTests", dependencies: ["SimulatedLab", "MockTimeTagger", "HeraldCore"],
             swiftSettings: swiftSettings),
         .testTarget(name: "HeraldTTTRTests", dependencies: ["HeraldTTTR", "HeraldCore"], swiftSettings: swiftSettings),
         .testTarget(
