@@ -186,11 +186,12 @@ struct Electronics {
     /// Start of the overflow in progress, if the buffer is full.
     var overflowSince: Int64?
 
+    /// A new acquisition: held-back tags belonged to the last one's window. The buffer
+    /// keeps its fill, which drained between acquisitions at the link's rate.
     mutating func begin(atPs ps: Int64) {
         carried = []
-        level = 0
-        levelAtPs = ps
         overflowSince = nil
+        if levelAtPs == 0 { levelAtPs = ps }
     }
 
     /// Turns one chunk of detector clicks into delivered tags: channel delays and resolution,
