@@ -77,11 +77,14 @@ let package = Package(
         .target(
             name: "HeraldTTTR", dependencies: ["HeraldCore"],
             swiftSettings: swiftSettings + [.unsafeFlags(["-O"], .when(configuration: .debug))]),
+        // The C ABI of driver plugins (one header), and the loader that dlopens them.
+        .target(name: "HeraldPluginABI", path: "Sources/HeraldPluginABI"),
+        .target(name: "HeraldPlugins", dependencies: ["HeraldCore", "HeraldPluginABI"], swiftSettings: swiftSettings),
         .target(name: "HeraldUSB", dependencies: ["CLibUSB", "CUDev"], swiftSettings: swiftSettings),
         .target(
             name: "HeraldRunner",
             dependencies: [
-                "HeraldCore", "HeraldScript", "HeraldSequencer", "HeraldStore", "HeraldHDF5", "HeraldAnalysis",
+                "HeraldCore", "HeraldScript", "HeraldSequencer", "HeraldStore", "HeraldHDF5", "HeraldAnalysis", "HeraldPlugins",
                 "SimulatedLab", "MockLaser", "MockRotator", "MockTimeTagger", "MockShutter", "MockCounter", "ReplayTimeTagger",
                 .product(name: "Clocks", package: "swift-clocks"),
                 .product(name: "Logging", package: "swift-log"),

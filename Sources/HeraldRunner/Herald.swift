@@ -4,6 +4,7 @@ import HeraldCore
 import HeraldScript
 import HeraldSequencer
 import HeraldHDF5
+import HeraldPlugins
 import HeraldStore
 import Logging
 import MockLaser
@@ -18,8 +19,8 @@ import SimulatedLab
 public enum Herald {
     public static let version = "0.1.0"
 
-    /// Every built-in driver. Mock drivers are bound to `lab`.
-    public static func registry(lab: SimulatedLab) -> DriverRegistry {
+    /// Every built-in driver, then the plugins' drivers. Mock drivers are bound to `lab`.
+    public static func registry(lab: SimulatedLab, plugins: [DriverEntry] = []) -> DriverRegistry {
         var r = DriverRegistry()
         r.register(DriverEntry(descriptor: MockLaser.descriptor) { MockLaser(config: $0, lab: lab) })
         r.register(DriverEntry(descriptor: MockRotator.descriptor) { try MockRotator(config: $0, lab: lab) })
@@ -27,11 +28,23 @@ public enum Herald {
         r.register(DriverEntry(descriptor: MockShutter.descriptor) { MockShutter(config: $0, lab: lab) })
         r.register(DriverEntry(descriptor: MockCounter.descriptor) { MockCounter(config: $0, lab: lab) })
         r.register(DriverEntry(descriptor: ReplayTimeTagger.descriptor) { try ReplayTimeTagger(config: $0) })
+        for entry in plugins where r.entry(entry.descriptor.id) == nil { r.register(entry) }
         return r
     }
 
-    /// The registry used when only descriptors are needed (validation, listing).
-    public static var descriptorRegistry: DriverRegistry { registry(lab: SimulatedLab(seed: 0)) }
+    /// The registry used when only descriptors are needed (validation, listing): built-ins
+    /// and the plugins of `HERALD_PLUGIN_PATH`.
+    public static var descriptorRegistry: DriverRegistry { descriptorRegistry(pluginDirectories: []) }
+
+    public static func descriptorRegistry(pluginDirectories: [String]) -> DriverRegistry {
+        registry(lab: SimulatedLab(seed: 0), plugins: loadPlugins(pluginDirectories).entries)
+    }
+
+    /// Loads the plugins of `HERALD_PLUGIN_PATH` and `directories`; built-in ids win.
+    public static func loadPlugins(_ directories: [String]) -> PluginLoad {
+        let builtIn = Set(registry(lab: SimulatedLab(seed: 0)).descriptors.map(\.id))
+        return PluginLoader.load(directories: PluginLoader.directories(explicit: directories), reserved: builtIn)
+    }
 
     public static func compiler(registry: DriverRegistry) -> ScriptCompiler {
         var compiler = ScriptCompiler(registry: registry, simulationSpecs: LabParameters.specs)
@@ -58,8 +71,11 @@ public enum Herald {
     public static func checkFault(_ text: String) throws { _ = try FaultSpec.parse(text) }
 
     /// Validates a script without touching any device.
-    public static func validate(path: String, mock: Bool = false, overrides: [String: String] = [:]) throws -> CompiledScript {
-        try compiler(registry: descriptorRegistry).compile(path: path, mock: mock, overrides: overrides)
+    public static func validate(
+        path: String, mock: Bool = false, overrides: [String: String] = [:], pluginDirectories: [String] = []
+    ) throws -> CompiledScript {
+        try compiler(registry: descriptorRegistry(pluginDirectories: pluginDirectories))
+            .compile(path: path, mock: mock, overrides: overrides)
     }
 
     /// What a user asked `herald run` to do.
@@ -78,6 +94,8 @@ public enum Herald {
         /// `--fault DEVICE KIND [at TIME]`: faults to inject into simulated devices, added to
         /// the script's `simulation.faults`.
         public var faults: [String] = []
+        /// `--plugin-dir`: directories of driver plugins, after `HERALD_PLUGIN_PATH`.
+        public var pluginDirectories: [String] = []
 
         public init(
             scriptPath: String, mock: Bool = true, outPath: String? = nil, seed: UInt64? = nil, overwrite: Bool = false,
@@ -123,12 +141,15 @@ public enum Herald {
     ) async throws -> RunReport {
         let seed = request.seed ?? UInt64.random(in: 0...UInt64(UInt32.max))
         // Compile once against descriptors to learn the simulation block, then build the lab.
-        let compiled = try validate(path: request.scriptPath, mock: request.mock, overrides: request.overrides)
+        let plugins = loadPlugins(request.pluginDirectories)
+        for problem in plugins.problems { logger.warning("plugin not loaded: \(problem)") }
+        let compiled = try compiler(registry: registry(lab: SimulatedLab(seed: 0), plugins: plugins.entries))
+            .compile(path: request.scriptPath, mock: request.mock, overrides: request.overrides)
         var faults: [FaultSpec] = []
         for text in compiled.faults + request.faults {
             let fault = try FaultSpec.parse(text)
             guard let config = compiled.plan.devices.first(where: { $0.name == fault.device }),
-                descriptorRegistry.entry(config.driver)?.descriptor.isMock == true
+                registry(lab: SimulatedLab(seed: 0)).entry(config.driver)?.descriptor.isMock == true
             else {
                 throw LabParameterError("--fault '\(text)': '\(fault.device)' is not a simulated device of this script")
             }
@@ -137,7 +158,7 @@ public enum Herald {
         let lab = SimulatedLab(
             parameters: try LabParameters(compiled.simulation), seed: seed, pacing: request.realtime ? .realtime : .virtual,
             faults: faults)
-        let registry = registry(lab: lab)
+        let registry = registry(lab: lab, plugins: plugins.entries)
         let plan = compiled.plan
 
         var devices: [String: any Device] = [:]

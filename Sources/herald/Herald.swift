@@ -62,6 +62,8 @@ struct Run: AsyncParsableCommand {
         help: "Inject a fault into a simulated device: 'DEVICE KIND [at TIME]', KIND one of disconnect, timeout, garbage, stall, overflow (repeatable).")
     var faults: [String] = []
     @Option(help: "Store tags with shuffle + deflate at this zlib level (1-9; stock h5py reads them).") var compress: Int32?
+    @Option(name: .customLong("plugin-dir"), help: "Load driver plugins from this directory (repeatable; after HERALD_PLUGIN_PATH).")
+    var pluginDirectories: [String] = []
     @Flag(help: "Replace the output file if it exists.") var overwrite = false
     @Flag(help: "Print the run report as JSON on stdout.") var json = false
     @Flag(name: .shortAndLong, help: "Log every step.") var verbose = false
@@ -73,6 +75,7 @@ struct Run: AsyncParsableCommand {
             scriptPath: script, mock: mock, outPath: out, seed: seed, overwrite: overwrite,
             overrides: try parseOverrides(overrides), realtime: realtime, compressionLevel: compress)
         request.faults = faults
+        request.pluginDirectories = pluginDirectories
         for fault in faults {
             do { try Herald.checkFault(fault) } catch { throw ValidationError("--fault '\(fault)': \(error)") }
         }
@@ -167,10 +170,13 @@ struct Validate: ParsableCommand {
     @Flag(help: "Validate as `herald run --mock` would run it.") var mock = false
     @Option(name: .customLong("set"), help: "Override a script parameter, e.g. --set integration=2s (repeatable).")
     var overrides: [String] = []
+    @Option(name: .customLong("plugin-dir"), help: "Load driver plugins from this directory (repeatable; after HERALD_PLUGIN_PATH).")
+    var pluginDirectories: [String] = []
 
     func run() throws {
         do {
-            let compiled = try Herald.validate(path: script, mock: mock, overrides: try parseOverrides(overrides))
+            let compiled = try Herald.validate(
+                path: script, mock: mock, overrides: try parseOverrides(overrides), pluginDirectories: pluginDirectories)
             print("\(script): OK — \(compiled.plan.devices.count) devices, \(compiled.plan.steps.count) steps, \(compiled.plan.acquisitionCount) acquisitions")
         } catch let errors as ScriptErrors {
             FileHandle.standardError.write(Data((errors.description + "\n").utf8))
@@ -180,10 +186,15 @@ struct Validate: ParsableCommand {
 }
 
 struct Drivers: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "List every driver with its kind and properties.")
+    static let configuration = CommandConfiguration(
+        abstract: "List every driver with its kind, properties and where it came from (built-in or a plugin).")
+
+    @Option(name: .customLong("plugin-dir"), help: "Load driver plugins from this directory (repeatable; after HERALD_PLUGIN_PATH).")
+    var pluginDirectories: [String] = []
 
     func run() throws {
-        for d in Herald.descriptorRegistry.descriptors {
+        let plugins = Herald.loadPlugins(pluginDirectories)
+        for d in Herald.descriptorRegistry(pluginDirectories: pluginDirectories).descriptors {
             print("\(d.id)  v\(d.version)  [\(d.kind.rawValue)]  \(d.origin)\(d.isMock ? ", simulated" : "")")
             print("    \(d.summary)")
             for p in d.properties {
@@ -192,6 +203,11 @@ struct Drivers: ParsableCommand {
             }
             for s in d.settings { print("    setting  \(s.name): \(s.type)") }
         }
+        print(
+            plugins.directories.isEmpty
+                ? "plugin directories: none (set HERALD_PLUGIN_PATH or pass --plugin-dir)"
+                : "plugin directories: " + plugins.directories.joined(separator: ", "))
+        for problem in plugins.problems { print("plugin not loaded: \(problem)") }
     }
 }
 

@@ -1,0 +1,1 @@
+../../../../../Sources/HeraldPluginABI/include/herald_plugin.h
