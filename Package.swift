@@ -15,6 +15,7 @@ let package = Package(
         .executable(name: "herald-bench", targets: ["HeraldBench"]),
         .library(name: "HeraldCore", targets: ["HeraldCore"]),
         .library(name: "HeraldRunner", targets: ["HeraldRunner"]),
+        .library(name: "DriverConformance", targets: ["DriverConformance"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -80,6 +81,8 @@ let package = Package(
         // The C ABI of driver plugins (one header), and the loader that dlopens them.
         .target(name: "HeraldPluginABI", path: "Sources/HeraldPluginABI"),
         .target(name: "HeraldPlugins", dependencies: ["HeraldCore", "HeraldPluginABI"], swiftSettings: swiftSettings),
+        // The driver conformance kit: one reusable suite any driver's tests call.
+        .target(name: "DriverConformance", dependencies: ["HeraldCore"], swiftSettings: swiftSettings),
         .target(name: "HeraldUSB", dependencies: ["CLibUSB", "CUDev"], swiftSettings: swiftSettings),
         .target(
             name: "HeraldRunner",
@@ -148,6 +151,7 @@ let package = Package(
             name: "EndToEndTests",
             dependencies: [
                 "HeraldRunner", "HeraldCore", "HeraldAnalysis", "HeraldStore", "HeraldTTTR", "SimulatedLab", "herald",
+                "DriverConformance", "HeraldPlugins",
                 .product(name: "Numerics", package: "swift-numerics"),
             ],
             swiftSettings: swiftSettings),

@@ -1,5 +1,6 @@
 import HeraldCore
 import SimulatedLab
+import Synchronization
 
 /// A motorized rotation mount holding one waveplate of one arm's analyzer. Moves take
 /// lab time (|Δθ| / speed, the way an Elliptec or K10CR1 mount moves), and `set` returns
@@ -10,7 +11,8 @@ public final class MockRotator: Device {
         kind: .rotator,
         properties: [
             PropertySpec("angle", .quantity(.angle), range: -360...360, summary: "fast-axis angle; set returns when the move is done"),
-            PropertySpec("homed", .bool, summary: "set true to home (angle 0 at the index mark)"),
+            PropertySpec("homed", .bool, summary: "set true to home (angle 0 at the index mark); false forgets the reference"),
+            PropertySpec("moving", .bool, settable: false, summary: "false once a move is complete (set returns then)"),
         ],
         settings: [
             PropertySpec("arm", .choice(Arm.allCases.map(\.rawValue)), summary: "which photon's analyzer"),
@@ -25,6 +27,7 @@ public final class MockRotator: Device {
     private let arm: Arm
     private let plate: Waveplate
     private let speed: Double
+    private let homed = Mutex(true)
 
     public init(config: DeviceConfig, lab: SimulatedLab) throws {
         self.name = config.name
@@ -51,17 +54,21 @@ public final class MockRotator: Device {
         switch value {
         case .quantity(let q): target = q.value
         case .bool(true): target = 0
-        default: return  // homed = false asks for nothing
+        default:
+            homed.withLock { $0 = false }
+            return
         }
         let from = await lab.angle(arm: arm, plate: plate)
         if speed > 0 { try await lab.advance(by: .seconds(abs(target - from) / speed)) }
         await lab.setAngle(target, arm: arm, plate: plate)
+        if property == "homed" { homed.withLock { $0 = true } }
     }
 
     public func get(_ property: String) async throws -> Value {
         guard descriptor.property(property) != nil else { throw DeviceError(device: name, .unsupported, "no property \(property)") }
         if try await lab.checkFault(device: name, operation: "get \(property)") == .garbage { return .text("\u{FFFD}0x??") }
-        if property == "homed" { return .bool(true) }
+        if property == "homed" { return .bool(homed.withLock { $0 }) }
+        if property == "moving" { return .bool(false) }
         return .quantity(.degrees(await lab.angle(arm: arm, plate: plate)))
     }
 

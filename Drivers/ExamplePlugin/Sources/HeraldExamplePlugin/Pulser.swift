@@ -74,6 +74,7 @@ final class Pulser: ExampleDevice, @unchecked Sendable {
             let start = s.clockPs, stop = s.clockPs + durationPs
             var next = (start + periodPs - 1) / periodPs * periodPs  // first tick at or after start
             var sliceStart = start
+            var echoes: [Int64] = []  // channel-2 echoes not yet due
             var times: [Int64] = [], channels: [UInt8] = []
             while sliceStart < stop {
                 let sliceStop = min(stop, sliceStart + 10_000_000_000)  // 10 ms of tag clock
@@ -81,26 +82,20 @@ final class Pulser: ExampleDevice, @unchecked Sendable {
                     device.state.withLock { $0.clockPs = sliceStart }
                     return fail(error, HERALD_CANCELLED, "cancelled")
                 }
-                times.removeAll(keepingCapacity: true)
-                channels.removeAll(keepingCapacity: true)
-                // Ticks of this slice, with channel 2's echoes in time order (they may
-                // spill past the slice end into the acquisition's remainder, not beyond).
+                // This slice's ticks, and echoes (of this or earlier slices) that fall in it;
+                // an echo past the slice end waits for its slice, so blocks stay in time order.
+                var events: [(Int64, UInt8)] = []
                 while next < sliceStop {
-                    times.append(next)
-                    channels.append(1)
-                    let echo = next + s.delayPs
-                    if echo < stop {
-                        times.append(echo)
-                        channels.append(2)
-                    }
+                    events.append((next, 1))
+                    if next + s.delayPs < stop { echoes.append(next + s.delayPs) }
                     next += periodPs
                 }
-                if s.delayPs >= periodPs {
-                    // Echoes overtake later ticks: restore time order.
-                    let order = times.indices.sorted { times[$0] < times[$1] }
-                    times = order.map { times[$0] }
-                    channels = order.map { channels[$0] }
-                }
+                let due = echoes.filter { $0 < sliceStop }
+                echoes.removeAll { $0 < sliceStop }
+                events += due.map { ($0, 2) }
+                events.sort { $0.0 < $1.0 || ($0.0 == $1.0 && $0.1 < $1.1) }
+                times = events.map(\.0)
+                channels = events.map(\.1)
                 if !times.isEmpty, sink(context, times, channels, times.count) != 0 {
                     device.state.withLock { $0.clockPs = sliceStop }
                     return fail(error, HERALD_CANCELLED, "the host stopped the acquisition")
