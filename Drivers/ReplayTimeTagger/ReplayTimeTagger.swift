@@ -26,6 +26,7 @@ public actor ReplayTimeTagger: TimeTagger {
             PropertySpec("format", .text, summary: "auto (default: by extension), ptu, swabian or herald"),
             PropertySpec("realtime", .bool, summary: "deliver tags no faster than they were recorded (default false)"),
         ], usesHardware: false)
+        .matched(by: [.file])
 
     public enum Format: String, Sendable, CaseIterable { case ptu, swabian, herald }
 

@@ -27,6 +27,8 @@ public struct DriverDescriptor: Sendable {
     public var origin: String
     /// False for drivers that need no instrument (replay of a recording): `--mock` keeps them.
     public var usesHardware: Bool
+    /// How the driver finds its instrument: which `match:` forms a script may give it.
+    public var matchedBy: Set<DeviceMatchKind> = [.name]
 
     public init(
         id: String, version: String, summary: String, kind: DeviceKind, properties: [PropertySpec],
@@ -41,6 +43,13 @@ public struct DriverDescriptor: Sendable {
         self.settings = settings
         self.isMock = isMock
         self.origin = origin
+    }
+
+    /// The same descriptor, finding its instrument by these match forms.
+    public func matched(by kinds: Set<DeviceMatchKind>) -> DriverDescriptor {
+        var copy = self
+        copy.matchedBy = kinds
+        return copy
     }
 
     public func property(_ name: String) -> PropertySpec? { properties.first { $0.name == name } }
@@ -107,11 +116,32 @@ extension DeviceKind {
     }
 }
 
+/// The ways a driver can find its instrument.
+public enum DeviceMatchKind: String, Sendable, Hashable, CaseIterable, Comparable {
+    /// By USB vendor, product and serial (`match: {usb: …}`).
+    case usb
+    /// By a file (`match: {file: …}`, or a `file` setting).
+    case file
+    /// By name only: the driver finds its instrument itself (mocks, most plugins).
+    case name
+
+    public static func < (a: Self, b: Self) -> Bool { a.rawValue < b.rawValue }
+}
+
 /// How a device is found: a USB identity, a file (recordings, replay), or by name only.
 public enum DeviceMatch: Sendable, Equatable, CustomStringConvertible {
     case any
     case usb(vendor: UInt16, product: UInt16, serial: String?)
     case file(String)
+
+    /// The kind of match this is.
+    public var kind: DeviceMatchKind {
+        switch self {
+        case .any: return .name
+        case .usb: return .usb
+        case .file: return .file
+        }
+    }
 
     public var description: String {
         switch self {

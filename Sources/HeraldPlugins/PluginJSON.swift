@@ -9,6 +9,8 @@ enum PluginJSON {
         var summary: String?
         var kind: String
         var channels: Int?
+        /// "usb", "file" and/or "name" (default ["name"]).
+        var match: [String]?
         var properties: [Property]
         var settings: [Property]?
     }
@@ -63,9 +65,20 @@ enum PluginJSON {
             throw PluginError.descriptor(
                 "driver '\(d.id)': unknown kind '\(d.kind)'; expected " + DeviceKind.allCases.map(\.rawValue).joined(separator: ", "))
         }
+        var matchKinds: Set<DeviceMatchKind> = [.name]
+        if let match = d.match {
+            matchKinds = []
+            for m in match {
+                guard let k = DeviceMatchKind(rawValue: m) else {
+                    throw PluginError.descriptor("driver '\(d.id)': unknown match '\(m)'; expected usb, file or name")
+                }
+                matchKinds.insert(k)
+            }
+        }
         let descriptor = DriverDescriptor(
             id: d.id, version: d.version, summary: d.summary ?? "", kind: kind, properties: try d.properties.map { try $0.spec() },
-            settings: try (d.settings ?? []).map { try $0.spec() }, origin: origin)
+            settings: try (d.settings ?? []).map { try $0.spec() }, origin: origin
+        ).matched(by: matchKinds)
         return (descriptor, d.channels)
     }
 

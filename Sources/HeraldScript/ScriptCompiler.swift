@@ -501,7 +501,16 @@ struct Context {
         var config = DeviceConfig(
             name: name, driver: entry.descriptor.id, settings: settings, location: location(keyNode),
             properties: descriptor.properties, safeState: safe, callTimeout: timeout, retries: retries)
-        if let matchNode = byKey["match"] { config.match = match(matchNode, device: name) ?? .any }
+        if let matchNode = byKey["match"] {
+            config.match = match(matchNode, device: name) ?? .any
+            // Simulated drivers ignore `match:` (a script written for hardware runs with --mock).
+            if !entry.descriptor.isMock && !entry.descriptor.matchedBy.contains(config.match.kind) {
+                error(
+                    "driver \(entry.descriptor.id) finds its instrument by "
+                        + entry.descriptor.matchedBy.sorted().map(\.rawValue).joined(separator: " or ")
+                        + ", not by \(config.match.kind.rawValue)", at: matchNode)
+            }
+        }
         return config
     }
 

@@ -197,6 +197,7 @@ struct Drivers: ParsableCommand {
         for d in Herald.descriptorRegistry(pluginDirectories: pluginDirectories).descriptors {
             print("\(d.id)  v\(d.version)  [\(d.kind.rawValue)]  \(d.origin)\(d.isMock ? ", simulated" : "")")
             print("    \(d.summary)")
+            print("    matched by \(d.matchedBy.sorted().map(\.rawValue).joined(separator: ", "))")
             for p in d.properties {
                 let range = p.range.map { " range \($0.lowerBound)...\($0.upperBound)" } ?? ""
                 print("    property \(p.name): \(p.type)\(range)\(p.settable ? "" : " (read-only)")")

@@ -112,6 +112,14 @@ func diagnostics(_ text: String) -> [ScriptDiagnostic] {
         #expect(d.first?.location.line == 3)
     }
 
+    @Test func aMatchTheDriverCannotUseIsRejected() {
+        let text = validScript.replacingOccurrences(
+            of: "tagger: {driver: mock.timetagger}",
+            with: "tagger: {driver: replay.timetagger, settings: {file: x.ptu}, match: {usb: {vendor: 0x1313, product: 804a}}}")
+        let d = diagnostics(text)
+        #expect(d.contains { $0.message.contains("replay.timetagger finds its instrument by file, not by usb") }, "\(d)")
+    }
+
     @Test func theShippedDemoValidates() throws {
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent()

@@ -18,6 +18,7 @@
  *    closed); it is called on every exit path of a run.
  *
  * Descriptor JSON (descriptor_json):
+ *   "match": ["usb", "file", "name"] says how the driver finds its instrument (default ["name"]).
  *   {"id": "vendor.model", "version": "1.2.0", "summary": "...",
  *    "kind": "laser" | "rotator" | "shutter" | "photon-counter" | "time-tagger",
  *    "channels": 4,                                   (time taggers only)
