@@ -34,16 +34,12 @@ public final class MockCounter: Device {
     public func connect() async throws { try await lab.checkFault(device: name, operation: "connect") }
 
     public func set(_ property: String, to value: Value) async throws {
-        try descriptor.check(property, value, device: name)
-        if try await lab.checkFault(device: name, operation: "set \(property)") == .garbage {
-            throw DeviceError(device: name, .invalidResponse, "set \(property): unreadable reply (injected fault)")
-        }
+        try await lab.checkWrite(device: name, descriptor: descriptor, property, value)
         if let q = value.quantity?.value { gate.withLock { $0 = q } }
     }
 
     public func get(_ property: String) async throws -> Value {
-        guard descriptor.property(property) != nil else { throw DeviceError(device: name, .unsupported, "no property \(property)") }
-        if try await lab.checkFault(device: name, operation: "get \(property)") == .garbage { return .text("\u{FFFD}OVF") }
+        if try await lab.readIsGarbled(device: name, descriptor: descriptor, property) { return .text("\u{FFFD}OVF") }
         let seconds = gate.withLock { $0 }
         if property == "gate" { return .quantity(.seconds(seconds)) }
         let channel = property.split(separator: "_").last.flatMap { Int($0) } ?? 1

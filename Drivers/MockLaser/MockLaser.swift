@@ -32,10 +32,7 @@ public final class MockLaser: Device {
     public func connect() async throws { try await lab.checkFault(device: name, operation: "connect") }
 
     public func set(_ property: String, to value: Value) async throws {
-        try descriptor.check(property, value, device: name)
-        if try await lab.checkFault(device: name, operation: "set \(property)") == .garbage {
-            throw DeviceError(device: name, .invalidResponse, "set \(property): unreadable reply (injected fault)")
-        }
+        try await lab.checkWrite(device: name, descriptor: descriptor, property, value)
         switch (property, value) {
         case ("enabled", .bool(let on)): await lab.setPump(enabled: on)
         case ("power", .quantity(let q)): await lab.setPump(power: q.value)
@@ -45,8 +42,7 @@ public final class MockLaser: Device {
     }
 
     public func get(_ property: String) async throws -> Value {
-        guard descriptor.property(property) != nil else { throw DeviceError(device: name, .unsupported, "no property \(property)") }
-        if try await lab.checkFault(device: name, operation: "get \(property)") == .garbage { return .text("\u{FFFD}ERR?") }
+        if try await lab.readIsGarbled(device: name, descriptor: descriptor, property) { return .text("\u{FFFD}ERR?") }
         let pump = await lab.pump
         switch property {
         case "enabled": return .bool(pump.enabled)

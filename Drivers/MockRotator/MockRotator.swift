@@ -46,10 +46,7 @@ public final class MockRotator: Device {
     public func connect() async throws { try await lab.checkFault(device: name, operation: "connect") }
 
     public func set(_ property: String, to value: Value) async throws {
-        try descriptor.check(property, value, device: name)
-        if try await lab.checkFault(device: name, operation: "set \(property)") == .garbage {
-            throw DeviceError(device: name, .invalidResponse, "set \(property): unreadable reply (injected fault)")
-        }
+        try await lab.checkWrite(device: name, descriptor: descriptor, property, value)
         let target: Double
         switch value {
         case .quantity(let q): target = q.value
@@ -65,8 +62,7 @@ public final class MockRotator: Device {
     }
 
     public func get(_ property: String) async throws -> Value {
-        guard descriptor.property(property) != nil else { throw DeviceError(device: name, .unsupported, "no property \(property)") }
-        if try await lab.checkFault(device: name, operation: "get \(property)") == .garbage { return .text("\u{FFFD}0x??") }
+        if try await lab.readIsGarbled(device: name, descriptor: descriptor, property) { return .text("\u{FFFD}0x??") }
         if property == "homed" { return .bool(homed.withLock { $0 }) }
         if property == "moving" { return .bool(false) }
         return .quantity(.degrees(await lab.angle(arm: arm, plate: plate)))

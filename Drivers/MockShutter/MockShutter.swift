@@ -21,16 +21,12 @@ public final class MockShutter: Device {
     public func connect() async throws { try await lab.checkFault(device: name, operation: "connect") }
 
     public func set(_ property: String, to value: Value) async throws {
-        try descriptor.check(property, value, device: name)
-        if try await lab.checkFault(device: name, operation: "set \(property)") == .garbage {
-            throw DeviceError(device: name, .invalidResponse, "set \(property): unreadable reply (injected fault)")
-        }
+        try await lab.checkWrite(device: name, descriptor: descriptor, property, value)
         await lab.setShutter(open: value.bool ?? false)
     }
 
     public func get(_ property: String) async throws -> Value {
-        guard property == "open" else { throw DeviceError(device: name, .unsupported, "no property \(property)") }
-        if try await lab.checkFault(device: name, operation: "get \(property)") == .garbage { return .text("\u{FFFD}") }
+        if try await lab.readIsGarbled(device: name, descriptor: descriptor, property) { return .text("\u{FFFD}") }
         return .bool(await lab.shutterIsOpen)
     }
 

@@ -64,10 +64,7 @@ public final class MockTimeTagger: TimeTagger {
     public func connect() async throws { try await lab.checkFault(device: name, operation: "connect") }
 
     public func set(_ property: String, to value: Value) async throws {
-        try descriptor.check(property, value, device: name)
-        if try await lab.checkFault(device: name, operation: "set \(property)") == .garbage {
-            throw DeviceError(device: name, .invalidResponse, "set \(property): unreadable reply (injected fault)")
-        }
+        try await lab.checkWrite(device: name, descriptor: descriptor, property, value)
         guard let q = value.quantity?.value, let channel = Self.channel(of: property) else { return }
         state.withLock {
             if property.hasPrefix("delay_") {
@@ -79,10 +76,7 @@ public final class MockTimeTagger: TimeTagger {
     }
 
     public func get(_ property: String) async throws -> Value {
-        guard descriptor.property(property) != nil else {
-            throw DeviceError(device: name, .unsupported, "no property \(property)")
-        }
-        if try await lab.checkFault(device: name, operation: "get \(property)") == .garbage {
+        if try await lab.readIsGarbled(device: name, descriptor: descriptor, property) {
             return .text("\u{FFFD}\u{1B}[0m#?")
         }
         return state.withLock { s in

@@ -92,6 +92,26 @@ extension SimulatedLab {
         }
     }
 
+    /// What every mock does before a write: its own check against its declaration (range,
+    /// type, read-only), then the device's fault.
+    public nonisolated func checkWrite(
+        device: String, descriptor: DriverDescriptor, _ property: String, _ value: Value
+    ) async throws {
+        try descriptor.check(property, value, device: device)
+        if try await checkFault(device: device, operation: "set \(property)") == .garbage {
+            throw DeviceError(device: device, .invalidResponse, "set \(property): unreadable reply (injected fault)")
+        }
+    }
+
+    /// What every mock does before a read: an undeclared property is refused; true when
+    /// the device's fault makes it answer garbage.
+    public nonisolated func readIsGarbled(device: String, descriptor: DriverDescriptor, _ property: String) async throws -> Bool {
+        guard descriptor.property(property) != nil else {
+            throw DeviceError(device: device, .unsupported, "no property \(property)")
+        }
+        return try await checkFault(device: device, operation: "get \(property)") == .garbage
+    }
+
     /// Never answers: sleeps in real time until the caller's deadline cancels it (a hung
     /// instrument does not follow the lab's virtual clock).
     public static func hang() async throws {
