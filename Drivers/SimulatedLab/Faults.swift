@@ -68,7 +68,7 @@ public struct FaultSpec: Sendable, Hashable, CustomStringConvertible {
 extension SimulatedLab {
     /// The fault of `device` in force at lab time `ps`, if any.
     public nonisolated func fault(for device: String, atPs ps: Int64) -> FaultSpec? {
-        faults.last { $0.device == device && Double(ps) * 1e-12 >= $0.at }
+        faults.filter { $0.device == device && Double(ps) * 1e-12 >= $0.at }.max { $0.at < $1.at }
     }
 
     /// The lab time, in picoseconds, at which `kind` starts for `device`, if it is injected.

@@ -18,10 +18,10 @@
  *    closed); it is called on every exit path of a run.
  *
  * Descriptor JSON (descriptor_json):
- *   "match": ["usb", "file", "name"] says how the driver finds its instrument (default ["name"]).
  *   {"id": "vendor.model", "version": "1.2.0", "summary": "...",
  *    "kind": "laser" | "rotator" | "shutter" | "photon-counter" | "time-tagger",
  *    "channels": 4,                                   (time taggers only)
+ *    "match": ["usb", "file", "name"],                (how it finds its instrument; default ["name"])
  *    "properties": [{"name": "power", "type": "quantity", "dimension": "power",
  *                    "min": 0, "max": 0.05, "settable": true, "summary": "..."},
  *                   {"name": "enabled", "type": "bool"},
