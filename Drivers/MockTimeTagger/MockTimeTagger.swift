@@ -172,7 +172,7 @@ public final class MockTimeTagger: TimeTagger {
 
 /// The tagger's signal path after the detectors: delay, binning, and the buffer.
 struct Electronics {
-    /// Tags already delayed past the end of the previous chunk (packed time << 3 | channel index).
+    /// Tags already delayed past the end of the previous chunk (``TagMerger`` keys, list = channel index).
     var carried: [Int64] = []
     /// Buffer fill, and the time it was last updated.
     var level = 0.0
@@ -198,27 +198,27 @@ struct Electronics {
         var keys = carried
         keys.reserveCapacity(carried.count + clicks.count)
         for (index, times) in clicks.perDetector.enumerated() {
-            let delay = delaysPs[index], i = Int64(index)
+            let delay = delaysPs[index]
             for t in times {
                 var shifted = t + delay
                 if resolutionPs > 1 {
                     shifted = (shifted >= 0 ? shifted : shifted - resolutionPs + 1) / resolutionPs * resolutionPs
                 }
-                keys.append(shifted << 3 | i)
+                keys.append(TagMerger.key(shifted, list: index))
             }
         }
         keys.sort()
         // Anything at or after this time could still be preceded by a later chunk's tag.
         let settled = final ? Int64.max : clicks.stopPs + (delaysPs.min() ?? 0) - resolutionPs
         var cut = keys.count
-        while cut > 0 && keys[cut - 1] >> 3 >= settled { cut -= 1 }
+        while cut > 0 && TagMerger.time(keys[cut - 1]) >= settled { cut -= 1 }
         carried = Array(keys[cut...])
         var block = TagBlock()
         block.timestamps.reserveCapacity(cut)
         block.channels.reserveCapacity(cut)
         let drainPerPs = (bandwidth ?? 0) * 1e-12
         for key in keys[..<cut] {
-            let t = key >> 3
+            let t = TagMerger.time(key)
             guard window.contains(t) else { continue }
             if bandwidth != nil {
                 let emptyAt = levelAtPs + Int64((level / drainPerPs).rounded(.up))
@@ -237,7 +237,7 @@ struct Electronics {
                 level += 1
             }
             block.timestamps.append(t)
-            block.channels.append(UInt8(key & 7) + 1)
+            block.channels.append(UInt8(TagMerger.list(key) + 1))
         }
         if let since = overflowSince, let bandwidth {
             // Still overflowing after the last tag: the buffer drains by itself, maybe in a later chunk.

@@ -235,22 +235,25 @@ public actor SimulatedLab {
 }
 
 /// Merges per-channel tag lists into one time-ordered block.
+///
+/// Sorting one packed key (time << 3 | list index) is far cheaper than sorting indices;
+/// ties in time keep list order. Up to 8 lists. The mock tagger sorts the same keys.
 public enum TagMerger {
-    /// Sorting one packed key (time << 3 | index) is far cheaper than sorting indices;
-    /// ties in time keep channel order. Up to 8 channels.
+    @inlinable public static func key(_ time: Int64, list index: Int) -> Int64 { time << 3 | Int64(index) }
+    @inlinable public static func time(_ key: Int64) -> Int64 { key >> 3 }
+    @inlinable public static func list(_ key: Int64) -> Int { Int(key & 7) }
+
     public static func merge(_ lists: [(channel: UInt8, times: [Int64])]) -> TagBlock {
         precondition(lists.count <= 8, "at most 8 channels can be merged")
         let total = lists.reduce(0) { $0 + $1.times.count }
         var keys = [Int64]()
         keys.reserveCapacity(total)
         for (index, list) in lists.enumerated() {
-            let i = Int64(index)
-            for t in list.times { keys.append(t << 3 | i) }
+            for t in list.times { keys.append(key(t, list: index)) }
         }
         keys.sort()
         let channelOf = lists.map(\.channel)
-        return TagBlock(
-            timestamps: keys.map { $0 >> 3 }, channels: keys.map { channelOf[Int($0 & 7)] })
+        return TagBlock(timestamps: keys.map(time), channels: keys.map { channelOf[list($0)] })
     }
 }
 

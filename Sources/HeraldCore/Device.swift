@@ -299,6 +299,18 @@ public struct DriverRegistry: Sendable {
         entries.values.map(\.descriptor).sorted { $0.id < $1.id }
     }
 
+    /// Why a fault cannot be injected into the device `name` of a plan (nil when it can):
+    /// faults act on simulated devices only.
+    public func faultTargetProblem(device name: String, in devices: [DeviceConfig]) -> String? {
+        guard let config = devices.first(where: { $0.name == name }) else {
+            return "fault for unknown device '\(name)'; declared: \(devices.map(\.name).joined(separator: ", "))"
+        }
+        guard entry(config.driver)?.descriptor.isMock == true else {
+            return "faults can be injected only into simulated devices; '\(name)' uses \(config.driver) (run with --mock)"
+        }
+        return nil
+    }
+
     /// The simulated-lab driver standing in for a given kind, used by `--mock`.
     public func mock(for kind: DeviceKind) -> DriverEntry? {
         entries.values.filter { $0.descriptor.isMock && $0.descriptor.kind == kind }

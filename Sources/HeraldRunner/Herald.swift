@@ -37,7 +37,12 @@ public enum Herald {
     public static var descriptorRegistry: DriverRegistry { descriptorRegistry(pluginDirectories: []) }
 
     public static func descriptorRegistry(pluginDirectories: [String]) -> DriverRegistry {
-        registry(lab: SimulatedLab(seed: 0), plugins: loadPlugins(pluginDirectories).entries)
+        descriptorRegistry(plugins: loadPlugins(pluginDirectories).entries)
+    }
+
+    /// Built-ins and the given plugin drivers, for validation and listing (the lab is a stand-in).
+    public static func descriptorRegistry(plugins: [DriverEntry]) -> DriverRegistry {
+        registry(lab: SimulatedLab(seed: 0), plugins: plugins)
     }
 
     /// Loads the plugins of `HERALD_PLUGIN_PATH` and `directories`; built-in ids win.
@@ -143,18 +148,16 @@ public enum Herald {
         // Compile once against descriptors to learn the simulation block, then build the lab.
         let plugins = loadPlugins(request.pluginDirectories)
         for problem in plugins.problems { logger.warning("plugin not loaded: \(problem)") }
-        let compiled = try compiler(registry: registry(lab: SimulatedLab(seed: 0), plugins: plugins.entries))
+        let descriptors = descriptorRegistry(plugins: plugins.entries)
+        let compiled = try compiler(registry: descriptors)
             .compile(path: request.scriptPath, mock: request.mock, overrides: request.overrides)
-        var faults: [FaultSpec] = []
-        for text in compiled.faults + request.faults {
-            let fault = try FaultSpec.parse(text)
-            guard let config = compiled.plan.devices.first(where: { $0.name == fault.device }),
-                registry(lab: SimulatedLab(seed: 0)).entry(config.driver)?.descriptor.isMock == true
-            else {
-                throw LabParameterError("--fault '\(text)': '\(fault.device)' is not a simulated device of this script")
+        // The script's faults were checked by the compiler, at their lines; `--fault` ones are checked here.
+        for text in request.faults {
+            if let problem = descriptors.faultTargetProblem(device: try FaultSpec.parse(text).device, in: compiled.plan.devices) {
+                throw LabParameterError("--fault '\(text)': \(problem)")
             }
-            faults.append(fault)
         }
+        let faults = try (compiled.faults + request.faults).map { try FaultSpec.parse($0) }
         let lab = SimulatedLab(
             parameters: try LabParameters(compiled.simulation), seed: seed, pacing: request.realtime ? .realtime : .virtual,
             faults: faults)

@@ -347,15 +347,7 @@ struct Context {
             error("the script has no 'steps:'", at: root)
         }
         for fault in faults {
-            guard let config = configs.first(where: { $0.name == fault.device }) else {
-                error("fault for unknown device '\(fault.device)'; declared: \(configs.map(\.name).joined(separator: ", "))", at: fault.node)
-                continue
-            }
-            if registry.entry(config.driver)?.descriptor.isMock != true {
-                error(
-                    "faults can be injected only into simulated devices; '\(fault.device)' uses \(config.driver) (run with --mock)",
-                    at: fault.node)
-            }
+            if let problem = registry.faultTargetProblem(device: fault.device, in: configs) { error(problem, at: fault.node) }
         }
         var plan = Plan(name: name, scriptPath: file, scriptText: text, devices: configs, steps: steps)
         plan.parameters = parameters.mapValues(\.text)

@@ -194,7 +194,7 @@ struct Drivers: ParsableCommand {
 
     func run() throws {
         let plugins = Herald.loadPlugins(pluginDirectories)
-        for d in Herald.descriptorRegistry(pluginDirectories: pluginDirectories).descriptors {
+        for d in Herald.descriptorRegistry(plugins: plugins.entries).descriptors {
             print("\(d.id)  v\(d.version)  [\(d.kind.rawValue)]  \(d.origin)\(d.isMock ? ", simulated" : "")")
             print("    \(d.summary)")
             print("    matched by \(d.matchedBy.sorted().map(\.rawValue).joined(separator: ", "))")
