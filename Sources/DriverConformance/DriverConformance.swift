@@ -102,7 +102,6 @@ public struct DriverConformance: Sendable {
             "device reports its name and descriptor",
             device.name == config.name && device.descriptor.id == descriptor.id
                 ? nil : "name \(device.name), id \(device.descriptor.id)")
-        let name = device.name
 
         if case .failure(let f) = await bounded("connect", { try await device.connect() }) {
             log.record("connects", f.message)
@@ -137,7 +136,6 @@ public struct DriverConformance: Sendable {
         let again = await bounded("reconnect") { try await device.connect() }
         log.record("reconnects after disconnect", (try? again.get()) == nil ? "\(again)" : nil)
         await device.disconnect()
-        _ = name
         return Report(driver: descriptor.id, checks: log.checks.withLock { $0 })
     }
 
