@@ -84,6 +84,7 @@ let package = Package(
         // The driver conformance kit: one reusable suite any driver's tests call.
         .target(name: "DriverConformance", dependencies: ["HeraldCore"], swiftSettings: swiftSettings),
         .target(name: "HeraldUSB", dependencies: ["CLibUSB", "CUDev"], swiftSettings: swiftSettings),
+        .target(name: "HeraldUSBProtocols", dependencies: ["HeraldUSB"], swiftSettings: swiftSettings),
         .target(
             name: "HeraldRunner",
             dependencies: [

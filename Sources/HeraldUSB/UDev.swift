@@ -23,6 +23,9 @@ public final class UDev {
 
     deinit { udev_unref(udev) }
 
+    /// Every USB device udev knows, or none when udev is unavailable (a container without /sys).
+    public static func usbDevicesOrEmpty() -> [UDevUSBDevice] { (try? UDev())?.usbDevices() ?? [] }
+
     /// Every `usb_device` in sysfs, with its identifying attributes.
     public func usbDevices() -> [UDevUSBDevice] {
         guard let enumerate = udev_enumerate_new(udev) else { return [] }
