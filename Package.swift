@@ -90,6 +90,7 @@ let package = Package(
             dependencies: [
                 "HeraldCore", "HeraldScript", "HeraldSequencer", "HeraldStore", "HeraldHDF5", "HeraldAnalysis", "HeraldPlugins",
                 "SimulatedLab", "MockLaser", "MockRotator", "MockTimeTagger", "MockShutter", "MockCounter", "ReplayTimeTagger",
+                "ThorlabsITC4001", "ThorlabsElliptec", "S15TDC1",
                 .product(name: "Clocks", package: "swift-clocks"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -98,6 +99,7 @@ let package = Package(
             name: "herald",
             dependencies: [
                 "HeraldRunner", "HeraldCore", "HeraldScript", "HeraldUSB", "HeraldAnalysis", "HeraldStore", "HeraldTTTR",
+                "DriverConformance",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -116,6 +118,19 @@ let package = Package(
             ], path: "Drivers/SimulatedLab",
             // Optimised in debug builds too: the statistical tests simulate millions of photons.
             swiftSettings: swiftSettings + [.unsafeFlags(["-O"], .when(configuration: .debug))]),
+        // USB instrument drivers: real protocols over libusb (tested against emulated devices).
+        .target(
+            name: "USBInstrument", dependencies: ["HeraldCore", "HeraldUSB", "HeraldUSBProtocols"], path: "Drivers/USBInstrument",
+            swiftSettings: swiftSettings),
+        .target(
+            name: "ThorlabsITC4001", dependencies: ["HeraldCore", "HeraldUSB", "HeraldUSBProtocols", "USBInstrument"],
+            path: "Drivers/ThorlabsITC4001", swiftSettings: swiftSettings),
+        .target(
+            name: "ThorlabsElliptec", dependencies: ["HeraldCore", "HeraldUSB", "HeraldUSBProtocols", "USBInstrument"],
+            path: "Drivers/ThorlabsElliptec", swiftSettings: swiftSettings),
+        .target(
+            name: "S15TDC1", dependencies: ["HeraldCore", "HeraldUSB", "HeraldUSBProtocols", "USBInstrument"],
+            path: "Drivers/S15TDC1", swiftSettings: swiftSettings),
         .target(
             name: "MockLaser", dependencies: ["HeraldCore", "SimulatedLab"], path: "Drivers/MockLaser",
             swiftSettings: swiftSettings),

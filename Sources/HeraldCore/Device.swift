@@ -212,6 +212,14 @@ extension Device {
     public var needsWallClock: Bool { !descriptor.isMock }
 }
 
+/// A device that can tell the engine it has gone (unplugged, powered off) between calls,
+/// so a run stops within a second of the loss instead of at the device's next call.
+public protocol PresenceReporting: Device {
+    /// Returns when the instrument has gone, with the error that says so. The engine
+    /// cancels the wait when the run ends; the return value is then ignored.
+    func vanished() async -> DeviceError
+}
+
 /// Time-tagged photon detection events: parallel arrays, so blocks go to HDF5
 /// and into the coincidence counter without re-packing.
 public struct TagBlock: Sendable, Equatable {

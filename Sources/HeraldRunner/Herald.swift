@@ -13,6 +13,10 @@ import MockRotator
 import MockShutter
 import MockTimeTagger
 import ReplayTimeTagger
+import S15TDC1
+import ThorlabsElliptec
+import ThorlabsITC4001
+import USBInstrument
 import SimulatedLab
 
 /// Wires the modules together for one run: script → plan → engine → devices → events → store.
@@ -28,9 +32,15 @@ public enum Herald {
         r.register(DriverEntry(descriptor: MockShutter.descriptor) { MockShutter(config: $0, lab: lab) })
         r.register(DriverEntry(descriptor: MockCounter.descriptor) { MockCounter(config: $0, lab: lab) })
         r.register(DriverEntry(descriptor: ReplayTimeTagger.descriptor) { try ReplayTimeTagger(config: $0) })
+        r.register(DriverEntry(descriptor: ThorlabsITC4001.descriptor) { ThorlabsITC4001(config: $0) })
+        r.register(DriverEntry(descriptor: ElliptecRotator.descriptor) { ElliptecRotator(config: $0) })
+        r.register(DriverEntry(descriptor: S15TDC1.descriptor) { S15TDC1(config: $0) })
         for entry in plugins where r.entry(entry.descriptor.id) == nil { r.register(entry) }
         return r
     }
+
+    /// The USB identities the built-in instrument drivers claim (for `herald devices`).
+    public static let usbIdentities: [USBIdentity] = [ThorlabsITC4001.usb, ElliptecRotator.usb, S15TDC1.usb]
 
     /// The registry used when only descriptors are needed (validation, listing): built-ins
     /// and the plugins of `HERALD_PLUGIN_PATH`.

@@ -46,7 +46,7 @@ public final class RunEngine: Sendable {
     /// Runs the plan to completion, failure or cancellation. Never throws: how the
     /// run ended is in the returned stop record (and in the last event).
     public func run(start: RunStart) async -> RunStop {
-        var state = RunState(plan: plan)
+        let box = RunStateBox(RunState(plan: plan))
         var status = ExitStatus.success
         var reason: String?
         do {
@@ -54,10 +54,12 @@ public final class RunEngine: Sendable {
             for name in order {
                 try await call(name, "connect") { try await $0.connect() }
             }
-            for (index, step) in plan.steps.enumerated() {
-                try Task.checkCancellation()
-                try await emit(.stepStarted(index: index, summary: step.summary))
-                try await execute(step, state: &state)
+            try await watchingPresence {
+                for (index, step) in self.plan.steps.enumerated() {
+                    try Task.checkCancellation()
+                    try await self.emit(.stepStarted(index: index, summary: step.summary))
+                    try await self.execute(step, state: &box.state)
+                }
             }
         } catch {
             if Task.isCancelled || error is CancellationError {
@@ -68,6 +70,7 @@ public final class RunEngine: Sendable {
                 reason = String(describing: error)
             }
         }
+        let state = box.state
         if let pause = state.openPause {
             try? await emit(.pause(pause))
         }
@@ -85,6 +88,26 @@ public final class RunEngine: Sendable {
             logger.error("a consumer failed while closing the run: \(error)")
         }
         return stop
+    }
+
+    /// Runs `steps` while watching the devices that report their own loss (USB instruments
+    /// seen leaving by hotplug): the first loss cancels the steps and fails the run, so an
+    /// unplugged laser stops the run within a second even while the tagger is acquiring.
+    func watchingPresence(_ steps: @escaping @Sendable () async throws -> Void) async throws {
+        let watched = order.compactMap { devices[$0] as? any PresenceReporting }
+        if watched.isEmpty { return try await steps() }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await steps() }
+            for device in watched {
+                group.addTask {
+                    let lost = await device.vanished()
+                    try Task.checkCancellation()
+                    throw lost
+                }
+            }
+            defer { group.cancelAll() }
+            try await group.next()
+        }
     }
 
     /// Puts every device in its safe state, even if some fail: one failing device
@@ -359,6 +382,13 @@ public final class RunEngine: Sendable {
 }
 
 /// Mutable bookkeeping of one run, owned by the engine's task.
+/// The run's state, shared by reference with the task that runs the steps (only that task
+/// mutates it; the engine reads it after that task has ended).
+final class RunStateBox: @unchecked Sendable {
+    var state: RunState
+    init(_ state: RunState) { self.state = state }
+}
+
 struct RunState {
     var tagCount = 0
     var point: PointContext?

@@ -55,12 +55,22 @@ public final class USBDeviceHandle: @unchecked Sendable {  // libusb handles are
     public func waitUntilGone() async {
         await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
             let now = state.withLock { s -> Bool in
-                if s.gone { return true }
+                // Checked under the lock: a cancellation handler that wakes waiters takes it too.
+                if s.gone || Task.isCancelled { return true }
                 s.goneWaiters.append(c)
                 return false
             }
             if now { c.resume() }
         }
+    }
+
+    /// Wakes `waitUntilGone()` callers without the device having gone (their wait was cancelled).
+    public func cancelGoneWaiters() {
+        let waiters = state.withLock { s -> [CheckedContinuation<Void, Never>] in
+            defer { s.goneWaiters = [] }
+            return s.goneWaiters
+        }
+        for w in waiters { w.resume() }
     }
 
     func check(_ rc: Int32, _ operation: @autoclosure () -> String) throws {

@@ -16,7 +16,7 @@ struct HeraldCommand: AsyncParsableCommand {
         version: Herald.version,
         subcommands: [
             Run.self, Validate.self, Analyze.self, Recover.self, Tomography.self, Inspect.self, Import.self, Drivers.self,
-            Devices.self,
+            Devices.self, CheckDriver.self,
         ])
 }
 
@@ -228,6 +228,8 @@ struct Devices: ParsableCommand {
                 line += "  serial \(u.serial ?? "-")  \(u.manufacturer ?? "") \(u.product ?? "")"
                 line += "  \(u.sysPath)"
             }
+            let claim = Herald.usbIdentities.first { $0.vendorID == d.vendorID && $0.productID == d.productID }
+            line += "  driver \(claim?.driver ?? "-")"
             print(line)
         }
     }
