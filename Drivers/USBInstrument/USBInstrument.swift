@@ -29,7 +29,7 @@ public func deviceError(_ error: Error, device: String) -> Error {
     case let e as USBError where e.code == -5: return DeviceError(device: device, .notFound, e.description)  // LIBUSB_ERROR_NOT_FOUND
     case let e as USBError: return DeviceError(device: device, .disconnected, e.description)
     case let e as ProtocolError: return DeviceError(device: device, e.isTimeout ? .timeout : .invalidResponse, e.description)
-    case let e as SCPIError: return DeviceError(device: device, .rejected, e.description)
+    case let e as SCPIRejection: return DeviceError(device: device, .rejected, e.description)
     default: return error
     }
 }

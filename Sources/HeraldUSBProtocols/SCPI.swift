@@ -15,6 +15,16 @@ public struct SCPIError: Error, Sendable, Equatable, CustomStringConvertible {
     }
 }
 
+/// A command the instrument refused: what it queued in its error queue.
+public struct SCPIRejection: Error, Sendable, CustomStringConvertible {
+    public var device: String
+    public var command: String
+    public var errors: [SCPIError]
+    public var description: String {
+        "\(device) refused '\(command)': " + errors.map(\.description).joined(separator: "; ")
+    }
+}
+
 /// SCPI (IEEE 488.2) commands over a message link: writes, queries with typed answers, and
 /// the error queue, which every write checks so a rejected command is never silent.
 public struct SCPIClient: Sendable {
@@ -74,8 +84,6 @@ public struct SCPIClient: Sendable {
     public func checkedWrite(_ command: String) throws {
         try write(command)
         let queued = try errors()
-        if !queued.isEmpty {
-            throw ProtocolError(device: link.identity, "rejected '\(command)': \(queued.map(\.description).joined(separator: "; "))")
-        }
+        if !queued.isEmpty { throw SCPIRejection(device: link.identity, command: command, errors: queued) }
     }
 }
