@@ -144,8 +144,13 @@ public final class S15TDC1: TimeTagger, @unchecked Sendable {  // link state tou
         let watchdog = Task { [stream] in
             // The unit stops streaming at the end of its gate; if no word passes the gate
             // (no light, no idle words), the acquisition ends on wall-clock time.
-            try? await Task.sleep(for: duration + .milliseconds(500))
-            if case .failed(let e) = stream.end { sink.finish(throwing: e) } else { sink.finish() }
+            guard (try? await Task.sleep(for: duration + .milliseconds(500))) != nil else { return }
+            if case .failed(let e) = stream.end { return sink.finish(throwing: e) }
+            // Never a silent short acquisition: the unit's clock must pass the gate.
+            let reached = decoder.withLock { $0.lastPs } / 1_000_000_000
+            sink.finish(throwing: DeviceError(
+                device: device, .timeout,
+                "the time-stamp stream stopped at \(reached) ms of the \(durationPs / 1_000_000_000) ms gate (the unit stalled or lost words)"))
         }
         let ending = Task { [stream] in
             while stream.end == .running, !Task.isCancelled { try? await Task.sleep(for: .milliseconds(20)) }
@@ -220,6 +225,8 @@ public struct TDC1Decoder: Sendable {
     var carry: [UInt8] = []
     var periods: Int64 = 0
     var previous: Int64 = -1
+    /// The unit's clock at the last word, in ps since the acquisition started.
+    public private(set) var lastPs: Int64 = 0
     /// Bytes decoded so far (for error offsets).
     public private(set) var consumed = 0
     public private(set) var finished = false
@@ -274,6 +281,7 @@ public struct TDC1Decoder: Sendable {
             }
             previous = t
             let ps = (periods * (1 << 27) + t) * 2000
+            lastPs = ps
             if ps >= stopPs {
                 finished = true
                 break

@@ -1,4 +1,5 @@
 import CUDev
+import Foundation
 
 /// A USB device as udev describes it (sysfs attributes; no device I/O needed).
 public struct UDevUSBDevice: Sendable, Hashable {
@@ -63,5 +64,44 @@ extension String {
         var s = Substring(self)
         while let last = s.last, last.isWhitespace { s = s.dropLast() }
         return String(s)
+    }
+}
+
+/// Watches udev for USB devices leaving (a pulled cable, a powered-off instrument) on its
+/// own thread, which blocks in poll() and so costs nothing while nothing happens.
+final class UDevRemovalMonitor: @unchecked Sendable {  // the udev objects are used by the monitor thread only
+    private let udev: OpaquePointer
+    private let monitor: OpaquePointer
+
+    init?() {
+        guard let u = udev_new() else { return nil }
+        guard let m = udev_monitor_new_from_netlink(u, "udev") else {
+            udev_unref(u)
+            return nil
+        }
+        udev_monitor_filter_add_match_subsystem_devtype(m, "usb", "usb_device")
+        guard udev_monitor_enable_receiving(m) == 0 else {
+            udev_monitor_unref(m)
+            udev_unref(u)
+            return nil
+        }
+        udev = u
+        monitor = m
+    }
+
+    /// Calls `removed(bus, address)` for every USB device that leaves, from now on.
+    func start(_ removed: @escaping @Sendable (Int, Int) -> Void) {
+        let thread = Thread { [self] in
+            var pfd = pollfd(fd: udev_monitor_get_fd(monitor), events: Int16(POLLIN), revents: 0)
+            while true {
+                guard poll(&pfd, 1, 1000) > 0, let device = udev_monitor_receive_device(monitor) else { continue }
+                defer { udev_device_unref(device) }
+                guard let action = udev_device_get_action(device), String(cString: action) == "remove" else { continue }
+                func number(_ key: String) -> Int? { udev_device_get_property_value(device, key).flatMap { Int(String(cString: $0)) } }
+                if let bus = number("BUSNUM"), let address = number("DEVNUM") { removed(bus, address) }
+            }
+        }
+        thread.name = "herald.udev-monitor"
+        thread.start()
     }
 }

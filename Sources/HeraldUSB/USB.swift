@@ -19,6 +19,8 @@ public struct USBError: Error, CustomStringConvertible, Sendable {
     /// The device has gone (unplugged, powered off, or reset by the kernel).
     public var isGone: Bool { code == LIBUSB_ERROR_NO_DEVICE.rawValue }
     public var isTimeout: Bool { code == LIBUSB_ERROR_TIMEOUT.rawValue }
+    /// The endpoint halted (stalled); clearing the halt recovers it.
+    public var isStall: Bool { code == LIBUSB_ERROR_PIPE.rawValue }
 
     public var description: String {
         let hint: String
@@ -75,7 +77,7 @@ public struct USBMatch: Sendable, Hashable, CustomStringConvertible {
 /// is in progress.
 public final class USBContext: @unchecked Sendable {  // libusb contexts are thread-safe
     let context: OpaquePointer
-    private let eventThreadRunning = Atomic<Bool>(false)
+    private let activeStreams = Atomic<Int>(0)
     /// Open handles by libusb_device pointer, so a hotplug removal reaches its handle.
     private let open = Mutex<[UInt: WeakHandle]>([:])
     private let hotplug = Mutex<Bool>(false)
@@ -159,8 +161,7 @@ public final class USBContext: @unchecked Sendable {  // libusb contexts are thr
             return USBDeviceHandle(context: self, handle: raw, device: dev, identity: identity, info: info)
         }
         open.withLock { $0[UInt(bitPattern: Int(bitPattern: UnsafeRawPointer(handle.device)))] = WeakHandle(handle: handle) }
-        try registerHotplug(match)
-        startEventThread()
+        watchRemovals()
         return handle
     }
 
@@ -168,42 +169,35 @@ public final class USBContext: @unchecked Sendable {  // libusb contexts are thr
         _ = open.withLock { $0.removeValue(forKey: UInt(bitPattern: Int(bitPattern: UnsafeRawPointer(handle.device)))) }
     }
 
-    /// Removal events: libusb's hotplug (udev monitor underneath) marks the handle gone,
-    /// which fails its calls and streams at once and wakes `waitUntilGone()`.
-    private func registerHotplug(_ match: USBMatch) throws {
-        guard libusb_has_capability(UInt32(LIBUSB_CAP_HAS_HOTPLUG.rawValue)) != 0 else { return }
-        let first = hotplug.withLock { registered in
-            defer { registered = true }
-            return !registered
+    /// Removal events come from a udev monitor (libusb's own hotplug would need a thread
+    /// polling libusb's event loop all the time): the handle of the device that left is
+    /// marked gone, which fails its calls and streams at once and wakes `waitUntilGone()`.
+    private func watchRemovals() {
+        let first = hotplug.withLock { started in
+            defer { started = true }
+            return !started
         }
-        guard first else { return }
-        let rc = libusb_hotplug_register_callback(
-            context, Int32(LIBUSB_HOTPLUG_EVENT_DEVICE_LEFT.rawValue), 0, LIBUSB_HOTPLUG_MATCH_ANY,
-            LIBUSB_HOTPLUG_MATCH_ANY, LIBUSB_HOTPLUG_MATCH_ANY,
-            { _, device, _, user in
-                guard let user, let device else { return 0 }
-                Unmanaged<USBContext>.fromOpaque(user).takeUnretainedValue().deviceLeft(device)
-                return 0
-            }, Unmanaged.passUnretained(self).toOpaque(), nil)
-        if rc != 0 { throw USBError(code: rc, operation: "register hotplug callback", device: match.description) }
+        guard first, let monitor = UDevRemovalMonitor() else { return }
+        monitor.start { [self] bus, address in
+            let handles = open.withLock { $0.values.compactMap(\.handle) }
+            for h in handles where Int(h.info.bus) == bus && Int(h.info.address) == address { h.markGone() }
+        }
     }
 
-    private func deviceLeft(_ device: OpaquePointer) {
-        let handle = open.withLock { $0[UInt(bitPattern: Int(bitPattern: UnsafeRawPointer(device)))]?.handle }
-        handle?.markGone()
-    }
-
-    /// libusb needs someone in its event loop for asynchronous transfers and hotplug.
-    private func startEventThread() {
-        guard !eventThreadRunning.exchange(true, ordering: .acquiringAndReleasing) else { return }
-        // The thread holds the context: once a device was opened, the context lives as long as the process.
+    /// Asynchronous transfers complete inside libusb's event loop: a thread runs it while
+    /// at least one stream is active, and ends when the last one stops.
+    func streamStarted() {
+        guard activeStreams.add(1, ordering: .acquiringAndReleasing).oldValue == 0 else { return }
         let thread = Thread { [self] in
-            while true {
-                var tv = timeval(tv_sec: 0, tv_usec: 100_000)
-                _ = libusb_handle_events_timeout_completed(self.context, &tv, nil)
+            while activeStreams.load(ordering: .acquiring) > 0 {
+                var tv = timeval(tv_sec: 0, tv_usec: 50_000)
+                _ = libusb_handle_events_timeout_completed(context, &tv, nil)
             }
         }
+        // A previous thread may still be finishing its last 50 ms wait; two in the loop are harmless.
         thread.name = "herald.usb-events"
         thread.start()
     }
+
+    func streamStopped() { activeStreams.subtract(1, ordering: .acquiringAndReleasing) }
 }

@@ -72,6 +72,7 @@ public final class USBBulkStream: @unchecked Sendable {  // state behind a Mutex
     public func start() throws {
         try device.ensurePresent("start bulk stream")
         device.register(self)
+        device.context.streamStarted()
         let me = Unmanaged.passRetained(self)
         for t in transfers {
             t.pointee.user_data = me.toOpaque()
@@ -129,6 +130,7 @@ public final class USBBulkStream: @unchecked Sendable {  // state behind a Mutex
     private func finish(_ me: Unmanaged<USBBulkStream>) {
         state.withLock { if $0.end == .running { $0.end = .cancelled } }
         device.unregister(self)
+        device.context.streamStopped()
         me.release()
     }
 

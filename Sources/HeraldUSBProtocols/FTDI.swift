@@ -169,6 +169,8 @@ public final class CDCACMSerial: ByteLink, @unchecked Sendable {  // `usb` is th
 
     /// Drains what the device has already queued (there is no purge request in CDC-ACM).
     public func purge() throws {
-        for _ in 0..<64 where try !read(timeout: .milliseconds(20)).isEmpty {}
+        for _ in 0..<64 {
+            if try read(timeout: .milliseconds(20)).isEmpty { return }
+        }
     }
 }

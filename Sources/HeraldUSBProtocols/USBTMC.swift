@@ -74,6 +74,9 @@ public final class USBTMCLink: MessageLink, @unchecked Sendable {  // `usb` is t
         } catch let e as USBError where e.isTimeout {
             try? abortBulkOut(tag: tag)
             throw ProtocolError(device: identity, "write timed out after \(timeout); transfer aborted", isTimeout: true)
+        } catch let e as USBError where e.isStall {
+            try? clear()
+            throw ProtocolError(device: identity, "bulk-OUT endpoint stalled; halt cleared and device cleared")
         }
     }
 
@@ -108,6 +111,9 @@ public final class USBTMCLink: MessageLink, @unchecked Sendable {  // `usb` is t
         } catch let e as USBError where e.isTimeout {
             try? recover(abortingIn: tag)
             throw ProtocolError(device: identity, "no reply within \(timeout); aborted the transfer and cleared the device", isTimeout: true)
+        } catch let e as USBError where e.isStall {
+            try? clear()
+            throw ProtocolError(device: identity, "bulk-IN endpoint stalled; halt cleared and device cleared")
         }
         func fail(_ message: String, at offset: Int) -> ProtocolError {
             try? recover(abortingIn: tag)
