@@ -8,6 +8,7 @@ import math
 import random
 import re
 import struct
+import time
 
 from usbdevfs import Stall, config_descriptor, device_descriptor, later
 
@@ -515,9 +516,29 @@ class TDC1(Instrument):
                 words.append(((last % self.PERIOD) << 5) | 0x10)
             words.append(((gate % self.PERIOD) << 5) | 0x10)  # the gate has passed
             self.streamed_words += len(words)
-            self.stream = iter([struct.pack(f"<{len(words)}I", *words)])
+            self.stream = self.paced(words)
         self.pending = b""
         self.device.pump()
+
+    def paced(self, words):
+        """Releases words as the unit's clock reaches them (real time), as hardware does."""
+        started, i, unwrapped, last = time.monotonic(), 0, [], 0
+        for w in words:  # unwrap for pacing
+            t = w >> 5
+            base = (last // self.PERIOD) * self.PERIOD
+            last = base + t if base + t >= last else base + self.PERIOD + t
+            unwrapped.append(last)
+        while i < len(words):
+            now_units = (time.monotonic() - started) / 2e-9
+            j = i
+            while j < len(words) and unwrapped[j] <= now_units:
+                j += 1
+            if j == i:
+                later(0.005, self.device.pump)
+                yield b""
+                continue
+            yield struct.pack(f"<{j - i}I", *words[i:j])
+            i = j
 
     def bench_stream(self, gate):
         """A high-rate stream for throughput tests: one wrap period of evenly spaced
@@ -543,11 +564,15 @@ class TDC1(Instrument):
         while len(self.pending) < max_length:
             chunk = next(self.stream, None)
             if chunk is None:
+                if not self.pending:
+                    self.stream = None
+                    return None
+                break
+            if not chunk:  # the unit's clock has not reached the next word yet
+                if not self.pending:
+                    return None
                 break
             self.pending += chunk
-        if not self.pending:
-            self.stream = None
-            return None
         out, self.pending = self.pending[:max_length], self.pending[max_length:]
         if len(out) >= 8 and self.take("garbage"):  # two words whose time runs backwards
             t = struct.unpack_from("<I", out, 0)[0] >> 5

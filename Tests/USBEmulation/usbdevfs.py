@@ -8,6 +8,7 @@ holds the instrument protocols and the shared emulated lab; usblab.py is the com
 import errno
 import struct
 import sys
+import threading
 
 import gi
 
@@ -18,6 +19,11 @@ from gi.repository import GLib, UMockdev  # noqa: E402
 SUBMITURB, REAPURB, REAPURBNDELAY, DISCARDURB = 0x8038550A, 0x4008550C, 0x4008550D, 0x550B
 GET_CAPABILITIES = 0x8004551A
 URB_CONTROL, URB_BULK = 2, 3
+
+
+# umockdev answers ioctls on its own thread, timers run on the main loop: one lock keeps
+# the instrument models consistent between the two.
+LOCK = threading.RLock()
 
 
 class Stall(Exception):
@@ -78,6 +84,10 @@ class UsbDevice(UMockdev.IoctlBase):
 
     # -- ioctl dispatch -------------------------------------------------------------------
     def do_handle_ioctl(self, client):
+        with LOCK:
+            return self.handle(client)
+
+    def handle(self, client):
         request, arg = client.get_request(), client.get_arg()
         if self.gone:
             client.complete(-1, errno.ENODEV)
@@ -182,6 +192,7 @@ class UsbDevice(UMockdev.IoctlBase):
 def later(seconds, fn):
     """Runs fn once after `seconds` on the GLib main loop."""
     def once():
-        fn()
+        with LOCK:
+            fn()
         return False
     GLib.timeout_add(max(1, int(seconds * 1000)), once)

@@ -78,10 +78,11 @@ def main():
         devices[serial] = (device, instrument, sys_path)
 
     fired = []
+    started = time.monotonic()
 
     def fire(serial, kind):
         device, instrument, sys_path = devices[serial]
-        fired.append({"device": serial, "fault": kind, "at_command": len(instrument.log)})
+        fired.append({"device": serial, "fault": kind, "at_command": len(instrument.log), "t": time.monotonic() - started})
         print(f"usblab: fault {kind} on {serial} after {len(instrument.log)} commands", file=sys.stderr)
         if kind == "unplug":
             device.unplug(testbed, sys_path)
@@ -117,7 +118,7 @@ def main():
             sys.exit(f"usblab: bad trigger '{trigger}' (on=TEXT, after=N, at=SECONDS)")
 
     env = dict(os.environ, UMOCKDEV_DIR=testbed.get_root_dir(), LD_PRELOAD="libumockdev-preload.so.0")
-    started = time.monotonic()
+    started = time.monotonic()  # `at=` faults count from here too (GLib timers start with the loop)
     child = subprocess.Popen(command, env=env)
     loop = GLib.MainLoop()
 
