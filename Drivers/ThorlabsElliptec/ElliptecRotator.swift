@@ -151,8 +151,13 @@ public final class ElliptecRotator: Device, @unchecked Sendable {  // link state
         }
     }
 
-    /// A rotation mount has no hazardous state: it stays where it is.
-    public func enterSafeState() async throws {}
+    /// A rotation mount has no hazardous state: it stays where it is. An unplugged one says
+    /// so, rather than reporting a safe state it cannot know.
+    public func enterSafeState() async throws {
+        if let usb = handle.withLock({ $0 }), usb.isGone {
+            throw DeviceError(device: name, .disconnected, "\(usb.identity) was unplugged")
+        }
+    }
 
     public func disconnect() async {
         _ = try? await io.run(name) { [self] in

@@ -88,10 +88,15 @@ public final class USBTMCLink: MessageLink, @unchecked Sendable {  // `usb` is t
         while true {
             let tag = nextTag()
             let want = maxReply - reply.count
-            try usb.bulkWrite(
-                endpoint: bulkOut,
-                Self.header(.requestDevDepMsgIn, tag: tag, size: want, attributes: termChar == nil ? 0 : 0x02, termChar: termChar ?? 0),
-                timeout: timeout)
+            do {
+                try usb.bulkWrite(
+                    endpoint: bulkOut,
+                    Self.header(.requestDevDepMsgIn, tag: tag, size: want, attributes: termChar == nil ? 0 : 0x02, termChar: termChar ?? 0),
+                    timeout: timeout)
+            } catch let e as USBError where e.isStall {
+                try? clear()
+                throw ProtocolError(device: identity, "bulk-OUT endpoint stalled on a read request; halt cleared and device cleared")
+            }
             let (data, eom) = try readMessage(tag: tag, timeout: timeout)
             reply += data
             if eom { return reply }

@@ -89,7 +89,9 @@ class UsbDevice(UMockdev.IoctlBase):
 
     def handle(self, client):
         request, arg = client.get_request(), client.get_arg()
-        if self.gone:
+        # After a disconnect the kernel still hands back the URBs it killed (reap after
+        # disconnect), then answers ENODEV; libusb relies on that to finish its transfers.
+        if self.gone and not (request in (REAPURB, REAPURBNDELAY) and self.done):
             client.complete(-1, errno.ENODEV)
             return True
         if request == SUBMITURB:
@@ -112,7 +114,7 @@ class UsbDevice(UMockdev.IoctlBase):
                     return True
             client.complete(-1, errno.EINVAL)
         elif request == GET_CAPABILITIES:
-            arg.update(0, struct.pack("<I", 0))
+            arg.update(0, struct.pack("<I", 0x10))  # USBDEVFS_CAP_REAP_AFTER_DISCONNECT
             client.complete(0, 0)
         else:  # claim, release, clear halt, reset, set configuration, ...: succeed
             client.complete(0, 0)
@@ -182,7 +184,7 @@ class UsbDevice(UMockdev.IoctlBase):
         """What a pulled cable looks like: a udev remove event, then ENODEV for every request."""
         self.gone = True
         for u in self.pending_in:
-            self.finish(u, b"", status=-errno.ENODEV)
+            self.finish(u, b"", status=-errno.ESHUTDOWN)  # what the kernel gives killed URBs
         self.pending_in = []
         testbed.uevent(sys_path, "remove")
         testbed.remove_device(sys_path)
