@@ -167,7 +167,7 @@ let package = Package(
             name: "EndToEndTests",
             dependencies: [
                 "HeraldRunner", "HeraldCore", "HeraldAnalysis", "HeraldStore", "HeraldTTTR", "SimulatedLab", "herald",
-                "DriverConformance", "HeraldPlugins",
+                "DriverConformance", "HeraldPlugins", "HeraldUSBProtocols", "S15TDC1",
                 .product(name: "Numerics", package: "swift-numerics"),
             ],
             swiftSettings: swiftSettings),
