@@ -45,7 +45,7 @@ public final class S15TDC1: TimeTagger, @unchecked Sendable {  // link state tou
     private var serial: CDCACMSerial?
     private var lines = LineReader()
     private var level = "NIM"
-    private let handle = Mutex<USBDeviceHandle?>(nil)
+    private let connection = USBConnection()
     /// Where the next acquisition starts on the run's tag clock: the unit restarts its
     /// clock with every `timestamp` command, Herald's clock runs on.
     private let clockOffsetPs = Mutex<Int64>(0)
@@ -74,8 +74,7 @@ public final class S15TDC1: TimeTagger, @unchecked Sendable {  // link state tou
 
     public func connect() async throws {
         try await io.run(name) { [self] in
-            let usb = try USBContext.shared().open(match)
-            handle.withLock { $0 = usb }
+            let usb = try connection.open(match)
             let link = try CDCACMSerial(usb)
             try link.configure()
             serial = link
@@ -201,13 +200,13 @@ public final class S15TDC1: TimeTagger, @unchecked Sendable {  // link state tou
     public func disconnect() async {
         _ = try? await io.run(name) { [self] in
             serial = nil
-            handle.withLock { $0?.close(); $0 = nil }
+            connection.close()
         }
     }
 }
 
 extension S15TDC1: PresenceReporting {
-    public func vanished() async -> DeviceError { await presence(of: handle.withLock { $0 }, device: name) }
+    public func vanished() async -> DeviceError { await connection.vanished(device: name) }
 }
 
 /// Decodes the TDC1's 32-bit time-stamp words into tags on the run's clock: unwraps the

@@ -2,7 +2,6 @@ import Foundation
 import HeraldCore
 import HeraldUSB
 import HeraldUSBProtocols
-import Synchronization
 import USBInstrument
 
 /// Thorlabs Elliptec ELL14 rotation mount (and the ELL14K kit), over its FTDI USB-serial
@@ -53,7 +52,7 @@ public final class ElliptecRotator: Device, @unchecked Sendable {  // link state
     private var lastSetpoint = 0.0
     /// Homed in this session (the mount itself does not report it).
     private var isHomed = false
-    private let handle = Mutex<USBDeviceHandle?>(nil)
+    private let connection = USBConnection()
 
     public init(config: DeviceConfig) {
         name = config.name
@@ -66,8 +65,7 @@ public final class ElliptecRotator: Device, @unchecked Sendable {  // link state
 
     public func connect() async throws {
         try await io.run(name) { [self] in
-            let usb = try USBContext.shared().open(match)
-            handle.withLock { $0 = usb }
+            let usb = try connection.open(match)
             let link = try FTDISerial(usb)
             try link.configure(baud: 9600, latency: .milliseconds(2))
             serial = link
@@ -154,21 +152,19 @@ public final class ElliptecRotator: Device, @unchecked Sendable {  // link state
     /// A rotation mount has no hazardous state: it stays where it is. An unplugged one says
     /// so, rather than reporting a safe state it cannot know.
     public func enterSafeState() async throws {
-        if let usb = handle.withLock({ $0 }), usb.isGone {
-            throw DeviceError(device: name, .disconnected, "\(usb.identity) was unplugged")
-        }
+        if connection.isGone { throw DeviceError(device: name, .disconnected, "\(match) was unplugged") }
     }
 
     public func disconnect() async {
         _ = try? await io.run(name) { [self] in
             serial = nil
-            handle.withLock { $0?.close(); $0 = nil }
+            connection.close()
         }
     }
 }
 
 extension ElliptecRotator: PresenceReporting {
-    public func vanished() async -> DeviceError { await presence(of: handle.withLock { $0 }, device: name) }
+    public func vanished() async -> DeviceError { await connection.vanished(device: name) }
 }
 
 func hex8(_ v: UInt32) -> String {

@@ -2,7 +2,6 @@ import Foundation
 import HeraldCore
 import HeraldUSB
 import HeraldUSBProtocols
-import Synchronization
 import USBInstrument
 
 /// Thorlabs ITC4001 laser-diode and TEC controller (ITC4000 series), over USBTMC with SCPI.
@@ -44,7 +43,7 @@ public final class ThorlabsITC4001: Device, @unchecked Sendable {  // link touch
     let io: InstrumentQueue
     let timeout: Duration
     private var scpi: SCPIClient?
-    private let handle = Mutex<USBDeviceHandle?>(nil)
+    private let connection = USBConnection()
 
     public init(config: DeviceConfig) {
         name = config.name
@@ -56,8 +55,7 @@ public final class ThorlabsITC4001: Device, @unchecked Sendable {  // link touch
 
     public func connect() async throws {
         try await io.run(name) { [self] in
-            let usb = try USBContext.shared().open(match)
-            handle.withLock { $0 = usb }
+            let usb = try connection.open(match)
             let client = SCPIClient(try USBTMCLink(usb), timeout: timeout)
             let idn = try client.query("*IDN?")
             guard idn.uppercased().contains("ITC4") else {
@@ -118,11 +116,11 @@ public final class ThorlabsITC4001: Device, @unchecked Sendable {  // link touch
     public func disconnect() async {
         _ = try? await io.run(name) { [self] in
             scpi = nil
-            handle.withLock { $0?.close(); $0 = nil }
+            connection.close()
         }
     }
 }
 
 extension ThorlabsITC4001: PresenceReporting {
-    public func vanished() async -> DeviceError { await presence(of: handle.withLock { $0 }, device: name) }
+    public func vanished() async -> DeviceError { await connection.vanished(device: name) }
 }

@@ -2,6 +2,7 @@ import Foundation
 import HeraldCore
 import HeraldUSB
 import HeraldUSBProtocols
+import Synchronization
 
 /// What the USB instrument drivers share: one serial queue per instrument for libusb's
 /// blocking calls (each bounded by its own timeout), the script's `match:` turned into a
@@ -26,7 +27,7 @@ public func deviceError(_ error: Error, device: String) -> Error {
     case let e as DeviceError: return e
     case let e as USBError where e.isGone: return DeviceError(device: device, .disconnected, e.description)
     case let e as USBError where e.isTimeout: return DeviceError(device: device, .timeout, e.description)
-    case let e as USBError where e.code == -5: return DeviceError(device: device, .notFound, e.description)  // LIBUSB_ERROR_NOT_FOUND
+    case let e as USBError where e.isNotFound: return DeviceError(device: device, .notFound, e.description)
     case let e as USBError: return DeviceError(device: device, .disconnected, e.description)
     case let e as ProtocolError: return DeviceError(device: device, e.isTimeout ? .timeout : .invalidResponse, e.description)
     case let e as SCPIRejection: return DeviceError(device: device, .rejected, e.description)
@@ -55,17 +56,36 @@ public struct USBIdentity: Sendable, Hashable {
     }
 }
 
-/// Waits until `handle`'s device is unplugged (for `PresenceReporting`); with no handle,
-/// waits until the run cancels the wait.
-public func presence(of handle: USBDeviceHandle?, device: String) async -> DeviceError {
-    guard let handle else {
-        while !Task.isCancelled { try? await Task.sleep(for: .seconds(3600)) }
-        return DeviceError(device: device, .disconnected, "not connected")
+/// The USB device one instrument driver has open: opened on connect, closed on
+/// disconnect, and what the driver's `PresenceReporting` waits on.
+public final class USBConnection: Sendable {
+    private let handle = Mutex<USBDeviceHandle?>(nil)
+
+    public init() {}
+
+    /// Opens the device `match` names through the process's libusb context.
+    public func open(_ match: USBMatch) throws -> USBDeviceHandle {
+        let usb = try USBContext.shared().open(match)
+        handle.withLock { $0 = usb }
+        return usb
     }
-    await withTaskCancellationHandler {
-        await handle.waitUntilGone()
-    } onCancel: {
-        handle.cancelGoneWaiters()
+
+    public func close() { handle.withLock { $0?.close(); $0 = nil } }
+
+    /// True once the open device has been unplugged.
+    public var isGone: Bool { handle.withLock { $0?.isGone ?? false } }
+
+    /// Waits until the open device is unplugged; with none open, until the wait is cancelled.
+    public func vanished(device: String) async -> DeviceError {
+        guard let usb = handle.withLock({ $0 }) else {
+            while !Task.isCancelled { try? await Task.sleep(for: .seconds(3600)) }
+            return DeviceError(device: device, .disconnected, "not connected")
+        }
+        await withTaskCancellationHandler {
+            await usb.waitUntilGone()
+        } onCancel: {
+            usb.cancelGoneWaiters()
+        }
+        return DeviceError(device: device, .disconnected, "\(usb.identity) was unplugged")
     }
-    return DeviceError(device: device, .disconnected, "\(handle.identity) was unplugged")
 }

@@ -21,6 +21,8 @@ public struct USBError: Error, CustomStringConvertible, Sendable {
     public var isTimeout: Bool { code == LIBUSB_ERROR_TIMEOUT.rawValue }
     /// The endpoint halted (stalled); clearing the halt recovers it.
     public var isStall: Bool { code == LIBUSB_ERROR_PIPE.rawValue }
+    /// No device matched (or the handle's device is not there).
+    public var isNotFound: Bool { code == LIBUSB_ERROR_NOT_FOUND.rawValue }
 
     public var description: String {
         let hint: String
@@ -72,15 +74,14 @@ public struct USBMatch: Sendable, Hashable, CustomStringConvertible {
 }
 
 /// Owns a libusb context; the only place Herald calls libusb (with USBDeviceHandle and
-/// USBBulkStream). One per process (`shared`), with one thread that runs libusb's event
-/// loop so asynchronous transfers complete and hotplug removals are seen while no call
-/// is in progress.
+/// USBBulkStream). One per process (`shared`). A thread runs libusb's event loop while a
+/// bulk stream is active; a udev monitor thread reports devices that leave.
 public final class USBContext: @unchecked Sendable {  // libusb contexts are thread-safe
     let context: OpaquePointer
     private let activeStreams = Atomic<Int>(0)
-    /// Open handles by libusb_device pointer, so a hotplug removal reaches its handle.
+    /// Open handles (keyed by libusb_device pointer), so a udev removal reaches its handle.
     private let open = Mutex<[UInt: WeakHandle]>([:])
-    private let hotplug = Mutex<Bool>(false)
+    private let removalMonitorStarted = Mutex<Bool>(false)
 
     struct WeakHandle: @unchecked Sendable { weak var handle: USBDeviceHandle? }
 
@@ -173,7 +174,7 @@ public final class USBContext: @unchecked Sendable {  // libusb contexts are thr
     /// polling libusb's event loop all the time): the handle of the device that left is
     /// marked gone, which fails its calls and streams at once and wakes `waitUntilGone()`.
     private func watchRemovals() {
-        let first = hotplug.withLock { started in
+        let first = removalMonitorStarted.withLock { started in
             defer { started = true }
             return !started
         }

@@ -114,15 +114,16 @@ public final class USBBulkStream: @unchecked Sendable {  // state behind a Mutex
             return !s.stopping
         }
         if resubmit, libusb_submit_transfer(t) == 0 { return }
-        let (last, failed) = state.withLock { s -> (Bool, Bool) in
+        let last = state.withLock { s -> Bool in
             s.inFlight -= 1
             if !s.stopping {  // resubmission failed
                 s.stopping = true
                 s.end = .failed(USBError(code: LIBUSB_ERROR_IO.rawValue, operation: "resubmit bulk transfer", device: device.identity))
             }
-            return (s.inFlight == 0, true)
+            return s.inFlight == 0
         }
-        if failed { cancelInFlight() }
+        // This transfer is out of the loop: the others stop too (no-op for those already done).
+        cancelInFlight()
         if status == LIBUSB_TRANSFER_NO_DEVICE { device.markGone() }
         if last, let user = t.pointee.user_data { finish(Unmanaged<USBBulkStream>.fromOpaque(user)) }
     }

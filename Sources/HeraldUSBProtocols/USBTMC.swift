@@ -70,13 +70,21 @@ public final class USBTMCLink: MessageLink, @unchecked Sendable {  // `usb` is t
         var transfer = Self.header(.devDepMsgOut, tag: tag, size: message.count, attributes: 0x01) + message
         transfer += [UInt8](repeating: 0, count: (4 - transfer.count % 4) % 4)
         do {
-            try usb.bulkWrite(endpoint: bulkOut, transfer, timeout: timeout)
+            try clearingStall("bulk-OUT endpoint") { try usb.bulkWrite(endpoint: bulkOut, transfer, timeout: timeout) }
         } catch let e as USBError where e.isTimeout {
             try? abortBulkOut(tag: tag)
             throw ProtocolError(device: identity, "write timed out after \(timeout); transfer aborted", isTimeout: true)
+        }
+    }
+
+    /// A stalled endpoint is cleared (its halt, then the device) and reported as a protocol
+    /// error, which the engine retries like garbage.
+    func clearingStall<T>(_ endpoint: String, _ body: () throws -> T) throws -> T {
+        do {
+            return try body()
         } catch let e as USBError where e.isStall {
             try? clear()
-            throw ProtocolError(device: identity, "bulk-OUT endpoint stalled; halt cleared and device cleared")
+            throw ProtocolError(device: identity, "\(endpoint) stalled; halt cleared and device cleared")
         }
     }
 
@@ -88,14 +96,10 @@ public final class USBTMCLink: MessageLink, @unchecked Sendable {  // `usb` is t
         while true {
             let tag = nextTag()
             let want = maxReply - reply.count
-            do {
-                try usb.bulkWrite(
-                    endpoint: bulkOut,
-                    Self.header(.requestDevDepMsgIn, tag: tag, size: want, attributes: termChar == nil ? 0 : 0x02, termChar: termChar ?? 0),
-                    timeout: timeout)
-            } catch let e as USBError where e.isStall {
-                try? clear()
-                throw ProtocolError(device: identity, "bulk-OUT endpoint stalled on a read request; halt cleared and device cleared")
+            let request = Self.header(
+                .requestDevDepMsgIn, tag: tag, size: want, attributes: termChar == nil ? 0 : 0x02, termChar: termChar ?? 0)
+            try clearingStall("bulk-OUT endpoint (read request)") {
+                try usb.bulkWrite(endpoint: bulkOut, request, timeout: timeout)
             }
             let (data, eom) = try readMessage(tag: tag, timeout: timeout)
             reply += data
@@ -112,13 +116,12 @@ public final class USBTMCLink: MessageLink, @unchecked Sendable {  // `usb` is t
         let chunk = (maxReply + 12 + maxPacket - 1) / maxPacket * maxPacket
         var first: [UInt8]
         do {
-            first = try usb.bulkRead(endpoint: bulkIn, maxLength: min(chunk, 64 * 1024), timeout: timeout)
+            first = try clearingStall("bulk-IN endpoint") {
+                try usb.bulkRead(endpoint: bulkIn, maxLength: min(chunk, 64 * 1024), timeout: timeout)
+            }
         } catch let e as USBError where e.isTimeout {
             try? recover(abortingIn: tag)
             throw ProtocolError(device: identity, "no reply within \(timeout); aborted the transfer and cleared the device", isTimeout: true)
-        } catch let e as USBError where e.isStall {
-            try? clear()
-            throw ProtocolError(device: identity, "bulk-IN endpoint stalled; halt cleared and device cleared")
         }
         func fail(_ message: String, at offset: Int) -> ProtocolError {
             try? recover(abortingIn: tag)
