@@ -136,6 +136,9 @@ public struct CoincidenceStream: Sendable {
     private var delayOfSlot: [Int64]
     private let channelOfSlot: [Int]
     private let half: Int64
+    /// How far back a tag's coincidence, n-fold and offset-window partners can be.
+    private let pairReach: Int64
+    /// How far back anything can pair, histograms included: how much history is kept.
     private let reach: Int64
     private let minDelay: Int64
 
@@ -155,10 +158,21 @@ public struct CoincidenceStream: Sendable {
     /// the hot loop increments through one buffer pointer.
     private var histogramCounts: [Int64]
     private let histogramBases: [Int]
-    /// What to do for a tag pair (earlier slot, later slot): the actions of pair (j, c) are
-    /// actions[actionStart[j·k + c] ..< actionStart[j·k + c + 1]], flat for the hot loop.
-    private let actions: [Action]
-    private let actionStart: [Int]
+    /// Offset-window counts for a tag pair (earlier slot j, later slot c) are
+    /// offsetJobs[offsetJobStart[j·k + c] ..< offsetJobStart[j·k + c + 1]], flat for the hot loop.
+    private let offsetJobs: [PairJob]
+    private let offsetJobStart: [Int]
+    /// Histograms a tag of slot c closes as the later tag: histogramJobs[histogramJobStart[c] ..<
+    /// histogramJobStart[c + 1]], each naming the earlier tag's slot.
+    private let histogramJobs: [PairJob]
+    private let histogramJobStart: [Int]
+    /// Histogram ranges reach much further back than the coincidence window, and most tags
+    /// in reach are on channels that do not pair. So each processed tag links to the previous
+    /// tag of its slot, and a histogram walks only its partner slot's chain. Links are
+    /// absolute indices (historyBase + array index) so dropping old history keeps them valid.
+    private var previousOfSlot: [Int] = []
+    private var latestOfSlot: [Int]
+    private var historyBase = 0
     private let groupsBySlot: [[(group: Int, others: [Int])]]
     private var activeExcluded: [ExcludedInterval] = []
     private var allExcluded: [ExcludedInterval] = []
@@ -166,11 +180,33 @@ public struct CoincidenceStream: Sendable {
     private var firstRaw: Int64?
     private var lastRaw: Int64?
 
-    /// Work attached to an ordered slot pair (earlier tag's slot, later tag's slot).
-    private enum Action: Sendable {
-        /// Histogram `index`; `sign` turns d = t_later − t_earlier into Δ = t_b − t_a.
-        case histogram(index: Int, sign: Int64)
-        case offset(pair: Int, sign: Int64)
+    /// Work attached to an ordered slot pair (earlier tag's slot, later tag's slot): one
+    /// histogram's bins or one pair's offset-window count. A plain struct rather than an enum
+    /// with payloads so the hot loop reads it through a pointer with no switch or copies.
+    struct PairJob: Sendable {
+        /// The earlier tag's slot.
+        var earlierSlot: Int
+        /// Turns d = t_later − t_earlier into Δ = t_b − t_a.
+        var sign: Int64
+        /// First bin of the histogram in the flat bin array, or the offset pair's index.
+        var index: Int
+        var rangePs: Int64 = 0
+        var widthPs: Int64 = 1
+        var inverseWidth: Double = 1
+        /// Same-channel histograms see each unordered pair once, so Δ and −Δ are both binned
+        /// (the histogram counts ordered pairs of distinct tags, like the cross histograms).
+        var mirrored = false
+
+        /// ⌊shifted / width⌋ for 0 ≤ shifted < 2·range: a reciprocal multiply, then one
+        /// correction step. 64-bit division costs more than the rest of the pair's work, and
+        /// the estimate is off by at most one because the quotient is below the 10⁷-bin limit.
+        @inline(__always)
+        func bin(_ shifted: Int64) -> Int {
+            var q = Int64(Double(shifted) * inverseWidth)
+            let r = shifted &- q &* widthPs
+            if r < 0 { q &-= 1 } else if r >= widthPs { q &+= 1 }
+            return Int(q)
+        }
     }
 
     public init(_ configuration: CoincidenceConfiguration) throws {
@@ -204,29 +240,43 @@ public struct CoincidenceStream: Sendable {
             throw CoincidenceError.invalidConfiguration("window or reorder bound is out of range")
         }
 
-        var actions = [[Action]](repeating: [], count: k * k)
-        for (h, spec) in configuration.correlations.enumerated() {
+        var byLaterSlot = [[PairJob]](repeating: [], count: k)
+        var base = 0
+        for spec in configuration.correlations {
             guard spec.binWidthPs > 0, spec.rangePs > 0 else {
                 throw CoincidenceError.invalidConfiguration("histogram \(spec.pair.a)–\(spec.pair.b): bin width and range must be positive")
             }
             guard spec.rangePs < limit, spec.binCount <= 10_000_000 else {
                 throw CoincidenceError.invalidConfiguration("histogram \(spec.pair.a)–\(spec.pair.b) would have \(spec.binCount) bins; widen the bins")
             }
-            reach = max(reach, spec.rangePs)
             let a = Int(slotOf[spec.pair.a]), b = Int(slotOf[spec.pair.b])
-            actions[a * k + b].append(.histogram(index: h, sign: 1))
-            if a != b { actions[b * k + a].append(.histogram(index: h, sign: -1)) }
+            let job = PairJob(
+                earlierSlot: a, sign: 1, index: base, rangePs: spec.rangePs, widthPs: spec.binWidthPs,
+                inverseWidth: 1 / Double(spec.binWidthPs), mirrored: a == b)
+            byLaterSlot[b].append(job)
+            if a != b {
+                var reversed = job
+                reversed.earlierSlot = b
+                reversed.sign = -1
+                byLaterSlot[a].append(reversed)
+            }
+            base += spec.binCount
         }
+        var offsetJobs = [[PairJob]](repeating: [], count: k * k)
         if configuration.offsetWindowPs != nil {
             for (p, pair) in configuration.pairs.enumerated() where pair.a != pair.b {
                 let a = Int(slotOf[pair.a]), b = Int(slotOf[pair.b])
-                actions[a * k + b].append(.offset(pair: p, sign: 1))
-                actions[b * k + a].append(.offset(pair: p, sign: -1))
+                offsetJobs[a * k + b].append(PairJob(earlierSlot: a, sign: 1, index: p))
+                offsetJobs[b * k + a].append(PairJob(earlierSlot: b, sign: -1, index: p))
             }
         }
-        self.reach = reach
-        self.actions = actions.flatMap { $0 }
-        self.actionStart = actions.reduce(into: [0]) { $0.append($0[$0.count - 1] + $1.count) }
+        pairReach = reach
+        self.reach = configuration.correlations.reduce(reach) { max($0, $1.rangePs) }
+        self.offsetJobs = offsetJobs.flatMap { $0 }
+        offsetJobStart = offsetJobs.reduce(into: [0]) { $0.append($0[$0.count - 1] + $1.count) }
+        histogramJobs = byLaterSlot.flatMap { $0 }
+        histogramJobStart = byLaterSlot.reduce(into: [0]) { $0.append($0[$0.count - 1] + $1.count) }
+        latestOfSlot = Array(repeating: -1, count: k)
 
         var bySlot = [[(group: Int, others: [Int])]](repeating: [], count: k)
         for (g, group) in configuration.groups.enumerated() {
@@ -325,6 +375,57 @@ public struct CoincidenceStream: Sendable {
         return r
     }
 
+    /// Bins the tags in `range` (already counted, in time order) into the histograms, each
+    /// walking back along its partner slot's chain of earlier tags. A pass of its own so the
+    /// pair loop above stays small enough to keep its state in registers.
+    @inline(never)
+    private mutating func binHistograms(_ range: Range<Int>) {
+        if previousOfSlot.count < range.upperBound {
+            previousOfSlot.append(contentsOf: repeatElement(-1, count: range.upperBound - previousOfSlot.count))
+        }
+        let base = historyBase
+        histogramCounts.withUnsafeMutableBufferPointer { bins in
+            previousOfSlot.withUnsafeMutableBufferPointer { previous in
+                latestOfSlot.withUnsafeMutableBufferPointer { latest in
+                    histogramJobs.withUnsafeBufferPointer { jobs in
+                        histogramJobStart.withUnsafeBufferPointer { jobStart in
+                            times.withUnsafeBufferPointer { ts in
+                                slots.withUnsafeBufferPointer { sl in
+                                    for i in range {
+                                        let t = ts[i], c = Int(sl[i])
+                                        for h in jobStart[c]..<jobStart[c &+ 1] {
+                                            let job = jobs[h]
+                                            // r = absolute − base: links to dropped history are negative.
+                                            var r = latest[job.earlierSlot] &- base
+                                            while r >= 0 {
+                                                let d = t &- ts[r]
+                                                if d > job.rangePs { break }
+                                                let shifted = job.sign &* d &+ job.rangePs
+                                                if shifted >= 0 && shifted < 2 &* job.rangePs {
+                                                    bins[job.index &+ job.bin(shifted)] &+= 1
+                                                }
+                                                // Ordered pairs: two tags at the same instant count twice at Δ = 0 too.
+                                                if job.mirrored {
+                                                    let mirrored = job.rangePs &- d
+                                                    if mirrored >= 0 && mirrored < 2 &* job.rangePs {
+                                                        bins[job.index &+ job.bin(mirrored)] &+= 1
+                                                    }
+                                                }
+                                                r = previous[r] &- base
+                                            }
+                                        }
+                                        previous[i] = latest[c]
+                                        latest[c] = base &+ i
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// True when `t` is more than `bound` earlier than `latest` (never true before any tag).
     static func lags(_ t: Int64, behind latest: Int64, by bound: Int64) -> Bool {
         guard latest != .min else { return false }
@@ -380,26 +481,25 @@ public struct CoincidenceStream: Sendable {
     /// Counts every pending tag earlier than `horizon`, looking back at earlier tags within reach.
     private mutating func process(before horizon: Int64) {
         let k = channelOfSlot.count
-        let half = self.half, reach = self.reach
-        let hasActions = !actions.isEmpty
+        let half = self.half, pairReach = self.pairReach
+        let hasOffsets = !offsetJobs.isEmpty
         let hasGroups = !configuration.groups.isEmpty
         let offset = configuration.offsetWindowPs ?? 0
         var near = [Int](repeating: 0, count: k)
+        let first = next
         var i = next
         // Move the accumulators into locals (no copy) so the closures below touch no `self`.
         var singles = self.singles, matrix = self.pairMatrix
-        var histogramCounts = self.histogramCounts, offsetCounts = self.offsetCounts, nfoldCounts = self.nfoldCounts
-        self.singles = []; self.pairMatrix = []; self.histogramCounts = []; self.offsetCounts = []; self.nfoldCounts = []
+        var offsetCounts = self.offsetCounts, nfoldCounts = self.nfoldCounts
+        self.singles = []; self.pairMatrix = []; self.offsetCounts = []; self.nfoldCounts = []
         defer {
-            self.singles = singles; self.pairMatrix = matrix; self.histogramCounts = histogramCounts
+            self.singles = singles; self.pairMatrix = matrix
             self.offsetCounts = offsetCounts; self.nfoldCounts = nfoldCounts
         }
-        let actions = self.actions, actionStart = self.actionStart, groupsBySlot = self.groupsBySlot
-        let histograms = configuration.correlations.enumerated().map { h, spec in
-            (base: histogramBases[h], range: spec.rangePs, width: spec.binWidthPs, samePair: spec.pair.a == spec.pair.b)
-        }
+        let groupsBySlot = self.groupsBySlot
         // Hot loop: buffer pointers drop bounds checks; j stays in [0, i), i in [next, count).
-        histogramCounts.withUnsafeMutableBufferPointer { bins in
+        offsetJobs.withUnsafeBufferPointer { offsetJobs in
+          offsetJobStart.withUnsafeBufferPointer { offsetJobStart in
             times.withUnsafeBufferPointer { ts in
                 slots.withUnsafeBufferPointer { sl in
                     singles.withUnsafeMutableBufferPointer { singles in
@@ -414,32 +514,16 @@ public struct CoincidenceStream: Sendable {
                                 var anyNear = false
                                 while j >= 0 {
                                     let d = t &- ts[j]
-                                    if d > reach { break }
+                                    if d > pairReach { break }
                                     let cj = Int(sl[j])
                                     if d <= half {
                                         matrix[cj &* k &+ c] &+= 1
                                         if hasGroups { near[cj] &+= 1; anyNear = true }
                                     }
-                                    if hasActions {
-                                        for a in actionStart[cj &* k &+ c]..<actionStart[cj &* k &+ c &+ 1] {
-                                            let action = actions[a]
-                                            switch action {
-                                            case .histogram(let h, let sign):
-                                                let spec = histograms[h]
-                                                let shifted = sign &* d &+ spec.range
-                                                if shifted >= 0 && shifted < 2 &* spec.range {
-                                                    bins[spec.base &+ Int(shifted / spec.width)] &+= 1
-                                                }
-                                                // Same-channel histograms see each pair once; Δ and −Δ both occur.
-                                                if spec.samePair, d > 0 {
-                                                    let mirrored = spec.range &- d
-                                                    if mirrored >= 0 && mirrored < 2 &* spec.range {
-                                                        bins[spec.base &+ Int(mirrored / spec.width)] &+= 1
-                                                    }
-                                                }
-                                            case .offset(let p, let sign):
-                                                if abs(sign &* d &- offset) <= half { offsetCounts[p] &+= 1 }
-                                            }
+                                    if hasOffsets {
+                                        for a in offsetJobStart[cj &* k &+ c]..<offsetJobStart[cj &* k &+ c &+ 1] {
+                                            let job = offsetJobs[a]
+                                            if abs(job.sign &* d &- offset) <= half { offsetCounts[job.index] &+= 1 }
                                         }
                                     }
                                     j &-= 1
@@ -458,16 +542,24 @@ public struct CoincidenceStream: Sendable {
                     }
                 }
             }
+          }
         }
+        if !histogramJobs.isEmpty { binHistograms(first..<i) }
         next = i
         // History older than reach before the next tag to count can never pair again.
         let oldest = next < times.count ? min(times[next], horizon) : horizon
         let keepFrom = Self.saturating(oldest, -reach)
-        var drop = 0
-        while drop < next && times[drop] < keepFrom { drop += 1 }
+        // Processed tags are in time order: binary-search the first one still in reach.
+        var drop = 0, upper = next
+        while drop < upper {
+            let mid = (drop + upper) / 2
+            if times[mid] < keepFrom { drop = mid + 1 } else { upper = mid }
+        }
         if drop > 0 && (drop >= 4096 || drop == times.count) && drop * 2 >= next {
             times.removeFirst(drop)
             slots.removeFirst(drop)
+            if !previousOfSlot.isEmpty { previousOfSlot.removeFirst(drop) }
+            historyBase += drop
             next -= drop
         }
     }
