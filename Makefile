@@ -3,7 +3,7 @@
 #   make test   installs what is missing, runs the whole test suite
 SWIFT ?= swift
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-DEB_PACKAGES := libhdf5-dev libusb-1.0-0-dev libudev-dev pkg-config python3 python3-venv umockdev libumockdev-dev gir1.2-umockdev-1.0 python3-gi
+DEB_PACKAGES := libhdf5-dev libdeflate-dev libusb-1.0-0-dev libudev-dev pkg-config python3 python3-venv umockdev libumockdev-dev gir1.2-umockdev-1.0 python3-gi
 VENV := .venv
 PY := $(VENV)/bin/python
 

@@ -32,8 +32,8 @@ let package = Package(
             name: "CHDF5", path: "Sources/CHDF5", pkgConfig: "hdf5",
             providers: [.apt(["libhdf5-dev"])]),
         .systemLibrary(
-            name: "CZlib", path: "Sources/CZlib", pkgConfig: "zlib",
-            providers: [.apt(["zlib1g-dev"])]),
+            name: "CLibDeflate", path: "Sources/CLibDeflate", pkgConfig: "libdeflate",
+            providers: [.apt(["libdeflate-dev"])]),
         .systemLibrary(
             name: "CLibUSB", path: "Sources/CLibUSB", pkgConfig: "libusb-1.0",
             providers: [.apt(["libusb-1.0-0-dev"])]),
@@ -66,7 +66,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings),
-        .target(name: "HeraldHDF5", dependencies: ["CHDF5", "CZlib"], swiftSettings: swiftSettings),
+        .target(name: "HeraldHDF5", dependencies: ["CHDF5", "CLibDeflate"], swiftSettings: swiftSettings),
         .target(
             name: "HeraldStore",
             dependencies: [

@@ -1,10 +1,12 @@
 import CHDF5
-import CZlib
+import CLibDeflate
 import Dispatch
+import Foundation
 
 /// Shuffle + deflate, the filter pair stock h5py decodes with no plugin.
 public struct DeflateSettings: Sendable, Equatable {
-    /// zlib level 1…9; 1 is the fast one instruments need.
+    /// Deflate level 1…9 (zlib's scale; readers need nothing but zlib); 1 is the fast one
+    /// instruments need.
     public var level: Int32
     public init(level: Int32 = 1) { self.level = level }
 }
@@ -29,37 +31,58 @@ enum ChunkCodec {
         }
     }
 
-    static func compress(_ input: UnsafeRawBufferPointer, elementSize: Int, level: Int32) -> [UInt8] {
-        var shuffled = [UInt8](repeating: 0, count: input.count)
-        if elementSize > 1 {
-            shuffled.withUnsafeMutableBytes { shuffle(input, elementSize: elementSize, into: $0) }
-        } else {
-            shuffled.withUnsafeMutableBytes { $0.copyMemory(from: input) }
-        }
-        var bound = compressBound(uLong(input.count))
-        var out = [UInt8](repeating: 0, count: Int(bound))
-        let status = out.withUnsafeMutableBufferPointer { dst in
-            shuffled.withUnsafeBufferPointer { src in
-                compress2(dst.baseAddress, &bound, src.baseAddress, uLong(src.count), level)
+    /// One chunk, shuffled, then deflated into a zlib stream (what HDF5's deflate filter
+    /// writes and inflates). libdeflate rather than zlib: its level 1 is about twice as fast
+    /// on whole buffers, at a similar ratio.
+    static func compress(
+        _ input: UnsafeRawBufferPointer, elementSize: Int, with compressor: OpaquePointer, scratch: inout [UInt8]
+    ) -> [UInt8] {
+        if scratch.count < input.count { scratch = [UInt8](repeating: 0, count: input.count) }
+        scratch.withUnsafeMutableBytes { shuffled in
+            if elementSize > 1 {
+                shuffle(input, elementSize: elementSize, into: shuffled)
+            } else {
+                UnsafeMutableRawBufferPointer(rebasing: shuffled[..<input.count]).copyMemory(from: input)
             }
         }
-        precondition(status == Z_OK, "zlib compress2 cannot fail with a compressBound-sized buffer")
-        out.removeSubrange(Int(bound)...)
+        let bound = libdeflate_zlib_compress_bound(compressor, input.count)
+        var out = [UInt8](repeating: 0, count: bound)
+        let written = out.withUnsafeMutableBytes { dst in
+            scratch.withUnsafeBytes { src in
+                libdeflate_zlib_compress(compressor, src.baseAddress, input.count, dst.baseAddress, bound)
+            }
+        }
+        // libdeflate returns 0 only when the output does not fit, which the bound rules out.
+        precondition(written > 0, "libdeflate_zlib_compress cannot fail with a bound-sized buffer")
+        out.removeSubrange(written...)
         return out
     }
 
-    /// Compresses `chunks` consecutive chunks of `chunkBytes` each, on all cores.
+    /// Compresses consecutive chunks of `chunkBytes` each, on all cores. A compressor holds
+    /// its own hash tables and is not thread-safe, so each worker allocates one and takes
+    /// every `workers`-th chunk.
     static func compressChunks(_ data: UnsafeRawBufferPointer, chunkBytes: Int, elementSize: Int, level: Int32) -> [[UInt8]] {
         let count = data.count / chunkBytes
+        let workers = min(count, ProcessInfo.processInfo.activeProcessorCount)
         let results = UnsafeMutableBufferPointer<[UInt8]>.allocate(capacity: count)
         results.initialize(repeating: [])
-        defer { results.deallocate() }
-        // Each iteration writes only its own slot of `results`.
+        defer {
+            results.deinitialize()
+            results.deallocate()
+        }
+        // Each worker writes only its own slots of `results`.
         nonisolated(unsafe) let slots = results
         nonisolated(unsafe) let source = data
-        DispatchQueue.concurrentPerform(iterations: count) { i in
-            let chunk = UnsafeRawBufferPointer(rebasing: source[(i * chunkBytes)..<((i + 1) * chunkBytes)])
-            slots[i] = compress(chunk, elementSize: elementSize, level: level)
+        DispatchQueue.concurrentPerform(iterations: workers) { w in
+            guard let compressor = libdeflate_alloc_compressor(level) else {
+                preconditionFailure("libdeflate_alloc_compressor(\(level)) failed: out of memory or a level outside 0…12")
+            }
+            defer { libdeflate_free_compressor(compressor) }
+            var scratch: [UInt8] = []
+            for i in stride(from: w, to: count, by: workers) {
+                let chunk = UnsafeRawBufferPointer(rebasing: source[(i * chunkBytes)..<((i + 1) * chunkBytes)])
+                slots[i] = compress(chunk, elementSize: elementSize, with: compressor, scratch: &scratch)
+            }
         }
         return Array(results)
     }

@@ -71,7 +71,9 @@ extension H5Location {
         guard H5Sget_simple_extent_npoints(space) == 1 else {
             throw HDF5Error(operation: "read as scalar (attribute has several values)", object: "\(path)@\(name)")
         }
-        try check(H5Aread(attr, T.nativeType, &values), "H5Aread", "\(path)@\(name)")
+        try values.withUnsafeMutableBufferPointer { buf in
+            try check(H5Aread(attr, T.nativeType, buf.baseAddress), "H5Aread", "\(path)@\(name)")
+        }
         return values[0]
     }
 }

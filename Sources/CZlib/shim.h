@@ -1,4 +1,0 @@
-#ifndef HERALD_CZLIB_SHIM_H
-#define HERALD_CZLIB_SHIM_H
-#include <zlib.h>
-#endif
