@@ -25,6 +25,9 @@ public actor ReplayTimeTagger: TimeTagger {
             PropertySpec("file", .text, summary: "the recording; relative paths are looked up beside the script, then in the working directory"),
             PropertySpec("format", .text, summary: "auto (default: by extension), ptu, swabian or herald"),
             PropertySpec("realtime", .bool, summary: "deliver tags no faster than they were recorded (default false)"),
+            PropertySpec(
+                "loop", .bool,
+                summary: "when the recording ends, play it again shifted by its length (default false): soak tests and long-run benchmarks"),
         ], usesHardware: false)
         .matched(by: [.file])
 
@@ -36,6 +39,7 @@ public actor ReplayTimeTagger: TimeTagger {
     public nonisolated let path: String
     public nonisolated let format: Format
     public nonisolated let realtime: Bool
+    public nonisolated let loop: Bool
 
     private var source: (any ReplaySource)?
     /// Tags read from the source but not delivered yet (they lie beyond the last acquisition).
@@ -79,6 +83,7 @@ public actor ReplayTimeTagger: TimeTagger {
                 device: config.name, .unsupported, "format '\(formatText)' is not one of auto, ptu, swabian, herald")
         }
         realtime = config.settings["realtime"]?.bool ?? false
+        loop = config.settings["loop"]?.bool ?? false
         channelCount = format == .ptu ? 64 : 256
     }
 
@@ -104,15 +109,19 @@ public actor ReplayTimeTagger: TimeTagger {
     }
 
     public func connect() async throws {
-        do {
+        let (path, format) = (self.path, self.format)
+        let open: @Sendable () throws -> any ReplaySource = {
             switch format {
-            case .ptu, .swabian:
-                source = try PicoQuantSource(file: try TimeTagFile.open(path, swabian: format == .swabian))
-            case .herald:
-                source = try HeraldRunSource(stream: try RunTagStream(path: path))
+            case .ptu, .swabian: try PicoQuantSource(file: try TimeTagFile.open(path, swabian: format == .swabian))
+            case .herald: try HeraldRunSource(stream: try RunTagStream(path: path))
             }
+        }
+        do {
+            source = loop ? try LoopingSource(open: open) : try open()
         } catch let e as DeviceError {
             throw e
+        } catch let e as StoreError where e.message.contains("stored no raw tags") {
+            throw DeviceError(device: name, .unsupported, "cannot replay \(path): the run stored no raw tags (recorded with --no-raw-tags)")
         } catch {
             throw DeviceError(device: name, .invalidResponse, "cannot replay \(path): \(error)")
         }
@@ -355,6 +364,66 @@ final class HeraldRunSource: ReplaySource {
 
     func acquisition(containingOrAfter t: Int64) -> (startPs: Int64, stopPs: Int64)? {
         stream.acquisitions.first { $0.stopPs > t }
+    }
+}
+
+/// Plays a recording again and again, each pass shifted by the recording's length, so a
+/// short recording stands in for an acquisition of any length (soak tests, memory benchmarks).
+final class LoopingSource: ReplaySource {
+    let open: () throws -> any ReplaySource
+    private var pass: any ReplaySource
+    /// Added to every time of the current pass.
+    private var offset: Int64 = 0
+    private var lastTag: Int64?
+    let startPs: Int64
+    /// Never ends.
+    var endPs: Int64? { nil }
+    /// One pass.
+    var statedLengthPs: Int64? { pass.statedLengthPs }
+
+    init(open: @escaping () throws -> any ReplaySource) throws {
+        self.open = open
+        pass = try open()
+        startPs = pass.startPs
+    }
+
+    func next() throws -> TagBlock? {
+        if let block = try pass.next() { return shifted(block) }
+        // The pass ended: its length is known now (a file source learns it by reading to the end).
+        guard let lastTag else { return nil }  // an empty recording: nothing to loop
+        // Shift by the recording's length, and always past the last tag delivered.
+        let afterLast = lastTag + 1 - startPs
+        offset = pass.endPs.map { max(offset + $0 - startPs, afterLast) } ?? afterLast
+        pass = try open()
+        return try pass.next().map(shifted)
+    }
+
+    private func shifted(_ block: TagBlock) -> TagBlock {
+        var out = block
+        if offset != 0 {
+            out.timestamps = block.timestamps.map { $0 &+ offset }
+            out.excluded = block.excluded.map { ExcludedInterval(startPs: $0.startPs + offset, stopPs: $0.stopPs + offset, reason: $0.reason) }
+        }
+        if let last = out.timestamps.last { lastTag = last }
+        return out
+    }
+
+    /// A Herald run's acquisitions, pass after pass. A pass ends with its last acquisition
+    /// and the next begins with its first, so the two join into one stretch (a recording of
+    /// one acquisition becomes one endless acquisition).
+    func acquisition(containingOrAfter t: Int64) -> (startPs: Int64, stopPs: Int64)? {
+        guard let end = pass.endPs, let first = pass.acquisition(containingOrAfter: .min) else { return nil }
+        let length = end - startPs
+        // `t` is in the current pass, or already in the next one (not pulled yet).
+        var base = offset
+        var found = pass.acquisition(containingOrAfter: t - base)
+        if found == nil {
+            base += length
+            found = first
+        }
+        guard let a = found else { return nil }
+        let stop = a.stopPs < end ? a.stopPs + base : first.stopPs == end ? .max : first.stopPs + base + length
+        return (a.startPs + base, stop)
     }
 }
 

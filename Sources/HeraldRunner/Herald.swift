@@ -111,6 +111,8 @@ public enum Herald {
         public var faults: [String] = []
         /// `--plugin-dir`: directories of driver plugins, after `HERALD_PLUGIN_PATH`.
         public var pluginDirectories: [String] = []
+        /// `--no-raw-tags`: count and analyse tags live, store none of them.
+        public var rawTags = true
 
         public init(
             scriptPath: String, mock: Bool = true, outPath: String? = nil, seed: UInt64? = nil, overwrite: Bool = false,
@@ -194,7 +196,8 @@ public enum Herald {
         let dir = URL(fileURLWithPath: output).deletingLastPathComponent().path
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         let recorder = try RunRecorder(
-            path: output, overwrite: request.overwrite, compression: request.compressionLevel.map { DeflateSettings(level: $0) })
+            path: output, overwrite: request.overwrite, compression: request.compressionLevel.map { DeflateSettings(level: $0) },
+            rawTags: request.rawTags)
         let collector = ReportCollector()
         let engine = RunEngine(
             plan: plan, devices: devices, clock: clock, sinks: [recorder, collector] + extraSinks, logger: logger)

@@ -209,6 +209,13 @@ struct TagReader {
     let count: Int
 
     init(_ file: H5File) throws {
+        // A run recorded with --no-raw-tags has an empty tag stream on purpose: say so rather
+        // than recount or replay nothing.
+        if file.contains("user"), let run = try? file.openGroup("user").openGroup("herald").openGroup("run"),
+            let note = try run.stringAttribute("raw_tags"), note != "recorded"
+        {
+            throw StoreError(path: file.path, "the run stored no raw tags to read (raw_tags: \(note))")
+        }
         let photons = try file.openGroup("photon_data")
         timestamps = try photons.dataset("timestamps")
         detectors = try photons.dataset("detectors")

@@ -41,13 +41,17 @@ public actor RunRecorder: RunEventSink {
     private var detectorCounts = [Int64](repeating: 0, count: 256)
 
     private let compression: DeflateSettings?
+    private let rawTags: Bool
 
     /// Creates the output file; refuses to overwrite an existing one unless asked.
     /// `compression` stores tags shuffled and deflated (stock h5py reads them), compressed
-    /// on all cores; nil stores them raw.
-    public init(path: String, overwrite: Bool = false, compression: DeflateSettings? = nil) throws {
+    /// on all cores; nil stores them raw. With `rawTags` false the tags are counted (per
+    /// detector, first and last) but not stored: for monitoring runs too long to keep every
+    /// tag. `photon_data` is then empty and the run's `raw_tags` attribute says why.
+    public init(path: String, overwrite: Bool = false, compression: DeflateSettings? = nil, rawTags: Bool = true) throws {
         self.path = path
         self.compression = compression
+        self.rawTags = rawTags
         self.file = try H5File.create(path, overwrite: overwrite, swmr: true)
     }
 
@@ -64,8 +68,10 @@ public actor RunRecorder: RunEventSink {
             guard let timestamps, let detectors else {
                 throw StoreError(path: path, "tags from \(device) arrived before the run started")
             }
-            try timestamps.append(block.timestamps)
-            try detectors.append(block.channels)
+            if rawTags {
+                try timestamps.append(block.timestamps)
+                try detectors.append(block.channels)
+            }
             for c in block.channels { detectorCounts[Int(c)] &+= 1 }
             lost += block.excluded
             if let first = block.timestamps.first, firstTag == nil { firstTag = first }
@@ -120,6 +126,7 @@ public actor RunRecorder: RunEventSink {
         try run.setAttribute("started_at", iso.string(from: s.startedAt))
         try run.setAttribute("herald_version", s.heraldVersion)
         try run.setAttribute("mock", s.mock ? "true" : "false")
+        try run.setAttribute("raw_tags", rawTags ? "recorded" : "not recorded: counted live only (herald run --no-raw-tags)")
         if let seed = s.seed { try run.setAttribute("seed", seed) }
         try run.setAttribute("script_path", s.plan.scriptPath)
         // Until the run stops cleanly this says "running"; `herald recover` turns it into "incomplete".

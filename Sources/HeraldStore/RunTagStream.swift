@@ -44,6 +44,9 @@ public final class RunTagStream {
                 }
             }
             self.lost = lost
+        } catch let e as StoreError {
+            file.close()
+            throw e
         } catch {
             file.close()
             throw StoreError(path: path, "cannot read the run's tags: \(error)")

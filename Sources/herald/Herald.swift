@@ -62,6 +62,10 @@ struct Run: AsyncParsableCommand {
         help: "Inject a fault into a simulated device: 'DEVICE KIND [at TIME]', KIND one of disconnect, timeout, garbage, stall, overflow (repeatable).")
     var faults: [String] = []
     @Option(help: "Store tags with shuffle + deflate at this zlib level (1-9; stock h5py reads them).") var compress: Int32?
+    @Flag(
+        name: .customLong("no-raw-tags"),
+        help: "Count and analyse tags live but store none (monitoring runs too long to keep every tag; the file says so).")
+    var noRawTags = false
     @Option(name: .customLong("plugin-dir"), help: "Load driver plugins from this directory (repeatable; after HERALD_PLUGIN_PATH).")
     var pluginDirectories: [String] = []
     @Flag(help: "Replace the output file if it exists.") var overwrite = false
@@ -76,6 +80,7 @@ struct Run: AsyncParsableCommand {
             overrides: try parseOverrides(overrides), realtime: realtime, compressionLevel: compress)
         request.faults = faults
         request.pluginDirectories = pluginDirectories
+        request.rawTags = !noRawTags
         for fault in faults {
             do { try Herald.checkFault(fault) } catch { throw ValidationError("--fault '\(fault)': \(error)") }
         }
@@ -170,6 +175,10 @@ struct Validate: ParsableCommand {
     @Flag(help: "Validate as `herald run --mock` would run it.") var mock = false
     @Option(name: .customLong("set"), help: "Override a script parameter, e.g. --set integration=2s (repeatable).")
     var overrides: [String] = []
+    @Flag(
+        name: .customLong("no-raw-tags"),
+        help: "Count and analyse tags live but store none (monitoring runs too long to keep every tag; the file says so).")
+    var noRawTags = false
     @Option(name: .customLong("plugin-dir"), help: "Load driver plugins from this directory (repeatable; after HERALD_PLUGIN_PATH).")
     var pluginDirectories: [String] = []
 
@@ -189,6 +198,10 @@ struct Drivers: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "List every driver with its kind, properties and where it came from (built-in or a plugin).")
 
+    @Flag(
+        name: .customLong("no-raw-tags"),
+        help: "Count and analyse tags live but store none (monitoring runs too long to keep every tag; the file says so).")
+    var noRawTags = false
     @Option(name: .customLong("plugin-dir"), help: "Load driver plugins from this directory (repeatable; after HERALD_PLUGIN_PATH).")
     var pluginDirectories: [String] = []
 

@@ -183,3 +183,73 @@ extension ReplayTests {
         #expect(ContinuousClock.now - started >= .milliseconds(300))
     }
 }
+
+extension ReplayTests {
+    /// `loop: true` plays a one-acquisition run again and again, each pass shifted by the
+    /// acquisition's length: the replayed tags are the original ones three times over, each
+    /// copy offset by exactly one length (checked by numpy from the files).
+    @Test func loopingReplayRepeatsTheRecordingShiftedByItsLength() async throws {
+        let dir = try Paths.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let original = dir.appendingPathComponent("original.h5").path
+        let replayed = dir.appendingPathComponent("replayed.h5").path
+        let a = try await Herald.run(
+            .init(
+                scriptPath: Paths.root.appendingPathComponent("bench/long-acquisition.yaml").path, mock: true, outPath: original,
+                seed: 3, overrides: ["duration": "20 ms"]))
+        #expect(a.status == .success, "\(a.reason ?? "")")
+        let url = dir.appendingPathComponent("loop.yaml")
+        try """
+            herald: 1
+            name: replay-loop
+            devices:
+              tagger: {driver: replay.timetagger, settings: {file: original.h5, loop: true}}
+            steps:
+              - acquire: {device: tagger, duration: 25 ms}
+              - acquire: {device: tagger, duration: 35 ms}
+            """.write(to: url, atomically: true, encoding: .utf8)
+        let b = try await Herald.run(.init(scriptPath: url.path, mock: false, outPath: replayed))
+        #expect(b.status == .success, "\(b.reason ?? "")")
+        #expect(a.tags > 10_000 && b.tags == 3 * a.tags)
+        let code = """
+            import h5py, numpy as np, sys
+            a = h5py.File(sys.argv[1], "r"); b = h5py.File(sys.argv[2], "r")
+            ta, da = a["photon_data/timestamps"][:], a["photon_data/detectors"][:]
+            tb, db = b["photon_data/timestamps"][:], b["photon_data/detectors"][:]
+            period = 20_000_000_000
+            ok = len(tb) == 3 * len(ta) and all(
+                np.array_equal(tb[k * len(ta):(k + 1) * len(ta)], ta + k * period) and
+                np.array_equal(db[k * len(ta):(k + 1) * len(ta)], da) for k in range(3))
+            print("same" if ok else f"differ: {len(ta)} {len(tb)} {tb[:3]} {ta[:3]}")
+            """
+        let r = try runProcess(Paths.python, ["-c", code, original, replayed])
+        #expect(r.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "same", "\(r.stdout) \(r.stderr)")
+    }
+
+    /// `--no-raw-tags`: the run counts every tag but stores none, the file says so, and a
+    /// replay of it fails naming the reason instead of playing an empty recording.
+    @Test func runWithoutRawTagsSaysSoAndCannotBeReplayed() async throws {
+        let dir = try Paths.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let out = dir.appendingPathComponent("counts-only.h5").path
+        var request = Herald.RunRequest(
+            scriptPath: Paths.root.appendingPathComponent("bench/long-acquisition.yaml").path, mock: true, outPath: out,
+            seed: 3, overrides: ["duration": "20 ms"])
+        request.rawTags = false
+        let a = try await Herald.run(request)
+        #expect(a.status == .success && a.tags > 10_000, "\(a.reason ?? "")")
+        let code = """
+            import h5py, sys
+            f = h5py.File(sys.argv[1], "r")
+            run = f["user/herald/run"].attrs
+            print(len(f["photon_data/timestamps"]), run["raw_tags"].decode() if isinstance(run["raw_tags"], bytes) else run["raw_tags"], int(run["tag_count"]))
+            """
+        let r = try runProcess(Paths.python, ["-c", code, out])
+        #expect(r.stdout.hasPrefix("0 not recorded") && r.stdout.hasSuffix(" \(a.tags)\n"), "\(r.stdout) \(r.stderr)")
+
+        let script = try Self.script(in: dir, steps: ["acquire: {device: tagger, duration: 10 ms}"])
+        let b = try await Herald.run(.init(scriptPath: script.path, mock: false, outPath: dir.appendingPathComponent("b.h5").path, overrides: ["recording": out]))
+        #expect(b.status == .failed)
+        #expect(b.reason?.contains("stored no raw tags") == true, "\(b.reason ?? "")")
+    }
+}
