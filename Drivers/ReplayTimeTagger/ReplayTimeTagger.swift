@@ -401,7 +401,10 @@ final class LoopingSource: ReplaySource {
     private func shifted(_ block: TagBlock) -> TagBlock {
         var out = block
         if offset != 0 {
-            out.timestamps = block.timestamps.map { $0 &+ offset }
+            let offset = self.offset
+            out.timestamps.withUnsafeMutableBufferPointer { ts in
+                for i in ts.indices { ts[i] &+= offset }
+            }
             out.excluded = block.excluded.map { ExcludedInterval(startPs: $0.startPs + offset, stopPs: $0.stopPs + offset, reason: $0.reason) }
         }
         if let last = out.timestamps.last { lastTag = last }

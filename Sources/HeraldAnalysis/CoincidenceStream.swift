@@ -325,25 +325,29 @@ public struct CoincidenceStream: Sendable {
         var previous = times.count > next ? times[times.count - 1] : Int64.min
         times.reserveCapacity(times.count + block.count)
         slots.reserveCapacity(slots.count + block.count)
-        for (index, (t, c)) in zip(block.timestamps, block.channels).enumerated() {
-            let slot = slotOf[Int(c)]
-            if slot < 0 { continue }
-            if Self.lags(t, behind: latestRaw, by: bound) {
-                throw CoincidenceError.reorderBoundExceeded(
-                    block: blockIndex, index: index, channel: Int(c), timestampPs: t, latestPs: latestRaw, boundPs: bound)
+        if activeExcluded.isEmpty {
+            try ingestFast(block, previous: &previous, sorted: &sorted)
+        } else {
+            for (index, (t, c)) in zip(block.timestamps, block.channels).enumerated() {
+                let slot = slotOf[Int(c)]
+                if slot < 0 { continue }
+                if Self.lags(t, behind: latestRaw, by: bound) {
+                    throw CoincidenceError.reorderBoundExceeded(
+                        block: blockIndex, index: index, channel: Int(c), timestampPs: t, latestPs: latestRaw, boundPs: bound)
+                }
+                if t > latestRaw { latestRaw = t }
+                if activeExcluded.contains(where: { t >= $0.startPs && t < $0.stopPs }) {
+                    dropped += 1
+                    continue
+                }
+                if firstRaw.map({ t < $0 }) ?? true { firstRaw = t }
+                if lastRaw.map({ t > $0 }) ?? true { lastRaw = t }
+                let delayed = t &+ delayOfSlot[Int(slot)]
+                if delayed < previous { sorted = false }
+                previous = delayed
+                times.append(delayed)
+                slots.append(slot)
             }
-            if t > latestRaw { latestRaw = t }
-            if !activeExcluded.isEmpty, activeExcluded.contains(where: { t >= $0.startPs && t < $0.stopPs }) {
-                dropped += 1
-                continue
-            }
-            if firstRaw.map({ t < $0 }) ?? true { firstRaw = t }
-            if lastRaw.map({ t > $0 }) ?? true { lastRaw = t }
-            let delayed = t &+ delayOfSlot[Int(slot)]
-            if delayed < previous { sorted = false }
-            previous = delayed
-            times.append(delayed)
-            slots.append(slot)
         }
         if !sorted { sortPending() }
         // Every tag still to come has raw time ≥ latest − bound, so delayed time ≥ horizon.
@@ -351,6 +355,67 @@ public struct CoincidenceStream: Sendable {
         let settled = Self.saturating(latestRaw, -bound)
         process(before: Self.saturating(settled, minDelay))
         activeExcluded.removeAll { $0.stopPs <= settled }
+    }
+
+    /// The ingest loop when no lost-data interval is open (nearly always): the same steps
+    /// as the general loop, through buffer pointers into storage grown once per block, since
+    /// per-tag appends and optional updates cost more than the counting itself.
+    private mutating func ingestFast(_ block: TagBlock, previous: inout Int64, sorted: inout Bool) throws {
+        let bound = configuration.reorderBoundPs
+        let base = times.count, n = block.count
+        times.append(contentsOf: repeatElement(0, count: n))
+        slots.append(contentsOf: repeatElement(0, count: n))
+        var kept = 0
+        var failedAt: Int?
+        var latest = latestRaw, first = firstRaw ?? .max, last = lastRaw ?? .min
+        var accepted = firstRaw != nil
+        var previousLocal = previous, sortedLocal = sorted
+        times.withUnsafeMutableBufferPointer { ts in
+            slots.withUnsafeMutableBufferPointer { ss in
+                block.timestamps.withUnsafeBufferPointer { bt in
+                    block.channels.withUnsafeBufferPointer { bc in
+                        slotOf.withUnsafeBufferPointer { slotOf in
+                            delayOfSlot.withUnsafeBufferPointer { delayOf in
+                                for index in 0..<n {
+                                    let t = bt[index]
+                                    let slot = slotOf[Int(bc[index])]
+                                    if slot < 0 { continue }
+                                    if Self.lags(t, behind: latest, by: bound) {
+                                        failedAt = index
+                                        break
+                                    }
+                                    if t > latest { latest = t }
+                                    if t < first { first = t }
+                                    if t > last { last = t }
+                                    let delayed = t &+ delayOf[Int(slot)]
+                                    if delayed < previousLocal { sortedLocal = false }
+                                    previousLocal = delayed
+                                    ts[base &+ kept] = delayed
+                                    ss[base &+ kept] = slot
+                                    kept &+= 1
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        times.removeLast(n - kept)
+        slots.removeLast(n - kept)
+        // What was accepted before a failure stays, as in the general loop.
+        accepted = accepted || kept > 0
+        if accepted {
+            firstRaw = first
+            lastRaw = last
+        }
+        latestRaw = latest
+        previous = previousLocal
+        sorted = sortedLocal
+        if let index = failedAt {
+            throw CoincidenceError.reorderBoundExceeded(
+                block: blockIndex, index: index, channel: Int(block.channels[index]), timestampPs: block.timestamps[index],
+                latestPs: latestRaw, boundPs: bound)
+        }
     }
 
     /// Counts the tags still held back and returns the totals.

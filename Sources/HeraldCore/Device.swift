@@ -240,6 +240,18 @@ public struct TagBlock: Sendable, Equatable {
     }
 
     public var count: Int { timestamps.count }
+
+    /// Adds the number of tags on each channel to `counts`, indexed by channel (256 long).
+    /// Called on every block by the counters and the recorder, so it runs through buffer
+    /// pointers: a plain loop paid a bounds and uniqueness check per tag.
+    public func countChannels(into counts: inout [Int]) {
+        precondition(counts.count >= 256, "one counter per possible channel")
+        counts.withUnsafeMutableBufferPointer { n in
+            channels.withUnsafeBufferPointer { cs in
+                for c in cs { n[Int(c)] &+= 1 }
+            }
+        }
+    }
 }
 
 /// A stretch of the tag clock, [startPs, stopPs), in which the tagger reported lost tags.

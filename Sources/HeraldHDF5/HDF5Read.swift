@@ -100,12 +100,10 @@ extension H5Dataset {
         let space = try checkID(H5Dget_space(id), "H5Dget_space", path)
         defer { H5Sclose(space) }
         let n = Int(H5Sget_simple_extent_npoints(space))
-        var values = [T](repeating: T.zero, count: n)
         guard n > 0 else { return [] }
-        try values.withUnsafeMutableBufferPointer { buf in
-            try check(H5Dread(id, T.nativeType, herald_h5s_all(), herald_h5s_all(), herald_h5p_default(), buf.baseAddress), "H5Dread", path)
+        return try Self.filled(count: n) { buf in
+            try check(H5Dread(id, T.nativeType, herald_h5s_all(), herald_h5s_all(), herald_h5p_default(), buf), "H5Dread", path)
         }
-        return values
     }
 
     /// Elements [offset, offset + count) of a 1-D dataset.
@@ -117,11 +115,21 @@ extension H5Dataset {
         try check(H5Sselect_hyperslab(fileSpace, H5S_SELECT_SET, &start, nil, &n, nil), "H5Sselect_hyperslab", path)
         let memSpace = try checkID(H5Screate_simple(1, &n, nil), "H5Screate_simple", path)
         defer { H5Sclose(memSpace) }
-        var values = [T](repeating: T.zero, count: count)
-        try values.withUnsafeMutableBufferPointer { buf in
-            try check(H5Dread(id, T.nativeType, memSpace, fileSpace, herald_h5p_default(), buf.baseAddress), "H5Dread", path)
+        return try Self.filled(count: count) { buf in
+            try check(H5Dread(id, T.nativeType, memSpace, fileSpace, herald_h5p_default(), buf), "H5Dread", path)
         }
-        return values
+    }
+
+    /// An array of `count` scalars written by `read` straight into uninitialised storage.
+    /// Zero-filling first went through generic value witnesses one element at a time (this
+    /// generic code is not specialised across modules), which cost more than the read itself.
+    /// Safe because HDF5 scalars are trivial types; on error nothing is kept.
+    static func filled<T: HDF5Scalar>(count: Int, _ read: (UnsafeMutableRawPointer?) throws -> Void) throws -> [T] {
+        try [T](unsafeUninitializedCapacity: count) { buf, initialized in
+            initialized = 0
+            try read(UnsafeMutableRawPointer(buf.baseAddress))
+            initialized = count
+        }
     }
 
     /// Every element of a string dataset, fixed-length or variable-length.

@@ -42,7 +42,7 @@ final class PointCounter: Sendable {
             } catch {
                 return
             }
-            for c in block.channels { s.singles[Int(c)] &+= 1 }
+            block.countChannels(into: &s.singles)
             if !g2Channels.isEmpty {
                 for (t, c) in zip(block.timestamps, block.channels) where g2Channels.contains(Int(c)) {
                     s.g2Tags[Int(c), default: []].append(t)

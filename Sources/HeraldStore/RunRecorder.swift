@@ -38,7 +38,7 @@ public actor RunRecorder: RunEventSink {
     private var lastFlush = ContinuousClock.now
     private var firstTag: Int64?
     private var lastTag: Int64?
-    private var detectorCounts = [Int64](repeating: 0, count: 256)
+    private var detectorCounts = [Int](repeating: 0, count: 256)
 
     private let compression: DeflateSettings?
     private let rawTags: Bool
@@ -72,7 +72,7 @@ public actor RunRecorder: RunEventSink {
                 try timestamps.append(block.timestamps)
                 try detectors.append(block.channels)
             }
-            for c in block.channels { detectorCounts[Int(c)] &+= 1 }
+            block.countChannels(into: &detectorCounts)
             lost += block.excluded
             if let first = block.timestamps.first, firstTag == nil { firstTag = first }
             if let last = block.timestamps.last { lastTag = last }
@@ -169,7 +169,7 @@ public actor RunRecorder: RunEventSink {
         let span = firstTag.flatMap { f in lastTag.map { Double($0 - f) * 1e-12 } } ?? 0
         try file.dataset("acquisition_duration").overwrite([acquired > 0 ? acquired : span])
         var perDetector: [UInt8: Int64] = [:]
-        for (c, n) in detectorCounts.enumerated() where n > 0 { perDetector[UInt8(c)] = n }
+        for (c, n) in detectorCounts.enumerated() where n > 0 { perDetector[UInt8(c)] = Int64(n) }
         try PhotonHDF5.writeSetup(file, detectorCounts: perDetector)
 
         let herald = try file.openGroup("user").openGroup("herald")
