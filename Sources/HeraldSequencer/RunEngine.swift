@@ -28,10 +28,16 @@ public final class RunEngine: Sendable {
     let logger: Logger
     /// How often interlocks are checked during an acquisition (the acquisition is sliced).
     let interlockInterval: Duration
+    /// How many tags may be on their way from a tagger to the sinks before the tagger waits.
+    let sinkBacklogTags: Int
+
+    /// 16 M tags: 1.6 s at 10 M tags/s, about 150 MB; enough to ride out a slow flush.
+    public static let defaultSinkBacklogTags = 16 << 20
 
     public init(
         plan: Plan, devices: [String: any Device], clock: any Clock<Duration>, sinks: [any RunEventSink],
-        logger: Logger = Logger(label: "herald.sequencer"), interlockInterval: Duration = .milliseconds(100)
+        logger: Logger = Logger(label: "herald.sequencer"), interlockInterval: Duration = .milliseconds(100),
+        sinkBacklogTags: Int = RunEngine.defaultSinkBacklogTags
     ) {
         self.plan = plan
         self.devices = devices
@@ -41,6 +47,7 @@ public final class RunEngine: Sendable {
         self.sinks = sinks
         self.logger = logger
         self.interlockInterval = interlockInterval
+        self.sinkBacklogTags = max(1, sinkBacklogTags)
     }
 
     /// Runs the plan to completion, failure or cancellation. Never throws: how the
@@ -302,10 +309,18 @@ public final class RunEngine: Sendable {
             // Sinks (the HDF5 recorder) get the blocks from a separate task, so the device's
             // deadline measures the device, not disk writes or a busy machine; the acquisition
             // does not count as finished until every block has been handed on.
+            // The budget bounds the blocks in between (backpressure on a disk slower than the tagger).
             let (blocks, delivery) = AsyncStream<TagBlock>.makeStream()
+            let budget = TagBudget(limit: sinkBacklogTags)
             let forwarder = Task {
-                for await block in blocks {
-                    for sink in sinks { try await sink.handle(.tags(device: name, block)) }
+                do {
+                    for await block in blocks {
+                        for sink in sinks { try await sink.handle(.tags(device: name, block)) }
+                        budget.release(block.count)
+                    }
+                } catch {
+                    budget.close()
+                    throw error
                 }
             }
             let interval: AcquisitionInterval
@@ -318,6 +333,7 @@ public final class RunEngine: Sendable {
                         direct?.add(block)
                         held?.add(block)
                         counter.add(block.count)
+                        await budget.acquire(block.count)
                         delivery.yield(block)
                     }
                 }

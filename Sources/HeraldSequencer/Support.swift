@@ -155,3 +155,84 @@ final class TimeOrderCheck: Sendable {
         }
     }
 }
+
+/// Bounds how many tags are on their way from a tagger to the sinks. The recorder writes on
+/// its own task so a slow disk does not count against the device's deadline; without a bound,
+/// a disk slower than the tagger would grow memory until the run died. A producer more than
+/// `limit` tags ahead waits here instead (backpressure): a real tagger then buffers, and
+/// reports an overflow if its own buffer fills, which is recorded as lost data.
+final class TagBudget: Sendable {
+    private struct State {
+        var inFlight = 0
+        var closed = false
+        var waiters: [(id: Int, tags: Int, continuation: CheckedContinuation<Void, Never>)] = []
+        var nextID = 0
+    }
+
+    let limit: Int
+    private let state = Mutex(State())
+
+    init(limit: Int) { self.limit = limit }
+
+    /// Waits until `tags` more fit (a block larger than the limit goes alone), or the
+    /// budget is closed, or the task is cancelled.
+    func acquire(_ tags: Int) async {
+        let id: Int? = state.withLock { s in
+            if s.closed || s.inFlight == 0 || s.inFlight + tags <= limit {
+                s.inFlight += tags
+                return nil
+            }
+            s.nextID += 1
+            return s.nextID
+        }
+        guard let id else { return }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+                let resumeNow = state.withLock { s in
+                    // Space may have opened (or the task been cancelled) since the check above.
+                    if s.closed || s.inFlight == 0 || s.inFlight + tags <= limit || Task.isCancelled {
+                        s.inFlight += tags
+                        return true
+                    }
+                    s.waiters.append((id, tags, c))
+                    return false
+                }
+                if resumeNow { c.resume() }
+            }
+        } onCancel: {
+            let c = state.withLock { s -> CheckedContinuation<Void, Never>? in
+                guard let i = s.waiters.firstIndex(where: { $0.id == id }) else { return nil }
+                s.inFlight += s.waiters[i].tags
+                return s.waiters.remove(at: i).continuation
+            }
+            c?.resume()
+        }
+    }
+
+    /// The sinks have handled `tags`: wake the waiters that now fit, in order.
+    func release(_ tags: Int) {
+        let ready = state.withLock { s -> [CheckedContinuation<Void, Never>] in
+            s.inFlight -= tags
+            var out: [CheckedContinuation<Void, Never>] = []
+            while let first = s.waiters.first, s.closed || s.inFlight == 0 || s.inFlight + first.tags <= limit {
+                s.inFlight += first.tags
+                out.append(s.waiters.removeFirst().continuation)
+            }
+            return out
+        }
+        for c in ready { c.resume() }
+    }
+
+    /// The sinks stopped (a write failed): nobody waits any more.
+    func close() {
+        let all = state.withLock { s -> [CheckedContinuation<Void, Never>] in
+            s.closed = true
+            defer { s.waiters.removeAll() }
+            return s.waiters.map(\.continuation)
+        }
+        for c in all { c.resume() }
+    }
+
+    /// Tags handed on and not yet handled (for tests).
+    var inFlight: Int { state.withLock { $0.inFlight } }
+}

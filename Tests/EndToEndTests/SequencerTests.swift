@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import HeraldCore
 import HeraldRunner
 import HeraldScript
@@ -269,5 +270,77 @@ final class PacedTagger: TimeTagger {
         #expect(stop.status == .failed)
         #expect(stop.reason?.contains("delivered nothing for 0.2 seconds") == true, "\(stop.reason ?? "")")
         #expect(stop.tagCount == 3)
+    }
+}
+
+/// Delivers `blocks` blocks of `size` tags as fast as the engine takes them, noting after
+/// each how many tags it has handed on.
+final class FloodTagger: TimeTagger, @unchecked Sendable {
+    let name = "tagger"
+    var descriptor: DriverDescriptor { DriverDescriptor(id: "test.flood", version: "0", summary: "", kind: .timeTagger, properties: []) }
+    let channelCount = 4
+    let blocks: Int, size: Int
+    let delivered = Mutex(0)
+    init(blocks: Int, size: Int) {
+        self.blocks = blocks
+        self.size = size
+    }
+    func connect() async throws {}
+    func set(_ property: String, to value: Value) async throws {}
+    func get(_ property: String) async throws -> Value { .bool(true) }
+    func enterSafeState() async throws {}
+    func disconnect() async {}
+    func acquire(for duration: Duration, deliver: @Sendable (TagBlock) async throws -> Void) async throws -> AcquisitionInterval {
+        let channels = [UInt8](repeating: 1, count: size)
+        for b in 0..<blocks {
+            let t0 = Int64(b * size)
+            try await deliver(TagBlock(timestamps: (0..<Int64(size)).map { t0 + $0 }, channels: channels))
+            delivered.withLock { $0 += size }
+        }
+        return AcquisitionInterval(startPs: 0, stopPs: picoseconds(duration), tags: blocks * size)
+    }
+}
+
+/// A sink slower than the tagger (a slow disk): it records how far the tagger got ahead.
+final class SlowSink: RunEventSink {
+    let tagger: FloodTagger
+    let handled = Mutex(0), maxAhead = Mutex(0)
+    init(_ tagger: FloodTagger) { self.tagger = tagger }
+    func handle(_ event: RunEvent) async throws {
+        guard case .tags(_, let block) = event else { return }
+        try await Task.sleep(for: .milliseconds(5))
+        let done = handled.withLock { $0 += block.count; return $0 }
+        let ahead = tagger.delivered.withLock { $0 } - done
+        maxAhead.withLock { $0 = max($0, ahead) }
+    }
+}
+
+@Suite struct RecorderBackpressureTests {
+    /// 48 blocks offered faster than a 5 ms-per-block sink takes them: the tagger waits once
+    /// the backlog limit (here 8 blocks' worth) is on its way, so memory stays bounded, and
+    /// every tag arrives.
+    @Test func aTaggerFasterThanTheSinkIsHeldAtTheBudget() async throws {
+        let text = """
+            herald: 1
+            name: flood
+            devices:
+              tagger: {driver: mock.timetagger}
+            steps:
+              - acquire: {device: tagger, duration: 100 ms}
+            """
+        let compiled = try Herald.compiler(registry: Herald.descriptorRegistry).compile(text: text, file: "flood.yaml")
+        let tagger = FloodTagger(blocks: 48, size: 1000)
+        let sink = SlowSink(tagger)
+        let engine = RunEngine(
+            plan: compiled.plan, devices: ["tagger": tagger], clock: ContinuousClock(), sinks: [sink], sinkBacklogTags: 8000)
+        let stop = await engine.run(
+            start: RunStart(
+                runID: UUID(), plan: compiled.plan, devices: [], seed: 1, mock: true, startedAt: Date(), heraldVersion: Herald.version))
+        #expect(stop.status == .success, "\(stop.reason ?? "")")
+        #expect(sink.handled.withLock { $0 } == 48_000)
+        // At most the limit plus the block in hand; unbounded, the tagger would get ~45 blocks ahead.
+        let ahead = sink.maxAhead.withLock { $0 }
+        #expect(ahead <= 9000, "tagger got \(ahead) tags ahead of the sink")
+        #expect(ahead >= 4000, "the sink was not slower than the tagger (\(ahead) ahead): the test tests nothing")
     }
 }
