@@ -104,22 +104,38 @@ public struct MaximumLikelihood: Sendable {
     }
 
     /// Negative log-likelihood (up to a constant) and its gradient at parameters `x`.
-    /// This is the hot loop of every fit: no allocation and no bounds checks inside.
     func objective(_ xs: [Double], counts: [Double], gradient g: inout [Double]) -> Double {
-        let x = SIMD16<Double>(xs)
-        var gradient = SIMD16<Double>()
-        var f = 0.0
+        let (f, gradient) = withBuffers(counts) { evaluate(SIMD16(xs), $0) }
+        for i in 0..<16 { g[i] = gradient[i] }
+        return f
+    }
+
+    /// The model's terms, components and the counts as buffer pointers, for the hot loops.
+    struct Buffers {
+        var terms: UnsafeBufferPointer<Term>
+        var components: UnsafeBufferPointer<Component>
+        var counts: UnsafeBufferPointer<Double>
+    }
+
+    func withBuffers<R>(_ counts: [Double], _ body: (Buffers) -> R) -> R {
         terms.withUnsafeBufferPointer { terms in
             components.withUnsafeBufferPointer { components in
-                counts.withUnsafeBufferPointer { counts in
-                    for k in 0..<terms.count {
-                        let n = counts[k]
-                        let (mu, dmu) = Self.prediction(x, terms[k], components)
-                        f += mu - (n > 0 ? n * Double.log(mu) : 0)
-                        gradient += (1 - n / mu) * dmu
-                    }
-                }
+                counts.withUnsafeBufferPointer { counts in body(Buffers(terms: terms, components: components, counts: counts)) }
             }
+        }
+    }
+
+    /// Negative log-likelihood and its gradient: the hot loop of every fit, with the
+    /// parameters in registers and no allocation or bounds check inside.
+    @inline(__always)
+    func evaluate(_ x: SIMD16<Double>, _ b: Buffers) -> (Double, SIMD16<Double>) {
+        var gradient = SIMD16<Double>()
+        var f = 0.0
+        for k in 0..<b.terms.count {
+            let n = b.counts[k]
+            let (mu, dmu) = Self.prediction(x, b.terms[k], b.components)
+            f += mu - (n > 0 ? n * Double.log(mu) : 0)
+            gradient += (1 - n / mu) * dmu
         }
         if hedging > 0 {
             // −β·log det ρ = −β·(Σ 2 log|T_ii| − 4 log tr M), tr M = Σ x².
@@ -132,8 +148,7 @@ public struct MaximumLikelihood: Sendable {
             f -= hedging * (logDet - 4 * Double.log(trace))
             gradient += (hedging * 8 / trace) * x
         }
-        for i in 0..<16 { g[i] = gradient[i] }
-        return f
+        return (f, gradient)
     }
 
     /// The exact Hessian of the negative log-likelihood at `x`, row-major into `h`:
@@ -142,28 +157,46 @@ public struct MaximumLikelihood: Sendable {
     /// keeps curvature along directions where T_ii → 0, so Newton steps converge quickly on
     /// rank-deficient estimates (the usual case for nearly pure states) where Fisher steps stall.
     func hessian(_ xs: [Double], counts: [Double], into h: inout [Double]) {
-        let x = SIMD16<Double>(xs)
-        var rows = [SIMD16<Double>](repeating: SIMD16(), count: 16)
+        withBuffers(counts) { b in
+            h.withUnsafeMutableBufferPointer { out in
+                withUnsafeTemporaryAllocation(of: Double.self, capacity: 32) { a in
+                    hessian(SIMD16(xs), b, into: out, scratch: a)
+                }
+            }
+        }
+    }
+
+    /// The Hessian into `h` (256 doubles, row-major), with `scratch` (32 doubles) for A.
+    func hessian(
+        _ x: SIMD16<Double>, _ b: Buffers, into h: UnsafeMutableBufferPointer<Double>, scratch: UnsafeMutableBufferPointer<Double>
+    ) {
+        h.initialize(repeating: 0)
+        scratch.initialize(repeating: 0)
+        guard let rows = UnsafeMutableRawPointer(h.baseAddress), let ar = scratch.baseAddress else { return }
         // A as real and imaginary parts (A = R + iS, R symmetric, S antisymmetric).
-        var ar = [Double](repeating: 0, count: 16), ai = ar
-        terms.withUnsafeBufferPointer { terms in
-            components.withUnsafeBufferPointer { components in
-                for (k, t) in terms.enumerated() {
-                    let n = counts[k]
-                    let (mu, j) = Self.prediction(x, t, components)
-                    let scaled = (n / (mu * mu)) * j
-                    if n > 0 { for a in 0..<16 where j[a] != 0 { rows[a] += j[a] * scaled } }
-                    let c = (1 - n / mu) * t.scale
-                    for index in t.first..<t.end {
-                        let p = components[index]
-                        let w = c * p.weight
-                        for r in 0..<4 {
-                            for q in 0..<4 {
-                                // (ψψᴴ)_rq = ψ_r·conj(ψ_q)
-                                ar[r * 4 + q] += w * (p.re[r] * p.re[q] + p.im[r] * p.im[q])
-                                ai[r * 4 + q] += w * (p.im[r] * p.re[q] - p.re[r] * p.im[q])
-                            }
-                        }
+        let ai = ar + 16
+        let rowBytes = 16 * MemoryLayout<Double>.stride
+        for k in 0..<b.terms.count {
+            let t = b.terms[k]
+            let n = b.counts[k]
+            let (mu, j) = Self.prediction(x, t, b.components)
+            if n > 0 {
+                // Σ (n/μ²) J Jᵀ, a row at a time.
+                let scaled = (n / (mu * mu)) * j
+                for a in 0..<16 where j[a] != 0 {
+                    let row = rows.loadUnaligned(fromByteOffset: a * rowBytes, as: SIMD16<Double>.self)
+                    rows.storeBytes(of: row + j[a] * scaled, toByteOffset: a * rowBytes, as: SIMD16<Double>.self)
+                }
+            }
+            let c = (1 - n / mu) * t.scale
+            for index in t.first..<t.end {
+                let p = b.components[index]
+                let w = c * p.weight
+                for r in 0..<4 {
+                    for q in 0..<4 {
+                        // (ψψᴴ)_rq = ψ_r·conj(ψ_q)
+                        ar[r * 4 + q] += w * (p.re[r] * p.re[q] + p.im[r] * p.im[q])
+                        ai[r * 4 + q] += w * (p.im[r] * p.re[q] - p.re[r] * p.im[q])
                     }
                 }
             }
@@ -173,24 +206,29 @@ public struct MaximumLikelihood: Sendable {
         for column in 0..<4 {
             for r in column..<4 {
                 for q in column..<4 {
-                    let (ur, vr) = Self.parameterIndex[r][column], (uq, vq) = Self.parameterIndex[q][column]
-                    rows[ur][uq] += 2 * ar[r * 4 + q]
-                    if let vr, let vq { rows[vr][vq] += 2 * ar[r * 4 + q] }
-                    if let vq { rows[ur][vq] -= 2 * ai[r * 4 + q] }
-                    if let vr { rows[vr][uq] += 2 * ai[r * 4 + q] }
+                    let ur = Self.realIndex(r, column), uq = Self.realIndex(q, column)
+                    h[ur * 16 + uq] += 2 * ar[r * 4 + q]
+                    let hasVr = r != column, hasVq = q != column
+                    if hasVr && hasVq { h[(ur + 1) * 16 + uq + 1] += 2 * ar[r * 4 + q] }
+                    if hasVq { h[ur * 16 + uq + 1] -= 2 * ai[r * 4 + q] }
+                    if hasVr { h[(ur + 1) * 16 + uq] += 2 * ai[r * 4 + q] }
                 }
             }
         }
         if hedging > 0 {
             let trace = (x * x).sum()
             for a in 0..<16 {
-                rows[a] -= (hedging * 16 * x[a] / (trace * trace)) * x
-                rows[a][a] += hedging * 8 / trace
+                for c in 0..<16 { h[a * 16 + c] -= hedging * 16 * x[a] * x[c] / (trace * trace) }
+                h[a * 16 + a] += hedging * 8 / trace
             }
-            for i in 0..<4 { rows[i][i] += hedging * 2 / (x[i] * x[i]) }
+            for i in 0..<4 { h[i * 16 + i] += hedging * 2 / (x[i] * x[i]) }
         }
-        for a in 0..<16 { for b in 0..<16 { h[a * 16 + b] = rows[a][b] } }
     }
+
+    /// Index of Re T_rc (r ≥ c) in the parameters; Im T_rc, off the diagonal, is the next one.
+    /// The layout of `offDiagonal`: diagonal 0…3, then pairs in row order from 4.
+    @inline(__always)
+    static func realIndex(_ r: Int, _ c: Int) -> Int { r == c ? r : 4 + 2 * (r * (r - 1) / 2 + c) }
 
     /// Parameter indices of T_rc (r ≥ c): the real part, and the imaginary part (nil on the
     /// real diagonal). A table built once from `offDiagonal`, since every Newton step reads it.
@@ -202,16 +240,20 @@ public struct MaximumLikelihood: Sendable {
         }
     }
 
-    /// Solves (H + λ·|diag H|)·δ = −g by Cholesky; false if not positive definite (the
-    /// exact Hessian can be indefinite far from the optimum: a larger λ then makes it definite).
-    static func dampedStep(_ h: [Double], _ g: [Double], lambda: Double, into delta: inout [Double]) -> Bool {
-        var a = h
+    /// Solves (H + λ·|diag H|)·δ = −g by Cholesky; nil if not positive definite (the exact
+    /// Hessian can be indefinite far from the optimum: a larger λ then makes it definite).
+    /// `a` (256 doubles) is scratch for the factor.
+    static func dampedStep(
+        _ h: UnsafeBufferPointer<Double>, _ g: SIMD16<Double>, lambda: Double, scratch a: UnsafeMutableBufferPointer<Double>
+    ) -> SIMD16<Double>? {
+        precondition(h.count >= 256 && a.count >= 256)
+        for i in 0..<256 { a[i] = h[i] }
         for i in 0..<16 { a[i * 16 + i] = h[i * 16 + i] + lambda * abs(h[i * 16 + i]) + 1e-12 }
         // Cholesky A = L·Lᵀ in place (lower triangle).
         for c in 0..<16 {
             var d = a[c * 16 + c]
             for k in 0..<c { d -= a[c * 16 + k] * a[c * 16 + k] }
-            guard d > 0 else { return false }
+            guard d > 0 else { return nil }
             let l = d.squareRoot()
             a[c * 16 + c] = l
             for r in (c + 1)..<16 {
@@ -220,17 +262,21 @@ public struct MaximumLikelihood: Sendable {
                 a[r * 16 + c] = s / l
             }
         }
-        for i in 0..<16 {
-            var s = -g[i]
-            for k in 0..<i { s -= a[i * 16 + k] * delta[k] }
-            delta[i] = s / a[i * 16 + i]
+        // L·y = −g, then Lᵀ·δ = y; solved in place in a plain buffer (SIMD lanes indexed by a
+        // variable are slow to read and write one at a time).
+        return withUnsafeTemporaryAllocation(of: Double.self, capacity: 16) { y in
+            for i in 0..<16 {
+                var s = -g[i]
+                for k in 0..<i { s -= a[i * 16 + k] * y[k] }
+                y[i] = s / a[i * 16 + i]
+            }
+            for i in stride(from: 15, through: 0, by: -1) {
+                var s = y[i]
+                for k in (i + 1)..<16 { s -= a[k * 16 + i] * y[k] }
+                y[i] = s / a[i * 16 + i]
+            }
+            return SIMD16<Double>(UnsafeBufferPointer(y))
         }
-        for i in stride(from: 15, through: 0, by: -1) {
-            var s = delta[i]
-            for k in (i + 1)..<16 { s -= a[k * 16 + i] * delta[k] }
-            delta[i] = s / a[i * 16 + i]
-        }
-        return true
     }
 
     /// Fits counts starting from `start` (parameters of T); returns the parameters and iterations.
@@ -239,41 +285,66 @@ public struct MaximumLikelihood: Sendable {
     /// iterations where first-order methods need hundreds, and the damping keeps it stable
     /// where the Hessian is indefinite or nearly singular.
     public func fit(counts: [Double], start: [Double]) -> (parameters: [Double], iterations: Int) {
-        var x = start
-        var g = [Double](repeating: 0, count: 16), gTrial = g
-        var h = [Double](repeating: 0, count: 256)
-        var delta = [Double](repeating: 0, count: 16)
-        var trial = x
-        var f = objective(x, counts: counts, gradient: &g)
-        var lambda = 1e-3
         let scale = max(counts.reduce(0, +), 1)
+        // Hessian, Cholesky factor and A on the stack: a fit allocates nothing per iteration.
+        let (x, iterations, converged) = withBuffers(counts) { b in
+            withUnsafeTemporaryAllocation(of: Double.self, capacity: 544) { scratch in
+                let h = UnsafeMutableBufferPointer(rebasing: scratch[0..<256])
+                let factor = UnsafeMutableBufferPointer(rebasing: scratch[256..<512])
+                let a = UnsafeMutableBufferPointer(rebasing: scratch[512..<544])
+                return newton(SIMD16(start), b, scale: scale, h: h, factor: factor, a: a)
+            }
+        }
+        let parameters = (0..<16).map { x[$0] }
+        // Newton steps can still stall on exactly singular problems (pure states from exact counts).
+        if converged { return (parameters, iterations) }
+        let (polished, more) = polish(counts: counts, start: parameters)
+        return (polished, iterations + more)
+    }
+
+    /// Damped Newton (Levenberg–Marquardt on the exact Hessian): it converges in a handful of
+    /// iterations where first-order methods need hundreds, and the damping keeps it stable
+    /// where the Hessian is indefinite or nearly singular.
+    private func newton(
+        _ start: SIMD16<Double>, _ b: Buffers, scale: Double, h: UnsafeMutableBufferPointer<Double>,
+        factor: UnsafeMutableBufferPointer<Double>, a: UnsafeMutableBufferPointer<Double>
+    ) -> (SIMD16<Double>, Int, Bool) {
+        var x = start
+        var (f, g) = evaluate(x, b)
+        var lambda = 1e-3
         var iteration = 0
         var quiet = 0
         var converged = false
         while iteration < maxIterations {
             iteration += 1
-            hessian(x, counts: counts, into: &h)
+            hessian(x, b, into: h, scratch: a)
             var improved = false
             for _ in 0..<30 {
-                if Self.dampedStep(h, g, lambda: lambda, into: &delta) {
+                if let delta = Self.dampedStep(UnsafeBufferPointer(h), g, lambda: lambda, scratch: factor) {
                     // Newton decrement gᵀF⁻¹g: the likelihood still to gain. Below 1e-10
                     // (in log-likelihood units, far under any statistical meaning) we are done.
-                    if lambda <= 1e-6 {
-                        var decrement = 0.0
-                        for i in 0..<16 { decrement -= g[i] * delta[i] }
-                        if decrement < 1e-10 {
-                            converged = true
-                            break
-                        }
+                    if lambda <= 1e-2 && -(g * delta).sum() < 1e-10 {
+                        converged = true
+                        break
                     }
-                    for i in 0..<16 { trial[i] = x[i] + delta[i] }
-                    let fTrial = objective(trial, counts: counts, gradient: &gTrial)
+                    var trial = x + delta
+                    var (fTrial, gTrial) = evaluate(trial, b)
                     if fTrial.isFinite && fTrial <= f {
+                        // Where an eigenvalue of ρ heads for 0 the likelihood is quartic along
+                        // that direction and a Newton step covers only a third of the way: try
+                        // the whole way (3δ) too, and keep it if it is better.
+                        let far = x + 3 * delta
+                        let (fFar, gFar) = evaluate(far, b)
+                        if fFar.isFinite && fFar < fTrial {
+                            trial = far
+                            fTrial = fFar
+                            gTrial = gFar
+                        }
                         let change = f - fTrial
-                        swap(&x, &trial)
-                        swap(&g, &gTrial)
+                        x = trial
+                        g = gTrial
                         f = fTrial
-                        lambda = max(lambda / 5, 1e-9)
+                        lambda = max(lambda / 5, 1e-4)
                         improved = true
                         quiet = change < 1e-13 * scale ? quiet + 1 : 0
                         break
@@ -284,10 +355,7 @@ public struct MaximumLikelihood: Sendable {
             // Stalled when the likelihood has stopped moving (twice) or no step helps.
             if converged || !improved || quiet >= 2 { break }
         }
-        // Newton steps can still stall on exactly singular problems (pure states from exact counts).
-        if converged { return (x, iteration) }
-        let (polished, more) = polish(counts: counts, start: x)
-        return (polished, iteration + more)
+        return (x, iteration, converged)
     }
 
     /// L-BFGS with Armijo backtracking. Slower to converge than the Newton steps, but it keeps
