@@ -212,23 +212,28 @@ func lockScript(lockTime: String, timeout: String) -> String {
     }
 }
 
+/// The parts of a test tagger that do nothing: only `acquire` differs between them.
+protocol InertTestTagger: TimeTagger {}
+extension InertTestTagger {
+    var name: String { "tagger" }
+    var channelCount: Int { 4 }
+    func connect() async throws {}
+    func set(_ property: String, to value: Value) async throws {}
+    func get(_ property: String) async throws -> Value { .bool(true) }
+    func enterSafeState() async throws {}
+    func disconnect() async {}
+}
+
 /// A tagger that streams a block every `interval` of wall time, `blocks` times, then optionally
 /// stalls: a stand-in for a simulation slower than real time, and for a hung device.
-final class PacedTagger: TimeTagger {
-    let name = "tagger"
+final class PacedTagger: InertTestTagger {
     var descriptor: DriverDescriptor { DriverDescriptor(id: "test.paced", version: "0", summary: "", kind: .timeTagger, properties: []) }
-    let channelCount = 4
     let blocks: Int, interval: Duration, stallAfter: Int?
     init(blocks: Int, interval: Duration, stallAfter: Int? = nil) {
         self.blocks = blocks
         self.interval = interval
         self.stallAfter = stallAfter
     }
-    func connect() async throws {}
-    func set(_ property: String, to value: Value) async throws {}
-    func get(_ property: String) async throws -> Value { .bool(true) }
-    func enterSafeState() async throws {}
-    func disconnect() async {}
     func acquire(for duration: Duration, deliver: @Sendable (TagBlock) async throws -> Void) async throws -> AcquisitionInterval {
         for b in 0..<blocks {
             if b == stallAfter { try await Task.sleep(for: .seconds(30)) }
@@ -275,21 +280,14 @@ final class PacedTagger: TimeTagger {
 
 /// Delivers `blocks` blocks of `size` tags as fast as the engine takes them, noting after
 /// each how many tags it has handed on.
-final class FloodTagger: TimeTagger, @unchecked Sendable {
-    let name = "tagger"
+final class FloodTagger: InertTestTagger, @unchecked Sendable {
     var descriptor: DriverDescriptor { DriverDescriptor(id: "test.flood", version: "0", summary: "", kind: .timeTagger, properties: []) }
-    let channelCount = 4
     let blocks: Int, size: Int
     let delivered = Mutex(0)
     init(blocks: Int, size: Int) {
         self.blocks = blocks
         self.size = size
     }
-    func connect() async throws {}
-    func set(_ property: String, to value: Value) async throws {}
-    func get(_ property: String) async throws -> Value { .bool(true) }
-    func enterSafeState() async throws {}
-    func disconnect() async {}
     func acquire(for duration: Duration, deliver: @Sendable (TagBlock) async throws -> Void) async throws -> AcquisitionInterval {
         let channels = [UInt8](repeating: 1, count: size)
         for b in 0..<blocks {
