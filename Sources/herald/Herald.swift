@@ -175,10 +175,6 @@ struct Validate: ParsableCommand {
     @Flag(help: "Validate as `herald run --mock` would run it.") var mock = false
     @Option(name: .customLong("set"), help: "Override a script parameter, e.g. --set integration=2s (repeatable).")
     var overrides: [String] = []
-    @Flag(
-        name: .customLong("no-raw-tags"),
-        help: "Count and analyse tags live but store none (monitoring runs too long to keep every tag; the file says so).")
-    var noRawTags = false
     @Option(name: .customLong("plugin-dir"), help: "Load driver plugins from this directory (repeatable; after HERALD_PLUGIN_PATH).")
     var pluginDirectories: [String] = []
 
@@ -198,10 +194,6 @@ struct Drivers: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "List every driver with its kind, properties and where it came from (built-in or a plugin).")
 
-    @Flag(
-        name: .customLong("no-raw-tags"),
-        help: "Count and analyse tags live but store none (monitoring runs too long to keep every tag; the file says so).")
-    var noRawTags = false
     @Option(name: .customLong("plugin-dir"), help: "Load driver plugins from this directory (repeatable; after HERALD_PLUGIN_PATH).")
     var pluginDirectories: [String] = []
 

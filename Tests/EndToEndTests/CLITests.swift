@@ -30,6 +30,32 @@ import Testing
         #expect(FileManager.default.fileExists(atPath: out))
     }
 
+    /// `herald run --no-raw-tags` reaches the recorder: the file holds no tags and says why,
+    /// while the report still counts every tag. (`validate` and `drivers` do not take it.)
+    @Test func noRawTagsFlagStoresNoTags() throws {
+        let dir = try Paths.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let out = dir.appendingPathComponent("counts.h5").path
+        let script = Paths.root.appendingPathComponent("bench/long-acquisition.yaml").path
+        let r = try runProcess(
+            Paths.herald.path, ["run", script, "--mock", "--seed", "3", "--set", "duration=10 ms", "--no-raw-tags", "--out", out, "--json"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let json = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any]
+        #expect((json?["tags"] as? Int ?? 0) > 10_000)
+        let code = """
+            import h5py, sys
+            f = h5py.File(sys.argv[1], "r")
+            a = f["user/herald/run"].attrs["raw_tags"]
+            print(len(f["photon_data/timestamps"]), (a.decode() if isinstance(a, bytes) else a).split(":")[0])
+            """
+        let h = try runProcess(Paths.python, ["-c", code, out])
+        #expect(h.stdout == "0 not recorded\n", "\(h.stdout) \(h.stderr)")
+        for command in ["validate", "drivers"] {
+            let v = try runProcess(Paths.herald.path, command == "validate" ? [command, script, "--no-raw-tags"] : [command, "--no-raw-tags"])
+            #expect(v.status != 0, "herald \(command) accepted --no-raw-tags")
+        }
+    }
+
     @Test func driversListsTheMocks() throws {
         let r = try runProcess(Paths.herald.path, ["drivers"])
         #expect(r.status == 0)
