@@ -120,7 +120,7 @@ public actor ReplayTimeTagger: TimeTagger {
             source = loop ? try LoopingSource(open: open) : try open()
         } catch let e as DeviceError {
             throw e
-        } catch let e as StoreError where e.message.contains("stored no raw tags") {
+        } catch is NoRawTagsError {
             throw DeviceError(device: name, .unsupported, "cannot replay \(path): the run stored no raw tags (recorded with --no-raw-tags)")
         } catch {
             throw DeviceError(device: name, .invalidResponse, "cannot replay \(path): \(error)")

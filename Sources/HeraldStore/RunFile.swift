@@ -202,6 +202,16 @@ public enum RunFile {
     }
 }
 
+/// A run recorded with `--no-raw-tags`: its counts and analyses are in the file, its tags are not.
+public struct NoRawTagsError: Error, CustomStringConvertible, Sendable {
+    public var path: String
+    /// The run's `raw_tags` attribute.
+    public var note: String
+    public var description: String {
+        "\(path): the run stored no raw tags to read (raw_tags: \(note)); its live counts and analyses are in /user/herald"
+    }
+}
+
 /// Reads stretches of the tag stream by time, relying on timestamps being in order.
 struct TagReader {
     let timestamps: H5Dataset
@@ -214,7 +224,7 @@ struct TagReader {
         if file.contains("user"), let run = try? file.openGroup("user").openGroup("herald").openGroup("run"),
             let note = try run.stringAttribute("raw_tags"), note != "recorded"
         {
-            throw StoreError(path: file.path, "the run stored no raw tags to read (raw_tags: \(note))")
+            throw NoRawTagsError(path: file.path, note: note)
         }
         let photons = try file.openGroup("photon_data")
         timestamps = try photons.dataset("timestamps")

@@ -44,7 +44,7 @@ public final class RunTagStream {
                 }
             }
             self.lost = lost
-        } catch let e as StoreError {
+        } catch let e as NoRawTagsError {
             file.close()
             throw e
         } catch {
