@@ -323,32 +323,7 @@ public struct CoincidenceStream: Sendable {
         // pending tail has to stay in order.
         var sorted = true
         var previous = times.count > next ? times[times.count - 1] : Int64.min
-        times.reserveCapacity(times.count + block.count)
-        slots.reserveCapacity(slots.count + block.count)
-        if activeExcluded.isEmpty {
-            try ingestFast(block, previous: &previous, sorted: &sorted)
-        } else {
-            for (index, (t, c)) in zip(block.timestamps, block.channels).enumerated() {
-                let slot = slotOf[Int(c)]
-                if slot < 0 { continue }
-                if Self.lags(t, behind: latestRaw, by: bound) {
-                    throw CoincidenceError.reorderBoundExceeded(
-                        block: blockIndex, index: index, channel: Int(c), timestampPs: t, latestPs: latestRaw, boundPs: bound)
-                }
-                if t > latestRaw { latestRaw = t }
-                if activeExcluded.contains(where: { t >= $0.startPs && t < $0.stopPs }) {
-                    dropped += 1
-                    continue
-                }
-                if firstRaw.map({ t < $0 }) ?? true { firstRaw = t }
-                if lastRaw.map({ t > $0 }) ?? true { lastRaw = t }
-                let delayed = t &+ delayOfSlot[Int(slot)]
-                if delayed < previous { sorted = false }
-                previous = delayed
-                times.append(delayed)
-                slots.append(slot)
-            }
-        }
+        try append(block, previous: &previous, sorted: &sorted)
         if !sorted { sortPending() }
         // Every tag still to come has raw time ≥ latest − bound, so delayed time ≥ horizon.
         guard latestRaw != .min else { return }
@@ -357,10 +332,11 @@ public struct CoincidenceStream: Sendable {
         activeExcluded.removeAll { $0.stopPs <= settled }
     }
 
-    /// The ingest loop when no lost-data interval is open (nearly always): the same steps
-    /// as the general loop, through buffer pointers into storage grown once per block, since
-    /// per-tag appends and optional updates cost more than the counting itself.
-    private mutating func ingestFast(_ block: TagBlock, previous: inout Int64, sorted: inout Bool) throws {
+    /// Appends a block's wanted tags (delayed) to the pending ones, checking the reorder
+    /// bound and dropping tags inside open lost-data intervals. Through buffer pointers into
+    /// storage grown once per block, since per-tag appends and optional updates cost more
+    /// than the counting itself.
+    private mutating func append(_ block: TagBlock, previous: inout Int64, sorted: inout Bool) throws {
         let bound = configuration.reorderBoundPs
         let base = times.count, n = block.count
         times.append(contentsOf: repeatElement(0, count: n))
@@ -370,6 +346,8 @@ public struct CoincidenceStream: Sendable {
         var latest = latestRaw, first = firstRaw ?? .max, last = lastRaw ?? .min
         var accepted = firstRaw != nil
         var previousLocal = previous, sortedLocal = sorted
+        let excluded = activeExcluded, anyExcluded = !activeExcluded.isEmpty
+        var droppedLocal = 0
         times.withUnsafeMutableBufferPointer { ts in
             slots.withUnsafeMutableBufferPointer { ss in
                 block.timestamps.withUnsafeBufferPointer { bt in
@@ -385,6 +363,10 @@ public struct CoincidenceStream: Sendable {
                                         break
                                     }
                                     if t > latest { latest = t }
+                                    if anyExcluded, excluded.contains(where: { t >= $0.startPs && t < $0.stopPs }) {
+                                        droppedLocal &+= 1
+                                        continue
+                                    }
                                     if t < first { first = t }
                                     if t > last { last = t }
                                     let delayed = t &+ delayOf[Int(slot)]
@@ -409,6 +391,7 @@ public struct CoincidenceStream: Sendable {
             lastRaw = last
         }
         latestRaw = latest
+        dropped += droppedLocal
         previous = previousLocal
         sorted = sortedLocal
         if let index = failedAt {
