@@ -2,25 +2,25 @@ import Foundation
 import Testing
 
 @Suite struct CLITests {
-    @Test func validateNamesFileLineAndColumn() throws {
+    @Test func validateNamesFileLineAndColumn() async throws {
         let dir = try Paths.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }
         let demo = try String(contentsOf: Paths.root.appendingPathComponent("Experiments/bell-tomography-16.yaml"), encoding: .utf8)
         let broken = demo.replacingOccurrences(of: "pump.enabled: true", with: "pump.enabeld: true")
         let path = dir.appendingPathComponent("broken.yaml").path
         try broken.write(toFile: path, atomically: true, encoding: .utf8)
-        let r = try runProcess(Paths.herald.path, ["validate", path])
+        let r = try await runProcessOffPool(Paths.herald.path, ["validate", path])
         #expect(r.status == 65)
         let line = broken.components(separatedBy: "\n").firstIndex { $0.contains("pump.enabeld") }.map { $0 + 1 }
         #expect(r.stderr.contains("\(path):\(line ?? -1):"), "\(r.stderr)")
         #expect(r.stderr.contains("unknown property 'enabeld'"))
     }
 
-    @Test func demoRunsFromTheCommandLine() throws {
+    @Test func demoRunsFromTheCommandLine() async throws {
         let dir = try Paths.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }
         let out = dir.appendingPathComponent("demo.h5").path
-        let r = try runProcess(
+        let r = try await runProcessOffPool(
             Paths.herald.path,
             ["run", Paths.root.appendingPathComponent("Experiments/bell-tomography.yaml").path, "--mock", "--seed", "3", "--out", out, "--json"])
         #expect(r.status == 0, "\(r.stderr)")
@@ -32,12 +32,12 @@ import Testing
 
     /// `herald run --no-raw-tags` reaches the recorder: the file holds no tags and says why,
     /// while the report still counts every tag. (`validate` and `drivers` do not take it.)
-    @Test func noRawTagsFlagStoresNoTags() throws {
+    @Test func noRawTagsFlagStoresNoTags() async throws {
         let dir = try Paths.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }
         let out = dir.appendingPathComponent("counts.h5").path
         let script = Paths.root.appendingPathComponent("bench/long-acquisition.yaml").path
-        let r = try runProcess(
+        let r = try await runProcessOffPool(
             Paths.herald.path, ["run", script, "--mock", "--seed", "3", "--set", "duration=10 ms", "--no-raw-tags", "--out", out, "--json"])
         #expect(r.status == 0, "\(r.stderr)")
         let json = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any]
@@ -48,16 +48,16 @@ import Testing
             a = f["user/herald/run"].attrs["raw_tags"]
             print(len(f["photon_data/timestamps"]), (a.decode() if isinstance(a, bytes) else a).split(":")[0])
             """
-        let h = try runProcess(Paths.python, ["-c", code, out])
+        let h = try await runProcessOffPool(Paths.python, ["-c", code, out])
         #expect(h.stdout == "0 not recorded\n", "\(h.stdout) \(h.stderr)")
         for command in ["validate", "drivers"] {
-            let v = try runProcess(Paths.herald.path, command == "validate" ? [command, script, "--no-raw-tags"] : [command, "--no-raw-tags"])
+            let v = try await runProcessOffPool(Paths.herald.path, command == "validate" ? [command, script, "--no-raw-tags"] : [command, "--no-raw-tags"])
             #expect(v.status != 0, "herald \(command) accepted --no-raw-tags")
         }
     }
 
-    @Test func driversListsTheMocks() throws {
-        let r = try runProcess(Paths.herald.path, ["drivers"])
+    @Test func driversListsTheMocks() async throws {
+        let r = try await runProcessOffPool(Paths.herald.path, ["drivers"])
         #expect(r.status == 0)
         for id in ["mock.laser", "mock.rotator", "mock.timetagger"] { #expect(r.stdout.contains(id)) }
     }

@@ -43,6 +43,16 @@ struct ProcessResult {
     var stderr: String
 }
 
+/// `runProcess` on a thread of its own. A synchronous wait holds one of the cooperative
+/// pool's threads (two on CI) for as long as the child runs; a few such waits at once starve
+/// the suites that run async work against wall-clock deadlines (the driver conformance kit).
+/// Tests that start long children await this instead.
+func runProcessOffPool(_ executable: String, _ arguments: [String]) async throws -> ProcessResult {
+    try await withCheckedThrowingContinuation { continuation in
+        Thread { continuation.resume(with: Result { try runProcess(executable, arguments) }) }.start()
+    }
+}
+
 func runProcess(_ executable: String, _ arguments: [String]) throws -> ProcessResult {
     let p = Process()
     // Through env, so a bare command name (python3) is looked up on PATH.
