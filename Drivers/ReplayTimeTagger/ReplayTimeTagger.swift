@@ -315,7 +315,7 @@ final class PicoQuantSource: ReplaySource {
     init(file: TimeTagFile) throws {
         self.file = file
         reader = try TimeTagReader(file)
-        statedLengthPs = file.recordedDuration.map { Int64(($0 * 1e12).rounded()) }
+        statedLengthPs = file.recordedDuration.map { Int64(clampingRounded: $0 * 1e12) }
     }
 
     func next() throws -> TagBlock? {
@@ -334,7 +334,7 @@ final class PicoQuantSource: ReplaySource {
         }
         block.sortByTime()
         if file.mode == .t3, let lastSync = events.times.last {
-            let threshold = Int64((Double(lastSync) * file.timeUnitPs).rounded())
+            let threshold = Int64(clampingRounded: Double(lastSync) * file.timeUnitPs)
             let cut = ReplayTimeTagger.partition(block.timestamps, below: threshold)
             carry = TagBlock(timestamps: Array(block.timestamps[cut...]), channels: Array(block.channels[cut...]))
             block = TagBlock(

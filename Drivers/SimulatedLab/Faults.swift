@@ -59,6 +59,10 @@ public struct FaultSpec: Sendable, Hashable, CustomStringConvertible {
             guard let q = Quantity.parse(timeText), q.dimension == .time, q.value >= 0 else {
                 throw LabParameterError("fault time '\(timeText)' is not a time such as 500 ms or 2 s")
             }
+            // Lab time is counted in Int64 picoseconds (about 106 days); a run is far shorter.
+            guard q.value <= 1e6 else {
+                throw LabParameterError("fault time '\(timeText)' is beyond 10⁶ s (11.6 days) of lab time")
+            }
             at = q.value
         }
         return FaultSpec(device: words[0], kind: kind, at: at)
@@ -73,7 +77,7 @@ extension SimulatedLab {
 
     /// The lab time, in picoseconds, at which `kind` starts for `device`, if it is injected.
     public nonisolated func faultStartPs(for device: String, _ kind: FaultSpec.Kind) -> Int64? {
-        faults.first { $0.device == device && $0.kind == kind }.map { Int64(($0.at * 1e12).rounded()) }
+        faults.first { $0.device == device && $0.kind == kind }.map { Int64(clampingRounded: $0.at * 1e12) }
     }
 
     /// Called by mock drivers before each operation: fails or hangs as the device's fault

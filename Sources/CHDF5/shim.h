@@ -47,7 +47,13 @@ static inline herr_t herald_h5p_set_clear_status_flags(hid_t fapl) {
 }
 
 // Silences HDF5's default error printer: the Swift wrapper turns errors into
-// Swift errors that carry the message instead.
-static inline void herald_h5e_silence(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
+// Swift errors that carry the message instead. Also turns off HDF5's atexit cleanup (a
+// no-op once the library is initialised, so it must come first): every Swift handle closes
+// its own identifier, and after a failed write (disk full) the recorder abandons handles
+// whose closing would crash inside libhdf5; atexit would close them anyway.
+static inline void herald_h5e_silence(void) {
+    H5dont_atexit();
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+}
 static inline hid_t herald_h5e_default(void) { return H5E_DEFAULT; }
 #endif

@@ -1,4 +1,14 @@
 import Foundation
+import Synchronization
+
+/// Why a run is being stopped from outside (a signal), set before its task is cancelled,
+/// so the file's `reason` says what stopped it.
+public final class StopRequest: Sendable {
+    private let stored = Mutex<String?>(nil)
+    public init() {}
+    public func request(_ reason: String) { stored.withLock { if $0 == nil { $0 = reason } } }
+    public var reason: String? { stored.withLock { $0 } }
+}
 
 /// How a run ended.
 public enum ExitStatus: String, Sendable, Codable {

@@ -127,3 +127,21 @@ public func picoseconds(_ d: Duration) -> Int64 {
     let (s, atto) = d.components
     return s * 1_000_000_000_000 + atto / 1_000_000
 }
+
+extension Int64 {
+    /// The nearest Int64 to `value`, clamped to the representable range (NaN gives 0). For
+    /// numbers that come from files and devices: `Int64(_:)` traps outside the range.
+    @inlinable
+    public init(clampingRounded value: Double) {
+        let r = value.rounded()
+        if r.isNaN {
+            self = 0
+        } else if r >= 9.223_372_036_854_775_807e18 {
+            self = .max
+        } else if r <= -9.223_372_036_854_775_808e18 {
+            self = .min
+        } else {
+            self = Int64(r)
+        }
+    }
+}

@@ -51,6 +51,9 @@ final class Handle {
         id = -1
     }
 
+    /// Forgets the identifier without closing it (see ``H5Location/abandon()``).
+    func abandon() { id = -1 }
+
     deinit { close() }
 }
 
@@ -121,6 +124,13 @@ public class H5Location {
     private func deleteAttributeIfPresent(_ name: String) throws {
         if H5Aexists(id, name) > 0 { try check(H5Adelete(id, name), "H5Adelete", "\(path)@\(name)") }
     }
+
+    /// Drops this handle without closing it. After a failed write (disk full) HDF5's caches
+    /// hold entries it can no longer write, and closing them can crash inside libhdf5; the
+    /// file on disk is still consistent as of its last successful SWMR flush, which
+    /// `herald recover` restores. The process must then exit without HDF5's atexit cleanup
+    /// touching the identifier (the wrapper disables it, see `herald_h5_init`).
+    public func abandon() { handle.abandon() }
 
     func childPath(_ name: String) -> String { path == "/" ? "/" + name : path + "/" + name }
 }

@@ -113,6 +113,10 @@ public enum Herald {
         public var pluginDirectories: [String] = []
         /// `--no-raw-tags`: count and analyse tags live, store none of them.
         public var rawTags = true
+        /// Set by whoever cancels the run (the CLI's signal handler) to say why.
+        public var stopRequest: StopRequest?
+        /// Free space at which recording stops so the file can still be closed.
+        public var diskMargin: Int64 = RunRecorder.defaultDiskMargin
 
         public init(
             scriptPath: String, mock: Bool = true, outPath: String? = nil, seed: UInt64? = nil, overwrite: Bool = false,
@@ -193,14 +197,14 @@ public enum Herald {
         let clock: any Clock<Duration> = devices.values.contains { $0.needsWallClock } ? ContinuousClock() : lab.runClock
 
         let output = request.outPath ?? defaultOutputPath(name: plan.name)
-        let dir = URL(fileURLWithPath: output).deletingLastPathComponent().path
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        try OutputPath.createParent(of: output)
         let recorder = try RunRecorder(
             path: output, overwrite: request.overwrite, compression: request.compressionLevel.map { DeflateSettings(level: $0) },
-            rawTags: request.rawTags)
+            rawTags: request.rawTags, diskMargin: request.diskMargin)
         let collector = ReportCollector()
         let engine = RunEngine(
-            plan: plan, devices: devices, clock: clock, sinks: [recorder, collector] + extraSinks, logger: logger)
+            plan: plan, devices: devices, clock: clock, sinks: [recorder, collector] + extraSinks, logger: logger,
+            stopRequest: request.stopRequest)
         let start = RunStart(
             runID: UUID(), plan: plan, devices: records, seed: seed, mock: allMock, startedAt: Date(),
             heraldVersion: version)
@@ -214,7 +218,17 @@ public enum Herald {
         let f = DateFormatter()
         f.dateFormat = "yyyyMMdd-HHmmss"
         f.locale = Locale(identifier: "en_US_POSIX")
-        return "out/\(name)-\(f.string(from: Date())).h5"
+        return "out/\(safeFileName(name))-\(f.string(from: Date())).h5"
+    }
+
+    /// A script's `name:` as one file-name component: letters, digits, `-`, `_` and `.` are
+    /// kept, anything else (a `/`, `..`, spaces, control characters) becomes `_`, so the
+    /// default output always lands inside `out/`.
+    public static func safeFileName(_ name: String) -> String {
+        let allowed = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+        var out = String(name.prefix(100).map { allowed.contains($0) ? $0 : "_" })
+        while out.hasPrefix(".") { out = "_" + out.dropFirst() }
+        return out.isEmpty ? "run" : out
     }
 }
 

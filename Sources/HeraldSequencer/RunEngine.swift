@@ -30,6 +30,8 @@ public final class RunEngine: Sendable {
     let interlockInterval: Duration
     /// How many tags may be on their way from a tagger to the sinks before the tagger waits.
     let sinkBacklogTags: Int
+    /// Says why the run was cancelled from outside (which signal), if it was.
+    let stopRequest: StopRequest?
 
     /// 16 M tags: 1.6 s at 10 M tags/s, about 150 MB; enough to ride out a slow flush.
     public static let defaultSinkBacklogTags = 16 << 20
@@ -37,8 +39,9 @@ public final class RunEngine: Sendable {
     public init(
         plan: Plan, devices: [String: any Device], clock: any Clock<Duration>, sinks: [any RunEventSink],
         logger: Logger = Logger(label: "herald.sequencer"), interlockInterval: Duration = .milliseconds(100),
-        sinkBacklogTags: Int = RunEngine.defaultSinkBacklogTags
+        sinkBacklogTags: Int = RunEngine.defaultSinkBacklogTags, stopRequest: StopRequest? = nil
     ) {
+        self.stopRequest = stopRequest
         self.plan = plan
         self.devices = devices
         self.configs = Dictionary(plan.devices.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
@@ -71,7 +74,7 @@ public final class RunEngine: Sendable {
         } catch {
             if Task.isCancelled || error is CancellationError {
                 status = .aborted
-                reason = "cancelled (interrupt or termination signal)"
+                reason = stopRequest?.reason ?? "cancelled (interrupt or termination signal)"
             } else {
                 status = .failed
                 reason = String(describing: error)
@@ -312,6 +315,9 @@ public final class RunEngine: Sendable {
             // The budget bounds the blocks in between (backpressure on a disk slower than the tagger).
             let (blocks, delivery) = AsyncStream<TagBlock>.makeStream()
             let budget = TagBudget(limit: sinkBacklogTags)
+            // A sink that fails (disk full) stops the acquisition at its next block: tags that
+            // could not be recorded must not keep coming.
+            let sinkFailure = FailureLatch()
             let forwarder = Task {
                 do {
                     for await block in blocks {
@@ -319,6 +325,7 @@ public final class RunEngine: Sendable {
                         budget.release(block.count)
                     }
                 } catch {
+                    sinkFailure.set(error)
                     budget.close()
                     throw error
                 }
@@ -329,6 +336,7 @@ public final class RunEngine: Sendable {
                 interval = try await call(name, "acquire", retries: 0, timeout: length + callTimeout, heartbeat: heartbeat) { _ in
                     try await tagger.acquire(for: length) { block in
                         heartbeat.beat()
+                        if let failed = sinkFailure.error { throw failed }
                         try order.check(block)
                         direct?.add(block)
                         held?.add(block)
@@ -341,7 +349,8 @@ public final class RunEngine: Sendable {
                 delivery.finish()
                 _ = try? await forwarder.value  // record what did arrive before failing
                 state.tagCount += counter.value
-                throw error
+                // The recorder's reason (disk full) rather than the tagger's reaction to it.
+                throw sinkFailure.error ?? error
             }
             delivery.finish()
             try await forwarder.value

@@ -74,6 +74,13 @@ final class BlockBuffer: Sendable {
     func take() -> [TagBlock] { blocks.withLock { b in defer { b = [] }; return b } }
 }
 
+/// The first error of a concurrent task, for others to check.
+final class FailureLatch: Sendable {
+    private let stored = Mutex<(any Error)?>(nil)
+    func set(_ error: any Error) { stored.withLock { if $0 == nil { $0 = error } } }
+    var error: (any Error)? { stored.withLock { $0 } }
+}
+
 final class TagCounter: Sendable {
     private let count = Mutex(0)
     func add(_ n: Int) { count.withLock { $0 += n } }

@@ -12,7 +12,16 @@ import HeraldHDF5
 /// after every sweep point, so a notebook can follow the run live and a killed runner
 /// loses at most the last second; `herald recover` makes such a file readable again.
 /// SWMR forbids creating objects, so the summary tables are written after the SWMR
-/// session closes, when the run stops.
+/// session closes, when the run stops. Per-point counts are appended to live tables as each
+/// point finishes, so a killed `--no-raw-tags` run keeps them too.
+///
+/// One writer per file: the recorder holds `FILE.lock` (``RunFileLock``) from before the
+/// file is created until it is closed. Disk full: before each write the recorder checks the
+/// free space and stops the run (a `.diskFull` ``StoreError``) while `diskMargin` is left,
+/// so it can still close the file with everything recorded so far. If a write fails anyway
+/// (another process filled the disk), the space reserved in the lock file is released and
+/// the file is flushed again; only if that too fails are the HDF5 handles abandoned, never
+/// closed, leaving the file as of its last flush for `herald recover`.
 public actor RunRecorder: RunEventSink {
     public static let schemaVersion = "0.2"
     /// 65 536 tags per chunk: 512 KiB of int64 timestamps. Large enough that per-chunk
@@ -20,7 +29,14 @@ public actor RunRecorder: RunEventSink {
     /// that a reader pulling one tomography setting touches little extra data, and within
     /// HDF5's default 1 MiB chunk cache so an append never re-reads a partial chunk.
     static let chunkTags = 1 << 16
-    static let flushInterval = Duration.seconds(1)
+    /// With the ticker's period on top, a flush at least every 0.8 s while the run is open,
+    /// whether or not tags arrive: at most one second of data is ever unflushed.
+    static let flushInterval = Duration.milliseconds(700)
+    static let tickerPeriod = Duration.milliseconds(100)
+    /// Free space kept for closing the file: the summary tables, log and analyses.
+    public static let defaultDiskMargin: Int64 = 1 << 20
+    /// Space the lock file holds back for the close, released if the disk fills anyway.
+    static let reserveBytes: Int64 = 512 << 10
 
     public nonisolated let path: String
     private var file: H5File?
@@ -39,20 +55,46 @@ public actor RunRecorder: RunEventSink {
     private var firstTag: Int64?
     private var lastTag: Int64?
     private var detectorCounts = [Int](repeating: 0, count: 256)
+    /// Tags this recorder was handed and kept (stored, or counted with `rawTags` false).
+    private var recordedTags = 0
+    /// Set when a write failed or the disk filled: later tag blocks are refused with it.
+    private var writeFailure: StoreError?
+    /// HDF5 failed a write, so its caches may hold entries it cannot write.
+    private var hdf5Failed = false
+    private var lock: RunFileLock?
+    /// Flushes on time while no tags arrive (waits, slow devices).
+    private var ticker: Task<Void, Never>?
 
     private let compression: DeflateSettings?
     private let rawTags: Bool
+    private let diskMargin: Int64
 
     /// Creates the output file; refuses to overwrite an existing one unless asked.
     /// `compression` stores tags shuffled and deflated (stock h5py reads them), compressed
     /// on all cores; nil stores them raw. With `rawTags` false the tags are counted (per
     /// detector, first and last) but not stored: for monitoring runs too long to keep every
     /// tag. `photon_data` is then empty and the run's `raw_tags` attribute says why.
-    public init(path: String, overwrite: Bool = false, compression: DeflateSettings? = nil, rawTags: Bool = true) throws {
+    /// `diskMargin` is the free space at which recording stops (see the type's notes); a
+    /// negative margin turns the check off, leaving only the fallback (for its tests).
+    public init(
+        path: String, overwrite: Bool = false, compression: DeflateSettings? = nil, rawTags: Bool = true,
+        diskMargin: Int64 = RunRecorder.defaultDiskMargin
+    ) throws {
         self.path = path
         self.compression = compression
         self.rawTags = rawTags
-        self.file = try H5File.create(path, overwrite: overwrite, swmr: true)
+        self.diskMargin = diskMargin
+        try OutputPath.checkCreatable(path, overwrite: overwrite)
+        // Locked before truncating, so `--overwrite` cannot destroy a file a live run holds.
+        let lock = try RunFileLock(path: path, purpose: "herald run", reserveBytes: Self.reserveBytes)
+        do {
+            self.file = try H5File.create(path, overwrite: overwrite, swmr: true)
+        } catch {
+            lock.release()
+            try OutputPath.checkCreatable(path, overwrite: overwrite)
+            throw StoreError(path: path, "cannot create the file: \(error)")
+        }
+        self.lock = lock
     }
 
     public func handle(_ event: RunEvent) async throws {
@@ -68,10 +110,16 @@ public actor RunRecorder: RunEventSink {
             guard let timestamps, let detectors else {
                 throw StoreError(path: path, "tags from \(device) arrived before the run started")
             }
+            if let writeFailure { throw writeFailure }
             if rawTags {
-                try timestamps.append(block.timestamps)
-                try detectors.append(block.channels)
+                // 9 bytes a tag uncompressed: an upper bound on what the append writes.
+                try ensureSpace(Int64(block.count) * 9)
+                try writing(bytes: Int64(block.count) * 9) {
+                    try timestamps.append(block.timestamps)
+                    try detectors.append(block.channels)
+                }
             }
+            recordedTags += block.count
             block.countChannels(into: &detectorCounts)
             lost += block.excluded
             if let first = block.timestamps.first, firstTag == nil { firstTag = first }
@@ -79,15 +127,18 @@ public actor RunRecorder: RunEventSink {
             if ContinuousClock.now - lastFlush >= Self.flushInterval { try flush() }
         case .sweepPointFinished(let record):
             sweepRows.append(record)
-            try progress?.add(record)
+            try writing { try progress?.add(record) }
             try flush()
         case .counts(let c):
             countRows.append(c)
+            // Flushed with the point, so a killed run keeps every finished point's counts.
+            try writing { try progress?.add(c) }
+            try flush()
         case .analysis(let a):
             analyses.append(a)
         case .pause(let p):
             pauses.append(p)
-            try progress?.add(p)
+            try writing { try progress?.add(p) }
             try flush()
         case .log(let line):
             log.append(line)
@@ -97,14 +148,69 @@ public actor RunRecorder: RunEventSink {
     }
 
     private func flush() throws {
-        try timestamps?.writeTail()
-        try detectors?.writeTail()
-        try file?.flush()
+        guard !hdf5Failed else { return }
+        try ensureSpace(0)
+        try writing {
+            try timestamps?.writeTail()
+            try detectors?.writeTail()
+            // The flush log lets a reader (and the kill tests) see how much a crash could lose.
+            try progress?.addFlush(unixSeconds: Date().timeIntervalSince1970, lastTagPs: lastTag ?? -1)
+            try file?.flush()
+        }
         lastFlush = ContinuousClock.now
+    }
+
+    /// Stops the run while `diskMargin` is still free, so the close has room.
+    private func ensureSpace(_ bytes: Int64) throws {
+        guard diskMargin >= 0, let free = DiskSpace.available(near: path), free - bytes < diskMargin else { return }
+        let failure = StoreError(
+            path: path,
+            "disk full: \(DiskSpace.format(free)) free on its filesystem (Herald stops recording with \(DiskSpace.format(diskMargin)) "
+                + "left, to close the file); recording stopped after \(recordedTags) tags, all of them kept",
+            kind: .diskFull)
+        writeFailure = failure
+        throw failure
+    }
+
+    /// Runs HDF5 writes of about `bytes`; a failure marks the file so the close takes the
+    /// careful path, and is reported as disk full when the filesystem could not take them.
+    private func writing(bytes: Int64 = 1 << 20, _ body: () throws -> Void) throws {
+        do {
+            try body()
+        } catch {
+            hdf5Failed = true
+            let free = DiskSpace.available(near: path) ?? 0
+            lock?.releaseReserve()
+            let failure =
+                free < bytes + max(diskMargin, 0)
+                ? StoreError(
+                    path: path,
+                    "disk full: a write failed with \(DiskSpace.format(free)) free on its filesystem; the file keeps what was flushed "
+                        + "before (\(error))", kind: .diskFull)
+                : StoreError(path: path, "writing the file failed: \(error)")
+            writeFailure = failure
+            throw failure
+        }
     }
 
     /// Everything known when the run starts, then SWMR mode.
     private func begin(_ s: RunStart) throws {
+        try writing { try layOut(s) }
+        try flush()  // the first entry of the flush log: the run's start
+        ticker = Task { [weak self] in
+            while !Task.isCancelled {
+                try? await Task.sleep(for: Self.tickerPeriod)
+                await self?.flushIfDue()
+            }
+        }
+    }
+
+    private func flushIfDue() {
+        guard file != nil, writeFailure == nil, ContinuousClock.now - lastFlush >= Self.flushInterval else { return }
+        try? flush()  // a failure is kept in writeFailure and stops the run at the next block
+    }
+
+    private func layOut(_ s: RunStart) throws {
         guard let file else { return }
         try PhotonHDF5.writeHeader(file, description: s.plan.name, softwareVersion: s.heraldVersion, createdAt: s.startedAt)
         let photons = try file.group("photon_data")
@@ -129,6 +235,7 @@ public actor RunRecorder: RunEventSink {
         try run.setAttribute("raw_tags", rawTags ? "recorded" : "not recorded: counted live only (herald run --no-raw-tags)")
         if let seed = s.seed { try run.setAttribute("seed", seed) }
         try run.setAttribute("script_path", s.plan.scriptPath)
+        try run.setAttribute("writer_pid", Int64(getpid()))
         // Until the run stops cleanly this says "running"; `herald recover` turns it into "incomplete".
         try run.setAttribute("exit_status", "running")
         let parameters = try herald.group("parameters")
@@ -148,11 +255,32 @@ public actor RunRecorder: RunEventSink {
         detectors = det
         try file.flush()
         try file.startSWMRWrite()
-        lastFlush = ContinuousClock.now
     }
 
     private func finish(_ stop: RunStop) throws {
+        ticker?.cancel()
+        ticker = nil
         guard let open = file else { return }
+        defer {
+            lock?.release()
+            lock = nil
+        }
+        if hdf5Failed {
+            // The reserve was released when the write failed: one more try at a clean flush.
+            hdf5Failed = false
+            do { try flush() } catch {
+                for location in [timestamps, detectors, open] as [H5Location?] { location?.abandon() }
+                progress?.abandon()
+                timestamps = nil
+                detectors = nil
+                progress = nil
+                file = nil
+                throw StoreError(
+                    path: path,
+                    "\(writeFailure?.message ?? "a write failed"); the file could not be closed, so run `herald recover \(path)` "
+                        + "to keep the tags flushed before the failure", kind: writeFailure?.kind ?? .other)
+            }
+        }
         // Leave SWMR: close every handle, then reopen normally to add the summary tables.
         try timestamps?.writeTail()
         try detectors?.writeTail()
@@ -164,6 +292,16 @@ public actor RunRecorder: RunEventSink {
         let file = try H5File.open(path, mode: .readWrite)
         defer { file.close() }
         guard file.contains("user") else { return }  // the run never started
+        do {
+            try writeSummary(file, stop)
+        } catch {
+            // Closing needs a little space too; give it the reserve if the summary ran out.
+            lock?.releaseReserve()
+            throw StoreError(path: path, "could not write the run's closing summary: \(error)", kind: .diskFull)
+        }
+    }
+
+    private func writeSummary(_ file: H5File, _ stop: RunStop) throws {
         let iso = ISO8601DateFormatter()
         let acquired = sweepRows.reduce(0.0) { $0 + Double($1.stopPs - $1.startPs) * 1e-12 }
         let span = firstTag.flatMap { f in lastTag.map { Double($0 - f) * 1e-12 } } ?? 0
@@ -177,7 +315,8 @@ public actor RunRecorder: RunEventSink {
         try run.setAttribute("stopped_at", iso.string(from: stop.stoppedAt))
         try run.setAttribute("exit_status", stop.status.rawValue)
         try run.setAttribute("reason", stop.reason ?? "")
-        try run.setAttribute("tag_count", Int64(stop.tagCount))
+        // What the file holds: equal to the engine's count unless recording stopped early (disk full).
+        try run.setAttribute("tag_count", Int64(recordedTags))
         try herald.write("log", strings: log)
 
         try SummaryTables.writeSweeps(sweepRows, into: herald, withSettings: true)
@@ -192,25 +331,7 @@ public actor RunRecorder: RunEventSink {
         try lostGroup.write("stop_ps", lost.map(\.stopPs))
         try lostGroup.write("reason", strings: lost.map(\.reason))
 
-        let counts = try herald.group("counts")
-        for name in Set(countRows.map(\.sweep)).sorted() {
-            let rows = countRows.filter { $0.sweep == name }
-            let flat = rows.flatMap { r in r.pairs.map { (r, $0) } }
-            let g = try counts.group(name)
-            try g.write("point_index", flat.map { Int64($0.0.index) })
-            try g.write("label", strings: flat.map { $0.0.label })
-            try g.write("projection", strings: flat.map { $0.1.projection })
-            try g.write("channel_a", flat.map { UInt8(clamping: $0.1.channelA) })
-            try g.write("channel_b", flat.map { UInt8(clamping: $0.1.channelB) })
-            try g.write("coincidences", flat.map { Int64($0.1.coincidences) })
-            try g.write("accidentals", flat.map { $0.1.accidentals })
-            try g.write("duration_s", flat.map { $0.0.duration })
-            let channels = Set(rows.flatMap { $0.singles.keys }).sorted()
-            try g.write("singles_channels", channels.map { UInt8(clamping: $0) })
-            try g.write(
-                "singles", rows.flatMap { r in channels.map { Int64(r.singles[$0] ?? 0) } },
-                shape: [rows.count, channels.count])
-        }
+        try SummaryTables.writeCounts(countRows, into: herald)
 
         let analysis = try herald.group("analysis")
         for a in analyses { try AnalysisStore.append(a, to: analysis) }
@@ -232,6 +353,29 @@ enum SummaryTables {
             guard withSettings else { continue }
             let keys = Set(mine.flatMap { $0.settings.keys }).sorted()
             try g.write("settings", strings: mine.map { r in keys.map { "\($0)=\(r.settings[$0] ?? "")" }.joined(separator: ";") })
+        }
+    }
+
+    /// `counts/<data set>/…`: one row per point and detector pair, singles per point.
+    static func writeCounts(_ countRows: [PointCounts], into herald: H5Group) throws {
+        let counts = try herald.group("counts")
+        for name in Set(countRows.map(\.sweep)).sorted() {
+            let rows = countRows.filter { $0.sweep == name }
+            let flat = rows.flatMap { r in r.pairs.map { (r, $0) } }
+            let g = try counts.group(name)
+            try g.write("point_index", flat.map { Int64($0.0.index) })
+            try g.write("label", strings: flat.map { $0.0.label })
+            try g.write("projection", strings: flat.map { $0.1.projection })
+            try g.write("channel_a", flat.map { UInt8(clamping: $0.1.channelA) })
+            try g.write("channel_b", flat.map { UInt8(clamping: $0.1.channelB) })
+            try g.write("coincidences", flat.map { Int64($0.1.coincidences) })
+            try g.write("accidentals", flat.map { $0.1.accidentals })
+            try g.write("duration_s", flat.map { $0.0.duration })
+            let channels = Set(rows.flatMap { $0.singles.keys }).sorted()
+            try g.write("singles_channels", channels.map { UInt8(clamping: $0) })
+            try g.write(
+                "singles", rows.flatMap { r in channels.map { Int64(r.singles[$0] ?? 0) } },
+                shape: [rows.count, channels.count])
         }
     }
 
@@ -271,22 +415,21 @@ enum AnalysisStore {
     }
 }
 
-public struct StoreError: Error, CustomStringConvertible, Sendable {
-    public var path: String
-    public var message: String
-    public init(path: String, _ message: String) {
-        self.path = path
-        self.message = message
-    }
-    public var description: String { "\(path): \(message)" }
-}
-
-/// Sweep points and pauses as they finish, in datasets created before SWMR starts, so
-/// that a live reader, and `herald recover` after a crash, know which stretch of the tag
-/// stream belongs to which setting.
+/// Sweep points, pauses, per-point counts and flushes as they happen, in datasets created
+/// before SWMR starts, so that a live reader, and `herald recover` after a crash, know which
+/// stretch of the tag stream belongs to which setting and what each finished point counted.
 struct LiveProgress {
     static let chunk = 256
     let pointSweep, pointIndex, pointStart, pointStop, pausedStart, pausedStop: H5AppendableDataset<Int64>
+    /// One row per counted point, then one per detector pair and one per singles channel of it.
+    let countedDataset, countedPoint: H5AppendableDataset<Int64>
+    let countedDuration: H5AppendableDataset<Double>
+    let pairDataset, pairPoint, pairChannelA, pairChannelB, pairProjection, pairCoincidences: H5AppendableDataset<Int64>
+    let pairAccidentals: H5AppendableDataset<Double>
+    let singlesDataset, singlesPoint, singlesChannel, singlesCount: H5AppendableDataset<Int64>
+    /// When each flush happened (Unix seconds) and the last tag it made durable.
+    let flushUnix: H5AppendableDataset<Double>
+    let flushLastTag: H5AppendableDataset<Int64>
     let sweepNames: [String]
 
     init(in herald: H5Group, plan: Plan) throws {
@@ -311,13 +454,41 @@ struct LiveProgress {
         try g.write("sweep_names", strings: names)
         let planned = try g.group("planned_labels")
         for (name, l) in labels { try planned.write(name, strings: l) }
-        pointSweep = try g.appendable("point_sweep", of: Int64.self, chunk: Self.chunk)
-        pointIndex = try g.appendable("point_index", of: Int64.self, chunk: Self.chunk)
-        pointStart = try g.appendable("point_start_ps", of: Int64.self, chunk: Self.chunk)
-        pointStop = try g.appendable("point_stop_ps", of: Int64.self, chunk: Self.chunk)
-        pausedStart = try g.appendable("paused_start_ps", of: Int64.self, chunk: Self.chunk)
-        pausedStop = try g.appendable("paused_stop_ps", of: Int64.self, chunk: Self.chunk)
+        func int(_ name: String) throws -> H5AppendableDataset<Int64> { try g.appendable(name, of: Int64.self, chunk: Self.chunk) }
+        func real(_ name: String) throws -> H5AppendableDataset<Double> { try g.appendable(name, of: Double.self, chunk: Self.chunk) }
+        pointSweep = try int("point_sweep")
+        pointIndex = try int("point_index")
+        pointStart = try int("point_start_ps")
+        pointStop = try int("point_stop_ps")
+        pausedStart = try int("paused_start_ps")
+        pausedStop = try int("paused_stop_ps")
+        countedDataset = try int("counted_sweep")
+        countedPoint = try int("counted_point")
+        countedDuration = try real("counted_duration_s")
+        pairDataset = try int("pair_sweep")
+        pairPoint = try int("pair_point")
+        pairChannelA = try int("pair_channel_a")
+        pairChannelB = try int("pair_channel_b")
+        pairProjection = try int("pair_projection")
+        pairCoincidences = try int("pair_coincidences")
+        pairAccidentals = try real("pair_accidentals")
+        singlesDataset = try int("singles_sweep")
+        singlesPoint = try int("singles_point")
+        singlesChannel = try int("singles_channel")
+        singlesCount = try int("singles_count")
+        flushUnix = try real("flush_unix_s")
+        flushLastTag = try int("flush_last_tag_ps")
     }
+
+    private var all: [H5Location] {
+        [
+            pointSweep, pointIndex, pointStart, pointStop, pausedStart, pausedStop, countedDataset, countedPoint,
+            countedDuration, pairDataset, pairPoint, pairChannelA, pairChannelB, pairProjection, pairCoincidences,
+            pairAccidentals, singlesDataset, singlesPoint, singlesChannel, singlesCount, flushUnix, flushLastTag,
+        ]
+    }
+
+    func abandon() { all.forEach { $0.abandon() } }
 
     func add(_ r: SweepPointRecord) throws {
         try pointSweep.append([Int64(sweepNames.firstIndex(of: r.sweep) ?? -1)])
@@ -329,5 +500,49 @@ struct LiveProgress {
     func add(_ p: PauseRecord) throws {
         try pausedStart.append([p.startPs])
         try pausedStop.append([p.stopPs])
+    }
+
+    func add(_ c: PointCounts) throws {
+        let sweep = Int64(sweepNames.firstIndex(of: c.sweep) ?? -1), point = Int64(c.index)
+        try countedDataset.append([sweep])
+        try countedPoint.append([point])
+        try countedDuration.append([c.duration])
+        for pair in c.pairs {
+            try pairDataset.append([sweep])
+            try pairPoint.append([point])
+            try pairChannelA.append([Int64(pair.channelA)])
+            try pairChannelB.append([Int64(pair.channelB)])
+            try pairProjection.append([ProjectionCode.encode(pair.projection)])
+            try pairCoincidences.append([Int64(pair.coincidences)])
+            try pairAccidentals.append([pair.accidentals])
+        }
+        for (channel, n) in c.singles.sorted(by: { $0.key < $1.key }) {
+            try singlesDataset.append([sweep])
+            try singlesPoint.append([point])
+            try singlesChannel.append([Int64(channel)])
+            try singlesCount.append([Int64(n)])
+        }
+    }
+
+    func addFlush(unixSeconds: Double, lastTagPs: Int64) throws {
+        try flushUnix.append([unixSeconds])
+        try flushLastTag.append([lastTagPs])
+    }
+}
+
+/// A pair's projection in a live integer column: two letters of HVDARL as 6·a + b, or −1
+/// for the plain "A-B" channel label (rebuilt from the channels).
+enum ProjectionCode {
+    static let letters = Array("HVDARL")
+
+    static func encode(_ projection: String) -> Int64 {
+        let p = Array(projection)
+        guard p.count == 2, let a = letters.firstIndex(of: p[0]), let b = letters.firstIndex(of: p[1]) else { return -1 }
+        return Int64(a * 6 + b)
+    }
+
+    static func decode(_ code: Int64, channelA: Int, channelB: Int) -> String {
+        guard (0..<36).contains(code) else { return "\(channelA)-\(channelB)" }
+        return String([letters[Int(code) / 6], letters[Int(code) % 6]])
     }
 }

@@ -7,6 +7,10 @@ public struct RecoveryReport: Sendable, Codable, Equatable {
     public var path: String
     /// The file was closed cleanly; nothing needed doing.
     public var alreadyComplete: Bool
+    /// An earlier `herald recover` already restored it (when, ISO 8601); nothing needed doing.
+    public var recoveredBefore: String? = nil
+    /// Finished points whose counts were rebuilt from the live tables.
+    public var countedPoints: Int = 0
     public var tags: Int
     /// Elements dropped from the longer of timestamps/detectors so the two stay parallel.
     public var unpairedTagsDropped: Int
@@ -25,6 +29,9 @@ public struct RecoveryReport: Sendable, Codable, Equatable {
 /// summary Herald writes only on a clean stop, rebuilt here from the live progress tables.
 public enum RunRecovery {
     public static func recover(path: String) throws -> RecoveryReport {
+        // A live run holds this lock: recovering under it would corrupt the file it is writing.
+        let lock = try RunFileLock(path: path, purpose: "herald recover")
+        defer { lock.release() }
         let file = try RunFile.open(
             path, mode: .recover,
             unreadable: "HDF5 cannot open this file even with its write mark cleared; it is not a Herald file "
@@ -40,7 +47,8 @@ public enum RunRecovery {
         let n = min(nTs, nDet)
         report.tags = n
         if try run.stringAttribute("exit_status") != "running" {
-            report.alreadyComplete = true
+            report.recoveredBefore = try run.stringAttribute("recovered_at")
+            report.alreadyComplete = report.recoveredBefore == nil
             return report
         }
         // Tags and channels are appended together but may be flushed at different moments.
@@ -64,6 +72,7 @@ public enum RunRecovery {
         for (c, k) in counts.enumerated() where k > 0 { perDetector[UInt8(c)] = k }
         try PhotonHDF5.writeSetup(file, detectorCounts: perDetector)
         report.sweepPoints = try rebuildSweeps(herald)
+        report.countedPoints = try rebuildCounts(herald)
 
         try run.setAttribute("exit_status", "incomplete")
         try run.setAttribute(
@@ -71,6 +80,51 @@ public enum RunRecovery {
         try run.setAttribute("tag_count", Int64(n))
         try run.setAttribute("recovered_at", ISO8601DateFormatter().string(from: Date()))
         return report
+    }
+
+    /// The counts table of every finished point, from the live count columns (the same rows
+    /// a clean stop writes).
+    static func rebuildCounts(_ herald: H5Group) throws -> Int {
+        guard herald.contains("progress"), !herald.contains("counts") else { return 0 }
+        let progress = try herald.openGroup("progress")
+        guard progress.contains("counted_point") else { return 0 }  // written by Herald before 0.2 counts
+        let names = try progress.dataset("sweep_names").readStrings()
+        let planned = try progress.openGroup("planned_labels")
+        func ints(_ name: String) throws -> [Int64] { try progress.dataset(name).read(Int64.self) }
+        func reals(_ name: String) throws -> [Double] { try progress.dataset(name).read(Double.self) }
+        let cSweep = try ints("counted_sweep"), cPoint = try ints("counted_point"), cDuration = try reals("counted_duration_s")
+        var rows: [PointCounts] = []
+        var position: [String: Int] = [:]
+        func key(_ sweep: Int64, _ point: Int64) -> String { "\(sweep)/\(point)" }
+        for i in 0..<min(cSweep.count, cPoint.count, cDuration.count) {
+            guard names.indices.contains(Int(cSweep[i])) else { continue }
+            let name = names[Int(cSweep[i])], index = Int(cPoint[i])
+            // Named acquisitions have no planned labels: their one point is labelled with the name.
+            let labels = planned.contains(name) ? try planned.dataset(name).readStrings() : []
+            let label = planned.contains(name) ? (labels.indices.contains(index) ? labels[index] : "") : name
+            position[key(cSweep[i], cPoint[i])] = rows.count
+            rows.append(PointCounts(sweep: name, index: index, label: label, duration: cDuration[i], singles: [:], pairs: []))
+        }
+        let pSweep = try ints("pair_sweep"), pPoint = try ints("pair_point"), pA = try ints("pair_channel_a")
+        let pB = try ints("pair_channel_b"), pProjection = try ints("pair_projection"), pN = try ints("pair_coincidences")
+        let pAcc = try reals("pair_accidentals")
+        let pairRows = [pSweep.count, pPoint.count, pA.count, pB.count, pProjection.count, pN.count, pAcc.count].min() ?? 0
+        for i in 0..<pairRows {
+            guard let r = position[key(pSweep[i], pPoint[i])] else { continue }
+            let a = Int(pA[i]), b = Int(pB[i])
+            rows[r].pairs.append(
+                PointCounts.Pair(
+                    channelA: a, channelB: b, projection: ProjectionCode.decode(pProjection[i], channelA: a, channelB: b),
+                    coincidences: Int(pN[i]), accidentals: pAcc[i]))
+        }
+        let sSweep = try ints("singles_sweep"), sPoint = try ints("singles_point")
+        let sChannel = try ints("singles_channel"), sN = try ints("singles_count")
+        for i in 0..<min(sSweep.count, sPoint.count, sChannel.count, sN.count) {
+            guard let r = position[key(sSweep[i], sPoint[i])] else { continue }
+            rows[r].singles[Int(sChannel[i])] = Int(sN[i])
+        }
+        try SummaryTables.writeCounts(rows, into: herald)
+        return rows.count
     }
 
     /// Sweep tables and paused intervals from the live progress datasets.
@@ -85,11 +139,14 @@ public enum RunRecovery {
         let planned = try progress.openGroup("planned_labels")
         var records: [SweepPointRecord] = []
         for (ordinal, name) in names.enumerated() {
-            let labels = planned.contains(name) ? try planned.dataset(name).readStrings() : []
+            let isSweep = planned.contains(name)
+            let labels = isSweep ? try planned.dataset(name).readStrings() : []
             for i in 0..<rows where sweep[i] == Int64(ordinal) {
                 let k = Int(index[i])
+                // A named acquisition's one point is labelled with its name, as the engine does.
+                let label = isSweep ? (labels.indices.contains(k) ? labels[k] : "") : name
                 records.append(SweepPointRecord(
-                    sweep: name, index: k, label: labels.indices.contains(k) ? labels[k] : "", settings: [:],
+                    sweep: name, index: k, label: label, settings: [:],
                     startPs: start[i], stopPs: stop[i]))
             }
         }

@@ -33,11 +33,28 @@ public enum PTUValue: Sendable, Equatable {
         }
     }
 
-    /// The date of a `.dateTime` value.
+    /// The date of a `.dateTime` value, or of a plain float holding one (some PicoQuant
+    /// software writes `File_CreatingTime` as tyFloat8: days or seconds since 1899-12-30 or
+    /// 1601-01-01). A float is read in the first of those ways that lands between 1980 and
+    /// 2200; nil if none does.
     public var date: Date? {
-        guard case .dateTime(let days) = self, days.isFinite else { return nil }
-        // 1899-12-30 is 25 569 days before the Unix epoch.
-        return Date(timeIntervalSince1970: (days - 25_569) * 86_400)
+        // Seconds from each epoch to the Unix epoch: 1899-12-30 (Delphi TDateTime) is 25 569
+        // days before it, 1601-01-01 (Windows FILETIME) 134 774 days.
+        let delphi = 25_569.0 * 86_400, windows = 134_774.0 * 86_400
+        switch self {
+        case .dateTime(let days):
+            guard days.isFinite, abs(days) < 1e7 else { return nil }
+            return Date(timeIntervalSince1970: days * 86_400 - delphi)
+        case .float(let v):
+            guard v.isFinite, v > 0 else { return nil }
+            let plausible = (315_532_800.0)...(7_258_118_400.0)  // 1980-01-01 ... 2200-01-01
+            for unix in [v * 86_400 - delphi, v - delphi, v * 86_400 - windows, v - windows] where plausible.contains(unix) {
+                return Date(timeIntervalSince1970: unix)
+            }
+            return nil
+        default:
+            return nil
+        }
     }
 
     public var intValue: Int64? {

@@ -33,8 +33,15 @@ public struct TimeTagFile: Sendable {
     /// How long the measurement ran, in s, as the header records it: TTResult_StopAfter (the
     /// time actually measured, which is shorter when it was stopped early), else
     /// MeasDesc_AcquisitionTime (the time asked for). Nil for Swabian dumps.
+    /// A value of 0 (PicoHarp software writes `MeasDesc_AcquisitionTime = 0` for open-ended
+    /// measurements), or one that is not a finite positive number, counts as absent, so
+    /// callers fall back to the photons' span.
     public var recordedDuration: Double? {
-        (header?["TTResult_StopAfter"]?.doubleValue ?? header?["MeasDesc_AcquisitionTime"]?.doubleValue).map { $0 * 1e-3 }
+        func positive(_ key: String) -> Double? {
+            guard let ms = header?[key]?.doubleValue, ms.isFinite, ms > 0, ms < 1e12 else { return nil }
+            return ms * 1e-3
+        }
+        return positive("TTResult_StopAfter") ?? positive("MeasDesc_AcquisitionTime")
     }
 
     /// Opens a file. Swabian dumps have no magic number: they are recognised by the
@@ -94,13 +101,21 @@ public struct TimeTagFile: Sendable {
         if available > claimed || (size - header.dataOffset) % 4 != 0 {
             warnings.append("\(size - header.dataOffset - Int(claimed) * 4) bytes after the last record were ignored")
         }
-        guard let global = header["MeasDesc_GlobalResolution"]?.doubleValue, global > 0, global.isFinite else {
-            throw TTTRFileError(path: path, offset: header.dataOffset, "MeasDesc_GlobalResolution is missing or not positive")
+        // Bounds keep every timestamp within Int64 picoseconds: real instruments resolve
+        // between about 1 fs (a sub-ps bin) and 1 s (a slow sync period).
+        let resolutionTag = header.tags.first { $0.name == "MeasDesc_GlobalResolution" }
+        guard let global = resolutionTag?.value.doubleValue, global.isFinite, global >= 1e-15, global <= 1 else {
+            throw TTTRFileError(
+                path: path, offset: resolutionTag?.offset ?? header.dataOffset,
+                "MeasDesc_GlobalResolution is \(resolutionTag?.value.text ?? "missing"); expected a time resolution between 1e-15 s and 1 s")
         }
         var micro: Double?
         if format.mode == .t3 {
-            guard let r = header["MeasDesc_Resolution"]?.doubleValue, r > 0, r.isFinite else {
-                throw TTTRFileError(path: path, offset: header.dataOffset, "a T3 file needs a positive MeasDesc_Resolution")
+            let tag = header.tags.first { $0.name == "MeasDesc_Resolution" }
+            guard let r = tag?.value.doubleValue, r.isFinite, r >= 1e-15, r <= 1 else {
+                throw TTTRFileError(
+                    path: path, offset: tag?.offset ?? header.dataOffset,
+                    "a T3 file needs a MeasDesc_Resolution between 1e-15 s and 1 s, got \(tag?.value.text ?? "none")")
             }
             micro = r * 1e12
         }
@@ -123,7 +138,7 @@ public struct TimeTagFile: Sendable {
     public func picoseconds(_ events: TTTREvents, _ i: Int) -> Int64 {
         var t = Double(events.times[i]) * timeUnitPs
         if let micro = microtimeUnitPs { t += Double(events.dtimes[i]) * micro }
-        return Int64(t.rounded())
+        return Int64(clampingRounded: t)
     }
 
     /// The events of one chunk as a Herald tag block: channel = file channel + 1 (front-panel
@@ -140,7 +155,7 @@ public struct TimeTagFile: Sendable {
         let lost = events.lostIntervals.map { ExcludedInterval(startPs: $0.startPs, stopPs: $0.stopPs, reason: "overflow") }
         var block = TagBlock(timestamps: times, channels: channels, excluded: lost)
         guard markers, !events.markers.isEmpty || !events.syncs.isEmpty else { return block }
-        func ps(_ t: Int64) -> Int64 { Int64((Double(t) * timeUnitPs).rounded()) }
+        func ps(_ t: Int64) -> Int64 { Int64(clampingRounded: Double(t) * timeUnitPs) }
         var extra: [(Int64, UInt8)] = events.syncs.map { (ps($0), 0) }
         for m in events.markers {
             for bit in 0..<4 where m.bits & (1 << bit) != 0 { extra.append((ps(m.time), UInt8(201 + bit))) }
@@ -192,7 +207,7 @@ public final class TimeTagReader {
     /// How far the instrument's clock had run by the last record read, in ps: the overflow
     /// count (PicoQuant), which keeps running when no photons arrive. Nil for Swabian dumps.
     public var clockPs: Int64? {
-        decoder.map { Int64((Double($0.base) * file.timeUnitPs).rounded()) }
+        decoder.map { Int64(clampingRounded: Double($0.base) * file.timeUnitPs) }
     }
 
     /// Replaces `events` with the next chunk's; false once every record has been read.

@@ -41,10 +41,14 @@ struct Recover: ParsableCommand {
         let report: RecoveryReport
         do { report = try RunRecovery.recover(path: file) } catch { throw fail(error) }
         if json { return try printJSON(report) }
-        if report.alreadyComplete {
+        if let when = report.recoveredBefore {
+            print("\(file): already recovered at \(when); nothing more to do (\(report.tags) tags)")
+        } else if report.alreadyComplete {
             print("\(file): the run closed its file cleanly; nothing to recover (\(report.tags) tags)")
         } else {
-            print("\(file): recovered \(report.tags) tags and \(report.sweepPoints) finished sweep points; run marked incomplete")
+            print(
+                "\(file): recovered \(report.tags) tags, \(report.sweepPoints) finished sweep points and the counts of "
+                    + "\(report.countedPoints) points; run marked incomplete")
             if report.unpairedTagsDropped > 0 {
                 print("  dropped \(report.unpairedTagsDropped) timestamps whose detector channel was never flushed")
             }

@@ -45,9 +45,10 @@ struct Run: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Validate and run an experiment script.",
         discussion: """
-            The whole script is validated before any device is touched. On SIGINT or SIGTERM the current \
-            device call is cut, every device goes to its safe state, and the file is closed with exit status \
-            "aborted" (exit code 130). Exit code 65 means the script was rejected, 1 that the run failed.
+            The whole script is validated before any device is touched. On SIGINT, SIGTERM, SIGHUP, SIGPIPE or \
+            SIGQUIT the current device call is cut, every device goes to its safe state, and the file is closed \
+            with exit status "aborted" (exit code 130). Exit code 65 means the script was rejected, 1 that the \
+            run failed. See docs/guarantees.md.
             """)
 
     @Argument(help: "The experiment script (YAML).") var script: String
@@ -86,12 +87,15 @@ struct Run: AsyncParsableCommand {
         }
         if let compress, !(1...9).contains(compress) { throw ValidationError("--compress takes a zlib level from 1 to 9") }
         let progress = ProgressPrinter(enabled: !json)
-        let task = Task { try await Herald.run(request, extraSinks: [progress], logger: logger) }
-        let signals = SignalHandler { count in
+        let stopRequest = StopRequest()
+        request.stopRequest = stopRequest
+        let task = Task { [request] in try await Herald.run(request, extraSinks: [progress], logger: logger) }
+        let signals = SignalHandler { signal, count in
             if count == 1 {
-                logger.warning("interrupt: stopping the run; devices go to their safe state (interrupt again to stop waiting)")
+                stopRequest.request("stopped by \(signal.name) (\(signal.meaning))")
+                logger.warning("\(signal.name): stopping the run; devices go to their safe state (interrupt again to stop waiting)")
             } else {
-                logger.warning("interrupt again: not waiting; the safe state still runs")
+                logger.warning("\(signal.name) again: not waiting; the safe state still runs")
             }
             task.cancel()
         }
@@ -142,22 +146,42 @@ struct Run: AsyncParsableCommand {
     }
 }
 
-/// Turns SIGINT and SIGTERM into a callback with the number of signals so far.
+/// Turns every signal that would end the process into a safe stop: a callback with the
+/// signal and the number of stop signals so far.
+///
+/// SIGHUP comes when the SSH session or terminal goes away, SIGPIPE when the reader of our
+/// output does, SIGQUIT from Ctrl-\\; by default each kills the process on the spot (SIGQUIT
+/// through the Swift runtime's crash handler), leaving the laser on and the file open.
+/// Ignoring the signal first and watching it with a dispatch source replaces those defaults.
 final class SignalHandler {
+    struct Caught: Sendable {
+        var number: Int32
+        var name: String
+        var meaning: String
+    }
+
+    static let stopSignals: [Caught] = [
+        Caught(number: SIGINT, name: "SIGINT", meaning: "interrupt, Ctrl-C"),
+        Caught(number: SIGTERM, name: "SIGTERM", meaning: "termination request"),
+        Caught(number: SIGHUP, name: "SIGHUP", meaning: "the terminal or SSH session hung up"),
+        Caught(number: SIGPIPE, name: "SIGPIPE", meaning: "the reader of the output went away"),
+        Caught(number: SIGQUIT, name: "SIGQUIT", meaning: "quit, Ctrl-\\"),
+    ]
+
     private let sources: [any DispatchSourceSignal]
 
-    init(_ handler: @escaping @Sendable (Int) -> Void) {
+    init(_ handler: @escaping @Sendable (Caught, Int) -> Void) {
         let queue = DispatchQueue(label: "herald.signals")
         let count = Mutex(0)
-        sources = [SIGINT, SIGTERM].map { sig in
-            signal(sig, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: sig, queue: queue)
+        sources = Self.stopSignals.map { caught in
+            signal(caught.number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: caught.number, queue: queue)
             source.setEventHandler {
                 let n = count.withLock { c -> Int in
                     c += 1
                     return c
                 }
-                handler(n)
+                handler(caught, n)
             }
             source.resume()
             return source

@@ -4,6 +4,7 @@ usage:
   store_checks.py layout DOC FILE...     phconvert accepts each FILE; every path in DOC's tables exists
   store_checks.py readme README DIR      runs README's h5py snippet with DIR as working directory
   store_checks.py crash HERALD SCRIPT DIR [RUN-OPTION...]
+  store_checks.py kill-trials HERALD SCRIPT DIR N [RUN-OPTION...]
                                          follows a live run over SWMR, kills the runner with SIGKILL,
                                          runs `herald recover`, and checks that every tag seen before
                                          the kill is intact and the run is marked incomplete
@@ -152,12 +153,97 @@ def crash(herald, script, workdir, *extra):
             fail("tag_count or acquisition_duration not set by recovery")
     phconvert_valid(path)
     r2 = subprocess.run([herald, "recover", path], capture_output=True, text=True)
-    if r2.returncode != 0 or "nothing to recover" not in r2.stdout:
+    if r2.returncode != 0 or "already recovered" not in r2.stdout:
         fail(f"second recover should be a no-op: {r2.stdout} {r2.stderr}")
     print(f"ok: live reader saw {len(set(sizes))} sizes up to {seen} tags; after SIGKILL and recover "
           f"{len(t)} tags, {rows} points; plain open before recover {'succeeded' if opened_before else 'was refused'}")
 
 
+def counts_rows(g):
+    """The counts table of a run file as comparable tuples, in file order."""
+    rows = []
+    if "user/herald/counts" not in g:
+        return rows
+    for name in sorted(g["user/herald/counts"].keys()):
+        c = g["user/herald/counts/" + name]
+        cols = [c["point_index"][:], c["label"].asstr()[:], c["projection"].asstr()[:], c["channel_a"][:],
+                c["channel_b"][:], c["coincidences"][:], c["accidentals"][:], c["duration_s"][:]]
+        rows += [(name,) + tuple(x.item() if hasattr(x, "item") else x for x in r) for r in zip(*cols)]
+    return rows
+
+
+def kill_trials(herald, script, workdir, trials, *extra):
+    """Kills realtime runs at `trials` times spread over the run and recovers each file.
+
+    Each recovered file must hold a prefix of an uninterrupted run with the same seed (tags
+    bit for bit, and the counts of every point flushed), the flush log must show that no more
+    than 1 s of the run was unflushed when it was killed, and every tag of the last logged
+    flush must be in the file.
+    """
+    trials = int(trials)
+    base = [herald, "run", script, "--mock", "--realtime", "--seed", "11", *extra]
+    ref_path = os.path.join(workdir, "reference.h5")
+    if os.path.exists(ref_path):
+        os.remove(ref_path)
+    t0 = time.time()
+    r = subprocess.run(base + ["--out", ref_path], capture_output=True, text=True)
+    if r.returncode != 0:
+        fail(f"reference run failed: {r.stderr[-800:]}")
+    length = time.time() - t0
+    with h5py.File(ref_path, "r") as g:
+        ref_t, ref_d = g["photon_data/timestamps"][:], g["photon_data/detectors"][:]
+        ref_counts = counts_rows(g)
+    no_raw = "--no-raw-tags" in extra
+    worst_gap, kept_points = 0.0, []
+    for k in range(trials):
+        path = os.path.join(workdir, f"killed-{k}.h5")
+        runner = subprocess.Popen(base + ["--out", path], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.time() + 60
+        while not os.path.exists(path):
+            if time.time() > deadline or runner.poll() is not None:
+                runner.kill()
+                fail(f"trial {k}: no file appeared: {runner.stderr.read().decode()[-500:]}")
+            time.sleep(0.01)
+        # Kill times spread from just after the file appears to near the end of the run.
+        time.sleep(0.05 + (length * 0.8) * k / max(1, trials - 1))
+        killed_at = time.time()
+        os.kill(runner.pid, signal.SIGKILL)
+        runner.wait()
+        rec = subprocess.run([herald, "recover", path], capture_output=True, text=True)
+        if rec.returncode != 0:
+            fail(f"trial {k}: herald recover failed: {rec.stderr}")
+        with h5py.File(path, "r") as g:
+            t, d = g["photon_data/timestamps"][:], g["photon_data/detectors"][:]
+            flushes = g["user/herald/progress/flush_unix_s"][:]
+            flushed_tag = g["user/herald/progress/flush_last_tag_ps"][:]
+            rows = counts_rows(g)
+            status = g["user/herald/run"].attrs["exit_status"]
+        if status != "incomplete":
+            fail(f"trial {k}: exit_status {status!r}")
+        if len(flushes) == 0:
+            fail(f"trial {k}: the flush log is empty")
+        gap = killed_at - flushes[-1]
+        worst_gap = max(worst_gap, gap)
+        if gap > 1.0:
+            fail(f"trial {k}: killed {gap:.3f} s after the last flush (at most 1 s may be lost)")
+        if not no_raw:
+            if not (np.array_equal(t, ref_t[:len(t)]) and np.array_equal(d, ref_d[:len(d)])):
+                fail(f"trial {k}: the {len(t)} recovered tags are not a prefix of the uninterrupted run")
+            if flushed_tag[-1] >= 0 and (len(t) == 0 or t[-1] < flushed_tag[-1]):
+                fail(f"trial {k}: the last flush made tag {flushed_tag[-1]} ps durable, the file ends at {t[-1] if len(t) else None}")
+        elif len(t) != 0:
+            fail(f"trial {k}: a --no-raw-tags run stored {len(t)} tags")
+        if rows != ref_counts[:len(rows)]:
+            fail(f"trial {k}: the recovered counts are not a prefix of the uninterrupted run's")
+        kept_points.append(len(rows))
+        os.remove(path)
+    if len({(r[0], r[1]) for r in ref_counts}) > 1 and max(kept_points) == 0:
+        fail("no trial recovered any finished point's counts")
+    print(f"ok: {trials} kills over a {length:.1f} s run; worst time since the last flush {worst_gap:.3f} s; "
+          f"recovered count rows per trial {kept_points}")
+
+
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
-    {"layout": lambda: layout(args[0], args[1:]), "readme": lambda: readme(*args), "crash": lambda: crash(*args)}[cmd]()
+    {"layout": lambda: layout(args[0], args[1:]), "readme": lambda: readme(*args), "crash": lambda: crash(*args),
+     "kill-trials": lambda: kill_trials(*args)}[cmd]()
