@@ -117,7 +117,7 @@ public final class MockTimeTagger: TimeTagger {
             var block = state.withLock { s in
                 s.electronics.process(
                     clicks, delaysPs: delays, resolutionPs: resolutionPs, window: start..<stop,
-                    bandwidth: bandwidth(atPs: chunkStart), capacity: capacity, final: remaining <= length || faultEnd != nil)
+                    bandwidth: bandwidth(atPs: chunkStart), capacity: capacity(atPs: chunkStart), final: remaining <= length || faultEnd != nil)
             }
             if let garbageAt = lab.faultStartPs(for: name, .garbage), garbageAt < chunkStop {
                 // A garbled USB packet: a timestamp from before the acquisition, out of order.
@@ -127,7 +127,7 @@ public final class MockTimeTagger: TimeTagger {
             tags += block.count
             try await deliverInBlocks(block, deliver)
             if let faultEnd {
-                if faultEnd.kind == .stall { try await SimulatedLab.hang() }
+                if faultEnd.kind == .stall { throw SimulatedHang() }  // the tags before the stall were delivered
                 let at = Double(faultEnd.atPs) * 1e-12
                 throw DeviceError(device: name, .disconnected, "acquire: the device is gone at \(at) s (injected fault)")
             }
@@ -144,6 +144,13 @@ public final class MockTimeTagger: TimeTagger {
             if let at = lab.faultStartPs(for: name, kind), at < to { return (kind, max(at, from)) }
         }
         return nil
+    }
+
+    /// Under an overflow fault the saturated link's buffer holds 10 ms of its bandwidth, so
+    /// the overflow shows at once whatever the configured buffer.
+    private func capacity(atPs ps: Int64) -> Double {
+        if let at = lab.faultStartPs(for: name, .overflow), ps >= at { return min(capacity, FaultSpec.overflowBandwidth * 0.01) }
+        return capacity
     }
 
     private func bandwidth(atPs ps: Int64) -> Double? {

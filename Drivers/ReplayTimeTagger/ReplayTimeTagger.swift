@@ -433,4 +433,6 @@ final class LoopingSource: ReplaySource {
 extension ReplayTimeTagger {
     /// Fast replay needs no wall clock, so a script of mocks and replay runs on virtual time.
     public nonisolated var needsWallClock: Bool { realtime }
+    /// A recording read from disk never hangs; a slow block is a slow disk or a busy machine.
+    public nonisolated var answersWithoutWaiting: Bool { !realtime }
 }

@@ -89,8 +89,7 @@ extension SimulatedLab {
         case .disconnect:
             throw DeviceError(device: device, .disconnected, "\(operation): the device is gone (injected fault: \(fault))")
         case .timeout:
-            try await SimulatedLab.hang()
-            return nil
+            throw SimulatedHang()
         case .garbage, .stall, .overflow:
             return fault.kind
         }
@@ -116,9 +115,4 @@ extension SimulatedLab {
         return try await checkFault(device: device, operation: "get \(property)") == .garbage
     }
 
-    /// Never answers: sleeps in real time until the caller's deadline cancels it (a hung
-    /// instrument does not follow the lab's virtual clock).
-    public static func hang() async throws {
-        while true { try await Task.sleep(for: .seconds(3600)) }
-    }
 }

@@ -57,6 +57,8 @@ public struct Projection: Sendable, Equatable {
 public enum TomographyError: Error, CustomStringConvertible, Sendable {
     case notInformationallyComplete(projections: Int)
     case noCounts
+    /// The accidental estimate is at least the counts: nothing is left above background.
+    case noSignalAboveAccidentals(counts: Double, accidentals: Double)
 
     public var description: String {
         switch self {
@@ -65,6 +67,9 @@ public enum TomographyError: Error, CustomStringConvertible, Sendable {
                 + "use tomography-16, tomography-36 or tomography-9 with both detectors"
         case .noCounts:
             return "no coincidences were counted; check the coincidence window, the channel delays and that the source is on"
+        case .noSignalAboveAccidentals(let n, let a):
+            return "the accidental coincidences (\(String(format: "%.1f", a)) in all) are at least the counts (\(String(format: "%.0f", n))): "
+                + "no signal is left above background to reconstruct; check the singles, the window and the duration they were computed from"
         }
     }
 }
@@ -286,6 +291,12 @@ public enum Tomography {
     /// Reconstructs the state, its figures of merit and their counting-statistics errors.
     public static func reconstruct(_ projections: [Projection], options: TomographyOptions) throws -> TomographyResult {
         guard projections.contains(where: { $0.counts > 0 }) else { throw TomographyError.noCounts }
+        // Maximum likelihood models the accidentals as background, and subtraction removes
+        // them: either way a background that reaches the counts leaves an intensity of zero.
+        let total = projections.reduce(0) { $0 + $1.counts }, background = projections.reduce(0) { $0 + max($1.accidentals, 0) }
+        if background >= total && (options.estimator != .linear || options.accidentals == .subtract) {
+            throw TomographyError.noSignalAboveAccidentals(counts: total, accidentals: background)
+        }
         let counts = projections.map(\.counts)
         // Linear inversion is always done: it is reported as-is and seeds the optimiser.
         let (linear, _) = try linearInversion(projections, counts: linearCounts(projections, counts, options))

@@ -206,10 +206,24 @@ public protocol Device: AnyObject, Sendable {
     /// True if the device runs on wall-clock time, so the run must too. Simulated devices
     /// and fast replay do not, and let a run use a virtual clock.
     var needsWallClock: Bool { get }
+    /// True if the device never waits on anything outside this process (a simulation, a
+    /// file), so a slow answer means a busy machine, not a hung instrument. The engine then
+    /// bounds its calls in real time only by a generous backstop, so that a loaded 2-core
+    /// machine does not fail healthy runs; a simulated instrument that stops answering says
+    /// so at once by throwing ``SimulatedHang``, which the engine reports as its timeout.
+    var answersWithoutWaiting: Bool { get }
 }
 
 extension Device {
     public var needsWallClock: Bool { !descriptor.isMock }
+    public var answersWithoutWaiting: Bool { descriptor.isMock }
+}
+
+/// Thrown by a simulated instrument that stops answering (an injected `timeout` or
+/// `stall`): on the lab's clock the caller's timeout elapses at once, so the engine turns
+/// this into the same timeout error a hung instrument gets, without waiting in real time.
+public struct SimulatedHang: Error, Sendable {
+    public init() {}
 }
 
 /// A device that can tell the engine it has gone (unplugged, powered off) between calls,
@@ -321,12 +335,17 @@ public struct DriverRegistry: Sendable {
 
     /// Why a fault cannot be injected into the device `name` of a plan (nil when it can):
     /// faults act on simulated devices only.
-    public func faultTargetProblem(device name: String, in devices: [DeviceConfig]) -> String? {
+    /// `kind` is the fault's kind as written: `stall` and `overflow` are faults of a time
+    /// tagger's stream and make no sense on other devices.
+    public func faultTargetProblem(device name: String, kind: String? = nil, in devices: [DeviceConfig]) -> String? {
         guard let config = devices.first(where: { $0.name == name }) else {
             return "fault for unknown device '\(name)'; declared: \(devices.map(\.name).joined(separator: ", "))"
         }
-        guard entry(config.driver)?.descriptor.isMock == true else {
+        guard let descriptor = entry(config.driver)?.descriptor, descriptor.isMock else {
             return "faults can be injected only into simulated devices; '\(name)' uses \(config.driver) (run with --mock)"
+        }
+        if let kind, ["stall", "overflow"].contains(kind), descriptor.kind != .timeTagger {
+            return "a \(kind) fault is a time tagger's; '\(name)' is a \(descriptor.kind.rawValue) (use disconnect, timeout or garbage)"
         }
         return nil
     }

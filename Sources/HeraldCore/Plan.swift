@@ -10,6 +10,9 @@ public struct Plan: Sendable {
     public var parameters: [String: String] = [:]
     /// Conditions that must hold while acquiring; a violation pauses the acquisition.
     public var interlocks: [Interlock] = []
+    /// The files the script included, as read: with the script text, all a run needs to be
+    /// reproduced from its file alone.
+    public var includedFiles: [IncludedFile] = []
 
     public init(name: String, scriptPath: String, scriptText: String, devices: [DeviceConfig], steps: [PlanStep]) {
         self.name = name
@@ -24,6 +27,20 @@ public struct Plan: Sendable {
 
     /// Number of acquisitions the plan will perform, for progress and sizing.
     public var acquisitionCount: Int { steps.reduce(0) { $0 + $1.acquisitionCount } }
+}
+
+/// A file a script included, as it was when the script was compiled.
+public struct IncludedFile: Sendable, Equatable {
+    /// As written relative to the including file, for people.
+    public var path: String
+    public var resolvedPath: String
+    public var text: String
+
+    public init(path: String, resolvedPath: String, text: String) {
+        self.path = path
+        self.resolvedPath = resolvedPath
+        self.text = text
+    }
 }
 
 /// One assignment of a value to a device property.

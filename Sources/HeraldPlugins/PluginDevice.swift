@@ -1,4 +1,7 @@
 import Dispatch
+#if canImport(Glibc)
+import Glibc
+#endif
 import HeraldCore
 import HeraldPluginABI
 import Synchronization
@@ -61,15 +64,32 @@ class PluginDevice: Device, @unchecked Sendable {
     }
 
     /// Runs a blocking plugin call on the device's queue; cancellation reaches the plugin.
+    ///
+    /// A driver clears its cancel flag when a call starts (the example does), so a cancel
+    /// that lands just before the queue reaches the call would be lost and the call would
+    /// run its full length. So: a call cancelled before it starts is not made, and a cancel
+    /// is repeated every 10 ms until the call it was meant for has returned.
     func blocking<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
         let handle = SendablePointer(handle)
         let cancel = driver.cancel
+        let call = CallState()
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { continuation in
-                queue.async { continuation.resume(with: Result { try body() }) }
+                queue.async {
+                    guard call.begin() else { return continuation.resume(throwing: CancellationError()) }
+                    let result = Result { try body() }
+                    call.end()
+                    continuation.resume(with: result)
+                }
             }
         } onCancel: {
-            cancel?(handle.pointer)
+            guard call.requestCancel(), let cancel else { return }
+            DispatchQueue.global().async {
+                while !call.isOver {
+                    cancel(handle.pointer)
+                    usleep(10_000)
+                }
+            }
         }
     }
 
@@ -194,4 +214,38 @@ private let pluginTagSink: herald_tag_sink = { context, timestamps, channels, co
         channels: Array(UnsafeBufferPointer(start: channels, count: count)))
     sink.continuation.yield(block)
     return 0
+}
+
+/// Where one plugin call stands, for cancelling it without losing the cancel.
+final class CallState: Sendable {
+    private struct State {
+        var cancelRequested = false
+        var started = false
+        var over = false
+    }
+    private let state = Mutex(State())
+
+    /// False if the call was cancelled before it began: it must not be made.
+    func begin() -> Bool {
+        state.withLock { s in
+            if s.cancelRequested {
+                s.over = true
+                return false
+            }
+            s.started = true
+            return true
+        }
+    }
+
+    func end() { state.withLock { $0.over = true } }
+
+    /// True if the plugin must be told (the call has not yet returned).
+    func requestCancel() -> Bool {
+        state.withLock { s in
+            s.cancelRequested = true
+            return !s.over
+        }
+    }
+
+    var isOver: Bool { state.withLock { $0.over } }
 }

@@ -51,6 +51,10 @@ public enum PluginLoader {
                 result.problems.append(PluginProblem(path: directory, reason: "plugin directory does not exist"))
                 continue
             }
+            if let problem = PluginPreflight.problem(directory: directory) {
+                result.problems.append(PluginProblem(path: directory, reason: problem))
+                continue
+            }
             let files = ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []).sorted()
             for file in files where file.hasSuffix(".so") || file.hasSuffix(".dylib") {
                 let path = URL(fileURLWithPath: directory).appendingPathComponent(file).standardizedFileURL.path
@@ -86,6 +90,8 @@ public enum PluginLoader {
     }
 
     static func loadPlugin(_ path: String) throws -> [DriverEntry] {
+        // Checked from the file first: dlopen would already run the library's constructors.
+        if let problem = PluginPreflight.problem(file: path) { throw PluginProblem(path: path, reason: problem) }
         let library: DynamicLibrary
         do {
             library = try DynamicLibrary(path: path)

@@ -61,8 +61,9 @@ public enum Herald {
         return PluginLoader.load(directories: PluginLoader.directories(explicit: directories), reserved: builtIn)
     }
 
-    public static func compiler(registry: DriverRegistry) -> ScriptCompiler {
+    public static func compiler(registry: DriverRegistry, includeDirectories: [String] = []) -> ScriptCompiler {
         var compiler = ScriptCompiler(registry: registry, simulationSpecs: LabParameters.specs)
+        compiler.includeDirectories = includeDirectories
         compiler.simulationCheck = { key, value in
             guard key == "density_matrix", let text = value.text else { return nil }
             do {
@@ -74,9 +75,10 @@ public enum Herald {
         }
         compiler.faultParser = { text in
             do {
-                return (try FaultSpec.parse(text).device, nil)
+                let spec = try FaultSpec.parse(text)
+                return (spec.device, spec.kind.rawValue, nil)
             } catch {
-                return (nil, String(describing: error))
+                return (nil, nil, String(describing: error))
             }
         }
         return compiler
@@ -87,9 +89,10 @@ public enum Herald {
 
     /// Validates a script without touching any device.
     public static func validate(
-        path: String, mock: Bool = false, overrides: [String: String] = [:], pluginDirectories: [String] = []
+        path: String, mock: Bool = false, overrides: [String: String] = [:], pluginDirectories: [String] = [],
+        includeDirectories: [String] = []
     ) throws -> CompiledScript {
-        try compiler(registry: descriptorRegistry(pluginDirectories: pluginDirectories))
+        try compiler(registry: descriptorRegistry(pluginDirectories: pluginDirectories), includeDirectories: includeDirectories)
             .compile(path: path, mock: mock, overrides: overrides)
     }
 
@@ -111,6 +114,8 @@ public enum Herald {
         public var faults: [String] = []
         /// `--plugin-dir`: directories of driver plugins, after `HERALD_PLUGIN_PATH`.
         public var pluginDirectories: [String] = []
+        /// `--include-dir`: folders besides the script's own that `include:` may read.
+        public var includeDirectories: [String] = []
         /// `--no-raw-tags`: count and analyse tags live, store none of them.
         public var rawTags = true
         /// Set by whoever cancels the run (the CLI's signal handler) to say why.
@@ -165,11 +170,12 @@ public enum Herald {
         let plugins = loadPlugins(request.pluginDirectories)
         for problem in plugins.problems { logger.warning("plugin not loaded: \(problem)") }
         let descriptors = descriptorRegistry(plugins: plugins.entries)
-        let compiled = try compiler(registry: descriptors)
+        let compiled = try compiler(registry: descriptors, includeDirectories: request.includeDirectories)
             .compile(path: request.scriptPath, mock: request.mock, overrides: request.overrides)
         // The script's faults were checked by the compiler, at their lines; `--fault` ones are checked here.
         for text in request.faults {
-            if let problem = descriptors.faultTargetProblem(device: try FaultSpec.parse(text).device, in: compiled.plan.devices) {
+            let spec = try FaultSpec.parse(text)
+            if let problem = descriptors.faultTargetProblem(device: spec.device, kind: spec.kind.rawValue, in: compiled.plan.devices) {
                 throw LabParameterError("--fault '\(text)': \(problem)")
             }
         }

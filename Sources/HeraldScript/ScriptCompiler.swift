@@ -15,7 +15,9 @@ public struct ScriptCompiler: Sendable {
     public var simulationCheck: @Sendable (String, Value) -> String? = { _, _ in nil }
     /// Reads one `simulation.faults` entry: the device it names, or what is wrong with it.
     /// Nil when the lab takes no faults.
-    public var faultParser: (@Sendable (String) -> (device: String?, problem: String?))?
+    public var faultParser: (@Sendable (String) -> (device: String?, kind: String?, problem: String?))?
+    /// Folders besides the script's own from which `include:` may read (`--include-dir`).
+    public var includeDirectories: [String] = []
 
     public init(registry: DriverRegistry, simulationSpecs: [PropertySpec] = []) {
         self.registry = registry
@@ -42,6 +44,8 @@ public struct ScriptCompiler: Sendable {
         -> CompiledScript
     {
         var context = Context(file: file, registry: registry, simulationSpecs: simulationSpecs, mock: mock)
+        let scriptFolder = (file as NSString).deletingLastPathComponent
+        context.includeRoots = ([scriptFolder.isEmpty ? "." : scriptFolder] + includeDirectories).compactMap(Context.resolved)
         context.simulationCheck = simulationCheck
         context.faultParser = faultParser
         guard let root = context.parse(text: text, file: file) else { throw ScriptErrors(context.diagnostics) }
@@ -74,7 +78,7 @@ struct Context {
     let registry: DriverRegistry
     let simulationSpecs: [PropertySpec]
     var simulationCheck: @Sendable (String, Value) -> String? = { _, _ in nil }
-    var faultParser: (@Sendable (String) -> (device: String?, problem: String?))?
+    var faultParser: (@Sendable (String) -> (device: String?, kind: String?, problem: String?))?
     let mock: Bool
     var diagnostics: [ScriptDiagnostic] = []
     /// Devices declared so far: name → the driver named in the script, with limits applied.
@@ -84,6 +88,10 @@ struct Context {
     var parameters: [String: Parameter] = [:]
     /// Named sub-sequences (from `sequences:` here or in included files), compiled on use.
     var sequences: [String: (file: String, node: Node)] = [:]
+    /// Folders (resolved) that `include:` may read from: the script's own and `--include-dir`s.
+    var includeRoots: [String] = []
+    /// Every file included, with its text, for the run's record.
+    var includedFiles: [IncludedFile] = []
     /// Sequences being expanded, to reject recursion.
     var expanding: [String] = []
     /// Counting spec already required of each data set by an analysis step.
@@ -297,7 +305,7 @@ struct Context {
         if let node = byKey["sequences"] { registerSequences(node) }
 
         var simulation: [String: Value] = [:]
-        var faults: [(text: String, device: String, node: Node)] = []
+        var faults: [(text: String, device: String, kind: String?, node: Node)] = []
         if let sim = byKey["simulation"] {
             let allowed = simulationSpecs.map(\.name) + (faultParser == nil ? [] : ["faults"])
             for entry in entries(sim, allowed: allowed, what: "simulation") {
@@ -312,7 +320,7 @@ struct Context {
                         if let problem = parsed.problem {
                             error(problem + origin, at: item)
                         } else if let device = parsed.device {
-                            faults.append((text, device, item))
+                            faults.append((text, device, parsed.kind, item))
                         }
                     }
                     continue
@@ -347,11 +355,12 @@ struct Context {
             error("the script has no 'steps:'", at: root)
         }
         for fault in faults {
-            if let problem = registry.faultTargetProblem(device: fault.device, in: configs) { error(problem, at: fault.node) }
+            if let problem = registry.faultTargetProblem(device: fault.device, kind: fault.kind, in: configs) { error(problem, at: fault.node) }
         }
         var plan = Plan(name: name, scriptPath: file, scriptText: text, devices: configs, steps: steps)
         plan.parameters = parameters.mapValues(\.text)
         plan.interlocks = interlocks
+        plan.includedFiles = includedFiles
         var compiled = CompiledScript(plan: plan, simulation: simulation, description: description)
         compiled.faults = faults.map(\.text)
         return compiled
@@ -396,10 +405,23 @@ struct Context {
             // Relative to the including file, keeping the user's relative style in messages.
             let dir = (file as NSString).deletingLastPathComponent
             let path = relative.hasPrefix("/") || dir.isEmpty ? relative : dir + "/" + relative
-            guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+            // Confined before anything is read: an include must not turn error messages into
+            // a way of printing arbitrary files (`include: /etc/shadow`).
+            guard let real = Context.resolved(path) else {
+                error("cannot read included file '\(path)': no such file", at: item)
+                continue
+            }
+            guard includeRoots.contains(where: { real == $0 || real.hasPrefix($0 == "/" ? "/" : $0 + "/") }) else {
+                error(
+                    "include '\(relative)' is outside the script's folder (\(includeRoots.first ?? ".")); scripts include files "
+                        + "from their own folder and below, or from a folder given with --include-dir", at: item)
+                continue
+            }
+            guard let text = try? String(contentsOfFile: real, encoding: .utf8) else {
                 error("cannot read included file '\(path)'", at: item)
                 continue
             }
+            includedFiles.append(IncludedFile(path: path, resolvedPath: real, text: text))
             guard let included = parse(text: text, file: path) else { continue }
             let saved = file
             file = path
@@ -407,6 +429,13 @@ struct Context {
             if let seqs = byKey["sequences"] { registerSequences(seqs) }
             file = saved
         }
+    }
+
+    /// The absolute path with symbolic links and `..` resolved, or nil if it does not exist.
+    static func resolved(_ path: String) -> String? {
+        guard let r = realpath(path, nil) else { return nil }
+        defer { free(r) }
+        return String(cString: r)
     }
 
     mutating func registerSequences(_ node: Node) {

@@ -33,6 +33,9 @@ public final class RunEngine: Sendable {
     /// Says why the run was cancelled from outside (which signal), if it was.
     let stopRequest: StopRequest?
 
+    /// The real-time bound on calls to devices that answer without waiting (simulations).
+    public static let simulatedDeviceBackstop = Duration.seconds(120)
+
     /// 16 M tags: 1.6 s at 10 M tags/s, about 150 MB; enough to ride out a slow flush.
     public static let defaultSinkBacklogTags = 16 << 20
 
@@ -161,14 +164,28 @@ public final class RunEngine: Sendable {
         guard let device = devices[name] else { throw DeviceError(device: name, .notFound, "not part of this run") }
         let config = configs[name]
         let limit = timeout ?? config?.callTimeout ?? DeviceConfig.defaultCallTimeout
+        let idle = config?.callTimeout ?? DeviceConfig.defaultCallTimeout
         let attempts = 1 + max(0, retries ?? config?.retries ?? DeviceConfig.defaultRetries)
         var lastError: Error = DeviceError(device: name, .timeout, what)
+        // A simulation cannot hang (it throws SimulatedHang instead): its real-time bound is
+        // only a backstop, so a busy machine never fails a healthy simulated run.
+        let simulated = device.answersWithoutWaiting
+        let backstop = Self.simulatedDeviceBackstop
         for attempt in 1...attempts {
             do {
                 return try await withDeadline(
-                    limit, device: name, what: what, heartbeat: heartbeat,
-                    idle: config?.callTimeout ?? DeviceConfig.defaultCallTimeout
-                ) { try await operation(device) }
+                    simulated ? max(limit, backstop) : limit, device: name, what: what, heartbeat: heartbeat,
+                    idle: simulated ? max(idle, backstop) : idle
+                ) {
+                    do {
+                        return try await operation(device)
+                    } catch is SimulatedHang {
+                        throw DeviceError(
+                            device: name, .timeout,
+                            "\(what) did not complete within \(limit)" + (heartbeat == nil ? "" : " and delivered nothing for \(idle)")
+                                + " (simulated instrument: the timeout is reported as soon as it stops answering)")
+                    }
+                }
             } catch let e as DeviceError where e.kind == .timeout || e.kind == .invalidResponse {
                 lastError = e
                 if attempt < attempts {

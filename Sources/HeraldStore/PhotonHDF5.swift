@@ -59,7 +59,11 @@ enum PhotonHDF5 {
     }
 
     /// Root fields, identity and the photon_data group, written when the file is created.
-    static func writeHeader(_ file: H5File, description: String, softwareVersion: String, createdAt: Date) throws {
+    /// `filename`: the name the file will have (default: the one it is written under).
+    static func writeHeader(
+        _ file: H5File, description: String, softwareVersion: String, createdAt: Date, filename: String? = nil
+    ) throws {
+        let name = URL(fileURLWithPath: filename ?? file.filename)
         try title(file)
         try title(try file.write("description", fixedString: description))
         try title(try file.write("acquisition_duration", scalar: 0.0))
@@ -74,8 +78,7 @@ enum PhotonHDF5 {
             ("creation_time", formatter.string(from: createdAt)), ("software", "Herald"),
             ("software_version", softwareVersion), ("format_name", "Photon-HDF5"), ("format_version", formatVersion),
             ("format_url", "http://photon-hdf5.org/"),
-            ("filename", URL(fileURLWithPath: file.filename).lastPathComponent),
-            ("filename_full", URL(fileURLWithPath: file.filename).standardizedFileURL.path),
+            ("filename", name.lastPathComponent), ("filename_full", name.standardizedFileURL.path),
         ]
         for (name, value) in fields { try title(try identity.write(name, fixedString: value)) }
     }

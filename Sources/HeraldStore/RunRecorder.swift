@@ -241,8 +241,14 @@ public actor RunRecorder: RunEventSink {
         let parameters = try herald.group("parameters")
         for (k, v) in s.plan.parameters.sorted(by: { $0.key < $1.key }) { try parameters.setAttribute(k, v) }
         let script = try herald.write("script", string: s.plan.scriptText)
-        let digest = SHA256.hash(data: Data(s.plan.scriptText.utf8)).map { String(format: "%02x", $0) }.joined()
-        try script.setAttribute("sha256", digest)
+        func sha256(_ text: String) -> String { SHA256.hash(data: Data(text.utf8)).map { String(format: "%02x", $0) }.joined() }
+        try script.setAttribute("sha256", sha256(s.plan.scriptText))
+        // Included files beside the script, so the file alone reproduces the run.
+        let includes = try herald.group("includes")
+        try includes.write("path", strings: s.plan.includedFiles.map(\.path))
+        try includes.write("resolved_path", strings: s.plan.includedFiles.map(\.resolvedPath))
+        try includes.write("text", strings: s.plan.includedFiles.map(\.text))
+        try includes.write("sha256", strings: s.plan.includedFiles.map { sha256($0.text) })
         let devices = try herald.group("devices")
         for d in s.devices {
             let g = try devices.group(d.name)

@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 import HeraldHDF5
 import HeraldTTTR
 
@@ -20,16 +23,36 @@ public struct ImportReport: Sendable, Codable {
 /// `nanotimes` with their TCSPC specs. Detectors are the file's channel numbers (0-based for
 /// PicoQuant). Every header tag is copied to /user/picoquant/header.
 public enum TimeTagImport {
+    ///
+    /// The file is written under a temporary name beside `output` and renamed into place only
+    /// when complete, so a failed import (a truncated record, a full disk) leaves nothing.
     public static func convert(
         _ source: TimeTagFile, to output: String, softwareVersion: String, overwrite: Bool = false
     ) throws -> ImportReport {
-        let file = try H5File.create(output, overwrite: overwrite)
+        try OutputPath.checkCreatable(output, overwrite: overwrite)
+        let url = URL(fileURLWithPath: output)
+        let partial = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).partial-\(getpid())").path
+        unlink(partial)
+        do {
+            let report = try write(source, to: partial, softwareVersion: softwareVersion, reportedAs: output)
+            guard rename(partial, output) == 0 else {
+                throw OutputPath.failure(output, errno, what: "cannot move the finished import into place")
+            }
+            return report
+        } catch {
+            unlink(partial)
+            throw error
+        }
+    }
+
+    static func write(_ source: TimeTagFile, to path: String, softwareVersion: String, reportedAs output: String) throws -> ImportReport {
+        let file = try H5File.create(path, overwrite: true)
         defer { file.close() }
         let created = source.header?["File_CreatingTime"]?.date ?? Date()
         try PhotonHDF5.writeHeader(
             file, description: "Imported by Herald from \(URL(fileURLWithPath: source.path).lastPathComponent) "
                 + "(\(source.container.rawValue)\(source.format.map { ", " + $0.name + " " + $0.mode.rawValue } ?? ""))",
-            softwareVersion: softwareVersion, createdAt: Date())
+            softwareVersion: softwareVersion, createdAt: Date(), filename: output)
         let photons = try file.group("photon_data")
         try PhotonHDF5.title(photons)
         let chunk = 65_536
@@ -102,7 +125,10 @@ public enum TimeTagImport {
     static func writeHeaderTags(_ file: H5File, _ header: PTUHeader) throws {
         let group = try file.group("user").group("picoquant").group("header")
         for tag in header.tags where tag.name != "Header_End" {
-            let name = (tag.index >= 0 ? "\(tag.name)[\(tag.index)]" : tag.name).replacingOccurrences(of: "/", with: "_")
+            // HDF5 cannot name a dataset "", "." or with "/"; such a tag (only seen in damaged
+            // files) keeps its value under a name that says where it was.
+            let base = tag.name.isEmpty || tag.name == "." || tag.name == ".." ? "unnamed_tag_at_byte_\(tag.offset)" : tag.name
+            let name = (tag.index >= 0 ? "\(base)[\(tag.index)]" : base).replacingOccurrences(of: "/", with: "_")
             guard !group.contains(name) else { continue }
             switch tag.value {
             case .int(let v): _ = try group.write(name, scalar: v)

@@ -69,6 +69,8 @@ struct Run: AsyncParsableCommand {
     var noRawTags = false
     @Option(name: .customLong("plugin-dir"), help: "Load driver plugins from this directory (repeatable; after HERALD_PLUGIN_PATH).")
     var pluginDirectories: [String] = []
+    @Option(name: .customLong("include-dir"), help: "Let include: read from this folder too, not only the script's own (repeatable).")
+    var includeDirectories: [String] = []
     @Flag(help: "Replace the output file if it exists.") var overwrite = false
     @Flag(help: "Print the run report as JSON on stdout.") var json = false
     @Flag(name: .shortAndLong, help: "Log every step.") var verbose = false
@@ -81,6 +83,7 @@ struct Run: AsyncParsableCommand {
             overrides: try parseOverrides(overrides), realtime: realtime, compressionLevel: compress)
         request.faults = faults
         request.pluginDirectories = pluginDirectories
+        request.includeDirectories = includeDirectories
         request.rawTags = !noRawTags
         for fault in faults {
             do { try Herald.checkFault(fault) } catch { throw ValidationError("--fault '\(fault)': \(error)") }
@@ -201,11 +204,14 @@ struct Validate: ParsableCommand {
     var overrides: [String] = []
     @Option(name: .customLong("plugin-dir"), help: "Load driver plugins from this directory (repeatable; after HERALD_PLUGIN_PATH).")
     var pluginDirectories: [String] = []
+    @Option(name: .customLong("include-dir"), help: "Let include: read from this folder too, not only the script's own (repeatable).")
+    var includeDirectories: [String] = []
 
     func run() throws {
         do {
             let compiled = try Herald.validate(
-                path: script, mock: mock, overrides: try parseOverrides(overrides), pluginDirectories: pluginDirectories)
+                path: script, mock: mock, overrides: try parseOverrides(overrides), pluginDirectories: pluginDirectories,
+                includeDirectories: includeDirectories)
             print("\(script): OK — \(compiled.plan.devices.count) devices, \(compiled.plan.steps.count) steps, \(compiled.plan.acquisitionCount) acquisitions")
         } catch let errors as ScriptErrors {
             FileHandle.standardError.write(Data((errors.description + "\n").utf8))

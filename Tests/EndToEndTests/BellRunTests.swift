@@ -104,7 +104,7 @@ struct Fixture {
         // An independent reader (h5py + numpy) checks the file against the report.
         let reportURL = dir.appendingPathComponent("report.json")
         try JSONEncoder().encode(report).write(to: reportURL)
-        let check = try runProcess(Paths.python, [Paths.root.appendingPathComponent("Tests/python/check_run.py").path, out, reportURL.path])
+        let check = try await runProcess(Paths.python, [Paths.root.appendingPathComponent("Tests/python/check_run.py").path, out, reportURL.path])
         #expect(check.status == 0, "\(check.stderr)")
         #expect(check.stdout.contains("check_run: OK"))
     }
@@ -168,7 +168,7 @@ final class FailingSink: RunEventSink {
             run = f["user/herald/run"].attrs
             print(run["exit_status"], len(f["photon_data/timestamps"]), run["tag_count"], run["reason"])
             """
-        let r = try runProcess(Paths.python, ["-c", probe, out])
+        let r = try await runProcess(Paths.python, ["-c", probe, out])
         #expect(r.status == 0, "\(r.stderr)")
         let fields = r.stdout.split(separator: " ")
         #expect(fields.first == "failed")

@@ -66,8 +66,8 @@ import Testing
 @Suite struct TomographyCLITests {
     static let fixture = Paths.root.appendingPathComponent("Tests/Fixtures/tomography/werner-0.9-16.csv").path
 
-    @Test func jsonHasTheDocumentedShape() throws {
-        let r = try runProcess(Paths.herald.path, ["tomography", Self.fixture, "--estimator", "mle", "--errors", "30", "--json"])
+    @Test func jsonHasTheDocumentedShape() async throws {
+        let r = try await runProcess(Paths.herald.path, ["tomography", Self.fixture, "--estimator", "mle", "--errors", "30", "--json"])
         #expect(r.status == 0, "\(r.stderr)")
         let json = try #require(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
         #expect(json["estimator"] as? String == "mle")
@@ -85,22 +85,22 @@ import Testing
     }
 
     @Test(arguments: ["linear", "hedged"])
-    func otherEstimatorsRun(estimator: String) throws {
-        let r = try runProcess(Paths.herald.path, ["tomography", Self.fixture, "--estimator", estimator, "--json"])
+    func otherEstimatorsRun(estimator: String) async throws {
+        let r = try await runProcess(Paths.herald.path, ["tomography", Self.fixture, "--estimator", estimator, "--json"])
         #expect(r.status == 0, "\(r.stderr)")
         #expect(r.stdout.contains("\"estimator\" : \"\(estimator)\""))
     }
 
-    @Test func badCSVIsReportedAtItsPlace() throws {
+    @Test func badCSVIsReportedAtItsPlace() async throws {
         let dir = try Paths.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }
         let path = dir.appendingPathComponent("bad.csv").path
         try "setting,counts\nHH,100\nHX,20\n".write(toFile: path, atomically: true, encoding: .utf8)
-        let r = try runProcess(Paths.herald.path, ["tomography", path])
+        let r = try await runProcess(Paths.herald.path, ["tomography", path])
         #expect(r.status == 65)
         #expect(r.stderr.contains("\(path):3:1: error: setting must be two letters"), "\(r.stderr)")
         try "setting,counts\nHH,-4\n".write(toFile: path, atomically: true, encoding: .utf8)
-        let n = try runProcess(Paths.herald.path, ["tomography", path])
+        let n = try await runProcess(Paths.herald.path, ["tomography", path])
         #expect(n.stderr.contains("\(path):2:4: error: counts must be a non-negative number"), "\(n.stderr)")
     }
 }

@@ -63,12 +63,12 @@ struct ScratchMount {
 
     init(megabytes: Int, readOnly: Bool = false) throws {
         dir = try Paths.temporaryDirectory()
-        let r = try runProcess("mount", ["-t", "tmpfs", "-o", "size=\(megabytes)m\(readOnly ? ",ro" : "")", "tmpfs", dir.path])
+        let r = try runProcessBlocking("mount", ["-t", "tmpfs", "-o", "size=\(megabytes)m\(readOnly ? ",ro" : "")", "tmpfs", dir.path])
         guard r.status == 0 else { throw StoreError(path: dir.path, "mount failed: \(r.stderr)") }
     }
 
     func unmount() {
-        _ = try? runProcess("umount", ["-l", dir.path])
+        _ = try? runProcessBlocking("umount", ["-l", dir.path])
         try? FileManager.default.removeItem(at: dir)
     }
 }
@@ -206,13 +206,26 @@ struct ScratchMount {
     }
 }
 
+/// One minute of acquisition: a stop signal always arrives mid-run.
+let minuteScript = """
+    herald: 1
+    name: minute
+    simulation: {pair_rate: 20 kHz, dark_rate: 100 Hz}
+    devices:
+      pump: {driver: mock.laser}
+      tagger: {driver: mock.timetagger}
+    steps:
+      - set: {pump.power: 10 mW, pump.enabled: true}
+      - acquire: {device: tagger, duration: 60 s}
+    """
+
 @Suite struct StopSignalTests {
     /// Each signal that would otherwise kill the process (a hang-up from a dropped SSH
     /// session, a closed pipe, Ctrl-\) gets the same safe stop as SIGTERM: exit 130, the
     /// pump off, the file closed as "aborted" with the signal named, no crash report.
     @Test(arguments: [SIGTERM, SIGINT, SIGHUP, SIGPIPE, SIGQUIT])
     func stopSignalsRunTheSafeStateAndCloseTheFile(signal: Int32) async throws {
-        let (dir, script, out) = try scriptFixture(longPointScript)
+        let (dir, script, out) = try scriptFixture(minuteScript)
         defer { try? FileManager.default.removeItem(at: dir) }
         let p = Process()
         p.executableURL = Paths.herald

@@ -38,13 +38,13 @@ import Testing
         var lost: Int
     }
 
-    func run(faults: [String]) throws -> Outcome {
+    func run(faults: [String]) async throws -> Outcome {
         let dir = try Paths.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }
         let scriptPath = dir.appendingPathComponent("faults.yaml").path
         try Self.script.write(toFile: scriptPath, atomically: true, encoding: .utf8)
         let out = dir.appendingPathComponent("run.h5").path
-        let r = try runProcess(
+        let r = try await runProcess(
             Paths.herald.path, ["run", scriptPath, "--seed", "4", "--out", out, "--json"] + faults.flatMap { ["--fault", $0] })
         let report = (try? JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any]) ?? [:]
         let probe = """
@@ -58,7 +58,7 @@ import Testing
                 "lost": int(len(h["lost/start_ps"])) if "lost" in h else 0,
             }))
             """
-        let p = try runProcess(Paths.python, ["-c", probe, out])
+        let p = try await runProcess(Paths.python, ["-c", probe, out])
         #expect(p.status == 0, "h5py could not read the file: \(p.stderr)")
         let file = (try? JSONSerialization.jsonObject(with: Data(p.stdout.utf8)) as? [String: Any]) ?? [:]
         return Outcome(
@@ -79,14 +79,14 @@ import Testing
     }
 
     @Test("disconnect: the run fails within the acquisition, naming the device; data kept; laser off")
-    func disconnect() throws {
-        let o = try run(faults: ["tagger disconnect at 250 ms"])
+    func disconnect() async throws {
+        let o = try await run(faults: ["tagger disconnect at 250 ms"])
         expectFailedSafely(o, reasonContains: ["'tagger'", "disconnected", "gone at 0.25 s"])
     }
 
     @Test("a laser that vanishes cannot be switched off by software: the log says so")
-    func laserDisconnect() throws {
-        let o = try run(faults: ["pump disconnect at 250 ms"])
+    func laserDisconnect() async throws {
+        let o = try await run(faults: ["pump disconnect at 250 ms"])
         #expect(o.exitCode == 1)
         #expect((o.report["reason"] as? String ?? "").contains("'pump' disconnected"))
         #expect(o.log.contains { $0.contains("safe state FAILED: pump") }, "log: \(o.log)")
@@ -95,35 +95,35 @@ import Testing
     }
 
     @Test("timeout: a device that stops answering fails the run after its timeout and retries")
-    func timeout() throws {
+    func timeout() async throws {
         let start = ContinuousClock.now
-        let o = try run(faults: ["hwp_a timeout at 150 ms"])
+        let o = try await run(faults: ["hwp_a timeout at 150 ms"])
         expectFailedSafely(o, reasonContains: ["'hwp_a'", "timed out", "set angle"])
         // 300 ms × (1 + 1 retry), plus the safe-state attempts: bounded, not hung.
         #expect(ContinuousClock.now - start < .seconds(20))
     }
 
     @Test("garbage: a wrong-typed reply is retried, then fails the run as garbage")
-    func garbageReply() throws {
-        let o = try run(faults: ["pump garbage at 250 ms"])
+    func garbageReply() async throws {
+        let o = try await run(faults: ["pump garbage at 250 ms"])
         expectFailedSafely(o, reasonContains: ["'pump'", "answered garbage", "get locked"])
     }
 
     @Test("garbage tags: a tagger's out-of-order data fails the run before it is counted")
-    func garbageTags() throws {
-        let o = try run(faults: ["tagger garbage at 250 ms"])
+    func garbageTags() async throws {
+        let o = try await run(faults: ["tagger garbage at 250 ms"])
         expectFailedSafely(o, reasonContains: ["'tagger'", "out of time order"])
     }
 
     @Test("stall: a tagger that stops delivering fails after its timeout; tags before are kept")
-    func stall() throws {
-        let o = try run(faults: ["tagger stall at 250 ms"])
+    func stall() async throws {
+        let o = try await run(faults: ["tagger stall at 250 ms"])
         expectFailedSafely(o, reasonContains: ["'tagger'", "timed out", "delivered nothing"])
     }
 
     @Test("overflow: the run completes; the lost intervals are in the file")
-    func overflow() throws {
-        let o = try run(faults: ["tagger overflow at 100 ms"])
+    func overflow() async throws {
+        let o = try await run(faults: ["tagger overflow at 100 ms"])
         #expect(o.exitCode == 0, "\(o.stderr)")
         #expect(o.fileStatus == "success")
         #expect(o.lost > 0, "the overflow intervals are recorded")
@@ -131,7 +131,7 @@ import Testing
     }
 
     @Test("a fault naming an unknown device or kind is refused before the run")
-    func badFaults() throws {
+    func badFaults() async throws {
         let dir = try Paths.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }
         let path = dir.appendingPathComponent("bad.yaml").path
@@ -139,12 +139,12 @@ import Testing
             of: "simulation: {pair_rate: 400 kHz, efficiency: 0.25, dark_rate: 200 Hz}",
             with: "simulation: {faults: [laser disconnect at 1 s, tagger explode]}")
         try script.write(toFile: path, atomically: true, encoding: .utf8)
-        let r = try runProcess(Paths.herald.path, ["validate", path])
+        let r = try await runProcess(Paths.herald.path, ["validate", path])
         #expect(r.status == 65)
         #expect(r.stderr.contains("\(path):3:"), "\(r.stderr)")
         #expect(r.stderr.contains("unknown device 'laser'"))
         #expect(r.stderr.contains("unknown fault kind 'explode'"))
-        let cli = try runProcess(Paths.herald.path, ["run", path, "--fault", "tagger melt"])
+        let cli = try await runProcess(Paths.herald.path, ["run", path, "--fault", "tagger melt"])
         #expect(cli.status != 0 && cli.stderr.contains("melt"))
     }
 }

@@ -7,7 +7,7 @@ import Testing
 /// Herald's MLE and hedged MLE against an independent numpy/scipy implementation on the same counts.
 @Suite struct ReferenceMLETests {
     @Test(arguments: [Estimator.mle, .hedged])
-    func agreesWithTheScipyReference(estimator: Estimator) throws {
+    func agreesWithTheScipyReference(estimator: Estimator) async throws {
         // A noisy, partially entangled state with accidentals, 16 settings.
         var rng = SeededGenerator(seed: 17)
         var projections: [Projection] = []
@@ -35,7 +35,7 @@ import Testing
             },
         ]
         try JSONSerialization.data(withJSONObject: input).write(to: dir)
-        let r = try runProcess(Paths.python, [Paths.root.appendingPathComponent("Tests/python/mle_reference.py").path, dir.path])
+        let r = try await runProcess(Paths.python, [Paths.root.appendingPathComponent("Tests/python/mle_reference.py").path, dir.path])
         try #require(r.status == 0, "\(r.stderr)")
         let reference = try #require(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
         let re = try #require(reference["rho_real"] as? [Double]), im = try #require(reference["rho_imag"] as? [Double])

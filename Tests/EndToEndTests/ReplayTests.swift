@@ -22,7 +22,7 @@ import Testing
         return url
     }
 
-    static func h5Arrays(_ path: String) throws -> String {
+    static func h5Arrays(_ path: String) async throws -> String {
         // h5py's view of the tag arrays, summarised so two files can be compared exactly.
         let code = """
             import h5py, hashlib, sys
@@ -30,7 +30,7 @@ import Testing
             t = f["photon_data/timestamps"][:]; d = f["photon_data/detectors"][:]
             print(len(t), hashlib.sha256(t.tobytes()).hexdigest(), hashlib.sha256(d.tobytes()).hexdigest())
             """
-        let r = try runProcess(Paths.python, ["-c", code, path])
+        let r = try await runProcess(Paths.python, ["-c", code, path])
         #expect(r.status == 0, "\(r.stderr)")
         return r.stdout
     }
@@ -54,7 +54,7 @@ import Testing
                 seed: 99, overrides: ["integration": "100 ms", "recording": original]))
         #expect(b.status == .success, "\(b.reason ?? "")")
         #expect(a.tags > 100_000 && a.tags == b.tags)
-        #expect(try Self.h5Arrays(original) == Self.h5Arrays(replayed))
+        #expect(try await Self.h5Arrays(original) == Self.h5Arrays(replayed))
         let fa = a.analyses.first?.values["fidelity"], fb = b.analyses.first?.values["fidelity"]
         #expect(fa != nil && fa == fb)
 
@@ -90,7 +90,7 @@ import Testing
             #expect(report.status == .failed)
             #expect(report.reason?.contains("reached the end of its recording") == true, "\(report.reason ?? "")")
         }
-        let check = try runProcess(Paths.python, [TimeTagFileTests.checks, "replay", source, out, "\(stopPs)"])
+        let check = try await runProcess(Paths.python, [TimeTagFileTests.checks, "replay", source, out, "\(stopPs)"])
         #expect(check.status == 0, "\(check.stdout)\(check.stderr)")
         #expect(check.stdout.hasPrefix("ok:"))
     }
@@ -139,9 +139,9 @@ extension ReplayTests {
         try Data(bytes).write(to: dump)
         // The same dump through `herald import`, read back against numpy and phconvert.
         let imported = dir.appendingPathComponent("imported.h5").path
-        let converted = try runProcess(Paths.herald.path, ["import", dump.path, "--out", imported])
+        let converted = try await runProcess(Paths.herald.path, ["import", dump.path, "--out", imported])
         #expect(converted.status == 0, "\(converted.stderr)")
-        let numpy = try runProcess(Paths.python, [TimeTagFileTests.checks, "swabian", dump.path, imported])
+        let numpy = try await runProcess(Paths.python, [TimeTagFileTests.checks, "swabian", dump.path, imported])
         #expect(numpy.status == 0 && numpy.stdout.contains("ok: 1001 tags"), "\(numpy.stdout)\(numpy.stderr)")
         let script = try Self.script(in: dir, steps: ["acquire: {device: tagger, duration: 1 ms, name: all}"])
         let first = dir.appendingPathComponent("first.h5").path
@@ -151,14 +151,14 @@ extension ReplayTests {
         let second = dir.appendingPathComponent("second.h5").path
         let b = try await Herald.run(.init(scriptPath: script.path, mock: false, outPath: second, overrides: ["recording": first]))
         #expect(b.status == .success, "\(b.reason ?? "")")
-        #expect(try Self.h5Arrays(first) == Self.h5Arrays(second))
+        #expect(try await Self.h5Arrays(first) == Self.h5Arrays(second))
         let code = """
             import h5py, sys
             for p in sys.argv[1:]:
                 g = h5py.File(p, "r")["user/herald/lost"]
                 print(list(g["start_ps"][:]), list(g["stop_ps"][:]), [r.decode() if isinstance(r, bytes) else r for r in g["reason"][:]])
             """
-        let r = try runProcess(Paths.python, ["-c", code, first, second])
+        let r = try await runProcess(Paths.python, ["-c", code, first, second])
         #expect(r.status == 0, "\(r.stderr)")
         let line = "[np.int64(300500000)] [np.int64(400500000)] ['overflow']"
         let plain = "[300500000] [400500000] ['overflow']"
@@ -222,7 +222,7 @@ extension ReplayTests {
                 np.array_equal(db[k * len(ta):(k + 1) * len(ta)], da) for k in range(3))
             print("same" if ok else f"differ: {len(ta)} {len(tb)} {tb[:3]} {ta[:3]}")
             """
-        let r = try runProcess(Paths.python, ["-c", code, original, replayed])
+        let r = try await runProcess(Paths.python, ["-c", code, original, replayed])
         #expect(r.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "same", "\(r.stdout) \(r.stderr)")
     }
 
@@ -244,7 +244,7 @@ extension ReplayTests {
             run = f["user/herald/run"].attrs
             print(len(f["photon_data/timestamps"]), run["raw_tags"].decode() if isinstance(run["raw_tags"], bytes) else run["raw_tags"], int(run["tag_count"]))
             """
-        let r = try runProcess(Paths.python, ["-c", code, out])
+        let r = try await runProcess(Paths.python, ["-c", code, out])
         #expect(r.stdout.hasPrefix("0 not recorded") && r.stdout.hasSuffix(" \(a.tags)\n"), "\(r.stdout) \(r.stderr)")
 
         let script = try Self.script(in: dir, steps: ["acquire: {device: tagger, duration: 10 ms}"])

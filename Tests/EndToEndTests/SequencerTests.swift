@@ -15,9 +15,9 @@ func scriptFixture(_ text: String) throws -> (URL, String, String) {
 }
 
 /// Runs Python with h5py on `file` and decodes the JSON the snippet prints.
-func probe(_ file: String, _ snippet: String) throws -> [String: Any] {
+func probe(_ file: String, _ snippet: String) async throws -> [String: Any] {
     let code = "import h5py, json, sys, numpy as np\nf = h5py.File(sys.argv[1], 'r')\n" + snippet
-    let r = try runProcess(Paths.python, ["-c", code, file])
+    let r = try await runProcess(Paths.python, ["-c", code, file])
     guard r.status == 0, let obj = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any] else {
         Issue.record("probe failed: \(r.stderr)")
         return [:]
@@ -103,7 +103,7 @@ func lockScript(lockTime: String, timeout: String) -> String {
         #expect(report.status == .failed)
         #expect(report.reason?.contains("\(script):8:") == true, "names the step: \(report.reason ?? "")")
         #expect(report.reason?.contains("wait until pump.locked == true timed out after 1.0 seconds") == true)
-        let file = try probe(out, "print(json.dumps({'status': f['user/herald/run'].attrs['exit_status'], 'log': list(f['user/herald/log'].asstr()[:])}))")
+        let file = try await probe(out, "print(json.dumps({'status': f['user/herald/run'].attrs['exit_status'], 'log': list(f['user/herald/log'].asstr()[:])}))")
         #expect(file["status"] as? String == "failed")
         #expect((file["log"] as? [String])?.contains { $0.hasPrefix("safe state: pump (") && $0.contains("emission off") } == true)
     }
@@ -145,7 +145,7 @@ func lockScript(lockTime: String, timeout: String) -> String {
         defer { try? FileManager.default.removeItem(at: dir) }
         let report = try await Herald.run(.init(scriptPath: script, outPath: out, seed: 4))
         #expect(report.status == .success, "\(report.reason ?? "")")
-        let file = try probe(out, Self.readBack)
+        let file = try await probe(out, Self.readBack)
         let paused = try #require(file["paused"] as? [[Int]])
         try #require(paused.count == 1)
         // Paused from the slice that overlapped the unlock (≤ 200 ms) until lock returned (≥ 400 ms).
@@ -163,7 +163,7 @@ func lockScript(lockTime: String, timeout: String) -> String {
         defer { try? FileManager.default.removeItem(at: dir) }
         let report = try await Herald.run(.init(scriptPath: script, outPath: out, seed: 4))
         #expect(report.status == .success)
-        let file = try probe(out, Self.readBack)
+        let file = try await probe(out, Self.readBack)
         let hh = Double(try #require(file["hh"] as? Int))
         // 0.2 s of 0.5 s without pairs: the fault is real, and the interlock test above is not vacuous.
         #expect(hh < Self.expectedHH - 4 * Self.expectedHH.squareRoot(), "HH = \(hh)")
@@ -205,7 +205,7 @@ func lockScript(lockTime: String, timeout: String) -> String {
         if p.isRunning { kill(p.processIdentifier, SIGKILL) }
         #expect(ContinuousClock.now - sent < .seconds(2), "the acquisition was not cut within 2 s")
         #expect(p.terminationStatus == 130)
-        let file = try probe(out, "r = f['user/herald/run'].attrs\nprint(json.dumps({'status': r['exit_status'], 'tags': len(f['photon_data/timestamps']), 'log': list(f['user/herald/log'].asstr()[:])}))")
+        let file = try await probe(out, "r = f['user/herald/run'].attrs\nprint(json.dumps({'status': r['exit_status'], 'tags': len(f['photon_data/timestamps']), 'log': list(f['user/herald/log'].asstr()[:])}))")
         #expect(file["status"] as? String == "aborted")
         #expect((file["tags"] as? Int ?? 0) > 0, "tags recorded before the signal are kept")
         #expect((file["log"] as? [String])?.contains { $0.hasPrefix("safe state: pump") } == true)

@@ -5,39 +5,39 @@ import Testing
 /// The HDF5 store, checked through independent readers (h5py, phconvert) and the CLI.
 @Suite(.serialized) struct StoreTests {
     /// Runs a shipped experiment on the mocks into `dir/out/<name>.h5`.
-    func run(_ script: String, in dir: URL, _ extra: [String] = []) throws -> String {
+    func run(_ script: String, in dir: URL, _ extra: [String] = []) async throws -> String {
         let name = URL(fileURLWithPath: script).deletingPathExtension().lastPathComponent
         let out = dir.appendingPathComponent("out/\(name).h5").path
-        let r = try runProcess(
+        let r = try await runProcess(
             Paths.herald.path,
             ["run", Paths.root.appendingPathComponent("Experiments/\(script)").path, "--mock", "--seed", "7", "--out", out] + extra)
         #expect(r.status == 0, "\(r.stderr)")
         return out
     }
 
-    func python(_ args: [String]) throws -> ProcessResult {
-        try runProcess(Paths.python, [Paths.root.appendingPathComponent("Tests/python/store_checks.py").path] + args)
+    func python(_ args: [String]) async throws -> ProcessResult {
+        try await runProcess(Paths.python, [Paths.root.appendingPathComponent("Tests/python/store_checks.py").path] + args)
     }
 
     /// phconvert's validator accepts the files, h5py reads every dataset, and every path
     /// docs/hdf5-layout.md documents exists (a tomography run with a recount, and a CHSH run).
-    @Test func filesArePhotonHDF5AndMatchTheDocumentedLayout() throws {
+    @Test func filesArePhotonHDF5AndMatchTheDocumentedLayout() async throws {
         let dir = try Paths.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }
-        let bell = try run("bell-tomography.yaml", in: dir, ["--set", "integration=50ms"])
-        let recount = try runProcess(Paths.herald.path, ["analyze", bell, "--window", "2ns", "--json"])
+        let bell = try await run("bell-tomography.yaml", in: dir, ["--set", "integration=50ms"])
+        let recount = try await runProcess(Paths.herald.path, ["analyze", bell, "--window", "2ns", "--json"])
         #expect(recount.status == 0, "\(recount.stderr)")
-        let chsh = try run("chsh.yaml", in: dir)
-        let r = try python(["layout", Paths.root.appendingPathComponent("docs/hdf5-layout.md").path, bell, chsh])
+        let chsh = try await run("chsh.yaml", in: dir)
+        let r = try await python(["layout", Paths.root.appendingPathComponent("docs/hdf5-layout.md").path, bell, chsh])
         #expect(r.status == 0, "\(r.stdout)\(r.stderr)")
     }
 
     /// The README's h5py snippet runs as printed and counts what Herald counted.
-    @Test func readmeSnippetCountsLikeHerald() throws {
+    @Test func readmeSnippetCountsLikeHerald() async throws {
         let dir = try Paths.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }
-        let file = try run("bell-tomography.yaml", in: dir, ["--set", "integration=100ms"])
-        let r = try python(["readme", Paths.root.appendingPathComponent("README.md").path, dir.path])
+        let file = try await run("bell-tomography.yaml", in: dir, ["--set", "integration=100ms"])
+        let r = try await python(["readme", Paths.root.appendingPathComponent("README.md").path, dir.path])
         #expect(r.status == 0, "\(r.stderr)")
         let printed = r.stdout.split(separator: " ").firstIndex(of: "coincidences;").map { r.stdout.split(separator: " ")[$0 - 1] }
         let herald = try RunFile.summary(path: file).counts.first { $0.label == "HV" && $0.channelA == 1 && $0.channelB == 4 }
@@ -50,10 +50,10 @@ import Testing
     /// Both tag layouts: plain, and compressed chunks written directly (H5Dwrite_chunk) plus
     /// a partial tail chunk rewritten at every flush.
     @Test(arguments: [[], ["--compress", "1"]])
-    func killedRunIsRecoveredWithEveryFlushedTag(options: [String]) throws {
+    func killedRunIsRecoveredWithEveryFlushedTag(options: [String]) async throws {
         let dir = try Paths.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }
-        let r = try python(
+        let r = try await python(
             ["crash", Paths.herald.path, Paths.root.appendingPathComponent("Experiments/bell-tomography.yaml").path, dir.path] + options)
         #expect(r.status == 0, "\(r.stdout)\(r.stderr)")
         #expect(r.stdout.contains("plain open before recover was refused"), "\(r.stdout)")
@@ -61,10 +61,10 @@ import Testing
 
     /// Recounting with the run's own window reproduces its counts exactly; a wider window
     /// adds a new entry and leaves the run's entry untouched.
-    @Test func analyzeRecountsFromRawTagsAndAppends() throws {
+    @Test func analyzeRecountsFromRawTagsAndAppends() async throws {
         let dir = try Paths.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }
-        let file = try run("bell-tomography-16.yaml", in: dir)
+        let file = try await run("bell-tomography-16.yaml", in: dir)
         let before = try RunFile.summary(path: file)
         let same = try RunFile.retomograph(path: file, .init())
         // Every field but the accidental estimate (whose live time is the point's span) must match.
@@ -82,7 +82,7 @@ import Testing
         let ratio = wide.counts.map(\.accidentals).reduce(0, +) / same.counts.map(\.accidentals).reduce(0, +)
         #expect(abs(ratio - 5) < 1e-9)
 
-        let bad = try runProcess(Paths.herald.path, ["analyze", dir.appendingPathComponent("missing.h5").path])
+        let bad = try await runProcess(Paths.herald.path, ["analyze", dir.appendingPathComponent("missing.h5").path])
         #expect(bad.status == 1 && bad.stderr.contains("no such file"))
     }
 }

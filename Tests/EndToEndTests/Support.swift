@@ -49,11 +49,18 @@ struct ProcessResult {
 /// Tests that start long children await this instead.
 func runProcessOffPool(_ executable: String, _ arguments: [String]) async throws -> ProcessResult {
     try await withCheckedThrowingContinuation { continuation in
-        Thread { continuation.resume(with: Result { try runProcess(executable, arguments) }) }.start()
+        Thread { continuation.resume(with: Result { try runProcessBlocking(executable, arguments) }) }.start()
     }
 }
 
-func runProcess(_ executable: String, _ arguments: [String]) throws -> ProcessResult {
+/// Every test waits for its children this way (see ``runProcessOffPool``): a synchronous
+/// wait on a pool thread starves other suites' real-time device deadlines on 2 cores.
+func runProcess(_ executable: String, _ arguments: [String]) async throws -> ProcessResult {
+    try await runProcessOffPool(executable, arguments)
+}
+
+/// Blocks the calling thread: only for threads of their own and quick set-up commands.
+func runProcessBlocking(_ executable: String, _ arguments: [String]) throws -> ProcessResult {
     let p = Process()
     // Through env, so a bare command name (python3) is looked up on PATH.
     p.executableURL = URL(fileURLWithPath: "/usr/bin/env")

@@ -16,53 +16,53 @@ import Testing
     static let checks = Paths.root.appendingPathComponent("Tests/python/tttr_checks.py").path
 
     /// `herald inspect --json` and `herald import` of one file: the JSON's URL and the import's path.
-    static func inspectAndImport(_ source: String, into dir: URL) throws -> (json: URL, h5: String) {
-        let inspect = try runProcess(Paths.herald.path, ["inspect", "--json", source])
+    static func inspectAndImport(_ source: String, into dir: URL) async throws -> (json: URL, h5: String) {
+        let inspect = try await runProcess(Paths.herald.path, ["inspect", "--json", source])
         #expect(inspect.status == 0, "\(inspect.stderr)")
         let json = dir.appendingPathComponent("inspect.json")
         try Data(inspect.stdout.utf8).write(to: json)
         let h5 = dir.appendingPathComponent("imported.h5").path
-        let imported = try runProcess(Paths.herald.path, ["import", source, "--out", h5])
+        let imported = try await runProcess(Paths.herald.path, ["import", source, "--out", h5])
         #expect(imported.status == 0, "\(imported.stderr)")
         return (json, h5)
     }
 
     @Test(arguments: ["hydraharp/v20_t2.ptu", "hydraharp/v20_t3.ptu", "hydraharp/v10_t3.ptu", "picoharp/v30_t2.ptu"])
-    func decodesLikeTheIndependentReaders(sample: String) throws {
+    func decodesLikeTheIndependentReaders(sample: String) async throws {
         let dir = try Paths.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }
         let source = Self.samples.appendingPathComponent(sample).path
-        let (json, h5) = try Self.inspectAndImport(source, into: dir)
+        let (json, h5) = try await Self.inspectAndImport(source, into: dir)
 
-        let tttrlib = try runProcess(Paths.python, [Self.checks, "compare", source, json.path, h5])
+        let tttrlib = try await runProcess(Paths.python, [Self.checks, "compare", source, json.path, h5])
         #expect(tttrlib.status == 0, "\(tttrlib.stdout)\(tttrlib.stderr)")
         #expect(tttrlib.stdout.hasPrefix("ok:"))
         // phconvert's own PTU decoder as a second oracle (it fails on PicoHarp T2 under numpy 2).
         if sample != "picoharp/v30_t2.ptu" {
-            let phconvert = try runProcess(Paths.python, [Self.checks, "phconvert", source, h5])
+            let phconvert = try await runProcess(Paths.python, [Self.checks, "phconvert", source, h5])
             #expect(phconvert.status == 0, "\(phconvert.stdout)\(phconvert.stderr)")
         }
     }
 
-    @Test func importRefusesToOverwrite() throws {
+    @Test func importRefusesToOverwrite() async throws {
         let dir = try Paths.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }
         let out = dir.appendingPathComponent("x.h5").path
         let source = Self.samples.appendingPathComponent("hydraharp/v20_t3.ptu").path
-        #expect(try runProcess(Paths.herald.path, ["import", source, "--out", out]).status == 0)
-        let again = try runProcess(Paths.herald.path, ["import", source, "--out", out])
+        #expect(try await runProcess(Paths.herald.path, ["import", source, "--out", out]).status == 0)
+        let again = try await runProcess(Paths.herald.path, ["import", source, "--out", out])
         #expect(again.status != 0 && again.stderr.contains("--overwrite"))
     }
 
     /// Legacy .ht3 (checked against tttrlib) and .t3r (against phconvert): header fields,
     /// photons, and a Photon-HDF5 import that phconvert accepts.
     @Test(arguments: ["hydraharp/v20.ht3", "timeharp/v50.t3r"])
-    func legacyContainersDecodeLikeTheIndependentReaders(sample: String) throws {
+    func legacyContainersDecodeLikeTheIndependentReaders(sample: String) async throws {
         let dir = try Paths.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }
         let source = Self.samples.appendingPathComponent(sample).path
-        let (json, h5) = try Self.inspectAndImport(source, into: dir)
-        let check = try runProcess(Paths.python, [Self.checks, "legacy", source, json.path, h5])
+        let (json, h5) = try await Self.inspectAndImport(source, into: dir)
+        let check = try await runProcess(Paths.python, [Self.checks, "legacy", source, json.path, h5])
         #expect(check.status == 0, "\(check.stdout)\(check.stderr)")
         #expect(check.stdout.contains("\nok:") || check.stdout.hasPrefix("ok:"), "\(check.stdout)")
     }

@@ -4,9 +4,9 @@ import Testing
 /// Real libusb and libudev code paths against an emulated device (umockdev), not a mock:
 /// the testbed's sysfs and /dev are what the libraries see.
 @Suite struct USBEnumerationTests {
-    @Test func devicesListsAnEmulatedInstrumentThroughLibusbAndUdev() throws {
+    @Test func devicesListsAnEmulatedInstrumentThroughLibusbAndUdev() async throws {
         let fixture = Paths.root.appendingPathComponent("Tests/Fixtures/usb/itc4001.umockdev").path
-        let r = try runProcess("umockdev-run", ["-d", fixture, "--", Paths.herald.path, "devices"])
+        let r = try await runProcess("umockdev-run", ["-d", fixture, "--", Paths.herald.path, "devices"])
         #expect(r.status == 0, "\(r.stderr)")
         let lines = r.stdout.split(separator: "\n")
         #expect(lines.count == 1, "exactly the emulated device: \(r.stdout)")

@@ -30,7 +30,7 @@ import Testing
 
     /// Runs `arguments` of herald under the emulated instruments; the emulator is the
     /// system Python (python3-gi), and kills the command after 60 s so nothing hangs.
-    func underLab(_ devices: [String], faults: [String] = [], _ arguments: [String]) throws -> LabRun {
+    func underLab(_ devices: [String], faults: [String] = [], _ arguments: [String]) async throws -> LabRun {
         let dir = try Paths.temporaryDirectory()
         let report = dir.appendingPathComponent("lab.json").path
         let out = dir.appendingPathComponent("run.h5").path
@@ -38,7 +38,7 @@ import Testing
         for d in devices { args += ["--device", d] }
         for f in faults { args += ["--fault", f] }
         let filled = arguments.map { $0 == "OUT" ? out : $0 }
-        let r = try runProcess("/usr/bin/python3", args + ["--", Paths.herald.path] + filled)
+        let r = try await runProcess("/usr/bin/python3", args + ["--", Paths.herald.path] + filled)
         let data = try Data(contentsOf: URL(fileURLWithPath: report))
         let json = try JSONSerialization.jsonObject(with: data) as? [String: Any] ?? [:]
         return LabRun(result: r, report: json, outPath: out)
@@ -50,16 +50,16 @@ import Testing
             ("itc4001:M00412345", "thorlabs.itc4001"), ("ell14:11400001:a-qwp", "thorlabs.ell14"),
             ("tdc1:TDC1-00141", "s15.tdc1"),
         ])
-    func conformance(device: String, driver: String) throws {
-        let run = try underLab([device], ["check-driver", driver])
+    func conformance(device: String, driver: String) async throws {
+        let run = try await underLab([device], ["check-driver", driver])
         #expect(run.result.status == 0, "\(run.result.stdout)\n\(run.result.stderr)")
         #expect(run.result.stdout.contains("checks passed"))
         #expect(!run.result.stdout.contains("FAIL"), "\(run.result.stdout)")
     }
 
     @Test("herald devices lists each emulated instrument with the driver that claims it")
-    func devicesNamesTheClaimingDriver() throws {
-        let run = try underLab(["itc4001:M00412345", "ell14:11400001:a-qwp", "tdc1:TDC1-00141"], ["devices"])
+    func devicesNamesTheClaimingDriver() async throws {
+        let run = try await underLab(["itc4001:M00412345", "ell14:11400001:a-qwp", "tdc1:TDC1-00141"], ["devices"])
         #expect(run.result.status == 0)
         let lines = run.result.stdout.split(separator: "\n")
         #expect(lines.count == 3, "\(run.result.stdout)")
@@ -69,13 +69,13 @@ import Testing
     }
 
     @Test("the hardware tomography script runs on emulated laser, four rotators and tagger, and h5py agrees with the report")
-    func fullTomographyScript() throws {
+    func fullTomographyScript() async throws {
         let devices = [
             "itc4001:M00412345", "ell14:11400001:a-qwp", "ell14:11400002:a-hwp", "ell14:11400003:b-qwp",
             "ell14:11400004:b-hwp", "tdc1:TDC1-00141",
         ]
         let script = Paths.root.appendingPathComponent("Experiments/hardware/bell-tomography-usb.yaml").path
-        let run = try underLab(devices, ["run", script, "--out", "OUT", "--overwrite", "--set", "integration=100ms", "--json"])
+        let run = try await underLab(devices, ["run", script, "--out", "OUT", "--overwrite", "--set", "integration=100ms", "--json"])
         #expect(run.result.status == 0, "\(run.result.stderr)")
         let report = try #require(try JSONSerialization.jsonObject(with: Data(run.result.stdout.utf8)) as? [String: Any])
         let analysis = try #require((report["analyses"] as? [[String: Any]])?.first)
@@ -90,7 +90,7 @@ import Testing
         #expect(run.log("11400002").filter { $0.hasPrefix("0ma") }.count >= 6)
         let reportURL = URL(fileURLWithPath: run.outPath + ".report.json")
         try Data(run.result.stdout.utf8).write(to: reportURL)
-        let check = try runProcess(Paths.python, [Paths.root.appendingPathComponent("Tests/python/check_run.py").path, run.outPath, reportURL.path])
+        let check = try await runProcess(Paths.python, [Paths.root.appendingPathComponent("Tests/python/check_run.py").path, run.outPath, reportURL.path])
         #expect(check.status == 0, "\(check.stderr)")
     }
 
@@ -108,8 +108,8 @@ import Testing
             ("11400002:garbage@after=3", ""),
             ("11400002:malformed@after=3", ""),
         ])
-    func recoverableFault(fault: String, evidence: String) throws {
-        let run = try underLab(Self.scanDevices, faults: [fault], ["run", Self.faultScript, "--out", "OUT", "--overwrite"])
+    func recoverableFault(fault: String, evidence: String) async throws {
+        let run = try await underLab(Self.scanDevices, faults: [fault], ["run", Self.faultScript, "--out", "OUT", "--overwrite"])
         #expect(run.result.status == 0, "\(fault): \(run.result.stderr)")
         #expect((run.report["faults"] as? [Any])?.count == 1, "the fault fired")
         if !evidence.isEmpty {
@@ -129,13 +129,13 @@ import Testing
             ("TDC1-00141:garbage@after=10", "tagger", "time stamps run backwards"),
             ("TDC1-00141:short@after=10", "tagger", "stream stopped"),
         ])
-    func fatalFault(fault: String, device: String, message: String) throws {
-        let run = try underLab(Self.scanDevices, faults: [fault], ["run", Self.faultScript, "--out", "OUT", "--overwrite"])
+    func fatalFault(fault: String, device: String, message: String) async throws {
+        let run = try await underLab(Self.scanDevices, faults: [fault], ["run", Self.faultScript, "--out", "OUT", "--overwrite"])
         #expect(run.result.status == 1, "\(fault): \(run.result.stdout) \(run.result.stderr)")
         #expect(run.result.stderr.contains("'\(device)'") && run.result.stderr.contains(message), "\(run.result.stderr)")
         #expect(run.state("M00412345")["output"] as? Bool == false, "the laser must be off: \(run.log("M00412345").suffix(5))")
         if let elapsed = run.faultToExit { #expect(elapsed < 3, "took \(elapsed) s from the fault to exit") }
-        let check = try runProcess(
+        let check = try await runProcess(
             Paths.python,
             ["-c", "import h5py,sys; f=h5py.File(sys.argv[1]); print(f['user/herald/run'].attrs['exit_status'], len(f['photon_data/timestamps']))", run.outPath])
         #expect(check.status == 0, "\(check.stderr)")
@@ -144,12 +144,12 @@ import Testing
     }
 
     @Test("an unplugged laser stops the run within a second, even while the tagger is acquiring")
-    func laserUnpluggedMidAcquisition() throws {
+    func laserUnpluggedMidAcquisition() async throws {
         // Unplugged 1 s after the start, during the first 3 s acquisition: only the udev removal can tell.
         let script = try Paths.temporaryDirectory().appendingPathComponent("long.yaml")
         try String(contentsOfFile: Self.faultScript, encoding: .utf8).replacingOccurrences(of: "duration: 50 ms", with: "duration: 3 s")
             .write(to: script, atomically: true, encoding: .utf8)
-        let run = try underLab(
+        let run = try await underLab(
             Self.scanDevices, faults: ["M00412345:unplug@at=1.0"], ["run", script.path, "--out", "OUT", "--overwrite"])
         #expect(run.result.status == 1, "\(run.result.stderr)")
         #expect(run.result.stderr.contains("'pump'") && run.result.stderr.contains("unplugged"), "\(run.result.stderr)")

@@ -80,7 +80,9 @@ typedef struct herald_driver_v1 {
     herald_status (*acquire)(
         void *device, int64_t duration_ps, herald_tag_sink sink, void *context, int64_t *start_ps, int64_t *stop_ps,
         herald_error *error);
-    /* Asks the call in progress to return HERALD_CANCELLED promptly. Thread-safe. */
+    /* Asks the call in progress to return HERALD_CANCELLED promptly. Thread-safe. A driver
+       may clear its cancel flag when a call starts: Herald repeats cancel() every 10 ms
+       until the call it means has returned, and never starts a call already cancelled. */
     void (*cancel)(void *device);
     /* Closes the connection and frees the device. */
     void (*close)(void *device);
