@@ -7,7 +7,7 @@ DEB_PACKAGES := libhdf5-dev libdeflate-dev libusb-1.0-0-dev libudev-dev pkg-conf
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: deps demo test build bench
+.PHONY: deps demo test build bench fuzz
 
 # Installs only what is missing: Debian -dev packages for the C libraries, and the
 # Python packages the tests use as independent clients (h5py, numpy, scipy, phconvert) in .venv.
@@ -45,3 +45,17 @@ bench: deps
 	@# Its MLE fails under numpy 2; pip warns about the scipy pin, which the package works with.
 	@.venv-bench/bin/python -m pip install -q "numpy<2" "scipy<1.14" 2>/dev/null || true
 	$(PY) bench/run.py
+
+# Every input parser under herald-fuzz for 100 000 mutated inputs each (make test runs a
+# few thousand). Seeds: Tests/Fuzz/corpus, Experiments/, and the PicoQuant samples in
+# ../shared/data (or $$HERALD_SHARED_DATA). A crash leaves its input in .fuzz/TARGET/current.*
+FUZZ_RUNS ?= 100000
+SHARED_DATA ?= $(or $(HERALD_SHARED_DATA),$(abspath ../shared/data))
+fuzz: deps
+	$(SWIFT) build --product herald-fuzz
+	@mkdir -p .fuzz
+	.build/debug/herald-fuzz tttr --iterations $(FUZZ_RUNS) --work .fuzz/tttr \
+	  $(addprefix $(SHARED_DATA)/picoquant/,hydraharp/v20_t3.ptu hydraharp/v20.ht3 timeharp/v50.t3r hydraharp/v10_t3.ptu hydraharp/v20_t2.ptu picoharp/v30_t2.ptu)
+	.build/debug/herald-fuzz script --iterations $(FUZZ_RUNS) --work .fuzz/script Experiments/*.yaml
+	.build/debug/herald-fuzz csv --iterations $(FUZZ_RUNS) --work .fuzz/csv Tests/Fuzz/corpus/*.csv
+	.build/debug/herald-fuzz runfile --iterations $(FUZZ_RUNS) --work .fuzz/runfile Tests/Fuzz/corpus/run-tomography-16.h5

@@ -13,6 +13,7 @@ let package = Package(
     products: [
         .executable(name: "herald", targets: ["herald"]),
         .executable(name: "herald-bench", targets: ["HeraldBench"]),
+        .executable(name: "herald-fuzz", targets: ["HeraldFuzz"]),
         .library(name: "HeraldCore", targets: ["HeraldCore"]),
         .library(name: "HeraldRunner", targets: ["HeraldRunner"]),
         .library(name: "DriverConformance", targets: ["DriverConformance"]),
@@ -105,6 +106,11 @@ let package = Package(
             ],
             swiftSettings: swiftSettings),
 
+        // Bounded corpus-mutation fuzzing of every input parser (make fuzz; a short run in make test).
+        .executableTarget(
+            name: "HeraldFuzz",
+            dependencies: ["HeraldAnalysis", "HeraldCore", "HeraldRunner", "HeraldScript", "HeraldStore", "HeraldTTTR"],
+            swiftSettings: swiftSettings),
         .executableTarget(
             name: "HeraldBench", dependencies: ["HeraldAnalysis", "HeraldCore", "HeraldHDF5", "HeraldTTTR"], swiftSettings: swiftSettings),
 
@@ -166,7 +172,7 @@ let package = Package(
         .testTarget(
             name: "EndToEndTests",
             dependencies: [
-                "HeraldRunner", "HeraldCore", "HeraldAnalysis", "HeraldStore", "HeraldTTTR", "SimulatedLab", "herald",
+                "HeraldRunner", "HeraldCore", "HeraldAnalysis", "HeraldStore", "HeraldTTTR", "SimulatedLab", "herald", "HeraldFuzz",
                 "DriverConformance", "HeraldPlugins", "HeraldUSBProtocols", "S15TDC1",
                 .product(name: "Numerics", package: "swift-numerics"),
             ],

@@ -23,6 +23,7 @@ static inline hid_t herald_h5t_c_s1(void) { return H5T_C_S1; }
 static inline size_t herald_h5t_variable(void) { return H5T_VARIABLE; }
 
 static inline hid_t herald_h5p_file_create(void) { return H5P_FILE_CREATE; }
+static inline hid_t herald_h5p_group_create(void) { return H5P_GROUP_CREATE; }
 static inline hid_t herald_h5p_file_access(void) { return H5P_FILE_ACCESS; }
 static inline hid_t herald_h5p_dataset_create(void) { return H5P_DATASET_CREATE; }
 static inline hid_t herald_h5p_dataset_access(void) { return H5P_DATASET_ACCESS; }

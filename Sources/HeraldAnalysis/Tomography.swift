@@ -289,7 +289,127 @@ public enum Tomography {
     }
 
     /// Reconstructs the state, its figures of merit and their counting-statistics errors.
+    /// Up to this many projections the delta method refits the estimator for every count
+    /// moved (two fits per count: O(n²) in all); above it, each count's effect on the estimate
+    /// is linearised (``linearisedDelta``), so tables of thousands of rows take linear time.
+    static let refitDeltaLimit = 64
+
+    /// The delta method with each count's effect on the estimate linearised: for linear
+    /// inversion exactly, t = (AᵀA)⁻¹Aᵀy, so moving n_k by h moves t by h·(AᵀA)⁻¹a_k/s_k; for
+    /// maximum likelihood by the implicit-function theorem at the optimum, h·H⁻¹∇μ_k/μ_k
+    /// (one Newton step of the refit the small-table path makes). Each figure is then
+    /// differenced at the two moved estimates as before. Nil if the system is singular, so the
+    /// caller refits instead.
+    static func linearisedDelta(
+        _ projections: [Projection], counts: [Double], options: TomographyOptions, best: Estimate, mle: MaximumLikelihood?
+    ) -> [String: Double]? {
+        var variance = [String: Double]()
+        func accumulate(_ k: Int, _ h: Double, _ up: Estimate, _ down: Estimate) {
+            let fu = figures(up.state, linear: up.linear), fd = figures(down.state, linear: down.linear)
+            for (name, vu) in fu {
+                guard let vd = fd[name] else { continue }
+                let derivative = (vu - vd) / (2 * h)
+                variance[name, default: 0] += derivative * derivative * counts[k]
+            }
+        }
+        switch options.estimator {
+        case .linear:
+            let design = designMatrix(projections)
+            let y = linearCounts(projections, counts, options)
+            guard let t = leastSquares(design, y) else { return nil }
+            var ata = [Double](repeating: 0, count: 256)
+            for row in design { for i in 0..<16 where row[i] != 0 { for j in 0..<16 { ata[i * 16 + j] += row[i] * row[j] } } }
+            guard let inverse = invert16(ata) else { return nil }
+            func estimate(_ t: [Double]) -> Estimate? {
+                guard t[0] > 0 else { return nil }
+                var rho = ComplexMatrix(zeros: 4)
+                for k in 0..<16 { rho = rho + (t[k] / (4 * t[0])) * pauliPairs[k] }
+                return Estimate(state: closestPhysical(rho), intensity: t[0], parameters: [], iterations: 0, linear: rho)
+            }
+            for k in projections.indices where counts[k] > 0 {
+                let h = max(counts[k] * 1e-4, 1e-3)
+                let scale = options.scales?[k] ?? 1
+                var direction = [Double](repeating: 0, count: 16)
+                for i in 0..<16 { for j in 0..<16 { direction[i] += inverse[i * 16 + j] * design[k][j] } }
+                let up = zip(t, direction).map { $0 + h / scale * $1 }, down = zip(t, direction).map { $0 - h / scale * $1 }
+                guard let eu = estimate(up), let ed = estimate(down) else { continue }
+                accumulate(k, h, eu, ed)
+            }
+        case .mle, .hedged:
+            guard let mle, best.parameters.count == 16 else { return nil }
+            var hessian = [Double](repeating: 0, count: 256)
+            mle.hessian(best.parameters, counts: counts, into: &hessian)
+            guard let inverse = invert16(hessian) else { return nil }
+            let x = SIMD16<Double>(best.parameters)
+            func estimate(_ p: SIMD16<Double>) -> Estimate? {
+                let params = (0..<16).map { p[$0] }
+                let m = MaximumLikelihood.matrix(params)
+                let trace = m.trace.real
+                guard trace > 0 else { return nil }
+                return Estimate(state: (1 / trace) * m, intensity: trace, parameters: params, iterations: 0, linear: nil)
+            }
+            mle.terms.withUnsafeBufferPointer { terms in
+                mle.components.withUnsafeBufferPointer { components in
+                    for k in projections.indices where counts[k] > 0 {
+                        let (mu, gradient) = MaximumLikelihood.prediction(x, terms[k], components)
+                        var direction = SIMD16<Double>()
+                        for i in 0..<16 {
+                            var sum = 0.0
+                            for j in 0..<16 { sum += inverse[i * 16 + j] * gradient[j] }
+                            direction[i] = sum / mu
+                        }
+                        let h = max(counts[k] * 1e-4, 1e-3)
+                        guard let eu = estimate(x + h * direction), let ed = estimate(x - h * direction) else { continue }
+                        accumulate(k, h, eu, ed)
+                    }
+                }
+            }
+        }
+        return variance
+    }
+
+    /// The inverse of a 16×16 matrix (row-major) by Gauss–Jordan with partial pivoting; nil
+    /// when it is numerically singular.
+    static func invert16(_ m: [Double]) -> [Double]? {
+        var a = m, inv = [Double](repeating: 0, count: 256)
+        for i in 0..<16 { inv[i * 16 + i] = 1 }
+        let scale = (0..<16).map { abs(a[$0 * 16 + $0]) }.max() ?? 0
+        guard scale > 0 else { return nil }
+        for col in 0..<16 {
+            guard let pivot = (col..<16).max(by: { abs(a[$0 * 16 + col]) < abs(a[$1 * 16 + col]) }),
+                abs(a[pivot * 16 + col]) > 1e-12 * scale
+            else { return nil }
+            if pivot != col {
+                for j in 0..<16 {
+                    a.swapAt(col * 16 + j, pivot * 16 + j)
+                    inv.swapAt(col * 16 + j, pivot * 16 + j)
+                }
+            }
+            let d = a[col * 16 + col]
+            for j in 0..<16 {
+                a[col * 16 + j] /= d
+                inv[col * 16 + j] /= d
+            }
+            for r in 0..<16 where r != col {
+                let f = a[r * 16 + col]
+                if f == 0 { continue }
+                for j in 0..<16 {
+                    a[r * 16 + j] -= f * a[col * 16 + j]
+                    inv[r * 16 + j] -= f * inv[col * 16 + j]
+                }
+            }
+        }
+        return inv
+    }
+
     public static func reconstruct(_ projections: [Projection], options: TomographyOptions) throws -> TomographyResult {
+        try reconstruct(projections, options: options, forceRefitDelta: false)
+    }
+
+    /// `forceRefitDelta`: refit for every count even on a large table (tests compare the paths).
+    static func reconstruct(
+        _ projections: [Projection], options: TomographyOptions, forceRefitDelta: Bool
+    ) throws -> TomographyResult {
         guard projections.contains(where: { $0.counts > 0 }) else { throw TomographyError.noCounts }
         // Maximum likelihood models the accidentals as background, and subtraction removes
         // them: either way a background that reaches the counts leaves an intensity of zero.
@@ -329,6 +449,11 @@ public enum Tomography {
                 variance[k] = max(0, (s2 - s * s / Double(n)) / Double(n - 1))
             }
             method = "monte-carlo (\(options.monteCarlo) resamples)"
+        } else if projections.count > Self.refitDeltaLimit, !forceRefitDelta,
+            let linearised = linearisedDelta(projections, counts: counts, options: options, best: best, mle: mle)
+        {
+            variance = linearised
+            method = "delta-method"
         } else {
             // Delta method through the whole estimator: var f = Σ (∂f/∂n_k)² n_k (Poisson),
             // derivatives by central differences. Accidental estimates are treated as exact.

@@ -1,4 +1,5 @@
 import CHDF5
+import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -70,6 +71,11 @@ public class H5Location {
     var id: hid_t { handle.id }
 
     /// Writes (or replaces) a UTF-8 variable-length string attribute; h5py reads it as `str`.
+    ///
+    /// Each one is also kept, as `name=value`, in the fixed-length array attribute
+    /// ``textMirror``, which is what Herald itself reads back: variable-length data lives in
+    /// HDF5's global heap, and libhdf5 1.10 crashes or hangs on a damaged heap reference
+    /// instead of failing. Users keep `str` attributes in h5py.
     public func setAttribute(_ name: String, _ value: String) throws {
         let type = try StringType.variableUTF8()
         try replaceScalarAttribute(name, type: type.id) { attr in
@@ -78,6 +84,29 @@ public class H5Location {
                 try check(H5Awrite(attr, type.id, &pointer), "H5Awrite", "\(path)@\(name)")
             }
         }
+        var entries = try mirroredStrings() ?? []
+        entries.removeAll { $0.hasPrefix(name + "=") }
+        entries.append(name + "=" + value)
+        try setAttribute(Self.textMirror, fixedArray: entries)
+    }
+
+    /// The attribute holding Herald's fixed-length copy of every string attribute it wrote.
+    public static let textMirror = "herald_text_attributes"
+
+    /// Writes (or replaces) a 1-D fixed-length UTF-8 string array attribute.
+    func setAttribute(_ name: String, fixedArray values: [String]) throws {
+        let encoded = values.map { Array($0.utf8) }
+        let width = max(1, encoded.map(\.count).max() ?? 1)
+        let type = try StringType.fixed(width, utf8: true)
+        let space = try dataspace([hsize_t(values.count)], name)
+        defer { H5Sclose(space) }
+        try deleteAttributeIfPresent(name)
+        let attr = try checkID(
+            H5Acreate2(id, name, type.id, space, herald_h5p_default(), herald_h5p_default()), "H5Acreate2", "\(path)@\(name)")
+        defer { H5Aclose(attr) }
+        var buffer = [UInt8](repeating: 0, count: width * max(1, values.count))
+        for (i, bytes) in encoded.enumerated() { buffer.replaceSubrange((i * width)..<(i * width + bytes.count), with: bytes) }
+        try check(H5Awrite(attr, type.id, buffer), "H5Awrite", "\(path)@\(name)")
     }
 
     /// Writes (or replaces) a fixed-length byte-string attribute (h5py reads `bytes`);
@@ -154,7 +183,7 @@ public class H5Group: H5Location {
             gid = try checkID(H5Gopen2(id, name, herald_h5p_default()), "H5Gopen2", full)
         } else {
             gid = try checkID(
-                H5Gcreate2(id, name, herald_h5p_default(), herald_h5p_default(), herald_h5p_default()),
+                H5Gcreate2(id, name, herald_h5p_default(), try CompactStorage.groupCreation(), herald_h5p_default()),
                 "H5Gcreate2", full)
         }
         return H5Group(handle: Handle(gid, closer: H5Gclose), path: full)
@@ -213,10 +242,15 @@ public class H5Group: H5Location {
         return ds
     }
 
-    /// Writes an array of variable-length UTF-8 strings.
+    /// Writes an array of strings as fixed-length, null-padded UTF-8 (numpy `S<n>`, as wide
+    /// as the longest), which h5py (`.asstr()`), PyTables, MATLAB's `h5read` and HDFView all
+    /// read. Variable-length strings would live in HDF5's global heap: PyTables cannot read
+    /// those datasets, and libhdf5 1.10 crashes (not fails) on a damaged heap reference.
     @discardableResult
     public func write(_ name: String, strings values: [String], shape: [Int]? = nil) throws -> H5Dataset {
-        let type = try StringType.variableUTF8()
+        let encoded = values.map { Array($0.utf8) }
+        let width = max(1, encoded.map(\.count).max() ?? 1)
+        let type = try StringType.fixed(width, utf8: true)
         let dims = (shape ?? [values.count]).map { hsize_t($0) }
         let full = childPath(name)
         let space = try dataspace(dims, full)
@@ -225,15 +259,10 @@ public class H5Group: H5Location {
             H5Dcreate2(id, name, type.id, space, herald_h5p_default(), herald_h5p_default(), herald_h5p_default()),
             "H5Dcreate2", full)
         let ds = H5Dataset(handle: Handle(did, closer: H5Dclose), path: full)
-        // strdup keeps every C string alive for the single H5Dwrite call.
-        let cStrings = values.map { strdup($0) }
-        defer { cStrings.forEach { free($0) } }
-        var pointers = cStrings.map { UnsafePointer<CChar>($0) }
-        if !pointers.isEmpty {
-            try check(
-                H5Dwrite(did, type.id, herald_h5s_all(), herald_h5s_all(), herald_h5p_default(), &pointers),
-                "H5Dwrite", full)
-        }
+        guard !values.isEmpty else { return ds }
+        var buffer = [UInt8](repeating: 0, count: width * values.count)
+        for (i, bytes) in encoded.enumerated() { buffer.replaceSubrange((i * width)..<(i * width + bytes.count), with: bytes) }
+        try check(H5Dwrite(did, type.id, herald_h5s_all(), herald_h5s_all(), herald_h5p_default(), buffer), "H5Dwrite", full)
         return ds
     }
 
@@ -384,7 +413,7 @@ public final class H5File: H5Group {
         if swmr {
             try check(H5Pset_libver_bounds(fapl, herald_h5f_libver_v110(), herald_h5f_libver_latest()), "H5Pset_libver_bounds", path)
         }
-        let fid = try checkID(H5Fcreate(path, flags, herald_h5p_default(), fapl), "H5Fcreate", path)
+        let fid = try checkID(H5Fcreate(path, flags, try CompactStorage.fileCreation(), fapl), "H5Fcreate", path)
         return H5File(handle: Handle(fid, closer: H5Fclose), path: "/", filename: path)
     }
 
@@ -455,11 +484,48 @@ struct StringType {
 
     /// A fixed-length, null-padded ASCII string (numpy `S<n>`), which PyTables and
     /// therefore phconvert require for Photon-HDF5's string fields.
-    static func fixed(_ length: Int) throws -> StringType {
+    static func fixed(_ length: Int, utf8: Bool = false) throws -> StringType {
         let t = try checkID(H5Tcopy(herald_h5t_c_s1()), "H5Tcopy", "string type")
         let h = Handle(t, closer: H5Tclose)
         try check(H5Tset_size(t, max(1, length)), "H5Tset_size", "string type")
         try check(H5Tset_strpad(t, H5T_STR_NULLPAD), "H5Tset_strpad", "string type")
+        if utf8 { try check(H5Tset_cset(t, H5T_CSET_UTF8), "H5Tset_cset", "string type") }
         return StringType(handle: h)
+    }
+}
+
+/// Links and attributes kept in their object's header ("compact"), never in HDF5's dense
+/// storage (a fractal heap indexed by a v2 B-tree), which HDF5 switches to past 8 links or 8
+/// attributes. libhdf5 1.10 crashes (frees a bad pointer) listing a damaged dense group, where
+/// a damaged compact one fails with an error; Herald's groups and attribute sets are small,
+/// so compact costs nothing. Every HDF5 reader handles both.
+enum CompactStorage {
+    /// Up to 1000 links or attributes stay compact (HDF5 requires min_dense ≤ max_compact + 1).
+    static let maxCompact: UInt32 = 1000
+
+    /// A group creation property list (released when the process ends: one per process).
+    nonisolated(unsafe) private static var group: hid_t = -1
+    nonisolated(unsafe) private static var file: hid_t = -1
+    private static let lock = NSLock()
+
+    static func groupCreation() throws -> hid_t {
+        lock.lock()
+        defer { lock.unlock() }
+        if group < 0 { group = try make(herald_h5p_group_create()) }
+        return group
+    }
+
+    static func fileCreation() throws -> hid_t {
+        lock.lock()
+        defer { lock.unlock() }
+        if file < 0 { file = try make(herald_h5p_file_create()) }
+        return file
+    }
+
+    private static func make(_ cls: hid_t) throws -> hid_t {
+        let plist = try checkID(H5Pcreate(cls), "H5Pcreate", "compact storage")
+        try check(H5Pset_link_phase_change(plist, maxCompact, maxCompact), "H5Pset_link_phase_change", "compact storage")
+        try check(H5Pset_attr_phase_change(plist, maxCompact, maxCompact), "H5Pset_attr_phase_change", "compact storage")
+        return plist
     }
 }

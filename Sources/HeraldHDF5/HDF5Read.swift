@@ -37,17 +37,93 @@ extension H5Group {
 }
 
 extension H5Location {
+    /// Bounds on what a read allocates, so a damaged file's sizes fail with an error
+    /// naming the object instead of exhausting memory: 2³⁰ elements (8 GiB of int64) in one
+    /// read (tags are read in blocks), 64 MiB for one fixed-length string.
+    public static let maxElements = 1 << 30
+    static let maxStringBytes = 64 << 20
+
+    /// The number of elements of a dataspace, checked against ``maxElements``.
+    func elementCount(_ space: hid_t) throws -> Int {
+        let n = H5Sget_simple_extent_npoints(space)
+        guard n >= 0 else { throw HDF5Error(operation: "H5Sget_simple_extent_npoints", object: path) }
+        guard n <= Int64(Self.maxElements) else {
+            throw HDF5Error(operation: "read (\(n) elements claimed; the file is damaged or too large to read at once)", object: path)
+        }
+        return Int(n)
+    }
+
     public func hasAttribute(_ name: String) -> Bool { H5Aexists(id, name) > 0 }
 
-    /// A string attribute, fixed-length or variable-length; nil if absent.
+    /// A string attribute; nil if absent. Where Herald wrote the object (``textMirror``
+    /// present) the value comes from the fixed-length copy, never from the global heap; a
+    /// variable-length attribute is read directly only in files without one (Herald before
+    /// schema 0.3, other software), which a damaged heap can still crash inside libhdf5.
     public func stringAttribute(_ name: String) throws -> String? {
-        guard hasAttribute(name) else { return nil }
+        if name != Self.textMirror, let mirrored = try mirroredStrings() {
+            if let entry = mirrored.first(where: { $0.hasPrefix(name + "=") }) { return String(entry.dropFirst(name.count + 1)) }
+            guard hasAttribute(name) else { return nil }
+            guard try !attributeIsVariableLength(name) else {
+                throw HDF5Error(operation: "read (string attribute missing from \(Self.textMirror); the file is damaged)", object: "\(path)@\(name)")
+            }
+        }
+        return try readStringAttribute(name)
+    }
+
+    func attributeIsVariableLength(_ name: String) throws -> Bool {
         let attr = try checkID(H5Aopen(id, name, herald_h5p_default()), "H5Aopen", "\(path)@\(name)")
         defer { H5Aclose(attr) }
         let type = try checkID(H5Aget_type(attr), "H5Aget_type", "\(path)@\(name)")
         defer { H5Tclose(type) }
-        guard H5Tget_class(type) == H5T_STRING else {
+        return H5Tget_class(type) != H5T_STRING || H5Tis_variable_str(type) != 0
+    }
+
+    /// The fixed-length `name=value` copies of this object's string attributes, if it has them.
+    func mirroredStrings() throws -> [String]? {
+        guard hasAttribute(Self.textMirror) else { return nil }
+        let name = Self.textMirror
+        let attr = try checkID(H5Aopen(id, name, herald_h5p_default()), "H5Aopen", "\(path)@\(name)")
+        defer { H5Aclose(attr) }
+        let fileType = try checkID(H5Aget_type(attr), "H5Aget_type", "\(path)@\(name)")
+        defer { H5Tclose(fileType) }
+        guard H5Tget_class(fileType) == H5T_STRING, H5Tis_variable_str(fileType) == 0 else {
+            throw HDF5Error(operation: "read (\(name) is not a fixed-length string array; the file is damaged)", object: path)
+        }
+        let type = try checkID(H5Tget_native_type(fileType, H5T_DIR_ASCEND), "H5Tget_native_type", "\(path)@\(name)")
+        defer { H5Tclose(type) }
+        let space = try checkID(H5Aget_space(attr), "H5Aget_space", "\(path)@\(name)")
+        defer { H5Sclose(space) }
+        let n = try elementCount(space), size = H5Tget_size(type)
+        guard size > 0, size <= Self.maxStringBytes, n <= Self.maxStringBytes / size else {
+            throw HDF5Error(operation: "read (\(name): \(n) strings of \(size) bytes claimed)", object: path)
+        }
+        guard n > 0 else { return [] }
+        var buffer = [UInt8](repeating: 0, count: n * size)
+        try check(H5Aread(attr, type, &buffer), "H5Aread", "\(path)@\(name)")
+        return (0..<n).map { i in String(decoding: buffer[(i * size)..<((i + 1) * size)].prefix { $0 != 0 }, as: UTF8.self) }
+    }
+
+    /// Reads a string attribute as stored (fixed-length or variable-length).
+    func readStringAttribute(_ name: String) throws -> String? {
+        guard hasAttribute(name) else { return nil }
+        let attr = try checkID(H5Aopen(id, name, herald_h5p_default()), "H5Aopen", "\(path)@\(name)")
+        defer { H5Aclose(attr) }
+        let fileType = try checkID(H5Aget_type(attr), "H5Aget_type", "\(path)@\(name)")
+        defer { H5Tclose(fileType) }
+        guard H5Tget_class(fileType) == H5T_STRING else {
             throw HDF5Error(operation: "read as string (attribute is not a string)", object: "\(path)@\(name)")
+        }
+        // Read through the memory form of the type: handing HDF5 the file type as the memory
+        // type makes it lay variable-length strings out as on disk, and a damaged heap
+        // reference then crashes in memcpy instead of failing (h5py does the same).
+        let type = try checkID(H5Tget_native_type(fileType, H5T_DIR_ASCEND), "H5Tget_native_type", "\(path)@\(name)")
+        defer { H5Tclose(type) }
+        // One value is read into room for one: a damaged file whose attribute claims more
+        // elements would otherwise have HDF5 write past the buffer.
+        let space = try checkID(H5Aget_space(attr), "H5Aget_space", "\(path)@\(name)")
+        defer { H5Sclose(space) }
+        guard H5Sget_simple_extent_npoints(space) == 1 else {
+            throw HDF5Error(operation: "read as string (attribute is not a single value)", object: "\(path)@\(name)")
         }
         if H5Tis_variable_str(type) > 0 {
             var pointer: UnsafeMutablePointer<CChar>?
@@ -55,7 +131,11 @@ extension H5Location {
             defer { free(pointer) }
             return pointer.map { String(cString: $0) } ?? ""
         }
-        var buffer = [UInt8](repeating: 0, count: H5Tget_size(type))
+        let size = H5Tget_size(type)
+        guard size > 0, size <= Self.maxStringBytes else {
+            throw HDF5Error(operation: "read as string (implausible string size \(size))", object: "\(path)@\(name)")
+        }
+        var buffer = [UInt8](repeating: 0, count: size)
         try check(H5Aread(attr, type, &buffer), "H5Aread", "\(path)@\(name)")
         return String(decoding: buffer.prefix { $0 != 0 }, as: UTF8.self)
     }
@@ -86,8 +166,11 @@ extension H5Dataset {
             defer { H5Sclose(space) }
             let rank = H5Sget_simple_extent_ndims(space)
             guard rank > 0 else { return 1 }
+            guard rank <= 32 else { throw HDF5Error(operation: "extent (rank \(rank))", object: path) }
             var dims = [hsize_t](repeating: 0, count: Int(rank))
-            H5Sget_simple_extent_dims(space, &dims, nil)
+            guard H5Sget_simple_extent_dims(space, &dims, nil) >= 0, dims[0] <= hsize_t(Int.max / 16) else {
+                throw HDF5Error(operation: "extent (damaged dataspace)", object: path)
+            }
             return Int(dims[0])
         }
     }
@@ -99,7 +182,7 @@ extension H5Dataset {
     public func read<T: HDF5Scalar>(_: T.Type) throws -> [T] {
         let space = try checkID(H5Dget_space(id), "H5Dget_space", path)
         defer { H5Sclose(space) }
-        let n = Int(H5Sget_simple_extent_npoints(space))
+        let n = try elementCount(space)
         guard n > 0 else { return [] }
         return try Self.filled(count: n) { buf in
             try check(H5Dread(id, T.nativeType, herald_h5s_all(), herald_h5s_all(), herald_h5p_default(), buf), "H5Dread", path)
@@ -109,6 +192,9 @@ extension H5Dataset {
     /// Elements [offset, offset + count) of a 1-D dataset.
     public func read<T: HDF5Scalar>(_: T.Type, offset: Int, count: Int) throws -> [T] {
         guard count > 0 else { return [] }
+        guard offset >= 0, count <= Self.maxElements else {
+            throw HDF5Error(operation: "read of \(count) elements at \(offset)", object: path)
+        }
         let fileSpace = try checkID(H5Dget_space(id), "H5Dget_space", path)
         defer { H5Sclose(fileSpace) }
         var start = [hsize_t(offset)], n = [hsize_t(count)]
@@ -134,22 +220,29 @@ extension H5Dataset {
 
     /// Every element of a string dataset, fixed-length or variable-length.
     public func readStrings() throws -> [String] {
-        let type = try checkID(H5Dget_type(id), "H5Dget_type", path)
-        defer { H5Tclose(type) }
-        guard H5Tget_class(type) == H5T_STRING else {
+        let fileType = try checkID(H5Dget_type(id), "H5Dget_type", path)
+        defer { H5Tclose(fileType) }
+        guard H5Tget_class(fileType) == H5T_STRING else {
             throw HDF5Error(operation: "read as strings (dataset is not a string)", object: path)
         }
+        // The memory form of the type (see stringAttribute).
+        let type = try checkID(H5Tget_native_type(fileType, H5T_DIR_ASCEND), "H5Tget_native_type", path)
+        defer { H5Tclose(type) }
         let space = try checkID(H5Dget_space(id), "H5Dget_space", path)
         defer { H5Sclose(space) }
-        let n = Int(H5Sget_simple_extent_npoints(space))
+        let n = try elementCount(space)
         guard n > 0 else { return [] }
         if H5Tis_variable_str(type) > 0 {
+            try GlobalHeapCheck.references(of: self, count: n)
             var pointers = [UnsafeMutablePointer<CChar>?](repeating: nil, count: n)
             try check(H5Dread(id, type, herald_h5s_all(), herald_h5s_all(), herald_h5p_default(), &pointers), "H5Dread", path)
             defer { _ = H5Dvlen_reclaim(type, space, herald_h5p_default(), &pointers) }
             return pointers.map { $0.map { String(cString: $0) } ?? "" }
         }
         let size = H5Tget_size(type)
+        guard size > 0, size <= Self.maxStringBytes, n <= Self.maxStringBytes / size else {
+            throw HDF5Error(operation: "read as strings (\(n) strings of \(size) bytes claimed)", object: path)
+        }
         var buffer = [UInt8](repeating: 0, count: n * size)
         try check(H5Dread(id, type, herald_h5s_all(), herald_h5s_all(), herald_h5p_default(), &buffer), "H5Dread", path)
         return (0..<n).map { i in String(decoding: buffer[(i * size)..<((i + 1) * size)].prefix { $0 != 0 }, as: UTF8.self) }
@@ -168,5 +261,83 @@ extension H5Dataset {
     public func setExtent(_ count: Int) throws {
         var size = [hsize_t(count)]
         try check(H5Dset_extent(id, &size), "H5Dset_extent", path)
+    }
+}
+
+/// Checks the global-heap references of a variable-length string dataset against the file
+/// before libhdf5 follows them. HDF5 1.10 (Debian 12's) trusts them: a damaged reference
+/// crashes it in memcpy instead of failing, which 6 of 900 corrupted run files did. Herald
+/// now writes fixed-length strings; this guards files written before (schema 0.2) and any
+/// other file's variable-length strings.
+///
+/// Follows the HDF5 file format specification (version 2/3 superblocks with 8-byte
+/// addresses and lengths, as HDF5 1.10 writes): a contiguous dataset's elements are
+/// {length: u32, collection address: u64, object index: u32}; a collection starts with
+/// "GCOL", version 1, and its size, then objects {index: u16, refcount: u16, reserved: u32,
+/// size: u64, data padded to 8 bytes}.
+enum GlobalHeapCheck {
+    static func references(of dataset: H5Dataset, count n: Int) throws {
+        func damaged(_ why: String) -> HDF5Error {
+            HDF5Error(operation: "read (variable-length strings: \(why); the file is damaged)", object: dataset.path)
+        }
+        let offset = H5Dget_offset(dataset.id)
+        guard offset != UInt64.max else {
+            // Compact or chunked storage: the descriptors are not in one place to check.
+            throw HDF5Error(operation: "read (variable-length strings not stored contiguously; not read, to be safe)", object: dataset.path)
+        }
+        guard H5Dget_storage_size(dataset.id) == UInt64(n) * 16 else { throw damaged("storage size does not match \(n) elements") }
+        let nameLength = H5Fget_name(dataset.id, nil, 0)
+        guard nameLength > 0 else { throw damaged("no file name") }
+        var name = [CChar](repeating: 0, count: Int(nameLength) + 1)
+        _ = H5Fget_name(dataset.id, &name, name.count)
+        let path = String(decoding: name.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        guard let file = FileHandle(forReadingAtPath: path) else { throw damaged("cannot reopen \(path)") }
+        defer { try? file.close() }
+        let fileSize = (try? file.seekToEnd()).map { Int($0) } ?? 0
+        func bytes(_ at: UInt64, _ count: Int) throws -> [UInt8] {
+            guard at <= UInt64(fileSize), count >= 0, Int(at) + count <= fileSize else {
+                throw damaged("a reference points beyond the end of the file")
+            }
+            try file.seek(toOffset: at)
+            let data = try file.read(upToCount: count) ?? Data()
+            guard data.count == count else { throw damaged("short read") }
+            return [UInt8](data)
+        }
+        func u(_ b: [UInt8], _ o: Int, _ width: Int) -> UInt64 {
+            var v: UInt64 = 0
+            for k in 0..<width { v |= UInt64(b[o + k]) << (8 * UInt64(k)) }
+            return v
+        }
+        let descriptors = try bytes(UInt64(offset), n * 16)
+        // Objects of each collection: index → (data start, size), parsed once.
+        var collections: [UInt64: [UInt64: (UInt64, UInt64)]] = [:]
+        for i in 0..<n {
+            let length = u(descriptors, i * 16, 4), address = u(descriptors, i * 16 + 4, 8), index = u(descriptors, i * 16 + 12, 4)
+            if length == 0 && address == 0 { continue }  // a null string
+            if collections[address] == nil {
+                let header = try bytes(address, 16)
+                guard header[0..<4].elementsEqual(Array("GCOL".utf8)), header[4] == 1 else { throw damaged("no heap collection at \(address)") }
+                let size = u(header, 8, 8)
+                guard size >= 16, size <= UInt64(fileSize), address + size <= UInt64(fileSize) else {
+                    throw damaged("heap collection at \(address) overruns the file")
+                }
+                let body = try bytes(address, Int(size))
+                var objects: [UInt64: (UInt64, UInt64)] = [:]
+                var p = 16
+                while p + 16 <= body.count {
+                    let objectIndex = u(body, p, 2), objectSize = u(body, p + 8, 8)
+                    let padded = (objectSize + 7) & ~7
+                    guard objectSize <= UInt64(body.count), UInt64(p + 16) + padded <= UInt64(body.count) || objectIndex == 0 else {
+                        throw damaged("heap object \(objectIndex) at \(address) overruns its collection")
+                    }
+                    if objectIndex == 0 { break }  // free space: the rest of the collection
+                    objects[objectIndex] = (address + UInt64(p + 16), objectSize)
+                    p += 16 + Int(padded)
+                }
+                collections[address] = objects
+            }
+            guard let object = collections[address]?[index] else { throw damaged("element \(i) names heap object \(index) that does not exist") }
+            guard object.1 >= length else { throw damaged("element \(i) is longer than its heap object") }
+        }
     }
 }

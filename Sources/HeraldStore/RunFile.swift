@@ -163,9 +163,17 @@ public enum RunFile {
             windowPs: Int64((window * 1e12).rounded()), delaysPs: delays.mapValues { Int64(($0 * 1e12).rounded()) })
         configuration.pairs = Array(Set(rows.map { ChannelPair($0.channelA, $0.channelB) })).sorted { ($0.a, $0.b) < ($1.a, $1.b) }
 
+        guard starts.count == pointIndex.count, stops.count == pointIndex.count else {
+            throw StoreError(
+                path: path, "sweeps/\(sweep): index, start_ps and stop_ps differ in length (\(pointIndex.count), \(starts.count), "
+                    + "\(stops.count)); the file is damaged", kind: .invalidFile)
+        }
         var recounted: [RunSummary.CountRow] = []
         var projections: [Projection] = []
         for (k, point) in pointIndex.enumerated() {
+            guard starts[k] <= stops[k] else {
+                throw StoreError(path: path, "sweeps/\(sweep) point \(point) ends before it starts; the file is damaged", kind: .invalidFile)
+            }
             let block = try tags.block(from: starts[k], to: stops[k])
             var withPauses = block
             withPauses.excluded = paused.filter { $0.stopPs > starts[k] && $0.startPs < stops[k] }
@@ -242,11 +250,19 @@ struct TagReader {
         return lo
     }
 
-    /// Tags with start ≤ t < stop.
+    /// Tags with start ≤ t < stop. The search assumes time order, so the block is checked
+    /// for it: a damaged file (timestamps negated, shuffled) fails naming the element
+    /// instead of giving counts from the wrong stretch of the run.
     func block(from start: Int64, to stop: Int64) throws -> TagBlock {
         let lo = try lowerBound(start), hi = try lowerBound(stop)
-        return TagBlock(
-            timestamps: try timestamps.read(Int64.self, offset: lo, count: hi - lo),
-            channels: try detectors.read(UInt8.self, offset: lo, count: hi - lo))
+        guard hi >= lo else { throw StoreError(path: "photon_data/timestamps", "not in time order near element \(hi)", kind: .invalidFile) }
+        let times = try timestamps.read(Int64.self, offset: lo, count: hi - lo)
+        for (i, t) in times.enumerated() where t < start || t >= stop || (i > 0 && t < times[i - 1]) {
+            throw StoreError(
+                path: "photon_data/timestamps",
+                "element \(lo + i) (\(t) ps) is out of time order or outside its point [\(start), \(stop)) ps; the file's tags are "
+                    + "damaged, so they cannot be recounted", kind: .invalidFile)
+        }
+        return TagBlock(timestamps: times, channels: try detectors.read(UInt8.self, offset: lo, count: hi - lo))
     }
 }

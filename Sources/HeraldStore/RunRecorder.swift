@@ -23,7 +23,7 @@ import HeraldHDF5
 /// the file is flushed again; only if that too fails are the HDF5 handles abandoned, never
 /// closed, leaving the file as of its last flush for `herald recover`.
 public actor RunRecorder: RunEventSink {
-    public static let schemaVersion = "0.2"
+    public static let schemaVersion = "0.3"
     /// 65 536 tags per chunk: 512 KiB of int64 timestamps. Large enough that per-chunk
     /// overhead (B-tree entries, a compression call) is small at 10⁷ tags/s, small enough
     /// that a reader pulling one tomography setting touches little extra data, and within

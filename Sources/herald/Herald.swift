@@ -45,10 +45,10 @@ struct Run: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Validate and run an experiment script.",
         discussion: """
-            The whole script is validated before any device is touched. On SIGINT, SIGTERM, SIGHUP, SIGPIPE or \
+            The whole script is validated before any device is touched. On SIGINT, SIGTERM, SIGHUP or \
             SIGQUIT the current device call is cut, every device goes to its safe state, and the file is closed \
             with exit status "aborted" (exit code 130). Exit code 65 means the script was rejected, 1 that the \
-            run failed. See docs/guarantees.md.
+            run failed. SIGPIPE is ignored (a closed output pipe does not stop the run). See docs/guarantees.md.
             """)
 
     @Argument(help: "The experiment script (YAML).") var script: String
@@ -152,10 +152,11 @@ struct Run: AsyncParsableCommand {
 /// Turns every signal that would end the process into a safe stop: a callback with the
 /// signal and the number of stop signals so far.
 ///
-/// SIGHUP comes when the SSH session or terminal goes away, SIGPIPE when the reader of our
-/// output does, SIGQUIT from Ctrl-\\; by default each kills the process on the spot (SIGQUIT
-/// through the Swift runtime's crash handler), leaving the laser on and the file open.
-/// Ignoring the signal first and watching it with a dispatch source replaces those defaults.
+/// SIGHUP comes when the SSH session or terminal goes away, SIGQUIT from Ctrl-\\; by default
+/// each kills the process on the spot (SIGQUIT through the Swift runtime's crash handler),
+/// leaving the laser on and the file open. Ignoring the signal first and watching it with a
+/// dispatch source replaces those defaults. SIGPIPE (the reader of our output went away) is
+/// ignored: the run carries on to its normal end.
 final class SignalHandler {
     struct Caught: Sendable {
         var number: Int32
@@ -167,13 +168,17 @@ final class SignalHandler {
         Caught(number: SIGINT, name: "SIGINT", meaning: "interrupt, Ctrl-C"),
         Caught(number: SIGTERM, name: "SIGTERM", meaning: "termination request"),
         Caught(number: SIGHUP, name: "SIGHUP", meaning: "the terminal or SSH session hung up"),
-        Caught(number: SIGPIPE, name: "SIGPIPE", meaning: "the reader of the output went away"),
         Caught(number: SIGQUIT, name: "SIGQUIT", meaning: "quit, Ctrl-\\"),
     ]
 
     private let sources: [any DispatchSourceSignal]
 
     init(_ handler: @escaping @Sendable (Caught, Int) -> Void) {
+        // SIGPIPE is ignored outright, not watched: a closed output pipe then fails the write
+        // (EPIPE) and the run goes on to its normal end, safe state and closed file. Watched
+        // through a dispatch source it could send libdispatch's forwarding handler into an
+        // endless re-raise on a loaded machine (seen once in the stop-signal tests).
+        signal(SIGPIPE, SIG_IGN)
         let queue = DispatchQueue(label: "herald.signals")
         let count = Mutex(0)
         sources = Self.stopSignals.map { caught in

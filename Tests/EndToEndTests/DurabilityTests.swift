@@ -221,9 +221,9 @@ let minuteScript = """
 
 @Suite struct StopSignalTests {
     /// Each signal that would otherwise kill the process (a hang-up from a dropped SSH
-    /// session, a closed pipe, Ctrl-\) gets the same safe stop as SIGTERM: exit 130, the
-    /// pump off, the file closed as "aborted" with the signal named, no crash report.
-    @Test(arguments: [SIGTERM, SIGINT, SIGHUP, SIGPIPE, SIGQUIT])
+    /// session, Ctrl-\) gets the same safe stop as SIGTERM: exit 130, the pump off, the
+    /// file closed as "aborted" with the signal named, no crash report.
+    @Test(arguments: [SIGTERM, SIGINT, SIGHUP, SIGQUIT])
     func stopSignalsRunTheSafeStateAndCloseTheFile(signal: Int32) async throws {
         let (dir, script, out) = try scriptFixture(minuteScript)
         defer { try? FileManager.default.removeItem(at: dir) }
@@ -260,6 +260,22 @@ let minuteScript = """
         #expect((file["reason"] as? String)?.contains("stopped by \(name)") == true, "\(file["reason"] ?? "")")
         #expect((file["tags"] as? Int ?? 0) > 0)
         #expect((file["log"] as? [String])?.contains { $0.hasPrefix("safe state: pump") } == true)
+    }
+}
+
+extension StopSignalTests {
+    /// SIGPIPE (the reader of the output went away) neither kills the run nor stops it:
+    /// it carries on to a normal end with everything recorded.
+    @Test func sigpipeDoesNotKillTheRun() async throws {
+        let (dir, script, out) = try scriptFixture(longPointScript)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let p = try await startRealtimeRun(script, out: out)
+        try await Task.sleep(for: .milliseconds(300))
+        kill(p.processIdentifier, SIGPIPE)
+        await waitForExit(p)
+        #expect(p.terminationReason == .exit && p.terminationStatus == 0)
+        let file = try await probeOffPool(out, "print(json.dumps({'status': f['user/herald/run'].attrs['exit_status']}))")
+        #expect(file["status"] as? String == "success")
     }
 }
 

@@ -6,6 +6,8 @@ import Testing
         ("10 s", 10.0, PhysicalDimension.time), ("1.5ns", 1.5e-9, .time), ("45 mA", 0.045, .current),
         ("780 nm", 780e-9, .length), ("22.5 deg", 22.5, .angle), ("100 kHz", 1e5, .frequency),
         ("2e-3 W", 2e-3, .power), ("-45 deg", -45, .angle), ("0.9", 0.9, .dimensionless),
+        // Milli- and micro- on a power, the prefix every pump setting uses.
+        ("18 mW", 0.018, .power), ("18mW", 0.018, .power), ("250 µW", 250e-6, .power), ("1.5 W", 1.5, .power),
     ])
     func parsesQuantities(text: String, value: Double, dimension: PhysicalDimension) throws {
         let q = try #require(Quantity.parse(text))
