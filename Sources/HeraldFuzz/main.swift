@@ -1,6 +1,7 @@
 // herald-fuzz: bounded corpus-mutation fuzzing of every parser that reads user input.
 //
-//   herald-fuzz TARGET --iterations N [--seed S] [--work DIR] SEED-FILE...
+//   herald-fuzz TARGET --iterations N [--seed S] [--work DIR] [--replay] SEED-FILE...
+//   (--replay feeds the seeds unchanged: reproduce a crash from the input it left behind)
 //
 // TARGET is one of:
 //   tttr     PicoQuant PTU / HT3 / T3R and Swabian files: open, header, every record
@@ -39,7 +40,10 @@ struct Generator: RandomNumberGenerator {
 let hostileDoubles: [Double] = [1e300, -1e300, .nan, .infinity, -.infinity, 0, -0.0, 1e-300, 9.3e18, -1, 1e7, 4.9e-324]
 let hostileIntegers: [UInt64] = [0, 1, .max, UInt64(Int64.max), UInt64(bitPattern: Int64.min), 0x8000_0000, 0xFFFF_FFFF, 0x7FFF_FFFF]
 
+nonisolated(unsafe) var replaying = false
+
 func mutateBytes(_ input: [UInt8], hotRegion: Int, _ rng: inout Generator) -> [UInt8] {
+    if replaying { return input }
     var b = input
     for _ in 0..<Int.random(in: 1...6, using: &rng) {
         guard !b.isEmpty else { break }
@@ -69,6 +73,7 @@ func mutateBytes(_ input: [UInt8], hotRegion: Int, _ rng: inout Generator) -> [U
 }
 
 func mutateText(_ text: String, _ rng: inout Generator) -> String {
+    if replaying { return text }
     var lines = text.components(separatedBy: "\n")
     let tokens = [
         "1e400", "-5", "nan", "inf", "0", "1e7 s", "-1 ns", "10 mW", "$nope", "HH", "ZZ", ",", ",,", "\"", "1e308", "-0",
@@ -108,6 +113,8 @@ struct Options {
     var seed: UInt64 = 1
     var work = FileManager.default.temporaryDirectory.appendingPathComponent("herald-fuzz-\(getpid())").path
     var seeds: [String] = []
+    /// Replays the seeds as they are (to reproduce a crash from its saved input).
+    var replay = false
 }
 
 func parseArguments() -> Options? {
@@ -122,6 +129,7 @@ func parseArguments() -> Options? {
         case "--iterations": guard let v = args.first.flatMap(Int.init) else { return nil }; o.iterations = v; args.removeFirst()
         case "--seed": guard let v = args.first.flatMap(UInt64.init) else { return nil }; o.seed = v; args.removeFirst()
         case "--work": guard let v = args.first else { return nil }; o.work = v; args.removeFirst()
+        case "--replay": o.replay = true
         default: o.seeds.append(a)
         }
     }
@@ -135,6 +143,7 @@ else {
     exit(64)
 }
 try FileManager.default.createDirectory(atPath: options.work, withIntermediateDirectories: true)
+replaying = options.replay
 let seeds = try options.seeds.map { try [UInt8](Data(contentsOf: URL(fileURLWithPath: $0))) }
 var rng = Generator(state: options.seed)
 var outcomes: [Outcome: Int] = [:]
@@ -188,6 +197,8 @@ for iteration in 0..<options.iterations {
             }
         default:  // runfile
             let mutated = mutateBytes(seeds[k], hotRegion: 16384, &rng)
+            // The calls below change the file; input.h5 keeps it as it was fed in.
+            try Data(mutated).write(to: URL(fileURLWithPath: options.work + "/input." + ext))
             try Data(mutated).write(to: URL(fileURLWithPath: current))
             do { _ = try RunFile.summary(path: current) } catch { note(error) }
             do { _ = try RunFile.retomograph(path: current, .init(window: 2e-9)) } catch { note(error) }
