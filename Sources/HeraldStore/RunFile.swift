@@ -159,6 +159,7 @@ public enum RunFile {
                 .map { ExcludedInterval(startPs: $0, stopPs: $1, reason: "paused") }
         }
         let tags = try TagReader(file)
+        try tags.verifyTimeOrder()
         var configuration = CoincidenceConfiguration(
             windowPs: Int64((window * 1e12).rounded()), delaysPs: delays.mapValues { Int64(($0 * 1e12).rounded()) })
         configuration.pairs = Array(Set(rows.map { ChannelPair($0.channelA, $0.channelB) })).sorted { ($0.a, $0.b) < ($1.a, $1.b) }
@@ -238,6 +239,26 @@ struct TagReader {
         timestamps = try photons.dataset("timestamps")
         detectors = try photons.dataset("detectors")
         count = min(try timestamps.extent, try detectors.extent)
+    }
+
+    /// Checks the whole stream is in time order, a block at a time: the point lookups
+    /// binary-search it, and on a damaged file (timestamps negated or shuffled) they would
+    /// silently find the wrong stretches or none.
+    func verifyTimeOrder() throws {
+        let block = 1 << 20
+        var previous = Int64.min
+        for offset in stride(from: 0, to: count, by: block) {
+            let times = try timestamps.read(Int64.self, offset: offset, count: min(block, count - offset))
+            for (i, t) in times.enumerated() {
+                if t < previous {
+                    throw StoreError(
+                        path: "photon_data/timestamps",
+                        "element \(offset + i) (\(t) ps) comes before the one ahead of it (\(previous) ps): the tags are out of "
+                            + "time order, so the file is damaged and cannot be recounted", kind: .invalidFile)
+                }
+                previous = t
+            }
+        }
     }
 
     /// Index of the first tag with timestamp ≥ t (binary search, one element read per step).

@@ -112,3 +112,45 @@ import Testing
         #expect(left.isEmpty, "left behind: \(left)")
     }
 }
+
+@Suite struct DamagedRunFileTests {
+    /// Half the timestamps negated (a damaged or hand-edited file): the recount refuses it,
+    /// naming the element, instead of printing a tomography of the wrong stretches.
+    @Test func aRecountRefusesTagsOutOfTimeOrder() async throws {
+        let dir = try Paths.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let out = dir.appendingPathComponent("run.h5").path
+        let run = try await runProcess(
+            Paths.herald.path,
+            ["run", Paths.root.appendingPathComponent("Experiments/bell-tomography.yaml").path, "--mock", "--seed", "2",
+             "--set", "integration=20ms", "--out", out])
+        #expect(run.status == 0, "\(run.stderr)")
+        let negate = try await runProcess(
+            Paths.python,
+            ["-c", "import h5py, sys\nf = h5py.File(sys.argv[1], 'r+')\nt = f['photon_data/timestamps']\nn = len(t)\nt[n//2:] = -t[n//2:]\n", out])
+        #expect(negate.status == 0, "\(negate.stderr)")
+        let r = try await runProcess(Paths.herald.path, ["analyze", out, "--window", "2ns"])
+        #expect(r.status != 0)
+        #expect(r.stderr.contains("out of time order") && r.stderr.contains("photon_data/timestamps"), "\(r.stdout)\(r.stderr)")
+    }
+}
+
+extension DamagedRunFileTests {
+    /// A header tag with an empty name (seen only in damaged files) no longer fails the import
+    /// with "H5Dcreate2 failed for '/user/picoquant/header/'": its value is kept under a name
+    /// that gives its byte offset.
+    @Test func anEmptyTagNameIsKeptUnderItsOffset() async throws {
+        let dir = try Paths.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        var bytes = [UInt8](try Data(contentsOf: TimeTagFileTests.samples.appendingPathComponent("hydraharp/v20_t3.ptu")))
+        // The first tag starts after the 16-byte preamble; its name is the next 32 bytes.
+        for i in 16..<48 { bytes[i] = 0 }
+        let damaged = dir.appendingPathComponent("empty-name.ptu")
+        try Data(bytes).write(to: damaged)
+        let out = dir.appendingPathComponent("imported.h5").path
+        let r = try await runProcess(Paths.herald.path, ["import", damaged.path, "--out", out])
+        #expect(r.status == 0, "\(r.stderr)")
+        let file = try await probe(out, "print(json.dumps({'kept': 'unnamed_tag_at_byte_16' in f['user/picoquant/header']}))")
+        #expect(file["kept"] as? Bool == true)
+    }
+}

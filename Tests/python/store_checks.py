@@ -80,7 +80,27 @@ def layout(doc, files):
     missing = [p for p in documented_paths(doc) if not any(instances(f, p) for f in handles)]
     if missing:
         fail(f"documented but absent in {files}: {missing}")
-    print(f"ok: {len(documented_paths(doc))} documented paths present, phconvert accepts {len(files)} files")
+    # Every string dataset under /user/herald reads as text through PyTables too (it cannot
+    # read variable-length string datasets), and every one is fixed-length.
+    import tables, warnings
+    warnings.simplefilter("ignore")
+    strings = 0
+    for p in files:
+        with h5py.File(p, "r") as f:
+            names = []
+            f["user/herald"].visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset) and o.dtype.kind in "SOU" else None)
+            for n in names:
+                if h5py.check_string_dtype(f["user/herald/" + n].dtype).length is None:
+                    fail(f"{p}: /user/herald/{n} is a variable-length string dataset")
+        with tables.open_file(p) as t:
+            for n in names:
+                value = t.get_node("/user/herald/" + n).read()
+                flat = value.ravel() if hasattr(value, "ravel") else [value]
+                if not all(isinstance(x, (bytes, np.bytes_)) for x in flat):
+                    fail(f"{p}: PyTables read /user/herald/{n} as {type(flat[0]) if len(flat) else None}, not text")
+                strings += 1
+    print(f"ok: {len(documented_paths(doc))} documented paths present, phconvert accepts {len(files)} files, "
+          f"PyTables reads all {strings} string datasets")
 
 
 def readme(readme_path, workdir):
