@@ -87,8 +87,14 @@ public actor RunRecorder: RunEventSink {
         try OutputPath.checkCreatable(path, overwrite: overwrite)
         // Locked before truncating, so `--overwrite` cannot destroy a file a live run holds.
         let lock = try RunFileLock(path: path, purpose: "herald run", reserveBytes: Self.reserveBytes)
+        // Written under a hidden name until its layout is on disk, then renamed into place: a
+        // file at `path` is always one `herald recover` can restore (a kill between creating
+        // the file and its first flush left one that was not a Herald file at all), and with
+        // --overwrite the old file stays whole until the new one is sound.
+        let url = URL(fileURLWithPath: path)
+        partialPath = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).partial-\(getpid())").path
         do {
-            self.file = try H5File.create(path, overwrite: overwrite, swmr: true)
+            self.file = try H5File.create(partialPath, overwrite: true, swmr: true)
         } catch {
             lock.release()
             try OutputPath.checkCreatable(path, overwrite: overwrite)
@@ -96,6 +102,10 @@ public actor RunRecorder: RunEventSink {
         }
         self.lock = lock
     }
+
+    /// Where the file is written until its layout is flushed (see `init`).
+    private let partialPath: String
+    private var inPlace = false
 
     public func handle(_ event: RunEvent) async throws {
         switch event {
@@ -197,6 +207,10 @@ public actor RunRecorder: RunEventSink {
     private func begin(_ s: RunStart) throws {
         try writing { try layOut(s) }
         try flush()  // the first entry of the flush log: the run's start
+        guard rename(partialPath, path) == 0 else {
+            throw OutputPath.failure(path, errno, what: "cannot move the new file into place")
+        }
+        inPlace = true
         ticker = Task { [weak self] in
             while !Task.isCancelled {
                 try? await Task.sleep(for: Self.tickerPeriod)
@@ -212,7 +226,8 @@ public actor RunRecorder: RunEventSink {
 
     private func layOut(_ s: RunStart) throws {
         guard let file else { return }
-        try PhotonHDF5.writeHeader(file, description: s.plan.name, softwareVersion: s.heraldVersion, createdAt: s.startedAt)
+        try PhotonHDF5.writeHeader(
+            file, description: s.plan.name, softwareVersion: s.heraldVersion, createdAt: s.startedAt, filename: path)
         let photons = try file.group("photon_data")
         try PhotonHDF5.title(photons)
         let ts = try photons.appendable("timestamps", of: Int64.self, chunk: Self.chunkTags, compression: compression)
@@ -270,6 +285,13 @@ public actor RunRecorder: RunEventSink {
         defer {
             lock?.release()
             lock = nil
+        }
+        guard inPlace else {
+            // The run never got as far as its first flush: nothing was recorded.
+            if hdf5Failed { open.abandon() } else { open.close() }
+            file = nil
+            unlink(partialPath)
+            return
         }
         if hdf5Failed {
             // The reserve was released when the write failed: one more try at a clean flush.

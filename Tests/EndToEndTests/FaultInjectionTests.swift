@@ -96,11 +96,11 @@ import Testing
 
     @Test("timeout: a device that stops answering fails the run after its timeout and retries")
     func timeout() async throws {
-        let start = ContinuousClock.now
         let o = try await run(faults: ["hwp_a timeout at 150 ms"])
         expectFailedSafely(o, reasonContains: ["'hwp_a'", "timed out", "set angle"])
-        // 300 ms × (1 + 1 retry), plus the safe-state attempts: bounded, not hung.
-        #expect(ContinuousClock.now - start < .seconds(20))
+        // The retry is logged before the run fails (no wall-clock bound: a simulated
+        // instrument's timeout elapses on the lab's clock).
+        #expect(o.stderr.contains("retry 1 of 1"), "\(o.stderr)")
     }
 
     @Test("garbage: a wrong-typed reply is retried, then fails the run as garbage")

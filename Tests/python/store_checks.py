@@ -229,12 +229,13 @@ def kill_trials(herald, script, workdir, trials, *extra):
                 fail(f"trial {k}: no file appeared: {runner.stderr.read().decode()[-500:]}")
             time.sleep(0.01)
         # Kill times spread from just after the file appears to near the end of the run.
-        time.sleep(0.05 + (length * 0.85) * k / max(1, trials - 1))
+        time.sleep(0.05 + (length * 0.6) * k / max(1, trials - 1))
         if runner.poll() is not None:
-            # A loaded machine ran it faster than the reference: nothing to kill.
+            # Load varies between the reference and a trial (the suite runs beside it on
+            # 2 cores): a trial that ended first has nothing to kill. At most a quarter may.
             finished_first += 1
-            if finished_first > 2:
-                fail(f"{finished_first} runs ended before their kill time; the reference lasted {length:.2f} s")
+            if finished_first > trials // 4:
+                fail(f"{finished_first} of {trials} runs ended before their kill time; the reference lasted {length:.2f} s")
             os.remove(path)
             continue
         killed_at = time.time()
@@ -270,7 +271,8 @@ def kill_trials(herald, script, workdir, trials, *extra):
         os.remove(path)
     if len({(r[0], r[1]) for r in ref_counts}) > 1 and max(kept_points) == 0:
         fail("no trial recovered any finished point's counts")
-    print(f"ok: {trials} kills over a {length:.1f} s run; worst time since the last flush {worst_gap:.3f} s; "
+    print(f"ok: {trials - finished_first} kills ({finished_first} runs ended first) over a {length:.1f} s run; "
+          f"worst time since the last flush {worst_gap:.3f} s; "
           f"recovered count rows per trial {kept_points}")
 
 
