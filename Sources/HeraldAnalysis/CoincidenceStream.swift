@@ -90,12 +90,14 @@ public struct CoincidenceResult: Sendable, Equatable {
 
     /// Total excluded time within [startPs, stopPs).
     public func excludedPs(from startPs: Int64, to stopPs: Int64) -> Int64 {
-        excluded.reduce(0) { $0 + max(0, min($1.stopPs, stopPs) - max($1.startPs, startPs)) }
+        // Wrapping arithmetic: intervals read from a damaged file may span more than Int64
+        // holds, and this must not trap (the overlap of real intervals never wraps).
+        excluded.reduce(0) { $0 &+ max(0, min($1.stopPs, stopPs) &- max($1.startPs, startPs)) }
     }
 
     /// Time in [startPs, stopPs) in which tags were not lost, in seconds.
     public func liveSeconds(from startPs: Int64, to stopPs: Int64) -> Double {
-        Double(stopPs - startPs - excludedPs(from: startPs, to: stopPs)) * 1e-12
+        (Double(stopPs) - Double(startPs) - Double(excludedPs(from: startPs, to: stopPs))) * 1e-12
     }
 
     /// Singles-based accidentals S_a·S_b·window/T for `pair` over `liveSeconds`.

@@ -60,22 +60,14 @@ extension H5Location {
     /// variable-length attribute is read directly only in files without one (Herald before
     /// schema 0.3, other software), which a damaged heap can still crash inside libhdf5.
     public func stringAttribute(_ name: String) throws -> String? {
-        if name != Self.textMirror, let mirrored = try mirroredStrings() {
-            if let entry = mirrored.first(where: { $0.hasPrefix(name + "=") }) { return String(entry.dropFirst(name.count + 1)) }
-            guard hasAttribute(name) else { return nil }
-            guard try !attributeIsVariableLength(name) else {
-                throw HDF5Error(operation: "read (string attribute missing from \(Self.textMirror); the file is damaged)", object: "\(path)@\(name)")
-            }
+        if name != Self.textMirror, let mirrored = try mirroredStrings(),
+            let entry = mirrored.first(where: { $0.hasPrefix(name + "=") })
+        {
+            return String(entry.dropFirst(name.count + 1))
         }
+        // Not mirrored: a file from before schema 0.3 (where `herald recover` may since have
+        // added a mirror holding only its own attributes), or another program's attribute.
         return try readStringAttribute(name)
-    }
-
-    func attributeIsVariableLength(_ name: String) throws -> Bool {
-        let attr = try checkID(H5Aopen(id, name, herald_h5p_default()), "H5Aopen", "\(path)@\(name)")
-        defer { H5Aclose(attr) }
-        let type = try checkID(H5Aget_type(attr), "H5Aget_type", "\(path)@\(name)")
-        defer { H5Tclose(type) }
-        return H5Tget_class(type) != H5T_STRING || H5Tis_variable_str(type) != 0
     }
 
     /// The fixed-length `name=value` copies of this object's string attributes, if it has them.

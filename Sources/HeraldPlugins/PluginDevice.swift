@@ -84,12 +84,14 @@ class PluginDevice: Device, @unchecked Sendable {
             }
         } onCancel: {
             guard call.requestCancel(), let cancel else { return }
-            DispatchQueue.global().async {
-                while !call.isOver {
-                    cancel(handle.pointer)
-                    usleep(10_000)
-                }
+            // Repeated on a timer, and only while this call is the one running: checked and sent
+            // under the call's lock, so a cancel never lands on the next call on the queue.
+            let timer = DispatchSource.makeTimerSource(queue: .global())
+            timer.schedule(deadline: .now(), repeating: .milliseconds(10))
+            timer.setEventHandler {
+                if !call.cancelIfRunning({ cancel(handle.pointer) }) { timer.cancel() }
             }
+            timer.resume()
         }
     }
 
@@ -238,6 +240,16 @@ final class CallState: Sendable {
     }
 
     func end() { state.withLock { $0.over = true } }
+
+    /// Runs `send` (the plugin's cancel) if the call has started and not returned, under the
+    /// lock `end()` takes; false once the call is over, when the repeating should stop.
+    func cancelIfRunning(_ send: () -> Void) -> Bool {
+        state.withLock { s in
+            if s.over { return false }
+            if s.started { send() }
+            return true
+        }
+    }
 
     /// True if the plugin must be told (the call has not yet returned).
     func requestCancel() -> Bool {

@@ -65,13 +65,15 @@ enum ELFSymbols {
         guard b[4] == 2 else { throw Malformed(description: "a 32-bit ELF file; this Herald loads 64-bit plugins") }
         guard b[5] == 1 else { throw Malformed(description: "a big-endian ELF file") }
         func u16(_ o: Int) throws -> Int {
-            guard o >= 0, o + 2 <= b.count else { throw Malformed(description: "truncated at byte \(o)") }
+            guard o >= 0, o <= b.count - 2 else { throw Malformed(description: "truncated at byte \(o)") }
             return Int(b[o]) | Int(b[o + 1]) << 8
         }
         func u32(_ o: Int) throws -> Int { try u16(o) | (try u16(o + 2)) << 16 }
+        // Every offset and size read from the file must lie within it: then no sum below can
+        // overflow (a crafted file would otherwise trap the loader).
         func u64(_ o: Int) throws -> Int {
             let v = UInt64(try u32(o)) | UInt64(try u32(o + 4)) << 32
-            guard v <= UInt64(Int.max) else { throw Malformed(description: "offset out of range at byte \(o)") }
+            guard v <= UInt64(b.count) else { throw Malformed(description: "offset or size beyond the end of the file at byte \(o)") }
             return Int(v)
         }
         guard try u16(16) == 3 else { throw Malformed(description: "an ELF file that is not a shared library (e_type \(try u16(16)))") }
@@ -87,7 +89,9 @@ enum ELFSymbols {
             throw Malformed(description: "built for another processor (e_machine \(fileMachine))")
         }
         let sectionTable = try u64(0x28), entrySize = try u16(0x3a), count = try u16(0x3c)
-        guard entrySize >= 64, count < 65_536 else { throw Malformed(description: "bad section header table") }
+        guard entrySize >= 64, count < 65_536, count * entrySize <= b.count - sectionTable else {
+            throw Malformed(description: "bad section header table")
+        }
         struct Section { var type: Int, offset: Int, size: Int, link: Int, entry: Int }
         var sections: [Section] = []
         for i in 0..<count {
@@ -100,9 +104,9 @@ enum ELFSymbols {
         for symbols in sections where symbols.type == 11 {
             guard symbols.link < sections.count, symbols.entry >= 24 else { throw Malformed(description: "bad .dynsym") }
             let strings = sections[symbols.link]
-            guard strings.offset >= 0, strings.size >= 0, strings.offset + strings.size <= b.count,
-                symbols.offset >= 0, symbols.offset + symbols.size <= b.count
-            else { throw Malformed(description: "symbol table beyond the end of the file") }
+            guard strings.size <= b.count - strings.offset, symbols.size <= b.count - symbols.offset else {
+                throw Malformed(description: "symbol table beyond the end of the file")
+            }
             for k in 0..<(symbols.size / symbols.entry) {
                 let s = symbols.offset + k * symbols.entry
                 let nameOffset = try u32(s), shndx = try u16(s + 6)

@@ -139,10 +139,15 @@ public final class RunFileLock: @unchecked Sendable {
         textLength = 0
         // Retry if the file we locked was unlinked by a releasing holder in between.
         for _ in 0..<8 {
-            let f = open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+            var f = open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+            if f < 0 && errno == EACCES {
+                // Another user's lock file (their live run, or one left by sudo): flock works
+                // on a read-only descriptor, so it still excludes us while they hold it.
+                f = open(lockPath, O_RDONLY | O_CLOEXEC)
+            }
             guard f >= 0 else {
-                // No lock file can be made (read-only folder): nobody can be writing there either.
-                if errno == EROFS || errno == EACCES { return }
+                // No lock file can be made on a read-only filesystem: nobody can be writing there.
+                if errno == EROFS { return }
                 throw OutputPath.failure(path, errno, what: "cannot create its lock file \(lockPath)")
             }
             if flock(f, LOCK_EX | LOCK_NB) != 0 {

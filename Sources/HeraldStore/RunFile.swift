@@ -157,6 +157,9 @@ public enum RunFile {
             let p = try herald.openGroup("paused")
             paused = zip(try p.dataset("start_ps").read(Int64.self), try p.dataset("stop_ps").read(Int64.self))
                 .map { ExcludedInterval(startPs: $0, stopPs: $1, reason: "paused") }
+            if let bad = paused.first(where: { !($0.startPs <= $0.stopPs && $0.startPs.magnitude < 1 << 60 && $0.stopPs.magnitude < 1 << 60) }) {
+                throw StoreError(path: path, "paused interval [\(bad.startPs), \(bad.stopPs)) ps is impossible; the file is damaged", kind: .invalidFile)
+            }
         }
         let tags = try TagReader(file)
         try tags.verifyTimeOrder()
@@ -172,8 +175,11 @@ public enum RunFile {
         var recounted: [RunSummary.CountRow] = []
         var projections: [Projection] = []
         for (k, point) in pointIndex.enumerated() {
-            guard starts[k] <= stops[k] else {
-                throw StoreError(path: path, "sweeps/\(sweep) point \(point) ends before it starts; the file is damaged", kind: .invalidFile)
+            // 2⁶⁰ ps is 13 days: beyond it the arithmetic of the counter could overflow.
+            guard starts[k] <= stops[k], starts[k].magnitude < 1 << 60, stops[k].magnitude < 1 << 60 else {
+                throw StoreError(
+                    path: path, "sweeps/\(sweep) point \(point) covers [\(starts[k]), \(stops[k])) ps, which no run can; the file is damaged",
+                    kind: .invalidFile)
             }
             let block = try tags.block(from: starts[k], to: stops[k])
             var withPauses = block

@@ -68,6 +68,7 @@ public actor RunRecorder: RunEventSink {
     private let compression: DeflateSettings?
     private let rawTags: Bool
     private let diskMargin: Int64
+    private let overwrite: Bool
 
     /// Creates the output file; refuses to overwrite an existing one unless asked.
     /// `compression` stores tags shuffled and deflated (stock h5py reads them), compressed
@@ -84,6 +85,7 @@ public actor RunRecorder: RunEventSink {
         self.compression = compression
         self.rawTags = rawTags
         self.diskMargin = diskMargin
+        self.overwrite = overwrite
         try OutputPath.checkCreatable(path, overwrite: overwrite)
         // Locked before truncating, so `--overwrite` cannot destroy a file a live run holds.
         let lock = try RunFileLock(path: path, purpose: "herald run", reserveBytes: Self.reserveBytes)
@@ -157,9 +159,11 @@ public actor RunRecorder: RunEventSink {
         }
     }
 
-    private func flush() throws {
+    /// `checkSpace` false: the retry after a failed write, which runs on the released
+    /// reserve and must not be refused for the margin it is already inside.
+    private func flush(checkSpace: Bool = true) throws {
         guard !hdf5Failed else { return }
-        try ensureSpace(0)
+        if checkSpace { try ensureSpace(0) }
         try writing {
             try timestamps?.writeTail()
             try detectors?.writeTail()
@@ -185,6 +189,9 @@ public actor RunRecorder: RunEventSink {
     /// Runs HDF5 writes of about `bytes`; a failure marks the file so the close takes the
     /// careful path, and is reported as disk full when the filesystem could not take them.
     private func writing(bytes: Int64 = 1 << 20, _ body: () throws -> Void) throws {
+        // After a failed write HDF5's state is suspect: nothing more is appended, so the live
+        // tables cannot fall out of step with one another.
+        if hdf5Failed { throw writeFailure ?? StoreError(path: path, "an earlier write failed") }
         do {
             try body()
         } catch {
@@ -207,8 +214,18 @@ public actor RunRecorder: RunEventSink {
     private func begin(_ s: RunStart) throws {
         try writing { try layOut(s) }
         try flush()  // the first entry of the flush log: the run's start
-        guard rename(partialPath, path) == 0 else {
-            throw OutputPath.failure(path, errno, what: "cannot move the new file into place")
+        // Without --overwrite, link() fails if a file appeared at `path` meanwhile (rename would
+        // silently replace it); with it, rename replaces the old file atomically.
+        if overwrite {
+            guard rename(partialPath, path) == 0 else { throw OutputPath.failure(path, errno, what: "cannot move the new file into place") }
+        } else {
+            guard link(partialPath, path) == 0 else {
+                let e = errno
+                throw e == EEXIST
+                    ? StoreError(path: path, "appeared while the run started; pass --overwrite to replace it", kind: .exists)
+                    : OutputPath.failure(path, e, what: "cannot move the new file into place")
+            }
+            unlink(partialPath)
         }
         inPlace = true
         ticker = Task { [weak self] in
@@ -296,7 +313,7 @@ public actor RunRecorder: RunEventSink {
         if hdf5Failed {
             // The reserve was released when the write failed: one more try at a clean flush.
             hdf5Failed = false
-            do { try flush() } catch {
+            do { try flush(checkSpace: false) } catch {
                 for location in [timestamps, detectors, open] as [H5Location?] { location?.abandon() }
                 progress?.abandon()
                 timestamps = nil
@@ -325,7 +342,10 @@ public actor RunRecorder: RunEventSink {
         } catch {
             // Closing needs a little space too; give it the reserve if the summary ran out.
             lock?.releaseReserve()
-            throw StoreError(path: path, "could not write the run's closing summary: \(error)", kind: .diskFull)
+            let kind = (error as? StoreError)?.kind ?? ((DiskSpace.available(near: path) ?? 0) < diskMargin ? .diskFull : .other)
+            throw StoreError(
+                path: path, "could not write the run's closing summary (\(error)); the file still says \"running\": "
+                    + "run `herald recover \(path)` to restore it", kind: kind)
         }
     }
 
@@ -340,11 +360,6 @@ public actor RunRecorder: RunEventSink {
 
         let herald = try file.openGroup("user").openGroup("herald")
         let run = try herald.openGroup("run")
-        try run.setAttribute("stopped_at", iso.string(from: stop.stoppedAt))
-        try run.setAttribute("exit_status", stop.status.rawValue)
-        try run.setAttribute("reason", stop.reason ?? "")
-        // What the file holds: equal to the engine's count unless recording stopped early (disk full).
-        try run.setAttribute("tag_count", Int64(recordedTags))
         try herald.write("log", strings: log)
 
         try SummaryTables.writeSweeps(sweepRows, into: herald, withSettings: true)
@@ -363,6 +378,13 @@ public actor RunRecorder: RunEventSink {
 
         let analysis = try herald.group("analysis")
         for a in analyses { try AnalysisStore.append(a, to: analysis) }
+        // Last: until the tables above are all written the file still says "running", so a
+        // summary cut short (the disk filled) leaves a file that `herald recover` restores.
+        try run.setAttribute("stopped_at", iso.string(from: stop.stoppedAt))
+        try run.setAttribute("reason", stop.reason ?? "")
+        // What the file holds: equal to the engine's count unless recording stopped early (disk full).
+        try run.setAttribute("tag_count", Int64(recordedTags))
+        try run.setAttribute("exit_status", stop.status.rawValue)
     }
 }
 
@@ -452,9 +474,11 @@ struct LiveProgress {
     /// One row per counted point, then one per detector pair and one per singles channel of it.
     let countedDataset, countedPoint: H5AppendableDataset<Int64>
     let countedDuration: H5AppendableDataset<Double>
-    let pairDataset, pairPoint, pairChannelA, pairChannelB, pairProjection, pairCoincidences: H5AppendableDataset<Int64>
+    /// Pairs and singles name their counted row by its ordinal: an inner sweep repeats its
+    /// (sweep, point) for every outer point, so those cannot key them.
+    let pairRow, pairChannelA, pairChannelB, pairProjection, pairCoincidences: H5AppendableDataset<Int64>
     let pairAccidentals: H5AppendableDataset<Double>
-    let singlesDataset, singlesPoint, singlesChannel, singlesCount: H5AppendableDataset<Int64>
+    let singlesRow, singlesChannel, singlesCount: H5AppendableDataset<Int64>
     /// When each flush happened (Unix seconds) and the last tag it made durable.
     let flushUnix: H5AppendableDataset<Double>
     let flushLastTag: H5AppendableDataset<Int64>
@@ -493,15 +517,13 @@ struct LiveProgress {
         countedDataset = try int("counted_sweep")
         countedPoint = try int("counted_point")
         countedDuration = try real("counted_duration_s")
-        pairDataset = try int("pair_sweep")
-        pairPoint = try int("pair_point")
+        pairRow = try int("pair_row")
         pairChannelA = try int("pair_channel_a")
         pairChannelB = try int("pair_channel_b")
         pairProjection = try int("pair_projection")
         pairCoincidences = try int("pair_coincidences")
         pairAccidentals = try real("pair_accidentals")
-        singlesDataset = try int("singles_sweep")
-        singlesPoint = try int("singles_point")
+        singlesRow = try int("singles_row")
         singlesChannel = try int("singles_channel")
         singlesCount = try int("singles_count")
         flushUnix = try real("flush_unix_s")
@@ -511,8 +533,8 @@ struct LiveProgress {
     private var all: [H5Location] {
         [
             pointSweep, pointIndex, pointStart, pointStop, pausedStart, pausedStop, countedDataset, countedPoint,
-            countedDuration, pairDataset, pairPoint, pairChannelA, pairChannelB, pairProjection, pairCoincidences,
-            pairAccidentals, singlesDataset, singlesPoint, singlesChannel, singlesCount, flushUnix, flushLastTag,
+            countedDuration, pairRow, pairChannelA, pairChannelB, pairProjection, pairCoincidences,
+            pairAccidentals, singlesRow, singlesChannel, singlesCount, flushUnix, flushLastTag,
         ]
     }
 
@@ -532,12 +554,9 @@ struct LiveProgress {
 
     func add(_ c: PointCounts) throws {
         let sweep = Int64(sweepNames.firstIndex(of: c.sweep) ?? -1), point = Int64(c.index)
-        try countedDataset.append([sweep])
-        try countedPoint.append([point])
-        try countedDuration.append([c.duration])
+        let row = Int64(countedPoint.count)
         for pair in c.pairs {
-            try pairDataset.append([sweep])
-            try pairPoint.append([point])
+            try pairRow.append([row])
             try pairChannelA.append([Int64(pair.channelA)])
             try pairChannelB.append([Int64(pair.channelB)])
             try pairProjection.append([ProjectionCode.encode(pair.projection)])
@@ -545,11 +564,15 @@ struct LiveProgress {
             try pairAccidentals.append([pair.accidentals])
         }
         for (channel, n) in c.singles.sorted(by: { $0.key < $1.key }) {
-            try singlesDataset.append([sweep])
-            try singlesPoint.append([point])
+            try singlesRow.append([row])
             try singlesChannel.append([Int64(channel)])
             try singlesCount.append([Int64(n)])
         }
+        // The counted row last: recovery keeps a point only if its row made it, so a point
+        // cut short mid-write is dropped whole, never kept in part.
+        try countedDataset.append([sweep])
+        try countedDuration.append([c.duration])
+        try countedPoint.append([point])
     }
 
     func addFlush(unixSeconds: Double, lastTagPs: Int64) throws {

@@ -94,33 +94,32 @@ public enum RunRecovery {
         func reals(_ name: String) throws -> [Double] { try progress.dataset(name).read(Double.self) }
         let cSweep = try ints("counted_sweep"), cPoint = try ints("counted_point"), cDuration = try reals("counted_duration_s")
         var rows: [PointCounts] = []
-        var position: [String: Int] = [:]
-        func key(_ sweep: Int64, _ point: Int64) -> String { "\(sweep)/\(point)" }
+        // Counted row ordinal → index in `rows` (rows of a sweep not in sweep_names are skipped).
+        var position: [Int64: Int] = [:]
         for i in 0..<min(cSweep.count, cPoint.count, cDuration.count) {
             guard names.indices.contains(Int(cSweep[i])) else { continue }
             let name = names[Int(cSweep[i])], index = Int(cPoint[i])
             // Named acquisitions have no planned labels: their one point is labelled with the name.
             let labels = planned.contains(name) ? try planned.dataset(name).readStrings() : []
             let label = planned.contains(name) ? (labels.indices.contains(index) ? labels[index] : "") : name
-            position[key(cSweep[i], cPoint[i])] = rows.count
+            position[Int64(i)] = rows.count
             rows.append(PointCounts(sweep: name, index: index, label: label, duration: cDuration[i], singles: [:], pairs: []))
         }
-        let pSweep = try ints("pair_sweep"), pPoint = try ints("pair_point"), pA = try ints("pair_channel_a")
+        let pRow = try ints("pair_row"), pA = try ints("pair_channel_a")
         let pB = try ints("pair_channel_b"), pProjection = try ints("pair_projection"), pN = try ints("pair_coincidences")
         let pAcc = try reals("pair_accidentals")
-        let pairRows = [pSweep.count, pPoint.count, pA.count, pB.count, pProjection.count, pN.count, pAcc.count].min() ?? 0
+        let pairRows = [pRow.count, pA.count, pB.count, pProjection.count, pN.count, pAcc.count].min() ?? 0
         for i in 0..<pairRows {
-            guard let r = position[key(pSweep[i], pPoint[i])] else { continue }
+            guard let r = position[pRow[i]] else { continue }  // its point's row was never flushed
             let a = Int(pA[i]), b = Int(pB[i])
             rows[r].pairs.append(
                 PointCounts.Pair(
                     channelA: a, channelB: b, projection: ProjectionCode.decode(pProjection[i], channelA: a, channelB: b),
                     coincidences: Int(pN[i]), accidentals: pAcc[i]))
         }
-        let sSweep = try ints("singles_sweep"), sPoint = try ints("singles_point")
-        let sChannel = try ints("singles_channel"), sN = try ints("singles_count")
-        for i in 0..<min(sSweep.count, sPoint.count, sChannel.count, sN.count) {
-            guard let r = position[key(sSweep[i], sPoint[i])] else { continue }
+        let sRow = try ints("singles_row"), sChannel = try ints("singles_channel"), sN = try ints("singles_count")
+        for i in 0..<min(sRow.count, sChannel.count, sN.count) {
+            guard let r = position[sRow[i]] else { continue }
             rows[r].singles[Int(sChannel[i])] = Int(sN[i])
         }
         try SummaryTables.writeCounts(rows, into: herald)

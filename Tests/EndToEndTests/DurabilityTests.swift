@@ -30,6 +30,31 @@ let longPointScript = """
       - acquire: {device: tagger, duration: 3 s, name: long}
     """
 
+/// Pump power outside, a waveplate angle inside, counted per inner point.
+let nestedSweepScript = """
+    herald: 1
+    name: nested
+    simulation: {pair_rate: 100 kHz, dark_rate: 100 Hz}
+    devices:
+      pump: {driver: mock.laser}
+      hwp_a: {driver: mock.rotator, settings: {arm: a, plate: hwp}}
+      tagger: {driver: mock.timetagger}
+    steps:
+      - set: {pump.power: 5 mW, pump.enabled: true}
+      - sweep:
+          name: power
+          set: pump.power
+          values: [5 mW, 10 mW, 15 mW]
+          steps:
+            - sweep:
+                name: angle
+                set: hwp_a.angle
+                values: [0 deg, 22.5 deg, 45 deg]
+                steps:
+                  - acquire: {device: tagger, duration: 60 ms}
+      - rates: {sweep: angle, pairs: [[1, 3]], window: 1 ns}
+    """
+
 /// Starts `herald run … --realtime` on a script and waits until its file exists.
 func startRealtimeRun(_ script: String, out: String, _ extra: [String] = []) async throws -> Process {
     let p = Process()
@@ -86,14 +111,17 @@ struct ScratchMount {
     @Test(arguments: [
         ("long", 10, [String]()), ("tomography", 10, ["--set", "integration=40ms"]),
         ("tomography", 20, ["--set", "integration=40ms", "--no-raw-tags"]),
+        // An inner sweep repeats its (sweep, point) for every outer point: its counts must
+        // still come back row for row.
+        ("nested", 6, ["--no-raw-tags"]),
     ])
     func killedRunsRecoverAPrefixOfTheUninterruptedRun(script: String, kills: Int, options: [String]) async throws {
         let dir = try Paths.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }
         var path = demoScript
-        if script == "long" {
-            path = dir.appendingPathComponent("long.yaml").path
-            try longPointScript.write(toFile: path, atomically: true, encoding: .utf8)
+        if script == "long" || script == "nested" {
+            path = dir.appendingPathComponent(script + ".yaml").path
+            try (script == "long" ? longPointScript : nestedSweepScript).write(toFile: path, atomically: true, encoding: .utf8)
         }
         let r = try await python(["kill-trials", Paths.herald.path, path, dir.path, "\(kills)"] + options)
         #expect(r.status == 0, "\(r.stdout)\(r.stderr)")
