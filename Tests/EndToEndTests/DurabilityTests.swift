@@ -4,17 +4,6 @@ import HeraldRunner
 import HeraldStore
 import Testing
 
-/// Runs Python with h5py on `file` off the cooperative pool and decodes the JSON it prints.
-func probeOffPool(_ file: String, _ snippet: String) async throws -> [String: Any] {
-    let code = "import h5py, json, sys, numpy as np\nf = h5py.File(sys.argv[1], 'r')\n" + snippet
-    let r = try await runProcessOffPool(Paths.python, ["-c", code, file])
-    guard r.status == 0, let obj = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any] else {
-        Issue.record("probe failed: \(r.stderr)")
-        return [:]
-    }
-    return obj
-}
-
 /// A long single acquisition at a modest rate: flushes inside it come only from the
 /// recorder's clock, not from finished points.
 let longPointScript = """
@@ -140,7 +129,7 @@ struct ScratchMount {
         #expect(r.status == 1, "\(r.stderr)")
         #expect(r.stdout.contains("disk full") && r.stdout.contains("free on its filesystem"), "\(r.stdout)")
         #expect(!r.stderr.contains("crashed"))
-        let file = try await probeOffPool(
+        let file = try await probe(
             out,
             """
             r = f['user/herald/run'].attrs
@@ -174,7 +163,7 @@ struct ScratchMount {
             let rec = try await runProcessOffPool(Paths.herald.path, ["recover", out])
             #expect(rec.status == 0, "\(rec.stderr)")
         }
-        let file = try await probeOffPool(out, "print(json.dumps({'tags': len(f['photon_data/timestamps'])}))")
+        let file = try await probe(out, "print(json.dumps({'tags': len(f['photon_data/timestamps'])}))")
         #expect((file["tags"] as? Int ?? 0) > 0)
     }
 
@@ -192,7 +181,7 @@ struct ScratchMount {
         #expect(recover.stderr.contains("is in use by process \(live.processIdentifier)"), "\(recover.stderr)")
         await waitForExit(live)
         #expect(live.terminationStatus == 0)
-        let file = try await probeOffPool(out, "print(json.dumps({'status': f['user/herald/run'].attrs['exit_status']}))")
+        let file = try await probe(out, "print(json.dumps({'status': f['user/herald/run'].attrs['exit_status']}))")
         #expect(file["status"] as? String == "success")
         #expect(!FileManager.default.fileExists(atPath: out + ".lock"))
         // Once the writer is gone the lock is free: an overwrite goes ahead.
@@ -280,7 +269,7 @@ let minuteScript = """
         let text = String(decoding: stderr, as: UTF8.self)
         #expect(p.terminationReason == .exit && p.terminationStatus == 130, "\(text)")
         #expect(!text.contains("Program crashed"))
-        let file = try await probeOffPool(
+        let file = try await probe(
             out,
             "r = f['user/herald/run'].attrs\nprint(json.dumps({'status': r['exit_status'], 'reason': r['reason'], 'tags': len(f['photon_data/timestamps']), 'log': list(f['user/herald/log'].asstr()[:])}))")
         #expect(file["status"] as? String == "aborted")
@@ -302,7 +291,7 @@ extension StopSignalTests {
         kill(p.processIdentifier, SIGPIPE)
         await waitForExit(p)
         #expect(p.terminationReason == .exit && p.terminationStatus == 0)
-        let file = try await probeOffPool(out, "print(json.dumps({'status': f['user/herald/run'].attrs['exit_status']}))")
+        let file = try await probe(out, "print(json.dumps({'status': f['user/herald/run'].attrs['exit_status']}))")
         #expect(file["status"] as? String == "success")
     }
 }
