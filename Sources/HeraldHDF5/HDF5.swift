@@ -95,8 +95,7 @@ public class H5Location {
 
     /// Writes (or replaces) a 1-D fixed-length UTF-8 string array attribute.
     func setAttribute(_ name: String, fixedArray values: [String]) throws {
-        let encoded = values.map { Array($0.utf8) }
-        let width = max(1, encoded.map(\.count).max() ?? 1)
+        let (width, buffer) = FixedStrings.pack(values)
         let type = try StringType.fixed(width, utf8: true)
         let space = try dataspace([hsize_t(values.count)], name)
         defer { H5Sclose(space) }
@@ -104,8 +103,6 @@ public class H5Location {
         let attr = try checkID(
             H5Acreate2(id, name, type.id, space, herald_h5p_default(), herald_h5p_default()), "H5Acreate2", "\(path)@\(name)")
         defer { H5Aclose(attr) }
-        var buffer = [UInt8](repeating: 0, count: width * max(1, values.count))
-        for (i, bytes) in encoded.enumerated() { buffer.replaceSubrange((i * width)..<(i * width + bytes.count), with: bytes) }
         try check(H5Awrite(attr, type.id, buffer), "H5Awrite", "\(path)@\(name)")
     }
 
@@ -248,8 +245,7 @@ public class H5Group: H5Location {
     /// those datasets, and libhdf5 1.10 crashes (not fails) on a damaged heap reference.
     @discardableResult
     public func write(_ name: String, strings values: [String], shape: [Int]? = nil) throws -> H5Dataset {
-        let encoded = values.map { Array($0.utf8) }
-        let width = max(1, encoded.map(\.count).max() ?? 1)
+        let (width, buffer) = FixedStrings.pack(values)
         let type = try StringType.fixed(width, utf8: true)
         let dims = (shape ?? [values.count]).map { hsize_t($0) }
         let full = childPath(name)
@@ -260,8 +256,6 @@ public class H5Group: H5Location {
             "H5Dcreate2", full)
         let ds = H5Dataset(handle: Handle(did, closer: H5Dclose), path: full)
         guard !values.isEmpty else { return ds }
-        var buffer = [UInt8](repeating: 0, count: width * values.count)
-        for (i, bytes) in encoded.enumerated() { buffer.replaceSubrange((i * width)..<(i * width + bytes.count), with: bytes) }
         try check(H5Dwrite(did, type.id, herald_h5s_all(), herald_h5s_all(), herald_h5p_default(), buffer), "H5Dwrite", full)
         return ds
     }
@@ -527,5 +521,24 @@ enum CompactStorage {
         try check(H5Pset_link_phase_change(plist, maxCompact, maxCompact), "H5Pset_link_phase_change", "compact storage")
         try check(H5Pset_attr_phase_change(plist, maxCompact, maxCompact), "H5Pset_attr_phase_change", "compact storage")
         return plist
+    }
+}
+
+/// Fixed-length, null-padded string arrays as HDF5 stores them: one buffer of equal-width
+/// cells. Used by every fixed-length string write and read, datasets and attributes alike.
+enum FixedStrings {
+    /// The cell width (the longest value in bytes, at least 1) and the packed buffer (at least
+    /// one cell, so an empty array still has storage to point at).
+    static func pack(_ values: [String]) -> (width: Int, buffer: [UInt8]) {
+        let encoded = values.map { Array($0.utf8) }
+        let width = max(1, encoded.map(\.count).max() ?? 1)
+        var buffer = [UInt8](repeating: 0, count: width * max(1, values.count))
+        for (i, bytes) in encoded.enumerated() { buffer.replaceSubrange((i * width)..<(i * width + bytes.count), with: bytes) }
+        return (width, buffer)
+    }
+
+    /// `count` cells of `width` bytes, each cut at its first NUL.
+    static func unpack(_ buffer: [UInt8], count: Int, width: Int) -> [String] {
+        (0..<count).map { i in String(decoding: buffer[(i * width)..<((i + 1) * width)].prefix { $0 != 0 }, as: UTF8.self) }
     }
 }

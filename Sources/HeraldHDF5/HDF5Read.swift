@@ -92,7 +92,7 @@ extension H5Location {
         guard n > 0 else { return [] }
         var buffer = [UInt8](repeating: 0, count: n * size)
         try check(H5Aread(attr, type, &buffer), "H5Aread", "\(path)@\(name)")
-        return (0..<n).map { i in String(decoding: buffer[(i * size)..<((i + 1) * size)].prefix { $0 != 0 }, as: UTF8.self) }
+        return FixedStrings.unpack(buffer, count: n, width: size)
     }
 
     /// Reads a string attribute as stored (fixed-length or variable-length).
@@ -237,7 +237,7 @@ extension H5Dataset {
         }
         var buffer = [UInt8](repeating: 0, count: n * size)
         try check(H5Dread(id, type, herald_h5s_all(), herald_h5s_all(), herald_h5p_default(), &buffer), "H5Dread", path)
-        return (0..<n).map { i in String(decoding: buffer[(i * size)..<((i + 1) * size)].prefix { $0 != 0 }, as: UTF8.self) }
+        return FixedStrings.unpack(buffer, count: n, width: size)
     }
 }
 

@@ -89,7 +89,7 @@ public enum RunRecovery {
         let progress = try herald.openGroup("progress")
         guard progress.contains("counted_point") else { return 0 }  // written by Herald before 0.2 counts
         let names = try progress.dataset("sweep_names").readStrings()
-        let planned = try progress.openGroup("planned_labels")
+        let labels = try PlannedLabels(progress, names)
         func ints(_ name: String) throws -> [Int64] { try progress.dataset(name).read(Int64.self) }
         func reals(_ name: String) throws -> [Double] { try progress.dataset(name).read(Double.self) }
         let cSweep = try ints("counted_sweep"), cPoint = try ints("counted_point"), cDuration = try reals("counted_duration_s")
@@ -99,11 +99,9 @@ public enum RunRecovery {
         for i in 0..<min(cSweep.count, cPoint.count, cDuration.count) {
             guard names.indices.contains(Int(cSweep[i])) else { continue }
             let name = names[Int(cSweep[i])], index = Int(cPoint[i])
-            // Named acquisitions have no planned labels: their one point is labelled with the name.
-            let labels = planned.contains(name) ? try planned.dataset(name).readStrings() : []
-            let label = planned.contains(name) ? (labels.indices.contains(index) ? labels[index] : "") : name
             position[Int64(i)] = rows.count
-            rows.append(PointCounts(sweep: name, index: index, label: label, duration: cDuration[i], singles: [:], pairs: []))
+            rows.append(
+                PointCounts(sweep: name, index: index, label: labels.label(name, index), duration: cDuration[i], singles: [:], pairs: []))
         }
         let pRow = try ints("pair_row"), pA = try ints("pair_channel_a")
         let pB = try ints("pair_channel_b"), pProjection = try ints("pair_projection"), pN = try ints("pair_coincidences")
@@ -135,17 +133,13 @@ public enum RunRecovery {
         let sweep = try column("point_sweep"), index = try column("point_index")
         let start = try column("point_start_ps"), stop = try column("point_stop_ps")
         let rows = min(sweep.count, index.count, start.count, stop.count)
-        let planned = try progress.openGroup("planned_labels")
+        let labels = try PlannedLabels(progress, names)
         var records: [SweepPointRecord] = []
         for (ordinal, name) in names.enumerated() {
-            let isSweep = planned.contains(name)
-            let labels = isSweep ? try planned.dataset(name).readStrings() : []
             for i in 0..<rows where sweep[i] == Int64(ordinal) {
                 let k = Int(index[i])
-                // A named acquisition's one point is labelled with its name, as the engine does.
-                let label = isSweep ? (labels.indices.contains(k) ? labels[k] : "") : name
                 records.append(SweepPointRecord(
-                    sweep: name, index: k, label: label, settings: [:],
+                    sweep: name, index: k, label: labels.label(name, k), settings: [:],
                     startPs: start[i], stopPs: stop[i]))
             }
         }
@@ -154,5 +148,24 @@ public enum RunRecovery {
         let n = min(ps.count, pe.count)
         _ = try SummaryTables.writePaused(start: Array(ps.prefix(n)), stop: Array(pe.prefix(n)), into: herald)
         return rows
+    }
+}
+
+/// Each point's label as the engine gave it, from `progress/planned_labels` (read once per
+/// data set): a sweep's planned label by index; a named acquisition, which has none, is
+/// labelled with its name.
+struct PlannedLabels {
+    private let bySweep: [String: [String]]
+
+    init(_ progress: H5Group, _ names: [String]) throws {
+        let planned = try progress.openGroup("planned_labels")
+        var bySweep: [String: [String]] = [:]
+        for name in names where planned.contains(name) { bySweep[name] = try planned.dataset(name).readStrings() }
+        self.bySweep = bySweep
+    }
+
+    func label(_ name: String, _ index: Int) -> String {
+        guard let labels = bySweep[name] else { return name }
+        return labels.indices.contains(index) ? labels[index] : ""
     }
 }

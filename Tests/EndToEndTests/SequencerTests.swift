@@ -174,17 +174,7 @@ func lockScript(lockTime: String, timeout: String) -> String {
     /// SIGTERM mid-acquisition: the run stops within the bound, the laser is left off, and
     /// the file is closed with exit status "aborted" and the tags taken so far.
     @Test func sigtermDuringAcquisitionRunsTheSafeStateAndClosesTheFile() async throws {
-        let (dir, script, out) = try scriptFixture(
-            """
-            herald: 1
-            simulation: {pair_rate: 20 kHz, dark_rate: 100 Hz}
-            devices:
-              pump: {driver: mock.laser}
-              tagger: {driver: mock.timetagger}
-            steps:
-              - set: {pump.power: 10 mW, pump.enabled: true}
-              - acquire: {device: tagger, duration: 60 s}
-            """)
+        let (dir, script, out) = try scriptFixture(minuteScript)
         defer { try? FileManager.default.removeItem(at: dir) }
         let p = Process()
         p.executableURL = Paths.herald
