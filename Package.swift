@@ -63,15 +63,18 @@ let package = Package(
         .target(
             name: "HeraldSequencer",
             dependencies: [
-                "HeraldCore", "HeraldAnalysis",
+                "HeraldCore",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings),
         .target(name: "HeraldHDF5", dependencies: ["CHDF5", "CLibDeflate"], swiftSettings: swiftSettings),
+        // Reads recorded runs (summary, tag stream, the stored events a recount replays): used by
+        // the store, the replay driver and `herald analyze`, so no driver depends on the store.
+        .target(name: "HeraldRunReader", dependencies: ["HeraldCore", "HeraldHDF5"], swiftSettings: swiftSettings),
         .target(
             name: "HeraldStore",
             dependencies: [
-                "HeraldCore", "HeraldHDF5", "HeraldAnalysis", "HeraldTTTR", .product(name: "Crypto", package: "swift-crypto"),
+                "HeraldCore", "HeraldHDF5", "HeraldRunReader", "HeraldTTTR", .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: swiftSettings),
         // Reads time-tag recordings (PicoQuant PTU, Swabian dumps). Optimised in debug builds
@@ -89,7 +92,7 @@ let package = Package(
         .target(
             name: "HeraldRunner",
             dependencies: [
-                "HeraldCore", "HeraldScript", "HeraldSequencer", "HeraldStore", "HeraldHDF5", "HeraldAnalysis", "HeraldPlugins",
+                "HeraldCore", "HeraldScript", "HeraldSequencer", "HeraldStore", "HeraldRunReader", "HeraldHDF5", "HeraldAnalysis", "HeraldPlugins",
                 "SimulatedLab", "MockLaser", "MockRotator", "MockTimeTagger", "MockShutter", "MockCounter", "ReplayTimeTagger",
                 "ThorlabsITC4001", "ThorlabsElliptec", "S15TDC1",
                 .product(name: "Clocks", package: "swift-clocks"),
@@ -99,7 +102,7 @@ let package = Package(
         .executableTarget(
             name: "herald",
             dependencies: [
-                "HeraldRunner", "HeraldCore", "HeraldScript", "HeraldUSB", "HeraldAnalysis", "HeraldStore", "HeraldTTTR",
+                "HeraldRunner", "HeraldCore", "HeraldScript", "HeraldUSB", "HeraldAnalysis", "HeraldStore", "HeraldRunReader", "HeraldTTTR",
                 "DriverConformance",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -109,7 +112,7 @@ let package = Package(
         // Bounded corpus-mutation fuzzing of every input parser (make fuzz; a short run in make test).
         .executableTarget(
             name: "HeraldFuzz",
-            dependencies: ["HeraldAnalysis", "HeraldCore", "HeraldRunner", "HeraldScript", "HeraldStore", "HeraldTTTR"],
+            dependencies: ["HeraldAnalysis", "HeraldCore", "HeraldRunner", "HeraldRunReader", "HeraldScript", "HeraldStore", "HeraldTTTR"],
             swiftSettings: swiftSettings),
         .executableTarget(
             name: "HeraldBench", dependencies: ["HeraldAnalysis", "HeraldCore", "HeraldHDF5", "HeraldTTTR"], swiftSettings: swiftSettings),
@@ -154,7 +157,7 @@ let package = Package(
             path: "Drivers/MockCounter", swiftSettings: swiftSettings),
         // Plays a recording (PTU, Swabian dump, Herald run) back through the tagger interface.
         .target(
-            name: "ReplayTimeTagger", dependencies: ["HeraldCore", "HeraldStore", "HeraldTTTR"],
+            name: "ReplayTimeTagger", dependencies: ["HeraldCore", "HeraldRunReader", "HeraldTTTR"],
             path: "Drivers/ReplayTimeTagger", swiftSettings: swiftSettings),
 
         // MARK: Tests
@@ -172,7 +175,7 @@ let package = Package(
         .testTarget(
             name: "EndToEndTests",
             dependencies: [
-                "HeraldRunner", "HeraldCore", "HeraldAnalysis", "HeraldStore", "HeraldTTTR", "SimulatedLab", "herald", "HeraldFuzz",
+                "HeraldRunner", "HeraldCore", "HeraldAnalysis", "HeraldStore", "HeraldRunReader", "HeraldTTTR", "SimulatedLab", "herald", "HeraldFuzz",
                 "DriverConformance", "HeraldPlugins", "HeraldUSBProtocols", "S15TDC1",
                 .product(name: "Numerics", package: "swift-numerics"),
             ],

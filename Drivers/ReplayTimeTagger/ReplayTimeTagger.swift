@@ -1,6 +1,6 @@
 import Foundation
 import HeraldCore
-import HeraldStore
+import HeraldRunReader
 import HeraldTTTR
 
 /// A time tagger whose "inputs" are a recording: a PicoQuant file (.ptu), a Swabian Time

@@ -1,5 +1,5 @@
 /// A place in a script file, 1-based, as editors show it.
-public struct SourceLocation: Sendable, Hashable, CustomStringConvertible {
+public struct SourceLocation: Sendable, Hashable, Codable, CustomStringConvertible {
     public var file: String
     public var line: Int
     public var column: Int
@@ -57,4 +57,18 @@ public struct DeviceError: Error, Sendable, CustomStringConvertible {
     }
 
     public var description: String { "device '\(device)' \(kind.rawValue): \(detail)" }
+}
+
+/// A plan step that did not complete (a wait that timed out, an analysis its data cannot
+/// support), with the script location it came from.
+public struct StepError: Error, CustomStringConvertible, Sendable {
+    public var location: SourceLocation?
+    public var message: String
+
+    public init(location: SourceLocation?, message: String) {
+        self.location = location
+        self.message = message
+    }
+
+    public var description: String { (location.map { "\($0): " } ?? "") + message }
 }

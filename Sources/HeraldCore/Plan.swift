@@ -98,7 +98,7 @@ public struct Sweep: Sendable {
 }
 
 /// Which detector channels see each arm's analyzer outputs.
-public struct ArmChannels: Sendable, Hashable {
+public struct ArmChannels: Sendable, Hashable, Codable {
     /// Channel behind the PBS transmitted port.
     public var pass: Int
     /// Channel behind the reflected port, if detected.
@@ -111,7 +111,7 @@ public struct ArmChannels: Sendable, Hashable {
 }
 
 /// Coincidence and tomography parameters for an analysis step.
-public struct TomographySpec: Sendable {
+public struct TomographySpec: Sendable, Codable, Equatable {
     public var sweep: String
     public var armA: ArmChannels
     public var armB: ArmChannels
@@ -174,7 +174,7 @@ public struct Interlock: Sendable {
 }
 
 /// How coincidences are counted for one data set (a sweep or a named acquisition).
-public struct CountingSpec: Sendable, Equatable {
+public struct CountingSpec: Sendable, Equatable, Codable {
     public var pairs: [ChannelPair]
     /// Full coincidence window in seconds: tags pair when |Δt| ≤ window/2.
     public var window: Double
@@ -190,7 +190,7 @@ public struct CountingSpec: Sendable, Equatable {
     public var channels: Set<Int> { Set(pairs.flatMap { [$0.a, $0.b] }) }
 }
 
-public struct ChannelPair: Sendable, Hashable {
+public struct ChannelPair: Sendable, Hashable, Codable {
     public var a: Int
     public var b: Int
     public init(_ a: Int, _ b: Int) {

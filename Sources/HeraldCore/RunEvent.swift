@@ -63,9 +63,12 @@ public struct SweepPointRecord: Sendable, Equatable {
     public var settings: [String: String]
     public var startPs: Int64
     public var stopPs: Int64
+    /// The point of the enclosing sweep this point ran inside, for nested sweeps.
+    public var outer: PointRef?
 
     public init(
-        sweep: String, index: Int, label: String, settings: [String: String], startPs: Int64, stopPs: Int64
+        sweep: String, index: Int, label: String, settings: [String: String], startPs: Int64, stopPs: Int64,
+        outer: PointRef? = nil
     ) {
         self.sweep = sweep
         self.index = index
@@ -73,7 +76,39 @@ public struct SweepPointRecord: Sendable, Equatable {
         self.settings = settings
         self.startPs = startPs
         self.stopPs = stopPs
+        self.outer = outer
     }
+}
+
+/// Names one point of a data set: the outer point of a nested sweep's point or analysis.
+public struct PointRef: Sendable, Hashable, Codable {
+    public var sweep: String
+    public var index: Int
+    public var label: String
+
+    public init(sweep: String, index: Int, label: String) {
+        self.sweep = sweep
+        self.index = index
+        self.label = label
+    }
+}
+
+/// One stretch of the tag stream a tagger acquired. `counted` is false for a stretch that
+/// overlapped an interlock violation: its tags stay in the raw data, not in the counts.
+public struct AcquisitionRecord: Sendable, Equatable {
+    public var device: String
+    public var startPs: Int64
+    public var stopPs: Int64
+    public var counted: Bool
+
+    public init(device: String, startPs: Int64, stopPs: Int64, counted: Bool) {
+        self.device = device
+        self.startPs = startPs
+        self.stopPs = stopPs
+        self.counted = counted
+    }
+
+    public var seconds: Double { Double(stopPs - startPs) * 1e-12 }
 }
 
 /// Coincidences counted for one sweep point.
@@ -99,17 +134,23 @@ public struct PointCounts: Sendable, Equatable {
     public var sweep: String
     public var index: Int
     public var label: String
+    /// Live time: the counted acquisitions of the point, in seconds.
     public var duration: Double
     public var singles: [Int: Int]
     public var pairs: [Pair]
+    /// The enclosing sweep's point, for a point of a nested sweep.
+    public var outer: PointRef?
 
-    public init(sweep: String, index: Int, label: String, duration: Double, singles: [Int: Int], pairs: [Pair]) {
+    public init(
+        sweep: String, index: Int, label: String, duration: Double, singles: [Int: Int], pairs: [Pair], outer: PointRef? = nil
+    ) {
         self.sweep = sweep
         self.index = index
         self.label = label
         self.duration = duration
         self.singles = singles
         self.pairs = pairs
+        self.outer = outer
     }
 }
 
@@ -128,6 +169,8 @@ public struct AnalysisRecord: Sendable, Equatable {
     public var notes: [String]
     /// Per-point tables (e.g. `rate_1` per sweep point), each as long as the data set.
     public var series: [String: [Double]] = [:]
+    /// For an analysis of a nested sweep: the outer point whose inner points it analysed.
+    public var outer: PointRef?
 
     public init(
         name: String, estimator: String, parameters: [String: String], values: [String: Double],
@@ -177,14 +220,20 @@ public struct RunStop: Sendable {
     }
 }
 
-/// The typed documents a run emits, in order. Consumers (HDF5 writer, progress
-/// display, live monitors) subscribe to these; none of them touches a device.
+/// The typed documents a run emits, in order. The engine emits what happened at the
+/// devices (points, tags, acquisitions, pauses, analysis requests); the run reducer adds
+/// what they mean (counts, analyses). Consumers (HDF5 writer, progress display, live
+/// monitors) subscribe to these; none of them touches a device.
 public enum RunEvent: Sendable {
     case runStarted(RunStart)
     case stepStarted(index: Int, summary: String)
     case sweepPointStarted(sweep: String, index: Int, of: Int, label: String)
     case tags(device: String, TagBlock)
     case sweepPointFinished(SweepPointRecord)
+    /// A stretch a tagger acquired, after its interlock check: its tags precede it.
+    case acquired(AcquisitionRecord)
+    /// The plan reached an analysis step: the reducer answers with `.analysis` events.
+    case analysisRequested(AnalysisStep, location: SourceLocation?)
     case counts(PointCounts)
     case analysis(AnalysisRecord)
     case pause(PauseRecord)

@@ -22,6 +22,7 @@ import HeraldAnalysis
 import HeraldCore
 import HeraldRunner
 import HeraldScript
+import HeraldRunReader
 import HeraldStore
 import HeraldTTTR
 
@@ -201,7 +202,7 @@ for iteration in 0..<options.iterations {
             try Data(mutated).write(to: URL(fileURLWithPath: options.work + "/input." + ext))
             try Data(mutated).write(to: URL(fileURLWithPath: current))
             do { _ = try RunFile.summary(path: current) } catch { note(error) }
-            do { _ = try RunFile.retomograph(path: current, .init(window: 2e-9)) } catch { note(error) }
+            do { _ = try await Herald.recount(path: current, .init(windowPs: 2000)) } catch { note(error) }
             _ = try RunRecovery.recover(path: current)
         }
         outcomes[.accepted, default: 0] += 1

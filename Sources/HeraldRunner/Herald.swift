@@ -1,5 +1,6 @@
 import Clocks
 import Foundation
+import HeraldAnalysis
 import HeraldCore
 import HeraldScript
 import HeraldSequencer
@@ -156,6 +157,8 @@ public enum Herald {
             public var rhoImag: [Double]
             public var notes: [String]
             public var series: [String: [Double]]
+            /// For an analysis of a nested sweep: the outer point it covers.
+            public var outer: PointRef?
         }
     }
 
@@ -208,9 +211,10 @@ public enum Herald {
             path: output, overwrite: request.overwrite, compression: request.compressionLevel.map { DeflateSettings(level: $0) },
             rawTags: request.rawTags, diskMargin: request.diskMargin)
         let collector = ReportCollector()
+        // The engine's events go through the reducer, which adds counts and analyses for the consumers below it.
+        let reducer = RunReducer(downstream: [recorder, collector] + extraSinks)
         let engine = RunEngine(
-            plan: plan, devices: devices, clock: clock, sinks: [recorder, collector] + extraSinks, logger: logger,
-            stopRequest: request.stopRequest)
+            plan: plan, devices: devices, clock: clock, sinks: [reducer], logger: logger, stopRequest: request.stopRequest)
         let start = RunStart(
             runID: UUID(), plan: plan, devices: records, seed: seed, mock: allMock, startedAt: Date(),
             heraldVersion: version)
@@ -247,7 +251,7 @@ actor ReportCollector: RunEventSink {
             analyses.append(
                 .init(
                     name: a.name, estimator: a.estimator, values: a.values, uncertainties: a.uncertainties,
-                    rhoReal: a.rhoReal, rhoImag: a.rhoImag, notes: a.notes, series: a.series))
+                    rhoReal: a.rhoReal, rhoImag: a.rhoImag, notes: a.notes, series: a.series, outer: a.outer))
         }
     }
 }

@@ -1,23 +1,15 @@
 import Foundation
-import HeraldAnalysis
 import HeraldCore
 import Logging
-
-/// A step that did not complete, with the script location it came from.
-public struct StepError: Error, CustomStringConvertible, Sendable {
-    public var location: SourceLocation?
-    public var message: String
-
-    public var description: String { (location.map { "\($0): " } ?? "") + message }
-}
 
 /// Executes a plan against open devices and emits typed run events.
 ///
 /// The engine owns *how* a plan runs: ordering, device-call timeouts and retries,
-/// interlocks (pause, resume, exclusion of the paused interval), the tag-to-setting
-/// bookkeeping, analysis where the script asks for it, and — on any failure or
-/// cancellation — the safe state of every device before the run-stop event that lets
-/// the store close its file. Only the engine touches devices.
+/// interlocks (pause, resume, and which acquisitions count), the mapping of points to
+/// intervals of the tag stream, and — on any failure or cancellation — the safe state of
+/// every device before the run-stop event that lets the store close its file. Only the
+/// engine touches devices. It counts nothing: at an analysis step it asks, and the run
+/// reducer (a consumer of its events) answers.
 public final class RunEngine: Sendable {
     public let plan: Plan
     let devices: [String: any Device]
@@ -251,14 +243,11 @@ public final class RunEngine: Sendable {
             }
         case .acquire(let device, let duration, let name, _):
             if let name {
-                let outer = state.point
-                state.point = try PointContext(spec: state.specs[name])
+                try await emit(.sweepPointStarted(sweep: name, index: 0, of: 1, label: name))
+                let outer = state.outerPoint
+                state.points.append(PointContext(sweep: name, index: 0, label: name))
                 try await acquire(device: device, duration: duration, state: &state)
-                let finished = state.point
-                state.point = outer
-                if let finished {
-                    try await finishPoint(finished, dataset: name, index: 0, point: SweepPoint(label: name, assignments: []), state: &state)
-                }
+                try await finishPoint(assignments: [], outer: outer, state: &state)
             } else {
                 try await acquire(device: device, duration: duration, state: &state)
             }
@@ -267,38 +256,26 @@ public final class RunEngine: Sendable {
                 try Task.checkCancellation()
                 try await emit(.sweepPointStarted(sweep: sweep.name, index: index, of: sweep.points.count, label: point.label))
                 try await apply(point.assignments)
-                let outer = state.point
-                state.point = try PointContext(spec: state.specs[sweep.name])
+                let outer = state.outerPoint
+                state.points.append(PointContext(sweep: sweep.name, index: index, label: point.label))
                 for inner in sweep.body { try await execute(inner, state: &state) }
-                let finished = state.point
-                state.point = outer
-                if let finished {
-                    try await finishPoint(finished, dataset: sweep.name, index: index, point: point, state: &state)
-                }
+                try await finishPoint(assignments: point.assignments, outer: outer, state: &state)
             }
         case .analysis(let analysis, let location):
-            let data = state.results[analysis.dataset] ?? []
-            do {
-                try await emit(.analysis(try Analyses.run(analysis, data: data)))
-            } catch let e as TomographyError {
-                throw StepError(location: location, message: "\(analysis.name) of '\(analysis.dataset)': \(e)")
-            }
+            try await emit(.analysisRequested(analysis, location: location))
         }
     }
 
-    func finishPoint(_ finished: PointContext, dataset: String, index: Int, point: SweepPoint, state: inout RunState) async throws {
+    /// Closes the innermost open point: the interval of the tag stream it covered.
+    func finishPoint(assignments: [Assignment], outer: PointRef?, state: inout RunState) async throws {
+        guard let finished = state.points.popLast() else { return }
         let settings = Dictionary(
-            point.assignments.map { ("\($0.device).\($0.property)", $0.value.description) }, uniquingKeysWith: { _, b in b })
+            assignments.map { ("\($0.device).\($0.property)", $0.value.description) }, uniquingKeysWith: { _, b in b })
         try await emit(
             .sweepPointFinished(
                 SweepPointRecord(
-                    sweep: dataset, index: index, label: point.label, settings: settings,
-                    startPs: finished.startPs ?? 0, stopPs: finished.stopPs ?? 0)))
-        if let spec = state.specs[dataset] {
-            let result = finished.result(spec: spec, dataset: dataset, index: index, point: point)
-            state.results[dataset, default: []].append(result)
-            try await emit(.counts(result.counts))
-        }
+                    sweep: finished.sweep, index: finished.index, label: finished.label, settings: settings,
+                    startPs: finished.startPs ?? 0, stopPs: finished.stopPs ?? 0, outer: outer)))
     }
 
     /// Acquires `duration` of live time. With interlocks, the acquisition runs in slices;
@@ -318,11 +295,6 @@ public final class RunEngine: Sendable {
                 try await pause(violated, fromPs: state.lastStopPs, state: &state)
             }
             let length = min(slice, remaining)
-            // Without interlocks every block counts at once; with them a slice's blocks wait
-            // for the check after the slice, which may discard them from the counts.
-            let pointCounter = state.point?.counter
-            let direct = plan.interlocks.isEmpty ? pointCounter : nil
-            let held = plan.interlocks.isEmpty || pointCounter == nil ? nil : BlockBuffer()
             let counter = TagCounter()
             let heartbeat = Heartbeat()
             let order = TimeOrderCheck(device: name)
@@ -355,8 +327,6 @@ public final class RunEngine: Sendable {
                         heartbeat.beat()
                         if let failed = sinkFailure.error { throw failed }
                         try order.check(block)
-                        direct?.add(block)
-                        held?.add(block)
                         counter.add(block.count)
                         await budget.acquire(block.count)
                         delivery.yield(block)
@@ -379,16 +349,16 @@ public final class RunEngine: Sendable {
                 try await emit(.pause(open))
             }
             state.lastStopPs = interval.stopPs
-            if let violated = try await violatedInterlock() {
+            // With interlocks, the check after the slice decides whether its tags count.
+            let violated = try await violatedInterlock()
+            try await emit(
+                .acquired(AcquisitionRecord(device: name, startPs: interval.startPs, stopPs: interval.stopPs, counted: violated == nil)))
+            if let violated {
                 // The slice overlapped the violation: keep its tags in the raw data, not in the counts.
                 try await pause(violated, fromPs: interval.startPs, state: &state)
                 continue
             }
-            if let held, let pointCounter { for block in held.take() { pointCounter.add(block) } }
-            if let failure = pointCounter?.failure {
-                throw DeviceError(device: name, .invalidResponse, "delivered tags out of time order: \(failure)")
-            }
-            state.point?.cover(interval)
+            for i in state.points.indices { state.points[i].cover(interval) }
             remaining -= length
         }
     }
@@ -433,75 +403,33 @@ final class RunStateBox: @unchecked Sendable {
 
 struct RunState {
     var tagCount = 0
-    var point: PointContext?
-    var results: [String: [PointResult]] = [:]
+    /// Points that have started and not finished, outermost first: an acquisition covers them all.
+    var points: [PointContext] = []
     var openPause: PauseRecord?
     var lastStopPs: Int64 = 0
-    /// What each data set must count, from the analysis steps that read it.
-    let specs: [String: DatasetSpec]
 
-    init(plan: Plan) {
-        var specs: [String: DatasetSpec] = [:]
-        func scan(_ steps: [PlanStep]) {
-            for s in steps {
-                switch s {
-                case .analysis(let a, _): specs[a.dataset, default: DatasetSpec()].add(a)
-                case .sweep(let sweep): scan(sweep.body)
-                default: break
-                }
-            }
-        }
-        scan(plan.steps)
-        self.specs = specs
-    }
+    init(plan: Plan) {}
+
+    /// The innermost open point, which a point starting now runs inside.
+    var outerPoint: PointRef? { points.last.map { PointRef(sweep: $0.sweep, index: $0.index, label: $0.label) } }
 }
 
-/// Per-point state: the interval covered and the streaming counts of the data set.
+/// An open point: the interval of the tag stream its acquisitions covered.
 struct PointContext {
+    let sweep: String
+    let index: Int
+    let label: String
     var startPs: Int64?
     var stopPs: Int64?
-    var seconds = 0.0
-    let spec: DatasetSpec?
-    let counter: PointCounter?
 
-    init(spec: DatasetSpec?) throws {
-        self.spec = spec
-        counter = try spec.map { try PointCounter(spec: $0) }
+    init(sweep: String, index: Int, label: String) {
+        self.sweep = sweep
+        self.index = index
+        self.label = label
     }
 
     mutating func cover(_ interval: AcquisitionInterval) {
         startPs = min(startPs ?? interval.startPs, interval.startPs)
         stopPs = max(stopPs ?? interval.stopPs, interval.stopPs)
-        seconds += interval.seconds
-    }
-
-    func result(spec: DatasetSpec, dataset: String, index: Int, point: SweepPoint) -> PointResult {
-        let (counted, allSingles, g2Tags) = counter?.finish() ?? (CoincidenceResult(), [:], [:])
-        let windowPs = counter?.windowPs ?? 0
-        var pairs: [PointCounts.Pair] = []
-        for pair in spec.counting.pairs {
-            var projection = "\(pair.a)-\(pair.b)"
-            if let setting = point.projection, let t = spec.tomography {
-                let (x, y) = t.projectedStates(channelA: pair.a, channelB: pair.b, setting: setting)
-                projection = x.rawValue + y.rawValue
-            }
-            pairs.append(
-                PointCounts.Pair(
-                    channelA: pair.a, channelB: pair.b, projection: projection, coincidences: counted.coincidences[pair] ?? 0,
-                    accidentals: counted.accidentals(pair, windowPs: windowPs, liveSeconds: seconds)))
-        }
-        var g2: [G2Key: HeraldedG2Counts] = [:]
-        for key in spec.g2 {
-            var c = HeraldedG2Counts()
-            c.add(
-                herald: g2Tags[key.herald] ?? [], signal1: g2Tags[key.signal1] ?? [], signal2: g2Tags[key.signal2] ?? [],
-                windowPs: Int64((key.window * 1e12).rounded()))
-            g2[key] = c
-        }
-        var singles: [Int: Int] = [:]
-        for channel in spec.channels { singles[channel] = allSingles[channel] ?? 0 }
-        if spec.allChannels { singles.merge(allSingles) { a, _ in a } }
-        let counts = PointCounts(sweep: dataset, index: index, label: point.label, duration: seconds, singles: singles, pairs: pairs)
-        return PointResult(point: point, counts: counts, g2: g2)
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import HeraldRunReader
 import HeraldHDF5
 
 /// The parts of Photon-HDF5 (photon-hdf5.org, version 0.5) that Herald writes outside

@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import HeraldRunReader
 import HeraldCore
 import HeraldHDF5
 
@@ -23,7 +24,7 @@ import HeraldHDF5
 /// the file is flushed again; only if that too fails are the HDF5 handles abandoned, never
 /// closed, leaving the file as of its last flush for `herald recover`.
 public actor RunRecorder: RunEventSink {
-    public static let schemaVersion = "0.3"
+    public static let schemaVersion = "0.4"
     /// 65 536 tags per chunk: 512 KiB of int64 timestamps. Large enough that per-chunk
     /// overhead (B-tree entries, a compression call) is small at 10⁷ tags/s, small enough
     /// that a reader pulling one tomography setting touches little extra data, and within
@@ -146,6 +147,10 @@ public actor RunRecorder: RunEventSink {
             // Flushed with the point, so a killed run keeps every finished point's counts.
             try writing { try progress?.add(c) }
             try flush()
+        case .acquired(let a):
+            try writing { try progress?.add(a) }
+        case .analysisRequested:
+            break
         case .analysis(let a):
             analyses.append(a)
         case .pause(let p):
@@ -288,6 +293,12 @@ public actor RunRecorder: RunEventSink {
             try g.setAttribute("driver_version", d.driverVersion)
             for (k, v) in d.settings.sorted(by: { $0.key < $1.key }) { try g.setAttribute("setting_" + k, v) }
         }
+        // What the run reducer needed of the plan, so `herald analyze` replays the run through it.
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        let reduction = try herald.write(
+            "reduction_plan", string: String(decoding: try encoder.encode(ReductionPlan(plan: s.plan)), as: UTF8.self))
+        try reduction.setAttribute("format", "JSON (herald ReductionPlan); windows and delays in seconds")
         progress = try LiveProgress(in: herald, plan: s.plan)
         timestamps = ts
         detectors = det
@@ -400,6 +411,11 @@ enum SummaryTables {
             try g.write("label", strings: mine.map(\.label))
             try g.write("start_ps", mine.map(\.startPs))
             try g.write("stop_ps", mine.map(\.stopPs))
+            // A nested sweep's points name the outer point they ran inside (−1: none).
+            if let outer = mine.lazy.compactMap(\.outer).first {
+                try g.setAttribute("outer_sweep", outer.sweep)
+                try g.write("outer_index", mine.map { Int64($0.outer?.index ?? -1) })
+            }
             guard withSettings else { continue }
             let keys = Set(mine.flatMap { $0.settings.keys }).sorted()
             try g.write("settings", strings: mine.map { r in keys.map { "\($0)=\(r.settings[$0] ?? "")" }.joined(separator: ";") })
@@ -414,6 +430,10 @@ enum SummaryTables {
             let flat = rows.flatMap { r in r.pairs.map { (r, $0) } }
             let g = try counts.group(name)
             try g.write("point_index", flat.map { Int64($0.0.index) })
+            if let outer = rows.lazy.compactMap(\.outer).first {
+                try g.setAttribute("outer_sweep", outer.sweep)
+                try g.write("outer_index", flat.map { Int64($0.0.outer?.index ?? -1) })
+            }
             try g.write("label", strings: flat.map { $0.0.label })
             try g.write("projection", strings: flat.map { $0.1.projection })
             try g.write("channel_a", flat.map { UInt8(clamping: $0.1.channelA) })
@@ -438,6 +458,32 @@ enum SummaryTables {
     }
 }
 
+/// Adds analyses to a closed run file (what `herald analyze` recounted), each with the
+/// counts it was computed from, under the run's lock so a live run's file is refused.
+public enum RunAnalysisAppender {
+    /// Appends `records` in order, `counts[i]` beside `records[i]`; returns the new entry names.
+    public static func append(_ records: [AnalysisRecord], counts: [[PointCounts]], to path: String) throws -> [String] {
+        let lock = try RunFileLock(path: path, purpose: "herald analyze")
+        defer { lock.release() }
+        let file = try RunFile.open(path, mode: .readWrite)
+        defer { file.close() }
+        let analysis = try file.openGroup("user").openGroup("herald").group("analysis")
+        return try zip(records, counts).map { record, points in
+            try AnalysisStore.append(record, to: analysis) { g in
+                let flat = points.flatMap { p in p.pairs.map { (p, $0) } }
+                guard !flat.isEmpty else { return }
+                let c = try g.group("counts")
+                try c.write("point_index", flat.map { Int64($0.0.index) })
+                try c.write("projection", strings: flat.map(\.1.projection))
+                try c.write("channel_a", flat.map { Int64($0.1.channelA) })
+                try c.write("channel_b", flat.map { Int64($0.1.channelB) })
+                try c.write("coincidences", flat.map { Int64($0.1.coincidences) })
+                try c.write("accidentals", flat.map(\.1.accidentals))
+            }
+        }
+    }
+}
+
 /// Analysis entries under /user/herald/analysis: one group per entry, numbered in order
 /// (`000_tomography`, `001_chsh`, …). Entries are only ever added, never replaced.
 enum AnalysisStore {
@@ -446,6 +492,12 @@ enum AnalysisStore {
         let name = String(format: "%03d_%@", try analysis.childNames().count, a.name)
         let g = try analysis.group(name)
         try g.setAttribute("estimator", a.estimator)
+        if let outer = a.outer {
+            // An analysis of a nested sweep covers the inner points of one outer point.
+            try g.setAttribute("outer_sweep", outer.sweep)
+            try g.setAttribute("outer_index", Int64(outer.index))
+            try g.setAttribute("outer_label", outer.label)
+        }
         for (k, v) in a.parameters.sorted(by: { $0.key < $1.key }) { try g.setAttribute(k, v) }
         try g.write("notes", strings: a.notes)
         if !a.rhoReal.isEmpty {
@@ -482,7 +534,13 @@ struct LiveProgress {
     /// When each flush happened (Unix seconds) and the last tag it made durable.
     let flushUnix: H5AppendableDataset<Double>
     let flushLastTag: H5AppendableDataset<Int64>
+    /// The outer point of each point and counted row (−1: none), for nested sweeps.
+    let pointOuter, countedOuter: H5AppendableDataset<Int64>
+    /// Every acquisition and whether it counted, in `/user/herald/acquisitions` (kept as written).
+    let acquisitionStart, acquisitionStop, acquisitionDevice: H5AppendableDataset<Int64>
+    let acquisitionCounted: H5AppendableDataset<UInt8>
     let sweepNames: [String]
+    let deviceNames: [String]
 
     init(in herald: H5Group, plan: Plan) throws {
         let g = try herald.group("progress")
@@ -528,13 +586,23 @@ struct LiveProgress {
         singlesCount = try int("singles_count")
         flushUnix = try real("flush_unix_s")
         flushLastTag = try int("flush_last_tag_ps")
+        pointOuter = try int("point_outer_index")
+        countedOuter = try int("counted_outer_index")
+        let acquisitions = try herald.group("acquisitions")
+        deviceNames = plan.devices.map(\.name)
+        try acquisitions.write("device_names", strings: deviceNames)
+        acquisitionStart = try acquisitions.appendable("start_ps", of: Int64.self, chunk: Self.chunk)
+        acquisitionStop = try acquisitions.appendable("stop_ps", of: Int64.self, chunk: Self.chunk)
+        acquisitionDevice = try acquisitions.appendable("device", of: Int64.self, chunk: Self.chunk)
+        acquisitionCounted = try acquisitions.appendable("counted", of: UInt8.self, chunk: Self.chunk)
     }
 
     private var all: [H5Location] {
         [
             pointSweep, pointIndex, pointStart, pointStop, pausedStart, pausedStop, countedDataset, countedPoint,
             countedDuration, pairRow, pairChannelA, pairChannelB, pairProjection, pairCoincidences,
-            pairAccidentals, singlesRow, singlesChannel, singlesCount, flushUnix, flushLastTag,
+            pairAccidentals, singlesRow, singlesChannel, singlesCount, flushUnix, flushLastTag, pointOuter, countedOuter,
+            acquisitionStart, acquisitionStop, acquisitionDevice, acquisitionCounted,
         ]
     }
 
@@ -544,7 +612,16 @@ struct LiveProgress {
         try pointSweep.append([Int64(sweepNames.firstIndex(of: r.sweep) ?? -1)])
         try pointIndex.append([Int64(r.index)])
         try pointStart.append([r.startPs])
+        try pointOuter.append([Int64(r.outer?.index ?? -1)])
         try pointStop.append([r.stopPs])
+    }
+
+    func add(_ a: AcquisitionRecord) throws {
+        try acquisitionStart.append([a.startPs])
+        try acquisitionDevice.append([Int64(deviceNames.firstIndex(of: a.device) ?? -1)])
+        try acquisitionCounted.append([a.counted ? 1 : 0])
+        // Last: a reader takes the shortest column, so a row cut short is not read in part.
+        try acquisitionStop.append([a.stopPs])
     }
 
     func add(_ p: PauseRecord) throws {
@@ -571,6 +648,7 @@ struct LiveProgress {
         // The counted row last: recovery keeps a point only if its row made it, so a point
         // cut short mid-write is dropped whole, never kept in part.
         try countedDataset.append([sweep])
+        try countedOuter.append([Int64(c.outer?.index ?? -1)])
         try countedDuration.append([c.duration])
         try countedPoint.append([point])
     }

@@ -1,4 +1,5 @@
 import Foundation
+import HeraldRunReader
 import HeraldCore
 import HeraldHDF5
 
@@ -93,6 +94,8 @@ public enum RunRecovery {
         func ints(_ name: String) throws -> [Int64] { try progress.dataset(name).read(Int64.self) }
         func reals(_ name: String) throws -> [Double] { try progress.dataset(name).read(Double.self) }
         let cSweep = try ints("counted_sweep"), cPoint = try ints("counted_point"), cDuration = try reals("counted_duration_s")
+        let cOuter = progress.contains("counted_outer_index") ? try ints("counted_outer_index") : []
+        let outer = try OuterPoints(herald)
         var rows: [PointCounts] = []
         // Counted row ordinal → index in `rows` (rows of a sweep not in sweep_names are skipped).
         var position: [Int64: Int] = [:]
@@ -101,7 +104,9 @@ public enum RunRecovery {
             let name = names[Int(cSweep[i])], index = Int(cPoint[i])
             position[Int64(i)] = rows.count
             rows.append(
-                PointCounts(sweep: name, index: index, label: labels.label(name, index), duration: cDuration[i], singles: [:], pairs: []))
+                PointCounts(
+                    sweep: name, index: index, label: labels.label(name, index), duration: cDuration[i], singles: [:], pairs: [],
+                    outer: outer.ref(of: name, cOuter.indices.contains(i) ? cOuter[i] : -1, labels: labels)))
         }
         let pRow = try ints("pair_row"), pA = try ints("pair_channel_a")
         let pB = try ints("pair_channel_b"), pProjection = try ints("pair_projection"), pN = try ints("pair_coincidences")
@@ -134,13 +139,16 @@ public enum RunRecovery {
         let start = try column("point_start_ps"), stop = try column("point_stop_ps")
         let rows = min(sweep.count, index.count, start.count, stop.count)
         let labels = try PlannedLabels(progress, names)
+        let outerIndex = progress.contains("point_outer_index") ? try column("point_outer_index") : []
+        let outer = try OuterPoints(herald)
         var records: [SweepPointRecord] = []
         for (ordinal, name) in names.enumerated() {
             for i in 0..<rows where sweep[i] == Int64(ordinal) {
                 let k = Int(index[i])
                 records.append(SweepPointRecord(
                     sweep: name, index: k, label: labels.label(name, k), settings: [:],
-                    startPs: start[i], stopPs: stop[i]))
+                    startPs: start[i], stopPs: stop[i],
+                    outer: outer.ref(of: name, outerIndex.indices.contains(i) ? outerIndex[i] : -1, labels: labels)))
             }
         }
         try SummaryTables.writeSweeps(records, into: herald, withSettings: false)
@@ -167,5 +175,24 @@ struct PlannedLabels {
     func label(_ name: String, _ index: Int) -> String {
         guard let labels = bySweep[name] else { return name }
         return labels.indices.contains(index) ? labels[index] : ""
+    }
+}
+
+/// Which sweep each data set runs inside, from the stored reduction plan, to name the
+/// outer point of a recovered nested point.
+struct OuterPoints {
+    private var outerOf: [String: String] = [:]
+
+    init(_ herald: H5Group) throws {
+        guard herald.contains("reduction_plan"),
+            let text = try herald.dataset("reduction_plan").readStrings().first,
+            let plan = try? JSONDecoder().decode(ReductionPlan.self, from: Data(text.utf8))
+        else { return }
+        for d in plan.datasets { outerOf[d.name] = d.outer }
+    }
+
+    func ref(of dataset: String, _ index: Int64, labels: PlannedLabels) -> PointRef? {
+        guard index >= 0, let outer = outerOf[dataset] else { return nil }
+        return PointRef(sweep: outer, index: Int(index), label: labels.label(outer, Int(index)))
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import HeraldRunReader
 #if canImport(Glibc)
 import Glibc
 #endif

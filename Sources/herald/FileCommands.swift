@@ -2,6 +2,8 @@ import ArgumentParser
 import Foundation
 import HeraldAnalysis
 import HeraldCore
+import HeraldRunReader
+import HeraldRunner
 import HeraldStore
 
 /// Parses a time like "2ns", "1.5 ns" or "3e-9" (seconds).
@@ -56,14 +58,15 @@ struct Recover: ParsableCommand {
     }
 }
 
-struct Analyze: ParsableCommand {
+struct Analyze: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Print a run file's summary, or recompute its tomography from the raw tags.",
+        abstract: "Print a run file's summary, or recompute its analyses from the raw tags.",
         discussion: """
-            With --window or --delay, the coincidences of the tomography sweep are recounted from \
-            /photon_data with the new parameters (paused intervals excluded, as in the run), the state is \
-            reconstructed again, and the result is appended as a new entry under /user/herald/analysis; \
-            existing entries are never changed.
+            With --window, --delay or --estimator, the run's stored events (points, acquisitions and their tags \
+            from /photon_data, paused and lost intervals) are replayed through the same reducer that counted and \
+            analysed the run live, with the new parameters. Every analysis of the run (tomography, chsh, g2, \
+            rates) is recomputed and appended as a new entry under /user/herald/analysis; existing entries are \
+            never changed. With the run's own window and delays, the recount equals the run's counts exactly.
             """)
 
     @Argument(help: "A Herald HDF5 run file.") var file: String
@@ -72,32 +75,54 @@ struct Analyze: ParsableCommand {
     @Option(help: "Estimator for the recount: mle, linear or hedged (default: the run's).") var estimator: Tomography.EstimatorOption?
     @Flag(help: "Print JSON.") var json = false
 
-    func run() throws {
-        if window != nil || !delay.isEmpty || estimator != nil {
-            var recount = RunFile.Recount()
-            if let window { recount.window = try parseTime(window, option: "--window") }
-            for item in delay {
-                let parts = item.split(separator: "=", maxSplits: 1)
-                guard parts.count == 2, let channel = Int(parts[0]) else {
-                    throw ValidationError("--delay expects CHANNEL=TIME, e.g. 3=1.2ns, got '\(item)'")
-                }
-                recount.delays[channel] = try parseTime(String(parts[1]), option: "--delay")
+    /// The recount's options, checked before any file is opened.
+    func recountOptions() throws -> Herald.RecountOptions? {
+        guard window != nil || !delay.isEmpty || estimator != nil else { return nil }
+        var options = Herald.RecountOptions()
+        if let window {
+            let seconds = try parseTime(window, option: "--window")
+            guard seconds > 0, seconds < 1 else { throw ValidationError("--window must be above 0 and below 1 s, got '\(window)'") }
+            options.windowPs = Int64(clampingRounded: seconds * 1e12)
+        }
+        for item in delay {
+            let parts = item.split(separator: "=", maxSplits: 1)
+            guard parts.count == 2, let channel = Int(parts[0]), (0...255).contains(channel) else {
+                throw ValidationError("--delay expects CHANNEL=TIME with a channel 0–255, e.g. 3=1.2ns, got '\(item)'")
             }
-            recount.estimator = estimator.flatMap { HeraldAnalysis.Estimator(rawValue: $0.rawValue) }
-            let result: (entry: String, record: AnalysisRecord, counts: [RunSummary.CountRow])
-            do { result = try RunFile.retomograph(path: file, recount) } catch { throw fail(error) }
+            let seconds = try parseTime(String(parts[1]), option: "--delay")
+            guard abs(seconds) < 1 else { throw ValidationError("--delay must be shorter than 1 s, got '\(item)'") }
+            options.delaysPs[channel] = Int64(clampingRounded: seconds * 1e12)
+        }
+        options.estimator = estimator?.rawValue
+        return options
+    }
+
+    func validate() throws { _ = try recountOptions() }
+
+    func run() async throws {
+        if let options = try recountOptions() {
+            let entries: [Herald.RecountEntry]
+            do { entries = try await Herald.recount(path: file, options) } catch { throw fail(error) }
             if json {
                 struct Out: Encodable {
-                    var entry: String, estimator: String, parameters: [String: String]
-                    var values: [String: Double], uncertainties: [String: Double]
+                    var entry: String, name: String, estimator: String, parameters: [String: String]
+                    var outer: PointRef?
+                    var values: [String: Double], uncertainties: [String: Double], series: [String: [Double]]
                 }
-                return try printJSON(Out(
-                    entry: result.entry, estimator: result.record.estimator, parameters: result.record.parameters,
-                    values: result.record.values, uncertainties: result.record.uncertainties))
+                return try printJSON(entries.map {
+                    Out(
+                        entry: $0.entry, name: $0.record.name, estimator: $0.record.estimator, parameters: $0.record.parameters,
+                        outer: $0.record.outer, values: $0.record.values, uncertainties: $0.record.uncertainties,
+                        series: $0.record.series)
+                })
             }
-            let r = result.record
-            print("new analysis entry /user/herald/analysis/\(result.entry) (\(r.estimator), window \(r.parameters["window_s"] ?? "?") s)")
-            printFigures(r.values, r.uncertainties)
+            for e in entries {
+                let r = e.record
+                let outer = r.outer.map { " at \($0.sweep)[\($0.index)] \($0.label)" } ?? ""
+                print("new analysis entry /user/herald/analysis/\(e.entry): \(r.name) of \(r.parameters["sweep"] ?? "?")\(outer) "
+                    + "(\(r.estimator), window \(r.parameters["window_s"] ?? "?") s)")
+                printFigures(r.values, r.uncertainties)
+            }
             return
         }
         let s: RunSummary
@@ -110,11 +135,13 @@ struct Analyze: ParsableCommand {
         if !s.counts.isEmpty {
             print("  counts (point label projection: coincidences, accidentals):")
             for r in s.counts {
-                print("    \(r.sweep)[\(r.point)] \(r.label) \(r.projection) ch\(r.channelA)-\(r.channelB): \(r.coincidences), \(String(format: "%.1f", r.accidentals))")
+                let outer = r.outer.map { "\($0.sweep)[\($0.index)] " } ?? ""
+                print("    \(outer)\(r.sweep)[\(r.point)] \(r.label) \(r.projection) ch\(r.channelA)-\(r.channelB): \(r.coincidences), \(String(format: "%.1f", r.accidentals))")
             }
         }
         for a in s.analyses {
-            print("  analysis \(a.entry) (\(a.estimator))")
+            let outer = a.outer.map { " at \($0.sweep)[\($0.index)] \($0.label)" } ?? ""
+            print("  analysis \(a.entry) (\(a.estimator))\(outer)")
             printFigures(a.values, a.uncertainties)
         }
     }

@@ -3,6 +3,7 @@ import HeraldCore
 import HeraldRunner
 import HeraldScript
 import HeraldSequencer
+import HeraldRunReader
 import HeraldStore
 import SimulatedLab
 import Testing

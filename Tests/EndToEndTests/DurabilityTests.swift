@@ -1,6 +1,7 @@
 import Foundation
 import HeraldCore
 import HeraldRunner
+import HeraldRunReader
 import HeraldStore
 import Testing
 

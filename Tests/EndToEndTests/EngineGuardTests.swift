@@ -2,6 +2,7 @@ import Foundation
 import HeraldCore
 import HeraldRunner
 import HeraldSequencer
+import HeraldRunReader
 import HeraldStore
 import SimulatedLab
 import Testing

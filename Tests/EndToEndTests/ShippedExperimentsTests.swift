@@ -1,4 +1,5 @@
 import Foundation
+import HeraldCore
 import HeraldRunner
 import Testing
 
@@ -46,15 +47,60 @@ import Testing
             #expect(made.status == .success)
             overrides = sourceOverrides.merging(["recording": recording]) { a, _ in a }
         }
+        let out = dir.appendingPathComponent("out.h5").path
+        let live = LiveResults()
         let report = try await Herald.run(
-            .init(scriptPath: path, mock: true, outPath: dir.appendingPathComponent("out.h5").path, seed: 11, overrides: overrides))
+            .init(scriptPath: path, mock: true, outPath: out, seed: 11, overrides: overrides), extraSinks: [live])
         #expect(report.status == .success, "\(report.reason ?? "")")
+
+        // Replayed from the file through the reducer, with the window and delays it was recorded
+        // with, every count and every figure is what the run computed live: bit for bit.
+        let recount = try await Herald.recount(path: out)
+        let liveAnalyses = await live.analyses, liveCounts = await live.counts
+        #expect(recount.count == liveAnalyses.count, "\(script): \(recount.count) recounted analyses, \(liveAnalyses.count) live")
+        for (r, l) in zip(recount.map(\.record), liveAnalyses) {
+            #expect(r.name == l.name && r.outer == l.outer)
+            #expect(Self.same(r.values, l.values), "\(script) \(r.name): \(r.values) recounted, \(l.values) live")
+            #expect(Self.same(r.uncertainties, l.uncertainties), "\(script) \(r.name) uncertainties")
+            #expect(r.series.keys.sorted() == l.series.keys.sorted())
+            for (k, v) in r.series { #expect(Self.same(v, l.series[k] ?? []), "\(script) \(r.name) series \(k)") }
+            #expect(r.rhoReal == l.rhoReal && r.rhoImag == l.rhoImag)
+        }
+        let recounted = recount.flatMap(\.counts)
+        for c in recounted {
+            let l = try #require(liveCounts.first { $0.sweep == c.sweep && $0.index == c.index && $0.outer == c.outer })
+            #expect(c == l, "\(script): point \(c.sweep)[\(c.index)] recounted \(c), live \(l)")
+        }
+        #expect(!recounted.isEmpty, "\(script): the recount counted nothing")
         let expected = try #require(Self.expectations[script], "add the expectations of \(script) to this test")
         let analysis = try #require(report.analyses.last)
         for (key, value) in expected {
             let measured = try #require(analysis.values[key], "\(script): no \(key)")
             let sigma = try #require(analysis.uncertainties[key], "\(script): no error for \(key)")
             #expect(abs(measured - value) < 5 * sigma, "\(script): \(key) = \(measured) ± \(sigma), expected \(value)")
+        }
+    }
+
+    /// Equal bit for bit, so NaN (a g2 with no triples) equals itself.
+    static func same(_ a: [Double], _ b: [Double]) -> Bool {
+        a.count == b.count && zip(a, b).allSatisfy { $0.bitPattern == $1.bitPattern }
+    }
+
+    static func same(_ a: [String: Double], _ b: [String: Double]) -> Bool {
+        a.keys.sorted() == b.keys.sorted() && a.allSatisfy { k, v in b[k]?.bitPattern == v.bitPattern }
+    }
+}
+
+/// The counts and analyses a run emitted live.
+actor LiveResults: RunEventSink {
+    var counts: [PointCounts] = []
+    var analyses: [AnalysisRecord] = []
+
+    func handle(_ event: RunEvent) async throws {
+        switch event {
+        case .counts(let c): counts.append(c)
+        case .analysis(let a): analyses.append(a)
+        default: break
         }
     }
 }

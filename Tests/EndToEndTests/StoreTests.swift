@@ -1,4 +1,6 @@
 import Foundation
+import HeraldRunReader
+import HeraldRunner
 import HeraldStore
 import Testing
 
@@ -59,27 +61,25 @@ import Testing
         #expect(r.stdout.contains("plain open before recover was refused"), "\(r.stdout)")
     }
 
-    /// Recounting with the run's own window reproduces its counts exactly; a wider window
-    /// adds a new entry and leaves the run's entry untouched.
+    /// A recount with a wider window adds new entries and leaves the run's own untouched;
+    /// its counts grow with the window, and the accidental estimate scales with it exactly.
     @Test func analyzeRecountsFromRawTagsAndAppends() async throws {
         let dir = try Paths.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }
         let file = try await run("bell-tomography-16.yaml", in: dir)
         let before = try RunFile.summary(path: file)
-        let same = try RunFile.retomograph(path: file, .init())
-        // Every field but the accidental estimate (whose live time is the point's span) must match.
-        func counted(_ rows: [RunSummary.CountRow]) -> [String] {
-            rows.map { "\($0.sweep) \($0.point) \($0.label) \($0.projection) \($0.channelA)-\($0.channelB): \($0.coincidences)" }
-        }
-        #expect(counted(same.counts) == counted(before.counts.filter { $0.sweep == "tomography" }))
-        let wide = try RunFile.retomograph(path: file, .init(window: 5e-9))
+        let same = try await Herald.recount(path: file)
+        let wide = try await Herald.recount(path: file, .init(windowPs: 5000))
         let after = try RunFile.summary(path: file)
         #expect(after.analyses.map(\.entry) == ["000_tomography", "001_tomography", "002_tomography"])
         #expect(after.analyses[0].values == before.analyses[0].values)
-        #expect(zip(wide.counts, same.counts).allSatisfy { $0.coincidences >= $1.coincidences })
-        #expect(wide.record.parameters["window_s"] == "5e-09")
-        // Accidentals scale with the window: the recount's estimate is 5× the 1 ns one.
-        let ratio = wide.counts.map(\.accidentals).reduce(0, +) / same.counts.map(\.accidentals).reduce(0, +)
+        let sameCounts = same.flatMap(\.counts).flatMap(\.pairs), wideCounts = wide.flatMap(\.counts).flatMap(\.pairs)
+        #expect(sameCounts.count == before.counts.count && wideCounts.count == before.counts.count)
+        #expect(sameCounts.map(\.coincidences) == before.counts.map(\.coincidences))
+        #expect(zip(wideCounts, sameCounts).allSatisfy { $0.coincidences >= $1.coincidences })
+        #expect(wide.first?.record.parameters["window_s"] == "5e-09")
+        // Accidentals are S_a·S_b·window/T: the singles and T do not change, so 5 ns gives 5×.
+        let ratio = wideCounts.map(\.accidentals).reduce(0, +) / sameCounts.map(\.accidentals).reduce(0, +)
         #expect(abs(ratio - 5) < 1e-9)
 
         let bad = try await runProcess(Paths.herald.path, ["analyze", dir.appendingPathComponent("missing.h5").path])

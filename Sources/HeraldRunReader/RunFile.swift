@@ -1,5 +1,4 @@
 import Foundation
-import HeraldAnalysis
 import HeraldCore
 import HeraldHDF5
 
@@ -14,6 +13,8 @@ public struct RunSummary: Sendable, Codable {
         public var channelB: Int
         public var coincidences: Int
         public var accidentals: Double
+        /// The outer point, for a point of a nested sweep.
+        public var outer: PointRef?
     }
 
     public struct Analysis: Sendable, Codable {
@@ -23,6 +24,8 @@ public struct RunSummary: Sendable, Codable {
         public var parameters: [String: String]
         public var values: [String: Double]
         public var uncertainties: [String: Double]
+        /// For an analysis of a nested sweep: the outer point it covers.
+        public var outer: PointRef?
     }
 
     public var path: String
@@ -34,7 +37,7 @@ public struct RunSummary: Sendable, Codable {
     public var analyses: [Analysis]
 }
 
-/// Reads Herald run files, and recomputes analyses from their raw tags.
+/// Reads Herald run files: the summary `herald analyze` prints, and the file itself for readers.
 public enum RunFile {
     static let runAttributes = [
         "name", "run_id", "started_at", "stopped_at", "exit_status", "reason", "herald_version", "mock", "script_path",
@@ -42,6 +45,7 @@ public enum RunFile {
     ]
     static let analysisParameters = [
         "sweep", "window_s", "delays_s", "target", "accidentals", "uncertainty_method", "projections", "recounted_from",
+        "herald", "signals", "outer_label",
     ]
 
     public static func summary(path: String) throws -> RunSummary {
@@ -61,7 +65,7 @@ public enum RunFile {
 
     /// Opens a Herald run file, failing with `unreadable` (plus HDF5's reason) if HDF5 cannot
     /// open it, and naming the file if it is not a Herald run.
-    static func open(
+    public static func open(
         _ path: String, mode: H5File.Mode = .readOnly,
         unreadable: String = "cannot open as HDF5; if the runner was killed, run `herald recover` on it first"
     ) throws -> H5File {
@@ -86,16 +90,33 @@ public enum RunFile {
             let label = try g.dataset("label").readStrings(), projection = try g.dataset("projection").readStrings()
             let a = try g.dataset("channel_a").read(Int64.self), b = try g.dataset("channel_b").read(Int64.self)
             let n = try g.dataset("coincidences").read(Int64.self), acc = try g.dataset("accidentals").read(Double.self)
-            guard [label.count, projection.count, a.count, b.count, n.count, acc.count].allSatisfy({ $0 == index.count }) else {
+            let outer = g.contains("outer_index") ? try g.dataset("outer_index").read(Int64.self) : []
+            let outerSweep = try g.stringAttribute("outer_sweep")
+            guard [label.count, projection.count, a.count, b.count, n.count, acc.count].allSatisfy({ $0 == index.count }),
+                outer.isEmpty || outer.count == index.count
+            else {
                 throw StoreError(path: g.path, "columns of the counts table differ in length")
             }
             for i in index.indices {
+                var ref: PointRef?
+                if let outerSweep, !outer.isEmpty, outer[i] >= 0 {
+                    ref = PointRef(sweep: outerSweep, index: Int(outer[i]), label: try outerLabel(herald, outerSweep, Int(outer[i])))
+                }
                 rows.append(.init(
                     sweep: sweep, point: Int(index[i]), label: label[i], projection: projection[i], channelA: Int(a[i]),
-                    channelB: Int(b[i]), coincidences: Int(n[i]), accidentals: acc[i]))
+                    channelB: Int(b[i]), coincidences: Int(n[i]), accidentals: acc[i], outer: ref))
             }
         }
         return rows
+    }
+
+    /// The label of point `index` of sweep `sweep`, from its sweep table.
+    static func outerLabel(_ herald: H5Group, _ sweep: String, _ index: Int) throws -> String {
+        guard herald.contains("sweeps"), try herald.openGroup("sweeps").contains(sweep) else { return "" }
+        let g = try herald.openGroup("sweeps").openGroup(sweep)
+        let indices = try g.dataset("index").read(Int64.self), labels = try g.dataset("label").readStrings()
+        guard let k = indices.firstIndex(of: Int64(index)), labels.indices.contains(k) else { return "" }
+        return labels[k]
     }
 
     static func analyses(_ herald: H5Group) throws -> [RunSummary.Analysis] {
@@ -113,107 +134,14 @@ public enum RunFile {
                 return out
             }
             let name = entry.split(separator: "_", maxSplits: 1).last.map(String.init) ?? entry
+            var outer: PointRef?
+            if let sweep = try g.stringAttribute("outer_sweep"), let index = try g.attribute("outer_index", as: Int64.self) {
+                outer = PointRef(sweep: sweep, index: Int(index), label: try g.stringAttribute("outer_label") ?? "")
+            }
             return RunSummary.Analysis(
                 entry: entry, name: name, estimator: try g.stringAttribute("estimator") ?? "", parameters: parameters,
-                values: try scalars("values"), uncertainties: try scalars("uncertainties"))
+                values: try scalars("values"), uncertainties: try scalars("uncertainties"), outer: outer)
         }
-    }
-
-    /// What to change when recounting.
-    public struct Recount: Sendable {
-        /// Full coincidence window in seconds; nil keeps the run's.
-        public var window: Double?
-        /// Per-channel delays in seconds; channels not listed keep the run's delay.
-        public var delays: [Int: Double] = [:]
-        public var estimator: Estimator?
-        public init(window: Double? = nil, delays: [Int: Double] = [:], estimator: Estimator? = nil) {
-            self.window = window
-            self.delays = delays
-            self.estimator = estimator
-        }
-    }
-
-    /// Recounts the coincidences of the run's tomography sweep from the raw tags with another
-    /// window or other delays, redoes the tomography, and appends the result as a new
-    /// analysis entry (the run's own entries are never touched). Returns the new entry.
-    public static func retomograph(path: String, _ recount: Recount) throws -> (entry: String, record: AnalysisRecord, counts: [RunSummary.CountRow]) {
-        let file = try open(path, mode: .readWrite)
-        defer { file.close() }
-        let herald = try file.openGroup("user").openGroup("herald")
-        guard let source = try analyses(herald).first(where: { $0.name == "tomography" }),
-            let sweep = source.parameters["sweep"]
-        else { throw StoreError(path: path, "the run has no tomography analysis to recompute") }
-        let window = recount.window ?? Double(source.parameters["window_s"] ?? "") ?? 1e-9
-        var delays = AnalysisRecord.parseDelays(source.parameters["delays_s"] ?? "")
-        delays.merge(recount.delays) { _, new in new }
-        let estimator = recount.estimator ?? Estimator(rawValue: source.estimator) ?? .linear
-
-        let rows = try countRows(herald).filter { $0.sweep == sweep }
-        let sweepGroup = try herald.openGroup("sweeps").openGroup(sweep)
-        let pointIndex = try sweepGroup.dataset("index").read(Int64.self)
-        let starts = try sweepGroup.dataset("start_ps").read(Int64.self), stops = try sweepGroup.dataset("stop_ps").read(Int64.self)
-        var paused: [ExcludedInterval] = []
-        if herald.contains("paused") {
-            let p = try herald.openGroup("paused")
-            paused = zip(try p.dataset("start_ps").read(Int64.self), try p.dataset("stop_ps").read(Int64.self))
-                .map { ExcludedInterval(startPs: $0, stopPs: $1, reason: "paused") }
-            if let bad = paused.first(where: { !($0.startPs <= $0.stopPs && $0.startPs.magnitude < 1 << 60 && $0.stopPs.magnitude < 1 << 60) }) {
-                throw StoreError(path: path, "paused interval [\(bad.startPs), \(bad.stopPs)) ps is impossible; the file is damaged", kind: .invalidFile)
-            }
-        }
-        let tags = try TagReader(file)
-        try tags.verifyTimeOrder()
-        var configuration = CoincidenceConfiguration(
-            windowPs: Int64((window * 1e12).rounded()), delaysPs: delays.mapValues { Int64(($0 * 1e12).rounded()) })
-        configuration.pairs = Array(Set(rows.map { ChannelPair($0.channelA, $0.channelB) })).sorted { ($0.a, $0.b) < ($1.a, $1.b) }
-
-        guard starts.count == pointIndex.count, stops.count == pointIndex.count else {
-            throw StoreError(
-                path: path, "sweeps/\(sweep): index, start_ps and stop_ps differ in length (\(pointIndex.count), \(starts.count), "
-                    + "\(stops.count)); the file is damaged", kind: .invalidFile)
-        }
-        var recounted: [RunSummary.CountRow] = []
-        var projections: [Projection] = []
-        for (k, point) in pointIndex.enumerated() {
-            // 2⁶⁰ ps is 13 days: beyond it the arithmetic of the counter could overflow.
-            guard starts[k] <= stops[k], starts[k].magnitude < 1 << 60, stops[k].magnitude < 1 << 60 else {
-                throw StoreError(
-                    path: path, "sweeps/\(sweep) point \(point) covers [\(starts[k]), \(stops[k])) ps, which no run can; the file is damaged",
-                    kind: .invalidFile)
-            }
-            let block = try tags.block(from: starts[k], to: stops[k])
-            var withPauses = block
-            withPauses.excluded = paused.filter { $0.stopPs > starts[k] && $0.startPs < stops[k] }
-            let r = try CoincidenceStream.count(withPauses, configuration)
-            let live = r.liveSeconds(from: starts[k], to: stops[k])
-            for row in rows where row.point == Int(point) {
-                let pair = ChannelPair(row.channelA, row.channelB)
-                var new = row
-                new.coincidences = r.coincidences[pair] ?? 0
-                new.accidentals = r.accidentals(pair, windowPs: configuration.windowPs, liveSeconds: live)
-                recounted.append(new)
-                let letters = row.projection.compactMap { PolarizationLabel(rawValue: String($0)) }
-                guard letters.count == 2 else {
-                    throw StoreError(path: path, "projection '\(row.projection)' of point \(row.point) is not two of H,V,D,A,R,L")
-                }
-                projections.append(Projection(letters[0], letters[1], counts: Double(new.coincidences), accidentals: new.accidentals))
-            }
-        }
-        let subtract = source.parameters["accidentals"] == "subtract"
-        let result = try Tomography.reconstruct(
-            projections, options: TomographyOptions(estimator: estimator, accidentals: subtract ? .subtract : .keep))
-        let record = AnalysisRecord.tomography(
-            result, projections: projections.count, estimator: estimator, target: source.parameters["target"] ?? "phi+",
-            sweep: sweep, window: window, delays: delays, subtractAccidentals: subtract,
-            extra: ["recounted_from": "raw tags (herald analyze), source entry \(source.entry)"])
-        let entry = try AnalysisStore.append(record, to: try herald.openGroup("analysis")) { g in
-            let c = try g.group("counts")
-            try c.write("point_index", recounted.map { Int64($0.point) })
-            try c.write("projection", strings: recounted.map(\.projection))
-            try c.write("coincidences", recounted.map { Int64($0.coincidences) })
-            try c.write("accidentals", recounted.map(\.accidentals))
-        }
-        return (entry, record, recounted)
     }
 }
 

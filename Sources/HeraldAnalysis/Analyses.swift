@@ -1,4 +1,3 @@
-import HeraldAnalysis
 import HeraldCore
 
 struct G2Key: Hashable, Sendable {
@@ -33,7 +32,7 @@ struct DatasetSpec: Sendable {
 
 /// Counts of one point of a data set.
 struct PointResult: Sendable {
-    var point: SweepPoint
+    var point: ReductionPlan.Point
     var counts: PointCounts
     var g2: [G2Key: HeraldedG2Counts]
 }
@@ -57,7 +56,7 @@ enum Analyses {
         var projections: [Projection] = []
         let wanted = Set(spec.channelPairs.map { ChannelPair($0.0, $0.1) })
         for r in data {
-            guard let setting = r.point.projection else { continue }
+            guard let setting = r.point.setting else { continue }
             for pair in r.counts.pairs where wanted.contains(ChannelPair(pair.channelA, pair.channelB)) {
                 let (a, b) = spec.projectedStates(channelA: pair.channelA, channelB: pair.channelB, setting: setting)
                 projections.append(Projection(a, b, counts: Double(pair.coincidences), accidentals: pair.accidentals))
@@ -126,7 +125,7 @@ enum Analyses {
             }
         }
         // The swept quantity, when every point has one (sweeps over one property).
-        let swept = data.compactMap { $0.point.value?.value }
+        let swept = data.compactMap { $0.point.value }
         let hasSweptValue = !swept.isEmpty && swept.count == data.count
         if hasSweptValue { record.series["swept_value"] = swept }
         for p in counting.pairs {

@@ -1,0 +1,210 @@
+import HeraldCore
+
+/// Turns a run's events into its counts and analyses: the one place Herald counts tags
+/// and analyses them, live during a run and again when `herald analyze` replays a stored run.
+///
+/// It subscribes to the engine's events and passes every event on to the consumers below it
+/// (recorder, report, progress), adding what the events mean:
+/// - each finished point of a data set an analysis reads gets a `.counts` event, counted from
+///   the tags of the point's counted acquisitions (stretches that overlapped an interlock
+///   violation are dropped, as are tags in the tagger's lost-data intervals);
+/// - each `.analysisRequested` gets one `.analysis` event, or one for each outer point when the
+///   data set is a nested sweep: an inner sweep is never pooled across outer settings.
+///
+/// Tags reach every open point: the points of a nested sweep and of the sweep around it.
+public actor RunReducer: RunEventSink {
+    private let downstream: [any RunEventSink]
+    private var plan: ReductionPlan?
+    private var specs: [String: DatasetSpec] = [:]
+    /// Points that have started and not finished, outermost first.
+    private var open: [OpenPoint] = []
+    /// With interlocks: the blocks of the acquisition in progress, until its check decides.
+    private var held: [TagBlock] = []
+    /// Finished points of each data set an analysis reads, in order.
+    private var results: [String: [PointResult]] = [:]
+    /// Outer points each analysis request has already analysed (a request inside the outer
+    /// sweep's body runs once per outer point and must analyse only the new one).
+    private var analysed: [String: Set<Int>] = [:]
+
+    private struct OpenPoint {
+        var dataset: String
+        var index: Int
+        var tally: PointTally?
+        var seconds = 0.0
+    }
+
+    /// `plan` nil: taken from the run-started event. A recount passes the stored one.
+    public init(plan: ReductionPlan? = nil, downstream: [any RunEventSink]) {
+        self.downstream = downstream
+        if let plan { self.plan = plan }
+        if let plan { specs = Self.specs(plan) }
+    }
+
+    private static func specs(_ plan: ReductionPlan) -> [String: DatasetSpec] {
+        var specs: [String: DatasetSpec] = [:]
+        for a in plan.analyses { specs[a.dataset, default: DatasetSpec()].add(a) }
+        return specs
+    }
+
+    private func pass(_ event: RunEvent) async throws {
+        for sink in downstream { try await sink.handle(event) }
+    }
+
+    public func handle(_ event: RunEvent) async throws {
+        switch event {
+        case .runStarted(let start):
+            if plan == nil {
+                let p = ReductionPlan(plan: start.plan)
+                plan = p
+                specs = Self.specs(p)
+            }
+            try await pass(event)
+        case .sweepPointStarted(let sweep, let index, _, _):
+            open.append(OpenPoint(dataset: sweep, index: index, tally: try specs[sweep].map { try PointTally(spec: $0) }))
+            try await pass(event)
+        case .tags(_, let block):
+            if plan?.hasInterlocks == true {
+                if open.contains(where: { $0.tally != nil }) { held.append(block) }
+            } else {
+                try count(block)
+            }
+            try await pass(event)
+        case .acquired(let a):
+            let blocks = held
+            held = []
+            if a.counted {
+                for block in blocks { try count(block) }
+                for i in open.indices { open[i].seconds += a.seconds }
+            }
+            try await pass(event)
+        case .sweepPointFinished(let record):
+            try await pass(event)
+            try await finish(record)
+        case .analysisRequested(let step, let location):
+            try await pass(event)
+            try await analyse(step, location: location)
+        default:
+            try await pass(event)
+        }
+    }
+
+    private func count(_ block: TagBlock) throws {
+        for i in open.indices where open[i].tally != nil {
+            try open[i].tally?.add(block)
+        }
+    }
+
+    private func finish(_ record: SweepPointRecord) async throws {
+        guard let k = open.lastIndex(where: { $0.dataset == record.sweep && $0.index == record.index }) else { return }
+        let point = open.remove(at: k)
+        guard let spec = specs[record.sweep], let tally = point.tally else { return }
+        let planned = plan?.dataset(record.sweep)?.points
+        let description = planned.flatMap { $0.indices.contains(record.index) ? $0[record.index] : nil }
+            ?? ReductionPlan.Point(label: record.label)
+        let result = tally.result(
+            spec: spec, dataset: record.sweep, index: record.index, point: description, liveSeconds: point.seconds,
+            outer: record.outer)
+        results[record.sweep, default: []].append(result)
+        try await pass(.counts(result.counts))
+    }
+
+    private func analyse(_ step: AnalysisStep, location: SourceLocation?) async throws {
+        let data = results[step.dataset] ?? []
+        let key = "\(location?.description ?? "") \(step.name) \(step.dataset)"
+        // Grouped by outer point, in the order they ran; a data set outside any sweep is one group.
+        var groups: [(outer: PointRef?, data: [PointResult])] = []
+        for r in data {
+            if let i = groups.firstIndex(where: { $0.outer == r.counts.outer }) {
+                groups[i].data.append(r)
+            } else {
+                groups.append((r.counts.outer, [r]))
+            }
+        }
+        if groups.isEmpty { groups = [(nil, [])] }
+        for group in groups {
+            if let outer = group.outer {
+                guard analysed[key, default: []].insert(outer.index).inserted else { continue }
+            }
+            var record: AnalysisRecord
+            do {
+                record = try Analyses.run(step, data: group.data)
+            } catch let e as TomographyError {
+                let at = group.outer.map { " at \($0.sweep)[\($0.index)] \($0.label)" } ?? ""
+                throw StepError(location: location, message: "\(step.name) of '\(step.dataset)'\(at): \(e)")
+            }
+            record.outer = group.outer
+            record.parameters["sweep"] = step.dataset
+            if let c = step.counting, record.parameters["delays_s"] == nil, !c.delays.isEmpty {
+                record.parameters["delays_s"] = AnalysisRecord.formatDelays(c.delays)
+            }
+            try await pass(.analysis(record))
+        }
+    }
+}
+
+/// Counts one data set's tags for one point as they arrive. Pairs and singles go through a
+/// ``CoincidenceStream``, so memory stays bounded however long the point acquires.
+struct PointTally {
+    var stream: CoincidenceStream
+    /// Singles of every channel (rates), which the stream does not see.
+    var singles = [Int](repeating: 0, count: 256)
+    /// Tags of heralded-g2 channels: the herald-centred triple count needs whole arrays.
+    var g2Tags: [Int: [Int64]] = [:]
+    let g2Channels: Set<Int>
+    let windowPs: Int64
+
+    init(spec: DatasetSpec) throws {
+        windowPs = Int64(clampingRounded: spec.counting.window * 1e12)
+        let delays = spec.counting.delays.mapValues { Int64(clampingRounded: $0 * 1e12) }
+        stream = try CoincidenceStream(
+            CoincidenceConfiguration(windowPs: windowPs, delaysPs: delays, pairs: spec.counting.pairs.map { ChannelPair($0.a, $0.b) }))
+        g2Channels = Set(spec.g2.flatMap { [$0.herald, $0.signal1, $0.signal2] })
+    }
+
+    mutating func add(_ block: TagBlock) throws {
+        try stream.ingest(block)
+        block.countChannels(into: &singles)
+        if !g2Channels.isEmpty {
+            for (t, c) in zip(block.timestamps, block.channels) where g2Channels.contains(Int(c)) {
+                g2Tags[Int(c), default: []].append(t)
+            }
+        }
+    }
+
+    func result(
+        spec: DatasetSpec, dataset: String, index: Int, point: ReductionPlan.Point, liveSeconds: Double, outer: PointRef?
+    ) -> PointResult {
+        var allSingles: [Int: Int] = [:]
+        for (c, n) in singles.enumerated() where n > 0 { allSingles[c] = n }
+        // Channels the stream counts: its singles leave out tags in the tagger's lost-data intervals.
+        var finished = stream
+        let counted = finished.finish()
+        for (c, n) in counted.singles { allSingles[c] = n }
+        var pairs: [PointCounts.Pair] = []
+        for pair in spec.counting.pairs {
+            var projection = "\(pair.a)-\(pair.b)"
+            if let setting = point.setting, let t = spec.tomography {
+                let (x, y) = t.projectedStates(channelA: pair.a, channelB: pair.b, setting: setting)
+                projection = x.rawValue + y.rawValue
+            }
+            pairs.append(
+                PointCounts.Pair(
+                    channelA: pair.a, channelB: pair.b, projection: projection, coincidences: counted.coincidences[pair] ?? 0,
+                    accidentals: counted.accidentals(pair, windowPs: windowPs, liveSeconds: liveSeconds)))
+        }
+        var g2: [G2Key: HeraldedG2Counts] = [:]
+        for key in spec.g2 {
+            var c = HeraldedG2Counts()
+            c.add(
+                herald: g2Tags[key.herald] ?? [], signal1: g2Tags[key.signal1] ?? [], signal2: g2Tags[key.signal2] ?? [],
+                windowPs: Int64(clampingRounded: key.window * 1e12))
+            g2[key] = c
+        }
+        var kept: [Int: Int] = [:]
+        for channel in spec.channels { kept[channel] = allSingles[channel] ?? 0 }
+        if spec.allChannels { kept.merge(allSingles) { a, _ in a } }
+        let counts = PointCounts(
+            sweep: dataset, index: index, label: point.label, duration: liveSeconds, singles: kept, pairs: pairs, outer: outer)
+        return PointResult(point: point, counts: counts, g2: g2)
+    }
+}

@@ -1,0 +1,159 @@
+import Foundation
+import HeraldCore
+import HeraldHDF5
+
+/// A recorded run read back as the events the run reducer consumed while it ran: each
+/// point of a data set, its acquisitions (counted or not) with their tags, then the analysis
+/// requests. Replaying these through the reducer is how `herald analyze` recounts, so live
+/// results and recounts are one code path.
+public struct StoredRun {
+    public let path: String
+    /// The reducer's view of the plan, as the run stored it.
+    public let plan: ReductionPlan
+
+    private let file: H5File
+    /// Opened where needed, not kept: an open group keeps the file open after `close()`.
+    private var herald: H5Group { get throws { try file.openGroup("user").openGroup("herald") } }
+
+    /// Opens `path` read-only. Fails naming the file if it has no stored plan (recorded
+    /// before schema 0.4) or stored no raw tags.
+    public init(path: String) throws {
+        self.path = path
+        file = try RunFile.open(path)
+        do {
+            let herald = try file.openGroup("user").openGroup("herald")
+            guard herald.contains("reduction_plan") else {
+                throw StoreError(
+                    path: path,
+                    "has no /user/herald/reduction_plan (recorded by Herald before schema 0.4), so its analyses cannot be "
+                        + "replayed; its stored counts and analyses are still readable with `herald analyze FILE`",
+                    kind: .invalidFile)
+            }
+            let text = try herald.dataset("reduction_plan").readStrings().first ?? ""
+            do {
+                plan = try JSONDecoder().decode(ReductionPlan.self, from: Data(text.utf8))
+            } catch {
+                throw StoreError(path: "\(path): /user/herald/reduction_plan", "is not a readable plan (\(error))", kind: .invalidFile)
+            }
+        } catch {
+            file.close()
+            throw error
+        }
+    }
+
+    public func close() { file.close() }
+
+    /// Feeds `handle` the events of every data set an analysis reads, then one analysis
+    /// request for each of `analyses` (the stored plan's steps, or those of a recount), in order.
+    public func replay(
+        analyses: [AnalysisStep], maxTags: Int = 1 << 20, into handle: (RunEvent) async throws -> Void
+    ) async throws {
+        let tags = try TagReader(file)
+        try tags.verifyTimeOrder()
+        let acquisitions = try storedAcquisitions()
+        let lost = try storedLost()
+        let analysed = Set(analyses.map(\.dataset))
+        for dataset in plan.datasets where analysed.contains(dataset.name) {
+            let points = try storedPoints(dataset)
+            for p in points {
+                try await handle(.sweepPointStarted(sweep: dataset.name, index: p.index, of: dataset.points.count, label: p.label))
+                for a in acquisitions where a.startPs >= p.startPs && a.stopPs <= p.stopPs && a.stopPs > a.startPs {
+                    let overlapping = lost.filter { $0.stopPs > a.startPs && $0.startPs < a.stopPs }
+                    // Read a block at a time, so a long acquisition is never all in memory.
+                    let range = try tags.indices(from: a.startPs, to: a.stopPs)
+                    var offset = range.lowerBound
+                    repeat {
+                        var block = try tags.block(at: offset..<min(range.upperBound, offset + max(1, maxTags)))
+                        if offset == range.lowerBound { block.excluded = overlapping }
+                        offset += block.count
+                        if block.count > 0 || !block.excluded.isEmpty { try await handle(.tags(device: a.device, block)) }
+                    } while offset < range.upperBound
+                    try await handle(.acquired(a))
+                }
+                try await handle(.sweepPointFinished(p))
+            }
+        }
+        for step in analyses { try await handle(.analysisRequested(step, location: nil)) }
+    }
+
+    /// The points of a data set from `sweeps/<name>`, with their outer points.
+    func storedPoints(_ dataset: ReductionPlan.Dataset) throws -> [SweepPointRecord] {
+        let herald = try self.herald
+        guard herald.contains("sweeps"), try herald.openGroup("sweeps").contains(dataset.name) else { return [] }
+        let g = try herald.openGroup("sweeps").openGroup(dataset.name)
+        let index = try g.dataset("index").read(Int64.self)
+        let label = try g.dataset("label").readStrings()
+        let start = try g.dataset("start_ps").read(Int64.self), stop = try g.dataset("stop_ps").read(Int64.self)
+        let outer = g.contains("outer_index") ? try g.dataset("outer_index").read(Int64.self) : []
+        guard label.count == index.count, start.count == index.count, stop.count == index.count,
+            outer.isEmpty || outer.count == index.count
+        else {
+            throw StoreError(path: "\(path): sweeps/\(dataset.name)", "columns differ in length; the file is damaged", kind: .invalidFile)
+        }
+        let outerPoints = dataset.outer.flatMap { plan.dataset($0)?.points } ?? []
+        var out: [SweepPointRecord] = []
+        for i in index.indices {
+            // 2⁶⁰ ps is 13 days: beyond it the counter's arithmetic could overflow.
+            guard start[i] <= stop[i], start[i].magnitude < 1 << 60, stop[i].magnitude < 1 << 60 else {
+                throw StoreError(
+                    path: "\(path): sweeps/\(dataset.name)",
+                    "point \(index[i]) covers [\(start[i]), \(stop[i])) ps, which no run can; the file is damaged", kind: .invalidFile)
+            }
+            var ref: PointRef?
+            if let name = dataset.outer, !outer.isEmpty, outer[i] >= 0 {
+                let k = Int(outer[i])
+                ref = PointRef(sweep: name, index: k, label: outerPoints.indices.contains(k) ? outerPoints[k].label : "")
+            }
+            out.append(SweepPointRecord(
+                sweep: dataset.name, index: Int(index[i]), label: label[i], settings: [:], startPs: start[i], stopPs: stop[i],
+                outer: ref))
+        }
+        return out
+    }
+
+    /// Every acquisition of the run, with whether it counted (`acquisitions/`).
+    func storedAcquisitions() throws -> [AcquisitionRecord] {
+        let herald = try self.herald
+        guard herald.contains("acquisitions") else {
+            throw StoreError(path: "\(path): /user/herald/acquisitions", "is missing; the file is damaged", kind: .invalidFile)
+        }
+        let g = try herald.openGroup("acquisitions")
+        let start = try g.dataset("start_ps").read(Int64.self), stop = try g.dataset("stop_ps").read(Int64.self)
+        let counted = try g.dataset("counted").read(UInt8.self)
+        let device = try g.dataset("device").read(Int64.self)
+        let names = try g.dataset("device_names").readStrings()
+        let n = min(start.count, stop.count, counted.count, device.count)
+        return (0..<n).compactMap { i in
+            guard start[i] <= stop[i], start[i].magnitude < 1 << 60, stop[i].magnitude < 1 << 60 else { return nil }
+            let d = Int(device[i])
+            return AcquisitionRecord(
+                device: names.indices.contains(d) ? names[d] : "tagger", startPs: start[i], stopPs: stop[i], counted: counted[i] != 0)
+        }
+    }
+
+    func storedLost() throws -> [ExcludedInterval] {
+        let herald = try self.herald
+        guard herald.contains("lost") else { return [] }
+        let g = try herald.openGroup("lost")
+        let start = try g.dataset("start_ps").read(Int64.self), stop = try g.dataset("stop_ps").read(Int64.self)
+        let reason = try g.dataset("reason").readStrings()
+        return zip(start, stop).enumerated().map { i, s in
+            ExcludedInterval(startPs: s.0, stopPs: s.1, reason: reason.indices.contains(i) ? reason[i] : "lost")
+        }
+    }
+}
+
+extension TagReader {
+    /// The indices of the tags with start ≤ t < stop (the tags are in time order: checked first).
+    func indices(from start: Int64, to stop: Int64) throws -> Range<Int> {
+        let lo = try lowerBound(start), hi = try lowerBound(stop)
+        guard hi >= lo else { throw StoreError(path: "photon_data/timestamps", "not in time order near element \(hi)", kind: .invalidFile) }
+        return lo..<hi
+    }
+
+    func block(at range: Range<Int>) throws -> TagBlock {
+        TagBlock(
+            timestamps: try timestamps.read(Int64.self, offset: range.lowerBound, count: range.count),
+            channels: try detectors.read(UInt8.self, offset: range.lowerBound, count: range.count))
+    }
+}
