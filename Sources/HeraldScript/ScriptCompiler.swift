@@ -85,6 +85,10 @@ struct Context {
     var devices: [String: DriverDescriptor] = [:]
     /// Data sets (sweeps and named acquisitions) defined so far: name → kind.
     var datasets: [String: DatasetKind] = [:]
+    /// How many sweeps each data set runs inside (0: top level).
+    var datasetDepth: [String: Int] = [:]
+    /// Sweeps whose body is being compiled, outermost first.
+    var openSweeps: [String] = []
     var parameters: [String: Parameter] = [:]
     /// Named sub-sequences (from `sequences:` here or in included files), compiled on use.
     var sequences: [String: (file: String, node: Node)] = [:]
@@ -702,6 +706,7 @@ struct Context {
     mutating func defineDataset(_ name: String, _ kind: DatasetKind, at node: Node) {
         if datasets[name] != nil { error("a sweep or acquisition named '\(name)' is already defined", at: node) }
         datasets[name] = kind
+        datasetDepth[name] = openSweeps.count
     }
 
     /// `device.property: value` pairs.
@@ -878,7 +883,9 @@ struct Context {
             return nil
         }
         defineDataset(name, kind, at: nameNode)
+        openSweeps.append(name)
         let body = compileSteps(bodyNode)
+        openSweeps.removeLast()
         return .sweep(Sweep(name: name, points: points, body: body))
     }
 
@@ -946,6 +953,19 @@ struct Context {
             default: need = "a sweep or named acquisition"
             }
             error("\(what) needs \(need); '\(name)' is not one", at: node)
+            return nil
+        }
+        // Analyses a run cannot compute are refused here, never left empty or pooled.
+        if openSweeps.contains(name) {
+            error(
+                "'\(name)' is still running at this step, which is inside its own sweep; put the \(what) step after the sweep",
+                at: node)
+            return nil
+        }
+        if let depth = datasetDepth[name], depth > 1 {
+            error(
+                "'\(name)' runs inside \(depth) nested sweeps; an analysis is computed per point of the one sweep around its "
+                    + "data set, so nest it at most one sweep deep", at: node)
             return nil
         }
         return name
