@@ -85,4 +85,20 @@ import Testing
         let bad = try await runProcess(Paths.herald.path, ["analyze", dir.appendingPathComponent("missing.h5").path])
         #expect(bad.status == 1 && bad.stderr.contains("no such file"))
     }
+
+    /// `herald analyze --window` recounts g2 and rates runs too, and what it finds equals a
+    /// numpy recount of the same raw tags (read with h5py): every count, singles and pair rate.
+    @Test func g2AndRatesRecountsMatchNumpyFromTheRawTags() async throws {
+        let dir = try Paths.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let g2 = try await run("g2-hbt.yaml", in: dir)
+        let rates = try await run("pump-power-scan.yaml", in: dir, ["--set", "integration=100ms"])
+        for (file, options) in [(g2, ["--window", "2ns"]), (rates, ["--window", "2ns", "--delay", "3=0.6ns"])] {
+            let recount = try await runProcess(Paths.herald.path, ["analyze", file] + options)
+            #expect(recount.status == 0, "\(recount.stderr)")
+            #expect(recount.stdout.contains("new analysis entry /user/herald/analysis/001_"), "\(recount.stdout)")
+            let oracle = try await python(["recount-oracle", file])
+            #expect(oracle.status == 0, "\(oracle.stdout)\(oracle.stderr)")
+        }
+    }
 }

@@ -8,6 +8,9 @@ usage:
                                          follows a live run over SWMR, kills the runner with SIGKILL,
                                          runs `herald recover`, and checks that every tag seen before
                                          the kill is intact and the run is marked incomplete
+  store_checks.py recount-oracle FILE    recounts the last analysis entry of FILE (a g2 or rates recount
+                                         by `herald analyze --window`) from the raw tags with numpy, and
+                                         checks every count and rate against Herald's
 Exits non-zero with a message on the first failure.
 """
 import os
@@ -276,7 +279,87 @@ def kill_trials(herald, script, workdir, trials, *extra):
           f"recovered count rows per trial {kept_points}")
 
 
+def in_window(a, b, half):
+    """For each tag of a, how many tags of b lie within [t - half, t + half] (both sorted)."""
+    return np.searchsorted(b, a + half, side="right") - np.searchsorted(b, a - half, side="left")
+
+
+def recount_oracle(path):
+    import json
+    f = h5py.File(path, "r")
+    h = f["user/herald"]
+    plan = json.loads(h["reduction_plan"][()].decode())
+    entries = sorted(h["analysis"].keys())
+    entry = h["analysis"][entries[-1]]
+    name = entries[-1].split("_", 1)[1]
+    ts = f["photon_data/timestamps"][()]
+    ch = f["photon_data/detectors"][()]
+    acq = h["acquisitions"]
+    acquisitions = [(a, b) for a, b, c in zip(acq["start_ps"][()], acq["stop_ps"][()], acq["counted"][()]) if c]
+    sweep = entry.attrs["sweep"]
+    sweep = sweep.decode() if isinstance(sweep, bytes) else str(sweep)
+    step = next(a for a in plan["analyses"] if a["dataset"] == sweep and a["kind"] == name)
+    window_s = float(entry.attrs["window_s"])
+    window_ps = round(window_s * 1e12)
+    table = h["sweeps"][sweep]
+    points = list(zip(table["start_ps"][()], table["stop_ps"][()]))
+
+    def point_tags(start, stop):
+        """The tags of the point's counted acquisitions."""
+        keep = np.zeros(len(ts), dtype=bool)
+        for a, b in acquisitions:
+            if a >= start and b <= stop:
+                keep |= (ts >= a) & (ts < b)
+        return ts[keep], ch[keep], sum((b - a) * 1e-12 for a, b in acquisitions if a >= start and b <= stop)
+
+    values = {k: float(v[()]) for k, v in entry["values"].items()}
+    series = {k: v[()] for k, v in entry["series"].items()} if "series" in entry else {}
+    if name == "g2":
+        herald, (s1, s2) = step["herald"], step["signals"]
+        totals = np.zeros(4, dtype=np.int64)
+        for start, stop in points:
+            t, c, _ = point_tags(start, stop)
+            th, t1, t2 = t[c == herald], t[c == s1], t[c == s2]
+            # |Δt| ≤ window/2 in integer ps: Herald compares 2|Δt| ≤ window.
+            n1 = in_window(th, t1, window_ps // 2) if window_ps % 2 == 0 else None
+            n2 = in_window(th, t2, window_ps // 2) if window_ps % 2 == 0 else None
+            if n1 is None:
+                fail("the oracle handles even windows only")
+            totals += [len(th), n1.sum(), n2.sum(), (n1 * n2).sum()]
+        got = [values["heralds"], values["herald_and_1"], values["herald_and_2"], values["herald_and_1_and_2"]]
+        if [int(x) for x in got] != [int(x) for x in totals]:
+            fail(f"g2 counts: Herald {got}, numpy {totals.tolist()}")
+        g2 = totals[0] * totals[3] / (totals[1] * totals[2])
+        if abs(values["g2_0"] - g2) > 1e-12 * abs(g2):
+            fail(f"g2(0): Herald {values['g2_0']}, numpy {g2}")
+        print(f"ok: g2 at {window_s:g} s: heralds, herald&1, herald&2, triples {totals.tolist()}; g2(0) {g2:.6g}")
+    elif name == "rates":
+        pairs = [(p["a"], p["b"]) for p in step["counting"]["pairs"]]
+        # The recount's delays: the entry's delays_s attribute ("channel:seconds,..."), else the plan's.
+        text = entry.attrs.get("delays_s", b"")
+        text = text.decode() if isinstance(text, bytes) else str(text)
+        delays = {int(k): round(float(v) * 1e12) for k, v in (item.split(":") for item in text.split(",") if item)}
+        for k, (start, stop) in enumerate(points):
+            t, c, live = point_tags(start, stop)
+            for channel in sorted({int(x) for x in c}):
+                key = f"rate_{channel}"
+                if key in series:
+                    want = np.count_nonzero(c == channel) / live
+                    if abs(series[key][k] - want) > 1e-12 * want:
+                        fail(f"point {k} {key}: Herald {series[key][k]}, numpy {want}")
+            for a, b in pairs:
+                ta = np.sort(t[c == a] + delays.get(a, 0))
+                tb = np.sort(t[c == b] + delays.get(b, 0))
+                n = int(in_window(ta, tb, window_ps // 2).sum())
+                key = f"coincidence_rate_{a}_{b}"
+                if abs(series[key][k] * live - n) > 1e-6:
+                    fail(f"point {k} {key}: Herald {series[key][k] * live:.3f} coincidences, numpy {n}")
+        print(f"ok: rates at {window_s:g} s over {len(points)} points: every singles and pair rate matches numpy")
+    else:
+        fail(f"the oracle checks g2 and rates entries, not {name}")
+
+
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
     {"layout": lambda: layout(args[0], args[1:]), "readme": lambda: readme(*args), "crash": lambda: crash(*args),
-     "kill-trials": lambda: kill_trials(*args)}[cmd]()
+     "kill-trials": lambda: kill_trials(*args), "recount-oracle": lambda: recount_oracle(*args)}[cmd]()
