@@ -63,7 +63,7 @@ enum Analyses {
             }
         }
         let options = TomographyOptions(
-            estimator: Estimator(rawValue: spec.estimator) ?? .linear, accidentals: spec.subtractAccidentals ? .subtract : .keep,
+            estimator: spec.estimator, accidentals: spec.subtractAccidentals ? .subtract : .keep,
             monteCarlo: spec.monteCarlo)
         let result = try Tomography.reconstruct(projections, options: options)
         return .tomography(
@@ -85,12 +85,13 @@ enum Analyses {
             return record
         }
         let (s, err, e) = CHSH.s(settings)
-        record.values["S"] = s
-        record.uncertainties["S"] = err
-        record.series["E"] = e
-        record.series["E_error"] = settings.map(\.correlationError)
-        record.series["total"] = settings.map(\.total)
-        record.values["violation_sigma"] = (abs(s) - 2) / err
+        record.values[figure: .chshS] = s
+        record.uncertainties[figure: .chshS] = err
+        record.series[figure: .correlation] = e
+        record.series[figure: .error(.correlation)] = settings.map(\.correlationError)
+        record.series[figure: .settingTotal] = settings.map(\.total)
+        record.values[figure: .violationSigma] = (abs(s) - 2) / err
+        record.labels = data.map(\.point.label)
         return record
     }
 
@@ -100,10 +101,13 @@ enum Analyses {
         var record = AnalysisRecord(
             name: "g2", estimator: "heralded-hbt",
             parameters: ["herald": "\(key.herald)", "signals": "\(key.signal1),\(key.signal2)", "window_s": "\(key.window)"],
-            values: [
-                "g2_0": value, "heralds": Double(total.heralds), "herald_and_1": Double(total.heraldAnd1),
-                "herald_and_2": Double(total.heraldAnd2), "herald_and_1_and_2": Double(total.heraldAnd1And2),
-            ], uncertainties: ["g2_0": error])
+            values: [:], uncertainties: [:])
+        record.values[figure: .g2Zero] = value
+        record.uncertainties[figure: .g2Zero] = error
+        record.values[figure: .heralds] = Double(total.heralds)
+        record.values[figure: .heraldAnd1] = Double(total.heraldAnd1)
+        record.values[figure: .heraldAnd2] = Double(total.heraldAnd2)
+        record.values[figure: .heraldAnd1And2] = Double(total.heraldAnd1And2)
         if total.heraldAnd1And2 == 0 { record.notes.append("no triple coincidence: g2(0) = 0 with error of one count") }
         return record
     }
@@ -112,36 +116,41 @@ enum Analyses {
         var record = AnalysisRecord(
             name: "rates", estimator: "counts/live-time", parameters: ["sweep": dataset, "window_s": "\(counting.window)"],
             values: [:], uncertainties: [:])
+        record.labels = data.map(\.point.label)
         let channels = Set(data.flatMap { $0.counts.singles.keys }).sorted()
         for ch in channels {
+            let rate = Figure.rate(channel: ch)
             let n = data.map { Double($0.counts.singles[ch] ?? 0) }
             let t = data.map(\.counts.duration)
-            record.series["rate_\(ch)"] = zip(n, t).map { $1 > 0 ? $0 / $1 : 0 }
-            record.series["rate_\(ch)_error"] = zip(n, t).map { $1 > 0 ? $0.squareRoot() / $1 : 0 }
+            record.series[figure: rate] = zip(n, t).map { $1 > 0 ? $0 / $1 : 0 }
+            record.series[figure: .error(rate)] = zip(n, t).map { $1 > 0 ? $0.squareRoot() / $1 : 0 }
             let totalN = n.reduce(0, +), totalT = t.reduce(0, +)
             if totalT > 0 {
-                record.values["rate_\(ch)"] = totalN / totalT
-                record.uncertainties["rate_\(ch)"] = totalN.squareRoot() / totalT
+                record.values[figure: rate] = totalN / totalT
+                record.uncertainties[figure: rate] = totalN.squareRoot() / totalT
             }
         }
         // The swept quantity, when every point has one (sweeps over one property).
         let swept = data.compactMap { $0.point.value }
         let hasSweptValue = !swept.isEmpty && swept.count == data.count
-        if hasSweptValue { record.series["swept_value"] = swept }
+        if hasSweptValue {
+            record.series[figure: .sweptValue] = swept
+            if let unit = data.first?.point.unit { record.parameters["swept_unit"] = unit }
+        }
         for p in counting.pairs {
-            let key = "coincidence_rate_\(p.a)_\(p.b)"
+            let figure = Figure.coincidenceRate(p.a, p.b)
             let n = data.map { coincidences($0, p.a, p.b) }
             let t = data.map(\.counts.duration)
             let rate = zip(n, t).map { $1 > 0 ? $0 / $1 : 0 }
             let err = zip(n, t).map { $1 > 0 ? max($0, 1).squareRoot() / $1 : 0 }
-            record.series[key] = rate
-            record.series[key + "_error"] = err
+            record.series[figure: figure] = rate
+            record.series[figure: .error(figure)] = err
             // Against the swept quantity, a straight-line fit (pair rate ∝ pump power, say).
             if hasSweptValue, let fit = LinearFit.fit(x: swept, y: rate, sigma: err) {
-                record.values[key + "_slope"] = fit.slope
-                record.uncertainties[key + "_slope"] = fit.slopeError
-                record.values[key + "_intercept"] = fit.intercept
-                record.uncertainties[key + "_intercept"] = fit.interceptError
+                record.values[figure: .slope(p.a, p.b)] = fit.slope
+                record.uncertainties[figure: .slope(p.a, p.b)] = fit.slopeError
+                record.values[figure: .intercept(p.a, p.b)] = fit.intercept
+                record.uncertainties[figure: .intercept(p.a, p.b)] = fit.interceptError
             }
         }
         return record

@@ -4,7 +4,7 @@ extension AnalysisRecord {
     /// The record of a tomography, as written to HDF5 and printed, wherever the counts came
     /// from (a run, or `herald analyze` recounting the raw tags).
     public static func tomography(
-        _ result: TomographyResult, projections: Int, estimator: Estimator, target: String, sweep: String,
+        _ result: TomographyResult, projections: Int, estimator: Estimator, target: BellState, sweep: String,
         window: Double, delays: [Int: Double], subtractAccidentals: Bool, extra: [String: String] = [:]
     ) -> AnalysisRecord {
         var notes: [String] = []
@@ -14,18 +14,18 @@ extension AnalysisRecord {
                     + "figures of merit use the closest physical state")
         }
         var values = result.figures
-        values["fidelity"] = result.figures["fidelity_" + target]
-        values["intensity"] = result.intensity
-        values["linear_min_eigenvalue"] = result.linearMinEigenvalue
+        values[figure: .targetFidelity] = result.figures[figure: .fidelity(target)]
+        values[figure: .intensity] = result.intensity
+        values[figure: .linearMinEigenvalue] = result.linearMinEigenvalue
         var errors = result.uncertainties
-        errors["fidelity"] = result.uncertainties["fidelity_" + target]
+        errors[figure: .targetFidelity] = result.uncertainties[figure: .fidelity(target)]
         var p = extra
         p["sweep"] = sweep
         p["window_s"] = "\(window)"
         p["accidentals"] = subtractAccidentals ? "subtract" : "keep"
         p["delays_s"] = formatDelays(delays)
         p["uncertainty_method"] = result.uncertaintyMethod
-        p["target"] = target
+        p["target"] = target.rawValue
         p["projections"] = "\(projections)"
         return AnalysisRecord(
             name: "tomography", estimator: estimator == .linear ? "linear+closest-physical" : estimator.rawValue,

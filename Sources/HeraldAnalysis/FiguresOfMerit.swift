@@ -1,4 +1,5 @@
 import ComplexModule
+import HeraldCore
 import RealModule
 
 /// Standard two-qubit figures of merit. Conventions are in docs/tomography.md.
@@ -6,17 +7,17 @@ public enum FiguresOfMerit {
     static let s = 1 / 2.0.squareRoot()
 
     /// Bell states in the basis |HH⟩, |HV⟩, |VH⟩, |VV⟩.
-    public static let bellStates: [(String, [Complex<Double>])] = [
-        ("phi+", [Complex(s), .zero, .zero, Complex(s)]),
-        ("phi-", [Complex(s), .zero, .zero, Complex(-s)]),
-        ("psi+", [.zero, Complex(s), Complex(s), .zero]),
-        ("psi-", [.zero, Complex(s), Complex(-s), .zero]),
+    public static let bellStates: [(BellState, [Complex<Double>])] = [
+        (.phiPlus, [Complex(s), .zero, .zero, Complex(s)]),
+        (.phiMinus, [Complex(s), .zero, .zero, Complex(-s)]),
+        (.psiPlus, [.zero, Complex(s), Complex(s), .zero]),
+        (.psiMinus, [.zero, Complex(s), Complex(-s), .zero]),
     ]
 
-    /// Fidelity ⟨Φ|ρ|Φ⟩ to each Bell state, keyed `fidelity_phi+` etc.
+    /// Fidelity ⟨Φ|ρ|Φ⟩ to each Bell state.
     public static func bellFidelities(_ rho: ComplexMatrix) -> [String: Double] {
         var out = [String: Double]()
-        for (name, psi) in bellStates { out["fidelity_" + name] = rho.expectation(psi) }
+        for (state, psi) in bellStates { out[figure: .fidelity(state)] = rho.expectation(psi) }
         return out
     }
 
@@ -44,20 +45,20 @@ public enum FiguresOfMerit {
     public static func all(_ rho: ComplexMatrix) -> [String: Double] {
         var f = bellFidelities(rho)
         let c = concurrence(rho)
-        f["concurrence"] = c
-        f["tangle"] = c * c
+        f[figure: .concurrence] = c
+        f[figure: .tangle] = c * c
         let purity = ComplexMatrix.realTraceOfProduct(rho, rho)
-        f["purity"] = purity
+        f[figure: .purity] = purity
         // Linear entropy normalised to [0, 1] for two qubits: (4/3)(1 − tr ρ²).
-        f["linear_entropy"] = 4.0 / 3.0 * (1 - purity)
+        f[figure: .linearEntropy] = 4.0 / 3.0 * (1 - purity)
         let eigen = rho.hermitianEigen().values
-        f["entropy"] = eigen.reduce(0) { $1 > 1e-15 ? $0 - $1 * Double.log2($1) : $0 }
+        f[figure: .entropy] = eigen.reduce(0) { $1 > 1e-15 ? $0 - $1 * Double.log2($1) : $0 }
         let traceNorm = partialTransposeB(rho).hermitianEigen().values.reduce(0) { $0 + abs($1) }
-        f["negativity"] = (traceNorm - 1) / 2
-        f["log_negativity"] = Double.log2(traceNorm)
+        f[figure: .negativity] = (traceNorm - 1) / 2
+        f[figure: .logNegativity] = Double.log2(traceNorm)
         let t = correlationMatrix(rho)
-        f["fidelity_max"] = fullyEntangledFraction(t)
-        f["chsh_max"] = horodeckiS(t)
+        f[figure: .maxFidelity] = fullyEntangledFraction(t)
+        f[figure: .maxCHSH] = horodeckiS(t)
         return f
     }
 

@@ -82,16 +82,6 @@ public enum AccidentalsPolicy: String, Sendable {
     case subtract
 }
 
-/// Which estimator reconstructs the state.
-public enum Estimator: String, Sendable, CaseIterable {
-    /// Least-squares linear inversion, then the closest physical state for the figures.
-    case linear
-    /// Maximum likelihood with the exact Poisson likelihood.
-    case mle
-    /// Hedged maximum likelihood (β = 1/2).
-    case hedged
-}
-
 /// How to reconstruct, and how to estimate errors.
 public struct TomographyOptions: Sendable {
     public var estimator: Estimator = .linear
@@ -284,7 +274,7 @@ public enum Tomography {
 
     static func figures(_ state: ComplexMatrix, linear: ComplexMatrix?) -> [String: Double] {
         var f = FiguresOfMerit.all(state)
-        if let linear { for (name, value) in FiguresOfMerit.bellFidelities(linear) { f[name + "_linear"] = value } }
+        if let linear { for (state, psi) in FiguresOfMerit.bellStates { f[figure: .linearFidelity(state)] = linear.expectation(psi) } }
         return f
     }
 

@@ -31,7 +31,7 @@ func tomography(csv: String, resamples: Int) throws {
     var fidelity = 0.0
     let mle = try median(runs: 200) {
         let r = try Tomography.reconstruct(table.projections, options: .init(estimator: .mle, monteCarlo: 0))
-        fidelity = r.figures["fidelity_phi+"] ?? .nan
+        fidelity = r.figures[figure: .fidelity(.phiPlus)] ?? .nan
     }
     // The delta-method errors above cost 32 refits; time one bare fit for the per-fit figure.
     let projections = table.projections

@@ -119,18 +119,17 @@ public struct TomographySpec: Sendable, Codable, Equatable {
     public var window: Double
     /// Per-channel delays in seconds, added to each channel's timestamps before pairing.
     public var delays: [Int: Double]
-    /// Bell state fidelity is reported against, e.g. `phi+`.
-    public var target: String
+    /// The Bell state fidelity is reported against.
+    public var target: BellState
     /// Subtract the singles-based accidental estimate before inversion (default: keep).
     public var subtractAccidentals = false
-    /// `linear`, `mle` or `hedged`.
-    public var estimator = "linear"
+    public var estimator = Estimator.linear
     /// Monte-Carlo resamples for error bars (0: delta method).
     public var monteCarlo = 0
 
     public init(
         sweep: String, armA: ArmChannels, armB: ArmChannels, window: Double, delays: [Int: Double] = [:],
-        target: String = "phi+"
+        target: BellState = .phiPlus
     ) {
         self.sweep = sweep
         self.armA = armA

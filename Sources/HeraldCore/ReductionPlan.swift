@@ -76,7 +76,7 @@ public struct ReductionPlan: Sendable, Codable, Equatable {
 
     /// The same plan counted with another window or other delays (channels not listed keep
     /// theirs), and fitted with another estimator: what `herald analyze --window` recounts with.
-    public func recounted(windowPs: Int64?, delaysPs: [Int: Int64], estimator: String?) -> ReductionPlan {
+    public func recounted(windowPs: Int64?, delaysPs: [Int: Int64], estimator: Estimator?) -> ReductionPlan {
         var copy = self
         copy.analyses = analyses.map { $0.recounted(windowPs: windowPs, delaysPs: delaysPs, estimator: estimator) }
         return copy
@@ -94,7 +94,7 @@ extension ReductionPlan.Point {
 extension AnalysisStep {
     /// This step with its coincidence window and delays replaced (and, for tomography, its
     /// estimator). Windows and delays are integer picoseconds, like the tags.
-    public func recounted(windowPs: Int64?, delaysPs: [Int: Int64], estimator: String?) -> AnalysisStep {
+    public func recounted(windowPs: Int64?, delaysPs: [Int: Int64], estimator: Estimator?) -> AnalysisStep {
         func seconds(_ ps: Int64) -> Double { Double(ps) * 1e-12 }
         func delays(_ old: [Int: Double]) -> [Int: Double] { old.merging(delaysPs.mapValues(seconds)) { _, new in new } }
         switch self {

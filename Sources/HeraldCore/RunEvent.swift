@@ -171,6 +171,8 @@ public struct AnalysisRecord: Sendable, Equatable {
     public var series: [String: [Double]] = [:]
     /// For an analysis of a nested sweep: the outer point whose inner points it analysed.
     public var outer: PointRef?
+    /// The label of each point the `series` run over.
+    public var labels: [String] = []
 
     public init(
         name: String, estimator: String, parameters: [String: String], values: [String: Double],

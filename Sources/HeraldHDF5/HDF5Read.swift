@@ -333,3 +333,43 @@ enum GlobalHeapCheck {
         }
     }
 }
+
+/// What a link in a group names, for walking a file.
+public enum H5ChildKind: Sendable, Equatable {
+    case group
+    /// Integers, floats, or compounds of them (complex numbers).
+    case numericDataset
+    case stringDataset
+    case other
+}
+
+extension H5Group {
+    /// What the child `name` is; `.other` if it is missing or cannot be opened.
+    public func kind(of name: String) -> H5ChildKind {
+        guard contains(name) else { return .other }
+        let oid = H5Oopen(id, name, herald_h5p_default())
+        guard oid >= 0 else { return .other }
+        defer { H5Oclose(oid) }
+        switch H5Iget_type(oid) {
+        case H5I_GROUP: return .group
+        case H5I_DATASET:
+            let type = H5Dget_type(oid)
+            guard type >= 0 else { return .other }
+            defer { H5Tclose(type) }
+            switch H5Tget_class(type) {
+            case H5T_INTEGER, H5T_FLOAT, H5T_COMPOUND: return .numericDataset
+            case H5T_STRING: return .stringDataset
+            default: return .other
+            }
+        default: return .other
+        }
+    }
+
+    /// Opens any child object (group or dataset) as a location, to set its attributes.
+    public func location(_ name: String) throws -> H5Location {
+        switch kind(of: name) {
+        case .group: return try openGroup(name)
+        default: return try dataset(name)
+        }
+    }
+}

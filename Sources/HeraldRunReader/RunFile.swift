@@ -26,6 +26,9 @@ public struct RunSummary: Sendable, Codable {
         public var uncertainties: [String: Double]
         /// For an analysis of a nested sweep: the outer point it covers.
         public var outer: PointRef?
+        /// Per-point series (rates per point), with the points' labels.
+        public var series: [String: [Double]] = [:]
+        public var labels: [String] = []
     }
 
     public var path: String
@@ -45,7 +48,7 @@ public enum RunFile {
     ]
     static let analysisParameters = [
         "sweep", "window_s", "delays_s", "target", "accidentals", "uncertainty_method", "projections", "recounted_from",
-        "herald", "signals", "outer_label",
+        "herald", "signals", "outer_label", "swept_unit",
     ]
 
     public static func summary(path: String) throws -> RunSummary {
@@ -138,9 +141,15 @@ public enum RunFile {
             if let sweep = try g.stringAttribute("outer_sweep"), let index = try g.attribute("outer_index", as: Int64.self) {
                 outer = PointRef(sweep: sweep, index: Int(index), label: try g.stringAttribute("outer_label") ?? "")
             }
+            var series: [String: [Double]] = [:]
+            if g.contains("series") {
+                let sub = try g.openGroup("series")
+                for k in try sub.childNames() where sub.kind(of: k) == .numericDataset { series[k] = try sub.dataset(k).read(Double.self) }
+            }
             return RunSummary.Analysis(
                 entry: entry, name: name, estimator: try g.stringAttribute("estimator") ?? "", parameters: parameters,
-                values: try scalars("values"), uncertainties: try scalars("uncertainties"), outer: outer)
+                values: try scalars("values"), uncertainties: try scalars("uncertainties"), outer: outer, series: series,
+                labels: g.contains("point_labels") ? try g.dataset("point_labels").readStrings() : [])
         }
     }
 }

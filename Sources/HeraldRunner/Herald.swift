@@ -159,6 +159,9 @@ public enum Herald {
             public var series: [String: [Double]]
             /// For an analysis of a nested sweep: the outer point it covers.
             public var outer: PointRef?
+            public var parameters: [String: String]
+            /// The label of each point the series run over.
+            public var labels: [String]
         }
     }
 
@@ -251,7 +254,8 @@ actor ReportCollector: RunEventSink {
             analyses.append(
                 .init(
                     name: a.name, estimator: a.estimator, values: a.values, uncertainties: a.uncertainties,
-                    rhoReal: a.rhoReal, rhoImag: a.rhoImag, notes: a.notes, series: a.series, outer: a.outer))
+                    rhoReal: a.rhoReal, rhoImag: a.rhoImag, notes: a.notes, series: a.series, outer: a.outer,
+                    parameters: a.parameters, labels: a.labels))
         }
     }
 }

@@ -11,10 +11,10 @@ extension Herald {
         public var windowPs: Int64?
         /// Per-channel delays in picoseconds; channels not listed keep the run's delay.
         public var delaysPs: [Int: Int64]
-        /// Tomography estimator (`linear`, `mle`, `hedged`).
-        public var estimator: String?
+        /// Tomography estimator.
+        public var estimator: Estimator?
 
-        public init(windowPs: Int64? = nil, delaysPs: [Int: Int64] = [:], estimator: String? = nil) {
+        public init(windowPs: Int64? = nil, delaysPs: [Int: Int64] = [:], estimator: Estimator? = nil) {
             self.windowPs = windowPs
             self.delaysPs = delaysPs
             self.estimator = estimator

@@ -995,9 +995,11 @@ struct Context {
             let arms = arms(byKey["arms"], at: node, needReflect: false)
             let window = windowValue(byKey["window"], at: node)
             let delays = delays(byKey["delays"])
-            var target = "phi+"
+            var target = BellState.phiPlus
             if let t = byKey["target"], let s = string(t, what: "target") {
-                if ["phi+", "phi-", "psi+", "psi-"].contains(s) { target = s } else { error("target must be one of phi+, phi-, psi+, psi-", at: t) }
+                if let b = BellState(rawValue: s) { target = b } else {
+                    error("target must be one of \(BellState.allCases.map(\.rawValue).joined(separator: ", "))", at: t)
+                }
             }
             var subtract = false
             if let a = byKey["accidentals"], let s = string(a, what: "accidentals") {
@@ -1007,8 +1009,8 @@ struct Context {
             var spec = TomographySpec(sweep: sweep, armA: a, armB: b, window: window, delays: delays, target: target)
             spec.subtractAccidentals = subtract
             if let e = byKey["estimator"], let name = string(e, what: "estimator") {
-                if ["linear", "mle", "hedged"].contains(name) { spec.estimator = name } else {
-                    error("estimator must be linear, mle or hedged", at: e)
+                if let estimator = Estimator(rawValue: name) { spec.estimator = estimator } else {
+                    error("estimator must be \(Estimator.allCases.map(\.rawValue).joined(separator: ", ")); got '\(name)'", at: e)
                 }
             }
             if let e = byKey["errors"], let n = integer(e, what: "errors (Monte-Carlo resamples)", range: 0...100_000) {

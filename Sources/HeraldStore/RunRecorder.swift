@@ -389,6 +389,7 @@ public actor RunRecorder: RunEventSink {
 
         let analysis = try herald.group("analysis")
         for a in analyses { try AnalysisStore.append(a, to: analysis) }
+        try DatasetUnits.label(herald)
         // Last: until the tables above are all written the file still says "running", so a
         // summary cut short (the disk filled) leaves a file that `herald recover` restores.
         try run.setAttribute("stopped_at", iso.string(from: stop.stoppedAt))
@@ -467,8 +468,9 @@ public enum RunAnalysisAppender {
         defer { lock.release() }
         let file = try RunFile.open(path, mode: .readWrite)
         defer { file.close() }
-        let analysis = try file.openGroup("user").openGroup("herald").group("analysis")
-        return try zip(records, counts).map { record, points in
+        let herald = try file.openGroup("user").openGroup("herald")
+        let analysis = try herald.group("analysis")
+        let entries = try zip(records, counts).map { record, points in
             try AnalysisStore.append(record, to: analysis) { g in
                 let flat = points.flatMap { p in p.pairs.map { (p, $0) } }
                 guard !flat.isEmpty else { return }
@@ -481,6 +483,8 @@ public enum RunAnalysisAppender {
                 try c.write("accidentals", flat.map(\.1.accidentals))
             }
         }
+        try DatasetUnits.label(herald)
+        return entries
     }
 }
 
@@ -507,6 +511,7 @@ enum AnalysisStore {
         if !a.series.isEmpty {
             let series = try g.group("series")
             for (k, v) in a.series.sorted(by: { $0.key < $1.key }) { try series.write(k, v) }
+            if a.labels.count == a.series.values.first?.count { try g.write("point_labels", strings: a.labels) }
         }
         let values = try g.group("values")
         for (k, v) in a.values { try values.write(k, scalar: v) }

@@ -74,6 +74,7 @@ public enum RunRecovery {
         try PhotonHDF5.writeSetup(file, detectorCounts: perDetector)
         report.sweepPoints = try rebuildSweeps(herald)
         report.countedPoints = try rebuildCounts(herald)
+        try DatasetUnits.label(herald)
 
         try run.setAttribute("exit_status", "incomplete")
         try run.setAttribute(

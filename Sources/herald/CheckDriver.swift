@@ -23,7 +23,7 @@ struct CheckDriver: AsyncParsableCommand {
             throw ValidationError("no driver '\(driver)'; 'herald drivers' lists them")
         }
         var config = DeviceConfig(name: driver, driver: driver)
-        for (key, text) in try parseOverrides(settings) {
+        for (key, text) in try parseAssignments(settings, option: "--setting", example: "address=0") {
             guard let spec = entry.descriptor.setting(key) else { throw ValidationError("driver \(driver) has no setting '\(key)'") }
             config.settings[key] = try Self.value(text, as: spec, name: key)
         }
@@ -38,7 +38,7 @@ struct CheckDriver: AsyncParsableCommand {
         kit.acquisition = .milliseconds(acquireMs)
         let report = await kit.run()
         print(report)
-        if !report.failures.isEmpty { throw ExitCode(1) }
+        if !report.failures.isEmpty { throw ExitCode(ExitStatusCode.failed) }
     }
 
     static func value(_ text: String, as spec: PropertySpec, name: String) throws -> Value {

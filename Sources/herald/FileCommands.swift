@@ -21,11 +21,6 @@ func printJSON<T: Encodable>(_ value: T) throws {
     print()
 }
 
-func fail(_ error: Error, code: Int32 = 1) -> ExitCode {
-    FileHandle.standardError.write(Data("error: \(error)\n".utf8))
-    return ExitCode(code)
-}
-
 struct Recover: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Make the file of a killed run readable again, keeping every flushed tag.",
@@ -41,7 +36,7 @@ struct Recover: ParsableCommand {
 
     func run() throws {
         let report: RecoveryReport
-        do { report = try RunRecovery.recover(path: file) } catch { throw fail(error) }
+        do { report = try RunRecovery.recover(path: file) } catch { throw ExitStatusCode.exit(for: error) }
         if json { return try printJSON(report) }
         if let when = report.recoveredBefore {
             print("\(file): already recovered at \(when); nothing more to do (\(report.tags) tags)")
@@ -72,7 +67,7 @@ struct Analyze: AsyncParsableCommand {
     @Argument(help: "A Herald HDF5 run file.") var file: String
     @Option(help: "Full coincidence window for the recount, e.g. 2ns.") var window: String?
     @Option(help: "Channel delay for the recount, CHANNEL=TIME, e.g. 3=1.2ns (repeatable).") var delay: [String] = []
-    @Option(help: "Estimator for the recount: mle, linear or hedged (default: the run's).") var estimator: Tomography.EstimatorOption?
+    @Option(help: "Estimator for the recount: mle, linear or hedged (default: the run's).") var estimator: HeraldCore.Estimator?
     @Flag(help: "Print JSON.") var json = false
 
     /// The recount's options, checked before any file is opened.
@@ -93,7 +88,7 @@ struct Analyze: AsyncParsableCommand {
             guard abs(seconds) < 1 else { throw ValidationError("--delay must be shorter than 1 s, got '\(item)'") }
             options.delaysPs[channel] = Int64(clampingRounded: seconds * 1e12)
         }
-        options.estimator = estimator?.rawValue
+        options.estimator = estimator
         return options
     }
 
@@ -102,7 +97,7 @@ struct Analyze: AsyncParsableCommand {
     func run() async throws {
         if let options = try recountOptions() {
             let entries: [Herald.RecountEntry]
-            do { entries = try await Herald.recount(path: file, options) } catch { throw fail(error) }
+            do { entries = try await Herald.recount(path: file, options) } catch { throw ExitStatusCode.exit(for: error) }
             if json {
                 struct Out: Encodable {
                     var entry: String, name: String, estimator: String, parameters: [String: String]
@@ -118,15 +113,17 @@ struct Analyze: AsyncParsableCommand {
             }
             for e in entries {
                 let r = e.record
-                let outer = r.outer.map { " at \($0.sweep)[\($0.index)] \($0.label)" } ?? ""
-                print("new analysis entry /user/herald/analysis/\(e.entry): \(r.name) of \(r.parameters["sweep"] ?? "?")\(outer) "
-                    + "(\(r.estimator), window \(r.parameters["window_s"] ?? "?") s)")
-                printFigures(r.values, r.uncertainties)
+                let window = Double(r.parameters["window_s"] ?? "").map { Display.quantity($0, unit: "s") } ?? "?"
+                print("new analysis entry /user/herald/analysis/\(e.entry), window \(window):")
+                let view = AnalysisView(
+                    name: r.name, estimator: r.estimator, parameters: r.parameters, values: r.values,
+                    uncertainties: r.uncertainties, series: r.series, labels: r.labels, outer: r.outer, notes: r.notes)
+                for line in view.lines(all: true) { print("  " + line) }
             }
             return
         }
         let s: RunSummary
-        do { s = try RunFile.summary(path: file) } catch { throw fail(error) }
+        do { s = try RunFile.summary(path: file) } catch { throw ExitStatusCode.exit(for: error) }
         if json { return try printJSON(s) }
         print("\(s.run["name"] ?? "?")  run \(s.run["run_id"] ?? "?")  schema \(s.schemaVersion)")
         print("  status: \(s.run["exit_status"] ?? "?")" + (s.run["reason"].map { $0.isEmpty ? "" : " (\($0))" } ?? ""))
@@ -140,15 +137,11 @@ struct Analyze: AsyncParsableCommand {
             }
         }
         for a in s.analyses {
-            let outer = a.outer.map { " at \($0.sweep)[\($0.index)] \($0.label)" } ?? ""
-            print("  analysis \(a.entry) (\(a.estimator))\(outer)")
-            printFigures(a.values, a.uncertainties)
-        }
-    }
-
-    func printFigures(_ values: [String: Double], _ errors: [String: Double]) {
-        for (k, v) in values.sorted(by: { $0.key < $1.key }) {
-            print("    \(k): \(String(format: "%.5g", v))" + (errors[k].map { " ± " + String(format: "%.2g", $0) } ?? ""))
+            print("  analysis \(a.entry):")
+            let view = AnalysisView(
+                name: a.name, estimator: a.estimator, parameters: a.parameters, values: a.values,
+                uncertainties: a.uncertainties, series: a.series, labels: a.labels, outer: a.outer)
+            for line in view.lines(all: true) { print("    " + line) }
         }
     }
 }

@@ -29,18 +29,6 @@ func bootstrapLogging(verbose: Bool) {
     }
 }
 
-/// Parses repeated `--set name=value` options.
-func parseOverrides(_ items: [String]) throws -> [String: String] {
-    var out: [String: String] = [:]
-    for item in items {
-        guard let eq = item.firstIndex(of: "="), eq != item.startIndex else {
-            throw ValidationError("--set expects name=value (e.g. --set integration=2s), got '\(item)'")
-        }
-        out[String(item[..<eq])] = String(item[item.index(after: eq)...])
-    }
-    return out
-}
-
 struct Run: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Validate and run an experiment script.",
@@ -51,12 +39,10 @@ struct Run: AsyncParsableCommand {
             run failed. SIGPIPE is ignored (a closed output pipe does not stop the run). See docs/guarantees.md.
             """)
 
-    @Argument(help: "The experiment script (YAML).") var script: String
-    @Flag(help: "Swap every device for its simulated-lab mock.") var mock = false
+    @OptionGroup var script: ScriptOptions
+    @OptionGroup var plugins: PluginOptions
     @Option(help: "Output HDF5 file (default: out/<name>-<time>.h5).") var out: String?
     @Option(help: "Random seed of the simulated lab (recorded in the file).") var seed: UInt64?
-    @Option(name: .customLong("set"), help: "Override a script parameter, e.g. --set integration=2s (repeatable).")
-    var overrides: [String] = []
     @Flag(help: "Pace simulated devices in real time instead of a virtual clock.") var realtime = false
     @Option(
         name: .customLong("fault"),
@@ -67,28 +53,27 @@ struct Run: AsyncParsableCommand {
         name: .customLong("no-raw-tags"),
         help: "Count and analyse tags live but store none (monitoring runs too long to keep every tag; the file says so).")
     var noRawTags = false
-    @Option(name: .customLong("plugin-dir"), help: "Load driver plugins from this directory (repeatable; after HERALD_PLUGIN_PATH).")
-    var pluginDirectories: [String] = []
-    @Option(name: .customLong("include-dir"), help: "Let include: read from this folder too, not only the script's own (repeatable).")
-    var includeDirectories: [String] = []
     @Flag(help: "Replace the output file if it exists.") var overwrite = false
     @Flag(help: "Print the run report as JSON on stdout.") var json = false
     @Flag(name: .shortAndLong, help: "Log every step.") var verbose = false
+
+    func validate() throws {
+        for fault in faults {
+            do { try Herald.checkFault(fault) } catch { throw ValidationError("--fault '\(fault)': \(error)") }
+        }
+        if let compress, !(1...9).contains(compress) { throw ValidationError("--compress takes a zlib level from 1 to 9") }
+    }
 
     func run() async throws {
         bootstrapLogging(verbose: verbose)
         let logger = Logger(label: "herald")
         var request = Herald.RunRequest(
-            scriptPath: script, mock: mock, outPath: out, seed: seed, overwrite: overwrite,
-            overrides: try parseOverrides(overrides), realtime: realtime, compressionLevel: compress)
+            scriptPath: script.script, mock: script.mock, outPath: out, seed: seed, overwrite: overwrite,
+            overrides: try script.parameters(), realtime: realtime, compressionLevel: compress)
         request.faults = faults
-        request.pluginDirectories = pluginDirectories
-        request.includeDirectories = includeDirectories
+        request.pluginDirectories = plugins.pluginDirectories
+        request.includeDirectories = script.includeDirectories
         request.rawTags = !noRawTags
-        for fault in faults {
-            do { try Herald.checkFault(fault) } catch { throw ValidationError("--fault '\(fault)': \(error)") }
-        }
-        if let compress, !(1...9).contains(compress) { throw ValidationError("--compress takes a zlib level from 1 to 9") }
         let progress = ProgressPrinter(enabled: !json)
         let stopRequest = StopRequest()
         request.stopRequest = stopRequest
@@ -103,13 +88,7 @@ struct Run: AsyncParsableCommand {
             task.cancel()
         }
         defer { signals.cancel() }
-        let report: Herald.RunReport
-        do {
-            report = try await task.value
-        } catch let errors as ScriptErrors {
-            FileHandle.standardError.write(Data((errors.description + "\n").utf8))
-            throw ExitCode(65)
-        }
+        let report = try await mappingErrors { try await task.value }
         if json {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
@@ -118,33 +97,17 @@ struct Run: AsyncParsableCommand {
         } else {
             printSummary(report)
         }
-        if report.status != .success { throw ExitCode(report.status == .aborted ? 130 : 1) }
+        if report.status != .success { throw ExitCode(ExitStatusCode.code(for: report.status)) }
     }
 
     func printSummary(_ report: Herald.RunReport) {
         print("data:   \(report.output)")
         print("status: \(report.status.rawValue)\(report.reason.map { " (\($0))" } ?? "")  tags: \(report.tags)  seed: \(report.seed)")
         for a in report.analyses {
-            func show(_ key: String, _ label: String) {
-                guard let v = a.values[key], v.isFinite else { return }
-                let e = a.uncertainties[key].map { String(format: " ± %.4f", $0) } ?? ""
-                print("  \(label): " + String(format: "%.4f", v) + e)
-            }
-            print("\(a.name) (\(a.estimator)):")
-            switch a.name {
-            case "tomography":
-                show("fidelity", "fidelity to target Bell state")
-                show("concurrence", "concurrence")
-                show("purity", "purity")
-            case "chsh":
-                show("S", "CHSH S")
-                show("violation_sigma", "violation of |S| ≤ 2, in σ")
-            case "g2":
-                show("g2_0", "heralded g2(0)")
-            default:
-                for key in a.values.keys.sorted() { show(key, key) }
-            }
-            for note in a.notes { print("  note: \(note)") }
+            let view = AnalysisView(
+                name: a.name, estimator: a.estimator, parameters: a.parameters, values: a.values,
+                uncertainties: a.uncertainties, series: a.series, labels: a.labels, outer: a.outer, notes: a.notes)
+            for line in view.lines(all: false) { print(line) }
         }
     }
 }
@@ -203,25 +166,16 @@ struct Validate: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Check a script against the drivers' declared properties, units and limits, with no device I/O.")
 
-    @Argument(help: "The experiment script (YAML).") var script: String
-    @Flag(help: "Validate as `herald run --mock` would run it.") var mock = false
-    @Option(name: .customLong("set"), help: "Override a script parameter, e.g. --set integration=2s (repeatable).")
-    var overrides: [String] = []
-    @Option(name: .customLong("plugin-dir"), help: "Load driver plugins from this directory (repeatable; after HERALD_PLUGIN_PATH).")
-    var pluginDirectories: [String] = []
-    @Option(name: .customLong("include-dir"), help: "Let include: read from this folder too, not only the script's own (repeatable).")
-    var includeDirectories: [String] = []
+    @OptionGroup var script: ScriptOptions
+    @OptionGroup var plugins: PluginOptions
 
     func run() throws {
-        do {
-            let compiled = try Herald.validate(
-                path: script, mock: mock, overrides: try parseOverrides(overrides), pluginDirectories: pluginDirectories,
-                includeDirectories: includeDirectories)
-            print("\(script): OK — \(compiled.plan.devices.count) devices, \(compiled.plan.steps.count) steps, \(compiled.plan.acquisitionCount) acquisitions")
-        } catch let errors as ScriptErrors {
-            FileHandle.standardError.write(Data((errors.description + "\n").utf8))
-            throw ExitCode(65)
+        let compiled = try mappingErrors {
+            try Herald.validate(
+                path: script.script, mock: script.mock, overrides: try script.parameters(),
+                pluginDirectories: plugins.pluginDirectories, includeDirectories: script.includeDirectories)
         }
+        print("\(script.script): OK — \(compiled.plan.devices.count) devices, \(compiled.plan.steps.count) steps, \(compiled.plan.acquisitionCount) acquisitions")
     }
 }
 
@@ -229,11 +183,10 @@ struct Drivers: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "List every driver with its kind, properties and where it came from (built-in or a plugin).")
 
-    @Option(name: .customLong("plugin-dir"), help: "Load driver plugins from this directory (repeatable; after HERALD_PLUGIN_PATH).")
-    var pluginDirectories: [String] = []
+    @OptionGroup var pluginOptions: PluginOptions
 
     func run() throws {
-        let plugins = Herald.loadPlugins(pluginDirectories)
+        let plugins = Herald.loadPlugins(pluginOptions.pluginDirectories)
         for d in Herald.descriptorRegistry(plugins: plugins.entries).descriptors {
             print("\(d.id)  v\(d.version)  [\(d.kind.rawValue)]  \(d.origin)\(d.isMock ? ", simulated" : "")")
             print("    \(d.summary)")
@@ -285,42 +238,38 @@ struct Tomography: ParsableCommand {
             with R = (H − iV)/√2 (use --swap-circular for the opposite sign). Conventions: docs/tomography.md.
             """)
 
-    enum EstimatorOption: String, ExpressibleByArgument, CaseIterable {
-        case mle, linear, hedged
-    }
-
     @Argument(help: "CSV file of counts.") var counts: String
-    @Option(help: "Estimator: mle, linear or hedged.") var estimator: EstimatorOption = .mle
+    @Option(help: "Estimator: mle, linear or hedged.") var estimator: HeraldCore.Estimator = .mle
     @Option(help: "Monte-Carlo resamples for error bars (0: none).") var errors: Int = 0
     @Option(help: "Seed of the Monte-Carlo resampling.") var seed: UInt64 = 1
     @Flag(help: "Read R as (H+iV)/√2 and L as (H−iV)/√2.") var swapCircular = false
     @Flag(help: "Print the result as JSON.") var json = false
+
+    func validate() throws {
+        guard errors >= 0 && errors <= 1_000_000 else { throw ValidationError("--errors must be between 0 and 10⁶") }
+    }
 
     func run() throws {
         let text: String
         do { text = try String(contentsOfFile: counts, encoding: .utf8) } catch {
             throw ValidationError("cannot read \(counts): \(error.localizedDescription)")
         }
-        let table: CountsTable
-        do { table = try CountsTable.parse(text, file: counts, swapCircular: swapCircular) } catch let e as CountsTable.ParseError {
-            FileHandle.standardError.write(Data((e.description + "\n").utf8))
-            throw ExitCode(65)
-        }
-        guard errors >= 0 && errors <= 1_000_000 else { throw ValidationError("--errors must be between 0 and 10⁶") }
+        let table = try mappingErrors { try CountsTable.parse(text, file: counts, swapCircular: swapCircular) }
         let options = TomographyOptions(
-            estimator: HeraldAnalysis.Estimator(rawValue: estimator.rawValue) ?? .mle, scales: table.scales,
+            estimator: estimator, scales: table.scales,
             monteCarlo: errors, seed: seed)
         let result: TomographyResult
         do { result = try HeraldAnalysis.Tomography.reconstruct(table.projections, options: options) } catch {
             FileHandle.standardError.write(Data("\(counts): error: \(error)\n".utf8))
-            throw ExitCode(65)
+            throw ExitCode(ExitStatusCode.rejected)
         }
         if json {
             FileHandle.standardOutput.write(try TomographyReport.json(result, errors: errors > 0))
             print()
         } else {
             print("estimator: \(result.estimator.rawValue)  projections: \(table.projections.count)  intensity: \(String(format: "%.1f", result.intensity))")
-            for key in ["fidelity_phi+", "fidelity_phi-", "fidelity_psi+", "fidelity_psi-", "fidelity_max", "concurrence", "tangle", "purity", "entropy", "linear_entropy", "negativity", "log_negativity", "chsh_max"] {
+            for figure in TomographyReport.printed {
+                let key = figure.key
                 guard let v = result.figures[key] else { continue }
                 let e = errors > 0 ? result.uncertainties[key].map { String(format: " ± %.5f", $0) } ?? "" : ""
                 print("  \(key): " + String(format: "%.5f", v) + e)
@@ -334,23 +283,24 @@ struct Tomography: ParsableCommand {
 
 /// The JSON shape of `herald tomography --json` (documented in docs/tomography.md).
 enum TomographyReport {
-    static let scalarKeys = ["concurrence", "tangle", "purity", "entropy", "linear_entropy", "negativity", "log_negativity", "chsh_max"]
+    static let scalars: [Figure] = [.concurrence, .tangle, .purity, .entropy, .linearEntropy, .negativity, .logNegativity, .maxCHSH]
+    /// What `herald tomography` prints, in order.
+    static let printed: [Figure] = BellState.allCases.map(Figure.fidelity) + [.maxFidelity] + scalars
 
     static func object(_ values: [String: Double]) -> [String: Any] {
         var out: [String: Any] = [:]
-        out["fidelity"] = [
-            "phi+": values["fidelity_phi+"] ?? .nan, "phi-": values["fidelity_phi-"] ?? .nan,
-            "psi+": values["fidelity_psi+"] ?? .nan, "psi-": values["fidelity_psi-"] ?? .nan, "max": values["fidelity_max"] ?? .nan,
-        ]
-        for k in scalarKeys { out[k] = values[k] ?? .nan }
+        var fidelity: [String: Double] = ["max": values[figure: .maxFidelity] ?? .nan]
+        for b in BellState.allCases { fidelity[b.rawValue] = values[figure: .fidelity(b)] ?? .nan }
+        out["fidelity"] = fidelity
+        for f in scalars { out[f.key] = values[figure: f] ?? .nan }
         return out
     }
 
     static func json(_ r: TomographyResult, errors: Bool) throws -> Data {
         var out = object(r.figures)
         out["estimator"] = r.estimator.rawValue
-        out["intensity"] = r.intensity
-        out["linear_min_eigenvalue"] = r.linearMinEigenvalue
+        out[Figure.intensity.key] = r.intensity
+        out[Figure.linearMinEigenvalue.key] = r.linearMinEigenvalue
         out["rho"] = [
             "real": (0..<4).map { i in (0..<4).map { r.state[i, $0].real } },
             "imag": (0..<4).map { i in (0..<4).map { r.state[i, $0].imaginary } },
@@ -362,3 +312,5 @@ enum TomographyReport {
         return try JSONSerialization.data(withJSONObject: out, options: [.prettyPrinted, .sortedKeys])
     }
 }
+
+extension HeraldCore.Estimator: ExpressibleByArgument {}

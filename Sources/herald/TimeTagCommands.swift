@@ -90,7 +90,7 @@ struct Inspect: ParsableCommand {
             }
             for w in f.warnings { print("warning: \(w)") }
         } catch let e as TTTRFileError {
-            throw fail(e)
+            throw ExitStatusCode.exit(for: e)
         }
     }
 }
@@ -120,7 +120,7 @@ struct Import: ParsableCommand {
             if json { return try printJSON(report) }
             print("wrote \(report.output): \(report.photons) photons from \(report.format), \(report.acquisitionDurationS) s")
         } catch let e as TTTRFileError {
-            throw fail(e)
+            throw ExitStatusCode.exit(for: e)
         }
     }
 }

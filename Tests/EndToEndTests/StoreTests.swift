@@ -100,5 +100,7 @@ import Testing
             let oracle = try await python(["recount-oracle", file])
             #expect(oracle.status == 0, "\(oracle.stdout)\(oracle.stderr)")
         }
+        let units = try await python(["units", g2, rates])
+        #expect(units.status == 0, "\(units.stdout)\(units.stderr)")
     }
 }

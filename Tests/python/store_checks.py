@@ -8,6 +8,7 @@ usage:
                                          follows a live run over SWMR, kills the runner with SIGKILL,
                                          runs `herald recover`, and checks that every tag seen before
                                          the kill is intact and the run is marked incomplete
+  store_checks.py units FILE...          every numeric dataset under /user/herald has a units attribute
   store_checks.py recount-oracle FILE    recounts the last analysis entry of FILE (a g2 or rates recount
                                          by `herald analyze --window`) from the raw tags with numpy, and
                                          checks every count and rate against Herald's
@@ -74,7 +75,30 @@ def instances(f, path):
     return found
 
 
+def check_units(path):
+    """Every numeric dataset under /user/herald carries a non-empty `units` attribute."""
+    missing, numeric = [], []
+    with h5py.File(path, "r") as f:
+        def visit(name, obj):
+            if isinstance(obj, h5py.Dataset) and obj.dtype.kind in "iufcV":
+                numeric.append(name)
+                u = obj.attrs.get("units")
+                if u is None or (u.decode() if isinstance(u, bytes) else str(u)) == "":
+                    missing.append(name)
+        f["user/herald"].visititems(visit)
+    if missing:
+        fail(f"{path}: numeric datasets without units: {missing}")
+    return len(numeric)
+
+
+def units(files):
+    n = sum(check_units(p) for p in files)
+    print(f"ok: all {n} numeric datasets under /user/herald in {len(files)} files carry units")
+
+
 def layout(doc, files):
+    for p in files:
+        check_units(p)
     handles = [h5py.File(p, "r") for p in files]
     for p in files:
         phconvert_valid(p)
@@ -175,6 +199,7 @@ def crash(herald, script, workdir, *extra):
         if int(run["tag_count"]) != len(t) or g["acquisition_duration"][()] <= 0:
             fail("tag_count or acquisition_duration not set by recovery")
     phconvert_valid(path)
+    check_units(path)
     r2 = subprocess.run([herald, "recover", path], capture_output=True, text=True)
     if r2.returncode != 0 or "already recovered" not in r2.stdout:
         fail(f"second recover should be a no-op: {r2.stdout} {r2.stderr}")
@@ -362,4 +387,5 @@ def recount_oracle(path):
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
     {"layout": lambda: layout(args[0], args[1:]), "readme": lambda: readme(*args), "crash": lambda: crash(*args),
-     "kill-trials": lambda: kill_trials(*args), "recount-oracle": lambda: recount_oracle(*args)}[cmd]()
+     "kill-trials": lambda: kill_trials(*args), "recount-oracle": lambda: recount_oracle(*args),
+     "units": lambda: units(args)}[cmd]()

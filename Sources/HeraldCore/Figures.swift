@@ -1,0 +1,185 @@
+/// The four Bell states, the targets a tomography reports its fidelity against.
+public enum BellState: String, Sendable, Hashable, Codable, CaseIterable {
+    case phiPlus = "phi+"
+    case phiMinus = "phi-"
+    case psiPlus = "psi+"
+    case psiMinus = "psi-"
+
+    /// As people write them: Φ+, Ψ−.
+    public var symbol: String {
+        switch self {
+        case .phiPlus: return "Φ+"
+        case .phiMinus: return "Φ−"
+        case .psiPlus: return "Ψ+"
+        case .psiMinus: return "Ψ−"
+        }
+    }
+}
+
+/// How a tomography reconstructs the state.
+public enum Estimator: String, Sendable, Hashable, Codable, CaseIterable {
+    /// Least-squares linear inversion, then the closest physical state for the figures.
+    case linear
+    /// Maximum likelihood with the exact Poisson likelihood.
+    case mle
+    /// Hedged maximum likelihood (β = 1/2).
+    case hedged
+}
+
+/// Every figure Herald reports. This is the one table of their names: `key` is the name in
+/// HDF5 (`analysis/*/values/<key>`, `series/<key>`) and in JSON, `unit` its `units`
+/// attribute, `title` what the CLI prints. Nothing else spells these names out.
+public enum Figure: Hashable, Sendable {
+    case fidelity(BellState)
+    /// The fidelity of the unconstrained linear-inversion estimate.
+    case linearFidelity(BellState)
+    /// The fidelity to the script's target state.
+    case targetFidelity
+    case maxFidelity
+    case concurrence, tangle, purity, entropy, linearEntropy, negativity, logNegativity
+    /// The largest CHSH S the state allows (Horodecki).
+    case maxCHSH
+    /// Fitted pairs per unit-trace projector pair.
+    case intensity
+    case linearMinEigenvalue
+    case chshS
+    case violationSigma
+    /// CHSH per-setting correlation E and its total pair count.
+    case correlation, settingTotal
+    case g2Zero
+    case heralds, heraldAnd1, heraldAnd2, heraldAnd1And2
+    /// Singles rate of a channel.
+    case rate(channel: Int)
+    case coincidenceRate(Int, Int)
+    /// Straight-line fit of a pair rate against the swept quantity.
+    case slope(Int, Int)
+    case intercept(Int, Int)
+    /// The swept quantity at each point.
+    case sweptValue
+    /// A per-point uncertainty series of another figure (`<key>_error`).
+    indirect case error(Figure)
+
+    public var key: String {
+        switch self {
+        case .fidelity(let b): return "fidelity_" + b.rawValue
+        case .linearFidelity(let b): return "fidelity_" + b.rawValue + "_linear"
+        case .targetFidelity: return "fidelity"
+        case .maxFidelity: return "fidelity_max"
+        case .concurrence: return "concurrence"
+        case .tangle: return "tangle"
+        case .purity: return "purity"
+        case .entropy: return "entropy"
+        case .linearEntropy: return "linear_entropy"
+        case .negativity: return "negativity"
+        case .logNegativity: return "log_negativity"
+        case .maxCHSH: return "chsh_max"
+        case .intensity: return "intensity"
+        case .linearMinEigenvalue: return "linear_min_eigenvalue"
+        case .chshS: return "S"
+        case .violationSigma: return "violation_sigma"
+        case .correlation: return "E"
+        case .settingTotal: return "total"
+        case .g2Zero: return "g2_0"
+        case .heralds: return "heralds"
+        case .heraldAnd1: return "herald_and_1"
+        case .heraldAnd2: return "herald_and_2"
+        case .heraldAnd1And2: return "herald_and_1_and_2"
+        case .rate(let c): return "rate_\(c)"
+        case .coincidenceRate(let a, let b): return "coincidence_rate_\(a)_\(b)"
+        case .slope(let a, let b): return "coincidence_rate_\(a)_\(b)_slope"
+        case .intercept(let a, let b): return "coincidence_rate_\(a)_\(b)_intercept"
+        case .sweptValue: return "swept_value"
+        case .error(let f): return f.key + "_error"
+        }
+    }
+
+    /// The figure a stored key names, if it is one of Herald's.
+    public init?(key: String) {
+        if key.hasSuffix("_error"), let base = Figure(key: String(key.dropLast(6))) {
+            self = .error(base)
+            return
+        }
+        if let f = Self.fixed[key] {
+            self = f
+            return
+        }
+        for b in BellState.allCases {
+            if key == "fidelity_" + b.rawValue { self = .fidelity(b); return }
+            if key == "fidelity_" + b.rawValue + "_linear" { self = .linearFidelity(b); return }
+        }
+        let parts = key.split(separator: "_").map(String.init)
+        if parts.count == 2, parts[0] == "rate", let c = Int(parts[1]) {
+            self = .rate(channel: c)
+            return
+        }
+        if parts.count >= 4, parts[0] == "coincidence", parts[1] == "rate", let a = Int(parts[2]), let b = Int(parts[3]) {
+            switch parts.count == 5 ? parts[4] : "" {
+            case "": self = .coincidenceRate(a, b)
+            case "slope" where parts.count == 5: self = .slope(a, b)
+            case "intercept" where parts.count == 5: self = .intercept(a, b)
+            default: return nil
+            }
+            return
+        }
+        return nil
+    }
+
+    private static let fixed: [String: Figure] = Dictionary(
+        uniqueKeysWithValues: ([
+            .targetFidelity, .maxFidelity, .concurrence, .tangle, .purity, .entropy, .linearEntropy, .negativity,
+            .logNegativity, .maxCHSH, .intensity, .linearMinEigenvalue, .chshS, .violationSigma, .correlation, .settingTotal,
+            .g2Zero, .heralds, .heraldAnd1, .heraldAnd2, .heraldAnd1And2, .sweptValue,
+        ] as [Figure]).map { ($0.key, $0) })
+
+    /// The unit, as the `units` attribute spells it ("1" for a pure number). `swept` is the SI
+    /// unit of the swept quantity, for the fit against it.
+    public func unit(swept: String = "") -> String {
+        switch self {
+        case .entropy: return "bit"
+        case .logNegativity: return "bit"
+        case .intensity, .heralds, .heraldAnd1, .heraldAnd2, .heraldAnd1And2, .settingTotal: return "counts"
+        case .violationSigma: return "standard deviations"
+        case .rate, .coincidenceRate, .intercept: return "s^-1"
+        case .slope: return swept.isEmpty ? "s^-1" : "s^-1 " + swept + "^-1"
+        case .sweptValue: return swept.isEmpty ? "1" : swept
+        case .error(let f): return f.unit(swept: swept)
+        default: return "1"
+        }
+    }
+
+    /// What the CLI calls it.
+    public var title: String {
+        switch self {
+        case .fidelity(let b): return "fidelity to \(b.symbol)"
+        case .linearFidelity(let b): return "fidelity to \(b.symbol) (linear inversion)"
+        case .targetFidelity: return "fidelity to target Bell state"
+        case .maxFidelity: return "fully entangled fraction"
+        case .maxCHSH: return "largest CHSH S of the state"
+        case .chshS: return "CHSH S"
+        case .violationSigma: return "violation of |S| ≤ 2"
+        case .g2Zero: return "heralded g2(0)"
+        case .rate(let c): return "singles rate, channel \(c)"
+        case .coincidenceRate(let a, let b): return "pair rate \(a)–\(b)"
+        case .slope(let a, let b): return "pair rate \(a)–\(b) per unit of the swept quantity"
+        case .intercept(let a, let b): return "pair rate \(a)–\(b) at zero"
+        case .error(let f): return f.title + " (error)"
+        default: return key.replacingOccurrences(of: "_", with: " ")
+        }
+    }
+}
+
+extension Dictionary where Key == String, Value == Double {
+    /// The value of a figure in a record's `values` or `uncertainties`.
+    public subscript(figure figure: Figure) -> Double? {
+        get { self[figure.key] }
+        set { self[figure.key] = newValue }
+    }
+}
+
+extension Dictionary where Key == String, Value == [Double] {
+    /// A per-point series of a figure.
+    public subscript(figure figure: Figure) -> [Double]? {
+        get { self[figure.key] }
+        set { self[figure.key] = newValue }
+    }
+}

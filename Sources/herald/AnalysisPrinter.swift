@@ -1,0 +1,61 @@
+import HeraldCore
+
+/// An analysis as the CLI prints it, from a run report or from a file.
+struct AnalysisView {
+    var name: String
+    var estimator: String
+    var parameters: [String: String]
+    var values: [String: Double]
+    var uncertainties: [String: Double]
+    var series: [String: [Double]]
+    var labels: [String]
+    var outer: PointRef?
+    var notes: [String] = []
+
+    /// The figures a run's summary shows first for each kind (every figure with `all`).
+    static let headline: [String: [Figure]] = [
+        "tomography": [.targetFidelity, .concurrence, .purity],
+        "chsh": [.chshS, .violationSigma],
+        "g2": [.g2Zero],
+    ]
+
+    func lines(all: Bool) -> [String] {
+        let swept = parameters["swept_unit"] ?? ""
+        let outerText = outer.map { " at \($0.sweep)[\($0.index)] \($0.label)" } ?? ""
+        var out = ["\(name) of \(parameters["sweep"] ?? "?")\(outerText) (\(estimator)):"]
+        func line(_ key: String) -> String? {
+            guard let v = values[key] else { return nil }
+            let figure = Figure(key: key)
+            return "  \(all ? key : figure?.title ?? key): "
+                + Display.measured(v, uncertainties[key], unit: figure?.unit(swept: swept) ?? "1")
+        }
+        if !all, let headline = Self.headline[name] {
+            out += headline.compactMap { line($0.key) }
+        } else {
+            out += values.keys.sorted().compactMap(line)
+        }
+        out += perPoint(swept: swept)
+        out += notes.map { "  note: \($0)" }
+        return out
+    }
+
+    /// Per-point values of the series (rates per sweep point, CHSH correlations per setting).
+    func perPoint(swept: String) -> [String] {
+        let keys = series.keys.filter { !$0.hasSuffix("_error") && $0 != Figure.sweptValue.key }.sorted()
+        guard let n = keys.first.flatMap({ series[$0]?.count }), n > 0 else { return [] }
+        let sweptValues = series[figure: .sweptValue]
+        let scale = sweptValues?.map(abs).max()
+        var out = ["  per point:"]
+        for i in 0..<n {
+            var name = labels.indices.contains(i) ? labels[i] : "\(i)"
+            if let v = sweptValues, v.indices.contains(i) { name = Display.quantity(v[i], unit: swept, scale: scale) }
+            let cells = keys.compactMap { key -> String? in
+                guard let column = series[key], column.indices.contains(i) else { return nil }
+                let unit = Figure(key: key)?.unit(swept: swept) ?? "1"
+                return "\(key) " + Display.measured(column[i], series[key + "_error"].flatMap { $0.indices.contains(i) ? $0[i] : nil }, unit: unit)
+            }
+            out.append("    \(name): " + cells.joined(separator: ", "))
+        }
+        return out
+    }
+}

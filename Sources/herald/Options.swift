@@ -1,0 +1,84 @@
+import ArgumentParser
+import Foundation
+import HeraldAnalysis
+import HeraldCore
+import HeraldRunReader
+
+/// Where driver plugins come from (run, validate, drivers).
+struct PluginOptions: ParsableArguments {
+    @Option(name: .customLong("plugin-dir"), help: "Load driver plugins from this directory (repeatable; after HERALD_PLUGIN_PATH).")
+    var pluginDirectories: [String] = []
+}
+
+/// How a script is compiled (run, validate): the script, mocks, parameter overrides, include folders.
+struct ScriptOptions: ParsableArguments {
+    @Argument(help: "The experiment script (YAML).") var script: String
+    @Flag(help: "Swap every device for its simulated-lab mock.") var mock = false
+    @Option(name: .customLong("set"), help: "Override a script parameter, e.g. --set integration=2s (repeatable).")
+    var overrides: [String] = []
+    @Option(name: .customLong("include-dir"), help: "Let include: read from this folder too, not only the script's own (repeatable).")
+    var includeDirectories: [String] = []
+
+    func validate() throws { _ = try parameters() }
+
+    /// `--set name=value` items as a dictionary.
+    func parameters() throws -> [String: String] { try parseAssignments(overrides, option: "--set", example: "integration=2s") }
+}
+
+/// Parses repeated `name=value` options.
+func parseAssignments(_ items: [String], option: String, example: String) throws -> [String: String] {
+    var out: [String: String] = [:]
+    for item in items {
+        guard let eq = item.firstIndex(of: "="), eq != item.startIndex else {
+            throw ValidationError("\(option) expects name=value (e.g. \(option) \(example)), got '\(item)'")
+        }
+        out[String(item[..<eq])] = String(item[item.index(after: eq)...])
+    }
+    return out
+}
+
+/// Every exit status the CLI uses, and the one place errors become them.
+enum ExitStatusCode {
+    /// The run or command failed (a device, a file, a failed check).
+    static let failed: Int32 = 1
+    /// The input was rejected before anything ran: a script, a counts table (EX_DATAERR).
+    static let rejected: Int32 = 65
+    /// The run was stopped by a signal and went to its safe state (128 + SIGINT).
+    static let aborted: Int32 = 130
+
+    /// Prints `error` on stderr, as people read it, and gives the exit code for it.
+    static func exit(for error: Error) -> Error {
+        switch error {
+        case is ExitCode, is ValidationError, is CleanExit:
+            return error  // ArgumentParser's own: it prints and exits
+        case let e as ScriptErrors:
+            report(e.description)
+            return ExitCode(rejected)
+        case let e as CountsTable.ParseError:
+            report(e.description)
+            return ExitCode(rejected)
+        default:
+            report("error: \(error)")
+            return ExitCode(failed)
+        }
+    }
+
+    static func code(for status: HeraldCore.ExitStatus) -> Int32 {
+        switch status {
+        case .success: return 0
+        case .failed: return failed
+        case .aborted: return aborted
+        }
+    }
+
+    private static func report(_ text: String) { FileHandle.standardError.write(Data((text + "\n").utf8)) }
+}
+
+/// Runs a command's body, mapping whatever it throws through ``ExitStatusCode``.
+func mappingErrors<T>(_ body: () async throws -> T) async throws -> T {
+    do { return try await body() } catch { throw ExitStatusCode.exit(for: error) }
+}
+
+func mappingErrors<T>(_ body: () throws -> T) throws -> T {
+    do { return try body() } catch { throw ExitStatusCode.exit(for: error) }
+}
