@@ -130,7 +130,7 @@ public actor RunReducer: RunEventSink {
                 record = try Analyses.run(step, data: group.data)
             } catch let e as TomographyError {
                 let at = group.outer.map { " at \($0.sweep)[\($0.index)] \($0.label)" } ?? ""
-                throw StepError(location: location, message: "\(step.name) of '\(step.dataset)'\(at): \(e)")
+                throw StepError(.analysisFailed, location: location, message: "\(step.name) of '\(step.dataset)'\(at): \(e)")
             }
             record.outer = group.outer
             record.parameters["sweep"] = step.dataset

@@ -211,12 +211,15 @@ public struct PauseRecord: Sendable, Equatable {
 public struct RunStop: Sendable {
     public var status: ExitStatus
     public var reason: String?
+    /// What failed, typed (nil on success).
+    public var failure: RunFailure?
     public var stoppedAt: Date
     public var tagCount: Int
 
-    public init(status: ExitStatus, reason: String?, stoppedAt: Date, tagCount: Int) {
+    public init(status: ExitStatus, reason: String?, failure: RunFailure? = nil, stoppedAt: Date, tagCount: Int) {
         self.status = status
         self.reason = reason
+        self.failure = failure
         self.stoppedAt = stoppedAt
         self.tagCount = tagCount
     }

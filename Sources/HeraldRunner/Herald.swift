@@ -144,6 +144,8 @@ public enum Herald {
         public var output: String
         public var status: ExitStatus
         public var reason: String?
+        /// What failed, typed: match on this, not on `reason`.
+        public var failure: RunFailure?
         public var tags: Int
         public var seed: UInt64
         public var analyses: [Analysis]
@@ -223,7 +225,7 @@ public enum Herald {
             heraldVersion: version)
         let stop = await engine.run(start: start)
         return RunReport(
-            output: output, status: stop.status, reason: stop.reason, tags: stop.tagCount, seed: seed,
+            output: output, status: stop.status, reason: stop.reason, failure: stop.failure, tags: stop.tagCount, seed: seed,
             analyses: await collector.analyses)
     }
 

@@ -54,6 +54,7 @@ public final class RunEngine: Sendable {
         let box = RunStateBox(RunState(plan: plan))
         var status = ExitStatus.success
         var reason: String?
+        var failure: RunFailure?
         do {
             try await emit(.runStarted(start))
             for name in order {
@@ -70,9 +71,11 @@ public final class RunEngine: Sendable {
             if Task.isCancelled || error is CancellationError {
                 status = .aborted
                 reason = stopRequest?.reason ?? "cancelled (interrupt or termination signal)"
+                failure = .cancelled
             } else {
                 status = .failed
                 reason = String(describing: error)
+                failure = RunFailure(error)
             }
         }
         let state = box.state
@@ -86,7 +89,7 @@ public final class RunEngine: Sendable {
             await Task.detached { await self.safeStop() }.value
         }
         for name in order.reversed() { await devices[name]?.disconnect() }
-        let stop = RunStop(status: status, reason: reason, stoppedAt: Date(), tagCount: state.tagCount)
+        let stop = RunStop(status: status, reason: reason, failure: failure, stoppedAt: Date(), tagCount: state.tagCount)
         do {
             try await emit(.runStopped(stop))
         } catch {
@@ -193,7 +196,7 @@ public final class RunEngine: Sendable {
         if let spec = configs[a.device]?.properties.first(where: { $0.name == a.property }),
             let problem = spec.problem(with: a.value)
         {
-            throw StepError(location: a.location, message: "refused before calling device '\(a.device)': \(a.property) \(problem)")
+            throw StepError(.refusedByLimits, location: a.location, message: "refused before calling device '\(a.device)': \(a.property) \(problem)")
         }
         let value = a.value, property = a.property
         try await call(a.device, "set \(property)") { try await $0.set(property, to: value) }
@@ -235,6 +238,7 @@ public final class RunEngine: Sendable {
                 if condition.holds(for: value) { break }
                 if waited >= timeout {
                     throw StepError(
+                        .waitTimedOut,
                         location: location,
                         message: "wait until \(condition) timed out after \(timeout) (last value \(value))")
                 }
@@ -383,6 +387,7 @@ public final class RunEngine: Sendable {
         while let current = try await violatedInterlock() {
             if waited >= current.timeout {
                 throw StepError(
+                    .interlockTimedOut,
                     location: current.location,
                     message: "interlock '\(current.name)' (\(current.condition)) did not clear within \(current.timeout)")
             }

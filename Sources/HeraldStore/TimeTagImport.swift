@@ -1,4 +1,5 @@
 import Foundation
+import HeraldCore
 import HeraldRunReader
 #if canImport(Glibc)
 import Glibc

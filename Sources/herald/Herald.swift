@@ -192,7 +192,14 @@ struct Drivers: ParsableCommand {
             print("    \(d.summary)")
             print("    matched by \(d.matchedBy.sorted().map(\.rawValue).joined(separator: ", "))")
             for p in d.properties {
-                let range = p.range.map { " range \($0.lowerBound)...\($0.upperBound)" } ?? ""
+                var range = p.range.map { " range \($0.lowerBound)...\($0.upperBound)" } ?? ""
+                if let r = p.range, case .quantity(let d) = p.type {
+                    // Both ends with one prefix, from the larger: "range 0...20 mW".
+                    let scale = max(abs(r.lowerBound), abs(r.upperBound))
+                    let lo = Display.quantity(r.lowerBound, unit: d.siUnit, scale: scale)
+                    let hi = Display.quantity(r.upperBound, unit: d.siUnit, scale: scale)
+                    range = " range " + (lo.split(separator: " ").first.map(String.init) ?? lo) + "..." + hi
+                }
                 print("    property \(p.name): \(p.type)\(range)\(p.settable ? "" : " (read-only)")")
             }
             for s in d.settings { print("    setting  \(s.name): \(s.type)") }

@@ -159,7 +159,7 @@ final class FailingSink: RunEventSink {
                 heraldVersion: Herald.version))
 
         #expect(stop.status == .failed)
-        #expect(stop.reason?.contains("tagger") == true)
+        #expect(stop.failure == .device("tagger", .disconnected), "\(stop.reason ?? "")")
         #expect(await lab.pump.enabled == false, "the pump must be left off")
         #expect(stop.tagCount > 0)
 

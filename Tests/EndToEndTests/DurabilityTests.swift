@@ -157,7 +157,7 @@ struct ScratchMount {
         request.diskMargin = -1  // no early stop: HDF5's write itself hits ENOSPC
         let report = try await Herald.run(request)
         #expect(report.status == .failed)
-        #expect(report.reason?.contains("disk full") == true, "\(report.reason ?? "")")
+        #expect(report.failure == .store(.diskFull), "\(report.reason ?? "")")
         let check = try await runProcessOffPool(Paths.python, ["-c", "import h5py, sys; h5py.File(sys.argv[1], 'r')", out])
         if check.status != 0 {
             // Abandoned: recover makes it readable, as after a crash.

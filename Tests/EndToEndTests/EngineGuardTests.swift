@@ -49,7 +49,11 @@ import Testing
         let engine = RunEngine(plan: plan, devices: devices, clock: lab.clock, sinks: [])
         let stop = await engine.run(start: start(plan))
         #expect(stop.status == .failed)
-        #expect(stop.reason?.contains("refused before calling device 'pump'") == true, "\(stop.reason ?? "")")
+        guard case .step(.refusedByLimits, _) = stop.failure else {
+            Issue.record("expected a refusal by limits, got \(String(describing: stop.failure)): \(stop.reason ?? "")")
+            return
+        }
+        #expect(stop.reason?.contains("device 'pump'") == true, "\(stop.reason ?? "")")
         #expect(await lab.pump.power == 0, "the out-of-limit power reached the laser")
     }
 
@@ -73,7 +77,11 @@ import Testing
         let engine = RunEngine(plan: plan, devices: devices, clock: lab.clock, sinks: [])
         let stop = await engine.run(start: start(plan))
         #expect(stop.status == .failed)
-        #expect(stop.reason?.contains("interlock 'lock'") == true && stop.reason?.contains("did not clear within 2") == true, "\(stop.reason ?? "")")
+        guard case .step(.interlockTimedOut, let location) = stop.failure else {
+            Issue.record("expected an interlock timeout, got \(String(describing: stop.failure)): \(stop.reason ?? "")")
+            return
+        }
+        #expect(location?.line == 7, "the interlock's line: \(String(describing: location))")
         #expect(await lab.pump.enabled == false, "the pump must be left off")
         // It waited the 2 s on the lab's clock, not the 1000 s lock time.
         let waited = Double(lab.nowPs) * 1e-12

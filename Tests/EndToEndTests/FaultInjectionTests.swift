@@ -81,14 +81,18 @@ import Testing
     @Test("disconnect: the run fails within the acquisition, naming the device; data kept; laser off")
     func disconnect() async throws {
         let o = try await run(faults: ["tagger disconnect at 250 ms"])
-        expectFailedSafely(o, reasonContains: ["'tagger'", "disconnected", "gone at 0.25 s"])
+        expectFailedSafely(o, reasonContains: ["gone at 0.25 s"])
+        let failure = o.report["failure"] as? [String: Any]
+        #expect(failure?["kind"] as? String == "device" && failure?["device"] as? String == "tagger"
+            && failure?["error"] as? String == "disconnected", "\(String(describing: failure))")
     }
 
     @Test("a laser that vanishes cannot be switched off by software: the log says so")
     func laserDisconnect() async throws {
         let o = try await run(faults: ["pump disconnect at 250 ms"])
         #expect(o.exitCode == 1)
-        #expect((o.report["reason"] as? String ?? "").contains("'pump' disconnected"))
+        let failure = o.report["failure"] as? [String: Any]
+        #expect(failure?["device"] as? String == "pump" && failure?["error"] as? String == "disconnected", "\(String(describing: failure))")
         #expect(o.log.contains { $0.contains("safe state FAILED: pump") }, "log: \(o.log)")
         #expect(o.log.contains { $0.contains("safe state: shutter") }, "the shutter still closes: \(o.log)")
         #expect(o.fileTags == o.report["tags"] as? Int)

@@ -65,7 +65,8 @@ import Testing
                 scriptPath: experiments.appendingPathComponent("replay-tomography.yaml").path, mock: false, outPath: longer,
                 overrides: ["integration": "150 ms", "recording": original]))
         #expect(c.status == .failed)
-        #expect(c.reason?.contains("lasted 0.1 s") == true, "\(c.reason ?? "")")
+        #expect(c.failure == .device("tagger", .rejected), "\(c.reason ?? "")")
+        #expect(c.reason?.contains("lasted 0.1 s") == true, "says what the recording holds: \(c.reason ?? "")")
     }
 
     /// A script that takes a PicoQuant file in three acquisitions gets tttrlib's photons, in
@@ -88,7 +89,7 @@ import Testing
         } else {
             // v30_t2's clock (its overflow records) ran to 7.65 s, though the header asked for 60 s.
             #expect(report.status == .failed)
-            #expect(report.reason?.contains("reached the end of its recording") == true, "\(report.reason ?? "")")
+            #expect(report.failure == .device("tagger", .endOfData), "\(report.reason ?? "")")
         }
         let check = try await runProcess(Paths.python, [TimeTagFileTests.checks, "replay", source, out, "\(stopPs)"])
         #expect(check.status == 0, "\(check.stdout)\(check.stderr)")
@@ -250,6 +251,7 @@ extension ReplayTests {
         let script = try Self.script(in: dir, steps: ["acquire: {device: tagger, duration: 10 ms}"])
         let b = try await Herald.run(.init(scriptPath: script.path, mock: false, outPath: dir.appendingPathComponent("b.h5").path, overrides: ["recording": out]))
         #expect(b.status == .failed)
-        #expect(b.reason?.contains("stored no raw tags") == true, "\(b.reason ?? "")")
+        #expect(b.failure == .device("tagger", .unsupported), "\(b.reason ?? "")")
+        #expect(b.reason?.contains("stored no raw tags") == true, "says why: \(b.reason ?? "")")
     }
 }

@@ -101,8 +101,7 @@ func lockScript(lockTime: String, timeout: String) -> String {
         defer { try? FileManager.default.removeItem(at: dir) }
         let report = try await Herald.run(.init(scriptPath: script, outPath: out, seed: 1))
         #expect(report.status == .failed)
-        #expect(report.reason?.contains("\(script):8:") == true, "names the step: \(report.reason ?? "")")
-        #expect(report.reason?.contains("wait until pump.locked == true timed out after 1.0 seconds") == true)
+        #expect(report.failure == .step(.waitTimedOut, SourceLocation(file: script, line: 8, column: 5)), "\(report.reason ?? "")")
         let file = try await probe(out, "print(json.dumps({'status': f['user/herald/run'].attrs['exit_status'], 'log': list(f['user/herald/log'].asstr()[:])}))")
         #expect(file["status"] as? String == "failed")
         #expect((file["log"] as? [String])?.contains { $0.hasPrefix("safe state: pump (") && $0.contains("emission off") } == true)
@@ -263,7 +262,8 @@ final class PacedTagger: InertTestTagger {
     @Test func aTaggerThatStopsDeliveringTimesOut() async throws {
         let stop = try await run(PacedTagger(blocks: 10, interval: .milliseconds(60), stallAfter: 3))
         #expect(stop.status == .failed)
-        #expect(stop.reason?.contains("delivered nothing for 0.2 seconds") == true, "\(stop.reason ?? "")")
+        #expect(stop.failure == .device("tagger", .timeout), "\(stop.reason ?? "")")
+        #expect(stop.reason?.contains("delivered nothing for 0.2 seconds") == true, "says it stalled: \(stop.reason ?? "")")
         #expect(stop.tagCount == 3)
     }
 }

@@ -1,7 +1,7 @@
 /// A store operation that failed, with the file it concerns. Callers branch on `kind`;
 /// `message` is for people.
 public struct StoreError: Error, CustomStringConvertible, Sendable {
-    public enum Kind: String, Sendable {
+    public enum Kind: String, Sendable, Codable {
         /// The output exists and `--overwrite` was not given.
         case exists
         /// Permission denied on the file or its folder.
