@@ -4,12 +4,12 @@ struct G2Key: Hashable, Sendable {
     var herald: Int
     var signal1: Int
     var signal2: Int
-    var window: Double
+    var windowPs: Int64
 }
 
 /// What one data set must count for all the analyses that read it.
 struct DatasetSpec: Sendable {
-    var counting = CountingSpec(pairs: [], window: 1e-9, delays: [:])
+    var counting = CountingSpec(pairs: [], windowPs: 1000, delaysPs: [:])
     var channels: Set<Int> = []
     /// Keep every channel's tags (for rates), not only `channels`.
     var allChannels = false
@@ -21,11 +21,11 @@ struct DatasetSpec: Sendable {
         allChannels = allChannels || a.needsAllChannels
         if let c = a.counting {
             // The compiler guarantees one window and one set of delays per data set.
-            counting.window = c.window
-            counting.delays = c.delays
+            counting.windowPs = c.windowPs
+            counting.delaysPs = c.delaysPs
             for p in c.pairs where !counting.pairs.contains(p) { counting.pairs.append(p) }
         }
-        if case .heraldedG2(_, let h, let s, let w) = a { g2.append(G2Key(herald: h, signal1: s.0, signal2: s.1, window: w)) }
+        if case .heraldedG2(_, let h, let s, let w) = a { g2.append(G2Key(herald: h, signal1: s.0, signal2: s.1, windowPs: w)) }
         if case .tomography(let t) = a { tomography = t }
     }
 }
@@ -43,7 +43,7 @@ enum Analyses {
         switch step {
         case .tomography(let spec): return try tomography(spec, data: data)
         case .chsh(_, let a, let b, let counting): return chsh(a, b, counting, data: data)
-        case .heraldedG2(_, let h, let s, let w): return g2(G2Key(herald: h, signal1: s.0, signal2: s.1, window: w), data: data)
+        case .heraldedG2(_, let h, let s, let w): return g2(G2Key(herald: h, signal1: s.0, signal2: s.1, windowPs: w), data: data)
         case .rates(let dataset, let counting): return rates(dataset, counting, data: data)
         }
     }
@@ -68,7 +68,7 @@ enum Analyses {
         let result = try Tomography.reconstruct(projections, options: options)
         return .tomography(
             result, projections: projections.count, estimator: options.estimator, target: spec.target, sweep: spec.sweep,
-            window: spec.window, delays: spec.delays, subtractAccidentals: spec.subtractAccidentals)
+            windowPs: spec.windowPs, delaysPs: spec.delaysPs, subtractAccidentals: spec.subtractAccidentals)
     }
 
     static func chsh(_ a: ArmChannels, _ b: ArmChannels, _ counting: CountingSpec, data: [PointResult]) -> AnalysisRecord {
@@ -79,7 +79,7 @@ enum Analyses {
                 rr: coincidences(r, ra, rb))
         }
         var record = AnalysisRecord(
-            name: "chsh", estimator: "counts", parameters: ["window_s": "\(counting.window)"], values: [:], uncertainties: [:])
+            name: "chsh", estimator: "counts", parameters: ["window_s": AnalysisRecord.seconds(counting.windowPs)], values: [:], uncertainties: [:])
         guard settings.count == CHSHSettings.signs.count else {
             record.notes = ["expected 4 setting pairs, got \(settings.count)"]
             return record
@@ -100,7 +100,7 @@ enum Analyses {
         let (value, error) = total.g2
         var record = AnalysisRecord(
             name: "g2", estimator: "heralded-hbt",
-            parameters: ["herald": "\(key.herald)", "signals": "\(key.signal1),\(key.signal2)", "window_s": "\(key.window)"],
+            parameters: ["herald": "\(key.herald)", "signals": "\(key.signal1),\(key.signal2)", "window_s": AnalysisRecord.seconds(key.windowPs)],
             values: [:], uncertainties: [:])
         record.values[figure: .g2Zero] = value
         record.uncertainties[figure: .g2Zero] = error
@@ -114,7 +114,7 @@ enum Analyses {
 
     static func rates(_ dataset: String, _ counting: CountingSpec, data: [PointResult]) -> AnalysisRecord {
         var record = AnalysisRecord(
-            name: "rates", estimator: "counts/live-time", parameters: ["sweep": dataset, "window_s": "\(counting.window)"],
+            name: "rates", estimator: "counts/live-time", parameters: ["sweep": dataset, "window_s": AnalysisRecord.seconds(counting.windowPs)],
             values: [:], uncertainties: [:])
         record.labels = data.map(\.point.label)
         let channels = Set(data.flatMap { $0.counts.singles.keys }).sorted()

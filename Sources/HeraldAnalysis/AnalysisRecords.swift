@@ -5,7 +5,7 @@ extension AnalysisRecord {
     /// from (a run, or `herald analyze` recounting the raw tags).
     public static func tomography(
         _ result: TomographyResult, projections: Int, estimator: Estimator, target: BellState, sweep: String,
-        window: Double, delays: [Int: Double], subtractAccidentals: Bool, extra: [String: String] = [:]
+        windowPs: Int64, delaysPs: [Int: Int64], subtractAccidentals: Bool, extra: [String: String] = [:]
     ) -> AnalysisRecord {
         var notes: [String] = []
         if result.linearMinEigenvalue < 0 {
@@ -21,9 +21,9 @@ extension AnalysisRecord {
         errors[figure: .targetFidelity] = result.uncertainties[figure: .fidelity(target)]
         var p = extra
         p["sweep"] = sweep
-        p["window_s"] = "\(window)"
+        p["window_s"] = seconds(windowPs)
         p["accidentals"] = subtractAccidentals ? "subtract" : "keep"
-        p["delays_s"] = formatDelays(delays)
+        p["delays_s"] = formatDelays(delaysPs)
         p["uncertainty_method"] = result.uncertaintyMethod
         p["target"] = target.rawValue
         p["projections"] = "\(projections)"
@@ -34,17 +34,10 @@ extension AnalysisRecord {
     }
 
     /// Channel delays as stored in the `delays_s` attribute: `channel:seconds` joined by commas.
-    public static func formatDelays(_ delays: [Int: Double]) -> String {
-        delays.sorted { $0.key < $1.key }.map { "\($0.key):\($0.value)" }.joined(separator: ",")
+    public static func formatDelays(_ delaysPs: [Int: Int64]) -> String {
+        delaysPs.sorted { $0.key < $1.key }.map { "\($0.key):\(seconds($0.value))" }.joined(separator: ",")
     }
 
-    /// The inverse of ``formatDelays(_:)``; malformed items are skipped.
-    public static func parseDelays(_ text: String) -> [Int: Double] {
-        var out: [Int: Double] = [:]
-        for item in text.split(separator: ",") {
-            let kv = item.split(separator: ":")
-            if kv.count == 2, let c = Int(kv[0]), let d = Double(kv[1]) { out[c] = d }
-        }
-        return out
-    }
+    /// Integer picoseconds as the seconds the `*_s` attributes hold (1000 ps → "1e-09").
+    public static func seconds(_ ps: Int64) -> String { "\(Double(ps) * 1e-12)" }
 }

@@ -134,8 +134,8 @@ public actor RunReducer: RunEventSink {
             }
             record.outer = group.outer
             record.parameters["sweep"] = step.dataset
-            if let c = step.counting, record.parameters["delays_s"] == nil, !c.delays.isEmpty {
-                record.parameters["delays_s"] = AnalysisRecord.formatDelays(c.delays)
+            if let c = step.counting, record.parameters["delays_s"] == nil, !c.delaysPs.isEmpty {
+                record.parameters["delays_s"] = AnalysisRecord.formatDelays(c.delaysPs)
             }
             try await pass(.analysis(record))
         }
@@ -154,10 +154,9 @@ struct PointTally {
     let windowPs: Int64
 
     init(spec: DatasetSpec) throws {
-        windowPs = Int64(clampingRounded: spec.counting.window * 1e12)
-        let delays = spec.counting.delays.mapValues { Int64(clampingRounded: $0 * 1e12) }
+        windowPs = spec.counting.windowPs
         stream = try CoincidenceStream(
-            CoincidenceConfiguration(windowPs: windowPs, delaysPs: delays, pairs: spec.counting.pairs.map { ChannelPair($0.a, $0.b) }))
+            CoincidenceConfiguration(windowPs: windowPs, delaysPs: spec.counting.delaysPs, pairs: spec.counting.pairs.map { ChannelPair($0.a, $0.b) }))
         g2Channels = Set(spec.g2.flatMap { [$0.herald, $0.signal1, $0.signal2] })
     }
 
@@ -197,7 +196,7 @@ struct PointTally {
             var c = HeraldedG2Counts()
             c.add(
                 herald: g2Tags[key.herald] ?? [], signal1: g2Tags[key.signal1] ?? [], signal2: g2Tags[key.signal2] ?? [],
-                windowPs: Int64(clampingRounded: key.window * 1e12))
+                windowPs: key.windowPs)
             g2[key] = c
         }
         var kept: [Int: Int] = [:]

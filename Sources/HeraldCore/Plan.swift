@@ -115,10 +115,10 @@ public struct TomographySpec: Sendable, Codable, Equatable {
     public var sweep: String
     public var armA: ArmChannels
     public var armB: ArmChannels
-    /// Full coincidence window in seconds: tags pair when |Δt| ≤ window/2.
-    public var window: Double
-    /// Per-channel delays in seconds, added to each channel's timestamps before pairing.
-    public var delays: [Int: Double]
+    /// Full coincidence window in integer picoseconds, like the tags: tags pair when |Δt| ≤ window/2.
+    public var windowPs: Int64
+    /// Per-channel delays in picoseconds, added to each channel's timestamps before pairing.
+    public var delaysPs: [Int: Int64]
     /// The Bell state fidelity is reported against.
     public var target: BellState
     /// Subtract the singles-based accidental estimate before inversion (default: keep).
@@ -128,14 +128,14 @@ public struct TomographySpec: Sendable, Codable, Equatable {
     public var monteCarlo = 0
 
     public init(
-        sweep: String, armA: ArmChannels, armB: ArmChannels, window: Double, delays: [Int: Double] = [:],
+        sweep: String, armA: ArmChannels, armB: ArmChannels, windowPs: Int64, delaysPs: [Int: Int64] = [:],
         target: BellState = .phiPlus
     ) {
         self.sweep = sweep
         self.armA = armA
         self.armB = armB
-        self.window = window
-        self.delays = delays
+        self.windowPs = windowPs
+        self.delaysPs = delaysPs
         self.target = target
     }
 
@@ -175,15 +175,15 @@ public struct Interlock: Sendable {
 /// How coincidences are counted for one data set (a sweep or a named acquisition).
 public struct CountingSpec: Sendable, Equatable, Codable {
     public var pairs: [ChannelPair]
-    /// Full coincidence window in seconds: tags pair when |Δt| ≤ window/2.
-    public var window: Double
-    /// Per-channel delays in seconds.
-    public var delays: [Int: Double]
+    /// Full coincidence window in integer picoseconds: tags pair when |Δt| ≤ window/2.
+    public var windowPs: Int64
+    /// Per-channel delays in picoseconds.
+    public var delaysPs: [Int: Int64]
 
-    public init(pairs: [ChannelPair], window: Double, delays: [Int: Double]) {
+    public init(pairs: [ChannelPair], windowPs: Int64, delaysPs: [Int: Int64]) {
         self.pairs = pairs
-        self.window = window
-        self.delays = delays
+        self.windowPs = windowPs
+        self.delaysPs = delaysPs
     }
 
     public var channels: Set<Int> { Set(pairs.flatMap { [$0.a, $0.b] }) }
@@ -205,7 +205,7 @@ public enum AnalysisStep: Sendable {
     /// CHSH S from the four angle pairs of a `chsh` sweep, both PBS ports of each arm detected.
     case chsh(dataset: String, armA: ArmChannels, armB: ArmChannels, counting: CountingSpec)
     /// Heralded g2(0) = N_h·N_h12 / (N_h1·N_h2), herald channel h and the two HBT outputs.
-    case heraldedG2(dataset: String, herald: Int, signals: (Int, Int), window: Double)
+    case heraldedG2(dataset: String, herald: Int, signals: (Int, Int), windowPs: Int64)
     /// Singles and coincidence rates of every point of a data set (with a linear fit against
     /// the swept quantity when it has one).
     case rates(dataset: String, counting: CountingSpec)
@@ -247,10 +247,10 @@ public enum AnalysisStep: Sendable {
     public var counting: CountingSpec? {
         switch self {
         case .tomography(let t):
-            return CountingSpec(pairs: t.channelPairs.map { ChannelPair($0.0, $0.1) }, window: t.window, delays: t.delays)
+            return CountingSpec(pairs: t.channelPairs.map { ChannelPair($0.0, $0.1) }, windowPs: t.windowPs, delaysPs: t.delaysPs)
         case .chsh(_, _, _, let c), .rates(_, let c): return c
         case .heraldedG2(_, let h, let s, let w):
-            return CountingSpec(pairs: [ChannelPair(h, s.0), ChannelPair(h, s.1)], window: w, delays: [:])
+            return CountingSpec(pairs: [ChannelPair(h, s.0), ChannelPair(h, s.1)], windowPs: w, delaysPs: [:])
         }
     }
 }

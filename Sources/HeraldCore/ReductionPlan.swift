@@ -95,23 +95,22 @@ extension AnalysisStep {
     /// This step with its coincidence window and delays replaced (and, for tomography, its
     /// estimator). Windows and delays are integer picoseconds, like the tags.
     public func recounted(windowPs: Int64?, delaysPs: [Int: Int64], estimator: Estimator?) -> AnalysisStep {
-        func seconds(_ ps: Int64) -> Double { Double(ps) * 1e-12 }
-        func delays(_ old: [Int: Double]) -> [Int: Double] { old.merging(delaysPs.mapValues(seconds)) { _, new in new } }
+        func delays(_ old: [Int: Int64]) -> [Int: Int64] { old.merging(delaysPs) { _, new in new } }
         switch self {
         case .tomography(var t):
-            if let windowPs { t.window = seconds(windowPs) }
-            t.delays = delays(t.delays)
+            if let windowPs { t.windowPs = windowPs }
+            t.delaysPs = delays(t.delaysPs)
             if let estimator { t.estimator = estimator }
             return .tomography(t)
         case .chsh(let d, let a, let b, var c):
-            if let windowPs { c.window = seconds(windowPs) }
-            c.delays = delays(c.delays)
+            if let windowPs { c.windowPs = windowPs }
+            c.delaysPs = delays(c.delaysPs)
             return .chsh(dataset: d, armA: a, armB: b, counting: c)
         case .heraldedG2(let d, let h, let s, let w):
-            return .heraldedG2(dataset: d, herald: h, signals: s, window: windowPs.map(seconds) ?? w)
+            return .heraldedG2(dataset: d, herald: h, signals: s, windowPs: windowPs ?? w)
         case .rates(let d, var c):
-            if let windowPs { c.window = seconds(windowPs) }
-            c.delays = delays(c.delays)
+            if let windowPs { c.windowPs = windowPs }
+            c.delaysPs = delays(c.delaysPs)
             return .rates(dataset: d, counting: c)
         }
     }
@@ -132,7 +131,7 @@ extension AnalysisStep: Codable {
         var counting: CountingSpec?
         var herald: Int?
         var signals: [Int]?
-        var window: Double?
+        var windowPs: Int64?
     }
 
     private var stored: Stored {
@@ -140,7 +139,7 @@ extension AnalysisStep: Codable {
         case .tomography(let t): return Stored(kind: "tomography", dataset: t.sweep, tomography: t)
         case .chsh(let d, let a, let b, let c): return Stored(kind: "chsh", dataset: d, armA: a, armB: b, counting: c)
         case .heraldedG2(let d, let h, let s, let w):
-            return Stored(kind: "g2", dataset: d, herald: h, signals: [s.0, s.1], window: w)
+            return Stored(kind: "g2", dataset: d, herald: h, signals: [s.0, s.1], windowPs: w)
         case .rates(let d, let c): return Stored(kind: "rates", dataset: d, counting: c)
         }
     }
@@ -160,8 +159,8 @@ extension AnalysisStep: Codable {
             guard let a = s.armA, let b = s.armB, let c = s.counting else { throw missing("armA, armB, counting") }
             self = .chsh(dataset: s.dataset, armA: a, armB: b, counting: c)
         case "g2":
-            guard let h = s.herald, let sig = s.signals, sig.count == 2, let w = s.window else { throw missing("herald, signals, window") }
-            self = .heraldedG2(dataset: s.dataset, herald: h, signals: (sig[0], sig[1]), window: w)
+            guard let h = s.herald, let sig = s.signals, sig.count == 2, let w = s.windowPs else { throw missing("herald, signals, windowPs") }
+            self = .heraldedG2(dataset: s.dataset, herald: h, signals: (sig[0], sig[1]), windowPs: w)
         case "rates":
             guard let c = s.counting else { throw missing("counting") }
             self = .rates(dataset: s.dataset, counting: c)

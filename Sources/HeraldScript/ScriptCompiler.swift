@@ -916,9 +916,10 @@ struct Context {
         return (a, b)
     }
 
-    mutating func delays(_ node: Node?) -> [Int: Double] {
+    /// Per-channel delays in integer picoseconds, like the tags.
+    mutating func delays(_ node: Node?) -> [Int: Int64] {
         guard let node else { return [:] }
-        var out: [Int: Double] = [:]
+        var out: [Int: Int64] = [:]
         for d in entries(node, allowed: nil, what: "delays") {
             guard let ch = Int(d.key), (1...255).contains(ch) else {
                 error("delays are keyed by channel number (1–255)", at: d.keyNode)
@@ -929,7 +930,7 @@ struct Context {
                 error("a channel delay must be shorter than 1 s, got \(q)", at: d.value)
                 continue
             }
-            out[ch] = q.value
+            out[ch] = Int64(clampingRounded: q.value * 1e12)
         }
         return out
     }
@@ -974,7 +975,7 @@ struct Context {
     /// One data set is counted once: every analysis of it must use the same window and delays.
     mutating func requireCounting(_ spec: CountingSpec, for dataset: String, at node: Node) {
         if let (existing, _) = countingByDataset[dataset] {
-            if existing.window != spec.window || existing.delays != spec.delays {
+            if existing.windowPs != spec.windowPs || existing.delaysPs != spec.delaysPs {
                 error("analyses of '\(dataset)' must share one coincidence window and delays (it is counted once)", at: node)
             }
             var merged = existing
@@ -1006,7 +1007,7 @@ struct Context {
                 if ["keep", "subtract"].contains(s) { subtract = s == "subtract" } else { error("accidentals must be 'keep' or 'subtract'", at: a) }
             }
             guard let sweep, let (a, b) = arms, let window else { return nil }
-            var spec = TomographySpec(sweep: sweep, armA: a, armB: b, window: window, delays: delays, target: target)
+            var spec = TomographySpec(sweep: sweep, armA: a, armB: b, windowPs: window, delaysPs: delays, target: target)
             spec.subtractAccidentals = subtract
             if let e = byKey["estimator"], let name = string(e, what: "estimator") {
                 if let estimator = Estimator(rawValue: name) { spec.estimator = estimator } else {
@@ -1027,7 +1028,7 @@ struct Context {
             let delays = delays(byKey["delays"])
             guard let sweep, let (a, b) = arms, let window, let ra = a.reflect, let rb = b.reflect else { return nil }
             let pairs = [ChannelPair(a.pass, b.pass), ChannelPair(a.pass, rb), ChannelPair(ra, b.pass), ChannelPair(ra, rb)]
-            let counting = CountingSpec(pairs: pairs, window: window, delays: delays)
+            let counting = CountingSpec(pairs: pairs, windowPs: window, delaysPs: delays)
             requireCounting(counting, for: sweep, at: keyNode)
             return .chsh(dataset: sweep, armA: a, armB: b, counting: counting)
         case "g2":
@@ -1047,7 +1048,7 @@ struct Context {
             if byKey["herald"] == nil { error("g2 needs 'herald' (the heralding detector's channel)", at: node) }
             let window = windowValue(byKey["window"], at: node)
             guard let data, let herald, let signals, let window else { return nil }
-            let step = AnalysisStep.heraldedG2(dataset: data, herald: herald, signals: signals, window: window)
+            let step = AnalysisStep.heraldedG2(dataset: data, herald: herald, signals: signals, windowPs: window)
             if let c = step.counting { requireCounting(c, for: data, at: keyNode) }
             return step
         case "rates":
@@ -1062,10 +1063,10 @@ struct Context {
                     }
                 }
             }
-            let window = byKey["window"].flatMap { windowValue($0, at: node) } ?? 1e-9
+            let window = byKey["window"].flatMap { windowValue($0, at: node) } ?? 1000  // 1 ns
             let delays = delays(byKey["delays"])
             guard let data else { return nil }
-            let counting = CountingSpec(pairs: pairs, window: window, delays: delays)
+            let counting = CountingSpec(pairs: pairs, windowPs: window, delaysPs: delays)
             requireCounting(counting, for: data, at: keyNode)
             return .rates(dataset: data, counting: counting)
         default:
@@ -1073,16 +1074,17 @@ struct Context {
         }
     }
 
-    mutating func windowValue(_ node: Node?, at parent: Node) -> Double? {
+    /// The full coincidence window in integer picoseconds, like the tags.
+    mutating func windowValue(_ node: Node?, at parent: Node) -> Int64? {
         guard let node else {
             error("needs a coincidence 'window' (full width, e.g. 1 ns)", at: parent)
             return nil
         }
         guard let q = quantity(node, .time, what: "window") else { return nil }
-        guard q.value > 0 && q.value < 1 else {
-            error("the coincidence window must be between 0 s and 1 s, got \(q)", at: node)
+        guard q.value >= 1e-12 && q.value < 1 else {
+            error("the coincidence window must be between 1 ps and 1 s, got \(q)", at: node)
             return nil
         }
-        return q.value
+        return Int64(clampingRounded: q.value * 1e12)
     }
 }
