@@ -161,7 +161,9 @@ let package = Package(
             path: "Drivers/ReplayTimeTagger", swiftSettings: swiftSettings),
 
         // MARK: Tests
-        .testTarget(name: "HeraldCoreTests", dependencies: ["HeraldCore"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "HeraldCoreTests", dependencies: ["HeraldCore", .product(name: "Numerics", package: "swift-numerics")],
+            swiftSettings: swiftSettings),
         .testTarget(
             name: "HeraldScriptTests", dependencies: ["HeraldScript", "HeraldRunner"],
             swiftSettings: swiftSettings),

@@ -112,6 +112,31 @@ public struct JonesMatrix: Sendable, Hashable {
     }
 }
 
+/// The waveplate angles of one analyzer arm (a QWP, then an HWP, then a PBS transmitting H),
+/// in degrees. The one place a measurement basis becomes angles: the compiler sets them and
+/// the simulated lab's physics (``JonesMatrix/analyzerStates(qwp:hwp:)``) measures with them.
+public struct AnalyzerSetting: Sendable, Hashable {
+    public var qwp: Double
+    public var hwp: Double
+
+    public init(qwp: Double, hwp: Double) {
+        self.qwp = qwp
+        self.hwp = hwp
+    }
+
+    /// The setting whose transmitted port projects onto `label`.
+    public init(projectingOnto label: PolarizationLabel) {
+        (qwp, hwp) = label.analyzerAngles
+    }
+
+    /// A linear analyzer at θ from horizontal: the HWP at θ/2 turns θ onto the PBS's H axis,
+    /// and the QWP in front, with its fast axis along θ, leaves that linear state unchanged.
+    public static func linear(degrees theta: Double) -> AnalyzerSetting { AnalyzerSetting(qwp: theta, hwp: theta / 2) }
+
+    /// The states the transmitted and reflected ports project onto.
+    public var projectedStates: (pass: JonesVector, reflect: JonesVector) { JonesMatrix.analyzerStates(qwp: qwp, hwp: hwp) }
+}
+
 /// The built-in tomography setting sets.
 public enum TomographyBasisSet: String, Sendable, CaseIterable {
     /// The 16 settings of James et al. (2001) with one detector per photon.

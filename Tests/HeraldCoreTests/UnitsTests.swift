@@ -1,3 +1,5 @@
+import ComplexModule
+import Foundation
 import HeraldCore
 import Testing
 
@@ -39,6 +41,17 @@ import Testing
         #expect(abs(label.jones.inner(states.pass).lengthSquared - 1) < 1e-12)
         #expect(abs(label.orthogonal.jones.inner(states.reflect).lengthSquared - 1) < 1e-12)
         #expect(label.jones.inner(states.reflect).lengthSquared < 1e-12)
+    }
+
+    /// A linear analyzer at θ (the CHSH settings) passes the linear state cos θ H + sin θ V,
+    /// through the same Jones physics the simulated lab measures with.
+    @Test(arguments: [0.0, 22.5, 45, 67.5, -30])
+    func linearAnalyzerSettingPassesTheLinearStateAtItsAngle(theta: Double) {
+        let radians = theta * .pi / 180
+        let linear = JonesVector(Complex(cos(radians)), Complex(sin(radians)))
+        let states = AnalyzerSetting.linear(degrees: theta).projectedStates
+        #expect(abs(linear.inner(states.pass).lengthSquared - 1) < 1e-12)
+        #expect(linear.inner(states.reflect).lengthSquared < 1e-12)
     }
 
     @Test func labelledStatesAreNotConfused() {

@@ -1,0 +1,163 @@
+import Foundation
+import HeraldCore
+import Yams
+
+// Devices: drivers, settings, limits, safe states and how each is matched to hardware; property assignments.
+extension Context {
+    mutating func compileDevice(_ name: String, _ node: Node, keyNode: Node) -> DeviceConfig? {
+        guard name.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "_" || $0 == "-" }) else {
+            error("device name '\(name)' may contain only letters, digits, '_' and '-'", at: keyNode)
+            return nil
+        }
+        let byKey = fields(
+            node, allowed: ["driver", "match", "settings", "limits", "safe", "timeout", "retries"], what: "device '\(name)'")
+        guard let driverNode = byKey["driver"] else {
+            error("device '\(name)' needs a 'driver:' (see `herald drivers`)", at: node)
+            return nil
+        }
+        guard let driverID = string(driverNode, what: "driver") else { return nil }
+        guard var entry = registry.entry(driverID) else {
+            let known = registry.descriptors.map(\.id).joined(separator: ", ")
+            error("unknown driver '\(driverID)' for device '\(name)'; known drivers: \(known)", at: driverNode)
+            return nil
+        }
+        var descriptor = entry.descriptor
+        var settings: [String: Value] = [:]
+        if let settingsNode = byKey["settings"] {
+            for s in entries(settingsNode, allowed: nil, what: "settings of '\(name)'") {
+                guard let spec = descriptor.setting(s.key) else {
+                    let known = descriptor.settings.map(\.name)
+                    error(
+                        "driver '\(driverID)' has no setting '\(s.key)'"
+                            + (known.isEmpty ? "" : "; it accepts: \(known.joined(separator: ", "))"), at: s.keyNode)
+                    continue
+                }
+                if let v = value(s.value, for: spec, what: "\(name).\(s.key)") { settings[s.key] = v }
+            }
+        }
+        for spec in descriptor.settings where settings[spec.name] == nil {
+            if case .choice = spec.type { error("device '\(name)' needs setting '\(spec.name)' (\(spec.type))", at: node) }
+        }
+        // limits: {power: {max: 20 mW}} narrows the driver's range; it never widens it.
+        if let limitsNode = byKey["limits"] {
+            for l in entries(limitsNode, allowed: nil, what: "limits of '\(name)'") {
+                guard let index = descriptor.properties.firstIndex(where: { $0.name == l.key }),
+                    case .quantity(let dim) = descriptor.properties[index].type
+                else {
+                    error("'\(l.key)' is not a numeric property of driver '\(driverID)'", at: l.keyNode)
+                    continue
+                }
+                let bounds = fields(l.value, allowed: ["min", "max"], what: "limits of \(name).\(l.key)")
+                let range = descriptor.properties[index].range ?? -Double.infinity...Double.infinity
+                var lo = range.lowerBound, hi = range.upperBound
+                if let q = quantity(bounds["min"], dim, what: "\(name).\(l.key) min") { lo = max(lo, q.value) }
+                if let q = quantity(bounds["max"], dim, what: "\(name).\(l.key) max") { hi = min(hi, q.value) }
+                if lo > hi {
+                    error("limits of \(name).\(l.key) leave no allowed value (driver range \(range))", at: l.value)
+                } else {
+                    descriptor.properties[index].range = lo...hi
+                }
+            }
+        }
+        devices[name] = descriptor
+        var safe: [Assignment] = []
+        if let safeNode = byKey["safe"] {
+            for s in entries(safeNode, allowed: nil, what: "safe state of '\(name)'") {
+                if let a = assignment(target: "\(name).\(s.key)", keyNode: s.keyNode, valueNode: s.value) { safe.append(a) }
+            }
+        }
+        let timeout = byKey["timeout"].flatMap { duration($0, what: "\(name).timeout", allowZero: false) }
+            ?? DeviceConfig.defaultCallTimeout
+        let retries = byKey["retries"].flatMap { integer($0, what: "\(name).retries", range: 0...10) }
+            ?? DeviceConfig.defaultRetries
+        // --mock swaps out hardware; drivers that touch none (replay) stay as they are.
+        if mock && !entry.descriptor.isMock && entry.descriptor.usesHardware {
+            guard let replacement = registry.mock(for: entry.descriptor.kind) else {
+                error("--mock: no simulated driver stands in for a \(entry.descriptor.kind.rawValue)", at: driverNode)
+                return nil
+            }
+            entry = replacement
+        }
+        var config = DeviceConfig(
+            name: name, driver: entry.descriptor.id, settings: settings, location: location(keyNode),
+            properties: descriptor.properties, safeState: safe, callTimeout: timeout, retries: retries)
+        if let matchNode = byKey["match"] {
+            config.match = match(matchNode, device: name) ?? .any
+            // Simulated drivers ignore `match:` (a script written for hardware runs with --mock).
+            if !entry.descriptor.isMock && !entry.descriptor.matchedBy.contains(config.match.kind) {
+                error(
+                    "driver \(entry.descriptor.id) finds its instrument by "
+                        + entry.descriptor.matchedBy.sorted().map(\.rawValue).joined(separator: " or ")
+                        + ", not by \(config.match.kind.rawValue)", at: matchNode)
+            }
+        }
+        return config
+    }
+
+    /// `match: {usb: {vendor: 0x1313, product: 0x804a, serial: M001}}` or `match: {file: path}`.
+    mutating func match(_ node: Node, device: String) -> DeviceMatch? {
+        let byKey = fields(node, allowed: ["usb", "file"], what: "match of '\(device)'")
+        if let usb = byKey["usb"] {
+            let ids = fields(usb, allowed: ["vendor", "product", "serial"], what: "usb match of '\(device)'")
+            func hex(_ key: String) -> UInt16? {
+                guard let n = ids[key] else {
+                    error("usb match of '\(device)' needs '\(key)' (hexadecimal, as lsusb prints it)", at: usb)
+                    return nil
+                }
+                guard let text = string(n, what: key) else { return nil }
+                let digits = text.lowercased().hasPrefix("0x") ? String(text.dropFirst(2)) : text
+                guard let v = UInt16(digits, radix: 16) else {
+                    error("\(key) must be a 4-digit hexadecimal USB id like 0x1313, got '\(text)'", at: n)
+                    return nil
+                }
+                return v
+            }
+            let vendor = hex("vendor"), product = hex("product")
+            let serial = ids["serial"].flatMap { string($0, what: "serial") }
+            guard let vendor, let product else { return nil }
+            return .usb(vendor: vendor, product: product, serial: serial)
+        }
+        if let f = byKey["file"], let path = string(f, what: "file") { return .file(path) }
+        if byKey.isEmpty { error("match needs 'usb' or 'file'", at: node) }
+        return nil
+    }
+
+    /// `device.property: value` pairs.
+    mutating func compileAssignments(_ node: Node) -> [Assignment] {
+        var out: [Assignment] = []
+        for entry in entries(node, allowed: nil, what: "set") {
+            if let a = assignment(target: entry.key, keyNode: entry.keyNode, valueNode: entry.value) { out.append(a) }
+        }
+        return out
+    }
+
+    mutating func resolveProperty(_ target: String, at node: Node, needSettable: Bool = true) -> (String, PropertySpec)? {
+        let parts = target.split(separator: ".", maxSplits: 1).map(String.init)
+        guard parts.count == 2 else {
+            error("'\(target)' must name a device and a property, like pump.power", at: node)
+            return nil
+        }
+        guard let descriptor = devices[parts[0]] else {
+            error("unknown device '\(parts[0])'; declared devices: \(devices.keys.sorted().joined(separator: ", "))", at: node)
+            return nil
+        }
+        guard let spec = descriptor.property(parts[1]) else {
+            let known = descriptor.properties.filter { $0.settable || !needSettable }.map(\.name)
+            error(
+                "unknown property '\(parts[1])' of device '\(parts[0])' (driver \(descriptor.id)); \(needSettable ? "settable " : "")properties: "
+                    + (known.isEmpty ? "none" : known.joined(separator: ", ")), at: node)
+            return nil
+        }
+        guard spec.settable || !needSettable else {
+            error("property '\(parts[1])' of device '\(parts[0])' is read-only", at: node)
+            return nil
+        }
+        return (parts[0], spec)
+    }
+
+    mutating func assignment(target: String, keyNode: Node, valueNode: Node) -> Assignment? {
+        guard let (device, spec) = resolveProperty(target, at: keyNode) else { return nil }
+        guard let v = value(valueNode, for: spec, what: target) else { return nil }
+        return Assignment(device: device, property: spec.name, value: v, location: location(valueNode))
+    }
+}

@@ -1,0 +1,101 @@
+import Foundation
+import HeraldCore
+import Yams
+
+// Steps: the step list, each step kind, and the data sets (sweeps, named acquisitions) they define.
+extension Context {
+    static let stepKinds = ["set", "wait", "acquire", "sweep", "run", "tomography", "chsh", "g2", "rates", "coincidences"]
+
+    mutating func compileSteps(_ node: Node) -> [PlanStep] {
+        guard let sequence = node.sequence else {
+            error("'steps' must be a list (each item starts with '- ')", at: node)
+            return []
+        }
+        var out: [PlanStep] = []
+        for item in sequence {
+            let stepFields = entries(item, allowed: nil, what: "a step")
+            guard stepFields.count == 1, let step = stepFields.first else {
+                if !stepFields.isEmpty {
+                    error("a step has exactly one kind (\(Self.stepKinds.joined(separator: ", ")))", at: item)
+                }
+                continue
+            }
+            out.append(contentsOf: compileStep(step.key, step.value, keyNode: step.keyNode))
+        }
+        return out
+    }
+
+    mutating func compileStep(_ kind: String, _ node: Node, keyNode: Node) -> [PlanStep] {
+        switch kind {
+        case "set":
+            return [.set(compileAssignments(node))]
+        case "wait":
+            if node.mapping != nil {
+                let byKey = fields(node, allowed: ["until", "timeout", "poll"], what: "wait")
+                guard let untilNode = byKey["until"], let timeoutNode = byKey["timeout"] else {
+                    error("a conditional wait needs 'until' and 'timeout' (a wait that cannot end is a hang)", at: node)
+                    return []
+                }
+                let c = condition(untilNode)
+                let timeout = duration(timeoutNode, what: "wait.timeout", allowZero: false)
+                let poll = byKey["poll"].flatMap { duration($0, what: "wait.poll", allowZero: false) } ?? .milliseconds(100)
+                guard let c, let timeout else { return [] }
+                return [.waitUntil(c, timeout: timeout, poll: poll, location: location(keyNode))]
+            }
+            guard let d = duration(node, what: "wait") else { return [] }
+            return [.wait(d, location: location(node))]
+        case "acquire":
+            let byKey = fields(node, allowed: ["device", "duration", "name"], what: "acquire")
+            guard let deviceNode = byKey["device"], let durationNode = byKey["duration"] else {
+                error("acquire needs 'device' and 'duration'", at: node)
+                return []
+            }
+            let device = string(deviceNode, what: "acquire.device")
+            let d = duration(durationNode, what: "acquire.duration", allowZero: false)
+            let name = byKey["name"].flatMap { string($0, what: "acquire.name") }
+            guard let device, let d else { return [] }
+            guard let descriptor = devices[device] else {
+                error("unknown device '\(device)'; declared devices: \(devices.keys.sorted().joined(separator: ", "))", at: deviceNode)
+                return []
+            }
+            guard descriptor.kind == .timeTagger else {
+                error("'\(device)' is a \(descriptor.kind.rawValue); acquire needs a time-tagger", at: deviceNode)
+                return []
+            }
+            if let name, let n = byKey["name"] { defineDataset(name, .single, at: n) }
+            return [.acquire(device: device, duration: d, name: name, location: location(keyNode))]
+        case "sweep":
+            return compileSweep(node).map { [$0] } ?? []
+        case "run":
+            guard let name = string(node, what: "run") else { return [] }
+            guard let seq = sequences[name] else {
+                let known = sequences.keys.sorted()
+                error("unknown sequence '\(name)'" + (known.isEmpty ? "; define it under 'sequences:' or include a file that does" : "; known: \(known.joined(separator: ", "))"), at: node)
+                return []
+            }
+            guard !expanding.contains(name) else {
+                error("sequence '\(name)' runs itself (\((expanding + [name]).joined(separator: " → ")))", at: node)
+                return []
+            }
+            expanding.append(name)
+            let saved = file
+            file = seq.file
+            let steps = compileSteps(seq.node)
+            file = saved
+            expanding.removeLast()
+            return steps
+        case "tomography", "chsh", "g2", "rates", "coincidences":
+            // `coincidences` is `rates` by its other name: singles and pair rates per point.
+            return compileAnalysis(kind == "coincidences" ? "rates" : kind, node, keyNode: keyNode).map { [.analysis($0, location: location(keyNode))] } ?? []
+        default:
+            error("unknown step '\(kind)'; expected one of: \(Self.stepKinds.joined(separator: ", "))", at: keyNode)
+            return []
+        }
+    }
+
+    mutating func defineDataset(_ name: String, _ kind: DatasetKind, at node: Node) {
+        if datasets[name] != nil { error("a sweep or acquisition named '\(name)' is already defined", at: node) }
+        datasets[name] = kind
+        datasetDepth[name] = openSweeps.count
+    }
+}
