@@ -1,3 +1,5 @@
+import Foundation
+
 /// A validated experiment, ready for the sequencer: the *what*, with every value
 /// already checked against the drivers' declarations. The sequencer owns the *how*.
 public struct Plan: Sendable {
@@ -7,7 +9,7 @@ public struct Plan: Sendable {
     public var devices: [DeviceConfig]
     public var steps: [PlanStep]
     /// Parameter values as used (after `--set`), for the record.
-    public var parameters: [String: String] = [:]
+    public var parameters: [String: ScriptParameter] = [:]
     /// Conditions that must hold while acquiring; a violation pauses the acquisition.
     public var interlocks: [Interlock] = []
     /// The files the script included, as read: with the script text, all a run needs to be
@@ -27,6 +29,25 @@ public struct Plan: Sendable {
 
     /// Number of acquisitions the plan will perform, for progress and sizing.
     public var acquisitionCount: Int { steps.reduce(0) { $0 + $1.acquisitionCount } }
+}
+
+/// A script parameter as a run used it: the text as written (or given to `--set`), and the
+/// typed value it means (a quantity in SI units, a flag, or text).
+public struct ScriptParameter: Sendable, Equatable {
+    public var text: String
+    public var value: Value
+
+    public init(text: String) {
+        self.text = text
+        let trimmed = text.trimmingCharacters(in: .whitespaces)
+        if let b = Bool(trimmed) {
+            value = .bool(b)
+        } else if let q = Quantity.parse(trimmed) {
+            value = .quantity(q)
+        } else {
+            value = .text(text)
+        }
+    }
 }
 
 /// A file a script included, as it was when the script was compiled.

@@ -362,7 +362,7 @@ struct Context {
             if let problem = registry.faultTargetProblem(device: fault.device, kind: fault.kind, in: configs) { error(problem, at: fault.node) }
         }
         var plan = Plan(name: name, scriptPath: file, scriptText: text, devices: configs, steps: steps)
-        plan.parameters = parameters.mapValues(\.text)
+        plan.parameters = parameters.mapValues { ScriptParameter(text: $0.text) }
         plan.interlocks = interlocks
         plan.includedFiles = includedFiles
         var compiled = CompiledScript(plan: plan, simulation: simulation, description: description)

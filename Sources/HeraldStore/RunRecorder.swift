@@ -276,7 +276,13 @@ public actor RunRecorder: RunEventSink {
         // Until the run stops cleanly this says "running"; `herald recover` turns it into "incomplete".
         try run.setAttribute("exit_status", "running")
         let parameters = try herald.group("parameters")
-        for (k, v) in s.plan.parameters.sorted(by: { $0.key < $1.key }) { try parameters.setAttribute(k, v) }
+        // As written (attributes), and each quantity as a number in SI units with its units.
+        for (k, v) in s.plan.parameters.sorted(by: { $0.key < $1.key }) {
+            try parameters.setAttribute(k, v.text)
+            if case .quantity(let q) = v.value {
+                try parameters.write(k, scalar: q.value).setAttribute("units", q.dimension == .dimensionless ? "1" : q.dimension.siUnit)
+            }
+        }
         let script = try herald.write("script", string: s.plan.scriptText)
         func sha256(_ text: String) -> String { SHA256.hash(data: Data(text.utf8)).map { String(format: "%02x", $0) }.joined() }
         try script.setAttribute("sha256", sha256(s.plan.scriptText))

@@ -72,7 +72,8 @@ func lockScript(lockTime: String, timeout: String) -> String {
         }
         let longer = try Herald.validate(path: demoScript, overrides: ["integration": "2s"])
         #expect(longer.plan.acquisitionSeconds == 72)
-        #expect(longer.plan.parameters["integration"] == "2s")
+        #expect(longer.plan.parameters["integration"]?.text == "2s")
+        #expect(longer.plan.parameters["integration"]?.value == .quantity(.seconds(2)))
     }
 
     @Test func scriptLimitsNarrowTheDriversRange() {
