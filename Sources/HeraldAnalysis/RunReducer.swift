@@ -59,6 +59,7 @@ public actor RunReducer: RunEventSink {
                 specs = Self.specs(p)
             }
             try await pass(event)
+            for descriptor in StreamDescriptor.reducerStreams { try await pass(.streamDeclared(descriptor)) }
         case .sweepPointStarted(let sweep, let index, _, _):
             open.append(OpenPoint(dataset: sweep, index: index, tally: try specs[sweep].map { try PointTally(spec: $0) }))
             try await pass(event)

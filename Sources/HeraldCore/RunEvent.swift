@@ -225,12 +225,84 @@ public struct RunStop: Sendable {
     }
 }
 
+/// What the events of one stream carry: each field with its type and unit. Emitted once
+/// per stream before its first event, so a consumer that knows nothing of the engine (a
+/// live monitor, a remote node) can interpret them; the recorder stores them too.
+public struct StreamDescriptor: Sendable, Equatable, Codable {
+    public struct Field: Sendable, Equatable, Codable {
+        public var name: String
+        /// `int64`, `uint8`, `float64`, `bool` or `text`.
+        public var type: String
+        /// As the HDF5 `units` attribute spells it ("1" for a pure number).
+        public var unit: String
+
+        public init(_ name: String, _ type: String, unit: String) {
+            self.name = name
+            self.type = type
+            self.unit = unit
+        }
+    }
+
+    /// `tags/<device>`, `points`, `acquisitions`, `pauses`, `counts`, `analyses`.
+    public var stream: String
+    /// Who emits it: a device, the engine or the reducer.
+    public var source: String
+    public var fields: [Field]
+
+    public init(stream: String, source: String, fields: [Field]) {
+        self.stream = stream
+        self.source = source
+        self.fields = fields
+    }
+
+    /// The engine's streams for a plan: tags of each tagger, points, acquisitions, pauses.
+    public static func engineStreams(taggers: [String]) -> [StreamDescriptor] {
+        taggers.map {
+            StreamDescriptor(
+                stream: "tags/\($0)", source: $0,
+                fields: [Field("timestamp", "int64", unit: "ps"), Field("channel", "uint8", unit: "1")])
+        } + [
+            StreamDescriptor(
+                stream: "points", source: "engine",
+                fields: [
+                    Field("sweep", "text", unit: "1"), Field("index", "int64", unit: "1"), Field("label", "text", unit: "1"),
+                    Field("start", "int64", unit: "ps"), Field("stop", "int64", unit: "ps"), Field("outer_index", "int64", unit: "1"),
+                ]),
+            StreamDescriptor(
+                stream: "acquisitions", source: "engine",
+                fields: [
+                    Field("device", "text", unit: "1"), Field("start", "int64", unit: "ps"), Field("stop", "int64", unit: "ps"),
+                    Field("counted", "bool", unit: "1"),
+                ]),
+            StreamDescriptor(
+                stream: "pauses", source: "engine",
+                fields: [Field("interlock", "text", unit: "1"), Field("start", "int64", unit: "ps"), Field("stop", "int64", unit: "ps")]),
+        ]
+    }
+
+    /// The reducer's streams: per-point counts and analysis results.
+    public static let reducerStreams: [StreamDescriptor] = [
+        StreamDescriptor(
+            stream: "counts", source: "reducer",
+            fields: [
+                Field("sweep", "text", unit: "1"), Field("index", "int64", unit: "1"), Field("duration", "float64", unit: "s"),
+                Field("coincidences", "int64", unit: "counts"), Field("accidentals", "float64", unit: "counts"),
+                Field("singles", "int64", unit: "counts"),
+            ]),
+        StreamDescriptor(
+            stream: "analyses", source: "reducer",
+            fields: [Field("name", "text", unit: "1"), Field("values", "float64", unit: "per figure (Figure.unit)")]),
+    ]
+}
+
 /// The typed documents a run emits, in order. The engine emits what happened at the
 /// devices (points, tags, acquisitions, pauses, analysis requests); the run reducer adds
 /// what they mean (counts, analyses). Consumers (HDF5 writer, progress display, live
 /// monitors) subscribe to these; none of them touches a device.
 public enum RunEvent: Sendable {
     case runStarted(RunStart)
+    /// What a stream's events carry; before that stream's first event.
+    case streamDeclared(StreamDescriptor)
     case stepStarted(index: Int, summary: String)
     case sweepPointStarted(sweep: String, index: Int, of: Int, label: String)
     case tags(device: String, TagBlock)

@@ -57,6 +57,8 @@ public final class RunEngine: Sendable {
         var failure: RunFailure?
         do {
             try await emit(.runStarted(start))
+            let taggers = order.filter { devices[$0] is any TimeTagger }
+            for descriptor in StreamDescriptor.engineStreams(taggers: taggers) { try await emit(.streamDeclared(descriptor)) }
             for name in order {
                 try await call(name, "connect") { try await $0.connect() }
             }

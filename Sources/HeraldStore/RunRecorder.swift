@@ -49,6 +49,7 @@ public actor RunRecorder: RunEventSink {
     private var countRows: [PointCounts] = []
     private var analyses: [AnalysisRecord] = []
     private var pauses: [PauseRecord] = []
+    private var streams: [StreamDescriptor] = []
     /// Intervals the tagger reported losing tags in (overflows, missed events).
     private var lost: [ExcludedInterval] = []
     private var log: [String] = []
@@ -115,6 +116,8 @@ public actor RunRecorder: RunEventSink {
         case .runStarted(let s):
             start = s
             try begin(s)
+        case .streamDeclared(let d):
+            streams.append(d)
         case .stepStarted(let index, let summary):
             log.append("step \(index): \(summary)")
         case .sweepPointStarted:
@@ -392,6 +395,15 @@ public actor RunRecorder: RunEventSink {
         try lostGroup.write("reason", strings: lost.map(\.reason))
 
         try SummaryTables.writeCounts(countRows, into: herald)
+        // What each event stream of the run carried, with units: a reader's key to the tables.
+        let streamsGroup = try herald.group("streams")
+        for d in streams {
+            let g = try streamsGroup.group(d.stream.replacingOccurrences(of: "/", with: ":"))
+            try g.setAttribute("source", d.source)
+            try g.write("field", strings: d.fields.map(\.name))
+            try g.write("type", strings: d.fields.map(\.type))
+            try g.write("units", strings: d.fields.map(\.unit))
+        }
 
         let analysis = try herald.group("analysis")
         for a in analyses { try AnalysisStore.append(a, to: analysis) }

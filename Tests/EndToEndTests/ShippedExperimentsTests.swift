@@ -72,6 +72,10 @@ import Testing
             #expect(c == l, "\(script): point \(c.sweep)[\(c.index)] recounted \(c), live \(l)")
         }
         #expect(!recounted.isEmpty, "\(script): the recount counted nothing")
+        // Every stream a consumer sees is described, with units, before its first event.
+        let streams = await live.streams.map(\.stream)
+        #expect(["tags/tagger", "points", "acquisitions", "pauses", "counts", "analyses"].allSatisfy(streams.contains), "\(streams)")
+        #expect(await live.streams.first { $0.stream == "tags/tagger" }?.fields.map(\.unit) == ["ps", "1"])
         let expected = try #require(Self.expectations[script], "add the expectations of \(script) to this test")
         let analysis = try #require(report.analyses.last)
         for (key, value) in expected {
@@ -95,9 +99,11 @@ import Testing
 actor LiveResults: RunEventSink {
     var counts: [PointCounts] = []
     var analyses: [AnalysisRecord] = []
+    var streams: [StreamDescriptor] = []
 
     func handle(_ event: RunEvent) async throws {
         switch event {
+        case .streamDeclared(let d): streams.append(d)
         case .counts(let c): counts.append(c)
         case .analysis(let a): analyses.append(a)
         default: break
