@@ -30,7 +30,14 @@ import Testing
         let recount = try await runProcess(Paths.herald.path, ["analyze", bell, "--window", "2ns", "--json"])
         #expect(recount.status == 0, "\(recount.stderr)")
         let chsh = try await run("chsh.yaml", in: dir)
-        let r = try await python(["layout", Paths.root.appendingPathComponent("docs/hdf5-layout.md").path, bell, chsh])
+        // A nested sweep, for the outer-point columns.
+        let nestedScript = dir.appendingPathComponent("nested.yaml")
+        try NestedSweepTests.script(analyses: "  - rates: {sweep: angle, pairs: [[1, 3]], window: 1 ns}")
+            .write(to: nestedScript, atomically: true, encoding: .utf8)
+        let nested = dir.appendingPathComponent("nested.h5").path
+        let made = try await runProcess(Paths.herald.path, ["run", nestedScript.path, "--mock", "--seed", "3", "--out", nested])
+        #expect(made.status == 0, "\(made.stderr)")
+        let r = try await python(["layout", Paths.root.appendingPathComponent("docs/hdf5-layout.md").path, bell, chsh, nested])
         #expect(r.status == 0, "\(r.stdout)\(r.stderr)")
     }
 
