@@ -327,11 +327,13 @@ public class H5Dataset: H5Location {}
 /// A growable 1-D dataset. Appends extend it and write the new slab.
 public final class H5AppendableDataset<T: HDF5Scalar>: H5Dataset {
     /// Elements appended so far (including any not yet written; see ``writeTail()``).
-    public var count: Int { written + pending.count }
+    public var count: Int { compression == nil ? written : written + pending.count }
     let chunk: Int
     let compression: DeflateSettings?
     /// Compressed mode: elements before `written` are in full chunks on disk (or in a tail
     /// already written through the pipeline); `pending` holds the current partial chunk.
+    /// Uncompressed: everything up to `written` is on disk; `pending` is a copy of the
+    /// partial last chunk, for rewriting it whole.
     private var written = 0
     private var chunkBase = 0
     private var pending: [T] = []
@@ -348,7 +350,7 @@ public final class H5AppendableDataset<T: HDF5Scalar>: H5Dataset {
 
     public func append(_ values: UnsafeBufferPointer<T>) throws {
         guard !values.isEmpty else { return }
-        if compression == nil { return try writeSlab(values, at: written) }
+        if compression == nil { return try appendRaw(values) }
         pending.append(contentsOf: values)
         let full = pending.count / chunk
         guard full > 0 else { return }
@@ -367,6 +369,52 @@ public final class H5AppendableDataset<T: HDF5Scalar>: H5Dataset {
         pending.removeFirst(full * chunk)
         chunkBase += full * chunk
         written = chunkBase
+    }
+
+    /// Uncompressed: whole chunks go straight to the file with direct chunk writes (no chunk
+    /// cache, no selection machinery: the fastest path libhdf5 has), from the caller's buffer
+    /// when they line up. Every element is written at once, as before: a partial last chunk
+    /// through the normal path, kept in memory too, and rewritten whole once it fills.
+    private func appendRaw(_ values: UnsafeBufferPointer<T>) throws {
+        var input = values
+        if !pending.isEmpty {
+            let take = min(chunk - pending.count, input.count)
+            let head = UnsafeBufferPointer(rebasing: input[0..<take])
+            pending.append(contentsOf: head)
+            input = UnsafeBufferPointer(rebasing: input[take...])
+            if pending.count == chunk {
+                try pending.withUnsafeBufferPointer { try writeRawChunks($0, at: chunkBase) }
+                pending.removeAll(keepingCapacity: true)
+                chunkBase += chunk
+            } else {
+                try writeSlab(head, at: chunkBase + pending.count - take, advance: false)
+            }
+        }
+        let full = input.count / chunk * chunk
+        if full > 0 {
+            try writeRawChunks(UnsafeBufferPointer(rebasing: input[0..<full]), at: chunkBase)
+            chunkBase += full
+        }
+        let rest = UnsafeBufferPointer(rebasing: input[full...])
+        if !rest.isEmpty {
+            try writeSlab(rest, at: chunkBase, advance: false)
+            pending.append(contentsOf: rest)
+        }
+        written = chunkBase + pending.count
+    }
+
+    /// Whole chunks (`values.count` a multiple of `chunk`) starting at element `start`.
+    private func writeRawChunks(_ values: UnsafeBufferPointer<T>, at start: Int) throws {
+        guard let base = values.baseAddress, !values.isEmpty else { return }
+        var size = [hsize_t(start + values.count)]
+        if size[0] > hsize_t(try extent) { try check(H5Dset_extent(id, &size), "H5Dset_extent", path) }
+        let chunkBytes = chunk * MemoryLayout<T>.size
+        let raw = UnsafeRawPointer(base)
+        for k in 0..<(values.count / chunk) {
+            var offset = [hsize_t(start + k * chunk)]
+            try check(
+                H5Dwrite_chunk(id, herald_h5p_default(), 0, &offset, chunkBytes, raw + k * chunkBytes), "H5Dwrite_chunk", path)
+        }
     }
 
     /// Writes the partial last chunk through the filter pipeline, so a flush makes every

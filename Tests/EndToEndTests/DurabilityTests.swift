@@ -203,6 +203,15 @@ struct ScratchMount {
         let underFile = try await runProcessOffPool(Paths.herald.path, ["run", demoScript, "--mock", "--out", existing + "/x.h5"])
         #expect(underFile.status == 1 && underFile.stderr.contains("not a directory"), "\(underFile.stderr)")
         #expect(!exists.stderr.contains("H5Fcreate"))
+        // Callers branch on the kind, which the message is written from.
+        func kind(_ path: String) -> StoreError.Kind? {
+            do { try OutputPath.checkCreatable(path, overwrite: false) } catch { return error.kind }
+            return nil
+        }
+        #expect(kind(existing) == .exists)
+        #expect(kind(dir.path) == .notAFile)
+        #expect(kind(existing + "/x.h5") == .notAFile)
+        #expect(kind(dir.appendingPathComponent("new.h5").path) == nil)
     }
 
     @Test(.enabled(if: isRoot, "mounts a tmpfs"))
@@ -212,6 +221,10 @@ struct ScratchMount {
         let r = try await runProcessOffPool(
             Paths.herald.path, ["run", demoScript, "--mock", "--out", mount.dir.appendingPathComponent("x.h5").path])
         #expect(r.status == 1 && r.stderr.contains("read-only filesystem"), "\(r.stderr)")
+        #expect(throws: StoreError.self) { try OutputPath.checkCreatable(mount.dir.appendingPathComponent("x.h5").path, overwrite: false) }
+        do { try OutputPath.checkCreatable(mount.dir.appendingPathComponent("x.h5").path, overwrite: false) } catch {
+            #expect(error.kind == .readOnly)
+        }
     }
 
     /// `name: ../x` must not steer the default output out of `out/`.
@@ -278,6 +291,11 @@ let minuteScript = """
         #expect((file["reason"] as? String)?.contains("stopped by \(name)") == true, "\(file["reason"] ?? "")")
         #expect((file["tags"] as? Int ?? 0) > 0)
         #expect((file["log"] as? [String])?.contains { $0.hasPrefix("safe state: pump") } == true)
+        // The minute-long acquisition was cut, not waited out: exit 130 above (a run that
+        // completed would exit 0), and the file's last tag is far short of the minute, by
+        // its own clock rather than a wall-clock deadline that a loaded machine could miss.
+        let last = try await probe(out, "t = f['photon_data/timestamps']\nprint(json.dumps({'last': int(t[-1]) if len(t) else 0}))")
+        #expect((last["last"] as? Int ?? Int.max) < 50_000_000_000_000, "last tag at \(last["last"] ?? "?") ps")
     }
 }
 

@@ -170,38 +170,6 @@ func lockScript(lockTime: String, timeout: String) -> String {
     }
 }
 
-@Suite struct SignalTests {
-    /// SIGTERM mid-acquisition: the run stops within the bound, the laser is left off, and
-    /// the file is closed with exit status "aborted" and the tags taken so far.
-    @Test func sigtermDuringAcquisitionRunsTheSafeStateAndClosesTheFile() async throws {
-        let (dir, script, out) = try scriptFixture(minuteScript)
-        defer { try? FileManager.default.removeItem(at: dir) }
-        let p = Process()
-        p.executableURL = Paths.herald
-        p.arguments = ["run", script, "--realtime", "--out", out, "--seed", "1"]
-        p.standardOutput = FileHandle.nullDevice
-        p.standardError = FileHandle.nullDevice
-        try p.run()
-        // Wait until the run is acquiring (its file exists), then a little longer.
-        let started = ContinuousClock.now
-        while !FileManager.default.fileExists(atPath: out) && ContinuousClock.now - started < .seconds(30) {
-            try await Task.sleep(for: .milliseconds(50))
-        }
-        try await Task.sleep(for: .milliseconds(700))
-        let sent = ContinuousClock.now
-        p.terminate()  // SIGTERM
-        while p.isRunning && ContinuousClock.now - sent < .seconds(10) { try await Task.sleep(for: .milliseconds(20)) }
-        #expect(!p.isRunning, "herald did not stop within 10 s of SIGTERM")
-        if p.isRunning { kill(p.processIdentifier, SIGKILL) }
-        #expect(ContinuousClock.now - sent < .seconds(2), "the acquisition was not cut within 2 s")
-        #expect(p.terminationStatus == 130)
-        let file = try await probe(out, "r = f['user/herald/run'].attrs\nprint(json.dumps({'status': r['exit_status'], 'tags': len(f['photon_data/timestamps']), 'log': list(f['user/herald/log'].asstr()[:])}))")
-        #expect(file["status"] as? String == "aborted")
-        #expect((file["tags"] as? Int ?? 0) > 0, "tags recorded before the signal are kept")
-        #expect((file["log"] as? [String])?.contains { $0.hasPrefix("safe state: pump") } == true)
-    }
-}
-
 /// The parts of a test tagger that do nothing: only `acquire` differs between them.
 protocol InertTestTagger: TimeTagger {}
 extension InertTestTagger {
