@@ -1,5 +1,6 @@
 /// The fixed binary headers of PicoQuant's pre-PTU containers that Herald decodes:
 /// - HydraHarp `.ht3` (format versions 1.0 and 2.0, T3 mode; HydraHarp V1 / V2 records);
+/// - PicoHarp 300 `.pt3` (format version 2.0, T3 mode; PicoHarp T3 records);
 /// - TimeHarp 200 `.t3r` (format version 5.0; its own 32-bit record).
 ///
 /// Fields keep the names of PicoQuant's file-format demos. The PTU tags Herald's decoding
@@ -113,11 +114,13 @@ enum LegacyHeader {
                     path: path, offset: 16, "TimeHarp 200 software version '\(version)' files are not decoded (only 5.0 .t3r is)")
             }
             return try timeHarp200(path: path, bytes: try read(0, 592))
+        case "PicoHarp 300" where version == "2.0":
+            return try picoHarp300(path: path, bytes: try read(0, 728))
         case "PicoHarp 300", "TimeHarp 260", "MultiHarp":
             throw TTTRFileError(
                 path: path, offset: 0,
-                "a legacy \(ident) container (format \(version)); Herald decodes legacy .ht3 and .t3r only (there is no "
-                    + "sample to check the others against): re-save it as .ptu with PicoQuant's software")
+                "a legacy \(ident) container (format \(version)); Herald decodes legacy .ht3, .pt3 (2.0) and .t3r only "
+                    + "(there is no layout to check the others against): re-save it as .ptu with PicoQuant's software")
         default:
             return nil
         }
@@ -206,6 +209,76 @@ enum LegacyHeader {
         f.derived("TTResult_StopAfter", .int(stopAfter), from: "StopAfter")
         f.derived("TTResult_StopReason", .int(stopReason), from: "StopReason")
         return (PTUHeader(version: version, tags: f.tags, dataOffset: dataOffset), format)
+    }
+
+    /// PicoHarp 300 .pt3 (format 2.0): a fixed 728-byte header (the common part, the hardware
+    /// block with its four router inputs, the TTTR block), the image header, then T3 records
+    /// of 4-bit channel, 12-bit dtime and 16-bit nsync. The time unit is the sync period.
+    static func picoHarp300(path: String, bytes: [UInt8]) throws -> (PTUHeader, RecordFormat) {
+        var f = Fields(bytes: bytes, path: path)
+        try f.string("Ident", 16)
+        try f.string("FormatVersion", 6)
+        try f.string("CreatorName", 18)
+        try f.string("CreatorVersion", 12)
+        try f.string("FileTime", 18)
+        try f.skip("CRLF", 2)
+        try f.string("Comment", 256)
+        for name in ["NumberOfCurves", "BitsPerRecord", "RoutingChannels", "NumberOfBoards", "ActiveCurve"] { try f.int(name) }
+        let mode = try f.int("MeasurementMode")
+        try f.int("SubMode")
+        try f.int("RangeNo")
+        try f.int("Offset")
+        let tacq = try f.int("AcquisitionTime")
+        try f.uint("StopAt")
+        for name in ["StopOnOvfl", "Restart", "DispLinLog", "DispTimeAxisFrom", "DispTimeAxisTo", "DispCountAxisFrom", "DispCountAxisTo"] {
+            try f.int(name)
+        }
+        try f.displayAndRepeatSettings()
+        try f.string("HardwareIdent", 16)
+        try f.string("HardwarePartNo", 8)
+        for name in ["HardwareSerial", "SyncDivider", "CFDZeroCross0", "CFDLevel0", "CFDZeroCross1", "CFDLevel1"] { try f.int(name) }
+        let resolutionNs = try f.float("Resolution")
+        try f.int("RouterModelCode")
+        try f.int("RouterEnabled")
+        for i in 0..<Int32(4) {
+            for name in ["RtChan_InputType", "RtChan_InputLevel", "RtChan_InputEdge", "RtChan_CFDPresent", "RtChan_CFDLevel", "RtChan_CFDZeroCross"] {
+                try f.int(name, index: i)
+            }
+        }
+        for name in ["ExtDevices", "Reserved1", "Reserved2"] { try f.int(name) }
+        let syncRate = try f.int("InpRate0")
+        try f.int("InpRate1")
+        let stopAfter = try f.int("StopAfter")
+        let stopReason = try f.int("StopReason")
+        let records = try f.int("nRecords")
+        let imageHeader = try f.int("ImgHdrSize")
+        guard mode == 3 else {
+            throw TTTRFileError(
+                path: path, offset: 348,
+                "MeasurementMode \(mode): only T3 (3) legacy PicoHarp files are decoded (.pt2 has no layout checked here); re-save it as .ptu")
+        }
+        guard (0...(1 << 20)).contains(imageHeader), records >= 0 else {
+            throw TTTRFileError(path: path, offset: f.offset - 8, "nRecords \(records) / ImgHdrSize \(imageHeader): the header is corrupt")
+        }
+        guard syncRate > 0 else {
+            throw TTTRFileError(path: path, offset: f.offset - 24, "InpRate0 (the sync rate) is \(syncRate); a T3 file needs it for its time unit")
+        }
+        guard resolutionNs > 0, resolutionNs.isFinite else {
+            throw TTTRFileError(path: path, offset: 584, "Resolution is \(resolutionNs) ns, not a positive bin width")
+        }
+        let code: UInt32 = 0x0001_0303
+        guard let format = RecordFormat(recordType: code) else {
+            throw TTTRFileError(path: path, offset: 16, "no record format for the PicoHarp T3 container")
+        }
+        f.derived("TTResultFormat_TTTRRecType", .int(Int64(code)), from: "FormatVersion")
+        f.derived("TTResult_NumberOfRecords", .int(records), from: "nRecords")
+        f.derived("MeasDesc_GlobalResolution", .float(1 / Double(syncRate)), from: "InpRate0")
+        f.derived("MeasDesc_Resolution", .float(resolutionNs * 1e-9), from: "Resolution")
+        f.derived("MeasDesc_AcquisitionTime", .int(tacq), from: "AcquisitionTime")
+        f.derived("TTResult_SyncRate", .int(syncRate), from: "InpRate0")
+        f.derived("TTResult_StopAfter", .int(stopAfter), from: "StopAfter")
+        f.derived("TTResult_StopReason", .int(stopReason), from: "StopReason")
+        return (PTUHeader(version: "2.0", tags: f.tags, dataOffset: f.offset + Int(imageHeader) * 4), format)
     }
 
     /// TimeHarp 200 .t3r (software 5.0): a fixed 592-byte header before the image header.

@@ -54,6 +54,26 @@ import Testing
         #expect(again.status != 0 && again.stderr.contains("--overwrite"))
     }
 
+    /// Legacy PicoHarp .pt3 (format 2.0), built by tttr_checks.py from PicoQuant's layout
+    /// with photons, overflows and markers: every header field and photon as phconvert reads
+    /// them, and an import phconvert accepts.
+    @Test func legacyPicoHarpPT3DecodesLikePhconvert() async throws {
+        let dir = try Paths.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let source = dir.appendingPathComponent("made.pt3").path
+        let made = try await runProcess(Paths.python, [Self.checks, "make-pt3", source])
+        #expect(made.status == 0, "\(made.stdout)\(made.stderr)")
+        let (json, h5) = try await Self.inspectAndImport(source, into: dir)
+        let check = try await runProcess(Paths.python, [Self.checks, "legacy", source, json.path, h5])
+        #expect(check.status == 0, "\(check.stdout)\(check.stderr)")
+        #expect(check.stdout.contains("ok: "), "\(check.stdout)")
+        // A truncated header fails naming the file and the offset, not a crash.
+        let truncated = dir.appendingPathComponent("cut.pt3")
+        try Data(try Data(contentsOf: URL(fileURLWithPath: source)).prefix(600)).write(to: truncated)
+        let r = try await runProcess(Paths.herald.path, ["inspect", truncated.path])
+        #expect(r.status != 0 && r.stderr.contains("truncated"), "\(r.stderr)")
+    }
+
     /// Legacy .ht3 (checked against tttrlib) and .t3r (against phconvert): header fields,
     /// photons, and a Photon-HDF5 import that phconvert accepts.
     @Test(arguments: ["hydraharp/v20.ht3", "timeharp/v50.t3r"])

@@ -14,6 +14,13 @@
       field of phconvert's t3r_reader header must agree, and the photons must equal
       phconvert's process_t3records_t3rfile output after two documented corrections
       (see t3r_photons).
+      PicoHarp 300 .pt3 (2.0): every field of phconvert's pt3_reader header, hardware and TTTR
+      blocks must agree, and the photons must equal phconvert's load_pt3 (markers left out).
+  tttr_checks.py make-pt3 OUT
+      Writes a PicoHarp 300 .pt3 (format 2.0) file from PicoQuant's published layout (the
+      header as phconvert's pt3_reader reads it): 20 000 T3 records of photons on channels
+      0-3 with random dtimes, sync overflows (channel 15, dtime 0) and markers (channel 15,
+      dtime 1-15), seeded, so Herald's decoder can be checked against phconvert's.
   tttr_checks.py swabian DUMP IMPORTED_H5
       A Swabian dump read with numpy as Swabian documents the 16-byte tag (type u8, reserved
       u8, missed events u16, channel i32, time i64 ps): the import must hold its time tags
@@ -168,10 +175,93 @@ def t3r_photons(path):
     return times[photon].astype(np.int64), route[photon], nanotimes[photon].astype(np.uint16)
 
 
+PT3_HEADER = [
+    ("Ident", "S16"), ("FormatVersion", "S6"), ("CreatorName", "S18"), ("CreatorVersion", "S12"), ("FileTime", "S18"),
+    ("CRLF", "S2"), ("Comment", "S256"), ("NumberOfCurves", "<i4"), ("BitsPerRecord", "<i4"), ("RoutingChannels", "<i4"),
+    ("NumberOfBoards", "<i4"), ("ActiveCurve", "<i4"), ("MeasurementMode", "<i4"), ("SubMode", "<i4"), ("RangeNo", "<i4"),
+    ("Offset", "<i4"), ("AcquisitionTime", "<i4"), ("StopAt", "<u4"), ("StopOnOvfl", "<i4"), ("Restart", "<i4"),
+    ("DispLinLog", "<i4"), ("DispTimeAxisFrom", "<i4"), ("DispTimeAxisTo", "<i4"), ("DispCountAxisFrom", "<i4"),
+    ("DispCountAxisTo", "<i4"), ("DispCurves", "<i4", (16,)), ("Params", "<f4", (9,)), ("RepeatMode", "<i4"),
+    ("RepeatsPerCurve", "<i4"), ("RepeatTime", "<i4"), ("RepeatWaitTime", "<i4"), ("ScriptName", "S20"),
+    ("HardwareIdent", "S16"), ("HardwarePartNo", "S8"), ("HardwareSerial", "<i4"), ("SyncDivider", "<i4"),
+    ("CFDZeroCross0", "<i4"), ("CFDLevel0", "<i4"), ("CFDZeroCross1", "<i4"), ("CFDLevel1", "<i4"), ("Resolution", "<f4"),
+    ("RouterModelCode", "<i4"), ("RouterEnabled", "<i4"), ("Router", "<i4", (24,)), ("ExtDevices", "<i4"),
+    ("Reserved1", "<i4"), ("Reserved2", "<i4"), ("InpRate0", "<i4"), ("InpRate1", "<i4"), ("StopAfter", "<i4"),
+    ("StopReason", "<i4"), ("nRecords", "<i4"), ("ImgHdrSize", "<i4"),
+]
+
+
+def make_pt3(out):
+    """A PicoHarp 300 T3 file laid out as PicoQuant documents it: 728-byte header, an image
+    header of ImgHdrSize int32, then 32-bit records channel(4) | dtime(12) | nsync(16)."""
+    rng = np.random.default_rng(20261201)
+    header = np.zeros(1, dtype=np.dtype(PT3_HEADER))
+    assert header.dtype.itemsize == 728, header.dtype.itemsize
+    for name, value in [("Ident", b"PicoHarp 300"), ("FormatVersion", b"2.0"), ("CreatorName", b"PicoHarp Software"),
+                        ("CreatorVersion", b"2.3.0.0"), ("FileTime", b"01/12/26 10:20:30"), ("CRLF", b"\r\n"),
+                        ("Comment", b"constructed by tttr_checks.py make-pt3"), ("NumberOfCurves", 1), ("BitsPerRecord", 32),
+                        ("RoutingChannels", 4), ("NumberOfBoards", 1), ("MeasurementMode", 3), ("RangeNo", 0),
+                        ("AcquisitionTime", 1000), ("StopAt", 4294967295), ("HardwareIdent", b"PicoHarp 300"),
+                        ("HardwarePartNo", b"930004"), ("HardwareSerial", 1012345), ("SyncDivider", 8), ("CFDZeroCross0", 10),
+                        ("CFDLevel0", 100), ("CFDZeroCross1", 10), ("CFDLevel1", 50), ("Resolution", 0.004),
+                        ("RouterModelCode", 1), ("RouterEnabled", 1), ("InpRate0", 10_000_000), ("InpRate1", 50_000),
+                        ("StopAfter", 1000), ("StopReason", 0), ("ImgHdrSize", 2), ("ScriptName", b"none")]:
+        header[name] = value
+    n = 20_000
+    kind = rng.choice(3, size=n, p=[0.9, 0.08, 0.02])  # photon, overflow, marker
+    nsync = np.sort(rng.integers(0, 65536, size=n))  # within each overflow period, in order
+    channel = np.where(kind == 0, rng.integers(0, 4, size=n), 15)
+    dtime = np.where(kind == 0, rng.integers(0, 4096, size=n), np.where(kind == 1, 0, rng.integers(1, 16, size=n)))
+    # nsync restarts after each overflow, so keep it non-decreasing between overflows.
+    periods = np.cumsum(kind == 1)
+    for p in np.unique(periods):
+        idx = np.nonzero(periods == p)[0]
+        nsync[idx] = np.sort(nsync[idx])
+    nsync = np.where(kind == 1, 0, nsync)
+    records = ((channel.astype(np.uint32) << 28) | (dtime.astype(np.uint32) << 16) | nsync.astype(np.uint32)).astype("<u4")
+    header["nRecords"] = n
+    with open(out, "wb") as f:
+        f.write(header.tobytes())
+        f.write(np.array([7, 9], dtype="<i4").tobytes())  # the image header ImgHdrSize announces
+        f.write(records.tobytes())
+    print(f"ok: wrote {out}: {n} records, {int((kind == 0).sum())} photons, {int((kind == 1).sum())} overflows, "
+          f"{int((kind == 2).sum())} markers")
+
+
+def pt3_legacy(path, header, h5path):
+    import phconvert.pqreader as pq
+
+    checked = 0
+    meta = pq.pt3_reader(path)[3]
+    for part in ("header", "hardware", "ttmode"):
+        arr = meta[part]
+        for name in arr.dtype.names:
+            if name == "CRLF":
+                continue
+            theirs = arr[name][0]
+            theirs = theirs.decode(errors="replace").rstrip("\x00").strip() if isinstance(theirs, bytes) else theirs
+            mine = header.get(name)
+            same = mine == theirs if isinstance(theirs, str) else np.isclose(float(mine), float(theirs), rtol=1e-6)
+            if mine is None or not same:
+                fail(f"{name}: Herald {mine!r}, phconvert {theirs!r}")
+            checked += 1
+    times, dets, nanotimes, _, _ = pq.load_pt3(path)
+    # phconvert counts every channel-15 record as a sync overflow; PicoQuant's layout makes one
+    # with a non-zero dtime a marker. Its times are corrected for that, as for .t3r.
+    marker = (dets == 15) & (nanotimes != 0)
+    times = times - 65536 * np.cumsum(marker)
+    photon = dets < 15
+    compare_arrays(h5path, times[photon].astype(np.int64), dets[photon].astype(np.uint8), nanotimes[photon].astype(np.uint16))
+    print(f"ok: {checked} header fields equal to phconvert; {int(photon.sum())} photons equal to phconvert's "
+          f"load_pt3 ({int(marker.sum())} markers, which it counts as overflows, corrected)")
+
+
 def legacy(path, inspect_json, h5path):
     ours = json.load(open(inspect_json))
     header = ours["header"]
     checked = 0
+    if path.lower().endswith(".pt3"):
+        return pt3_legacy(path, header, h5path)
     if path.lower().endswith(".t3r"):
         import phconvert.pqreader as pq
 
@@ -261,6 +351,8 @@ if __name__ == "__main__":
         with_phconvert(*sys.argv[2:4])
     elif sys.argv[1] == "legacy":
         legacy(*sys.argv[2:5])
+    elif sys.argv[1] == "make-pt3":
+        make_pt3(sys.argv[2])
     elif sys.argv[1] == "swabian":
         swabian(*sys.argv[2:4])
     elif sys.argv[1] == "replay":
