@@ -20,7 +20,7 @@ deps:
 	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
 	@[ -x $(PY) ] || python3 -m venv $(VENV)
-	@$(PY) -c "import h5py, numpy, scipy, phconvert, tttrlib" 2>/dev/null || $(PY) -m pip install -q -r Tests/python/requirements.txt
+	@$(PY) -c "import h5py, numpy, scipy, phconvert, tttrlib, pqreader" 2>/dev/null || $(PY) -m pip install -q -r Tests/python/requirements.txt
 
 build: deps
 	$(SWIFT) build -c release --product herald

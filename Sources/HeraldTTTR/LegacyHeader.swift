@@ -1,7 +1,7 @@
 /// The fixed binary headers of PicoQuant's pre-PTU containers that Herald decodes:
 /// - HydraHarp `.ht3` (format versions 1.0 and 2.0, T3 mode; HydraHarp V1 / V2 records);
 /// - PicoHarp 300 `.pt3` (format version 2.0, T3 mode; PicoHarp T3 records);
-/// - TimeHarp 200 `.t3r` (format version 5.0; its own 32-bit record).
+/// - TimeHarp 200 `.t3r` (software versions 5.0 and 6.0; its own 32-bit record).
 ///
 /// Fields keep the names of PicoQuant's file-format demos. The PTU tags Herald's decoding
 /// needs (record type, record count, resolutions, acquisition time, sync rate) are added,
@@ -109,11 +109,13 @@ enum LegacyHeader {
             }
             return try hydraHarp(path: path, version: version, bytes: try read(0, 696 + 64 * 20 + 24))
         case "TimeHarp 200":
-            guard version == "5.0" else {
+            switch version {
+            case "5.0": return try timeHarp200(path: path, version: version, bytes: try read(0, 592))
+            case "6.0": return try timeHarp200(path: path, version: version, bytes: try read(0, 640))
+            default:
                 throw TTTRFileError(
-                    path: path, offset: 16, "TimeHarp 200 software version '\(version)' files are not decoded (only 5.0 .t3r is)")
+                    path: path, offset: 16, "TimeHarp 200 software version '\(version)' files are not decoded (only 5.0 and 6.0 .t3r are)")
             }
-            return try timeHarp200(path: path, bytes: try read(0, 592))
         case "PicoHarp 300" where version == "2.0":
             return try picoHarp300(path: path, bytes: try read(0, 728))
         case "PicoHarp 300", "TimeHarp 260", "MultiHarp":
@@ -281,12 +283,22 @@ enum LegacyHeader {
         return (PTUHeader(version: "2.0", tags: f.tags, dataOffset: f.offset + Int(imageHeader) * 4), format)
     }
 
-    /// TimeHarp 200 .t3r (software 5.0): a fixed 592-byte header before the image header.
-    static func timeHarp200(path: String, bytes: [UInt8]) throws -> (PTUHeader, RecordFormat) {
+    /// TimeHarp 200 .t3r: a fixed header before the image header, 592 bytes from software 5.0
+    /// and 640 from 6.0, which names its version fields as the later containers do
+    /// (FormatVersion, CreatorName, CreatorVersion) and adds the board's ident and version
+    /// before its settings. Records and everything else are the same.
+    static func timeHarp200(path: String, version: String, bytes: [UInt8]) throws -> (PTUHeader, RecordFormat) {
         var f = Fields(bytes: bytes, path: path)
+        let six = version == "6.0"
         try f.string("Ident", 16)
-        try f.string("SoftwareVersion", 6)
-        try f.string("HardwareVersion", 6)
+        if six {
+            try f.string("FormatVersion", 6)
+            try f.string("CreatorName", 18)
+            try f.string("CreatorVersion", 12)
+        } else {
+            try f.string("SoftwareVersion", 6)
+            try f.string("HardwareVersion", 6)
+        }
         try f.string("FileTime", 18)
         try f.skip("CRLF", 2)
         try f.string("Comment", 256)
@@ -303,6 +315,10 @@ enum LegacyHeader {
             try f.int(name)
         }
         try f.displayAndRepeatSettings()
+        if six {
+            try f.string("HardwareIdent", 16)
+            try f.string("HardwareVersion", 8)
+        }
         for name in ["BoardSerial", "CFDZeroCross", "CFDDiscriminatorMin", "SYNCLevel", "CurveOffset"] { try f.int(name) }
         let resolutionNs = try f.float("Resolution")
         let clockNs = try f.int("TTTRGlobclock")
@@ -316,14 +332,14 @@ enum LegacyHeader {
         let imageHeader = try f.int("ImgHdrSize")
         guard mode == 2 else {
             throw TTTRFileError(
-                path: path, offset: 328, "MeasurementMode \(mode) is not TTTR (2): a TimeHarp 200 histogram file holds no time tags")
+                path: path, offset: six ? 352 : 328, "MeasurementMode \(mode) is not TTTR (2): a TimeHarp 200 histogram file holds no time tags")
         }
         guard (0...(1 << 20)).contains(imageHeader), records >= 0 else {
             throw TTTRFileError(path: path, offset: f.offset - 8, "nRecords \(records) / ImgHdrSize \(imageHeader): the header is corrupt")
         }
         guard clockNs > 0, resolutionNs > 0, resolutionNs.isFinite else {
             throw TTTRFileError(
-                path: path, offset: 536, "Resolution \(resolutionNs) ns / TTTRGlobclock \(clockNs) ns must be positive")
+                path: path, offset: six ? 584 : 536, "Resolution \(resolutionNs) ns / TTTRGlobclock \(clockNs) ns must be positive")
         }
         f.derived("TTResult_NumberOfRecords", .int(records), from: "nRecords")
         f.derived("MeasDesc_GlobalResolution", .float(Double(clockNs) * 1e-9), from: "TTTRGlobclock")
@@ -332,6 +348,6 @@ enum LegacyHeader {
         f.derived("TTResult_SyncRate", .int(syncRate), from: "SyncRate")
         f.derived("TTResult_StopAfter", .int(stopAfter), from: "StopAfter")
         f.derived("TTResult_StopReason", .int(stopReason), from: "StopReason")
-        return (PTUHeader(version: "5.0", tags: f.tags, dataOffset: f.offset + Int(imageHeader) * 4), .timeHarp200)
+        return (PTUHeader(version: version, tags: f.tags, dataOffset: f.offset + Int(imageHeader) * 4), .timeHarp200)
     }
 }

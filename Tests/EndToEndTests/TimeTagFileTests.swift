@@ -74,6 +74,20 @@ import Testing
         #expect(r.status != 0 && r.stderr.contains("truncated"), "\(r.stderr)")
     }
 
+    /// A TimeHarp 200 .t3r of software 6.0 (its own header layout), built from PicoQuant's
+    /// layout, decodes as pqreader (the MIT-licensed PyPI reader of 6.0 files) reads it.
+    @Test func timeHarp200Version6DecodesLikePqreader() async throws {
+        let dir = try Paths.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let source = dir.appendingPathComponent("made.t3r").path
+        let made = try await runProcess(Paths.python, [Self.checks, "make-t3r6", source])
+        #expect(made.status == 0, "\(made.stdout)\(made.stderr)")
+        let (json, h5) = try await Self.inspectAndImport(source, into: dir)
+        let check = try await runProcess(Paths.python, [Self.checks, "legacy", source, json.path, h5])
+        #expect(check.status == 0, "\(check.stdout)\(check.stderr)")
+        #expect(check.stdout.contains("equal to pqreader"), "\(check.stdout)")
+    }
+
     /// Legacy .ht3 (checked against tttrlib) and .t3r (against phconvert): header fields,
     /// photons, and a Photon-HDF5 import that phconvert accepts.
     @Test(arguments: ["hydraharp/v20.ht3", "timeharp/v50.t3r"])

@@ -21,6 +21,10 @@
       header as phconvert's pt3_reader reads it): 20 000 T3 records of photons on channels
       0-3 with random dtimes, sync overflows (channel 15, dtime 0) and markers (channel 15,
       dtime 1-15), seeded, so Herald's decoder can be checked against phconvert's.
+  tttr_checks.py make-t3r6 OUT
+      Writes a TimeHarp 200 .t3r of software version 6.0 from PicoQuant's layout (the header
+      as the MIT-licensed pqreader package reads it): 20 000 records of photons, overflows
+      and markers, seeded. `legacy` checks a 6.0 .t3r against pqreader (phconvert reads 5.0 only).
   tttr_checks.py swabian DUMP IMPORTED_H5
       A Swabian dump read with numpy as Swabian documents the 16-byte tag (type u8, reserved
       u8, missed events u16, channel i32, time i64 ps): the import must hold its time tags
@@ -228,6 +232,88 @@ def make_pt3(out):
           f"{int((kind == 2).sum())} markers")
 
 
+T3R6_HEADER = [
+    ("Ident", "S16"), ("FormatVersion", "S6"), ("CreatorName", "S18"), ("CreatorVersion", "S12"), ("FileTime", "S18"),
+    ("CRLF", "S2"), ("Comment", "S256"), ("NumberOfChannels", "<i4"), ("NumberOfCurves", "<i4"), ("BitsPerChannel", "<i4"),
+    ("RoutingChannels", "<i4"), ("NumberOfBoards", "<i4"), ("ActiveCurve", "<i4"), ("MeasurementMode", "<i4"),
+    ("SubMode", "<i4"), ("RangeNo", "<i4"), ("Offset", "<i4"), ("AcquisitionTime", "<i4"), ("StopAt", "<i4"),
+    ("StopOnOvfl", "<i4"), ("Restart", "<i4"), ("DispLinLog", "<i4"), ("DispTimeAxisFrom", "<i4"), ("DispTimeAxisTo", "<i4"),
+    ("DispCountAxisFrom", "<i4"), ("DispCountAxisTo", "<i4"), ("DispCurves", "<i4", (16,)), ("Params", "<f4", (9,)),
+    ("RepeatMode", "<i4"), ("RepeatsPerCurve", "<i4"), ("RepeatTime", "<i4"), ("RepeatWaitTime", "<i4"),
+    ("ScriptName", "S20"), ("HardwareIdent", "S16"), ("HardwareVersion", "S8"), ("BoardSerial", "<i4"),
+    ("CFDZeroCross", "<i4"), ("CFDDiscriminatorMin", "<i4"), ("SYNCLevel", "<i4"), ("CurveOffset", "<i4"),
+    ("Resolution", "<f4"), ("TTTRGlobclock", "<i4"), ("ExtDevices", "<i4"), ("Reserved1", "<i4"), ("Reserved2", "<i4"),
+    ("Reserved3", "<i4"), ("Reserved4", "<i4"), ("Reserved5", "<i4"), ("SyncRate", "<i4"), ("AverageCFDRate", "<i4"),
+    ("StopAfter", "<i4"), ("StopReason", "<i4"), ("NumberOfRecords", "<i4"), ("SpecHeaderLength", "<i4"),
+]
+
+
+def make_t3r6(out):
+    """A TimeHarp 200 software 6.0 T3R file: 640-byte header, image header, then records of
+    time tag (16) | data (12) | route (2) | valid (1) | reserved (1). Invalid records: data
+    bit 11 is an overflow (65 536 time tags), bits 0-2 markers."""
+    rng = np.random.default_rng(20261202)
+    header = np.zeros(1, dtype=np.dtype(T3R6_HEADER))
+    assert header.dtype.itemsize == 640, header.dtype.itemsize
+    for name, value in [("Ident", b"TimeHarp 200"), ("FormatVersion", b"6.0"), ("CreatorName", b"TimeHarp Software"),
+                        ("CreatorVersion", b"6.1.0.0"), ("FileTime", b"01/12/26 11:22:33"), ("CRLF", b"\r\n"),
+                        ("Comment", b"constructed by tttr_checks.py make-t3r6"), ("NumberOfChannels", 4096),
+                        ("NumberOfCurves", 1), ("BitsPerChannel", 32), ("RoutingChannels", 4), ("NumberOfBoards", 1),
+                        ("MeasurementMode", 2), ("AcquisitionTime", 2000), ("HardwareIdent", b"TimeHarp 200"),
+                        ("HardwareVersion", b"6.0"), ("BoardSerial", 1234), ("CFDZeroCross", 20), ("CFDDiscriminatorMin", 100),
+                        ("SYNCLevel", -200), ("Resolution", 0.0365), ("TTTRGlobclock", 100), ("SyncRate", 5_000_000),
+                        ("AverageCFDRate", 40_000), ("StopAfter", 2000), ("SpecHeaderLength", 3), ("ScriptName", b"none")]:
+        header[name] = value
+    n = 20_000
+    kind = rng.choice(3, size=n, p=[0.9, 0.08, 0.02])  # photon, overflow, marker
+    tag = rng.integers(0, 65536, size=n)
+    periods = np.cumsum(kind == 1)
+    for p in np.unique(periods):
+        idx = np.nonzero(periods == p)[0]
+        tag[idx] = np.sort(tag[idx])
+    valid = (kind == 0).astype(np.uint32)
+    data = np.where(kind == 0, rng.integers(0, 4096, size=n), np.where(kind == 1, 0x800, rng.integers(1, 8, size=n)))
+    route = np.where(kind == 0, rng.integers(0, 4, size=n), 0)
+    records = (tag.astype(np.uint32) | (data.astype(np.uint32) << 16) | (route.astype(np.uint32) << 28) | (valid << 30)).astype("<u4")
+    header["NumberOfRecords"] = n
+    with open(out, "wb") as f:
+        f.write(header.tobytes())
+        f.write(np.array([1, 2, 3], dtype="<i4").tobytes())
+        f.write(records.tobytes())
+    print(f"ok: wrote {out}: {n} records, {int((kind == 0).sum())} photons, {int((kind == 1).sum())} overflows, "
+          f"{int((kind == 2).sum())} markers")
+
+
+def t3r6_legacy(path, header, h5path):
+    from pqreader import pqreader as pr
+
+    timetags, route, data, meta = pr.t3r_reader(path)
+    checked = 0
+    names = {"NumberOfRecords": "nRecords", "SpecHeaderLength": "ImgHdrSize"}
+    for part in ("header", "hardware", "ttmode"):
+        arr = meta[part]
+        for name in arr.dtype.names:
+            if name == "CRLF":
+                continue
+            theirs = arr[name][0]
+            theirs = theirs.decode(errors="replace").rstrip("\x00").strip() if isinstance(theirs, bytes) else theirs
+            mine = header.get(names.get(name, name))
+            same = mine == theirs if isinstance(theirs, str) else np.isclose(float(mine), float(theirs), rtol=1e-6)
+            if mine is None or not same:
+                fail(f"{name}: Herald {mine!r}, pqreader {theirs!r}")
+            checked += 1
+    # pqreader counts every invalid record as an overflow; PicoQuant's layout makes one whose
+    # data bit 11 is clear a marker. Its times are corrected for that, from the raw records.
+    offset = 640 + 4 * int(meta["ttmode"]["SpecHeaderLength"][0])
+    records = np.fromfile(path, dtype="<u4", offset=offset, count=int(meta["ttmode"]["NumberOfRecords"][0]))
+    valid = (records >> 30) & 1
+    marker = (valid == 0) & (((records >> 16) & 0x800) == 0)
+    times = timetags.astype(np.int64) - 65536 * np.cumsum(marker)[valid == 1]
+    compare_arrays(h5path, times, route.astype(np.uint8), data.astype(np.uint16))
+    print(f"ok: {checked} header fields equal to pqreader; {len(times)} photons equal to pqreader's t3r_reader "
+          f"({int(marker.sum())} markers, which it counts as overflows, corrected)")
+
+
 def pt3_legacy(path, header, h5path):
     import phconvert.pqreader as pq
 
@@ -262,6 +348,8 @@ def legacy(path, inspect_json, h5path):
     checked = 0
     if path.lower().endswith(".pt3"):
         return pt3_legacy(path, header, h5path)
+    if path.lower().endswith(".t3r") and header.get("FormatVersion") == "6.0":
+        return t3r6_legacy(path, header, h5path)
     if path.lower().endswith(".t3r"):
         import phconvert.pqreader as pq
 
@@ -353,6 +441,8 @@ if __name__ == "__main__":
         legacy(*sys.argv[2:5])
     elif sys.argv[1] == "make-pt3":
         make_pt3(sys.argv[2])
+    elif sys.argv[1] == "make-t3r6":
+        make_t3r6(sys.argv[2])
     elif sys.argv[1] == "swabian":
         swabian(*sys.argv[2:4])
     elif sys.argv[1] == "replay":
