@@ -218,8 +218,13 @@ public enum Herald {
         let collector = ReportCollector()
         // The engine's events go through the reducer, which adds counts and analyses for the consumers below it.
         let reducer = RunReducer(downstream: [recorder, collector] + extraSinks)
+        // The in-flight bound is there to ride out a slow disk. With no raw tags nothing waits
+        // for the disk, so a small one keeps a producer faster than counting (a replay) from
+        // holding a large backlog in memory.
         let engine = RunEngine(
-            plan: plan, devices: devices, clock: clock, sinks: [reducer], logger: logger, stopRequest: request.stopRequest)
+            plan: plan, devices: devices, clock: clock, sinks: [reducer], logger: logger,
+            sinkBacklogTags: request.rawTags ? RunEngine.defaultSinkBacklogTags : RunEngine.countedOnlyBacklogTags,
+            stopRequest: request.stopRequest)
         let start = RunStart(
             runID: UUID(), plan: plan, devices: records, seed: seed, mock: allMock, startedAt: Date(),
             heraldVersion: version)

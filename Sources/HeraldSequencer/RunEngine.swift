@@ -33,6 +33,9 @@ public final class RunEngine: Sendable {
     /// from the page cache) keeps this many tags in flight: the bound is the run's memory.
     public static let defaultSinkBacklogTags = 4 << 20
 
+    /// 256 k tags (2.3 MB): for runs that store no raw tags, where no consumer waits for a disk.
+    public static let countedOnlyBacklogTags = 1 << 18
+
     public init(
         plan: Plan, devices: [String: any Device], clock: any Clock<Duration>, sinks: [any RunEventSink],
         logger: Logger = Logger(label: "herald.sequencer"), interlockInterval: Duration = .milliseconds(100),

@@ -89,6 +89,33 @@ enum LegacyHeader {
             try string("ScriptName", 20)
         }
 
+        /// The PTU tags decoding and import need, derived from a container's own fields:
+        /// the record count, the time unit (sync period or global clock), the bin width, the
+        /// acquisition time and how it stopped. `syncField` names where the sync rate came from.
+        mutating func timing(
+            records: Int64, globalResolution: Double, resolution: Double, syncRate: Int64, syncField: String,
+            globalField: String? = nil, acquisitionMs: Int64, acquisitionField: String, stopAfter: Int64, stopReason: Int64
+        ) {
+            derived("TTResult_NumberOfRecords", .int(records), from: tags.contains { $0.name == "nRecords" } ? "nRecords" : "NumberOfRecords")
+            derived("MeasDesc_GlobalResolution", .float(globalResolution), from: globalField ?? syncField)
+            derived("MeasDesc_Resolution", .float(resolution), from: "Resolution")
+            derived("MeasDesc_AcquisitionTime", .int(acquisitionMs), from: acquisitionField)
+            derived("TTResult_SyncRate", .int(syncRate), from: syncField)
+            derived("TTResult_StopAfter", .int(stopAfter), from: "StopAfter")
+            derived("TTResult_StopReason", .int(stopReason), from: "StopReason")
+        }
+
+        /// The identification block HydraHarp and PicoHarp containers open with.
+        mutating func identification() throws {
+            try string("Ident", 16)
+            try string("FormatVersion", 6)
+            try string("CreatorName", 18)
+            try string("CreatorVersion", 12)
+            try string("FileTime", 18)
+            try skip("CRLF", 2)
+            try string("Comment", 256)
+        }
+
         /// A tag Herald derives (a PTU name for a legacy field), placed at the field's offset.
         mutating func derived(_ name: String, _ value: PTUValue, from field: String) {
             let at = tags.last { $0.name == field }?.offset ?? 0
@@ -132,13 +159,7 @@ enum LegacyHeader {
     /// the number of inputs present.
     static func hydraHarp(path: String, version: String, bytes: [UInt8]) throws -> (PTUHeader, RecordFormat) {
         var f = Fields(bytes: bytes, path: path)
-        try f.string("Ident", 16)
-        try f.string("FormatVersion", 6)
-        try f.string("CreatorName", 18)
-        try f.string("CreatorVersion", 12)
-        try f.string("FileTime", 18)
-        try f.skip("CRLF", 2)
-        try f.string("Comment", 256)
+        try f.identification()
         for name in ["NumberOfCurves", "BitsPerRecord", "ActiveCurve"] { try f.int(name) }
         let mode = try f.int("MeasurementMode")
         try f.int("SubMode")
@@ -203,13 +224,9 @@ enum LegacyHeader {
             throw TTTRFileError(path: path, offset: 16, "no record format for HydraHarp container \(version)")
         }
         f.derived("TTResultFormat_TTTRRecType", .int(Int64(code)), from: "FormatVersion")
-        f.derived("TTResult_NumberOfRecords", .int(records), from: "nRecords")
-        f.derived("MeasDesc_GlobalResolution", .float(1 / Double(syncRate)), from: "SyncRate")
-        f.derived("MeasDesc_Resolution", .float(resolutionPs * 1e-12), from: "Resolution")
-        f.derived("MeasDesc_AcquisitionTime", .int(tacq), from: "Tacq")
-        f.derived("TTResult_SyncRate", .int(syncRate), from: "SyncRate")
-        f.derived("TTResult_StopAfter", .int(stopAfter), from: "StopAfter")
-        f.derived("TTResult_StopReason", .int(stopReason), from: "StopReason")
+        f.timing(
+            records: records, globalResolution: 1 / Double(syncRate), resolution: resolutionPs * 1e-12, syncRate: syncRate,
+            syncField: "SyncRate", acquisitionMs: tacq, acquisitionField: "Tacq", stopAfter: stopAfter, stopReason: stopReason)
         return (PTUHeader(version: version, tags: f.tags, dataOffset: dataOffset), format)
     }
 
@@ -218,13 +235,7 @@ enum LegacyHeader {
     /// of 4-bit channel, 12-bit dtime and 16-bit nsync. The time unit is the sync period.
     static func picoHarp300(path: String, bytes: [UInt8]) throws -> (PTUHeader, RecordFormat) {
         var f = Fields(bytes: bytes, path: path)
-        try f.string("Ident", 16)
-        try f.string("FormatVersion", 6)
-        try f.string("CreatorName", 18)
-        try f.string("CreatorVersion", 12)
-        try f.string("FileTime", 18)
-        try f.skip("CRLF", 2)
-        try f.string("Comment", 256)
+        try f.identification()
         for name in ["NumberOfCurves", "BitsPerRecord", "RoutingChannels", "NumberOfBoards", "ActiveCurve"] { try f.int(name) }
         let mode = try f.int("MeasurementMode")
         try f.int("SubMode")
@@ -273,13 +284,10 @@ enum LegacyHeader {
             throw TTTRFileError(path: path, offset: 16, "no record format for the PicoHarp T3 container")
         }
         f.derived("TTResultFormat_TTTRRecType", .int(Int64(code)), from: "FormatVersion")
-        f.derived("TTResult_NumberOfRecords", .int(records), from: "nRecords")
-        f.derived("MeasDesc_GlobalResolution", .float(1 / Double(syncRate)), from: "InpRate0")
-        f.derived("MeasDesc_Resolution", .float(resolutionNs * 1e-9), from: "Resolution")
-        f.derived("MeasDesc_AcquisitionTime", .int(tacq), from: "AcquisitionTime")
-        f.derived("TTResult_SyncRate", .int(syncRate), from: "InpRate0")
-        f.derived("TTResult_StopAfter", .int(stopAfter), from: "StopAfter")
-        f.derived("TTResult_StopReason", .int(stopReason), from: "StopReason")
+        f.timing(
+            records: records, globalResolution: 1 / Double(syncRate), resolution: resolutionNs * 1e-9, syncRate: syncRate,
+            syncField: "InpRate0", acquisitionMs: tacq, acquisitionField: "AcquisitionTime", stopAfter: stopAfter,
+            stopReason: stopReason)
         return (PTUHeader(version: "2.0", tags: f.tags, dataOffset: f.offset + Int(imageHeader) * 4), format)
     }
 
@@ -341,13 +349,10 @@ enum LegacyHeader {
             throw TTTRFileError(
                 path: path, offset: six ? 584 : 536, "Resolution \(resolutionNs) ns / TTTRGlobclock \(clockNs) ns must be positive")
         }
-        f.derived("TTResult_NumberOfRecords", .int(records), from: "nRecords")
-        f.derived("MeasDesc_GlobalResolution", .float(Double(clockNs) * 1e-9), from: "TTTRGlobclock")
-        f.derived("MeasDesc_Resolution", .float(resolutionNs * 1e-9), from: "Resolution")
-        f.derived("MeasDesc_AcquisitionTime", .int(tacq), from: "AcquisitionTime")
-        f.derived("TTResult_SyncRate", .int(syncRate), from: "SyncRate")
-        f.derived("TTResult_StopAfter", .int(stopAfter), from: "StopAfter")
-        f.derived("TTResult_StopReason", .int(stopReason), from: "StopReason")
+        f.timing(
+            records: records, globalResolution: Double(clockNs) * 1e-9, resolution: resolutionNs * 1e-9, syncRate: syncRate,
+            syncField: "SyncRate", globalField: "TTTRGlobclock", acquisitionMs: tacq, acquisitionField: "AcquisitionTime", stopAfter: stopAfter,
+            stopReason: stopReason)
         return (PTUHeader(version: version, tags: f.tags, dataOffset: f.offset + Int(imageHeader) * 4), .timeHarp200)
     }
 }

@@ -195,6 +195,37 @@ PT3_HEADER = [
 ]
 
 
+def same_header_fields(meta, header, oracle, renamed={}):
+    """Every field of the oracle's header, hardware and TTTR blocks equals Herald's (strings
+    exactly, numbers to 1e-6); returns how many were compared."""
+    checked = 0
+    for part in ("header", "hardware", "ttmode"):
+        arr = meta[part]
+        for name in arr.dtype.names:
+            if name == "CRLF":
+                continue
+            theirs = arr[name][0]
+            theirs = theirs.decode(errors="replace").rstrip("\x00").strip() if isinstance(theirs, bytes) else theirs
+            mine = header.get(renamed.get(name, name))
+            same = mine == theirs if isinstance(theirs, str) else np.isclose(float(mine), float(theirs), rtol=1e-6)
+            if mine is None or not same:
+                fail(f"{name}: Herald {mine!r}, {oracle} {theirs!r}")
+            checked += 1
+    return checked
+
+
+def synthetic_records(rng, n):
+    """Kinds of n records (0 photon, 1 overflow, 2 marker: 90, 8, 2 %) and their 16-bit time
+    fields, non-decreasing within each overflow period as a tagger writes them."""
+    kind = rng.choice(3, size=n, p=[0.9, 0.08, 0.02])
+    time = rng.integers(0, 65536, size=n)
+    periods = np.cumsum(kind == 1)
+    for p in np.unique(periods):
+        idx = np.nonzero(periods == p)[0]
+        time[idx] = np.sort(time[idx])
+    return kind, time
+
+
 def make_pt3(out):
     """A PicoHarp 300 T3 file laid out as PicoQuant documents it: 728-byte header, an image
     header of ImgHdrSize int32, then 32-bit records channel(4) | dtime(12) | nsync(16)."""
@@ -212,15 +243,9 @@ def make_pt3(out):
                         ("StopAfter", 1000), ("StopReason", 0), ("ImgHdrSize", 2), ("ScriptName", b"none")]:
         header[name] = value
     n = 20_000
-    kind = rng.choice(3, size=n, p=[0.9, 0.08, 0.02])  # photon, overflow, marker
-    nsync = np.sort(rng.integers(0, 65536, size=n))  # within each overflow period, in order
+    kind, nsync = synthetic_records(rng, n)
     channel = np.where(kind == 0, rng.integers(0, 4, size=n), 15)
     dtime = np.where(kind == 0, rng.integers(0, 4096, size=n), np.where(kind == 1, 0, rng.integers(1, 16, size=n)))
-    # nsync restarts after each overflow, so keep it non-decreasing between overflows.
-    periods = np.cumsum(kind == 1)
-    for p in np.unique(periods):
-        idx = np.nonzero(periods == p)[0]
-        nsync[idx] = np.sort(nsync[idx])
     nsync = np.where(kind == 1, 0, nsync)
     records = ((channel.astype(np.uint32) << 28) | (dtime.astype(np.uint32) << 16) | nsync.astype(np.uint32)).astype("<u4")
     header["nRecords"] = n
@@ -265,12 +290,7 @@ def make_t3r6(out):
                         ("AverageCFDRate", 40_000), ("StopAfter", 2000), ("SpecHeaderLength", 3), ("ScriptName", b"none")]:
         header[name] = value
     n = 20_000
-    kind = rng.choice(3, size=n, p=[0.9, 0.08, 0.02])  # photon, overflow, marker
-    tag = rng.integers(0, 65536, size=n)
-    periods = np.cumsum(kind == 1)
-    for p in np.unique(periods):
-        idx = np.nonzero(periods == p)[0]
-        tag[idx] = np.sort(tag[idx])
+    kind, tag = synthetic_records(rng, n)
     valid = (kind == 0).astype(np.uint32)
     data = np.where(kind == 0, rng.integers(0, 4096, size=n), np.where(kind == 1, 0x800, rng.integers(1, 8, size=n)))
     route = np.where(kind == 0, rng.integers(0, 4, size=n), 0)
@@ -288,20 +308,7 @@ def t3r6_legacy(path, header, h5path):
     from pqreader import pqreader as pr
 
     timetags, route, data, meta = pr.t3r_reader(path)
-    checked = 0
-    names = {"NumberOfRecords": "nRecords", "SpecHeaderLength": "ImgHdrSize"}
-    for part in ("header", "hardware", "ttmode"):
-        arr = meta[part]
-        for name in arr.dtype.names:
-            if name == "CRLF":
-                continue
-            theirs = arr[name][0]
-            theirs = theirs.decode(errors="replace").rstrip("\x00").strip() if isinstance(theirs, bytes) else theirs
-            mine = header.get(names.get(name, name))
-            same = mine == theirs if isinstance(theirs, str) else np.isclose(float(mine), float(theirs), rtol=1e-6)
-            if mine is None or not same:
-                fail(f"{name}: Herald {mine!r}, pqreader {theirs!r}")
-            checked += 1
+    checked = same_header_fields(meta, header, "pqreader", {"NumberOfRecords": "nRecords", "SpecHeaderLength": "ImgHdrSize"})
     # pqreader counts every invalid record as an overflow; PicoQuant's layout makes one whose
     # data bit 11 is clear a marker. Its times are corrected for that, from the raw records.
     offset = 640 + 4 * int(meta["ttmode"]["SpecHeaderLength"][0])
@@ -317,20 +324,7 @@ def t3r6_legacy(path, header, h5path):
 def pt3_legacy(path, header, h5path):
     import phconvert.pqreader as pq
 
-    checked = 0
-    meta = pq.pt3_reader(path)[3]
-    for part in ("header", "hardware", "ttmode"):
-        arr = meta[part]
-        for name in arr.dtype.names:
-            if name == "CRLF":
-                continue
-            theirs = arr[name][0]
-            theirs = theirs.decode(errors="replace").rstrip("\x00").strip() if isinstance(theirs, bytes) else theirs
-            mine = header.get(name)
-            same = mine == theirs if isinstance(theirs, str) else np.isclose(float(mine), float(theirs), rtol=1e-6)
-            if mine is None or not same:
-                fail(f"{name}: Herald {mine!r}, phconvert {theirs!r}")
-            checked += 1
+    checked = same_header_fields(pq.pt3_reader(path)[3], header, "phconvert")
     times, dets, nanotimes, _, _ = pq.load_pt3(path)
     # phconvert counts every channel-15 record as a sync overflow; PicoQuant's layout makes one
     # with a non-zero dtime a marker. Its times are corrected for that, as for .t3r.
@@ -353,19 +347,7 @@ def legacy(path, inspect_json, h5path):
     if path.lower().endswith(".t3r"):
         import phconvert.pqreader as pq
 
-        meta = pq.t3r_reader(path)[3]
-        for part in ("header", "hardware", "ttmode"):
-            arr = meta[part]
-            for name in arr.dtype.names:
-                if name == "CRLF":
-                    continue
-                theirs = arr[name][0]
-                theirs = theirs.decode().rstrip("\x00").strip() if isinstance(theirs, bytes) else theirs
-                mine = header.get(name)
-                same = mine == theirs if isinstance(theirs, str) else np.isclose(float(mine), float(theirs), rtol=1e-6)
-                if mine is None or not same:
-                    fail(f"{name}: Herald {mine!r}, phconvert {theirs!r}")
-                checked += 1
+        checked = same_header_fields(pq.t3r_reader(path)[3], header, "phconvert")
         times, chans, micro = t3r_photons(path)
         compare_arrays(h5path, times, chans, micro)
         print(f"ok: {checked} header fields equal to phconvert; {len(times)} photons equal to phconvert's (corrected) decoding")
