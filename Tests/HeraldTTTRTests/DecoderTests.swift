@@ -272,16 +272,27 @@ func hhT3(special: Bool = false, channel: UInt32, dtime: UInt32, nsync: UInt32) 
     }
 
     @Test func legacyFormatsWithoutASampleAreRefusedByName() throws {
-        var bytes = Array("PicoHarp 300".utf8) + [UInt8](repeating: 0, count: 4) + Array("2.0".utf8) + [0, 0, 0]
-        bytes += [UInt8](repeating: 0, count: 1000)
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("herald-\(UUID().uuidString).pt3").path
-        try Data(bytes).write(to: URL(fileURLWithPath: path))
-        defer { try? FileManager.default.removeItem(atPath: path) }
-        #expect {
-            _ = try TimeTagFile.open(path)
-        } throws: { e in
-            "\(e)".contains("byte 0: a legacy PicoHarp 300 container") && "\(e)".contains(".ptu")
+        func refusal(_ ident: String, _ version: String) throws -> String {
+            var bytes = Array(ident.utf8) + [UInt8](repeating: 0, count: 16 - ident.utf8.count) + Array(version.utf8)
+            bytes += [UInt8](repeating: 0, count: 6 - version.utf8.count) + [UInt8](repeating: 0, count: 1000)
+            let path = FileManager.default.temporaryDirectory.appendingPathComponent("herald-\(UUID().uuidString).bin").path
+            try Data(bytes).write(to: URL(fileURLWithPath: path))
+            defer { try? FileManager.default.removeItem(atPath: path) }
+            do {
+                _ = try TimeTagFile.open(path)
+                return "opened"
+            } catch let e as TTTRFileError {
+                return "byte \(e.offset): \(e.message)"
+            }
         }
+        // Containers with nothing to check them against are refused by name, saying what to do.
+        let multi = try refusal("MultiHarp", "1.0")
+        #expect(multi.hasPrefix("byte 0:") && multi.contains("a legacy MultiHarp container") && multi.contains(".ptu"), "\(multi)")
+        let oldPico = try refusal("PicoHarp 300", "1.0")
+        #expect(oldPico.contains("a legacy PicoHarp 300 container (format 1.0)"), "\(oldPico)")
+        // A .pt3 (2.0) is decoded; one that is not in T3 mode is refused at its MeasurementMode.
+        let histogram = try refusal("PicoHarp 300", "2.0")
+        #expect(histogram.hasPrefix("byte 348:") && histogram.contains("MeasurementMode 0"), "\(histogram)")
     }
 
     /// Valid photons, an overflow (data bit 11) and a marker record, as PicoQuant's layout says.
