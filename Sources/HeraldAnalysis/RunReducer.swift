@@ -19,7 +19,7 @@ public actor RunReducer: RunEventSink {
     /// Points that have started and not finished, outermost first.
     private var open: [OpenPoint] = []
     /// With interlocks: the blocks of the acquisition in progress, until its check decides.
-    private var held: [TagBlock] = []
+    private var held: [(device: String, block: TagBlock)] = []
     /// Finished points of each data set an analysis reads, in order.
     private var results: [String: [PointResult]] = [:]
     /// Outer points each analysis request has already analysed (a request inside the outer
@@ -63,18 +63,19 @@ public actor RunReducer: RunEventSink {
         case .sweepPointStarted(let sweep, let index, _, _):
             open.append(OpenPoint(dataset: sweep, index: index, tally: try specs[sweep].map { try PointTally(spec: $0) }))
             try await pass(event)
-        case .tags(_, let block):
-            if plan?.hasInterlocks == true {
-                if open.contains(where: { $0.tally != nil }) { held.append(block) }
-            } else {
-                try count(block)
-            }
+        case .tags(let device, let block):
+            // Recorded first: a block the counter refuses is still kept in the file.
             try await pass(event)
+            if plan?.hasInterlocks == true {
+                if open.contains(where: { $0.tally != nil }) { held.append((device, block)) }
+            } else {
+                try count(block, from: device)
+            }
         case .acquired(let a):
             let blocks = held
             held = []
             if a.counted {
-                for block in blocks { try count(block) }
+                for (device, block) in blocks { try count(block, from: device) }
                 for i in open.indices { open[i].seconds += a.seconds }
             }
             try await pass(event)
@@ -89,9 +90,12 @@ public actor RunReducer: RunEventSink {
         }
     }
 
-    private func count(_ block: TagBlock) throws {
-        for i in open.indices where open[i].tally != nil {
-            try open[i].tally?.add(block)
+    private func count(_ block: TagBlock, from device: String) throws {
+        do {
+            for i in open.indices where open[i].tally != nil { try open[i].tally?.add(block) }
+        } catch let e as CoincidenceError {
+            // Tags the counter cannot order are garbage from the tagger: the run fails naming it.
+            throw DeviceError(device: device, .invalidResponse, "delivered tags the coincidence counter cannot order: \(e)")
         }
     }
 

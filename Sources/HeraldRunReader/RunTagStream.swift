@@ -25,7 +25,13 @@ public final class RunTagStream {
             let herald = try file.openGroup("user").openGroup("herald")
             if herald.contains("sweeps") {
                 let sweeps = try herald.openGroup("sweeps")
+                // A sweep with others inside it spans their acquisitions: only the innermost
+                // points are acquisitions of their own.
+                var outers = Set<String>()
                 for name in try sweeps.childNames() {
+                    if let outer = try sweeps.openGroup(name).stringAttribute("outer_sweep") { outers.insert(outer) }
+                }
+                for name in try sweeps.childNames() where !outers.contains(name) {
                     let g = try sweeps.openGroup(name)
                     let starts = try g.dataset("start_ps").read(Int64.self)
                     let stops = try g.dataset("stop_ps").read(Int64.self)

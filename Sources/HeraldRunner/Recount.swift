@@ -33,6 +33,10 @@ extension Herald {
     /// analysed it live) with the options applied, and appends every analysis it produces as
     /// a new entry under /user/herald/analysis; the run's own entries are never changed.
     public static func recount(path: String, _ options: RecountOptions = .init()) async throws -> [RecountEntry] {
+        // Held from the first read to the last write: a file a live run is writing is refused,
+        // naming the process, rather than read half-written.
+        let lock = try RunFileLock(path: path, purpose: "herald analyze")
+        defer { lock.release() }
         let stored = try StoredRun(path: path)
         let plan = stored.plan.recounted(windowPs: options.windowPs, delaysPs: options.delaysPs, estimator: options.estimator)
         guard !plan.analyses.isEmpty else {
@@ -48,18 +52,16 @@ extension Herald {
             throw error
         }
         stored.close()
-        let records = await collector.analyses, counts = await collector.counts
-        let provenance = "raw tags, replayed through the run reducer (herald analyze)"
-        let entries = try RunAnalysisAppender.append(
-            records.map { r in
-                var r = r
-                r.parameters["recounted_from"] = provenance
-                return r
-            },
-            counts: records.map { r in counts.filter { $0.sweep == r.parameters["sweep"] && $0.outer == r.outer } },
-            to: path)
-        return zip(zip(entries, records), records.map { r in counts.filter { $0.sweep == r.parameters["sweep"] && $0.outer == r.outer } })
-            .map { RecountEntry(entry: $0.0, record: $0.1, counts: $1) }
+        let counts = await collector.counts
+        let records = await collector.analyses.map { r in
+            var r = r
+            r.parameters["recounted_from"] = "raw tags, replayed through the run reducer (herald analyze)"
+            return r
+        }
+        // Each analysis beside the points it was computed from (one outer point's, when nested).
+        let perRecord = records.map { r in counts.filter { $0.sweep == r.parameters["sweep"] && $0.outer == r.outer } }
+        let entries = try RunAnalysisAppender.append(records, counts: perRecord, to: path, holding: lock)
+        return zip(zip(entries, records), perRecord).map { RecountEntry(entry: $0.0, record: $0.1, counts: $1) }
     }
 }
 

@@ -5,7 +5,7 @@ import Yams
 // Devices: drivers, settings, limits, safe states and how each is matched to hardware; property assignments.
 extension Context {
     mutating func compileDevice(_ name: String, _ node: Node, keyNode: Node) -> DeviceConfig? {
-        guard name.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "_" || $0 == "-" }) else {
+        guard Self.isName(name) else {
             error("device name '\(name)' may contain only letters, digits, '_' and '-'", at: keyNode)
             return nil
         }

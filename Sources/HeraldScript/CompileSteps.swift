@@ -93,7 +93,14 @@ extension Context {
         }
     }
 
+    /// Letters, digits, `_` and `-`: what may name a device, parameter, sweep or acquisition,
+    /// each of which becomes an HDF5 group or dataset name.
+    static func isName(_ name: String) -> Bool {
+        !name.isEmpty && name.allSatisfy { $0.isLetter || $0.isNumber || $0 == "_" || $0 == "-" }
+    }
+
     mutating func defineDataset(_ name: String, _ kind: DatasetKind, at node: Node) {
+        if !Self.isName(name) { error("'\(name)' may contain only letters, digits, '_' and '-' (it names a table in the run file)", at: node) }
         if datasets[name] != nil { error("a sweep or acquisition named '\(name)' is already defined", at: node) }
         datasets[name] = kind
         datasetDepth[name] = openSweeps.count

@@ -296,6 +296,11 @@ struct Context {
 
         if let node = byKey["parameters"] {
             for p in entries(node, allowed: nil, what: "parameters") {
+                // The name is written as `$name` in the script and names a dataset in the run file.
+                guard Self.isName(p.key) else {
+                    error("parameter name '\(p.key)' may contain only letters, digits, '_' and '-'", at: p.keyNode)
+                    continue
+                }
                 guard let text = p.value.scalar?.string else {
                     error("parameter '\(p.key)' must be a single value, e.g. 1 s or 10 mW", at: p.value)
                     continue

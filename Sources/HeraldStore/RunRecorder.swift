@@ -481,9 +481,12 @@ enum SummaryTables {
 /// counts it was computed from, under the run's lock so a live run's file is refused.
 public enum RunAnalysisAppender {
     /// Appends `records` in order, `counts[i]` beside `records[i]`; returns the new entry names.
-    public static func append(_ records: [AnalysisRecord], counts: [[PointCounts]], to path: String) throws -> [String] {
-        let lock = try RunFileLock(path: path, purpose: "herald analyze")
-        defer { lock.release() }
+    /// Takes the file's lock unless the caller `holding` it already does.
+    public static func append(
+        _ records: [AnalysisRecord], counts: [[PointCounts]], to path: String, holding held: RunFileLock? = nil
+    ) throws -> [String] {
+        let lock = try held ?? RunFileLock(path: path, purpose: "herald analyze")
+        defer { if held == nil { lock.release() } }
         let file = try RunFile.open(path, mode: .readWrite)
         defer { file.close() }
         let herald = try file.openGroup("user").openGroup("herald")

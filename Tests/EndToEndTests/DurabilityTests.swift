@@ -168,7 +168,7 @@ struct ScratchMount {
         #expect((file["tags"] as? Int ?? 0) > 0)
     }
 
-    /// A second run with `--overwrite`, and `herald recover`, refuse a file a live run is
+    /// A second run with `--overwrite`, `herald recover` and a recount refuse a file a live run is
     /// writing, naming the process; the live run then ends with a sound file.
     @Test func aLiveRunsFileIsLockedAgainstOverwriteAndRecover() async throws {
         let (dir, script, out) = try scriptFixture(longPointScript)
@@ -180,6 +180,9 @@ struct ScratchMount {
         let recover = try await runProcessOffPool(Paths.herald.path, ["recover", out])
         #expect(recover.status != 0)
         #expect(recover.stderr.contains("is in use by process \(live.processIdentifier)"), "\(recover.stderr)")
+        let recount = try await runProcessOffPool(Paths.herald.path, ["analyze", out, "--window", "2ns"])
+        #expect(recount.status != 0)
+        #expect(recount.stderr.contains("is in use by process \(live.processIdentifier)"), "\(recount.stderr)")
         await waitForExit(live)
         #expect(live.terminationStatus == 0)
         let file = try await probe(out, "print(json.dumps({'status': f['user/herald/run'].attrs['exit_status']}))")

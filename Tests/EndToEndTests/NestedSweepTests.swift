@@ -91,6 +91,31 @@ import Testing
         #expect(recount[1].counts.allSatisfy { $0.outer?.index == 1 })
     }
 
+    /// A nested-sweep recording replays with the same script: the replay driver takes only the
+    /// innermost points as the recording's acquisitions (an outer point spans its inner ones),
+    /// and the replayed counts equal the recorded ones.
+    @Test func aNestedRecordingReplaysWithTheSameCounts() async throws {
+        let dir = try Paths.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let analyses = "  - rates: {sweep: angle, pairs: [[1, 3]], window: 1 ns}"
+        let recordedScript = dir.appendingPathComponent("nested.yaml").path
+        try Self.script(analyses: analyses).write(toFile: recordedScript, atomically: true, encoding: .utf8)
+        let recording = dir.appendingPathComponent("recorded.h5").path
+        let a = try await Herald.run(.init(scriptPath: recordedScript, mock: true, outPath: recording, seed: 9))
+        #expect(a.status == .success, "\(a.reason ?? "")")
+        let replayScript = dir.appendingPathComponent("replay.yaml").path
+        try Self.script(analyses: analyses)
+            .replacingOccurrences(
+                of: "tagger: {driver: mock.timetagger}", with: "tagger: {driver: replay.timetagger, settings: {file: \(recording)}}")
+            .write(toFile: replayScript, atomically: true, encoding: .utf8)
+        let replayed = dir.appendingPathComponent("replayed.h5").path
+        let b = try await Herald.run(.init(scriptPath: replayScript, mock: false, outPath: replayed, seed: 9))
+        #expect(b.status == .success, "\(b.reason ?? "")")
+        let original = try RunFile.summary(path: recording).counts, again = try RunFile.summary(path: replayed).counts
+        #expect(original.count == 6 && again.map(\.coincidences) == original.map(\.coincidences))
+        #expect(again.map { $0.outer?.index } == original.map { $0.outer?.index })
+    }
+
     @Test func analysesARunCannotComputeAreRefusedAtTheirLine() throws {
         let compiler = Herald.compiler(registry: Herald.descriptorRegistry)
         // Inside its own sweep, the inner sweep has not finished.

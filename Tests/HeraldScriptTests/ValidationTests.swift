@@ -63,6 +63,15 @@ func diagnostics(_ text: String) -> [ScriptDiagnostic] {
         #expect(d.first?.description.hasPrefix("test.yaml:18:29: error:") == true)
     }
 
+    /// Sweep and parameter names become HDF5 group and dataset names in the run file: a `/`
+    /// would make a path of them, so anything but letters, digits, `_` and `-` is refused.
+    @Test func namesThatWouldBecomeHDF5PathsAreRefused() {
+        let sweep = diagnostics(validScript.replacingOccurrences(of: "name: tomo", with: "name: to/mo"))
+        #expect(sweep.contains { $0.location.line == 12 && $0.message.contains("'to/mo' may contain only") }, "\(sweep)")
+        let parameter = diagnostics(validScript.replacingOccurrences(of: "devices:", with: "parameters: {\"a/b\": 1 s}\ndevices:"))
+        #expect(parameter.contains { $0.location.line == 2 && $0.message.contains("parameter name 'a/b'") }, "\(parameter)")
+    }
+
     @Test func unknownPropertyIsReportedAtItsPlace() {
         let text = validScript.replacingOccurrences(of: "pump.enabled: true", with: "pump.enable: true")
         let d = diagnostics(text)
