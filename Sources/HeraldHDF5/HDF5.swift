@@ -590,11 +590,3 @@ enum FixedStrings {
         (0..<count).map { i in String(decoding: buffer[(i * width)..<((i + 1) * width)].prefix { $0 != 0 }, as: UTF8.self) }
     }
 }
-
-extension H5File {
-    /// HDF5 objects of every kind this process holds open in any file (for leak checks).
-    public static var openObjectCount: Int {
-        let all: UInt32 = 0x1F  // H5F_OBJ_ALL, a macro Swift does not import; as a file id it means every file
-        return Int(H5Fget_obj_count(hid_t(all), all))
-    }
-}
