@@ -105,6 +105,22 @@ enum LegacyHeader {
             derived("TTResult_StopReason", .int(stopReason), from: "StopReason")
         }
 
+        /// The measurement block PicoHarp 300 and TimeHarp 200 headers share, from
+        /// MeasurementMode to the script name; returns the mode and the acquisition time (ms).
+        mutating func measurementSettings() throws -> (mode: Int64, acquisitionMs: Int64) {
+            let mode = try int("MeasurementMode")
+            try int("SubMode")
+            try int("RangeNo")
+            try int("Offset")
+            let tacq = try int("AcquisitionTime")
+            try uint("StopAt")
+            for name in ["StopOnOvfl", "Restart", "DispLinLog", "DispTimeAxisFrom", "DispTimeAxisTo", "DispCountAxisFrom", "DispCountAxisTo"] {
+                try int(name)
+            }
+            try displayAndRepeatSettings()
+            return (mode, tacq)
+        }
+
         /// The identification block HydraHarp and PicoHarp containers open with.
         mutating func identification() throws {
             try string("Ident", 16)
@@ -237,16 +253,7 @@ enum LegacyHeader {
         var f = Fields(bytes: bytes, path: path)
         try f.identification()
         for name in ["NumberOfCurves", "BitsPerRecord", "RoutingChannels", "NumberOfBoards", "ActiveCurve"] { try f.int(name) }
-        let mode = try f.int("MeasurementMode")
-        try f.int("SubMode")
-        try f.int("RangeNo")
-        try f.int("Offset")
-        let tacq = try f.int("AcquisitionTime")
-        try f.uint("StopAt")
-        for name in ["StopOnOvfl", "Restart", "DispLinLog", "DispTimeAxisFrom", "DispTimeAxisTo", "DispCountAxisFrom", "DispCountAxisTo"] {
-            try f.int(name)
-        }
-        try f.displayAndRepeatSettings()
+        let (mode, tacq) = try f.measurementSettings()
         try f.string("HardwareIdent", 16)
         try f.string("HardwarePartNo", 8)
         for name in ["HardwareSerial", "SyncDivider", "CFDZeroCross0", "CFDLevel0", "CFDZeroCross1", "CFDLevel1"] { try f.int(name) }
@@ -313,16 +320,7 @@ enum LegacyHeader {
         for name in ["NumberOfChannels", "NumberOfCurves", "BitsPerChannel", "RoutingChannels", "NumberOfBoards", "ActiveCurve"] {
             try f.int(name)
         }
-        let mode = try f.int("MeasurementMode")
-        try f.int("SubMode")
-        try f.int("RangeNo")
-        try f.int("Offset")
-        let tacq = try f.int("AcquisitionTime")
-        try f.uint("StopAt")
-        for name in ["StopOnOvfl", "Restart", "DispLinLog", "DispTimeAxisFrom", "DispTimeAxisTo", "DispCountAxisFrom", "DispCountAxisTo"] {
-            try f.int(name)
-        }
-        try f.displayAndRepeatSettings()
+        let (mode, tacq) = try f.measurementSettings()
         if six {
             try f.string("HardwareIdent", 16)
             try f.string("HardwareVersion", 8)
