@@ -100,10 +100,12 @@ public enum RunFile {
             else {
                 throw StoreError(path: g.path, "columns of the counts table differ in length")
             }
+            // The outer sweep's labels, read once for the table rather than once per row.
+            let outerLabels = try outerSweep.map { try sweepLabels(herald, $0) } ?? [:]
             for i in index.indices {
                 var ref: PointRef?
                 if let outerSweep, !outer.isEmpty, outer[i] >= 0 {
-                    ref = PointRef(sweep: outerSweep, index: Int(outer[i]), label: try outerLabel(herald, outerSweep, Int(outer[i])))
+                    ref = PointRef(sweep: outerSweep, index: Int(outer[i]), label: outerLabels[Int(outer[i])] ?? "")
                 }
                 rows.append(.init(
                     sweep: sweep, point: Int(index[i]), label: label[i], projection: projection[i], channelA: Int(a[i]),
@@ -113,13 +115,12 @@ public enum RunFile {
         return rows
     }
 
-    /// The label of point `index` of sweep `sweep`, from its sweep table.
-    static func outerLabel(_ herald: H5Group, _ sweep: String, _ index: Int) throws -> String {
-        guard herald.contains("sweeps"), try herald.openGroup("sweeps").contains(sweep) else { return "" }
+    /// Each point's label of sweep `sweep`, by point index, from its sweep table.
+    static func sweepLabels(_ herald: H5Group, _ sweep: String) throws -> [Int: String] {
+        guard herald.contains("sweeps"), try herald.openGroup("sweeps").contains(sweep) else { return [:] }
         let g = try herald.openGroup("sweeps").openGroup(sweep)
         let indices = try g.dataset("index").read(Int64.self), labels = try g.dataset("label").readStrings()
-        guard let k = indices.firstIndex(of: Int64(index)), labels.indices.contains(k) else { return "" }
-        return labels[k]
+        return Dictionary(zip(indices.map { Int($0) }, labels), uniquingKeysWith: { first, _ in first })
     }
 
     static func analyses(_ herald: H5Group) throws -> [RunSummary.Analysis] {
