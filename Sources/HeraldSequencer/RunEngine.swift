@@ -56,7 +56,7 @@ public final class RunEngine: Sendable {
     /// Runs the plan to completion, failure or cancellation. Never throws: how the
     /// run ended is in the returned stop record (and in the last event).
     public func run(start: RunStart) async -> RunStop {
-        let box = RunStateBox(RunState(plan: plan))
+        let box = RunStateBox(RunState())
         var status = ExitStatus.success
         var reason: String?
         var failure: RunFailure?
@@ -419,8 +419,6 @@ struct RunState {
     var points: [PointContext] = []
     var openPause: PauseRecord?
     var lastStopPs: Int64 = 0
-
-    init(plan: Plan) {}
 
     /// The innermost open point, which a point starting now runs inside.
     var outerPoint: PointRef? { points.last.map { PointRef(sweep: $0.sweep, index: $0.index, label: $0.label) } }
