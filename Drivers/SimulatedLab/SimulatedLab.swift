@@ -4,6 +4,7 @@ import RealModule
 import Foundation
 import HeapModule
 import HeraldCore
+import Synchronization
 
 /// Which lab element a mock device drives.
 public enum Waveplate: String, Sendable, CaseIterable {
@@ -47,7 +48,11 @@ public actor SimulatedLab {
     public let parameters: LabParameters
     /// Faults to inject, by device name (from the script's `simulation.faults` or `--fault`).
     public nonisolated let faults: [FaultSpec]
-    private var rng: SeededGenerator
+    var rng: SeededGenerator
+    /// The simulated quantum network (`simulation.network`), empty for a one-table lab.
+    public nonisolated let network: NetworkParameters
+    var networkState = NetworkState()
+    nonisolated let networkAdvancePs = Mutex<Int64>(0)
     private var pumpEnabled = false
     private var pumpEnabledAtPs: Int64 = 0
     private var pumpPower = 0.0
@@ -58,8 +63,12 @@ public actor SimulatedLab {
     private var deadUntil: [Int64] = [Int64](repeating: .min, count: 4)
     private var afterpulses: [Heap<Int64>] = Array(repeating: Heap(), count: 4)
 
-    public init(parameters: LabParameters = .init(), seed: UInt64, pacing: Pacing = .virtual, faults: [FaultSpec] = []) {
+    public init(
+        parameters: LabParameters = .init(), network: NetworkParameters = .init(), seed: UInt64, pacing: Pacing = .virtual,
+        faults: [FaultSpec] = []
+    ) {
         self.parameters = parameters
+        self.network = network
         self.rng = SeededGenerator(seed: seed)
         self.clock = ImmediateClock()
         self.pacing = pacing
@@ -94,9 +103,20 @@ public actor SimulatedLab {
     public func setAngle(_ degrees: Double, arm: Arm, plate: Waveplate) { angles[arm]?[plate] = degrees }
     public func angle(arm: Arm, plate: Waveplate) -> Double { angles[arm]?[plate] ?? 0 }
 
-    /// Current virtual time in picoseconds since the lab was created.
+    /// Current virtual time in picoseconds since the lab was created: the clock, plus the
+    /// time the network's attempt loops have moved on without sleeping on it.
     public nonisolated var nowPs: Int64 {
-        picoseconds(ImmediateClock<Duration>.Instant().duration(to: clock.now))
+        picoseconds(ImmediateClock<Duration>.Instant().duration(to: clock.now)) + networkAdvancePs.withLock { $0 }
+    }
+
+    /// Moves lab time on to `ps` without a sleep on the shared clock: an attempt loop returns
+    /// once per herald, and a clock sleep costs a round of task yields each time. Realtime
+    /// runs still take the time on the wall.
+    func advanceNetwork(toPs ps: Int64) async throws {
+        let step = ps - nowPs
+        guard step > 0 else { return }
+        if pacing == .realtime { try await Task.sleep(for: .nanoseconds(step / 1000)) }
+        networkAdvancePs.withLock { $0 += step }
     }
 
     /// Lets lab time pass without observing it (a counter's or tagger's idle time).

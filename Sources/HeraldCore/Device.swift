@@ -5,6 +5,12 @@ public enum DeviceKind: String, Sendable, Hashable, CaseIterable, Comparable {
     case shutter
     case photonCounter = "photon-counter"
     case timeTagger = "time-tagger"
+    /// A node's real-time attempt loop (FPGA or sequencer): the ``Entangler`` protocol.
+    case entangler
+    /// A node's qubit readout: the ``QubitReadout`` protocol.
+    case qubitReadout = "qubit-readout"
+    /// An optical switch between fibre spools: a link's length, for distance scans.
+    case fibreSwitch = "fibre-switch"
 
     public static func < (a: DeviceKind, b: DeviceKind) -> Bool { a.rawValue < b.rawValue }
 }
@@ -111,7 +117,8 @@ extension DeviceKind {
         case .shutter: return [one(PropertySpec("open", .bool))]
         case .photonCounter:
             return [one(PropertySpec("gate", .quantity(.time))), one(PropertySpec("counts_1", .quantity(.dimensionless), settable: false))]
-        case .timeTagger: return []  // the TimeTagger protocol is its contract
+        case .timeTagger, .entangler, .qubitReadout: return []  // their protocols are their contract
+        case .fibreSwitch: return [one(PropertySpec("length", .quantity(.length)))]
         }
     }
 }
