@@ -93,7 +93,7 @@ let package = Package(
             name: "HeraldRunner",
             dependencies: [
                 "HeraldCore", "HeraldScript", "HeraldSequencer", "HeraldStore", "HeraldRunReader", "HeraldHDF5", "HeraldAnalysis", "HeraldPlugins",
-                "SimulatedLab", "MockLaser", "MockRotator", "MockTimeTagger", "MockShutter", "MockCounter", "ReplayTimeTagger",
+                "SimulatedLab", "MockLaser", "MockRotator", "MockTimeTagger", "MockShutter", "MockCounter", "MockNetwork", "ReplayTimeTagger",
                 "ThorlabsITC4001", "ThorlabsElliptec", "S15TDC1",
                 .product(name: "Clocks", package: "swift-clocks"),
                 .product(name: "Logging", package: "swift-log"),
@@ -155,6 +155,10 @@ let package = Package(
         .target(
             name: "MockCounter", dependencies: ["HeraldCore", "SimulatedLab"],
             path: "Drivers/MockCounter", swiftSettings: swiftSettings),
+        // The instruments of the simulated quantum network: entanglers, qubit readouts, the analyser's tagger.
+        .target(
+            name: "MockNetwork", dependencies: ["HeraldCore", "SimulatedLab"],
+            path: "Drivers/MockNetwork", swiftSettings: swiftSettings),
         // Plays a recording (PTU, Swabian dump, Herald run) back through the tagger interface.
         .target(
             name: "ReplayTimeTagger", dependencies: ["HeraldCore", "HeraldRunReader", "HeraldTTTR"],

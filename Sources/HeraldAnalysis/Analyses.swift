@@ -45,6 +45,9 @@ enum Analyses {
         case .chsh(_, let a, let b, let counting): return chsh(a, b, counting, data: data)
         case .heraldedG2(_, let h, let s, let w): return g2(G2Key(herald: h, signal1: s.0, signal2: s.1, windowPs: w), data: data)
         case .rates(let dataset, let counting): return rates(dataset, counting, data: data)
+        case .entanglement(let spec):
+            // Heralds, not counts: the reducer runs these through EntanglementAnalysis.
+            return try EntanglementAnalysis.run(spec, points: [])
         }
     }
 

@@ -25,6 +25,9 @@ public actor RunReducer: RunEventSink {
     /// Outer points each analysis request has already analysed (a request inside the outer
     /// sweep's body runs once per outer point and must analyse only the new one).
     private var analysed: [String: Set<Int>] = [:]
+    /// Heralds of the `entangle` points in progress, and the finished points of each data set.
+    private var entangling: [String: EntanglementPoint] = [:]
+    private var entangled: [String: [(outer: PointRef?, point: EntanglementPoint)]] = [:]
 
     private struct OpenPoint {
         var dataset: String
@@ -84,9 +87,65 @@ public actor RunReducer: RunEventSink {
             try await finish(record)
         case .analysisRequested(let step, let location):
             try await pass(event)
-            try await analyse(step, location: location)
+            if case .entanglement(let spec) = step {
+                try await analyse(spec, location: location)
+            } else {
+                try await analyse(step, location: location)
+            }
+        case .herald(let h):
+            entangling[h.dataset, default: EntanglementPoint()].heralds.append(h)
+            try await pass(event)
+        case .entangled(let r):
+            var point = entangling.removeValue(forKey: r.dataset) ?? EntanglementPoint()
+            point.summary = r
+            entangled[r.dataset, default: []].append((r.outer, point))
+            try await pass(event)
         default:
             try await pass(event)
+        }
+    }
+
+    /// An `entanglement` analysis: one record per outer point (a data set outside any sweep is
+    /// one group), then the fit across them when the step asks for one.
+    private func analyse(_ spec: EntanglementAnalysisSpec, location: SourceLocation?) async throws {
+        let key = "\(location?.description ?? "") entanglement \(spec.dataset)"
+        var groups: [(outer: PointRef?, points: [EntanglementPoint])] = []
+        for (outer, point) in entangled[spec.dataset] ?? [] {
+            if let i = groups.firstIndex(where: { $0.outer == outer }) {
+                groups[i].points.append(point)
+            } else {
+                groups.append((outer, [point]))
+            }
+        }
+        if groups.isEmpty { groups = [(nil, [])] }
+        var rows: [(value: Double, record: AnalysisRecord)] = []
+        var unit = ""
+        for group in groups {
+            if let outer = group.outer {
+                guard analysed[key, default: []].insert(outer.index).inserted else { continue }
+            }
+            var record: AnalysisRecord
+            do {
+                record = try EntanglementAnalysis.run(spec, points: group.points)
+            } catch let e as TomographyError {
+                let at = group.outer.map { " at \($0.sweep)[\($0.index)] \($0.label)" } ?? ""
+                throw StepError(.analysisFailed, location: location, message: "entanglement of '\(spec.dataset)'\(at): \(e)")
+            }
+            record.outer = group.outer
+            record.parameters["sweep"] = spec.dataset
+            try await pass(.analysis(record))
+            if let outer = group.outer, let p = plan?.dataset(outer.sweep)?.points, p.indices.contains(outer.index),
+                let value = p[outer.index].value
+            {
+                rows.append((value, record))
+                unit = p[outer.index].unit ?? ""
+            }
+        }
+        if var fit = EntanglementAnalysis.fit(spec, rows, unit: unit) {
+            fit.parameters["sweep"] = spec.dataset
+            fit.parameters["swept_unit"] = unit
+            fit.labels = rows.map { $0.record.outer?.label ?? "" }
+            try await pass(.analysis(fit))
         }
     }
 

@@ -35,6 +35,10 @@ public struct DriverDescriptor: Sendable {
     public var usesHardware: Bool
     /// How the driver finds its instrument: which `match:` forms a script may give it.
     public var matchedBy: Set<DeviceMatchKind> = [.name]
+    /// False for a mock that models one special instrument of its kind (the network's
+    /// analyser tagger, a fibre's polarisation controller): `--mock` never picks it to stand
+    /// in for a real driver of that kind.
+    public var standsInForKind = true
 
     public init(
         id: String, version: String, summary: String, kind: DeviceKind, properties: [PropertySpec],
@@ -359,7 +363,7 @@ public struct DriverRegistry: Sendable {
 
     /// The simulated-lab driver standing in for a given kind, used by `--mock`.
     public func mock(for kind: DeviceKind) -> DriverEntry? {
-        entries.values.filter { $0.descriptor.isMock && $0.descriptor.kind == kind }
+        entries.values.filter { $0.descriptor.isMock && $0.descriptor.kind == kind && $0.descriptor.standsInForKind }
             .min { $0.descriptor.id < $1.descriptor.id }
     }
 }

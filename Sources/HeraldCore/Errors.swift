@@ -71,6 +71,8 @@ public struct StepError: Error, CustomStringConvertible, Sendable {
         case interlockTimedOut = "interlock timed out"
         /// The data cannot support the analysis (no signal above accidentals, say).
         case analysisFailed = "analysis failed"
+        /// An `entangle` step's link stopped heralding (too many attempt loops timed out in a row).
+        case entanglementStalled = "entanglement stalled"
     }
 
     public var kind: Kind

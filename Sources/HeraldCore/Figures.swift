@@ -58,6 +58,16 @@ public enum Figure: Hashable, Sendable {
     case sweptValue
     /// A per-point uncertainty series of another figure (`<key>_error`).
     indirect case error(Figure)
+    // Heralded entanglement (the `entanglement` analysis).
+    case attempts, attemptRate, successProbability, heraldRate
+    /// The 95% interval of the parity fidelity, from the bases' binomial (Wilson) intervals.
+    case fidelityLow, fidelityHigh
+    /// The fidelity of the maximum-likelihood state of the nine-setting data.
+    case mleFidelity
+    /// Fits across the outer sweep: attenuation (dB/km) and rate at zero length; HOM dip.
+    case attenuation, rateAtZero, homVisibility, homWidth, homCentre
+    /// A figure of one herald pattern.
+    indirect case pattern(String, Figure)
 
     public var key: String {
         switch self {
@@ -90,6 +100,19 @@ public enum Figure: Hashable, Sendable {
         case .intercept(let a, let b): return "coincidence_rate_\(a)_\(b)_intercept"
         case .sweptValue: return "swept_value"
         case .error(let f): return f.key + "_error"
+        case .attempts: return "attempts"
+        case .attemptRate: return "attempt_rate"
+        case .successProbability: return "success_probability"
+        case .heraldRate: return "herald_rate"
+        case .fidelityLow: return "fidelity_low"
+        case .fidelityHigh: return "fidelity_high"
+        case .mleFidelity: return "fidelity_mle"
+        case .attenuation: return "attenuation"
+        case .rateAtZero: return "herald_rate_at_zero"
+        case .homVisibility: return "hom_visibility"
+        case .homWidth: return "hom_width"
+        case .homCentre: return "hom_centre"
+        case .pattern(let p, let f): return f.key + "." + p
         }
     }
 
@@ -101,6 +124,10 @@ public enum Figure: Hashable, Sendable {
         }
         if let f = Self.fixed[key] {
             self = f
+            return
+        }
+        if let dot = key.firstIndex(of: "."), let base = Figure(key: String(key[..<dot])) {
+            self = .pattern(String(key[key.index(after: dot)...]), base)
             return
         }
         for b in BellState.allCases {
@@ -128,7 +155,9 @@ public enum Figure: Hashable, Sendable {
         uniqueKeysWithValues: ([
             .targetFidelity, .maxFidelity, .concurrence, .tangle, .purity, .entropy, .linearEntropy, .negativity,
             .logNegativity, .maxCHSH, .intensity, .linearMinEigenvalue, .chshS, .violationSigma, .correlation, .settingTotal,
-            .g2Zero, .heralds, .heraldAnd1, .heraldAnd2, .heraldAnd1And2, .sweptValue,
+            .g2Zero, .heralds, .heraldAnd1, .heraldAnd2, .heraldAnd1And2, .sweptValue, .attempts, .attemptRate,
+            .successProbability, .heraldRate, .fidelityLow, .fidelityHigh, .mleFidelity, .attenuation, .rateAtZero,
+            .homVisibility, .homWidth, .homCentre,
         ] as [Figure]).map { ($0.key, $0) })
 
     /// The unit, as the `units` attribute spells it ("1" for a pure number). `swept` is the SI
@@ -137,7 +166,11 @@ public enum Figure: Hashable, Sendable {
         switch self {
         case .entropy: return "bit"
         case .logNegativity: return "bit"
-        case .intensity, .heralds, .heraldAnd1, .heraldAnd2, .heraldAnd1And2, .settingTotal: return "counts"
+        case .intensity, .heralds, .heraldAnd1, .heraldAnd2, .heraldAnd1And2, .settingTotal, .attempts: return "counts"
+        case .attemptRate, .heraldRate, .rateAtZero: return "s^-1"
+        case .attenuation: return "dB km^-1"
+        case .homWidth, .homCentre: return "s"
+        case .pattern(_, let f): return f.unit(swept: swept)
         case .violationSigma: return "standard deviations"
         case .rate, .coincidenceRate, .intercept: return "s^-1"
         case .slope: return swept.isEmpty ? "s^-1" : "s^-1 " + swept + "^-1"
@@ -163,6 +196,18 @@ public enum Figure: Hashable, Sendable {
         case .slope(let a, let b): return "pair rate \(a)–\(b) per unit of the swept quantity"
         case .intercept(let a, let b): return "pair rate \(a)–\(b) at zero"
         case .error(let f): return f.title + " (error)"
+        case .attemptRate: return "attempt rate"
+        case .successProbability: return "success probability per attempt"
+        case .heraldRate: return "heralded entanglement rate"
+        case .fidelityLow: return "fidelity, 95% interval low"
+        case .fidelityHigh: return "fidelity, 95% interval high"
+        case .mleFidelity: return "fidelity of the MLE state"
+        case .attenuation: return "fitted fibre attenuation"
+        case .rateAtZero: return "herald rate at zero length"
+        case .homVisibility: return "HOM visibility"
+        case .homWidth: return "HOM dip width"
+        case .homCentre: return "HOM dip centre"
+        case .pattern(let p, let f): return f.title + " (pattern \(p))"
         default: return key.replacingOccurrences(of: "_", with: " ")
         }
     }

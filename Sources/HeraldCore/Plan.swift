@@ -15,6 +15,8 @@ public struct Plan: Sendable {
     /// The files the script included, as read: with the script text, all a run needs to be
     /// reproduced from its file alone.
     public var includedFiles: [IncludedFile] = []
+    /// The simulated network the script describes (`simulation.network`), for the record.
+    public var network: NetworkDescription?
 
     public init(name: String, scriptPath: String, scriptText: String, devices: [DeviceConfig], steps: [PlanStep]) {
         self.name = name
@@ -230,11 +232,14 @@ public enum AnalysisStep: Sendable {
     /// Singles and coincidence rates of every point of a data set (with a linear fit against
     /// the swept quantity when it has one).
     case rates(dataset: String, counting: CountingSpec)
+    /// Heralded remote entanglement of an `entangle` data set: rates, fidelities, the remote state.
+    case entanglement(EntanglementAnalysisSpec)
 
     public var dataset: String {
         switch self {
         case .tomography(let t): return t.sweep
         case .chsh(let d, _, _, _), .heraldedG2(let d, _, _, _), .rates(let d, _): return d
+        case .entanglement(let e): return e.dataset
         }
     }
 
@@ -244,6 +249,7 @@ public enum AnalysisStep: Sendable {
         case .chsh: return "chsh"
         case .heraldedG2: return "g2"
         case .rates: return "rates"
+        case .entanglement: return "entanglement"
         }
     }
 
@@ -255,6 +261,7 @@ public enum AnalysisStep: Sendable {
             return Set([a.pass, b.pass] + [a.reflect, b.reflect].compactMap { $0 })
         case .heraldedG2(_, let h, let s, _): return [h, s.0, s.1]
         case .rates(_, let c): return c.channels
+        case .entanglement: return []
         }
     }
 
@@ -272,6 +279,7 @@ public enum AnalysisStep: Sendable {
         case .chsh(_, _, _, let c), .rates(_, let c): return c
         case .heraldedG2(_, let h, let s, let w):
             return CountingSpec(pairs: [ChannelPair(h, s.0), ChannelPair(h, s.1)], windowPs: w, delaysPs: [:])
+        case .entanglement: return nil  // heralds come from the entangler, not from counting tags
         }
     }
 }
@@ -285,6 +293,8 @@ public indirect enum PlanStep: Sendable {
     case acquire(device: String, duration: Duration, name: String?, location: SourceLocation?)
     case sweep(Sweep)
     case analysis(AnalysisStep, location: SourceLocation?)
+    /// Runs a link's attempt loop until the stop condition, measuring the nodes on each herald.
+    case entangle(EntangleSpec, location: SourceLocation?)
 
     var acquisitionCount: Int {
         switch self {
@@ -298,7 +308,47 @@ public indirect enum PlanStep: Sendable {
         switch self {
         case .acquire(_, let d, _, _): return Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18
         case .sweep(let s): return Double(s.points.count) * s.body.reduce(0) { $0 + $1.acquisitionSeconds }
+        case .entangle(let e, _): return e.stop.timePs.map { Double($0) * 1e-12 } ?? 0
         default: return 0
         }
     }
+}
+
+/// What an `entanglement` analysis reads and fits.
+public struct EntanglementAnalysisSpec: Sendable, Codable, Equatable {
+    public var dataset: String
+    /// The link's nodes, in the order of each herald's readings.
+    public var nodes: [String]
+    public var patterns: [HeraldPattern]
+    public var bases: BasisSet
+    /// For the nine-setting state of the remote qubits.
+    public var estimator: Estimator
+    /// Time bins of the fidelity-against-time series (drift within a point).
+    public var driftBins: Int
+    /// A fit across the outer sweep's points.
+    public var fit: EntanglementFit?
+
+    public init(
+        dataset: String, nodes: [String], patterns: [HeraldPattern], bases: BasisSet, estimator: Estimator = .mle,
+        driftBins: Int = 10, fit: EntanglementFit? = nil
+    ) {
+        self.dataset = dataset
+        self.nodes = nodes
+        self.patterns = patterns
+        self.bases = bases
+        self.estimator = estimator
+        self.driftBins = driftBins
+        self.fit = fit
+    }
+}
+
+/// Fits of an entanglement data set across the points of the sweep around it.
+public enum EntanglementFit: String, Sendable, Codable, CaseIterable {
+    /// Herald rate against fibre length: ln R = ln R₀ − (α ln10 / 10⁴)·L, α in dB/km.
+    case attenuation
+    /// Same-polarisation coincidences against emission delay: a Hong–Ou–Mandel dip with an
+    /// exponential (spontaneous-emission) flank, r(δ) = A·(1 − V·e^{−|δ−c|/w}).
+    case homDip = "hom-dip"
+    /// The same dip for Gaussian photons: r(δ) = A·(1 − V·e^{−(δ−c)²/w²}).
+    case homDipGaussian = "hom-dip-gaussian"
 }

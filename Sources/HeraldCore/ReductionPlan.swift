@@ -62,6 +62,8 @@ public struct ReductionPlan: Sendable, Codable, Equatable {
                     scan(s.body, outer: s.name)
                 case .acquire(_, _, let name?, _):
                     datasets.append(Dataset(name: name, outer: outer, points: [Point(label: name)]))
+                case .entangle(let e, _):
+                    datasets.append(Dataset(name: e.name, outer: outer, points: [Point(label: e.name)]))
                 case .analysis(let a, _):
                     analyses.append(a)
                 default: break
@@ -112,6 +114,9 @@ extension AnalysisStep {
             if let windowPs { c.windowPs = windowPs }
             c.delaysPs = delays(c.delaysPs)
             return .rates(dataset: d, counting: c)
+        case .entanglement(var e):
+            if let estimator { e.estimator = estimator }
+            return .entanglement(e)
         }
     }
 }
@@ -132,6 +137,7 @@ extension AnalysisStep: Codable {
         var herald: Int?
         var signals: [Int]?
         var windowPs: Int64?
+        var entanglement: EntanglementAnalysisSpec?
     }
 
     private var stored: Stored {
@@ -141,6 +147,7 @@ extension AnalysisStep: Codable {
         case .heraldedG2(let d, let h, let s, let w):
             return Stored(kind: "g2", dataset: d, herald: h, signals: [s.0, s.1], windowPs: w)
         case .rates(let d, let c): return Stored(kind: "rates", dataset: d, counting: c)
+        case .entanglement(let e): return Stored(kind: "entanglement", dataset: e.dataset, entanglement: e)
         }
     }
 
@@ -164,6 +171,9 @@ extension AnalysisStep: Codable {
         case "rates":
             guard let c = s.counting else { throw missing("counting") }
             self = .rates(dataset: s.dataset, counting: c)
+        case "entanglement":
+            guard let e = s.entanglement else { throw missing("entanglement") }
+            self = .entanglement(e)
         default:
             throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "unknown analysis kind '\(s.kind)'"))
         }

@@ -313,6 +313,10 @@ public enum RunEvent: Sendable {
     case analysisRequested(AnalysisStep, location: SourceLocation?)
     case counts(PointCounts)
     case analysis(AnalysisRecord)
+    /// One herald of an `entangle` step, with the nodes' readings.
+    case herald(HeraldRecord)
+    /// An `entangle` point ended: its attempts, heralds and timeouts.
+    case entangled(EntanglementRecord)
     case pause(PauseRecord)
     case log(String)
     case runStopped(RunStop)

@@ -19,6 +19,7 @@ import ThorlabsElliptec
 import ThorlabsITC4001
 import USBInstrument
 import SimulatedLab
+import MockNetwork
 
 /// Wires the modules together for one run: script → plan → engine → devices → events → store.
 public enum Herald {
@@ -32,6 +33,11 @@ public enum Herald {
         r.register(DriverEntry(descriptor: MockTimeTagger.descriptor) { MockTimeTagger(config: $0, lab: lab) })
         r.register(DriverEntry(descriptor: MockShutter.descriptor) { MockShutter(config: $0, lab: lab) })
         r.register(DriverEntry(descriptor: MockCounter.descriptor) { MockCounter(config: $0, lab: lab) })
+        r.register(DriverEntry(descriptor: MockEntangler.descriptor) { try MockEntangler(config: $0, lab: lab) })
+        r.register(DriverEntry(descriptor: MockQubitReadout.descriptor) { try MockQubitReadout(config: $0, lab: lab) })
+        r.register(DriverEntry(descriptor: MockAnalyserTagger.descriptor) { try MockAnalyserTagger(config: $0, lab: lab) })
+        r.register(DriverEntry(descriptor: MockPolarisationController.descriptor) { try MockPolarisationController(config: $0, lab: lab) })
+        r.register(DriverEntry(descriptor: MockFibreSwitch.descriptor) { try MockFibreSwitch(config: $0, lab: lab) })
         r.register(DriverEntry(descriptor: ReplayTimeTagger.descriptor) { try ReplayTimeTagger(config: $0) })
         r.register(DriverEntry(descriptor: ThorlabsITC4001.descriptor) { ThorlabsITC4001(config: $0) })
         r.register(DriverEntry(descriptor: ElliptecRotator.descriptor) { ElliptecRotator(config: $0) })
@@ -64,6 +70,7 @@ public enum Herald {
 
     public static func compiler(registry: DriverRegistry, includeDirectories: [String] = []) -> ScriptCompiler {
         var compiler = ScriptCompiler(registry: registry, simulationSpecs: LabParameters.specs)
+        compiler.networkSchema = NetworkParameters.schema
         compiler.includeDirectories = includeDirectories
         compiler.simulationCheck = { key, value in
             guard key == "density_matrix", let text = value.text else { return nil }
@@ -189,7 +196,7 @@ public enum Herald {
         }
         let faults = try (compiled.faults + request.faults).map { try FaultSpec.parse($0) }
         let lab = SimulatedLab(
-            parameters: try LabParameters(compiled.simulation), seed: seed, pacing: request.realtime ? .realtime : .virtual,
+            parameters: try LabParameters(compiled.simulation), network: try NetworkParameters(compiled.network), seed: seed, pacing: request.realtime ? .realtime : .virtual,
             faults: faults)
         let registry = registry(lab: lab, plugins: plugins.entries)
         let plan = compiled.plan

@@ -4,7 +4,9 @@ import Yams
 
 // Steps: the step list, each step kind, and the data sets (sweeps, named acquisitions) they define.
 extension Context {
-    static let stepKinds = ["set", "wait", "acquire", "sweep", "run", "tomography", "chsh", "g2", "rates", "coincidences"]
+    static let stepKinds = [
+        "set", "wait", "acquire", "sweep", "run", "entangle", "tomography", "chsh", "g2", "rates", "coincidences", "entanglement",
+    ]
 
     mutating func compileSteps(_ node: Node) -> [PlanStep] {
         guard let sequence = node.sequence else {
@@ -84,6 +86,10 @@ extension Context {
             file = saved
             expanding.removeLast()
             return steps
+        case "entangle":
+            return compileEntangle(node, keyNode: keyNode).map { [$0] } ?? []
+        case "entanglement":
+            return compileEntanglementAnalysis(node).map { [.analysis($0, location: location(keyNode))] } ?? []
         case "tomography", "chsh", "g2", "rates", "coincidences":
             // `coincidences` is `rates` by its other name: singles and pair rates per point.
             return compileAnalysis(kind == "coincidences" ? "rates" : kind, node, keyNode: keyNode).map { [.analysis($0, location: location(keyNode))] } ?? []

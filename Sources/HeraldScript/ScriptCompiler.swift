@@ -18,6 +18,8 @@ public struct ScriptCompiler: Sendable {
     public var faultParser: (@Sendable (String) -> (device: String?, kind: String?, problem: String?))?
     /// Folders besides the script's own from which `include:` may read (`--include-dir`).
     public var includeDirectories: [String] = []
+    /// What `simulation.network` may contain (nil: the lab simulates no network).
+    public var networkSchema: NetworkSchema?
 
     public init(registry: DriverRegistry, simulationSpecs: [PropertySpec] = []) {
         self.registry = registry
@@ -48,6 +50,7 @@ public struct ScriptCompiler: Sendable {
         context.includeRoots = ([scriptFolder.isEmpty ? "." : scriptFolder] + includeDirectories).compactMap(Context.resolved)
         context.simulationCheck = simulationCheck
         context.faultParser = faultParser
+        context.networkSchema = networkSchema
         guard let root = context.parse(text: text, file: file) else { throw ScriptErrors(context.diagnostics) }
         let result = context.compileTop(root, text: text, overrides: overrides)
         if !context.diagnostics.isEmpty { throw ScriptErrors(context.diagnostics) }
@@ -63,6 +66,8 @@ public struct CompiledScript: Sendable {
     /// Faults to inject into simulated devices (`simulation.faults`), as written.
     public var faults: [String] = []
     public var description: String
+    /// The simulated network (`simulation.network`), empty when the script has none.
+    public var network = NetworkDescription()
 }
 
 /// A script parameter: its text (default or `--set` override) and where it was declared.
@@ -100,9 +105,15 @@ struct Context {
     var expanding: [String] = []
     /// Counting spec already required of each data set by an analysis step.
     var countingByDataset: [String: (CountingSpec, Node)] = [:]
+    var networkSchema: NetworkSchema?
+    /// The simulated network, once `simulation:` is compiled.
+    var network: NetworkDescription?
+    /// The script's links (`links:`) and its `entangle` steps by data set.
+    var links: [String: LinkConfig] = [:]
+    var entangleSpecs: [String: EntangleSpec] = [:]
 
     enum DatasetKind: Equatable {
-        case tomography, chsh, values, single
+        case tomography, chsh, values, single, entanglement
     }
 
     init(file: String, registry: DriverRegistry, simulationSpecs: [PropertySpec], mock: Bool) {
@@ -285,7 +296,7 @@ struct Context {
             root,
             allowed: [
                 "herald", "name", "description", "parameters", "include", "sequences", "simulation", "devices",
-                "interlocks", "steps",
+                "links", "interlocks", "steps",
             ], what: "the script")
         if let version = byKey["herald"], integer(version, what: "'herald' (script format version)", range: 1...1) == nil {
             error("this Herald reads script format version 1", at: version)
@@ -316,8 +327,12 @@ struct Context {
         var simulation: [String: Value] = [:]
         var faults: [(text: String, device: String, kind: String?, node: Node)] = []
         if let sim = byKey["simulation"] {
-            let allowed = simulationSpecs.map(\.name) + (faultParser == nil ? [] : ["faults"])
+            let allowed = simulationSpecs.map(\.name) + (faultParser == nil ? [] : ["faults"]) + (networkSchema == nil ? [] : ["network"])
             for entry in entries(sim, allowed: allowed, what: "simulation") {
+                if entry.key == "network" {
+                    network = compileNetwork(entry.value)
+                    continue
+                }
                 if entry.key == "faults", let faultParser {
                     guard let items = entry.value.sequence else {
                         error("simulation.faults is a list of 'DEVICE KIND [at TIME]' entries", at: entry.value)
@@ -346,13 +361,19 @@ struct Context {
         }
 
         var configs: [DeviceConfig] = []
+        var configNodes: [Node] = []
         if let devicesNode = byKey["devices"] {
             for entry in entries(devicesNode, allowed: nil, what: "devices") {
-                if let config = compileDevice(entry.key, entry.value, keyNode: entry.keyNode) { configs.append(config) }
+                if let config = compileDevice(entry.key, entry.value, keyNode: entry.keyNode) {
+                    configs.append(config)
+                    configNodes.append(entry.keyNode)
+                }
             }
         } else {
             error("the script declares no 'devices:'", at: root)
         }
+        checkNetworkDevices(configs, nodes: configNodes)
+        if let node = byKey["links"] { compileLinks(node) }
 
         var interlocks: [Interlock] = []
         if let node = byKey["interlocks"] { interlocks = compileInterlocks(node) }
@@ -370,7 +391,9 @@ struct Context {
         plan.parameters = parameters.mapValues { ScriptParameter(text: $0.text) }
         plan.interlocks = interlocks
         plan.includedFiles = includedFiles
+        if let network, !network.isEmpty { plan.network = network }
         var compiled = CompiledScript(plan: plan, simulation: simulation, description: description)
+        compiled.network = network ?? NetworkDescription()
         compiled.faults = faults.map(\.text)
         return compiled
     }

@@ -274,6 +274,12 @@ public final class RunEngine: Sendable {
             }
         case .analysis(let analysis, let location):
             try await emit(.analysisRequested(analysis, location: location))
+        case .entangle(let spec, let location):
+            try await emit(.sweepPointStarted(sweep: spec.name, index: 0, of: 1, label: spec.name))
+            let outer = state.outerPoint
+            state.points.append(PointContext(sweep: spec.name, index: 0, label: spec.name))
+            try await entangle(spec, outer: outer, location: location, state: &state)
+            try await finishPoint(assignments: [], outer: outer, state: &state)
         }
     }
 
@@ -372,6 +378,134 @@ public final class RunEngine: Sendable {
             for i in state.points.indices { state.points[i].cover(interval) }
             remaining -= length
         }
+    }
+
+    /// Runs a link's attempt loop until the step's stop condition: configures every node's
+    /// entangler, runs the master's loop once per herald, measures each node in the basis
+    /// pair whose turn it is, and hands the analyser's clicks to the consumers as they come.
+    /// A herald the entangler stamps outside its own loop, or with a pattern it was not
+    /// given, is garbage from the device: the run fails naming it.
+    func entangle(_ spec: EntangleSpec, outer: PointRef?, location: SourceLocation?, state: inout RunState) async throws {
+        let link = spec.link
+        guard let master = link.nodes.first else { return }
+        for node in link.nodes {
+            guard devices[node.entangler] is any Entangler else {
+                throw DeviceError(device: node.entangler, .unsupported, "is not an entangler")
+            }
+            guard devices[node.readout] is any QubitReadout else {
+                throw DeviceError(device: node.readout, .unsupported, "is not a qubit readout")
+            }
+        }
+        guard devices[link.tagger] is any StreamingTagger else {
+            throw DeviceError(device: link.tagger, .unsupported, "cannot stream while an entangler paces the run (not a streaming tagger)")
+        }
+        let configuration = spec.entanglerConfiguration
+        for node in link.nodes {
+            try await call(node.entangler, "configure the attempt loop") { try await ($0 as? any Entangler)?.configure(configuration) }
+        }
+        // Whatever the tagger saw before the loop started is recorded, not counted here.
+        let startPs = try await collect(link.tagger, state: &state).stopPs
+        let settings = spec.bases.settings
+        var heralds = 0, timeouts = 0, consecutiveTimeouts = 0
+        var attempts: Int64 = 0, sinceHerald: Int64 = 0
+        var nowPs = startPs
+        func done() -> Bool {
+            if let n = spec.stop.heralds, heralds >= n { return true }
+            if let t = spec.stop.timePs, nowPs - startPs >= t { return true }
+            return false
+        }
+        while !done() {
+            try Task.checkCancellation()
+            let outcome = try await call(master.entangler, "attempt loop", retries: 0, timeout: callTimeout(master.entangler, plusPs: spec.timeoutPs)) {
+                guard let e = $0 as? any Entangler else { throw DeviceError(device: master.entangler, .unsupported, "is not an entangler") }
+                return try await e.runAttemptLoop()
+            }
+            let loopStartPs = nowPs
+            switch outcome {
+            case .timedOut(let n, let stopPs):
+                guard n >= 0, stopPs >= loopStartPs else {
+                    throw DeviceError(device: master.entangler, .invalidResponse, "attempt loop timed out with \(n) attempts at \(stopPs) ps, before it started")
+                }
+                attempts += n
+                sinceHerald += n
+                nowPs = stopPs
+                timeouts += 1
+                consecutiveTimeouts += 1
+                if consecutiveTimeouts >= spec.maxConsecutiveTimeouts && spec.stop.timePs == nil {
+                    throw StepError(
+                        .entanglementStalled, location: location,
+                        message: "link '\(link.name)' heralded nothing in \(consecutiveTimeouts) attempt loops of "
+                            + "\(Double(spec.timeoutPs) * 1e-12) s (\(heralds) heralds so far): check the nodes' emission and the fibres")
+                }
+            case .herald(let timePs, let pattern, let n):
+                // The loop started at the previous return; a herald must fall inside its timeout.
+                guard n >= 1, n <= max(1, spec.timeoutPs / max(1, spec.cyclePs)), timePs >= loopStartPs,
+                    timePs <= loopStartPs + spec.timeoutPs
+                else {
+                    throw DeviceError(
+                        device: master.entangler, .invalidResponse,
+                        "reported a herald at \(timePs) ps after \(n) attempts, outside its loop's timeout of "
+                            + "\(Double(spec.timeoutPs) * 1e-12) s from \(loopStartPs) ps")
+                }
+                guard spec.patterns.indices.contains(pattern) else {
+                    throw DeviceError(device: master.entangler, .invalidResponse, "reported herald pattern \(pattern); it was given \(spec.patterns.count)")
+                }
+                consecutiveTimeouts = 0
+                attempts += n
+                sinceHerald += n
+                nowPs = timePs + spec.cyclePs
+                let (a, b) = settings[heralds % settings.count]
+                var outcomes: [Int] = [], counts: [Int] = []
+                for (node, basis) in zip(link.nodes, [a, b]) {
+                    let m = try await call(node.readout, "measure in \(basis.rawValue)", retries: 0) {
+                        guard let r = $0 as? any QubitReadout else { throw DeviceError(device: node.readout, .unsupported, "is not a qubit readout") }
+                        return try await r.measure(in: basis)
+                    }
+                    guard m.outcome == 1 || m.outcome == -1, m.counts >= 0 else {
+                        throw DeviceError(device: node.readout, .invalidResponse, "measured \(m.outcome) (\(m.counts) counts); an outcome is +1 or −1")
+                    }
+                    outcomes.append(m.outcome)
+                    counts.append(m.counts)
+                }
+                try await emit(
+                    .herald(
+                        HeraldRecord(
+                            dataset: spec.name, index: heralds, timePs: timePs, pattern: pattern, attempts: sinceHerald, bases: [a, b],
+                            outcomes: outcomes, counts: counts, outer: outer)))
+                heralds += 1
+                sinceHerald = 0
+            }
+            // The analyser's clicks reach the consumers in batches, not once per herald.
+            if heralds % 256 == 0 || done() { _ = try await collect(link.tagger, state: &state) }
+        }
+        _ = try await collect(link.tagger, state: &state)
+        let endPs = nowPs
+        let interval = AcquisitionInterval(startPs: startPs, stopPs: endPs, tags: 0)
+        for i in state.points.indices { state.points[i].cover(interval) }
+        state.lastStopPs = endPs
+        try await emit(
+            .entangled(
+                EntanglementRecord(
+                    dataset: spec.name, startPs: startPs, stopPs: endPs, attempts: attempts, heralds: heralds, timeouts: timeouts,
+                    cyclePs: spec.cyclePs, outer: outer)))
+    }
+
+    func callTimeout(_ device: String, plusPs: Int64) -> Duration {
+        (configs[device]?.callTimeout ?? DeviceConfig.defaultCallTimeout) + .nanoseconds(plusPs / 1000)
+    }
+
+    /// Hands what a streaming tagger recorded since its last collection to the consumers, as
+    /// one acquisition; returns the interval it covered.
+    func collect(_ name: String, state: inout RunState) async throws -> (startPs: Int64, stopPs: Int64) {
+        let (block, interval) = try await call(name, "collect tags", retries: 0) {
+            guard let t = $0 as? any StreamingTagger else { throw DeviceError(device: name, .unsupported, "is not a streaming tagger") }
+            return try await t.collect()
+        }
+        try TimeOrderCheck(device: name).check(block)
+        if block.count > 0 { try await emit(.tags(device: name, block)) }
+        state.tagCount += block.count
+        try await emit(.acquired(AcquisitionRecord(device: name, startPs: interval.startPs, stopPs: interval.stopPs, counted: true)))
+        return (interval.startPs, interval.stopPs)
     }
 
     func violatedInterlock() async throws -> Interlock? {

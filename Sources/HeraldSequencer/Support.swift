@@ -24,6 +24,9 @@ extension PlanStep {
         case .acquire(let device, let d, let name, _): return "acquire \(device) for \(d)" + (name.map { " as \($0)" } ?? "")
         case .sweep(let s): return "sweep \(s.name) over \(s.points.count) points"
         case .analysis(let a, _): return "\(a.name) of \(a.dataset)"
+        case .entangle(let e, _):
+            let until = [e.stop.heralds.map { "\($0) heralds" }, e.stop.timePs.map { "\(Double($0) * 1e-12) s" }].compactMap { $0 }
+            return "entangle link \(e.link.name) as \(e.name) until \(until.joined(separator: " or "))"
         }
     }
 }

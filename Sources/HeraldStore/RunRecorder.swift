@@ -44,6 +44,7 @@ public actor RunRecorder: RunEventSink {
     private var timestamps: H5AppendableDataset<Int64>?
     private var detectors: H5AppendableDataset<UInt8>?
     private var progress: LiveProgress?
+    private var heraldLog: HeraldLog?
     private var start: RunStart?
     private var sweepRows: [SweepPointRecord] = []
     private var countRows: [PointCounts] = []
@@ -160,6 +161,12 @@ public actor RunRecorder: RunEventSink {
             pauses.append(p)
             try writing { try progress?.add(p) }
             try flush()
+        case .herald(let h):
+            try writing { try heraldLog?.add(h) }
+            if ContinuousClock.now - lastFlush >= Self.flushInterval { try flush() }
+        case .entangled(let r):
+            try writing { try heraldLog?.add(r) }
+            try flush()
         case .log(let line):
             log.append(line)
         case .runStopped(let stop):
@@ -176,6 +183,7 @@ public actor RunRecorder: RunEventSink {
             try timestamps?.writeTail()
             try detectors?.writeTail()
             // The flush log lets a reader (and the kill tests) see how much a crash could lose.
+            try heraldLog?.writeTails()
             try progress?.addFlush(unixSeconds: Date().timeIntervalSince1970, lastTagPs: lastTag ?? -1)
             try file?.flush()
         }
@@ -309,6 +317,8 @@ public actor RunRecorder: RunEventSink {
             "reduction_plan", string: String(decoding: try encoder.encode(ReductionPlan(plan: s.plan)), as: UTF8.self))
         try reduction.setAttribute("format", "JSON (herald ReductionPlan); windows and delays in seconds")
         progress = try LiveProgress(in: herald, plan: s.plan)
+        heraldLog = try HeraldLog(in: herald, plan: s.plan)
+        if let network = s.plan.network { try Self.writeNetwork(network, into: herald) }
         timestamps = ts
         detectors = det
         try file.flush()
@@ -336,6 +346,7 @@ public actor RunRecorder: RunEventSink {
             do { try flush(checkSpace: false) } catch {
                 for location in [timestamps, detectors, open] as [H5Location?] { location?.abandon() }
                 progress?.abandon()
+                heraldLog?.abandon()
                 timestamps = nil
                 detectors = nil
                 progress = nil
