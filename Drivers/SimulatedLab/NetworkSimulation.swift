@@ -40,6 +40,17 @@ extension SimulatedLab {
                 "link '\(link.name)' joins \(link.nodes.joined(separator: " and ")) in the simulation, "
                     + "but the script joins \(configuration.nodes.joined(separator: " and "))")
         }
+        // A node must learn whether its photon heralded before it excites again (re-exciting
+        // would scramble the qubit that may be entangled): one cycle must cover the round trip.
+        for name in link.nodes {
+            let roundTrip = 2 * fibre(link: link, node: name).delay
+            if Double(configuration.cyclePs) * 1e-12 < roundTrip {
+                throw DeviceError(
+                    device: node, .rejected,
+                    "a cycle of \(Double(configuration.cyclePs) * 1e-6) µs is shorter than the \(String(format: "%.1f", roundTrip * 1e6)) µs "
+                        + "the herald needs to come back over the fibre of node '\(name)' on link '\(link.name)': lengthen the cycle")
+            }
+        }
         networkState.configurations[node] = configuration
     }
 

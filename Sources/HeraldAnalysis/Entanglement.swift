@@ -281,8 +281,10 @@ enum EntanglementAnalysis {
             record.uncertainties[Figure.rateAtZero.key] = exp(line.a) * line.sa
             record.values["chi2_per_dof"] = line.chi2 / Double(max(1, pts.count - 2))
         case .homDip, .homDipGaussian:
-            // r = N_same / N_herald per point (Poisson σ_r = r·√(1/N_same + 1/N_herald)).
-            var pts: [(x: Double, y: Double, s: Double)] = []
+            // Of a point's N = N_s + N_h coincidences (same-polarisation, heralding), N_s is
+            // binomial with q = r/(1 + r), r(δ) the dip: the fit maximises that likelihood (a χ²
+            // on the ratios would give the empty points at the dip's centre almost no weight).
+            var pts: [(x: Double, same: Double, herald: Double)] = []
             var ratios: [Double] = [], ratioErrors: [Double] = []
             for r in rows {
                 var same = 0.0, herald = 0.0
@@ -290,34 +292,53 @@ enum EntanglementAnalysis {
                     let n = r.record.values[Figure.pattern(p.name, .heralds).key] ?? 0
                     if p.state == nil { same += n } else { herald += n }
                 }
-                let ratio = herald > 0 ? same / herald : .nan
-                let s = herald > 0 ? max(ratio, 1 / herald) * (1 / max(same, 1) + 1 / herald).squareRoot() : .nan
-                ratios.append(ratio)
-                ratioErrors.append(s)
-                if herald > 0 { pts.append((r.value, ratio, s)) }
+                ratios.append(herald > 0 ? same / herald : .nan)
+                ratioErrors.append(herald > 0 ? same / herald * (1 / max(same, 1) + 1 / herald).squareRoot() : .nan)
+                if herald > 0 { pts.append((r.value, same, herald)) }
             }
             record.series["ratio"] = ratios
             record.series["ratio_error"] = ratioErrors
             guard pts.count >= 4 else { return record }
             let gaussian = kind == .homDipGaussian
             func model(_ p: [Double], _ x: Double) -> Double {
-                let u = (x - p[2]) / max(abs(p[3]), 1e-15)
+                let u = (x - p[2]) / max(abs(p[3]), 1e-300)
                 return p[0] * (1 - p[1] * (gaussian ? exp(-u * u) : exp(-abs(u))))
             }
-            func chi2(_ p: [Double]) -> Double { pts.reduce(0) { $0 + pow((model(p, $1.x) - $1.y) / $1.s, 2) } }
+            // −2 ln L; a visibility above 1 (a negative ratio) is impossible.
+            func deviance(_ p: [Double]) -> Double {
+                if p[1] > 1 || p[0] <= 0 { return .infinity }
+                var d = 0.0
+                for pt in pts {
+                    let r = model(p, pt.x)
+                    if r < 0 || (r == 0 && pt.same > 0) { return .infinity }
+                    let q = r / (1 + r)
+                    d -= 2 * ((pt.same > 0 ? pt.same * log(q) : 0) + pt.herald * log(1 - q))
+                }
+                return d
+            }
             let xs = pts.map(\.x), span = (xs.max() ?? 1) - (xs.min() ?? 0)
-            let far = pts.sorted { abs($0.x) > abs($1.x) }.prefix(2).map(\.y)
-            let a0 = far.reduce(0, +) / Double(max(1, far.count))
-            let lowest = pts.min { $0.y < $1.y }
-            let start = [a0, a0 > 0 ? 1 - (lowest?.y ?? 0) / a0 : 0.5, lowest?.x ?? 0, span / 6]
-            let best = NelderMead.minimise(chi2, start: start, scale: [a0 * 0.2 + 1e-3, 0.2, span / 10, span / 10])
-            let cov = NelderMead.covariance(chi2, at: best)
+            let far = pts.sorted { abs($0.x - (xs.min() ?? 0)) > abs($1.x - (xs.min() ?? 0)) }
+            let edges = [pts.first, pts.last].compactMap { $0 }
+            let a0 = edges.reduce(0) { $0 + $1.same / $1.herald } / Double(max(1, edges.count))
+            let lowest = pts.min { $0.same / $0.herald < $1.same / $1.herald }
+            _ = far
+            let start = [max(a0, 1e-6), 0.9, lowest?.x ?? 0, span / 6]
+            let best = NelderMead.minimise(deviance, start: start, scale: [a0 * 0.2 + 1e-6, 0.05, span / 10, span / 10])
             let names = ["hom_baseline", Figure.homVisibility.key, Figure.homCentre.key, Figure.homWidth.key]
+            let scale = [a0 * 0.1 + 1e-6, 0.05, span / 20, span / 20]
             for (i, key) in names.enumerated() {
                 record.values[key] = i == 3 ? abs(best[i]) : best[i]
-                if let cov, cov[i][i] >= 0 { record.uncertainties[key] = cov[i][i].squareRoot() }
+                // Profile likelihood: the cusp of an exponential dip and the V ≤ 1 bound make the
+                // deviance far from quadratic, so a Hessian would misstate the errors.
+                if let e = NelderMead.profileError(deviance, at: best, parameter: i, scale: scale) { record.uncertainties[key] = e }
             }
-            record.values["chi2_per_dof"] = chi2(best) / Double(max(1, pts.count - 4))
+            // The deviance against the saturated model, per degree of freedom: ≈ 1 for a good fit.
+            var saturated = 0.0
+            for pt in pts {
+                let q = pt.same / (pt.same + pt.herald)
+                saturated -= 2 * ((pt.same > 0 ? pt.same * log(q) : 0) + pt.herald * log(1 - q))
+            }
+            record.values["deviance_per_dof"] = (deviance(best) - saturated) / Double(max(1, pts.count - 4))
             record.parameters["unit"] = unit
         }
         return record
@@ -334,8 +355,8 @@ enum EntanglementAnalysis {
     }
 }
 
-/// Nelder–Mead minimisation and the covariance 2·H⁻¹ of a χ² at its minimum (finite
-/// differences): small fits (a dip's four parameters) need nothing heavier.
+/// Nelder–Mead minimisation and profile-likelihood errors: small fits (a dip's four
+/// parameters) need nothing heavier.
 enum NelderMead {
     static func minimise(_ f: ([Double]) -> Double, start: [Double], scale: [Double], iterations: Int = 4000) -> [Double] {
         let n = start.count
@@ -375,23 +396,53 @@ enum NelderMead {
         return simplex[values.indices.min { values[$0] < values[$1] } ?? 0]
     }
 
-    static func covariance(_ f: ([Double]) -> Double, at p: [Double]) -> [[Double]]? {
-        let n = p.count
-        let h = p.map { max(abs($0) * 1e-4, 1e-9) }
-        var hessian = [[Double]](repeating: [Double](repeating: 0, count: n), count: n)
-        for i in 0..<n {
-            for j in 0..<n {
-                func at(_ di: Double, _ dj: Double) -> Double {
-                    var q = p
-                    q[i] += di * h[i]
-                    q[j] += dj * h[j]
-                    return f(q)
-                }
-                hessian[i][j] = (at(1, 1) - at(1, -1) - at(-1, 1) + at(-1, -1)) / (4 * h[i] * h[j])
+    /// The 1σ error of parameter `i` from the profile of a deviance (−2 ln L): the offsets
+    /// either side at which the deviance, minimised over the other parameters, has risen by 1,
+    /// averaged (one side only where the other leaves the allowed region).
+    static func profileError(_ f: ([Double]) -> Double, at best: [Double], parameter i: Int, scale: [Double]) -> Double? {
+        let fmin = f(best)
+        guard fmin.isFinite else { return nil }
+        func profiled(_ value: Double) -> Double {
+            var others = best
+            others.remove(at: i)
+            func g(_ q: [Double]) -> Double {
+                var p = q
+                p.insert(value, at: i)
+                return f(p)
             }
+            var start = best
+            start[i] = value
+            guard g(others).isFinite else { return .infinity }
+            var s = scale
+            s.remove(at: i)
+            let m = minimise(g, start: others, scale: s, iterations: 1500)
+            return g(m)
         }
-        guard let inverse = invert(hessian) else { return nil }
-        return inverse.map { $0.map { 2 * $0 } }
+        var sides: [Double] = []
+        for sign in [1.0, -1.0] {
+            var lo = 0.0, hi = scale[i]
+            var rise = profiled(best[i] + sign * hi) - fmin
+            var steps = 0
+            while rise.isFinite && rise < 1 && steps < 40 {
+                lo = hi
+                hi *= 2
+                rise = profiled(best[i] + sign * hi) - fmin
+                steps += 1
+            }
+            guard steps < 40 else { continue }
+            if !rise.isFinite {
+                // Past the boundary: the profile cannot rise by 1 before it, on this side.
+                if lo == 0 { continue }
+            }
+            for _ in 0..<40 {
+                let mid = (lo + hi) / 2
+                let r = profiled(best[i] + sign * mid) - fmin
+                if r.isFinite && r < 1 { lo = mid } else { hi = mid }
+            }
+            let r = profiled(best[i] + sign * hi) - fmin
+            if r.isFinite { sides.append(hi) }
+        }
+        return sides.isEmpty ? nil : sides.reduce(0, +) / Double(sides.count)
     }
 
     static func invert(_ m: [[Double]]) -> [[Double]]? {

@@ -45,7 +45,8 @@ public actor RunReducer: RunEventSink {
 
     private static func specs(_ plan: ReductionPlan) -> [String: DatasetSpec] {
         var specs: [String: DatasetSpec] = [:]
-        for a in plan.analyses { specs[a.dataset, default: DatasetSpec()].add(a) }
+        // Entanglement data sets are heralds, not tags to count.
+        for a in plan.analyses where a.counting != nil { specs[a.dataset, default: DatasetSpec()].add(a) }
         return specs
     }
 

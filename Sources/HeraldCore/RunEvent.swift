@@ -256,8 +256,15 @@ public struct StreamDescriptor: Sendable, Equatable, Codable {
     }
 
     /// The engine's streams for a plan: tags of each tagger, points, acquisitions, pauses.
-    public static func engineStreams(taggers: [String]) -> [StreamDescriptor] {
-        taggers.map {
+    public static func engineStreams(taggers: [String], entangles: Bool = false) -> [StreamDescriptor] {
+        let heralds = StreamDescriptor(
+            stream: "heralds", source: "engine",
+            fields: [
+                Field("dataset", "text", unit: "1"), Field("time", "int64", unit: "ps"), Field("pattern", "int64", unit: "1"),
+                Field("attempts", "int64", unit: "1"), Field("basis", "int64", unit: "1 (per node: 0 X, 1 Y, 2 Z)"),
+                Field("outcome", "int64", unit: "1 (per node: ±1)"), Field("counts", "int64", unit: "counts (per node)"),
+            ])
+        return (entangles ? [heralds] : []) + taggers.map {
             StreamDescriptor(
                 stream: "tags/\($0)", source: $0,
                 fields: [Field("timestamp", "int64", unit: "ps"), Field("channel", "uint8", unit: "1")])

@@ -54,6 +54,13 @@ public struct StoredRun {
         let lost = try storedLost()
         let analysed = Set(analyses.map(\.dataset))
         for dataset in plan.datasets where analysed.contains(dataset.name) {
+            if let entangled = try storedHeralds(dataset) {
+                for (point, heralds) in entangled {
+                    for h in heralds { try await handle(.herald(h)) }
+                    try await handle(.entangled(point))
+                }
+                continue
+            }
             let points = try storedPoints(dataset)
             for p in points {
                 try await handle(.sweepPointStarted(sweep: dataset.name, index: p.index, of: dataset.points.count, label: p.label))
@@ -107,6 +114,63 @@ public struct StoredRun {
             out.append(SweepPointRecord(
                 sweep: dataset.name, index: Int(index[i]), label: label[i], settings: [:], startPs: start[i], stopPs: stop[i],
                 outer: ref))
+        }
+        return out
+    }
+
+    /// The points and heralds of an `entangle` data set (`heralds/<name>`), or nil when the data
+    /// set is not one. Heralds belong to points in order: each point row says how many it had.
+    func storedHeralds(_ dataset: ReductionPlan.Dataset) throws -> [(EntanglementRecord, [HeraldRecord])]? {
+        let herald = try self.herald
+        guard herald.contains("heralds"), try herald.openGroup("heralds").contains(dataset.name) else { return nil }
+        let g = try herald.openGroup("heralds").openGroup(dataset.name)
+        let place = "\(path): /user/herald/heralds/\(dataset.name)"
+        let nodes = (try g.stringAttribute("nodes") ?? "").split(separator: ",").map(String.init)
+        let time = try g.dataset("time_ps").read(Int64.self), pattern = try g.dataset("pattern").read(Int64.self)
+        let attempts = try g.dataset("attempts").read(Int64.self)
+        var bases: [[Int64]] = [], outcomes: [[Int64]] = [], counts: [[Int64]] = []
+        for n in nodes {
+            let ng = try g.openGroup(n)
+            bases.append(try ng.dataset("basis").read(Int64.self))
+            outcomes.append(try ng.dataset("outcome").read(Int64.self))
+            counts.append(try ng.dataset("counts").read(Int64.self))
+        }
+        let p = try g.openGroup("points")
+        let start = try p.dataset("start_ps").read(Int64.self), stop = try p.dataset("stop_ps").read(Int64.self)
+        let pointAttempts = try p.dataset("attempts").read(Int64.self), pointHeralds = try p.dataset("heralds").read(Int64.self)
+        let timeouts = try p.dataset("timeouts").read(Int64.self), outer = try p.dataset("outer_index").read(Int64.self)
+        let cycle = Int64(((try g.attribute("cycle_s", as: Double.self)) ?? 0) * 1e12)
+        // A crash can leave the last row short: read only what every column has.
+        let rows = ([time.count, pattern.count, attempts.count] + bases.map(\.count) + outcomes.map(\.count) + counts.map(\.count)).min() ?? 0
+        let pointRows = [start.count, stop.count, pointAttempts.count, pointHeralds.count, timeouts.count, outer.count].min() ?? 0
+        let outerPoints = dataset.outer.flatMap { plan.dataset($0)?.points } ?? []
+        var out: [(EntanglementRecord, [HeraldRecord])] = []
+        var next = 0
+        for i in 0..<pointRows {
+            guard pointHeralds[i] >= 0, next + Int(pointHeralds[i]) <= rows else {
+                throw StoreError(path: place, "point \(i) claims \(pointHeralds[i]) heralds beyond the \(rows) stored; the file is damaged", kind: .invalidFile)
+            }
+            var ref: PointRef?
+            if let name = dataset.outer, outer[i] >= 0 {
+                let k = Int(outer[i])
+                ref = PointRef(sweep: name, index: k, label: outerPoints.indices.contains(k) ? outerPoints[k].label : "")
+            }
+            var heralds: [HeraldRecord] = []
+            for (k, j) in (next..<(next + Int(pointHeralds[i]))).enumerated() {
+                let b = bases.map { ReadoutBasis(index: Int($0[j])) }
+                guard b.allSatisfy({ $0 != nil }) else {
+                    throw StoreError(path: place, "herald \(j) has a basis code outside 0–2; the file is damaged", kind: .invalidFile)
+                }
+                heralds.append(
+                    HeraldRecord(
+                        dataset: dataset.name, index: k, timePs: time[j], pattern: Int(pattern[j]), attempts: attempts[j],
+                        bases: b.compactMap { $0 }, outcomes: outcomes.map { Int($0[j]) }, counts: counts.map { Int($0[j]) }, outer: ref))
+            }
+            next += Int(pointHeralds[i])
+            out.append(
+                (EntanglementRecord(
+                    dataset: dataset.name, startPs: start[i], stopPs: stop[i], attempts: pointAttempts[i], heralds: Int(pointHeralds[i]),
+                    timeouts: Int(timeouts[i]), cyclePs: cycle, outer: ref), heralds))
         }
         return out
     }

@@ -63,7 +63,7 @@ public final class RunEngine: Sendable {
         do {
             try await emit(.runStarted(start))
             let taggers = order.filter { devices[$0] is any TimeTagger }
-            for descriptor in StreamDescriptor.engineStreams(taggers: taggers) { try await emit(.streamDeclared(descriptor)) }
+            for descriptor in StreamDescriptor.engineStreams(taggers: taggers, entangles: plan.steps.contains(where: \.entangles)) { try await emit(.streamDeclared(descriptor)) }
             for name in order {
                 try await call(name, "connect") { try await $0.connect() }
             }
@@ -536,6 +536,17 @@ public final class RunEngine: Sendable {
             waited += poll
         }
         logger.notice("interlock '\(interlock.name)' cleared after \(waited): resuming")
+    }
+}
+
+extension PlanStep {
+    /// Whether the step is, or contains, an `entangle` step.
+    var entangles: Bool {
+        switch self {
+        case .entangle: return true
+        case .sweep(let s): return s.body.contains(where: \.entangles)
+        default: return false
+        }
     }
 }
 

@@ -2,7 +2,10 @@
 
 usage:
   store_checks.py layout DOC FILE...     phconvert accepts each FILE; every path in DOC's tables exists
-  store_checks.py readme README DIR      runs README's h5py snippet with DIR as working directory
+  store_checks.py readme README DIR [NAME]  runs README's snippet NAME (readme-h5py) with DIR as working directory
+  store_checks.py heralds FILE           recomputes every entanglement analysis of FILE from its stored
+                                         heralds with numpy (rates, success probabilities, parity fidelities
+                                         per pattern and together) and checks each against Herald's
   store_checks.py crash HERALD SCRIPT DIR [RUN-OPTION...]
   store_checks.py kill-trials HERALD SCRIPT DIR N [RUN-OPTION...]
                                          follows a live run over SWMR, kills the runner with SIGKILL,
@@ -130,13 +133,79 @@ def layout(doc, files):
           f"PyTables reads all {strings} string datasets")
 
 
-def readme(readme_path, workdir):
+def readme(readme_path, workdir, name="readme-h5py"):
     text = open(readme_path, encoding="utf-8").read()
-    m = re.search(r"<!-- snippet:readme-h5py -->\s*```python\n(.*?)```", text, re.S)
+    m = re.search(r"<!-- snippet:" + re.escape(name) + r" -->\s*```python\n(.*?)```", text, re.S)
     if not m:
-        fail("README has no <!-- snippet:readme-h5py --> python block")
+        fail(f"README has no <!-- snippet:{name} --> python block")
     os.chdir(workdir)
     exec(compile(m.group(1), "README.md snippet", "exec"), {})
+
+
+PARITY = {"psi+": (1, 1, -1), "psi-": (-1, -1, -1), "phi+": (1, -1, 1), "phi-": (-1, 1, 1)}
+
+
+def heralds(path):
+    """Recomputes each entanglement analysis from the raw heralds, independently of Herald."""
+    with h5py.File(path, "r") as f:
+        analyses = f["user/herald/analysis"]
+        checked = 0
+        for name in sorted(analyses):
+            a = analyses[name]
+            if not name.endswith("_entanglement"):
+                continue
+            dataset = a.attrs["sweep"]
+            h = f["user/herald/heralds"][dataset]
+            nodes = h.attrs["nodes"].split(",")
+            outer = a.attrs.get("outer_index", -1)
+            sel = h["outer_index"][:] == outer if outer >= 0 else np.ones(h["time_ps"].shape[0], bool)
+            psel = h["points/outer_index"][:] == outer if outer >= 0 else np.ones(h["points/attempts"].shape[0], bool)
+            attempts = h["points/attempts"][:][psel].sum()
+            seconds = (h["points/stop_ps"][:][psel] - h["points/start_ps"][:][psel]).sum() * 1e-12
+            pattern = h["pattern"][:][sel]
+            names = list(h["pattern_names"].asstr()[:])
+            states = list(h["pattern_states"].asstr()[:])
+            basis = [h[n]["basis"][:][sel] for n in nodes]
+            outcome = [h[n]["outcome"][:][sel] for n in nodes]
+            values = a["values"]
+
+            def same(key, mine, tolerance=1e-12):
+                if key not in values:
+                    fail(f"{name}: Herald stored no {key}")
+                theirs = values[key][()]
+                if not abs(theirs - mine) <= tolerance * max(1.0, abs(mine)):
+                    fail(f"{name}: {key} is {theirs}, numpy gives {mine}")
+
+            same("attempts", attempts)
+            same("heralds", len(pattern))
+            same("success_probability", len(pattern) / attempts)
+            same("herald_rate", len(pattern) / seconds)
+
+            def fidelity(mask):
+                F = -0.5
+                for b in range(3):
+                    m = mask & (basis[0] == b) & (basis[1] == b)
+                    want = np.array([PARITY[states[p]][b] for p in pattern[m]])
+                    if len(want) == 0:
+                        return None
+                    F += np.mean(outcome[0][m] * outcome[1][m] == want) / 2
+                return F
+
+            for i, pname in enumerate(names):
+                same(f"heralds.{pname}", np.sum(pattern == i))
+                same(f"herald_rate.{pname}", np.sum(pattern == i) / seconds)
+                if states[i] != "none":
+                    F = fidelity(pattern == i)
+                    if F is not None:
+                        same(f"fidelity.{pname}", F)
+            heralding = np.isin(pattern, [i for i, s in enumerate(states) if s != "none"])
+            F = fidelity(heralding)
+            if F is not None:
+                same("fidelity", F)
+            checked += 1
+        if checked == 0:
+            fail(f"{path} has no entanglement analysis")
+        print(f"{checked} entanglement analyses recomputed from the stored heralds")
 
 
 def crash(herald, script, workdir, *extra):
@@ -394,4 +463,4 @@ if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
     {"layout": lambda: layout(args[0], args[1:]), "readme": lambda: readme(*args), "crash": lambda: crash(*args),
      "kill-trials": lambda: kill_trials(*args), "recount-oracle": lambda: recount_oracle(*args),
-     "units": lambda: units(args)}[cmd]()
+     "units": lambda: units(args), "heralds": lambda: heralds(*args)}[cmd]()
