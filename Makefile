@@ -42,6 +42,9 @@ bench: deps
 	$(SWIFT) build -c release --product herald
 	@[ -x .venv-bench/bin/python ] || python3 -m venv .venv-bench
 	@.venv-bench/bin/python -m pip install -q "Quantum-Tomography==1.2.0" h5py tttrlib || echo "peer install failed: reported as missing"
+	@# SeQUeNCe needs numpy >= 2.3, which Quantum-Tomography cannot run under: a venv of its own.
+	@[ -x .venv-bench-sequence/bin/python ] || python3 -m venv .venv-bench-sequence
+	@.venv-bench-sequence/bin/python -c "import sequence" 2>/dev/null || .venv-bench-sequence/bin/python -m pip install -q "sequence==0.8.5" || echo "SeQUeNCe install failed: reported as missing"
 	@# Its MLE fails under numpy 2; pip warns about the scipy pin, which the package works with.
 	@.venv-bench/bin/python -m pip install -q "numpy<2" "scipy<1.14" 2>/dev/null || true
 	$(PY) bench/run.py

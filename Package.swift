@@ -115,7 +115,8 @@ let package = Package(
             dependencies: ["HeraldAnalysis", "HeraldCore", "HeraldRunner", "HeraldRunReader", "HeraldScript", "HeraldStore", "HeraldTTTR"],
             swiftSettings: swiftSettings),
         .executableTarget(
-            name: "HeraldBench", dependencies: ["HeraldAnalysis", "HeraldCore", "HeraldHDF5", "HeraldTTTR"], swiftSettings: swiftSettings),
+            name: "HeraldBench", dependencies: ["HeraldAnalysis", "HeraldCore", "HeraldHDF5", "HeraldTTTR", "SimulatedLab"],
+            swiftSettings: swiftSettings),
 
         // MARK: Drivers (each its own target; mocks share one simulated lab)
         .target(

@@ -13,6 +13,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.path.join(ROOT, ".build", "release", "herald-bench")
 HERALD = os.path.join(ROOT, ".build", "release", "herald")
 PEER_PY = os.environ.get("HERALD_PEER_PYTHON", os.path.join(ROOT, ".venv-bench", "bin", "python"))
+SEQUENCE_PY = os.environ.get("HERALD_SEQUENCE_PYTHON", os.path.join(ROOT, ".venv-bench-sequence", "bin", "python"))
 CSV = os.path.join(ROOT, "Tests", "Fixtures", "tomography", "werner-0.9-16.csv")
 
 
@@ -111,6 +112,26 @@ def main():
                  f"no peer ({peaks[1] / 1e6:.0f} MB at 1 min, {peaks[30] / 1e6:.0f} MB at 30 min)", "<= 1.10"))
     rows.append(("long acquisition counted live, replay + count (tags/s)", 30 * 60 * 10e6 / walls[30], None,
                  "no peer (30 min of 10 M tags/s)", "report"))
+
+    # The simulated quantum network: attempts drawn per second of wall time (one core), against
+    # SeQUeNCe, the open-source network simulator a user would otherwise pick, which simulates
+    # each Barrett-Kok attempt as discrete events (see bench/peers/network_sequence.py).
+    herald_net, err = run_json([BENCH, "network", "1000000000"])
+    if herald_net is None:
+        sys.exit(f"herald-bench network failed: {err}")
+    peer_net, peer_err = run_json([SEQUENCE_PY, os.path.join(ROOT, "bench", "peers", "network_sequence.py"), "20000"])
+    rows.append(("network: simulated attempts per wall second (10^9 attempts)", herald_net["attempts_per_s"],
+                 peer_net and peer_net["attempts_per_s"],
+                 "SeQUeNCe 0.8.5 Barrett-Kok" if peer_net else f"SeQUeNCe MISSING: {peer_err}", ">= 1e8 (1e9 in < 10 s)"))
+    rows.append(("network: wall time of 10^9 attempts (s)", herald_net["seconds"], None,
+                 f"no peer ({herald_net['heralds']} heralds, {herald_net['clicks']} clicks)", "< 10 s"))
+    link_out = os.path.join(ROOT, ".build", "bench-link.h5")
+    wall, rss = wall_and_peak_rss([HERALD, "run", os.path.join(ROOT, "bench", "ten-minute-link.yaml"), "--mock", "--seed", "1",
+                                   "--out", link_out, "--overwrite"])
+    size = os.path.getsize(link_out)
+    os.remove(link_out)
+    rows.append(("two-node run, 10 min of lab time at 1 MHz, recorded (wall s)", wall, None,
+                 f"no peer ({rss / 1e6:.0f} MB peak RSS, {size / 1e6:.0f} MB file)", "report"))
 
     h5dir = os.path.join(ROOT, ".build", "bench-hdf5")
     os.makedirs(h5dir, exist_ok=True)

@@ -223,8 +223,9 @@ public struct LinkModel: Sendable {
         public var probability: Double
         /// Bit d set: detector d + 1 clicked.
         public var clicks: UInt8
-        /// Per detector: the node whose photon is in its mode (−1: none).
-        public var photonFrom: [Int8]
+        /// Per detector: the node whose photon is in its mode (−1: none; 2: both). A SIMD
+        /// value, not an array: the attempt loop reads it for every click, without refcounting.
+        public var photonFrom: SIMD4<Int8>
         /// Index into ``states``.
         public var state: Int
     }
@@ -369,7 +370,7 @@ public struct LinkModel: Sendable {
                     let silent = pow(1 - eta, Double(photon.count[d])) * (1 - darkProbability[d])
                     q *= (mask >> d) & 1 == 1 ? 1 - silent : silent
                 }
-                if q > 0 { outcomes.append(Outcome(probability: q, clicks: UInt8(mask), photonFrom: photon.from, state: index)) }
+                if q > 0 { outcomes.append(Outcome(probability: q, clicks: UInt8(mask), photonFrom: SIMD4(photon.from), state: index)) }
             }
         }
         self.outcomes = outcomes

@@ -142,6 +142,8 @@ extension SimulatedLab {
             networkState.clicks[link.name] = buffer
             networkState.deadUntil[link.name] = dead
         }
+        // A local generator: the actor's stored one would pay an exclusivity check per draw.
+        var g = rng
         var attempts: Int64 = 0
         let logMiss = model.anyClick < 1 ? log1p(-model.anyClick) : -Double.infinity
         var currentLogMiss = logMiss
@@ -151,12 +153,13 @@ extension SimulatedLab {
             if model.anyClick <= 0 {
                 gap = Int64.max
             } else {
-                let g = (log(rng.unitOpen()) / currentLogMiss).rounded(.down) + 1
-                gap = g.isFinite && g < 9e18 ? Int64(g) : Int64.max
+                let k = (log(g.unitOpen()) / currentLogMiss).rounded(.down) + 1
+                gap = k.isFinite && k < 9e18 ? Int64(k) : Int64.max
             }
             if gap == Int64.max || attempts + gap > maxAttempts {
                 networkState.attemptsSimulated += maxAttempts - attempts
                 let stopPs = startPs + maxAttempts * cycle
+                rng = g  // before the await: another call may draw while this one is suspended
                 try await advanceNetwork(toPs: stopPs)
                 return .timedOut(attempts: maxAttempts, stopPs: stopPs)
             }
@@ -167,18 +170,19 @@ extension SimulatedLab {
                 model = try self.model(link, order: config.nodes, config: config, at: Double(attemptPs) * 1e-12)
                 currentLogMiss = model.anyClick < 1 ? log1p(-model.anyClick) : -Double.infinity
             }
-            guard let outcome = model.draw(&rng) else { continue }
+            guard let outcome = model.draw(&g) else { continue }
             var clicked: UInt8 = 0
             let eventStart = buffer.count
             for d in 0..<4 where (outcome.clicks >> UInt8(d)) & 1 == 1 {
                 let from = Int(outcome.photonFrom[d]) == 2 ? 0 : Int(outcome.photonFrom[d])
                 let offset: Double  // seconds from the attempt's start
                 if from >= 0 {
-                    offset = arrival(nodes[from], delay: model.delays[from], config: config)
+                    offset = Self.arrival(nodes[from], delay: model.delays[from], config: config, &g)
                 } else {
-                    offset = Double(config.windowStartPs) * 1e-12 + rng.unitOpen() * Double(config.windowLengthPs) * 1e-12
+                    offset = Double(config.windowStartPs) * 1e-12 + g.unitOpen() * Double(config.windowLengthPs) * 1e-12
                 }
-                let t = attemptPs + Int64((offset * 1e12 + jitterPs * rng.gaussian()).rounded())
+                let jitter = jitterPs > 0 ? jitterPs * g.gaussian() : 0
+                let t = attemptPs + Int64((offset * 1e12 + jitter).rounded())
                 if t < dead[d] { continue }  // the detector is still recovering from its last click
                 dead[d] = deadPs > 0 ? t + deadPs : Int64.min
                 clicked |= 1 << UInt8(d)
@@ -195,13 +199,14 @@ extension SimulatedLab {
             }
             let state = model.states[outcome.state].dephased(factors[0], factors[1])
             networkState.pending[link.name] = (config.nodes, state, [false, false])
+            rng = g
             try await advanceNetwork(toPs: attemptPs + cycle)
             return .herald(timePs: attemptPs, pattern: pattern, attempts: attempts)
         }
     }
 
     /// A photon's arrival time after its attempt's start, drawn inside the detection window.
-    func arrival(_ node: QuantumNodeParameters, delay: Double, config: EntanglerConfiguration) -> Double {
+    static func arrival(_ node: QuantumNodeParameters, delay: Double, config: EntanglerConfiguration, _ rng: inout SeededGenerator) -> Double {
         let start = Double(config.windowStartPs) * 1e-12, end = start + Double(config.windowLengthPs) * 1e-12
         for _ in 0..<1000 {
             let t = delay + Wavepacket.sample(node, &rng)

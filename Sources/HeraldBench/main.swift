@@ -5,6 +5,7 @@ import HeraldAnalysis
 import HeraldCore
 import HeraldHDF5
 import HeraldTTTR
+import SimulatedLab
 
 /// Median wall time of `body` over `runs` repetitions, after one warm-up call.
 func median(runs: Int, _ body: () throws -> Void) rethrows -> Double {
@@ -202,6 +203,51 @@ func tttr(sample: String, times: Int, out: String, chunkRecords: Int) throws {
     ])
 }
 
+/// The simulated network's attempt loop: the two ion nodes of remote-entanglement.yaml
+/// (η ≈ 0.0197 per photon, 1 µs cycle), run until `attempts` attempts, collecting the
+/// analyser's clicks as a run does. Attempts are drawn, not tried: the cost is per click.
+func network(attempts: Int64) async throws {
+    var net = NetworkParameters()
+    for name in ["alice", "bob"] {
+        var n = QuantumNodeParameters(name: name)
+        n.wavelength = 422e-9
+        n.wavepacket = 7e-9
+        n.emissionProbability = 0.5
+        n.collectionEfficiency = 0.05
+        n.t2Star = 1e-3
+        n.readoutDelay = 50e-6
+        net.nodes[name] = n
+    }
+    var fibre = FibreParameters()
+    fibre.length = 2
+    var analyser = AnalyserParameters()
+    analyser.darkRate = 10
+    net.links["ab"] = QuantumLinkParameters(name: "ab", nodes: ["alice", "bob"], fibres: [fibre, fibre], analyser: analyser)
+    let lab = SimulatedLab(network: net, seed: 1)
+    let config = EntanglerConfiguration(
+        link: "ab", nodes: ["alice", "bob"], cyclePs: 1_000_000, windowStartPs: 0, windowLengthPs: 50_000,
+        patterns: [[1, 2], [3, 4], [1, 4], [2, 3]], timeoutPs: 10_000_000_000)
+    for n in ["alice", "bob"] { try await lab.configureEntangler(node: n, config) }
+    var heralds = 0, clicks = 0
+    let start = ContinuousClock.now
+    while await lab.simulatedAttempts < attempts {
+        if case .herald = try await lab.runAttemptLoop(master: "alice") {
+            heralds += 1
+            _ = try await lab.measureQubit(node: "alice", basis: .z)
+            _ = try await lab.measureQubit(node: "bob", basis: .z)
+        }
+        if heralds % 256 == 0 { clicks += await lab.collectAnalyserClicks(links: []).0.count }
+    }
+    clicks += await lab.collectAnalyserClicks(links: []).0.count
+    let elapsed = start.duration(to: .now)
+    let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
+    let made = await lab.simulatedAttempts
+    emit([
+        "metric": "network_attempts", "attempts": made, "heralds": heralds, "clicks": clicks, "seconds": seconds,
+        "attempts_per_s": Double(made) / seconds, "success_probability": Double(heralds) / Double(made),
+    ])
+}
+
 let args = CommandLine.arguments.dropFirst()
 
 /// The value after `name` on the command line, if any.
@@ -227,7 +273,9 @@ case "tttr":
         sample: args.dropFirst().first ?? "../shared/data/picoquant/hydraharp/v20_t2.ptu",
         times: option("--repeat").flatMap { Int($0) } ?? 100, out: option("--out") ?? NSTemporaryDirectory() + "/herald-bench.ptu",
         chunkRecords: option("--chunk").flatMap { Int($0) } ?? 1 << 16)
+case "network":
+    try await network(attempts: args.dropFirst().first.flatMap { Int64($0) } ?? 1_000_000_000)
 default:
-    FileHandle.standardError.write(Data("usage: herald-bench tomography [CSV [RESAMPLES]] | coincidences [TAGS] [--dump FILE] | g2 [TAGS] [--dump FILE] | hdf5 [TAGS] [--dir DIR] [--dump FILE] | tttr [SAMPLE.ptu] [--repeat N] [--out FILE]\n".utf8))
+    FileHandle.standardError.write(Data("usage: herald-bench network [ATTEMPTS] | tomography [CSV [RESAMPLES]] | coincidences [TAGS] [--dump FILE] | g2 [TAGS] [--dump FILE] | hdf5 [TAGS] [--dir DIR] [--dump FILE] | tttr [SAMPLE.ptu] [--repeat N] [--out FILE]\n".utf8))
     exit(2)
 }
