@@ -94,7 +94,7 @@ public actor RunReducer: RunEventSink {
                 try await analyse(step, location: location)
             }
         case .herald(let h):
-            entangling[h.dataset, default: EntanglementPoint()].heralds.append(h)
+            if let compact = CompactHerald(h) { entangling[h.dataset, default: EntanglementPoint()].heralds.append(compact) }
             try await pass(event)
         case .entangled(let r):
             var point = entangling.removeValue(forKey: r.dataset) ?? EntanglementPoint()

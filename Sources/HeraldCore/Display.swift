@@ -4,11 +4,27 @@ import Foundation
 public enum Display {
     /// `1187868 ± 7500 s⁻¹ W⁻¹`, `0.9253 ± 0.0070`: the uncertainty to two significant
     /// digits and the value to the same decimal place. Without an uncertainty, six significant digits.
+    /// A bare SI unit (`s`, `W`, …) takes the prefix that puts the value in [1, 1000):
+    /// `30.000 ± 0.006 ns`, not `0.0000000300000 ± 0.0000000000060 s`.
     public static func measured(_ value: Double, _ error: Double?, unit: String = "1") -> String {
+        if prefixed.contains(unit), value.isFinite {
+            let reference = value != 0 ? abs(value) : abs(error ?? 0)
+            if reference > 0, reference.isFinite {
+                let power = min(12, max(-15, Int((log10(reference) / 3).rounded(.down)) * 3))
+                if power != 0, let prefix = prefixes[power] {
+                    let f = pow(10, Double(power))
+                    return measured(value / f, error.map { $0 / f }, unit: "1") + " " + prefix + unit
+                }
+            }
+        }
         let u = unitText(unit)
         let suffix = u.isEmpty ? "" : " " + u
         guard value.isFinite else { return "\(value)" + suffix }
-        guard let error, error.isFinite, error > 0 else { return shortest(value) + suffix }
+        guard let error, error.isFinite, error > 0 else {
+            // Counts (attempts, heralds) in full: 22944729, not 2.29447e+07.
+            if value == value.rounded(), abs(value) < 1e15, abs(value) >= 1e6 { return String(format: "%.0f", value) + suffix }
+            return shortest(value) + suffix
+        }
         let exponent = Int((log10(error)).rounded(.down))
         let decimals = max(0, 1 - exponent)
         let scale = pow(10.0, Double(exponent - 1))

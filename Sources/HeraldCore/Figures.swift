@@ -60,6 +60,10 @@ public enum Figure: Hashable, Sendable {
     indirect case error(Figure)
     // Heralded entanglement (the `entanglement` analysis).
     case attempts, attemptRate, successProbability, heraldRate
+    /// The lab time the attempts took (the entangle points' spans).
+    case liveTime
+    /// Lab time since the data set began (the drift series' bins).
+    case elapsed
     /// The 95% interval of the parity fidelity, from the bases' binomial (Wilson) intervals.
     case fidelityLow, fidelityHigh
     /// The fidelity of the maximum-likelihood state of the nine-setting data.
@@ -101,6 +105,8 @@ public enum Figure: Hashable, Sendable {
         case .sweptValue: return "swept_value"
         case .error(let f): return f.key + "_error"
         case .attempts: return "attempts"
+        case .liveTime: return "duration"
+        case .elapsed: return "time"
         case .attemptRate: return "attempt_rate"
         case .successProbability: return "success_probability"
         case .heraldRate: return "herald_rate"
@@ -156,7 +162,7 @@ public enum Figure: Hashable, Sendable {
             .targetFidelity, .maxFidelity, .concurrence, .tangle, .purity, .entropy, .linearEntropy, .negativity,
             .logNegativity, .maxCHSH, .intensity, .linearMinEigenvalue, .chshS, .violationSigma, .correlation, .settingTotal,
             .g2Zero, .heralds, .heraldAnd1, .heraldAnd2, .heraldAnd1And2, .sweptValue, .attempts, .attemptRate,
-            .successProbability, .heraldRate, .fidelityLow, .fidelityHigh, .mleFidelity, .attenuation, .rateAtZero,
+            .successProbability, .heraldRate, .liveTime, .elapsed, .fidelityLow, .fidelityHigh, .mleFidelity, .attenuation, .rateAtZero,
             .homVisibility, .homWidth, .homCentre,
         ] as [Figure]).map { ($0.key, $0) })
 
@@ -169,7 +175,7 @@ public enum Figure: Hashable, Sendable {
         case .intensity, .heralds, .heraldAnd1, .heraldAnd2, .heraldAnd1And2, .settingTotal, .attempts: return "counts"
         case .attemptRate, .heraldRate, .rateAtZero: return "s^-1"
         case .attenuation: return "dB km^-1"
-        case .homWidth, .homCentre: return "s"
+        case .homWidth, .homCentre, .liveTime, .elapsed: return "s"
         case .pattern(_, let f): return f.unit(swept: swept)
         case .violationSigma: return "standard deviations"
         case .rate, .coincidenceRate, .intercept: return "s^-1"

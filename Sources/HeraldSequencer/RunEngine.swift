@@ -24,6 +24,8 @@ public final class RunEngine: Sendable {
     let sinkBacklogTags: Int
     /// Says why the run was cancelled from outside (which signal), if it was.
     let stopRequest: StopRequest?
+    /// The simulated-device call in progress, for the run's one backstop watchdog.
+    let simulatedCall = SimulatedCallWatch()
 
     /// The real-time bound on calls to devices that answer without waiting (simulations).
     public static let simulatedDeviceBackstop = Duration.seconds(120)
@@ -110,9 +112,26 @@ public final class RunEngine: Sendable {
     /// unplugged laser stops the run within a second even while the tagger is acquiring.
     func watchingPresence(_ steps: @escaping @Sendable () async throws -> Void) async throws {
         let watched = order.compactMap { devices[$0] as? any PresenceReporting }
-        if watched.isEmpty { return try await steps() }
+        let simulated = order.contains { devices[$0]?.answersWithoutWaiting == true }
+        if watched.isEmpty && !simulated { return try await steps() }
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await steps() }
+            if simulated {
+                // One watchdog for every simulated call, instead of a deadline task per call: a
+                // cancelled Task.sleep keeps its timer (and memory) until its deadline, and an
+                // entangle step makes thousands of simulated calls a second.
+                let watch = simulatedCall, backstop = Self.simulatedDeviceBackstop
+                group.addTask {
+                    while true {
+                        try await Task.sleep(for: .seconds(1))
+                        if let overdue = watch.overdue(after: backstop) {
+                            throw DeviceError(
+                                device: overdue.device, .timeout,
+                                "\(overdue.what) did not complete within the \(backstop) backstop for simulated devices")
+                        }
+                    }
+                }
+            }
             for device in watched {
                 group.addTask {
                     let lost = await device.vanished()
@@ -172,6 +191,29 @@ public final class RunEngine: Sendable {
         // A simulation cannot hang (it throws SimulatedHang instead): its real-time bound is
         // only a backstop, so a busy machine never fails a healthy simulated run.
         let simulated = device.answersWithoutWaiting
+        if simulated && heartbeat == nil {
+            // Bounded by the run's watchdog (see watchingPresence); timed-out simulated calls
+            // throw SimulatedHang at once, so there is nothing to wait for here.
+            for attempt in 1...attempts {
+                let token = simulatedCall.begin(device: name, what: what)
+                defer { simulatedCall.end(token) }
+                do {
+                    do {
+                        return try await operation(device)
+                    } catch is SimulatedHang {
+                        throw DeviceError(
+                            device: name, .timeout,
+                            "\(what) did not complete within \(limit) (simulated instrument: the timeout is reported as soon as it stops answering)")
+                    }
+                } catch let e as DeviceError where e.kind == .timeout || e.kind == .invalidResponse {
+                    lastError = e
+                    if attempt < attempts {
+                        logger.warning("\(name): \(what) failed (\(e.kind.rawValue)), retry \(attempt) of \(attempts - 1)")
+                    }
+                }
+            }
+            throw lastError
+        }
         let backstop = Self.simulatedDeviceBackstop
         for attempt in 1...attempts {
             do {

@@ -173,3 +173,33 @@ final class TagBudget: Sendable {
     /// Tags handed on and not yet handled (for tests).
     var inFlight: Int { state.withLock { $0.inFlight } }
 }
+
+/// The simulated-device call in progress (the engine makes one at a time), for the run's
+/// backstop watchdog.
+final class SimulatedCallWatch: Sendable {
+    private struct Call {
+        var token: Int
+        var device: String
+        var what: String
+        var started: ContinuousClock.Instant
+    }
+    private let current = Mutex<(next: Int, call: Call?)>((0, nil))
+
+    func begin(device: String, what: String) -> Int {
+        current.withLock {
+            $0.next += 1
+            $0.call = Call(token: $0.next, device: device, what: what, started: .now)
+            return $0.next
+        }
+    }
+
+    func end(_ token: Int) { current.withLock { if $0.call?.token == token { $0.call = nil } } }
+
+    /// The call in progress if it has run longer than `limit`.
+    func overdue(after limit: Duration) -> (device: String, what: String)? {
+        current.withLock { state in
+            guard let c = state.call, ContinuousClock.now - c.started > limit else { return nil }
+            return (c.device, c.what)
+        }
+    }
+}

@@ -17,6 +17,11 @@ struct AnalysisView {
         "tomography": [.targetFidelity, .concurrence, .purity],
         "chsh": [.chshS, .violationSigma],
         "g2": [.g2Zero],
+        "entanglement": [
+            .attempts, .attemptRate, .successProbability, .heraldRate, .fidelity(.psiPlus), .fidelity(.psiMinus), .targetFidelity,
+            .fidelityLow, .fidelityHigh, .mleFidelity, .chshS,
+        ],
+        "entanglement_fit": [.attenuation, .rateAtZero, .homVisibility, .homWidth, .homCentre],
     ]
 
     func lines(all: Bool) -> [String] {

@@ -173,6 +173,36 @@ import Testing
         #expect(report.reason?.contains("link 'ab' heralded nothing in 20 attempt loops") == true, "\(report.reason ?? "")")
     }
 
+    /// A drifting fibre rotation θ(t) = 3°/s · t shows in the fidelity against time: each bin
+    /// of the drift series is the bin's mean of cos²θ(t) (ideal readout and photons otherwise),
+    ///   ⟨cos²(at)⟩ over [t0, t1] = ½ + (sin 2at1 − sin 2at0) / (4a(t1 − t0)),
+    /// within 5σ of its binomial error.
+    @Test func aDriftingFibreShowsInTheFidelityAgainstTime() async throws {
+        let dir = try Paths.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let text = try String(contentsOf: Self.script, encoding: .utf8)
+            .replacingOccurrences(of: "bob: {length: 2 m}", with: "bob: {length: 2 m, drift: 3}")
+            .replacingOccurrences(of: "readout_dark: 0.1", with: "readout_dark: 0")
+            .replacingOccurrences(of: "t2_star: 1 ms", with: "t2_star: 1000 s")
+            .replacingOccurrences(of: "measure: pauli-9", with: "measure: parity")
+            .replacingOccurrences(of: "until: {heralds: $heralds}", with: "until: {time: 20 s}")
+        let path = dir.appendingPathComponent("drift.yaml")
+        try text.write(to: path, atomically: true, encoding: .utf8)
+        let report = try await Herald.run(.init(scriptPath: path.path, outPath: dir.appendingPathComponent("d.h5").path, seed: 4))
+        #expect(report.status == .success, "\(report.reason ?? "")")
+        let a = try #require(report.analyses.last)
+        let time = try #require(a.series["time"]), fidelity = try #require(a.series["fidelity"])
+        let errors = try #require(a.series["fidelity_error"])
+        #expect(time.count == 10)
+        let rate = 3 * Double.pi / 180, width = 20.0 / Double(time.count)
+        for (k, t) in time.enumerated() {
+            let t0 = t - width / 2, t1 = t + width / 2
+            let expected = 0.5 + (sin(2 * rate * t1) - sin(2 * rate * t0)) / (4 * rate * (t1 - t0))
+            #expect(abs(fidelity[k] - expected) < 5 * errors[k], "bin \(k) at \(t) s: \(fidelity[k]) ± \(errors[k]), expected \(expected)")
+        }
+        #expect(fidelity.first ?? 0 > 0.95 && fidelity.last ?? 1 < 0.6, "\(fidelity)")
+    }
+
     /// A cycle too short for the herald to come back over the fibre is refused by the node.
     @Test func aCycleShorterThanTheHeraldsRoundTripIsRefused() async throws {
         let dir = try Paths.temporaryDirectory()

@@ -37,7 +37,9 @@ import Testing
         let nested = dir.appendingPathComponent("nested.h5").path
         let made = try await runProcess(Paths.herald.path, ["run", nestedScript.path, "--mock", "--seed", "3", "--out", nested])
         #expect(made.status == 0, "\(made.stderr)")
-        let r = try await python(["layout", Paths.root.appendingPathComponent("docs/hdf5-layout.md").path, bell, chsh, nested])
+        // A heralded-entanglement run, for /user/herald/heralds and /user/herald/network.
+        let heralds = try await run("remote-entanglement.yaml", in: dir, ["--set", "heralds=300"])
+        let r = try await python(["layout", Paths.root.appendingPathComponent("docs/hdf5-layout.md").path, bell, chsh, nested, heralds])
         #expect(r.status == 0, "\(r.stdout)\(r.stderr)")
     }
 

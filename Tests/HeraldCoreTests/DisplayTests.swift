@@ -10,6 +10,11 @@ import Testing
         #expect(Display.measured(55152.3, 110.9, unit: "s^-1") == "55152 ± 110 s⁻¹")
         #expect(Display.measured(0.0073651, 0.00142) == "0.0074 ± 0.0014")
         #expect(Display.measured(3, nil, unit: "counts") == "3 counts")
+        // Bare SI units take a prefix: a HOM dip's centre and width in ns.
+        #expect(Display.measured(30.0001e-9, 0.0057e-9, unit: "s") == "30.0001 ± 0.0057 ns")
+        #expect(Display.measured(6.5e-9, 0.52e-9, unit: "s") == "6.50 ± 0.52 ns")
+        #expect(Display.measured(22.9447, nil, unit: "s") == "22.9447 s")
+        #expect(Display.measured(22_944_729, nil, unit: "counts") == "22944729 counts")
     }
 
     @Test func quantitiesTakeThePrefixOfTheirScale() {

@@ -156,6 +156,23 @@ import Testing
         }
     }
 
+    @Test func fibreRotationLowersTheFidelityAsCosSquaredAndCompensationRestoresIt() throws {
+        // Bob's photon rotated by θ: the heralded pair is cos θ (Ψ±) + sin θ (a Φ-like part),
+        // so F = cos²θ on every pattern; a polarisation controller at θ takes it back out.
+        for degrees in [10.0, 30.0, 60.0] {
+            let rotated = network { $0.links["ab"]?.fibres[1].rotation = degrees }
+            let m = try model(rotated)
+            let c2 = pow(cos(degrees * .pi / 180), 2)
+            for p in Self.psiPlusPatterns { #expect(abs(m.heraldedState(p).fidelity(to: .psiPlus) - c2) < 1e-12) }
+            for p in Self.psiMinusPatterns { #expect(abs(m.heraldedState(p).fidelity(to: .psiMinus) - c2) < 1e-12) }
+            let compensated = network {
+                $0.links["ab"]?.fibres[1].rotation = degrees
+                $0.links["ab"]?.fibres[1].compensation = degrees
+            }
+            #expect(abs(try model(compensated).heraldedState([1, 2]).fidelity(to: .psiPlus) - 1) < 1e-12)
+        }
+    }
+
     /// Runs the simulated loop for `heralds` heralds and measures the pairs in turn in ZZ, XX, YY.
     func simulate(_ net: NetworkParameters, heralds: Int, patterns: [[Int]], seed: UInt64 = 7) async throws
         -> (attempts: Int64, byPattern: [Int], correct: [Int], perBasis: [Int])
