@@ -61,4 +61,4 @@ fuzz: deps
 	  $(addprefix $(SHARED_DATA)/picoquant/,hydraharp/v20_t3.ptu hydraharp/v20.ht3 timeharp/v50.t3r hydraharp/v10_t3.ptu hydraharp/v20_t2.ptu picoharp/v30_t2.ptu)
 	.build/debug/herald-fuzz script --iterations $(FUZZ_RUNS) --work .fuzz/script Experiments/*.yaml
 	.build/debug/herald-fuzz csv --iterations $(FUZZ_RUNS) --work .fuzz/csv Tests/Fuzz/corpus/*.csv
-	.build/debug/herald-fuzz runfile --iterations $(FUZZ_RUNS) --work .fuzz/runfile Tests/Fuzz/corpus/run-tomography-16.h5
+	.build/debug/herald-fuzz runfile --iterations $(FUZZ_RUNS) --work .fuzz/runfile Tests/Fuzz/corpus/run-tomography-16.h5 Tests/Fuzz/corpus/run-heralds.h5

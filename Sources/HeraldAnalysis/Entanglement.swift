@@ -112,11 +112,12 @@ enum EntanglementAnalysis {
 
     static func run(_ spec: EntanglementAnalysisSpec, points: [EntanglementPoint]) throws -> AnalysisRecord {
         let heralds = points.flatMap(\.heralds)
-        let attempts = points.reduce(Int64(0)) { $0 + ($1.summary?.attempts ?? $1.heralds.reduce(0) { $0 + $1.attempts }) }
+        // In Double: a damaged file's attempt counts must not overflow a sum.
+        let attempts = points.reduce(0.0) { $0 + Double($1.summary?.attempts ?? $1.heralds.reduce(0) { $0 &+ $1.attempts }) }
         let seconds = points.reduce(0.0) { $0 + ($1.summary?.seconds ?? 0) }
         var values: [String: Double] = [:], errors: [String: Double] = [:]
         var notes: [String] = []
-        let a = Double(attempts), t = seconds
+        let a = attempts, t = seconds
 
         func rates(_ n: Int, _ figure: (Figure) -> Figure) {
             let h = Double(n)

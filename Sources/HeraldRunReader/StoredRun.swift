@@ -147,7 +147,7 @@ public struct StoredRun {
         var out: [(EntanglementRecord, [HeraldRecord])] = []
         var next = 0
         for i in 0..<pointRows {
-            guard pointHeralds[i] >= 0, next + Int(pointHeralds[i]) <= rows else {
+            guard pointHeralds[i] >= 0, pointHeralds[i] <= Int64(rows - next) else {
                 throw StoreError(path: place, "point \(i) claims \(pointHeralds[i]) heralds beyond the \(rows) stored; the file is damaged", kind: .invalidFile)
             }
             var ref: PointRef?

@@ -157,7 +157,8 @@ extension Context {
             windowStart = f["start"].flatMap { quantity($0, .time, what: "window.start") } ?? Quantity(0, .time)
             windowLength = quantity(f["length"], .time, what: "window.length")
             if f["length"] == nil { error("the detection window needs 'length'", at: w) }
-            if let len = windowLength, len.value <= 0 { error("window.length must be more than 0 s", at: f["length"]) }
+            if let len = windowLength, !(len.value > 0 && len.value <= 1) { error("window.length must be more than 0 s and at most 1 s, got \(len)", at: f["length"]) }
+            if let st = windowStart, !(st.value >= 0 && st.value <= 1) { error("window.start must be between 0 s and 1 s, got \(st)", at: f["start"]) }
             if let s = windowStart, let len = windowLength, let c = cycle, s.value < 0 || s.value + len.value > c.value {
                 error("the detection window [\(s), \(s.value + len.value) s] must lie inside one cycle of \(c)", at: w)
             }
@@ -166,14 +167,19 @@ extension Context {
         }
         let timeout = byKey["timeout"].flatMap { quantity($0, .time, what: "entangle.timeout") }
         if byKey["timeout"] == nil { error("entangle needs 'timeout' (how long one attempt loop runs without a herald, e.g. 10 ms)", at: node) }
-        if let t = timeout, let c = cycle, t.value < c.value || t.value > 3600 {
-            error("entangle.timeout must be between one cycle (\(c)) and 1 h, got \(t)", at: byKey["timeout"])
+        if let t = timeout, !(t.value <= 3600 && t.value >= (cycle?.value ?? 0) && t.value > 0) {
+            error("entangle.timeout must be between one cycle\(cycle.map { " (\($0))" } ?? "") and 1 h, got \(t)", at: byKey["timeout"])
         }
         var stop = EntangleStop()
         if let u = byKey["until"] {
             let f = fields(u, allowed: ["heralds", "time"], what: "entangle.until")
             stop.heralds = f["heralds"].flatMap { integer($0, what: "until.heralds", range: 1...1_000_000_000) }
-            stop.timePs = f["time"].flatMap { duration($0, what: "until.time", allowZero: false) }.map { picoseconds($0) }
+            if let t = f["time"].flatMap({ duration($0, what: "until.time", allowZero: false) }) {
+                // Lab time is Int64 picoseconds (106 days); a budget past 10⁶ s would overflow it.
+                if t > .seconds(1_000_000) { error("until.time must be at most 10⁶ s (11.6 days of lab time), got \(t)", at: f["time"]) } else {
+                    stop.timePs = picoseconds(t)
+                }
+            }
             if f.isEmpty { error("until needs 'heralds' (a count), 'time' (a budget of lab time) or both", at: u) }
         } else {
             error("entangle needs 'until: {heralds: N}' or 'until: {time: T}' (when to stop)", at: node)
@@ -230,10 +236,11 @@ extension Context {
         guard let link, let cycle, let windowStart, let windowLength, let timeout, !patterns.isEmpty,
             stop.heralds != nil || stop.timePs != nil
         else { return nil }
+        // Clamped: the values were range-checked above, but a diagnostic must never be a crash.
+        func ps(_ q: Quantity) -> Int64 { Int64(clampingRounded: q.value * 1e12) }
         let spec = EntangleSpec(
-            name: name, link: link, cyclePs: Int64((cycle.value * 1e12).rounded()), windowStartPs: Int64((windowStart.value * 1e12).rounded()),
-            windowLengthPs: Int64((windowLength.value * 1e12).rounded()), patterns: patterns,
-            timeoutPs: Int64((timeout.value * 1e12).rounded()), stop: stop, bases: bases, maxConsecutiveTimeouts: maxTimeouts)
+            name: name, link: link, cyclePs: ps(cycle), windowStartPs: ps(windowStart), windowLengthPs: ps(windowLength),
+            patterns: patterns, timeoutPs: ps(timeout), stop: stop, bases: bases, maxConsecutiveTimeouts: maxTimeouts)
         entangleSpecs[name] = spec
         return .entangle(spec, location: location(keyNode))
     }

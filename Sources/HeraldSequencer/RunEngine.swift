@@ -465,8 +465,13 @@ public final class RunEngine: Sendable {
             let loopStartPs = nowPs
             switch outcome {
             case .timedOut(let n, let stopPs):
-                guard n >= 0, stopPs >= loopStartPs else {
-                    throw DeviceError(device: master.entangler, .invalidResponse, "attempt loop timed out with \(n) attempts at \(stopPs) ps, before it started")
+                guard n >= 0, n <= spec.timeoutPs / max(1, spec.cyclePs) + 1, stopPs >= loopStartPs,
+                    stopPs <= loopStartPs + 2 * spec.timeoutPs + spec.cyclePs
+                else {
+                    throw DeviceError(
+                        device: master.entangler, .invalidResponse,
+                        "attempt loop timed out after \(n) attempts at \(stopPs) ps; a loop of \(Double(spec.timeoutPs) * 1e-12) s "
+                            + "from \(loopStartPs) ps makes at most \(spec.timeoutPs / max(1, spec.cyclePs)) attempts")
                 }
                 attempts += n
                 sinceHerald += n

@@ -21,7 +21,7 @@ import Testing
             return try FileManager.default.contentsOfDirectory(atPath: corpus.path).filter { $0.hasSuffix(".csv") }.sorted()
                 .map { corpus.appendingPathComponent($0).path }
         default:
-            return [corpus.appendingPathComponent("run-tomography-16.h5").path]
+            return ["run-tomography-16.h5", "run-heralds.h5"].map { corpus.appendingPathComponent($0).path }
         }
     }
 
