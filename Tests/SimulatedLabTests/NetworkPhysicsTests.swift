@@ -156,6 +156,32 @@ import Testing
         }
     }
 
+    @Test func failedPreparationsHeraldFidelityOneQuarter() throws {
+        // A failed preparation leaves qubit and photon uncorrelated (I/4): the photon's random
+        // polarisation heralds as often, but the pair has fidelity ¼. With ε_A, ε_B:
+        //   F = ¼ + ¾(1 − ε_A)(1 − ε_B), and the herald probability stays ½η².
+        for (ea, eb) in [(0.1, 0.0), (0.2, 0.3)] {
+            let net = network {
+                $0.nodes["alice"]?.preparationError = ea
+                $0.nodes["bob"]?.preparationError = eb
+            }
+            let m = try model(net)
+            let expected = 0.25 + 0.75 * (1 - ea) * (1 - eb)
+            #expect(abs(m.heraldedState([1, 2]).fidelity(to: .psiPlus) - expected) < 1e-12)
+            let total = (Self.psiPlusPatterns + Self.psiMinusPatterns).reduce(0) { $0 + m.probability(of: $1) }
+            #expect(abs(total - 0.5 * 0.1 * 0.1) < 1e-12)
+        }
+    }
+
+    @Test func aSeedReproducesTheRunExactly() async throws {
+        let patterns = Self.psiPlusPatterns + Self.psiMinusPatterns
+        let a = try await simulate(network(), heralds: 300, patterns: patterns, seed: 21)
+        let b = try await simulate(network(), heralds: 300, patterns: patterns, seed: 21)
+        let c = try await simulate(network(), heralds: 300, patterns: patterns, seed: 22)
+        #expect(a.attempts == b.attempts && a.byPattern == b.byPattern && a.correct == b.correct)
+        #expect(a.attempts != c.attempts)
+    }
+
     @Test func fibreRotationLowersTheFidelityAsCosSquaredAndCompensationRestoresIt() throws {
         // Bob's photon rotated by θ: the heralded pair is cos θ (Ψ±) + sin θ (a Φ-like part),
         // so F = cos²θ on every pattern; a polarisation controller at θ takes it back out.
