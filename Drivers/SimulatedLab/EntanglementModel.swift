@@ -228,6 +228,9 @@ public struct LinkModel: Sendable {
         public var photonFrom: SIMD4<Int8>
         /// Index into ``states``.
         public var state: Int
+        /// For two photons in two modes: the share of the pair's weight in the exchanged path
+        /// (A's photon in the other mode), for timing the clicks.
+        public var exchange: Double = 0
     }
 
     public let outcomes: [Outcome]
@@ -307,13 +310,16 @@ public struct LinkModel: Sendable {
             var count: [Int]
             var weight: Double
             var state: TwoQubitState
+            var direct = 0.0, exchanged = 0.0
         }
         var photonOutcomes: [PhotonOutcome] = []
-        func add(_ key: [Int8], _ count: [Int], _ weight: Double, _ s: TwoQubitState) {
+        func add(_ key: [Int8], _ count: [Int], _ weight: Double, _ s: TwoQubitState, direct: Double = 0, exchanged: Double = 0) {
             if let i = photonOutcomes.firstIndex(where: { $0.from == key && $0.count == count }) {
                 photonOutcomes[i].state = photonOutcomes[i].state + s
+                photonOutcomes[i].direct += direct
+                photonOutcomes[i].exchanged += exchanged
             } else {
-                photonOutcomes.append(PhotonOutcome(from: key, count: count, weight: weight, state: s))
+                photonOutcomes.append(PhotonOutcome(from: key, count: count, weight: weight, state: s, direct: direct, exchanged: exchanged))
             }
         }
         let ea = arrival[0], eb = arrival[1]
@@ -336,6 +342,7 @@ public struct LinkModel: Sendable {
                         var key: [Int8] = [-1, -1, -1, -1], count = [0, 0, 0, 0]
                         let d = vector(ampA[m1], ampB[m2])
                         let s: TwoQubitState
+                        var direct = 0.0, exchanged = 0.0
                         if m1 == m2 {
                             key[m1] = 2  // both photons: timed by whichever arrives first
                             count[m1] = 2
@@ -349,8 +356,10 @@ public struct LinkModel: Sendable {
                             // The exchanged path puts A's photon in m2 and B's in m1.
                             s = TwoQubitState.outer(d, d) + TwoQubitState.outer(e, e)
                                 + (TwoQubitState.outer(d, e) + TwoQubitState.outer(e, d)).scaled(visibility)
+                            direct = w * TwoQubitState.outer(d, d).trace
+                            exchanged = w * TwoQubitState.outer(e, e).trace
                         }
-                        add(key, count, ea * eb, s.scaled(w))
+                        add(key, count, ea * eb, s.scaled(w), direct: direct, exchanged: exchanged)
                     }
                 }
             }
@@ -370,7 +379,13 @@ public struct LinkModel: Sendable {
                     let silent = pow(1 - eta, Double(photon.count[d])) * (1 - darkProbability[d])
                     q *= (mask >> d) & 1 == 1 ? 1 - silent : silent
                 }
-                if q > 0 { outcomes.append(Outcome(probability: q, clicks: UInt8(mask), photonFrom: SIMD4(photon.from), state: index)) }
+                let paths = photon.direct + photon.exchanged
+                if q > 0 {
+                    outcomes.append(
+                        Outcome(
+                            probability: q, clicks: UInt8(mask), photonFrom: SIMD4(photon.from), state: index,
+                            exchange: paths > 0 ? photon.exchanged / paths : 0))
+                }
             }
         }
         self.outcomes = outcomes

@@ -6,7 +6,7 @@ public enum WavepacketShape: String, Sendable, CaseIterable {
     /// Spontaneous emission (ions, atoms): intensity e^{−t/τ}/τ from the excitation; `wavepacket` is τ.
     case exponential
     /// A shaped (cavity or driven) photon: Gaussian intensity; `wavepacket` is its FWHM, and it
-    /// peaks one FWHM after the excitation, so that it lies (all but 10⁻⁴ of it) after it.
+    /// peaks one FWHM (2.355 σ) after the excitation, so all but 0.9% of it comes after it.
     case gaussian
 }
 

@@ -13,7 +13,8 @@ struct NetworkState {
     var lengths: [String: Double] = [:]
     /// Clicks recorded by the analyser tagger since its last collection, by link.
     var clicks: [String: [(time: Int64, channel: UInt8)]] = [:]
-    var collectedUntilPs: Int64 = 0
+    /// Per analyser tagger (keyed by the links it records): the end of its last collection.
+    var collectedUntilPs: [String: Int64] = [:]
     /// Per link: per detector, the end of its dead time.
     var deadUntil: [String: [Int64]] = [:]
     /// Heralded pairs awaiting readout, by link: the state and which nodes have measured.
@@ -39,6 +40,11 @@ extension SimulatedLab {
                 device: node, .rejected,
                 "link '\(link.name)' joins \(link.nodes.joined(separator: " and ")) in the simulation, "
                     + "but the script joins \(configuration.nodes.joined(separator: " and "))")
+        }
+        for pattern in configuration.patterns where pattern.isEmpty || pattern.contains(where: { !(1...4).contains($0) }) {
+            throw DeviceError(
+                device: node, .rejected,
+                "herald pattern \(pattern) names a channel the simulated analyser does not have (its detectors are on channels 1–4)")
         }
         // A node must learn whether its photon heralded before it excites again (re-exciting
         // would scramble the qubit that may be entangled): one cycle must cover the round trip.
@@ -138,13 +144,17 @@ extension SimulatedLab {
         var buffer = networkState.clicks.removeValue(forKey: link.name) ?? []
         let nodes = config.nodes.compactMap { network.nodes[$0] }
         guard nodes.count == 2 else { throw DeviceError(device: node, .rejected, "link '\(link.name)' needs two simulated nodes") }
-        defer {
+        // A local generator: the actor's stored one would pay an exclusivity check per draw.
+        var g = rng
+        /// Puts the loop's state back into the actor: before every suspension (another call may
+        /// run while this one waits) and before every throw.
+        func store() {
+            rng = g
             networkState.clicks[link.name] = buffer
             networkState.deadUntil[link.name] = dead
         }
-        // A local generator: the actor's stored one would pay an exclusivity check per draw.
-        var g = rng
         var attempts: Int64 = 0
+        var events = 0
         let logMiss = model.anyClick < 1 ? log1p(-model.anyClick) : -Double.infinity
         var currentLogMiss = logMiss
         while true {
@@ -159,7 +169,7 @@ extension SimulatedLab {
             if gap == Int64.max || attempts + gap > maxAttempts {
                 networkState.attemptsSimulated += maxAttempts - attempts
                 let stopPs = startPs + maxAttempts * cycle
-                rng = g  // before the await: another call may draw while this one is suspended
+                store()
                 try await advanceNetwork(toPs: stopPs)
                 return .timedOut(attempts: maxAttempts, stopPs: stopPs)
             }
@@ -167,17 +177,47 @@ extension SimulatedLab {
             attempts += gap
             let attemptPs = startPs + (attempts - 1) * cycle
             if drifting {
-                model = try self.model(link, order: config.nodes, config: config, at: Double(attemptPs) * 1e-12)
+                do {
+                    model = try self.model(link, order: config.nodes, config: config, at: Double(attemptPs) * 1e-12)
+                } catch {
+                    store()
+                    throw error
+                }
                 currentLogMiss = model.anyClick < 1 ? log1p(-model.anyClick) : -Double.infinity
+            }
+            events += 1
+            if events & 0xFFFF == 0 {
+                // A loop that clicks on almost every attempt (dark counts far above the signal)
+                // must stay cancellable, and must not fill memory with clicks no pattern matches.
+                if Task.isCancelled || buffer.count > Self.maxClicksPerLoop {
+                    store()
+                    try Task.checkCancellation()
+                    throw DeviceError(
+                        device: node, .rejected,
+                        "the analyser recorded \(buffer.count) clicks in one attempt loop without a herald (dark or noise "
+                            + "counts far above the signal?): shorten the timeout or the detection window")
+                }
             }
             guard let outcome = model.draw(&g) else { continue }
             var clicked: UInt8 = 0
             let eventStart = buffer.count
+            // Which photon went where: the exchanged path (A's photon in the other mode) with its
+            // share of the pair's weight, so that photons told apart by their timing (a HOM scan
+            // far from the dip) are timed as the ones that were there.
+            var from = outcome.photonFrom
+            if outcome.exchange > 0, g.unitOpen() < outcome.exchange {
+                for d in 0..<4 where from[d] >= 0 && from[d] < 2 { from[d] = 1 - from[d] }
+            }
             for d in 0..<4 where (outcome.clicks >> UInt8(d)) & 1 == 1 {
-                let from = Int(outcome.photonFrom[d]) == 2 ? 0 : Int(outcome.photonFrom[d])
                 let offset: Double  // seconds from the attempt's start
-                if from >= 0 {
-                    offset = Self.arrival(nodes[from], delay: model.delays[from], config: config, &g)
+                if from[d] == 2 {
+                    // Both photons in one mode: the click is the earlier one.
+                    offset = min(
+                        Self.arrival(nodes[0], delay: model.delays[0], config: config, &g),
+                        Self.arrival(nodes[1], delay: model.delays[1], config: config, &g))
+                } else if from[d] >= 0 {
+                    let k = Int(from[d])
+                    offset = Self.arrival(nodes[k], delay: model.delays[k], config: config, &g)
                 } else {
                     offset = Double(config.windowStartPs) * 1e-12 + g.unitOpen() * Double(config.windowLengthPs) * 1e-12
                 }
@@ -199,11 +239,14 @@ extension SimulatedLab {
             }
             let state = model.states[outcome.state].dephased(factors[0], factors[1])
             networkState.pending[link.name] = (config.nodes, state, [false, false])
-            rng = g
+            store()
             try await advanceNetwork(toPs: attemptPs + cycle)
             return .herald(timePs: attemptPs, pattern: pattern, attempts: attempts)
         }
     }
+
+    /// Clicks one attempt loop may gather without a herald before it is refused (about 130 MB).
+    static let maxClicksPerLoop = 8 << 20
 
     /// A photon's arrival time after its attempt's start, drawn inside the detection window.
     static func arrival(_ node: QuantumNodeParameters, delay: Double, config: EntanglerConfiguration, _ rng: inout SeededGenerator) -> Double {
@@ -244,14 +287,15 @@ extension SimulatedLab {
 
     /// The clicks of `links` (all links when empty) since the last collection, in time order.
     public func collectAnalyserClicks(links: [String]) -> (TagBlock, AcquisitionInterval) {
-        let start = networkState.collectedUntilPs, stop = max(start, nowPs)
+        let key = links.sorted().joined(separator: ",")
+        let start = networkState.collectedUntilPs[key] ?? 0, stop = max(start, nowPs)
         var all: [(time: Int64, channel: UInt8)] = []
         for (name, clicks) in networkState.clicks where links.isEmpty || links.contains(name) {
             all.append(contentsOf: clicks)
             networkState.clicks[name] = []
         }
         all.sort { $0.time < $1.time }
-        networkState.collectedUntilPs = stop
+        networkState.collectedUntilPs[key] = stop
         let block = TagBlock(timestamps: all.map(\.time), channels: all.map(\.channel))
         return (block, AcquisitionInterval(startPs: start, stopPs: stop, tags: block.count))
     }

@@ -113,6 +113,10 @@ public actor SimulatedLab {
     /// once per herald, and a clock sleep costs a round of task yields each time. Realtime
     /// runs still take the time on the wall.
     func advanceNetwork(toPs ps: Int64) async throws {
+        // Lab time is Int64 picoseconds: beyond 2⁶² (53 days) the loops' arithmetic could overflow.
+        guard ps < 1 << 62 else {
+            throw DeviceError(device: "simulated lab", .rejected, "the simulated lab's clock would pass 53 days of lab time")
+        }
         let step = ps - nowPs
         guard step > 0 else { return }
         if pacing == .realtime { try await Task.sleep(for: .nanoseconds(step / 1000)) }

@@ -138,7 +138,10 @@ enum EntanglementAnalysis {
             values[Figure.attemptRate.key] = a / t
         }
         values["timeouts"] = Double(points.reduce(0) { $0 + ($1.summary?.timeouts ?? 0) })
-        rates(heralds.count) { $0 }
+        // Together: the heralding patterns only (a HOM scan's same-polarisation coincidences
+        // are counted per pattern, not as heralds).
+        let heralding = Set(spec.patterns.indices.filter { spec.patterns[$0].state != nil })
+        rates(heralds.reduce(0) { $0 + (heralding.contains($1.patternIndex) ? 1 : 0) }) { $0 }
 
         // Per pattern, and per heralded state.
         var byState: [BellState: Parity] = [:]
@@ -251,10 +254,13 @@ enum EntanglementAnalysis {
             var parities = [Parity](repeating: Parity(), count: bins)
             for h in heralds {
                 guard spec.patterns.indices.contains(h.patternIndex), let state = spec.patterns[h.patternIndex].state else { continue }
-                let k = min(bins - 1, max(0, Int(Double(h.timePs - first) / Double(last - first) * Double(bins))))
+                // In Double and clamped before the conversion: a damaged file's times must not trap.
+                let x = (Double(h.timePs) - Double(first)) / (Double(last) - Double(first)) * Double(bins)
+                guard x.isFinite else { continue }
+                let k = Int(max(0, min(Double(bins - 1), x.rounded(.down))))
                 parities[k].add(h, state: state)
             }
-            let width = Double(last - first) * 1e-12 / Double(bins)
+            let width = (Double(last) - Double(first)) * 1e-12 / Double(bins)
             var time: [Double] = [], fid: [Double] = [], fidErr: [Double] = []
             for (k, p) in parities.enumerated() {
                 time.append((Double(k) + 0.5) * width)

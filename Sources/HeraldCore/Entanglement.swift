@@ -271,7 +271,8 @@ public struct EntanglementRecord: Sendable, Equatable {
         self.outer = outer
     }
 
-    public var seconds: Double { Double(stopPs - startPs) * 1e-12 }
+    /// In Double: a damaged file's times must not overflow the subtraction.
+    public var seconds: Double { (Double(stopPs) - Double(startPs)) * 1e-12 }
 }
 
 /// The simulated network as a script's `simulation.network` block writes it: each section's

@@ -139,7 +139,9 @@ public struct StoredRun {
         let start = try p.dataset("start_ps").read(Int64.self), stop = try p.dataset("stop_ps").read(Int64.self)
         let pointAttempts = try p.dataset("attempts").read(Int64.self), pointHeralds = try p.dataset("heralds").read(Int64.self)
         let timeouts = try p.dataset("timeouts").read(Int64.self), outer = try p.dataset("outer_index").read(Int64.self)
-        let cycle = Int64(((try g.attribute("cycle_s", as: Double.self)) ?? 0) * 1e12)
+        let cycle = Int64(clampingRounded: ((try g.attribute("cycle_s", as: Double.self)) ?? 0) * 1e12)
+        // 2⁶⁰ ps is 13 days: beyond it the analysis' arithmetic could overflow, as for sweeps.
+        func sane(_ t: Int64) -> Bool { t.magnitude < 1 << 60 }
         // A crash can leave the last row short: read only what every column has.
         let rows = ([time.count, pattern.count, attempts.count] + bases.map(\.count) + outcomes.map(\.count) + counts.map(\.count)).min() ?? 0
         let pointRows = [start.count, stop.count, pointAttempts.count, pointHeralds.count, timeouts.count, outer.count].min() ?? 0
@@ -147,6 +149,9 @@ public struct StoredRun {
         var out: [(EntanglementRecord, [HeraldRecord])] = []
         var next = 0
         for i in 0..<pointRows {
+            guard sane(start[i]), sane(stop[i]), start[i] <= stop[i] else {
+                throw StoreError(path: place, "point \(i) covers [\(start[i]), \(stop[i])) ps, which no run can; the file is damaged", kind: .invalidFile)
+            }
             guard pointHeralds[i] >= 0, pointHeralds[i] <= Int64(rows - next) else {
                 throw StoreError(path: place, "point \(i) claims \(pointHeralds[i]) heralds beyond the \(rows) stored; the file is damaged", kind: .invalidFile)
             }
@@ -157,6 +162,9 @@ public struct StoredRun {
             }
             var heralds: [HeraldRecord] = []
             for (k, j) in (next..<(next + Int(pointHeralds[i]))).enumerated() {
+                guard sane(time[j]) else {
+                    throw StoreError(path: place, "herald \(j) is at \(time[j]) ps, which no run reaches; the file is damaged", kind: .invalidFile)
+                }
                 let b = bases.map { ReadoutBasis(index: Int($0[j])) }
                 guard b.allSatisfy({ $0 != nil }) else {
                     throw StoreError(path: place, "herald \(j) has a basis code outside 0–2; the file is damaged", kind: .invalidFile)
@@ -171,6 +179,34 @@ public struct StoredRun {
                 (EntanglementRecord(
                     dataset: dataset.name, startPs: start[i], stopPs: stop[i], attempts: pointAttempts[i], heralds: Int(pointHeralds[i]),
                     timeouts: Int(timeouts[i]), cyclePs: cycle, outer: ref), heralds))
+        }
+        // Heralds after the last finished point: the point a crash or failure cut short. They
+        // are kept as a point of their own, spanning its heralds (its attempts after the last
+        // herald and its timeouts were never recorded).
+        let heraldOuter = try g.dataset("outer_index").read(Int64.self)
+        if next < rows {
+            var heralds: [HeraldRecord] = []
+            for j in next..<rows {
+                let b = bases.map { ReadoutBasis(index: Int($0[j])) }
+                guard sane(time[j]), b.allSatisfy({ $0 != nil }) else {
+                    throw StoreError(path: place, "herald \(j) is damaged (time \(time[j]) ps)", kind: .invalidFile)
+                }
+                var ref: PointRef?
+                if let name = dataset.outer, heraldOuter.indices.contains(j), heraldOuter[j] >= 0 {
+                    let k = Int(heraldOuter[j])
+                    ref = PointRef(sweep: name, index: k, label: outerPoints.indices.contains(k) ? outerPoints[k].label : "")
+                }
+                heralds.append(
+                    HeraldRecord(
+                        dataset: dataset.name, index: j - next, timePs: time[j], pattern: Int(pattern[j]), attempts: attempts[j],
+                        bases: b.compactMap { $0 }, outcomes: outcomes.map { Int($0[j]) }, counts: counts.map { Int($0[j]) }, outer: ref))
+            }
+            let first = heralds.first?.timePs ?? 0, last = heralds.last?.timePs ?? 0
+            out.append(
+                (EntanglementRecord(
+                    dataset: dataset.name, startPs: first, stopPs: last.saturatingAddForRead(cycle),
+                    attempts: heralds.reduce(0) { $0 &+ max(0, $1.attempts) }, heralds: heralds.count, timeouts: 0, cyclePs: cycle,
+                    outer: heralds.first?.outer), heralds))
         }
         return out
     }
@@ -219,5 +255,13 @@ extension TagReader {
         TagBlock(
             timestamps: try timestamps.read(Int64.self, offset: range.lowerBound, count: range.count),
             channels: try detectors.read(UInt8.self, offset: range.lowerBound, count: range.count))
+    }
+}
+
+extension Int64 {
+    /// Saturating addition for values read from a file.
+    fileprivate func saturatingAddForRead(_ other: Int64) -> Int64 {
+        let (sum, overflow) = addingReportingOverflow(other)
+        return overflow ? .max : sum
     }
 }

@@ -267,6 +267,8 @@ extension Context {
             if fit == nil { error("fit must be one of \(EntanglementFit.allCases.map(\.rawValue).joined(separator: ", "))", at: f) }
             if fit != nil, let name, datasetDepth[name] != 1 {
                 error("a fit runs across the points of the sweep around '\(name)'; put the entangle step inside a sweep", at: f)
+            } else if fit != nil, let name, let outer = datasetOuter[name], openSweeps.contains(outer) {
+                error("a fit needs every point of sweep '\(outer)': put this step after the sweep, not inside it", at: f)
             }
         }
         guard let name, let spec = entangleSpecs[name] else { return nil }

@@ -110,5 +110,6 @@ extension Context {
         if datasets[name] != nil { error("a sweep or acquisition named '\(name)' is already defined", at: node) }
         datasets[name] = kind
         datasetDepth[name] = openSweeps.count
+        if let outer = openSweeps.last { datasetOuter[name] = outer }
     }
 }

@@ -90,8 +90,9 @@ struct Context {
     var devices: [String: DriverDescriptor] = [:]
     /// Data sets (sweeps and named acquisitions) defined so far: name → kind.
     var datasets: [String: DatasetKind] = [:]
-    /// How many sweeps each data set runs inside (0: top level).
+    /// How many sweeps each data set runs inside (0: top level), and the innermost one.
     var datasetDepth: [String: Int] = [:]
+    var datasetOuter: [String: String] = [:]
     /// Sweeps whose body is being compiled, outermost first.
     var openSweeps: [String] = []
     var parameters: [String: Parameter] = [:]

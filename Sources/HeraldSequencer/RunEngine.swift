@@ -120,14 +120,16 @@ public final class RunEngine: Sendable {
                 // One watchdog for every simulated call, instead of a deadline task per call: a
                 // cancelled Task.sleep keeps its timer (and memory) until its deadline, and an
                 // entangle step makes thousands of simulated calls a second.
-                let watch = simulatedCall, backstop = Self.simulatedDeviceBackstop
+                let watch = simulatedCall
+                watch.watching = true
                 group.addTask {
+                    defer { watch.watching = false }
                     while true {
                         try await Task.sleep(for: .seconds(1))
-                        if let overdue = watch.overdue(after: backstop) {
+                        if let overdue = watch.overdue() {
                             throw DeviceError(
                                 device: overdue.device, .timeout,
-                                "\(overdue.what) did not complete within the \(backstop) backstop for simulated devices")
+                                "\(overdue.what) did not complete within \(overdue.limit) (the real-time backstop for simulated devices)")
                         }
                     }
                 }
@@ -191,11 +193,11 @@ public final class RunEngine: Sendable {
         // A simulation cannot hang (it throws SimulatedHang instead): its real-time bound is
         // only a backstop, so a busy machine never fails a healthy simulated run.
         let simulated = device.answersWithoutWaiting
-        if simulated && heartbeat == nil {
-            // Bounded by the run's watchdog (see watchingPresence); timed-out simulated calls
-            // throw SimulatedHang at once, so there is nothing to wait for here.
+        if simulated && heartbeat == nil && simulatedCall.watching {
+            // Bounded by the run's watchdog (see watchingPresence), with the limit the deadline
+            // task would have had; timed-out simulated calls throw SimulatedHang at once.
             for attempt in 1...attempts {
-                let token = simulatedCall.begin(device: name, what: what)
+                let token = simulatedCall.begin(device: name, what: what, limit: max(limit, Self.simulatedDeviceBackstop))
                 defer { simulatedCall.end(token) }
                 do {
                     do {
@@ -453,7 +455,7 @@ public final class RunEngine: Sendable {
         var nowPs = startPs
         func done() -> Bool {
             if let n = spec.stop.heralds, heralds >= n { return true }
-            if let t = spec.stop.timePs, nowPs - startPs >= t { return true }
+            if let t = spec.stop.timePs, nowPs >= startPs.saturatingAdd(t) { return true }
             return false
         }
         while !done() {
@@ -465,8 +467,9 @@ public final class RunEngine: Sendable {
             let loopStartPs = nowPs
             switch outcome {
             case .timedOut(let n, let stopPs):
-                guard n >= 0, n <= spec.timeoutPs / max(1, spec.cyclePs) + 1, stopPs >= loopStartPs,
-                    stopPs <= loopStartPs + 2 * spec.timeoutPs + spec.cyclePs
+                // Time must advance: a loop that ends where it began would make the step spin.
+                guard n >= 0, n <= spec.timeoutPs / max(1, spec.cyclePs) + 1, stopPs > loopStartPs,
+                    stopPs <= loopStartPs.saturatingAdd(2 * spec.timeoutPs + spec.cyclePs)
                 else {
                     throw DeviceError(
                         device: master.entangler, .invalidResponse,
@@ -487,7 +490,7 @@ public final class RunEngine: Sendable {
             case .herald(let timePs, let pattern, let n):
                 // The loop started at the previous return; a herald must fall inside its timeout.
                 guard n >= 1, n <= max(1, spec.timeoutPs / max(1, spec.cyclePs)), timePs >= loopStartPs,
-                    timePs <= loopStartPs + spec.timeoutPs
+                    timePs <= loopStartPs.saturatingAdd(spec.timeoutPs)
                 else {
                     throw DeviceError(
                         device: master.entangler, .invalidResponse,
@@ -500,7 +503,7 @@ public final class RunEngine: Sendable {
                 consecutiveTimeouts = 0
                 attempts += n
                 sinceHerald += n
-                nowPs = timePs + spec.cyclePs
+                nowPs = timePs.saturatingAdd(spec.cyclePs)
                 let (a, b) = settings[heralds % settings.count]
                 var outcomes: [Int] = [], counts: [Int] = []
                 for (node, basis) in zip(link.nodes, [a, b]) {

@@ -182,24 +182,45 @@ final class SimulatedCallWatch: Sendable {
         var device: String
         var what: String
         var started: ContinuousClock.Instant
+        var limit: Duration
     }
-    private let current = Mutex<(next: Int, call: Call?)>((0, nil))
+    private struct State {
+        var next = 0
+        var call: Call?
+        /// True while the watchdog runs (the plan's steps); calls outside it (connect, the safe
+        /// state) keep their own deadline tasks.
+        var watching = false
+    }
+    private let state = Mutex(State())
 
-    func begin(device: String, what: String) -> Int {
-        current.withLock {
+    var watching: Bool {
+        get { state.withLock { $0.watching } }
+        set { state.withLock { $0.watching = newValue } }
+    }
+
+    func begin(device: String, what: String, limit: Duration) -> Int {
+        state.withLock {
             $0.next += 1
-            $0.call = Call(token: $0.next, device: device, what: what, started: .now)
+            $0.call = Call(token: $0.next, device: device, what: what, started: .now, limit: limit)
             return $0.next
         }
     }
 
-    func end(_ token: Int) { current.withLock { if $0.call?.token == token { $0.call = nil } } }
+    func end(_ token: Int) { state.withLock { if $0.call?.token == token { $0.call = nil } } }
 
-    /// The call in progress if it has run longer than `limit`.
-    func overdue(after limit: Duration) -> (device: String, what: String)? {
-        current.withLock { state in
-            guard let c = state.call, ContinuousClock.now - c.started > limit else { return nil }
-            return (c.device, c.what)
+    /// The call in progress if it has run longer than its limit.
+    func overdue() -> (device: String, what: String, limit: Duration)? {
+        state.withLock { state in
+            guard let c = state.call, ContinuousClock.now - c.started > c.limit else { return nil }
+            return (c.device, c.what, c.limit)
         }
+    }
+}
+
+extension Int64 {
+    /// `self + other`, saturating: times a device reports must not trap the engine's arithmetic.
+    func saturatingAdd(_ other: Int64) -> Int64 {
+        let (sum, overflow) = addingReportingOverflow(other)
+        return overflow ? (other > 0 ? .max : .min) : sum
     }
 }

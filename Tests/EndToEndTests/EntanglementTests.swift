@@ -143,14 +143,37 @@ import Testing
         #expect(report.status == .failed)
         #expect(report.failure == .device("entangler_a", .invalidResponse), "\(String(describing: report.failure))")
         #expect(report.reason?.contains("outside its loop's timeout") == true, "\(report.reason ?? "")")
-        let file = try RunFile.open(out)
-        defer { file.close() }
-        let g = try file.openGroup("user").openGroup("herald")
-        let times = try g.openGroup("heralds").openGroup("heralds").dataset("time_ps").read(Int64.self)
-        // About 196 heralds per second for 3 s came before the fault: all kept, none after it.
-        #expect(times.count > 300 && times.allSatisfy { $0 < 3_000_000_000_000 + 10_000_000_000 }, "\(times.count) heralds")
-        let log = try g.dataset("log").readStrings().joined(separator: "\n")
-        #expect(log.contains("safe state: entangler_a") && log.contains("safe state: entangler_b"), "\(log)")
+        // Read in a scope of its own: an open group keeps the file open for the recount below.
+        let times: [Int64] = try {
+            let file = try RunFile.open(out)
+            defer { file.close() }
+            let g = try file.openGroup("user").openGroup("herald")
+            let times = try g.openGroup("heralds").openGroup("heralds").dataset("time_ps").read(Int64.self)
+            // About 196 heralds per second for 3 s came before the fault: all kept, none after it.
+            #expect(times.count > 300 && times.allSatisfy { $0 < 3_000_000_000_000 + 10_000_000_000 }, "\(times.count) heralds")
+            let log = try g.dataset("log").readStrings().joined(separator: "\n")
+            #expect(log.contains("safe state: entangler_a") && log.contains("safe state: entangler_b"), "\(log)")
+            return times
+        }()
+        // The point the fault cut short is still analysed from the file: every herald counts.
+        let recount = try await Herald.recount(path: out)
+        let heralds = try #require(recount.last?.record.values["heralds"])
+        #expect(Int(heralds) == times.count, "recount \(heralds), file \(times.count)")
+    }
+
+    /// A fit across a sweep needs every point of it: inside the sweep's body it is refused.
+    @Test func aFitInsideItsSweepIsRefused() throws {
+        let text = try String(contentsOf: Paths.root.appendingPathComponent("Experiments/remote-entanglement-distance.yaml"), encoding: .utf8)
+            .replacingOccurrences(of: "            measure: parity\n  - entanglement: {sweep: heralds, fit: attenuation, drift_bins: 0}",
+                with: "            measure: parity\n        - entanglement: {sweep: heralds, fit: attenuation}")
+        #expect(text.contains("        - entanglement: {sweep: heralds, fit: attenuation}"))
+        let compiler = Herald.compiler(registry: Herald.descriptorRegistry)
+        #expect(throws: ScriptErrors.self) { try compiler.compile(text: text, file: "fit.yaml", mock: true) }
+        do {
+            _ = try compiler.compile(text: text, file: "fit.yaml", mock: true)
+        } catch let e as ScriptErrors {
+            #expect(e.diagnostics.contains { $0.message.contains("a fit needs every point of sweep 'length'") }, "\(e)")
+        }
     }
 
     /// A link that stops heralding fails the run once its attempt loops have timed out

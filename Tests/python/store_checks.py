@@ -176,10 +176,11 @@ def heralds(path):
                 if not abs(theirs - mine) <= tolerance * max(1.0, abs(mine)):
                     fail(f"{name}: {key} is {theirs}, numpy gives {mine}")
 
+            heralding = np.isin(pattern, [i for i, s in enumerate(states) if s != "none"])
             same("attempts", attempts)
-            same("heralds", len(pattern))
-            same("success_probability", len(pattern) / attempts)
-            same("herald_rate", len(pattern) / seconds)
+            same("heralds", heralding.sum())
+            same("success_probability", heralding.sum() / attempts)
+            same("herald_rate", heralding.sum() / seconds)
 
             def fidelity(mask):
                 F = -0.5
@@ -198,7 +199,6 @@ def heralds(path):
                     F = fidelity(pattern == i)
                     if F is not None:
                         same(f"fidelity.{pname}", F)
-            heralding = np.isin(pattern, [i for i, s in enumerate(states) if s != "none"])
             F = fidelity(heralding)
             if F is not None:
                 same("fidelity", F)
