@@ -7,7 +7,7 @@ DEB_PACKAGES := libhdf5-dev libdeflate-dev libusb-1.0-0-dev libudev-dev pkg-conf
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: deps demo test build bench fuzz
+.PHONY: deps demo test build bench fuzz protos
 
 # Installs only what is missing: Debian -dev packages for the C libraries, and the
 # Python packages the tests use as independent clients (h5py, numpy, scipy, phconvert) in .venv.
@@ -62,3 +62,16 @@ fuzz: deps
 	.build/debug/herald-fuzz script --iterations $(FUZZ_RUNS) --work .fuzz/script Experiments/*.yaml
 	.build/debug/herald-fuzz csv --iterations $(FUZZ_RUNS) --work .fuzz/csv Tests/Fuzz/corpus/*.csv
 	.build/debug/herald-fuzz runfile --iterations $(FUZZ_RUNS) --work .fuzz/runfile Tests/Fuzz/corpus/run-tomography-16.h5 Tests/Fuzz/corpus/run-heralds.h5
+
+# Regenerates the node protocol's Swift from Protos/ (committed: the plugin build is too slow
+# for CI). Needs protoc (Debian protobuf-compiler) and the two plugins, built once with
+#   swift build -c release --product protoc-gen-swift        (in a checkout of apple/swift-protobuf)
+#   swift build -c release --product protoc-gen-grpc-swift-2 (in a checkout of grpc/grpc-swift-protobuf)
+# and put on PATH or named by PROTOC_GEN_SWIFT / PROTOC_GEN_GRPC_SWIFT.
+PROTOC_GEN_SWIFT ?= $(shell command -v protoc-gen-swift)
+PROTOC_GEN_GRPC_SWIFT ?= $(shell command -v protoc-gen-grpc-swift-2)
+protos:
+	protoc --proto_path=Protos \
+	  --plugin=protoc-gen-swift=$(PROTOC_GEN_SWIFT) --swift_opt=Visibility=Public --swift_out=Sources/HeraldNodeProtocol/Generated \
+	  --plugin=protoc-gen-grpc-swift-2=$(PROTOC_GEN_GRPC_SWIFT) --grpc-swift-2_opt=Visibility=Public \
+	  --grpc-swift-2_out=Sources/HeraldNodeProtocol/Generated herald/node/v1/node.proto

@@ -26,6 +26,11 @@ let package = Package(
         .package(url: "https://github.com/pointfreeco/swift-clocks", from: "1.0.0"),
         .package(url: "https://github.com/apple/swift-crypto", "3.0.0"..<"5.0.0"),
         .package(url: "https://github.com/apple/swift-collections", from: "1.1.0"),
+        .package(url: "https://github.com/grpc/grpc-swift-2", from: "2.0.0"),
+        .package(url: "https://github.com/grpc/grpc-swift-nio-transport", from: "2.0.0"),
+        .package(url: "https://github.com/grpc/grpc-swift-protobuf", from: "2.0.0"),
+        .package(url: "https://github.com/apple/swift-protobuf", from: "1.28.0"),
+        .package(url: "https://github.com/apple/swift-certificates", from: "1.0.0"),
     ],
     targets: [
         // MARK: C system libraries (pkg-config; Debian -dev packages)
@@ -82,6 +87,30 @@ let package = Package(
         .target(
             name: "HeraldTTTR", dependencies: ["HeraldCore"],
             swiftSettings: swiftSettings + [.unsafeFlags(["-O"], .when(configuration: .debug))]),
+        // The node protocol: Protos/herald/node/v1/node.proto's generated messages and gRPC stubs
+        // (committed; `make protos` regenerates them) and their conversions to Herald's vocabulary.
+        .target(
+            name: "HeraldNodeProtocol",
+            dependencies: [
+                "HeraldCore",
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+            ],
+            swiftSettings: swiftSettings),
+        // Nodes: the agent that serves a host's devices over gRPC with mutual TLS, the remote
+        // devices a coordinator drives, leases, roles, the audit log and the lab CA.
+        .target(
+            name: "HeraldNode",
+            dependencies: [
+                "HeraldCore", "HeraldNodeProtocol",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings),
         // The C ABI of driver plugins (one header), and the loader that dlopens them.
         .target(name: "HeraldPluginABI", path: "Sources/HeraldPluginABI"),
         .target(name: "HeraldPlugins", dependencies: ["HeraldCore", "HeraldPluginABI"], swiftSettings: swiftSettings),
@@ -183,8 +212,10 @@ let package = Package(
             name: "EndToEndTests",
             dependencies: [
                 "HeraldRunner", "HeraldCore", "HeraldAnalysis", "HeraldStore", "HeraldRunReader", "HeraldTTTR", "SimulatedLab", "herald", "HeraldFuzz",
-                "DriverConformance", "HeraldPlugins", "HeraldUSBProtocols", "S15TDC1",
+                "DriverConformance", "HeraldPlugins", "HeraldUSBProtocols", "S15TDC1", "HeraldNode", "HeraldNodeProtocol",
                 .product(name: "Numerics", package: "swift-numerics"),
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
             ],
             swiftSettings: swiftSettings),
     ]

@@ -1,0 +1,56 @@
+import Foundation
+import Synchronization
+
+/// One command a node executed (or refused): who, what, when, and the result.
+public struct AuditEntry: Sendable, Codable, Equatable {
+    public var time: Date
+    public var who: String
+    public var what: String
+    public var device: String
+    public var result: String
+}
+
+/// The node's audit log: one JSON object a line, appended and flushed per command, so the
+/// log of a node that dies is complete up to its last command.
+public final class AuditLog: Sendable {
+    public let path: String
+    private let handle: Mutex<FileHandle?>
+
+    public init(path: String) throws {
+        self.path = path
+        if !FileManager.default.fileExists(atPath: path) {
+            guard FileManager.default.createFile(atPath: path, contents: nil) else {
+                throw NodeError("cannot create the audit log \(path)")
+            }
+        }
+        guard let h = FileHandle(forWritingAtPath: path) else { throw NodeError("cannot open the audit log \(path) for writing") }
+        h.seekToEndOfFile()
+        handle = Mutex(h)
+    }
+
+    public func append(_ entry: AuditEntry) {
+        let encoder = JSONEncoder()
+        encoder.dateEncodingStrategy = .iso8601
+        encoder.outputFormatting = [.sortedKeys]
+        guard var line = try? encoder.encode(entry) else { return }
+        line.append(0x0A)
+        handle.withLock { h in
+            h?.write(line)
+            try? h?.synchronize()
+        }
+    }
+
+    /// Every entry so far (for tests and `herald node audit`).
+    public static func read(_ path: String) throws -> [AuditEntry] {
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .iso8601
+        let text = try String(contentsOfFile: path, encoding: .utf8)
+        return try text.split(separator: "\n").map { try decoder.decode(AuditEntry.self, from: Data($0.utf8)) }
+    }
+}
+
+/// A node failed to start or to reach another.
+public struct NodeError: Error, Sendable, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}

@@ -1,0 +1,342 @@
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2
+import HeraldCore
+import HeraldNodeProtocol
+import Logging
+import X509
+
+/// What a caller may do, from the role in its client certificate's organisational unit.
+public enum NodeRole: String, Sendable {
+    /// May lease the node, set, acquire and put devices safe.
+    case controller
+    /// May only describe the node.
+    case observer
+}
+
+/// The devices one node serves, and the rules around them: one controller at a time (the
+/// lease holder), the lease's expiry putting every device safe, request ids that make a retried
+/// command a replay rather than a second application, and the audit log of every command.
+public actor NodeAgent {
+    public let name: String
+    let devices: [String: any Device]
+    let order: [String]
+    let audit: AuditLog?
+    let logger: Logger
+
+    struct Lease {
+        var holder: String
+        var expires: ContinuousClock.Instant
+        var length: Duration
+    }
+    private var lease: Lease?
+    /// Results of recent commands by request id (bounded: the oldest are forgotten).
+    private var results: [String: Herald_Node_V1_CallResult] = [:]
+    private var resultOrder: [String] = []
+    static let rememberedResults = 4096
+
+    public init(name: String, devices: [any Device], audit: AuditLog? = nil, logger: Logger = Logger(label: "herald.node")) {
+        self.name = name
+        self.devices = Dictionary(devices.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        self.order = devices.map(\.name)
+        self.audit = audit
+        self.logger = logger
+    }
+
+    public var description: Herald_Node_V1_DescribeResponse {
+        .with { r in
+            r.node = name
+            r.heraldVersion = NodeProtocolVersion.current
+            r.devices = order.compactMap { devices[$0] }.map { d in
+                .with {
+                    $0.name = d.name
+                    $0.driver = Herald_Node_V1_DriverDescriptor(d.descriptor)
+                    $0.channelCount = Int32((d as? any TimeTagger)?.channelCount ?? 0)
+                    $0.needsWallClock = d.needsWallClock
+                    $0.answersWithoutWaiting = d.answersWithoutWaiting
+                }
+            }
+        }
+    }
+
+    // MARK: The lease
+
+    /// Grants or renews the lease to `holder`; refuses while another controller holds it.
+    func beat(holder: String, length: Duration) -> (granted: Bool, holder: String) {
+        let now = ContinuousClock.now
+        if let current = lease, current.holder != holder, current.expires > now { return (false, current.holder) }
+        if lease?.holder != holder { record(who: holder, what: "lease", device: "", result: "granted for \(length)") }
+        lease = Lease(holder: holder, expires: now + length, length: length)
+        return (true, holder)
+    }
+
+    /// A clean release (the coordinator put the devices safe itself).
+    func release(holder: String) {
+        guard lease?.holder == holder else { return }
+        lease = nil
+        record(who: holder, what: "lease", device: "", result: "released")
+    }
+
+    /// Called about ten times a second: an expired lease puts every device safe.
+    func checkLease() async {
+        guard let current = lease, current.expires <= .now else { return }
+        lease = nil
+        logger.warning("lease of \(current.holder) expired: putting every device safe")
+        record(who: current.holder, what: "lease", device: "", result: "expired: safe state")
+        await safeStateAll()
+    }
+
+    func safeStateAll() async {
+        for name in order {
+            guard let device = devices[name] else { continue }
+            do {
+                try await device.enterSafeState()
+                record(who: "node", what: "safe state", device: name, result: "ok")
+            } catch {
+                logger.critical("\(name): could not enter its safe state: \(error)")
+                record(who: "node", what: "safe state", device: name, result: "FAILED: \(error)")
+            }
+        }
+    }
+
+    /// Throws unless `caller` may control the node now (a controller holding the lease).
+    func requireControl(_ caller: Caller) throws {
+        guard caller.role == .controller else {
+            throw RPCError(code: .permissionDenied, message: "\(caller.subject) is an observer: it may describe the node, not control it")
+        }
+        guard let current = lease, current.expires > .now else {
+            throw RPCError(code: .failedPrecondition, message: "node \(name) is not leased: take its lease before controlling it")
+        }
+        guard current.holder == caller.subject else {
+            throw RPCError(code: .failedPrecondition, message: "node \(name) is leased by \(current.holder)")
+        }
+    }
+
+    // MARK: Commands
+
+    func device(_ name: String) throws -> any Device {
+        guard let d = devices[name] else {
+            throw RPCError(code: .notFound, message: "node \(self.name) serves no device '\(name)'; it serves \(order.joined(separator: ", "))")
+        }
+        return d
+    }
+
+    /// Runs a command once per request id: a retry gets the first run's result.
+    func command(
+        _ caller: Caller, requestID: String, what: String, device name: String,
+        _ body: @Sendable (any Device) async throws -> Void
+    ) async throws -> Herald_Node_V1_CallResult {
+        try requireControl(caller)
+        if !requestID.isEmpty, var earlier = results[requestID] {
+            earlier.replayed = true
+            record(who: caller.subject, what: what + " (retry " + requestID + ")", device: name, result: "replayed")
+            return earlier
+        }
+        let d = try device(name)
+        var result = Herald_Node_V1_CallResult()
+        do {
+            try await body(d)
+            record(who: caller.subject, what: what, device: name, result: "ok")
+        } catch let e as DeviceError {
+            result.failure = Herald_Node_V1_DeviceFailure(e)
+            record(who: caller.subject, what: what, device: name, result: "\(e.kind.rawValue): \(e.detail)")
+        } catch is SimulatedHang {
+            result.failure = .with { $0.kind = DeviceError.Kind.timeout.rawValue; $0.detail = "\(what) did not complete (simulated instrument)" }
+            record(who: caller.subject, what: what, device: name, result: "timed out")
+        }
+        if !requestID.isEmpty {
+            results[requestID] = result
+            resultOrder.append(requestID)
+            if resultOrder.count > Self.rememberedResults { results[resultOrder.removeFirst()] = nil }
+        }
+        return result
+    }
+
+    func record(who: String, what: String, device: String, result: String) {
+        audit?.append(AuditEntry(time: Date(), who: who, what: what, device: device, result: result))
+    }
+}
+
+/// The caller of an RPC, from its client certificate (or the loopback plaintext mode, in
+/// which the one local caller is a controller).
+public struct Caller: Sendable {
+    public var subject: String
+    public var role: NodeRole
+}
+
+/// The node's gRPC service over its agent.
+public struct NodeService: Herald_Node_V1_Node.SimpleServiceProtocol {
+    let agent: NodeAgent
+    /// Loopback plaintext: no certificates, every caller the local controller.
+    let plaintext: Bool
+
+    public init(agent: NodeAgent, plaintext: Bool = false) {
+        self.agent = agent
+        self.plaintext = plaintext
+    }
+
+    func caller(_ context: ServerContext) throws -> Caller {
+        if plaintext { return Caller(subject: "local (plaintext loopback)", role: .controller) }
+        guard let tls = context.transportSpecific as? HTTP2ServerTransport.Posix.Context, let cert = tls.peerCertificate else {
+            throw RPCError(code: .unauthenticated, message: "no client certificate")
+        }
+        return try Caller(certificate: cert)
+    }
+
+    public func describe(request: Herald_Node_V1_DescribeRequest, context: ServerContext) async throws -> Herald_Node_V1_DescribeResponse {
+        let who = try caller(context)
+        await agent.record(who: who.subject, what: "describe", device: "", result: "ok")
+        return await agent.description
+    }
+
+    public func connect(request: Herald_Node_V1_DeviceRequest, context: ServerContext) async throws -> Herald_Node_V1_CallResult {
+        try await guarded(request.device) {
+            try await agent.command(try caller(context), requestID: request.requestID, what: "connect", device: request.device) {
+                try await $0.connect()
+            }
+        }
+    }
+
+    public func set(request: Herald_Node_V1_SetRequest, context: ServerContext) async throws -> Herald_Node_V1_CallResult {
+        let value: Value
+        do {
+            value = try request.value.decoded()
+        } catch {
+            throw RPCError(code: .invalidArgument, message: "set \(request.device).\(request.property): \(error)")
+        }
+        let property = request.property
+        return try await guarded(request.device) {
+            try await agent.command(
+                try caller(context), requestID: request.requestID, what: "set \(property)=\(value)", device: request.device
+            ) { try await $0.set(property, to: value) }
+        }
+    }
+
+    public func get(request: Herald_Node_V1_GetRequest, context: ServerContext) async throws -> Herald_Node_V1_GetResponse {
+        let who = try caller(context)
+        try await agent.requireControl(who)
+        let d = try await agent.device(request.device)
+        var response = Herald_Node_V1_GetResponse()
+        do {
+            response.value = Herald_Node_V1_Value(try await d.get(request.property))
+        } catch let e as DeviceError {
+            response.failure = Herald_Node_V1_DeviceFailure(e)
+        } catch is SimulatedHang {
+            response.failure = .with { $0.kind = DeviceError.Kind.timeout.rawValue; $0.detail = "get \(request.property) did not complete" }
+        }
+        return response
+    }
+
+    public func safeState(request: Herald_Node_V1_DeviceRequest, context: ServerContext) async throws -> Herald_Node_V1_CallResult {
+        try await agent.command(try caller(context), requestID: request.requestID, what: "safe state", device: request.device) {
+            try await $0.enterSafeState()
+        }
+    }
+
+    public func disconnect(request: Herald_Node_V1_DeviceRequest, context: ServerContext) async throws -> Herald_Node_V1_CallResult {
+        try await agent.command(try caller(context), requestID: request.requestID, what: "disconnect", device: request.device) {
+            await $0.disconnect()
+        }
+    }
+
+    public func acquire(
+        request: Herald_Node_V1_AcquireRequest, response: RPCWriter<Herald_Node_V1_TagBatch>, context: ServerContext
+    ) async throws {
+        let who = try caller(context)
+        try await agent.requireControl(who)
+        guard let tagger = try await agent.device(request.device) as? any TimeTagger else {
+            throw RPCError(code: .invalidArgument, message: "'\(request.device)' on node \(agent.name) is not a time tagger")
+        }
+        guard request.durationPs > 0, request.durationPs < 1_000_000 * 1_000_000_000_000 else {
+            throw RPCError(code: .invalidArgument, message: "an acquisition of \(request.durationPs) ps")
+        }
+        let duration = Duration.nanoseconds(request.durationPs / 1000)
+        await agent.record(who: who.subject, what: "acquire \(duration)", device: request.device, result: "started")
+        var last = Herald_Node_V1_TagBatch()
+        try await guarded(request.device) {
+            do {
+                let interval = try await tagger.acquire(for: duration) { block in
+                    // Batches go out as they come; the writer waits while the stream's window is
+                    // full, so a slow coordinator slows the tagger and memory stays bounded.
+                    var start = 0
+                    repeat {
+                        var batch = TagCodec.encode(block, from: start, count: TagCodec.batchTags)
+                        if start == 0 {
+                            batch.excluded = block.excluded.map { e in
+                                .with { $0.startPs = e.startPs; $0.stopPs = e.stopPs; $0.reason = e.reason }
+                            }
+                        }
+                        try await response.write(batch)
+                        start += TagCodec.batchTags
+                    } while start < block.count
+                }
+                last.interval = .with { $0.startPs = interval.startPs; $0.stopPs = interval.stopPs; $0.tags = Int64(interval.tags) }
+            } catch let e as DeviceError {
+                last.failure = Herald_Node_V1_DeviceFailure(e)
+            } catch is SimulatedHang {
+                last.failure = .with { $0.kind = DeviceError.Kind.timeout.rawValue; $0.detail = "acquire stopped delivering" }
+            }
+        }
+        try await response.write(last)
+        await agent.record(who: who.subject, what: "acquire \(duration)", device: request.device, result: last.hasFailure ? last.failure.detail : "ok")
+    }
+
+    public func lease(
+        request: RPCAsyncSequence<Herald_Node_V1_LeaseBeat, any Error>, response: RPCWriter<Herald_Node_V1_LeaseStatus>,
+        context: ServerContext
+    ) async throws {
+        let who = try caller(context)
+        guard who.role == .controller else {
+            throw RPCError(code: .permissionDenied, message: "\(who.subject) is an observer: it may not lease the node")
+        }
+        // A stream that ends or breaks just stops renewing: the lease then expires on its own,
+        // and the devices go safe, unless the coordinator released it with a zero-length beat.
+        for try await beat in request {
+            if beat.leaseMs == 0 {
+                await agent.release(holder: who.subject)
+                try await response.write(.with { $0.sequence = beat.sequence; $0.granted = false; $0.holder = "" })
+                return
+            }
+            let length = Duration.milliseconds(min(max(beat.leaseMs, 100), 60_000))
+            let (granted, holder) = await agent.beat(holder: who.subject, length: length)
+            try await response.write(.with { $0.sequence = beat.sequence; $0.granted = granted; $0.holder = holder })
+        }
+    }
+
+    /// Runs a device command so that a cancelled RPC (the coordinator gone, the call abandoned)
+    /// puts that device safe: gRPC does not cancel the handler's task by itself.
+    func guarded<T: Sendable>(_ device: String, _ body: () async throws -> T) async throws -> T {
+        let agent = self.agent
+        return try await withRPCCancellationHandler {
+            try await body()
+        } onCancelRPC: {
+            Task {
+                if let d = try? await agent.device(device) {
+                    try? await d.enterSafeState()
+                    await agent.record(who: "node", what: "safe state (call cancelled)", device: device, result: "ok")
+                }
+            }
+        }
+    }
+}
+
+extension Caller {
+    /// The subject and role of a client certificate: the role is its organisational unit.
+    init(certificate: Certificate) throws {
+        let subject = certificate.subject.description
+        var role: NodeRole?
+        for rdn in certificate.subject {
+            for attribute in rdn where attribute.type == .RDNAttributeType.organizationalUnitName {
+                role = NodeRole(rawValue: String(describing: attribute.value))
+            }
+        }
+        guard let role else {
+            throw RPCError(code: .permissionDenied, message: "certificate \(subject) carries no role (OU=controller or OU=observer)")
+        }
+        self.init(subject: subject, role: role)
+    }
+}
+
+public enum NodeProtocolVersion {
+    public static let current = "herald-node/1"
+}

@@ -1,0 +1,322 @@
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2
+import HeraldCore
+import HeraldNodeProtocol
+import Synchronization
+
+/// A connection from the coordinator to one node: its client, and the lease it holds on it.
+///
+/// The lease is renewed by beats in a bidirectional stream every `length / 4`; the node answers
+/// each one. A node whose answers stop for `lossAfter` counts as lost (a quiet stream is not a
+/// live one), and every device on it reports so through ``PresenceReporting``, which fails the
+/// run and puts every other node safe.
+public final class RemoteNode: Sendable {
+    public let name: String
+    public let address: String
+    let client: GRPCClient<HTTP2ClientTransport.Posix>
+    let node: Herald_Node_V1_Node.Client<HTTP2ClientTransport.Posix>
+    private let connections: Task<Void, any Error>
+    private let state = Mutex(LeaseState())
+    private let lostSignal = AsyncStream<DeviceError>.makeStream()
+
+    struct LeaseState {
+        var lastGrant: ContinuousClock.Instant?
+        var lost: DeviceError?
+        var keeper: Task<Void, Never>?
+        var watcher: Task<Void, Never>?
+    }
+
+    public init(name: String, host: String, port: Int, security: NodeSecurity) throws {
+        self.name = name
+        self.address = "\(host):\(port)"
+        let transportSecurity: HTTP2ClientTransport.Posix.TransportSecurity
+        switch security {
+        case .plaintextLoopback:
+            guard ["127.0.0.1", "::1", "localhost"].contains(host) else {
+                throw NodeError("node \(name): plaintext is for loopback only, not \(host)")
+            }
+            transportSecurity = .plaintext
+        case .mutualTLS(let cert, let key, let ca):
+            transportSecurity = .mTLS(certificateChain: [.file(path: cert, format: .pem)], privateKey: .file(path: key, format: .pem)) {
+                $0.trustRoots = .certificates([.file(path: ca, format: .pem)])
+                $0.serverCertificateVerification = .fullVerification
+            }
+        }
+        var config = HTTP2ClientTransport.Posix.Config.defaults
+        config.http2.maxFrameSize = 1 << 20
+        let transport = try HTTP2ClientTransport.Posix(
+            target: .ipv4(address: host, port: port), transportSecurity: transportSecurity, config: config)
+        client = GRPCClient(transport: transport)
+        node = Herald_Node_V1_Node.Client(wrapping: client)
+        let c = client
+        connections = Task { try await c.runConnections() }
+    }
+
+    deinit {
+        connections.cancel()
+    }
+
+    /// Call options of every command: bounded, and capped in size like the node's.
+    func options(timeout: Duration) -> CallOptions {
+        var o = CallOptions.defaults
+        o.timeout = timeout
+        o.maxResponseMessageBytes = nodeMaxMessageBytes
+        o.maxRequestMessageBytes = nodeMaxMessageBytes
+        return o
+    }
+
+    /// The devices the node serves, with their drivers' descriptors.
+    public func describe(timeout: Duration = .seconds(5)) async throws -> [(name: String, descriptor: DriverDescriptor, channels: Int)] {
+        let response: Herald_Node_V1_DescribeResponse
+        do {
+            response = try await node.describe(.init(), options: options(timeout: timeout))
+        } catch let e as RPCError {
+            throw NodeError("node \(name) at \(address): \(e.message.isEmpty ? "\(e.code)" : e.message)")
+        }
+        return try response.devices.map { d in
+            do {
+                return (d.name, try d.driver.decoded(node: name), Int(d.channelCount))
+            } catch {
+                throw NodeError("node \(name) describes device '\(d.name)' unreadably: \(error)")
+            }
+        }
+    }
+
+    // MARK: The lease
+
+    /// Takes the node's lease and keeps renewing it until ``release()``.
+    public func takeLease(length: Duration = .seconds(1), lossAfter: Duration = .seconds(1)) async throws {
+        let granted = AsyncStream<Result<Void, NodeError>>.makeStream()
+        let node = self.node, name = self.name
+        let beatMs = Int64(length.components.seconds * 1000 + length.components.attoseconds / 1_000_000_000_000_000)
+        let leaseOptions = options(timeout: .seconds(365 * 86_400))
+        // Strong captures: the tasks keep the node alive until release() or close() ends them.
+        let keeper = Task { [self] in
+            do {
+                try await node.lease(
+                    request: StreamingClientRequest { writer in
+                        var sequence: Int64 = 0
+                        while !Task.isCancelled {
+                            sequence += 1
+                            try await writer.write(.with { $0.sequence = sequence; $0.leaseMs = beatMs })
+                            try? await Task.sleep(for: length / 4)  // cancelled: fall through to the release
+                        }
+                        // A clean release: the coordinator has put the node's devices safe itself.
+                        try await writer.write(.with { $0.sequence = sequence + 1; $0.leaseMs = 0 })
+                    },
+                    options: leaseOptions
+                ) { response in
+                    for try await status in response.messages {
+                        if status.granted {
+                            self.state.withLock { $0.lastGrant = .now }
+                            granted.continuation.yield(.success(()))
+                        } else if !status.holder.isEmpty {
+                            granted.continuation.yield(.failure(NodeError("node \(name) is leased by \(status.holder)")))
+                            return
+                        }
+                    }
+                }
+            } catch {
+                if !Task.isCancelled { self.lose(DeviceError(device: name, .disconnected, "node \(name): its lease stream broke (\(error))")) }
+                granted.continuation.yield(.failure(NodeError("node \(name): \(error)")))
+            }
+        }
+        let watcher = Task { [self] in
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .milliseconds(100))
+                if Task.isCancelled { return }
+                let last = state.withLock { $0.lastGrant }
+                if let last, ContinuousClock.now - last > lossAfter {
+                    lose(DeviceError(device: name, .disconnected, "node \(name) at \(address) answered no lease beat for \(lossAfter)"))
+                    return
+                }
+            }
+        }
+        state.withLock {
+            $0.keeper = keeper
+            $0.watcher = watcher
+        }
+        for await first in granted.stream {
+            switch first {
+            case .success: return
+            case .failure(let e): throw e
+            }
+        }
+    }
+
+    /// Stops renewing and releases the lease (after the run put the devices safe).
+    public func release() {
+        let (keeper, watcher) = state.withLock { ($0.keeper, $0.watcher) }
+        watcher?.cancel()
+        keeper?.cancel()
+    }
+
+    func lose(_ error: DeviceError) {
+        let first = state.withLock { s -> Bool in
+            guard s.lost == nil else { return false }
+            s.lost = error
+            return true
+        }
+        if first { lostSignal.continuation.yield(error) }
+    }
+
+    /// Returns when the node is lost.
+    func lost() async -> DeviceError {
+        if let e = state.withLock({ $0.lost }) { return e }
+        for await e in lostSignal.stream { return e }
+        return DeviceError(device: name, .disconnected, "node \(name) was lost")
+    }
+
+    public func close() {
+        release()
+        connections.cancel()
+    }
+
+    /// Drops the connection without releasing the lease, as a killed coordinator does (tests).
+    public func abandon() {
+        let (keeper, watcher) = state.withLock { ($0.keeper, $0.watcher) }
+        watcher?.cancel()
+        client.beginGracefulShutdown()
+        connections.cancel()
+        keeper?.cancel()
+    }
+}
+
+/// A device on a node, driven through the node protocol as if it were local: the engine's
+/// timeouts, retries, interlocks and safe state apply unchanged.
+public final class RemoteDevice: TimeTagger, PresenceReporting {
+    public let name: String
+    public let descriptor: DriverDescriptor
+    public let channelCount: Int
+    let remote: String
+    let node: RemoteNode
+    let timeout: Duration
+
+    public init(name: String, remote: String? = nil, descriptor: DriverDescriptor, channels: Int, node: RemoteNode, timeout: Duration = .seconds(5)) {
+        self.name = name
+        self.remote = remote ?? name
+        self.descriptor = descriptor
+        self.channelCount = channels
+        self.node = node
+        self.timeout = timeout
+    }
+
+    public var needsWallClock: Bool { true }
+    public var answersWithoutWaiting: Bool { false }
+
+    func failure(_ f: Herald_Node_V1_DeviceFailure) -> DeviceError { f.decoded(device: name, node: node.name) }
+
+    /// Maps transport failures to the device errors the engine knows.
+    func mapped(_ e: RPCError) -> DeviceError {
+        switch e.code {
+        case .deadlineExceeded: return DeviceError(device: name, .timeout, "node \(node.name): \(e.message)")
+        case .permissionDenied, .failedPrecondition, .invalidArgument, .notFound, .unauthenticated:
+            return DeviceError(device: name, .rejected, "node \(node.name): \(e.message)")
+        default: return DeviceError(device: name, .disconnected, "node \(node.name) at \(node.address): \(e.code) \(e.message)")
+        }
+    }
+
+    /// A command, retried once with the same request id when the transport failed: the node
+    /// answers a retry of a command it already ran from its record.
+    func command(_ what: (String) async throws -> Herald_Node_V1_CallResult) async throws {
+        let id = UUID().uuidString
+        var result: Herald_Node_V1_CallResult
+        do {
+            result = try await what(id)
+        } catch let e as RPCError where e.code == .unavailable {
+            do { result = try await what(id) } catch let e as RPCError { throw mapped(e) }
+        } catch let e as RPCError {
+            throw mapped(e)
+        }
+        if result.hasFailure { throw failure(result.failure) }
+    }
+
+    public func connect() async throws {
+        let remote = self.remote
+        try await command { id in try await node.node.connect(.with { $0.requestID = id; $0.device = remote }, options: node.options(timeout: timeout)) }
+    }
+
+    public func set(_ property: String, to value: Value) async throws {
+        let remote = self.remote
+        try await command { id in
+            try await node.node.set(
+                .with {
+                    $0.requestID = id
+                    $0.device = remote
+                    $0.property = property
+                    $0.value = Herald_Node_V1_Value(value)
+                }, options: node.options(timeout: timeout))
+        }
+    }
+
+    public func get(_ property: String) async throws -> Value {
+        let response: Herald_Node_V1_GetResponse
+        do {
+            response = try await node.node.get(.with { $0.device = remote; $0.property = property }, options: node.options(timeout: timeout))
+        } catch let e as RPCError {
+            throw mapped(e)
+        }
+        if response.hasFailure { throw failure(response.failure) }
+        do {
+            return try response.value.decoded()
+        } catch {
+            throw DeviceError(device: name, .invalidResponse, "node \(node.name) answered get \(property) with \(error)")
+        }
+    }
+
+    public func enterSafeState() async throws {
+        let remote = self.remote
+        try await command { id in try await node.node.safeState(.with { $0.requestID = id; $0.device = remote }, options: node.options(timeout: timeout)) }
+    }
+
+    public func disconnect() async {
+        let remote = self.remote
+        try? await command { id in try await node.node.disconnect(.with { $0.requestID = id; $0.device = remote }, options: node.options(timeout: timeout)) }
+    }
+
+    public func vanished() async -> DeviceError {
+        let e = await node.lost()
+        return DeviceError(device: name, e.kind, e.detail)
+    }
+
+    public func acquire(for duration: Duration, deliver: @Sendable (TagBlock) async throws -> Void) async throws -> AcquisitionInterval {
+        let ps = duration.components.seconds * 1_000_000_000_000 + duration.components.attoseconds / 1_000_000
+        let request = Herald_Node_V1_AcquireRequest.with {
+            $0.requestID = UUID().uuidString
+            $0.device = remote
+            $0.durationPs = ps
+        }
+        let name = self.name, nodeName = node.name, node = self.node
+        // Each batch is handed on as it arrives, inside the call: while the consumers are behind,
+        // no more is read, and gRPC's flow control makes the node's tagger wait.
+        do {
+            return try await withoutActuallyEscaping(deliver) { deliver in
+                try await node.node.acquire(request, options: node.options(timeout: duration + timeout)) { response in
+                    var last: AcquisitionInterval?
+                    for try await batch in response.messages {
+                        if batch.hasFailure { throw batch.failure.decoded(device: name, node: nodeName) }
+                        if batch.count > 0 || !batch.excluded.isEmpty {
+                            let block: TagBlock
+                            do {
+                                block = try TagCodec.decode(batch)
+                            } catch {
+                                throw DeviceError(device: name, .invalidResponse, "node \(nodeName) sent a tag batch that does not decode: \(error)")
+                            }
+                            try await deliver(block)
+                        }
+                        if batch.hasInterval {
+                            last = AcquisitionInterval(startPs: batch.interval.startPs, stopPs: batch.interval.stopPs, tags: Int(batch.interval.tags))
+                        }
+                    }
+                    guard let last else {
+                        throw DeviceError(device: name, .invalidResponse, "node \(nodeName) ended the acquisition without its interval")
+                    }
+                    return last
+                }
+            }
+        } catch let e as RPCError {
+            throw mapped(e)
+        }
+    }
+}
