@@ -123,7 +123,7 @@ let package = Package(
             dependencies: [
                 "HeraldCore", "HeraldScript", "HeraldSequencer", "HeraldStore", "HeraldRunReader", "HeraldHDF5", "HeraldAnalysis", "HeraldPlugins",
                 "SimulatedLab", "MockLaser", "MockRotator", "MockTimeTagger", "MockShutter", "MockCounter", "MockNetwork", "ReplayTimeTagger",
-                "ThorlabsITC4001", "ThorlabsElliptec", "S15TDC1",
+                "ThorlabsITC4001", "ThorlabsElliptec", "S15TDC1", "HeraldNode",
                 .product(name: "Clocks", package: "swift-clocks"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -132,7 +132,7 @@ let package = Package(
             name: "herald",
             dependencies: [
                 "HeraldRunner", "HeraldCore", "HeraldScript", "HeraldUSB", "HeraldAnalysis", "HeraldStore", "HeraldRunReader", "HeraldTTTR",
-                "DriverConformance",
+                "DriverConformance", "HeraldNode",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],

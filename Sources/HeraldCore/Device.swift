@@ -180,6 +180,8 @@ public struct DeviceConfig: Sendable {
     /// Time allowed for one device call, and how often a timed-out call is retried.
     public var callTimeout: Duration
     public var retries: Int
+    /// The node the device lives on (`node:` in the script); nil for a device of this host.
+    public var node: String?
 
     public static let defaultCallTimeout = Duration.seconds(5)
     public static let defaultRetries = 1

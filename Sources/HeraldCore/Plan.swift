@@ -17,6 +17,8 @@ public struct Plan: Sendable {
     public var includedFiles: [IncludedFile] = []
     /// The simulated network the script describes (`simulation.network`), for the record.
     public var network: NetworkDescription?
+    /// The hosts whose node agents serve some of the devices (`nodes:`).
+    public var nodes: [NodeAddress] = []
 
     public init(name: String, scriptPath: String, scriptText: String, devices: [DeviceConfig], steps: [PlanStep]) {
         self.name = name
@@ -352,3 +354,35 @@ public enum EntanglementFit: String, Sendable, Codable, CaseIterable {
     /// The same dip for Gaussian photons: r(δ) = A·(1 − V·e^{−(δ−c)²/w²}).
     case homDipGaussian = "hom-dip-gaussian"
 }
+
+/// A node as a script's `nodes:` block names it: where its agent listens.
+public struct NodeAddress: Sendable, Hashable, Codable {
+    public var name: String
+    public var host: String
+    public var port: Int
+    public var location: SourceLocation?
+
+    public init(name: String, host: String, port: Int, location: SourceLocation? = nil) {
+        self.name = name
+        self.host = host
+        self.port = port
+        self.location = location
+    }
+
+    public var address: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+
+    /// `host:port` (or `[v6]:port`), or nil.
+    public static func parse(name: String, _ text: String, location: SourceLocation? = nil) -> NodeAddress? {
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), (1...65535).contains(port) else {
+            return nil
+        }
+        var host = String(text[..<colon])
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        guard !host.isEmpty, host.allSatisfy({ $0.isLetter || $0.isNumber || ".-:".contains($0) }) else { return nil }
+        return NodeAddress(name: name, host: host, port: port, location: location)
+    }
+}
+
+/// What the nodes of a multi-node script serve, fetched before the script is compiled:
+/// node name → device name → the driver descriptor there.
+public typealias NodeCatalogue = [String: [String: DriverDescriptor]]

@@ -12,11 +12,15 @@ public enum NodeRole: String, Sendable {
     case controller
     /// May only describe the node.
     case observer
+    /// Another node: controls the devices it serves on another node's behalf (the simulated
+    /// world's devices, for the nodes whose mocks live there), like a controller.
+    case node
 }
 
-/// The devices one node serves, and the rules around them: one controller at a time (the
-/// lease holder), the lease's expiry putting every device safe, request ids that make a retried
-/// command a replay rather than a second application, and the audit log of every command.
+/// The devices one node serves, and the rules around them: one controller per device at a
+/// time (a lease holder, from its first command), a lease's expiry putting its devices safe,
+/// request ids that make a retried command a replay rather than a second application, and the
+/// audit log of every command.
 public actor NodeAgent {
     public let name: String
     let devices: [String: any Device]
@@ -25,11 +29,14 @@ public actor NodeAgent {
     let logger: Logger
 
     struct Lease {
-        var holder: String
         var expires: ContinuousClock.Instant
         var length: Duration
     }
-    private var lease: Lease?
+    /// Live leases by holder: several controllers may hold one (a simulated world serves two
+    /// nodes' devices), but each device has one controller at a time, the first holder that
+    /// commanded it, until its lease ends.
+    private var leases: [String: Lease] = [:]
+    private var claims: [String: String] = [:]
     /// Results of recent commands by request id (bounded: the oldest are forgotten).
     private var results: [String: Herald_Node_V1_CallResult] = [:]
     private var resultOrder: [String] = []
@@ -54,40 +61,44 @@ public actor NodeAgent {
                     $0.channelCount = Int32((d as? any TimeTagger)?.channelCount ?? 0)
                     $0.needsWallClock = d.needsWallClock
                     $0.answersWithoutWaiting = d.answersWithoutWaiting
+                    $0.streams = d is any StreamingTagger
                 }
             }
         }
     }
 
-    // MARK: The lease
+    // MARK: Leases
 
-    /// Grants or renews the lease to `holder`; refuses while another controller holds it.
+    /// Grants or renews `holder`'s lease.
     func beat(holder: String, length: Duration) -> (granted: Bool, holder: String) {
-        let now = ContinuousClock.now
-        if let current = lease, current.holder != holder, current.expires > now { return (false, current.holder) }
-        if lease?.holder != holder { record(who: holder, what: "lease", device: "", result: "granted for \(length)") }
-        lease = Lease(holder: holder, expires: now + length, length: length)
+        if leases[holder] == nil { record(who: holder, what: "lease", device: "", result: "granted for \(length)") }
+        leases[holder] = Lease(expires: .now + length, length: length)
         return (true, holder)
     }
 
-    /// A clean release (the coordinator put the devices safe itself).
+    /// A clean release (the coordinator put its devices safe itself): its devices are free.
     func release(holder: String) {
-        guard lease?.holder == holder else { return }
-        lease = nil
+        guard leases.removeValue(forKey: holder) != nil else { return }
+        claims = claims.filter { $0.value != holder }
         record(who: holder, what: "lease", device: "", result: "released")
     }
 
-    /// Called about ten times a second: an expired lease puts every device safe.
+    /// Called about ten times a second: an expired lease puts every device it controlled safe.
     func checkLease() async {
-        guard let current = lease, current.expires <= .now else { return }
-        lease = nil
-        logger.warning("lease of \(current.holder) expired: putting every device safe")
-        record(who: current.holder, what: "lease", device: "", result: "expired: safe state")
-        await safeStateAll()
+        let now = ContinuousClock.now
+        for (holder, lease) in leases where lease.expires <= now {
+            leases[holder] = nil
+            claims = claims.filter { $0.value != holder }
+            // Its devices, and any no other live controller holds: nothing is left unattended.
+            let mine = order.filter { claims[$0] == nil }
+            logger.warning("lease of \(holder) expired: putting \(mine.isEmpty ? "no device" : mine.joined(separator: ", ")) safe")
+            record(who: holder, what: "lease", device: "", result: "expired: safe state of \(mine.joined(separator: ", "))")
+            await safeState(mine)
+        }
     }
 
-    func safeStateAll() async {
-        for name in order {
+    func safeState(_ names: [String]) async {
+        for name in names {
             guard let device = devices[name] else { continue }
             do {
                 try await device.enterSafeState()
@@ -99,17 +110,19 @@ public actor NodeAgent {
         }
     }
 
-    /// Throws unless `caller` may control the node now (a controller holding the lease).
-    func requireControl(_ caller: Caller) throws {
-        guard caller.role == .controller else {
+    /// Throws unless `caller` may control `device` now: a controller with a live lease, and the
+    /// device's controller (it becomes so by its first command).
+    func requireControl(_ caller: Caller, device: String) throws {
+        guard caller.role != .observer else {
             throw RPCError(code: .permissionDenied, message: "\(caller.subject) is an observer: it may describe the node, not control it")
         }
-        guard let current = lease, current.expires > .now else {
-            throw RPCError(code: .failedPrecondition, message: "node \(name) is not leased: take its lease before controlling it")
+        guard let lease = leases[caller.subject], lease.expires > .now else {
+            throw RPCError(code: .failedPrecondition, message: "\(caller.subject) holds no lease on node \(name): take it before controlling it")
         }
-        guard current.holder == caller.subject else {
-            throw RPCError(code: .failedPrecondition, message: "node \(name) is leased by \(current.holder)")
+        if let holder = claims[device], holder != caller.subject {
+            throw RPCError(code: .failedPrecondition, message: "device '\(device)' on node \(name) is controlled by \(holder)")
         }
+        claims[device] = caller.subject
     }
 
     // MARK: Commands
@@ -126,7 +139,8 @@ public actor NodeAgent {
         _ caller: Caller, requestID: String, what: String, device name: String,
         _ body: @Sendable (any Device) async throws -> Void
     ) async throws -> Herald_Node_V1_CallResult {
-        try requireControl(caller)
+        _ = try device(name)
+        try requireControl(caller, device: name)
         if !requestID.isEmpty, var earlier = results[requestID] {
             earlier.replayed = true
             record(who: caller.subject, what: what + " (retry " + requestID + ")", device: name, result: "replayed")
@@ -214,8 +228,8 @@ public struct NodeService: Herald_Node_V1_Node.SimpleServiceProtocol {
 
     public func get(request: Herald_Node_V1_GetRequest, context: ServerContext) async throws -> Herald_Node_V1_GetResponse {
         let who = try caller(context)
-        try await agent.requireControl(who)
         let d = try await agent.device(request.device)
+        try await agent.requireControl(who, device: request.device)
         var response = Herald_Node_V1_GetResponse()
         do {
             response.value = Herald_Node_V1_Value(try await d.get(request.property))
@@ -243,13 +257,13 @@ public struct NodeService: Herald_Node_V1_Node.SimpleServiceProtocol {
         request: Herald_Node_V1_AcquireRequest, response: RPCWriter<Herald_Node_V1_TagBatch>, context: ServerContext
     ) async throws {
         let who = try caller(context)
-        try await agent.requireControl(who)
         guard let tagger = try await agent.device(request.device) as? any TimeTagger else {
             throw RPCError(code: .invalidArgument, message: "'\(request.device)' on node \(agent.name) is not a time tagger")
         }
         guard request.durationPs > 0, request.durationPs < 1_000_000 * 1_000_000_000_000 else {
             throw RPCError(code: .invalidArgument, message: "an acquisition of \(request.durationPs) ps")
         }
+        try await agent.requireControl(who, device: request.device)
         let duration = Duration.nanoseconds(request.durationPs / 1000)
         await agent.record(who: who.subject, what: "acquire \(duration)", device: request.device, result: "started")
         var last = Herald_Node_V1_TagBatch()
@@ -281,12 +295,98 @@ public struct NodeService: Herald_Node_V1_Node.SimpleServiceProtocol {
         await agent.record(who: who.subject, what: "acquire \(duration)", device: request.device, result: last.hasFailure ? last.failure.detail : "ok")
     }
 
+    public func configure(request: Herald_Node_V1_ConfigureRequest, context: ServerContext) async throws -> Herald_Node_V1_CallResult {
+        let c = request.configuration
+        let configuration = EntanglerConfiguration(
+            link: c.link, nodes: c.nodes, cyclePs: c.cyclePs, windowStartPs: c.windowStartPs, windowLengthPs: c.windowLengthPs,
+            patterns: c.patterns.map { $0.channels.map(Int.init) }, timeoutPs: c.timeoutPs)
+        return try await guarded(request.device) {
+            try await agent.command(try caller(context), requestID: request.requestID, what: "configure link \(c.link)", device: request.device) {
+                guard let e = $0 as? any Entangler else { throw DeviceError(device: $0.name, .unsupported, "is not an entangler") }
+                try await e.configure(configuration)
+            }
+        }
+    }
+
+    public func runAttemptLoop(request: Herald_Node_V1_DeviceRequest, context: ServerContext) async throws -> Herald_Node_V1_AttemptOutcome {
+        let who = try caller(context)
+        guard let e = try await agent.device(request.device) as? any Entangler else {
+            throw RPCError(code: .invalidArgument, message: "'\(request.device)' on node \(agent.name) is not an entangler")
+        }
+        try await agent.requireControl(who, device: request.device)
+        var out = Herald_Node_V1_AttemptOutcome()
+        try await guarded(request.device) {
+            do {
+                switch try await e.runAttemptLoop() {
+                case .herald(let t, let p, let n):
+                    out.timePs = t
+                    out.pattern = Int32(clamping: p)
+                    out.attempts = n
+                case .timedOut(let n, let stop):
+                    out.timePs = stop
+                    out.pattern = -1
+                    out.attempts = n
+                }
+            } catch let error as DeviceError {
+                out.failure = Herald_Node_V1_DeviceFailure(error)
+            } catch is SimulatedHang {
+                out.failure = .with { $0.kind = DeviceError.Kind.timeout.rawValue; $0.detail = "the attempt loop did not return" }
+            }
+        }
+        return out
+    }
+
+    public func measure(request: Herald_Node_V1_MeasureRequest, context: ServerContext) async throws -> Herald_Node_V1_MeasureResponse {
+        let who = try caller(context)
+        guard let r = try await agent.device(request.device) as? any QubitReadout else {
+            throw RPCError(code: .invalidArgument, message: "'\(request.device)' on node \(agent.name) is not a qubit readout")
+        }
+        guard let basis = ReadoutBasis(rawValue: request.basis) else {
+            throw RPCError(code: .invalidArgument, message: "basis '\(request.basis)': X, Y or Z")
+        }
+        try await agent.requireControl(who, device: request.device)
+        var out = Herald_Node_V1_MeasureResponse()
+        do {
+            let m = try await r.measure(in: basis)
+            out.outcome = Int32(m.outcome)
+            out.counts = Int64(m.counts)
+        } catch let error as DeviceError {
+            out.failure = Herald_Node_V1_DeviceFailure(error)
+        } catch is SimulatedHang {
+            out.failure = .with { $0.kind = DeviceError.Kind.timeout.rawValue; $0.detail = "measure did not return" }
+        }
+        return out
+    }
+
+    public func collect(
+        request: Herald_Node_V1_DeviceRequest, response: RPCWriter<Herald_Node_V1_TagBatch>, context: ServerContext
+    ) async throws {
+        let who = try caller(context)
+        guard let t = try await agent.device(request.device) as? any StreamingTagger else {
+            throw RPCError(code: .invalidArgument, message: "'\(request.device)' on node \(agent.name) does not stream")
+        }
+        try await agent.requireControl(who, device: request.device)
+        var last = Herald_Node_V1_TagBatch()
+        do {
+            let (block, interval) = try await t.collect()
+            var start = 0
+            while start < block.count {
+                try await response.write(TagCodec.encode(block, from: start, count: TagCodec.batchTags))
+                start += TagCodec.batchTags
+            }
+            last.interval = .with { $0.startPs = interval.startPs; $0.stopPs = interval.stopPs; $0.tags = Int64(interval.tags) }
+        } catch let error as DeviceError {
+            last.failure = Herald_Node_V1_DeviceFailure(error)
+        }
+        try await response.write(last)
+    }
+
     public func lease(
         request: RPCAsyncSequence<Herald_Node_V1_LeaseBeat, any Error>, response: RPCWriter<Herald_Node_V1_LeaseStatus>,
         context: ServerContext
     ) async throws {
         let who = try caller(context)
-        guard who.role == .controller else {
+        guard who.role != .observer else {
             throw RPCError(code: .permissionDenied, message: "\(who.subject) is an observer: it may not lease the node")
         }
         // A stream that ends or breaks just stops renewing: the lease then expires on its own,

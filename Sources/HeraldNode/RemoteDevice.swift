@@ -67,7 +67,7 @@ public final class RemoteNode: Sendable {
     }
 
     /// The devices the node serves, with their drivers' descriptors.
-    public func describe(timeout: Duration = .seconds(5)) async throws -> [(name: String, descriptor: DriverDescriptor, channels: Int)] {
+    public func describe(timeout: Duration = .seconds(5)) async throws -> [(name: String, descriptor: DriverDescriptor, channels: Int, streams: Bool)] {
         let response: Herald_Node_V1_DescribeResponse
         do {
             response = try await node.describe(.init(), options: options(timeout: timeout))
@@ -76,7 +76,7 @@ public final class RemoteNode: Sendable {
         }
         return try response.devices.map { d in
             do {
-                return (d.name, try d.driver.decoded(node: name), Int(d.channelCount))
+                return (d.name, try d.driver.decoded(node: name), Int(d.channelCount), d.streams)
             } catch {
                 throw NodeError("node \(name) describes device '\(d.name)' unreadably: \(error)")
             }
@@ -183,9 +183,24 @@ public final class RemoteNode: Sendable {
     }
 }
 
+/// Makes the remote device for a description: a plain device, or one that is also the
+/// entangler, qubit readout or streaming tagger the description says.
+public func remoteDevice(
+    name: String, remote: String? = nil, descriptor: DriverDescriptor, channels: Int, streams: Bool, node: RemoteNode,
+    timeout: Duration = .seconds(5)
+) -> RemoteDevice {
+    switch descriptor.kind {
+    case .entangler: return RemoteEntangler(name: name, remote: remote, descriptor: descriptor, channels: channels, node: node, timeout: timeout)
+    case .qubitReadout: return RemoteReadout(name: name, remote: remote, descriptor: descriptor, channels: channels, node: node, timeout: timeout)
+    case .timeTagger where streams:
+        return RemoteStreamingTagger(name: name, remote: remote, descriptor: descriptor, channels: channels, node: node, timeout: timeout)
+    default: return RemoteDevice(name: name, remote: remote, descriptor: descriptor, channels: channels, node: node, timeout: timeout)
+    }
+}
+
 /// A device on a node, driven through the node protocol as if it were local: the engine's
 /// timeouts, retries, interlocks and safe state apply unchanged.
-public final class RemoteDevice: TimeTagger, PresenceReporting {
+public class RemoteDevice: TimeTagger, PresenceReporting, @unchecked Sendable {
     public let name: String
     public let descriptor: DriverDescriptor
     public let channelCount: Int
@@ -193,7 +208,9 @@ public final class RemoteDevice: TimeTagger, PresenceReporting {
     let node: RemoteNode
     let timeout: Duration
 
-    public init(name: String, remote: String? = nil, descriptor: DriverDescriptor, channels: Int, node: RemoteNode, timeout: Duration = .seconds(5)) {
+    public required init(
+        name: String, remote: String? = nil, descriptor: DriverDescriptor, channels: Int, node: RemoteNode, timeout: Duration = .seconds(5)
+    ) {
         self.name = name
         self.remote = remote ?? name
         self.descriptor = descriptor
@@ -314,6 +331,91 @@ public final class RemoteDevice: TimeTagger, PresenceReporting {
                     }
                     return last
                 }
+            }
+        } catch let e as RPCError {
+            throw mapped(e)
+        }
+    }
+}
+
+/// A node's entangler, remotely: configure, then one attempt loop per call.
+public final class RemoteEntangler: RemoteDevice, Entangler, @unchecked Sendable {
+    public func configure(_ c: EntanglerConfiguration) async throws {
+        let remote = self.remote
+        try await command { id in
+            try await node.node.configure(
+                .with {
+                    $0.requestID = id
+                    $0.device = remote
+                    $0.configuration = .with { m in
+                        m.link = c.link
+                        m.nodes = c.nodes
+                        m.cyclePs = c.cyclePs
+                        m.windowStartPs = c.windowStartPs
+                        m.windowLengthPs = c.windowLengthPs
+                        m.patterns = c.patterns.map { p in .with { $0.channels = p.map { Int32(clamping: $0) } } }
+                        m.timeoutPs = c.timeoutPs
+                    }
+                }, options: node.options(timeout: timeout))
+        }
+    }
+
+    public func runAttemptLoop() async throws -> EntanglerOutcome {
+        let out: Herald_Node_V1_AttemptOutcome
+        do {
+            // Bounded by the engine (the loop's timeout plus the device's); no retry: a loop rerun
+            // would be a different loop.
+            out = try await node.node.runAttemptLoop(.with { $0.requestID = UUID().uuidString; $0.device = remote }, options: node.options(timeout: .seconds(3600)))
+        } catch let e as RPCError {
+            throw mapped(e)
+        }
+        if out.hasFailure { throw failure(out.failure) }
+        return out.pattern >= 0
+            ? .herald(timePs: out.timePs, pattern: Int(out.pattern), attempts: out.attempts)
+            : .timedOut(attempts: out.attempts, stopPs: out.timePs)
+    }
+}
+
+/// A node's qubit readout, remotely.
+public final class RemoteReadout: RemoteDevice, QubitReadout, @unchecked Sendable {
+    public func measure(in basis: ReadoutBasis) async throws -> QubitMeasurement {
+        let out: Herald_Node_V1_MeasureResponse
+        do {
+            out = try await node.node.measure(
+                .with { $0.requestID = UUID().uuidString; $0.device = remote; $0.basis = basis.rawValue }, options: node.options(timeout: timeout))
+        } catch let e as RPCError {
+            throw mapped(e)
+        }
+        if out.hasFailure { throw failure(out.failure) }
+        guard let counts = Int(exactly: out.counts) else { throw DeviceError(device: name, .invalidResponse, "counts \(out.counts)") }
+        return QubitMeasurement(outcome: Int(out.outcome), counts: counts)
+    }
+}
+
+/// A streaming tagger on a node (an analyser station's), remotely.
+public final class RemoteStreamingTagger: RemoteDevice, StreamingTagger, @unchecked Sendable {
+    public func collect() async throws -> (TagBlock, AcquisitionInterval) {
+        let name = self.name, nodeName = node.name, remote = self.remote
+        do {
+            return try await node.node.collect(.with { $0.requestID = UUID().uuidString; $0.device = remote }, options: node.options(timeout: timeout)) { response in
+                var timestamps: [Int64] = [], channels: [UInt8] = []
+                var interval: AcquisitionInterval?
+                for try await batch in response.messages {
+                    if batch.hasFailure { throw batch.failure.decoded(device: name, node: nodeName) }
+                    if batch.count > 0 {
+                        let block: TagBlock
+                        do { block = try TagCodec.decode(batch) } catch {
+                            throw DeviceError(device: name, .invalidResponse, "node \(nodeName) sent a tag batch that does not decode: \(error)")
+                        }
+                        timestamps += block.timestamps
+                        channels += block.channels
+                    }
+                    if batch.hasInterval {
+                        interval = AcquisitionInterval(startPs: batch.interval.startPs, stopPs: batch.interval.stopPs, tags: Int(batch.interval.tags))
+                    }
+                }
+                guard let interval else { throw DeviceError(device: name, .invalidResponse, "node \(nodeName) ended a collection without its interval") }
+                return (TagBlock(timestamps: timestamps, channels: channels), interval)
             }
         } catch let e as RPCError {
             throw mapped(e)

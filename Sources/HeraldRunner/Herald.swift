@@ -20,6 +20,7 @@ import ThorlabsITC4001
 import USBInstrument
 import SimulatedLab
 import MockNetwork
+import HeraldNode
 
 /// Wires the modules together for one run: script → plan → engine → devices → events → store.
 public enum Herald {
@@ -130,6 +131,11 @@ public enum Herald {
         public var stopRequest: StopRequest?
         /// Free space at which recording stops so the file can still be closed.
         public var diskMargin: Int64 = RunRecorder.defaultDiskMargin
+        /// How this coordinator proves itself to the script's nodes (`--cert/--key/--ca`, or
+        /// `--plaintext-loopback`); nil for a script without nodes.
+        public var nodeSecurity: NodeSecurity?
+        /// How long a node keeps this run's lease without a beat.
+        public var leaseLength: Duration = .seconds(1)
 
         public init(
             scriptPath: String, mock: Bool = true, outPath: String? = nil, seed: UInt64? = nil, overwrite: Bool = false,
@@ -185,8 +191,16 @@ public enum Herald {
         let plugins = loadPlugins(request.pluginDirectories)
         for problem in plugins.problems { logger.warning("plugin not loaded: \(problem)") }
         let descriptors = descriptorRegistry(plugins: plugins.entries)
-        let compiled = try compiler(registry: descriptors, includeDirectories: request.includeDirectories)
-            .compile(path: request.scriptPath, mock: request.mock, overrides: request.overrides)
+        // Nodes are described first: what they serve decides how the devices on them compile.
+        let nodes = request.mock ? NodeConnections() : await NodeConnections.describe(
+            ScriptCompiler.nodeAddresses(path: request.scriptPath), security: request.nodeSecurity)
+        defer { nodes.close() }
+        var scriptCompiler = compiler(registry: descriptors, includeDirectories: request.includeDirectories)
+        if !request.mock {
+            scriptCompiler.nodeCatalogue = nodes.catalogue
+            scriptCompiler.nodeProblems = nodes.problems
+        }
+        let compiled = try scriptCompiler.compile(path: request.scriptPath, mock: request.mock, overrides: request.overrides)
         // The script's faults were checked by the compiler, at their lines; `--fault` ones are checked here.
         for text in request.faults {
             let spec = try FaultSpec.parse(text)
@@ -204,6 +218,15 @@ public enum Herald {
         var devices: [String: any Device] = [:]
         var records: [DeviceRecord] = []
         for config in plan.devices {
+            if let nodeName = config.node {
+                let device = try nodes.device(config, node: nodeName)
+                devices[config.name] = device
+                records.append(
+                    DeviceRecord(
+                        name: config.name, driver: device.descriptor.id, driverVersion: device.descriptor.version,
+                        settings: ["node": nodeName, "address": nodes.address(nodeName), "origin": device.descriptor.origin]))
+                continue
+            }
             guard let entry = registry.entry(config.driver) else {
                 throw DeviceError(device: config.name, .notFound, "driver \(config.driver) is not available")
             }
@@ -235,7 +258,10 @@ public enum Herald {
         let start = RunStart(
             runID: UUID(), plan: plan, devices: records, seed: seed, mock: allMock, startedAt: Date(),
             heraldVersion: version)
+        // Each node's lease, held for the run: a node whose coordinator vanishes goes safe by itself.
+        try await nodes.takeLeases(length: request.leaseLength)
         let stop = await engine.run(start: start)
+        nodes.releaseLeases()
         return RunReport(
             output: output, status: stop.status, reason: stop.reason, failure: stop.failure, tags: stop.tagCount, seed: seed,
             analyses: await collector.analyses)

@@ -10,17 +10,37 @@ extension Context {
             return nil
         }
         let byKey = fields(
-            node, allowed: ["driver", "match", "settings", "limits", "safe", "timeout", "retries"], what: "device '\(name)'")
+            node, allowed: ["driver", "match", "settings", "limits", "safe", "timeout", "retries", "node", "device"],
+            what: "device '\(name)'")
+        var nodeName: String?
+        if let n = byKey["node"] {
+            guard let remote = remoteDevice(name, n, byKey, at: node) else { return nil }
+            nodeName = remote.node
+            if let entry = remote.entry {
+                // Served by a node that was described: its driver, as the node declares it.
+                return finishDevice(name, node, keyNode: keyNode, byKey: byKey, entry: entry, nodeName: remote.node)
+            }
+        }
         guard let driverNode = byKey["driver"] else {
             error("device '\(name)' needs a 'driver:' (see `herald drivers`)", at: node)
             return nil
         }
         guard let driverID = string(driverNode, what: "driver") else { return nil }
-        guard var entry = registry.entry(driverID) else {
+        guard let entry = registry.entry(driverID) else {
             let known = registry.descriptors.map(\.id).joined(separator: ", ")
             error("unknown driver '\(driverID)' for device '\(name)'; known drivers: \(known)", at: driverNode)
             return nil
         }
+        return finishDevice(name, node, keyNode: keyNode, byKey: byKey, entry: entry, nodeName: nodeName)
+    }
+
+    /// The rest of a device's entry, once its driver is known.
+    mutating func finishDevice(
+        _ name: String, _ node: Node, keyNode: Node, byKey: [String: Node], entry found: DriverEntry, nodeName: String?
+    ) -> DeviceConfig? {
+        var entry = found
+        let driverID = entry.descriptor.id
+        let driverNode = byKey["driver"] ?? byKey["node"] ?? node
         var descriptor = entry.descriptor
         var settings: [String: Value] = [:]
         if let settingsNode = byKey["settings"] {
@@ -81,6 +101,8 @@ extension Context {
         var config = DeviceConfig(
             name: name, driver: entry.descriptor.id, settings: settings, location: location(keyNode),
             properties: descriptor.properties, safeState: safe, callTimeout: timeout, retries: retries)
+        // With --mock the node is not used: the device is simulated here, as every other.
+        config.node = mock ? nil : nodeName
         if let matchNode = byKey["match"] {
             config.match = match(matchNode, device: name) ?? .any
             // Simulated drivers ignore `match:` (a script written for hardware runs with --mock).
@@ -92,6 +114,62 @@ extension Context {
             }
         }
         return config
+    }
+
+    /// A device's `node:` (and optional `device:`, its name on the node). Without `--mock`, the
+    /// node's description gives the driver (checked against `driver:` if both are given); with
+    /// `--mock` the node is not contacted and `driver:` is required.
+    mutating func remoteDevice(_ name: String, _ n: Node, _ byKey: [String: Node], at node: Node) -> (node: String, entry: DriverEntry?)? {
+        guard let nodeName = string(n, what: "node") else { return nil }
+        guard let address = nodes[nodeName] else {
+            let known = nodes.keys.sorted().joined(separator: ", ")
+            error("device '\(name)' is on node '\(nodeName)', which 'nodes:' does not declare" + (known.isEmpty ? "" : " (nodes: \(known))"), at: n)
+            return nil
+        }
+        let remoteName = byKey["device"].flatMap { string($0, what: "device") } ?? name
+        if mock {
+            if byKey["driver"] == nil {
+                error("with --mock, device '\(name)' on node '\(nodeName)' needs its 'driver:' (the node is not contacted)", at: node)
+                return nil
+            }
+            return (nodeName, nil)
+        }
+        guard let catalogue = nodeCatalogue?[nodeName] else {
+            // The node could not be described: its `nodes:` entry carries the reason.
+            if nodeCatalogue == nil { error("device '\(name)' is on node '\(nodeName)', which was not contacted", at: n) }
+            return nil
+        }
+        guard let descriptor = catalogue[remoteName] else {
+            error(
+                "node '\(nodeName)' (\(address.address)) serves no device '\(remoteName)'; it serves: "
+                    + catalogue.keys.sorted().joined(separator: ", "), at: byKey["device"] ?? n)
+            return nil
+        }
+        if let d = byKey["driver"], let want = string(d, what: "driver"), want != descriptor.id {
+            error("device '\(name)' names driver '\(want)', but node '\(nodeName)' serves it with driver '\(descriptor.id)'", at: d)
+            return nil
+        }
+        var remote = descriptor
+        remote.id = "node:\(nodeName)/\(remoteName)"
+        return (nodeName, DriverEntry(descriptor: remote) { _ in throw DeviceError(device: name, .notFound, "node devices are opened by the runner") })
+    }
+
+    /// `nodes: {alice: {address: 10.99.0.2:50051}, …}`.
+    mutating func compileNodes(_ node: Node) {
+        for entry in entries(node, allowed: nil, what: "nodes") {
+            if !Self.isName(entry.key) { error("node name '\(entry.key)' may contain only letters, digits, '_' and '-'", at: entry.keyNode) }
+            let f = fields(entry.value, allowed: ["address"], what: "node '\(entry.key)'")
+            guard let a = f["address"], let text = string(a, what: "address") else {
+                error("node '\(entry.key)' needs 'address: HOST:PORT' (where its `herald node serve` listens)", at: entry.value)
+                continue
+            }
+            guard let address = NodeAddress.parse(name: entry.key, text, location: location(a)) else {
+                error("node '\(entry.key)': address must be HOST:PORT (an IPv4 address or a host name, and a port), got '\(text)'", at: a)
+                continue
+            }
+            if let problem = nodeProblems[entry.key] { error("node '\(entry.key)' (\(address.address)): \(problem)", at: a) }
+            nodes[entry.key] = address
+        }
     }
 
     /// `match: {usb: {vendor: 0x1313, product: 0x804a, serial: M001}}` or `match: {file: path}`.

@@ -20,6 +20,14 @@ public struct ScriptCompiler: Sendable {
     public var includeDirectories: [String] = []
     /// What `simulation.network` may contain (nil: the lab simulates no network).
     public var networkSchema: NetworkSchema?
+    /// What each node of the script serves (fetched by the runner); nil when the nodes were not
+    /// contacted (with `--mock`, or before they were).
+    public var nodeCatalogue: NodeCatalogue?
+    /// Why a node could not be described, by node name, for its `nodes:` entry's diagnostic.
+    public var nodeProblems: [String: String] = [:]
+    /// Top-level keys a caller reads itself (a node config's `node`, `listen`, `tls`, `audit`),
+    /// accepted and ignored; with them a file may have no steps.
+    public var extraTopLevelKeys: [String] = []
 
     public init(registry: DriverRegistry, simulationSpecs: [PropertySpec] = []) {
         self.registry = registry
@@ -51,11 +59,29 @@ public struct ScriptCompiler: Sendable {
         context.simulationCheck = simulationCheck
         context.faultParser = faultParser
         context.networkSchema = networkSchema
+        context.nodeCatalogue = nodeCatalogue
+        context.nodeProblems = nodeProblems
+        context.extraTopLevelKeys = extraTopLevelKeys
         guard let root = context.parse(text: text, file: file) else { throw ScriptErrors(context.diagnostics) }
         let result = context.compileTop(root, text: text, overrides: overrides)
         if !context.diagnostics.isEmpty { throw ScriptErrors(context.diagnostics) }
         guard let result else { throw ScriptErrors([ScriptDiagnostic("empty script", at: context.location(root))]) }
         return result
+    }
+}
+
+extension ScriptCompiler {
+    /// The `nodes:` of a script, read before it is compiled so the runner can describe them
+    /// (what they serve decides how the devices on them compile). Problems are left to the
+    /// compile, which reports them at their places.
+    public static func nodeAddresses(path: String) -> [NodeAddress] {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8), let root = try? Yams.compose(yaml: text),
+            let nodes = root.mapping?["nodes"]?.mapping
+        else { return [] }
+        return nodes.compactMap { key, value in
+            guard let name = key.scalar?.string, let address = value.mapping?["address"]?.scalar?.string else { return nil }
+            return NodeAddress.parse(name: name, address)
+        }
     }
 }
 
@@ -107,6 +133,11 @@ struct Context {
     /// Counting spec already required of each data set by an analysis step.
     var countingByDataset: [String: (CountingSpec, Node)] = [:]
     var networkSchema: NetworkSchema?
+    var nodeCatalogue: NodeCatalogue?
+    var nodeProblems: [String: String] = [:]
+    var extraTopLevelKeys: [String] = []
+    /// The script's nodes (`nodes:`), by name.
+    var nodes: [String: NodeAddress] = [:]
     /// The simulated network, once `simulation:` is compiled.
     var network: NetworkDescription?
     /// The script's links (`links:`) and its `entangle` steps by data set.
@@ -296,9 +327,9 @@ struct Context {
         let byKey = fields(
             root,
             allowed: [
-                "herald", "name", "description", "parameters", "include", "sequences", "simulation", "devices",
+                "herald", "name", "description", "parameters", "include", "sequences", "simulation", "nodes", "devices",
                 "links", "interlocks", "steps",
-            ], what: "the script")
+            ] + extraTopLevelKeys, what: "the script")
         if let version = byKey["herald"], integer(version, what: "'herald' (script format version)", range: 1...1) == nil {
             error("this Herald reads script format version 1", at: version)
         }
@@ -361,6 +392,7 @@ struct Context {
             }
         }
 
+        if let n = byKey["nodes"] { compileNodes(n) }
         var configs: [DeviceConfig] = []
         var configNodes: [Node] = []
         if let devicesNode = byKey["devices"] {
@@ -382,7 +414,7 @@ struct Context {
         var steps: [PlanStep] = []
         if let stepsNode = byKey["steps"] {
             steps = compileSteps(stepsNode)
-        } else {
+        } else if extraTopLevelKeys.isEmpty {
             error("the script has no 'steps:'", at: root)
         }
         for fault in faults {
@@ -393,6 +425,7 @@ struct Context {
         plan.interlocks = interlocks
         plan.includedFiles = includedFiles
         if let network, !network.isEmpty { plan.network = network }
+        plan.nodes = nodes.values.sorted { $0.name < $1.name }
         var compiled = CompiledScript(plan: plan, simulation: simulation, description: description)
         compiled.network = network ?? NetworkDescription()
         compiled.faults = faults.map(\.text)

@@ -16,7 +16,7 @@ struct HeraldCommand: AsyncParsableCommand {
         version: Herald.version,
         subcommands: [
             Run.self, Validate.self, Analyze.self, Recover.self, Tomography.self, Inspect.self, Import.self, Drivers.self,
-            Devices.self, CheckDriver.self,
+            Devices.self, CheckDriver.self, NodeCommand.self,
         ])
 }
 
@@ -41,6 +41,7 @@ struct Run: AsyncParsableCommand {
 
     @OptionGroup var script: ScriptOptions
     @OptionGroup var plugins: PluginOptions
+    @OptionGroup var nodeClient: NodeClientOptions
     @Option(help: "Output HDF5 file (default: out/<name>-<time>.h5).") var out: String?
     @Option(help: "Random seed of the simulated lab (recorded in the file).") var seed: UInt64?
     @Flag(help: "Pace simulated devices in real time instead of a virtual clock.") var realtime = false
@@ -71,6 +72,7 @@ struct Run: AsyncParsableCommand {
             scriptPath: script.script, mock: script.mock, outPath: out, seed: seed, overwrite: overwrite,
             overrides: try script.parameters(), realtime: realtime, compressionLevel: compress)
         request.faults = faults
+        request.nodeSecurity = try nodeClient.security
         request.pluginDirectories = plugins.pluginDirectories
         request.includeDirectories = script.includeDirectories
         request.rawTags = !noRawTags

@@ -1,3 +1,4 @@
+import HeraldNode
 import ArgumentParser
 import Foundation
 import HeraldAnalysis
@@ -81,4 +82,23 @@ func mappingErrors<T>(_ body: () async throws -> T) async throws -> T {
 
 func mappingErrors<T>(_ body: () throws -> T) throws -> T {
     do { return try body() } catch { throw ExitStatusCode.exit(for: error) }
+}
+
+/// How `herald run` proves itself to a script's nodes.
+struct NodeClientOptions: ParsableArguments {
+    @Option(name: .customLong("cert"), help: "This coordinator's certificate (a controller's, from `herald node issue`).") var certificate: String?
+    @Option(name: .customLong("key"), help: "Its private key.") var key: String?
+    @Option(name: .customLong("ca"), help: "The lab CA's certificate, which the nodes' certificates must chain to.") var ca: String?
+    @Flag(help: "Reach the nodes without TLS: loopback addresses only.") var plaintextLoopback = false
+
+    var security: NodeSecurity? {
+        get throws {
+            if plaintextLoopback { return .plaintextLoopback }
+            switch (certificate, key, ca) {
+            case (nil, nil, nil): return nil
+            case (let c?, let k?, let a?): return .mutualTLS(certificate: c, key: k, ca: a)
+            default: throw ValidationError("--cert, --key and --ca go together")
+            }
+        }
+    }
 }

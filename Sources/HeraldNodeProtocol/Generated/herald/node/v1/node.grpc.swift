@@ -129,6 +129,58 @@ public enum Herald_Node_V1_Node: Sendable {
                 type: .bidirectionalStreaming
             )
         }
+        /// Namespace for "Configure" metadata.
+        public enum Configure: Sendable {
+            /// Request type for "Configure".
+            public typealias Input = Herald_Node_V1_ConfigureRequest
+            /// Response type for "Configure".
+            public typealias Output = Herald_Node_V1_CallResult
+            /// Descriptor for "Configure".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "herald.node.v1.Node"),
+                method: "Configure",
+                type: .unary
+            )
+        }
+        /// Namespace for "RunAttemptLoop" metadata.
+        public enum RunAttemptLoop: Sendable {
+            /// Request type for "RunAttemptLoop".
+            public typealias Input = Herald_Node_V1_DeviceRequest
+            /// Response type for "RunAttemptLoop".
+            public typealias Output = Herald_Node_V1_AttemptOutcome
+            /// Descriptor for "RunAttemptLoop".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "herald.node.v1.Node"),
+                method: "RunAttemptLoop",
+                type: .unary
+            )
+        }
+        /// Namespace for "Measure" metadata.
+        public enum Measure: Sendable {
+            /// Request type for "Measure".
+            public typealias Input = Herald_Node_V1_MeasureRequest
+            /// Response type for "Measure".
+            public typealias Output = Herald_Node_V1_MeasureResponse
+            /// Descriptor for "Measure".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "herald.node.v1.Node"),
+                method: "Measure",
+                type: .unary
+            )
+        }
+        /// Namespace for "Collect" metadata.
+        public enum Collect: Sendable {
+            /// Request type for "Collect".
+            public typealias Input = Herald_Node_V1_DeviceRequest
+            /// Response type for "Collect".
+            public typealias Output = Herald_Node_V1_TagBatch
+            /// Descriptor for "Collect".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "herald.node.v1.Node"),
+                method: "Collect",
+                type: .serverStreaming
+            )
+        }
         /// Descriptors for all methods in the "herald.node.v1.Node" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             Describe.descriptor,
@@ -138,7 +190,11 @@ public enum Herald_Node_V1_Node: Sendable {
             SafeState.descriptor,
             Disconnect.descriptor,
             Acquire.descriptor,
-            Lease.descriptor
+            Lease.descriptor,
+            Configure.descriptor,
+            RunAttemptLoop.descriptor,
+            Measure.descriptor,
+            Collect.descriptor
         ]
     }
 }
@@ -290,6 +346,70 @@ extension Herald_Node_V1_Node {
             request: GRPCCore.StreamingServerRequest<Herald_Node_V1_LeaseBeat>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Herald_Node_V1_LeaseStatus>
+
+        /// Handle the "Configure" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A node's entangler (the attempt loop), qubit readout and streaming tagger.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Herald_Node_V1_ConfigureRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Herald_Node_V1_CallResult` messages.
+        func configure(
+            request: GRPCCore.StreamingServerRequest<Herald_Node_V1_ConfigureRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Herald_Node_V1_CallResult>
+
+        /// Handle the "RunAttemptLoop" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Herald_Node_V1_DeviceRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Herald_Node_V1_AttemptOutcome` messages.
+        func runAttemptLoop(
+            request: GRPCCore.StreamingServerRequest<Herald_Node_V1_DeviceRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Herald_Node_V1_AttemptOutcome>
+
+        /// Handle the "Measure" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Herald_Node_V1_MeasureRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Herald_Node_V1_MeasureResponse` messages.
+        func measure(
+            request: GRPCCore.StreamingServerRequest<Herald_Node_V1_MeasureRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Herald_Node_V1_MeasureResponse>
+
+        /// Handle the "Collect" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > What a streaming tagger recorded since its last collection; the last message carries the interval.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Herald_Node_V1_DeviceRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Herald_Node_V1_TagBatch` messages.
+        func collect(
+            request: GRPCCore.StreamingServerRequest<Herald_Node_V1_DeviceRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Herald_Node_V1_TagBatch>
     }
 
     /// Service protocol for the "herald.node.v1.Node" service.
@@ -425,6 +545,70 @@ extension Herald_Node_V1_Node {
             request: GRPCCore.StreamingServerRequest<Herald_Node_V1_LeaseBeat>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Herald_Node_V1_LeaseStatus>
+
+        /// Handle the "Configure" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A node's entangler (the attempt loop), qubit readout and streaming tagger.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Herald_Node_V1_ConfigureRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Herald_Node_V1_CallResult` message.
+        func configure(
+            request: GRPCCore.ServerRequest<Herald_Node_V1_ConfigureRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Herald_Node_V1_CallResult>
+
+        /// Handle the "RunAttemptLoop" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Herald_Node_V1_DeviceRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Herald_Node_V1_AttemptOutcome` message.
+        func runAttemptLoop(
+            request: GRPCCore.ServerRequest<Herald_Node_V1_DeviceRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Herald_Node_V1_AttemptOutcome>
+
+        /// Handle the "Measure" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Herald_Node_V1_MeasureRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Herald_Node_V1_MeasureResponse` message.
+        func measure(
+            request: GRPCCore.ServerRequest<Herald_Node_V1_MeasureRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Herald_Node_V1_MeasureResponse>
+
+        /// Handle the "Collect" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > What a streaming tagger recorded since its last collection; the last message carries the interval.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Herald_Node_V1_DeviceRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Herald_Node_V1_TagBatch` messages.
+        func collect(
+            request: GRPCCore.ServerRequest<Herald_Node_V1_DeviceRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Herald_Node_V1_TagBatch>
     }
 
     /// Simple service protocol for the "herald.node.v1.Node" service.
@@ -560,6 +744,71 @@ extension Herald_Node_V1_Node {
             response: GRPCCore.RPCWriter<Herald_Node_V1_LeaseStatus>,
             context: GRPCCore.ServerContext
         ) async throws
+
+        /// Handle the "Configure" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A node's entangler (the attempt loop), qubit readout and streaming tagger.
+        ///
+        /// - Parameters:
+        ///   - request: A `Herald_Node_V1_ConfigureRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Herald_Node_V1_CallResult` to respond with.
+        func configure(
+            request: Herald_Node_V1_ConfigureRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Herald_Node_V1_CallResult
+
+        /// Handle the "RunAttemptLoop" method.
+        ///
+        /// - Parameters:
+        ///   - request: A `Herald_Node_V1_DeviceRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Herald_Node_V1_AttemptOutcome` to respond with.
+        func runAttemptLoop(
+            request: Herald_Node_V1_DeviceRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Herald_Node_V1_AttemptOutcome
+
+        /// Handle the "Measure" method.
+        ///
+        /// - Parameters:
+        ///   - request: A `Herald_Node_V1_MeasureRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Herald_Node_V1_MeasureResponse` to respond with.
+        func measure(
+            request: Herald_Node_V1_MeasureRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Herald_Node_V1_MeasureResponse
+
+        /// Handle the "Collect" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > What a streaming tagger recorded since its last collection; the last message carries the interval.
+        ///
+        /// - Parameters:
+        ///   - request: A `Herald_Node_V1_DeviceRequest` message.
+        ///   - response: A response stream of `Herald_Node_V1_TagBatch` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        func collect(
+            request: Herald_Node_V1_DeviceRequest,
+            response: GRPCCore.RPCWriter<Herald_Node_V1_TagBatch>,
+            context: GRPCCore.ServerContext
+        ) async throws
     }
 }
 
@@ -655,6 +904,50 @@ extension Herald_Node_V1_Node.StreamingServiceProtocol {
                 )
             }
         )
+        router.registerHandler(
+            forMethod: Herald_Node_V1_Node.Method.Configure.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Herald_Node_V1_ConfigureRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Herald_Node_V1_CallResult>(),
+            handler: { request, context in
+                try await self.configure(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Herald_Node_V1_Node.Method.RunAttemptLoop.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Herald_Node_V1_DeviceRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Herald_Node_V1_AttemptOutcome>(),
+            handler: { request, context in
+                try await self.runAttemptLoop(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Herald_Node_V1_Node.Method.Measure.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Herald_Node_V1_MeasureRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Herald_Node_V1_MeasureResponse>(),
+            handler: { request, context in
+                try await self.measure(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Herald_Node_V1_Node.Method.Collect.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Herald_Node_V1_DeviceRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Herald_Node_V1_TagBatch>(),
+            handler: { request, context in
+                try await self.collect(
+                    request: request,
+                    context: context
+                )
+            }
+        )
     }
 }
 
@@ -732,6 +1025,50 @@ extension Herald_Node_V1_Node.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Herald_Node_V1_TagBatch> {
         let response = try await self.acquire(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return response
+    }
+
+    public func configure(
+        request: GRPCCore.StreamingServerRequest<Herald_Node_V1_ConfigureRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Herald_Node_V1_CallResult> {
+        let response = try await self.configure(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func runAttemptLoop(
+        request: GRPCCore.StreamingServerRequest<Herald_Node_V1_DeviceRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Herald_Node_V1_AttemptOutcome> {
+        let response = try await self.runAttemptLoop(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func measure(
+        request: GRPCCore.StreamingServerRequest<Herald_Node_V1_MeasureRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Herald_Node_V1_MeasureResponse> {
+        let response = try await self.measure(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func collect(
+        request: GRPCCore.StreamingServerRequest<Herald_Node_V1_DeviceRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Herald_Node_V1_TagBatch> {
+        let response = try await self.collect(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -846,6 +1183,62 @@ extension Herald_Node_V1_Node.SimpleServiceProtocol {
             producer: { writer in
                 try await self.lease(
                     request: request.messages,
+                    response: writer,
+                    context: context
+                )
+                return [:]
+            }
+        )
+    }
+
+    public func configure(
+        request: GRPCCore.ServerRequest<Herald_Node_V1_ConfigureRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Herald_Node_V1_CallResult> {
+        return GRPCCore.ServerResponse<Herald_Node_V1_CallResult>(
+            message: try await self.configure(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func runAttemptLoop(
+        request: GRPCCore.ServerRequest<Herald_Node_V1_DeviceRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Herald_Node_V1_AttemptOutcome> {
+        return GRPCCore.ServerResponse<Herald_Node_V1_AttemptOutcome>(
+            message: try await self.runAttemptLoop(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func measure(
+        request: GRPCCore.ServerRequest<Herald_Node_V1_MeasureRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Herald_Node_V1_MeasureResponse> {
+        return GRPCCore.ServerResponse<Herald_Node_V1_MeasureResponse>(
+            message: try await self.measure(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func collect(
+        request: GRPCCore.ServerRequest<Herald_Node_V1_DeviceRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Herald_Node_V1_TagBatch> {
+        return GRPCCore.StreamingServerResponse<Herald_Node_V1_TagBatch>(
+            metadata: [:],
+            producer: { writer in
+                try await self.collect(
+                    request: request.message,
                     response: writer,
                     context: context
                 )
@@ -1028,6 +1421,90 @@ extension Herald_Node_V1_Node {
             deserializer: some GRPCCore.MessageDeserializer<Herald_Node_V1_LeaseStatus>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Herald_Node_V1_LeaseStatus>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "Configure" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A node's entangler (the attempt loop), qubit readout and streaming tagger.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Herald_Node_V1_ConfigureRequest` message.
+        ///   - serializer: A serializer for `Herald_Node_V1_ConfigureRequest` messages.
+        ///   - deserializer: A deserializer for `Herald_Node_V1_CallResult` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func configure<Result>(
+            request: GRPCCore.ClientRequest<Herald_Node_V1_ConfigureRequest>,
+            serializer: some GRPCCore.MessageSerializer<Herald_Node_V1_ConfigureRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Herald_Node_V1_CallResult>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Herald_Node_V1_CallResult>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "RunAttemptLoop" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Herald_Node_V1_DeviceRequest` message.
+        ///   - serializer: A serializer for `Herald_Node_V1_DeviceRequest` messages.
+        ///   - deserializer: A deserializer for `Herald_Node_V1_AttemptOutcome` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func runAttemptLoop<Result>(
+            request: GRPCCore.ClientRequest<Herald_Node_V1_DeviceRequest>,
+            serializer: some GRPCCore.MessageSerializer<Herald_Node_V1_DeviceRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Herald_Node_V1_AttemptOutcome>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Herald_Node_V1_AttemptOutcome>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "Measure" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Herald_Node_V1_MeasureRequest` message.
+        ///   - serializer: A serializer for `Herald_Node_V1_MeasureRequest` messages.
+        ///   - deserializer: A deserializer for `Herald_Node_V1_MeasureResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func measure<Result>(
+            request: GRPCCore.ClientRequest<Herald_Node_V1_MeasureRequest>,
+            serializer: some GRPCCore.MessageSerializer<Herald_Node_V1_MeasureRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Herald_Node_V1_MeasureResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Herald_Node_V1_MeasureResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "Collect" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > What a streaming tagger recorded since its last collection; the last message carries the interval.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Herald_Node_V1_DeviceRequest` message.
+        ///   - serializer: A serializer for `Herald_Node_V1_DeviceRequest` messages.
+        ///   - deserializer: A deserializer for `Herald_Node_V1_TagBatch` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func collect<Result>(
+            request: GRPCCore.ClientRequest<Herald_Node_V1_DeviceRequest>,
+            serializer: some GRPCCore.MessageSerializer<Herald_Node_V1_DeviceRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Herald_Node_V1_TagBatch>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Herald_Node_V1_TagBatch>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -1296,6 +1773,132 @@ extension Herald_Node_V1_Node {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "Configure" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A node's entangler (the attempt loop), qubit readout and streaming tagger.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Herald_Node_V1_ConfigureRequest` message.
+        ///   - serializer: A serializer for `Herald_Node_V1_ConfigureRequest` messages.
+        ///   - deserializer: A deserializer for `Herald_Node_V1_CallResult` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func configure<Result>(
+            request: GRPCCore.ClientRequest<Herald_Node_V1_ConfigureRequest>,
+            serializer: some GRPCCore.MessageSerializer<Herald_Node_V1_ConfigureRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Herald_Node_V1_CallResult>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Herald_Node_V1_CallResult>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Herald_Node_V1_Node.Method.Configure.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "RunAttemptLoop" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Herald_Node_V1_DeviceRequest` message.
+        ///   - serializer: A serializer for `Herald_Node_V1_DeviceRequest` messages.
+        ///   - deserializer: A deserializer for `Herald_Node_V1_AttemptOutcome` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func runAttemptLoop<Result>(
+            request: GRPCCore.ClientRequest<Herald_Node_V1_DeviceRequest>,
+            serializer: some GRPCCore.MessageSerializer<Herald_Node_V1_DeviceRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Herald_Node_V1_AttemptOutcome>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Herald_Node_V1_AttemptOutcome>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Herald_Node_V1_Node.Method.RunAttemptLoop.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "Measure" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Herald_Node_V1_MeasureRequest` message.
+        ///   - serializer: A serializer for `Herald_Node_V1_MeasureRequest` messages.
+        ///   - deserializer: A deserializer for `Herald_Node_V1_MeasureResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func measure<Result>(
+            request: GRPCCore.ClientRequest<Herald_Node_V1_MeasureRequest>,
+            serializer: some GRPCCore.MessageSerializer<Herald_Node_V1_MeasureRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Herald_Node_V1_MeasureResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Herald_Node_V1_MeasureResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Herald_Node_V1_Node.Method.Measure.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "Collect" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > What a streaming tagger recorded since its last collection; the last message carries the interval.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Herald_Node_V1_DeviceRequest` message.
+        ///   - serializer: A serializer for `Herald_Node_V1_DeviceRequest` messages.
+        ///   - deserializer: A deserializer for `Herald_Node_V1_TagBatch` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func collect<Result>(
+            request: GRPCCore.ClientRequest<Herald_Node_V1_DeviceRequest>,
+            serializer: some GRPCCore.MessageSerializer<Herald_Node_V1_DeviceRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Herald_Node_V1_TagBatch>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Herald_Node_V1_TagBatch>) async throws -> Result
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.serverStreaming(
+                request: request,
+                descriptor: Herald_Node_V1_Node.Method.Collect.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -1507,6 +2110,112 @@ extension Herald_Node_V1_Node.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Herald_Node_V1_LeaseBeat>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Herald_Node_V1_LeaseStatus>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "Configure" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > A node's entangler (the attempt loop), qubit readout and streaming tagger.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Herald_Node_V1_ConfigureRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func configure<Result>(
+        request: GRPCCore.ClientRequest<Herald_Node_V1_ConfigureRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Herald_Node_V1_CallResult>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.configure(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Herald_Node_V1_ConfigureRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Herald_Node_V1_CallResult>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "RunAttemptLoop" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Herald_Node_V1_DeviceRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func runAttemptLoop<Result>(
+        request: GRPCCore.ClientRequest<Herald_Node_V1_DeviceRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Herald_Node_V1_AttemptOutcome>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.runAttemptLoop(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Herald_Node_V1_DeviceRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Herald_Node_V1_AttemptOutcome>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "Measure" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Herald_Node_V1_MeasureRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func measure<Result>(
+        request: GRPCCore.ClientRequest<Herald_Node_V1_MeasureRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Herald_Node_V1_MeasureResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.measure(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Herald_Node_V1_MeasureRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Herald_Node_V1_MeasureResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "Collect" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > What a streaming tagger recorded since its last collection; the last message carries the interval.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Herald_Node_V1_DeviceRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func collect<Result>(
+        request: GRPCCore.ClientRequest<Herald_Node_V1_DeviceRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Herald_Node_V1_TagBatch>) async throws -> Result
+    ) async throws -> Result where Result: Sendable {
+        try await self.collect(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Herald_Node_V1_DeviceRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Herald_Node_V1_TagBatch>(),
             options: options,
             onResponse: handleResponse
         )
@@ -1753,6 +2462,128 @@ extension Herald_Node_V1_Node.ClientProtocol {
             producer: producer
         )
         return try await self.lease(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "Configure" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > A node's entangler (the attempt loop), qubit readout and streaming tagger.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func configure<Result>(
+        _ message: Herald_Node_V1_ConfigureRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Herald_Node_V1_CallResult>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Herald_Node_V1_ConfigureRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.configure(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "RunAttemptLoop" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func runAttemptLoop<Result>(
+        _ message: Herald_Node_V1_DeviceRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Herald_Node_V1_AttemptOutcome>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Herald_Node_V1_DeviceRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.runAttemptLoop(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "Measure" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func measure<Result>(
+        _ message: Herald_Node_V1_MeasureRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Herald_Node_V1_MeasureResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Herald_Node_V1_MeasureRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.measure(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "Collect" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > What a streaming tagger recorded since its last collection; the last message carries the interval.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func collect<Result>(
+        _ message: Herald_Node_V1_DeviceRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Herald_Node_V1_TagBatch>) async throws -> Result
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Herald_Node_V1_DeviceRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.collect(
             request: request,
             options: options,
             onResponse: handleResponse

@@ -168,6 +168,9 @@ public nonisolated struct Herald_Node_V1_DeviceDescription: Sendable {
 
   public var answersWithoutWaiting: Bool = false
 
+  /// A tagger that streams while an entangler paces the run (Collect).
+  public var streams: Bool = false
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -453,6 +456,138 @@ public nonisolated struct Herald_Node_V1_LeaseStatus: Sendable {
   public init() {}
 }
 
+public nonisolated struct Herald_Node_V1_EntanglerConfiguration: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var link: String = String()
+
+  public var nodes: [String] = []
+
+  public var cyclePs: Int64 = 0
+
+  public var windowStartPs: Int64 = 0
+
+  public var windowLengthPs: Int64 = 0
+
+  /// Each pattern's tagger channels.
+  public var patterns: [Herald_Node_V1_Pattern] = []
+
+  public var timeoutPs: Int64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Herald_Node_V1_Pattern: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var channels: [Int32] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Herald_Node_V1_ConfigureRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var requestID: String = String()
+
+  public var device: String = String()
+
+  public var configuration: Herald_Node_V1_EntanglerConfiguration {
+    get {_configuration ?? Herald_Node_V1_EntanglerConfiguration()}
+    set {_configuration = newValue}
+  }
+  /// Returns true if `configuration` has been explicitly set.
+  public var hasConfiguration: Bool {self._configuration != nil}
+  /// Clears the value of `configuration`. Subsequent reads from it will return its default value.
+  public mutating func clearConfiguration() {self._configuration = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _configuration: Herald_Node_V1_EntanglerConfiguration? = nil
+}
+
+public nonisolated struct Herald_Node_V1_AttemptOutcome: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// A herald (pattern ≥ 0) or a timeout (pattern = −1).
+  public var timePs: Int64 = 0
+
+  public var pattern: Int32 = 0
+
+  public var attempts: Int64 = 0
+
+  public var failure: Herald_Node_V1_DeviceFailure {
+    get {_failure ?? Herald_Node_V1_DeviceFailure()}
+    set {_failure = newValue}
+  }
+  /// Returns true if `failure` has been explicitly set.
+  public var hasFailure: Bool {self._failure != nil}
+  /// Clears the value of `failure`. Subsequent reads from it will return its default value.
+  public mutating func clearFailure() {self._failure = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _failure: Herald_Node_V1_DeviceFailure? = nil
+}
+
+public nonisolated struct Herald_Node_V1_MeasureRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var requestID: String = String()
+
+  public var device: String = String()
+
+  /// "X", "Y" or "Z".
+  public var basis: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Herald_Node_V1_MeasureResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var outcome: Int32 = 0
+
+  public var counts: Int64 = 0
+
+  public var failure: Herald_Node_V1_DeviceFailure {
+    get {_failure ?? Herald_Node_V1_DeviceFailure()}
+    set {_failure = newValue}
+  }
+  /// Returns true if `failure` has been explicitly set.
+  public var hasFailure: Bool {self._failure != nil}
+  /// Clears the value of `failure`. Subsequent reads from it will return its default value.
+  public mutating func clearFailure() {self._failure = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _failure: Herald_Node_V1_DeviceFailure? = nil
+}
+
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
 
 fileprivate nonisolated let _protobuf_package = "herald.node.v1"
@@ -708,7 +843,7 @@ nonisolated extension Herald_Node_V1_DriverDescriptor: SwiftProtobuf.Message, Sw
 
 nonisolated extension Herald_Node_V1_DeviceDescription: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".DeviceDescription"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}driver\0\u{3}channel_count\0\u{3}needs_wall_clock\0\u{3}answers_without_waiting\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}driver\0\u{3}channel_count\0\u{3}needs_wall_clock\0\u{3}answers_without_waiting\0\u{1}streams\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -721,6 +856,7 @@ nonisolated extension Herald_Node_V1_DeviceDescription: SwiftProtobuf.Message, S
       case 3: try { try decoder.decodeSingularInt32Field(value: &self.channelCount) }()
       case 4: try { try decoder.decodeSingularBoolField(value: &self.needsWallClock) }()
       case 5: try { try decoder.decodeSingularBoolField(value: &self.answersWithoutWaiting) }()
+      case 6: try { try decoder.decodeSingularBoolField(value: &self.streams) }()
       default: break
       }
     }
@@ -746,6 +882,9 @@ nonisolated extension Herald_Node_V1_DeviceDescription: SwiftProtobuf.Message, S
     if self.answersWithoutWaiting != false {
       try visitor.visitSingularBoolField(value: self.answersWithoutWaiting, fieldNumber: 5)
     }
+    if self.streams != false {
+      try visitor.visitSingularBoolField(value: self.streams, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -755,6 +894,7 @@ nonisolated extension Herald_Node_V1_DeviceDescription: SwiftProtobuf.Message, S
     if lhs.channelCount != rhs.channelCount {return false}
     if lhs.needsWallClock != rhs.needsWallClock {return false}
     if lhs.answersWithoutWaiting != rhs.answersWithoutWaiting {return false}
+    if lhs.streams != rhs.streams {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1305,6 +1445,273 @@ nonisolated extension Herald_Node_V1_LeaseStatus: SwiftProtobuf.Message, SwiftPr
     if lhs.sequence != rhs.sequence {return false}
     if lhs.granted != rhs.granted {return false}
     if lhs.holder != rhs.holder {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Herald_Node_V1_EntanglerConfiguration: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".EntanglerConfiguration"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}link\0\u{1}nodes\0\u{3}cycle_ps\0\u{3}window_start_ps\0\u{3}window_length_ps\0\u{1}patterns\0\u{3}timeout_ps\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.link) }()
+      case 2: try { try decoder.decodeRepeatedStringField(value: &self.nodes) }()
+      case 3: try { try decoder.decodeSingularInt64Field(value: &self.cyclePs) }()
+      case 4: try { try decoder.decodeSingularInt64Field(value: &self.windowStartPs) }()
+      case 5: try { try decoder.decodeSingularInt64Field(value: &self.windowLengthPs) }()
+      case 6: try { try decoder.decodeRepeatedMessageField(value: &self.patterns) }()
+      case 7: try { try decoder.decodeSingularInt64Field(value: &self.timeoutPs) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.link.isEmpty {
+      try visitor.visitSingularStringField(value: self.link, fieldNumber: 1)
+    }
+    if !self.nodes.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.nodes, fieldNumber: 2)
+    }
+    if self.cyclePs != 0 {
+      try visitor.visitSingularInt64Field(value: self.cyclePs, fieldNumber: 3)
+    }
+    if self.windowStartPs != 0 {
+      try visitor.visitSingularInt64Field(value: self.windowStartPs, fieldNumber: 4)
+    }
+    if self.windowLengthPs != 0 {
+      try visitor.visitSingularInt64Field(value: self.windowLengthPs, fieldNumber: 5)
+    }
+    if !self.patterns.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.patterns, fieldNumber: 6)
+    }
+    if self.timeoutPs != 0 {
+      try visitor.visitSingularInt64Field(value: self.timeoutPs, fieldNumber: 7)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Herald_Node_V1_EntanglerConfiguration, rhs: Herald_Node_V1_EntanglerConfiguration) -> Bool {
+    if lhs.link != rhs.link {return false}
+    if lhs.nodes != rhs.nodes {return false}
+    if lhs.cyclePs != rhs.cyclePs {return false}
+    if lhs.windowStartPs != rhs.windowStartPs {return false}
+    if lhs.windowLengthPs != rhs.windowLengthPs {return false}
+    if lhs.patterns != rhs.patterns {return false}
+    if lhs.timeoutPs != rhs.timeoutPs {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Herald_Node_V1_Pattern: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Pattern"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}channels\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedInt32Field(value: &self.channels) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.channels.isEmpty {
+      try visitor.visitPackedInt32Field(value: self.channels, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Herald_Node_V1_Pattern, rhs: Herald_Node_V1_Pattern) -> Bool {
+    if lhs.channels != rhs.channels {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Herald_Node_V1_ConfigureRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ConfigureRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{1}device\0\u{1}configuration\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.requestID) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.device) }()
+      case 3: try { try decoder.decodeSingularMessageField(value: &self._configuration) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.requestID.isEmpty {
+      try visitor.visitSingularStringField(value: self.requestID, fieldNumber: 1)
+    }
+    if !self.device.isEmpty {
+      try visitor.visitSingularStringField(value: self.device, fieldNumber: 2)
+    }
+    try { if let v = self._configuration {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Herald_Node_V1_ConfigureRequest, rhs: Herald_Node_V1_ConfigureRequest) -> Bool {
+    if lhs.requestID != rhs.requestID {return false}
+    if lhs.device != rhs.device {return false}
+    if lhs._configuration != rhs._configuration {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Herald_Node_V1_AttemptOutcome: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".AttemptOutcome"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}time_ps\0\u{1}pattern\0\u{1}attempts\0\u{1}failure\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularInt64Field(value: &self.timePs) }()
+      case 2: try { try decoder.decodeSingularInt32Field(value: &self.pattern) }()
+      case 3: try { try decoder.decodeSingularInt64Field(value: &self.attempts) }()
+      case 4: try { try decoder.decodeSingularMessageField(value: &self._failure) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if self.timePs != 0 {
+      try visitor.visitSingularInt64Field(value: self.timePs, fieldNumber: 1)
+    }
+    if self.pattern != 0 {
+      try visitor.visitSingularInt32Field(value: self.pattern, fieldNumber: 2)
+    }
+    if self.attempts != 0 {
+      try visitor.visitSingularInt64Field(value: self.attempts, fieldNumber: 3)
+    }
+    try { if let v = self._failure {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Herald_Node_V1_AttemptOutcome, rhs: Herald_Node_V1_AttemptOutcome) -> Bool {
+    if lhs.timePs != rhs.timePs {return false}
+    if lhs.pattern != rhs.pattern {return false}
+    if lhs.attempts != rhs.attempts {return false}
+    if lhs._failure != rhs._failure {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Herald_Node_V1_MeasureRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".MeasureRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{1}device\0\u{1}basis\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.requestID) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.device) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.basis) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.requestID.isEmpty {
+      try visitor.visitSingularStringField(value: self.requestID, fieldNumber: 1)
+    }
+    if !self.device.isEmpty {
+      try visitor.visitSingularStringField(value: self.device, fieldNumber: 2)
+    }
+    if !self.basis.isEmpty {
+      try visitor.visitSingularStringField(value: self.basis, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Herald_Node_V1_MeasureRequest, rhs: Herald_Node_V1_MeasureRequest) -> Bool {
+    if lhs.requestID != rhs.requestID {return false}
+    if lhs.device != rhs.device {return false}
+    if lhs.basis != rhs.basis {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Herald_Node_V1_MeasureResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".MeasureResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}outcome\0\u{1}counts\0\u{1}failure\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularInt32Field(value: &self.outcome) }()
+      case 2: try { try decoder.decodeSingularInt64Field(value: &self.counts) }()
+      case 3: try { try decoder.decodeSingularMessageField(value: &self._failure) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if self.outcome != 0 {
+      try visitor.visitSingularInt32Field(value: self.outcome, fieldNumber: 1)
+    }
+    if self.counts != 0 {
+      try visitor.visitSingularInt64Field(value: self.counts, fieldNumber: 2)
+    }
+    try { if let v = self._failure {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Herald_Node_V1_MeasureResponse, rhs: Herald_Node_V1_MeasureResponse) -> Bool {
+    if lhs.outcome != rhs.outcome {return false}
+    if lhs.counts != rhs.counts {return false}
+    if lhs._failure != rhs._failure {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

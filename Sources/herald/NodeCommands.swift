@@ -1,0 +1,67 @@
+import ArgumentParser
+import Foundation
+import HeraldNode
+import HeraldRunner
+
+struct NodeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "node",
+        abstract: "Serve this host's devices to a coordinator, and manage the lab's certificates.",
+        discussion: "See docs/nodes.md.",
+        subcommands: [NodeServe.self, NodeCA.self, NodeIssue.self])
+}
+
+struct NodeServe: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Serve the devices of a node configuration over gRPC with mutual TLS.",
+        discussion: """
+            Prints "listening on PORT" when ready. The coordinator holding the node's lease controls its \
+            devices; if its beats stop for the lease's length, every device goes to its safe state. \
+            Every command is written to the audit log.
+            """)
+
+    @Option(name: .long, help: "The node configuration (YAML).") var config: String
+    @Option(name: .long, help: "Random seed of the simulated lab behind mock devices.") var seed: UInt64 = 0
+    @Flag(name: .long, help: "No TLS: for a node on 127.0.0.1 only.") var plaintextLoopback = false
+
+    func run() async throws {
+        bootstrapLogging(verbose: false)
+        let host = try await NodeHostConfig.load(path: config, plaintextLoopback: plaintextLoopback)
+        try await Herald.serveNode(host, seed: seed) { port in
+            // Unbuffered, so a supervisor (or a test) reading the pipe sees it at once.
+            FileHandle.standardOutput.write(Data("listening on \(port)\n".utf8))
+        }
+    }
+}
+
+struct NodeCA: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ca", abstract: "Make the lab's certificate authority (ca.cert.pem, ca.key.pem).")
+
+    @Argument(help: "init") var action: String
+    @Option(name: .long, help: "Where the CA lives.") var dir: String
+    @Option(name: .long, help: "The CA's name.") var name = "Herald lab CA"
+
+    func run() throws {
+        guard action == "init" else { throw ValidationError("the only action is 'init'") }
+        let ca = try LabCA.create(directory: dir, name: name)
+        print("CA certificate: \(ca.certificatePath)")
+    }
+}
+
+struct NodeIssue: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "issue", abstract: "Issue a node, controller or observer certificate signed by the lab CA.")
+
+    @Option(name: .long, help: "The CA's folder (herald node ca init).") var ca: String
+    @Option(name: .long, help: "Who the certificate is for (a node's or a person's name).") var name: String
+    @Option(name: .long, help: "node, controller or observer.") var role: String
+    @Option(name: .long, help: "A host name or IP address the node is reached at (repeatable; nodes only).") var host: [String] = []
+    @Option(name: .long, help: "Where to write NAME.cert.pem and NAME.key.pem.") var out: String
+
+    func run() throws {
+        let (cert, key) = try LabCA(directory: ca).issue(name: name, role: role, hosts: host, out: out)
+        print("certificate: \(cert)\nkey: \(key)")
+    }
+}
