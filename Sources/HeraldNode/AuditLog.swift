@@ -28,9 +28,20 @@ public final class AuditLog: Sendable {
         handle = Mutex(h)
     }
 
+    /// ISO 8601 with milliseconds: the log is how a lease's expiry is timed.
+    static func formatter() -> ISO8601DateFormatter {
+        let f = ISO8601DateFormatter()
+        f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        return f
+    }
+
     public func append(_ entry: AuditEntry) {
         let encoder = JSONEncoder()
-        encoder.dateEncodingStrategy = .iso8601
+        let f = Self.formatter()
+        encoder.dateEncodingStrategy = .custom { date, encoder in
+            var c = encoder.singleValueContainer()
+            try c.encode(f.string(from: date))
+        }
         encoder.outputFormatting = [.sortedKeys]
         guard var line = try? encoder.encode(entry) else { return }
         line.append(0x0A)
@@ -43,7 +54,14 @@ public final class AuditLog: Sendable {
     /// Every entry so far (for tests and `herald node audit`).
     public static func read(_ path: String) throws -> [AuditEntry] {
         let decoder = JSONDecoder()
-        decoder.dateDecodingStrategy = .iso8601
+        let f = formatter()
+        decoder.dateDecodingStrategy = .custom { decoder in
+            let text = try decoder.singleValueContainer().decode(String.self)
+            guard let date = f.date(from: text) else {
+                throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "not a time: \(text)"))
+            }
+            return date
+        }
         let text = try String(contentsOfFile: path, encoding: .utf8)
         return try text.split(separator: "\n").map { try decoder.decode(AuditEntry.self, from: Data($0.utf8)) }
     }

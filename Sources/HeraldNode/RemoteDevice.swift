@@ -161,6 +161,9 @@ public final class RemoteNode: Sendable {
         if first { lostSignal.continuation.yield(error) }
     }
 
+    /// Why the node was lost, if it was.
+    var lostError: DeviceError? { state.withLock { $0.lost } }
+
     /// Returns when the node is lost.
     func lost() async -> DeviceError {
         if let e = state.withLock({ $0.lost }) { return e }
@@ -237,6 +240,7 @@ public class RemoteDevice: TimeTagger, PresenceReporting, @unchecked Sendable {
     /// A command, retried once with the same request id when the transport failed: the node
     /// answers a retry of a command it already ran from its record.
     func command(_ what: (String) async throws -> Herald_Node_V1_CallResult) async throws {
+        if let lost = node.lostError { throw DeviceError(device: name, .disconnected, lost.detail) }
         let id = UUID().uuidString
         var result: Herald_Node_V1_CallResult
         do {
@@ -283,6 +287,10 @@ public class RemoteDevice: TimeTagger, PresenceReporting, @unchecked Sendable {
     }
 
     public func enterSafeState() async throws {
+        // A lost node cannot be reached; it puts its devices safe itself when the lease ends.
+        if let lost = node.lostError {
+            throw DeviceError(device: name, .disconnected, "\(lost.detail); the node puts it safe itself when this run's lease expires")
+        }
         let remote = self.remote
         try await command { id in try await node.node.safeState(.with { $0.requestID = id; $0.device = remote }, options: node.options(timeout: timeout)) }
     }

@@ -96,13 +96,29 @@ public enum Herald {
     /// Checks the syntax of a `--fault` argument (`DEVICE KIND [at TIME]`).
     public static func checkFault(_ text: String) throws { _ = try FaultSpec.parse(text) }
 
-    /// Validates a script without touching any device.
+    /// Validates a script without touching any device (a script with `nodes:` only with `mock`).
     public static func validate(
         path: String, mock: Bool = false, overrides: [String: String] = [:], pluginDirectories: [String] = [],
         includeDirectories: [String] = []
     ) throws -> CompiledScript {
         try compiler(registry: descriptorRegistry(pluginDirectories: pluginDirectories), includeDirectories: includeDirectories)
             .compile(path: path, mock: mock, overrides: overrides)
+    }
+
+    /// Validates a script without touching any device. A script with `nodes:` is checked
+    /// against what each node serves (they are described, nothing else), unless `mock`.
+    public static func validate(
+        path: String, mock: Bool = false, overrides: [String: String] = [:], pluginDirectories: [String] = [],
+        includeDirectories: [String] = [], nodeSecurity: NodeSecurity?
+    ) async throws -> CompiledScript {
+        var c = compiler(registry: descriptorRegistry(pluginDirectories: pluginDirectories), includeDirectories: includeDirectories)
+        if !mock {
+            let nodes = await NodeConnections.describe(ScriptCompiler.nodeAddresses(path: path), security: nodeSecurity)
+            defer { nodes.close() }
+            c.nodeCatalogue = nodes.catalogue
+            c.nodeProblems = nodes.problems
+        }
+        return try c.compile(path: path, mock: mock, overrides: overrides)
     }
 
     /// What a user asked `herald run` to do.

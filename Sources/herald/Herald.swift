@@ -164,18 +164,21 @@ final class SignalHandler {
     func cancel() { sources.forEach { $0.cancel() } }
 }
 
-struct Validate: ParsableCommand {
+struct Validate: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Check a script against the drivers' declared properties, units and limits, with no device I/O.")
+        abstract: "Check a script against the drivers' declared properties, units and limits, with no device I/O.",
+        discussion: "A script with nodes: is checked against what each node serves (they are only described).")
 
     @OptionGroup var script: ScriptOptions
     @OptionGroup var plugins: PluginOptions
+    @OptionGroup var nodeClient: NodeClientOptions
 
-    func run() throws {
-        let compiled = try mappingErrors {
-            try Herald.validate(
+    func run() async throws {
+        let security = try nodeClient.security
+        let compiled = try await mappingErrors {
+            try await Herald.validate(
                 path: script.script, mock: script.mock, overrides: try script.parameters(),
-                pluginDirectories: plugins.pluginDirectories, includeDirectories: script.includeDirectories)
+                pluginDirectories: plugins.pluginDirectories, includeDirectories: script.includeDirectories, nodeSecurity: security)
         }
         print("\(script.script): OK — \(compiled.plan.devices.count) devices, \(compiled.plan.steps.count) steps, \(compiled.plan.acquisitionCount) acquisitions")
     }
