@@ -144,7 +144,7 @@ let package = Package(
             dependencies: ["HeraldAnalysis", "HeraldCore", "HeraldRunner", "HeraldRunReader", "HeraldScript", "HeraldStore", "HeraldTTTR"],
             swiftSettings: swiftSettings),
         .executableTarget(
-            name: "HeraldBench", dependencies: ["HeraldAnalysis", "HeraldCore", "HeraldHDF5", "HeraldTTTR", "SimulatedLab"],
+            name: "HeraldBench", dependencies: ["HeraldAnalysis", "HeraldCore", "HeraldHDF5", "HeraldTTTR", "SimulatedLab", "HeraldNode", "HeraldNodeProtocol"],
             swiftSettings: swiftSettings),
 
         // MARK: Drivers (each its own target; mocks share one simulated lab)

@@ -133,6 +133,18 @@ def main():
     rows.append(("two-node run, 10 min of lab time at 1 MHz, recorded (wall s)", wall, None,
                  f"no peer ({rss / 1e6:.0f} MB peak RSS, {size / 1e6:.0f} MB file)", "report"))
 
+    # Tags from a node to the coordinator over loopback with mutual TLS, and a set call's round
+    # trip. No peer runs here; Swabian's Time Tagger network server is the anchor (about
+    # 26 M tags/s over 1 GbE, from its documentation).
+    herald_node, err = run_json([BENCH, "node", "20000000"])
+    if herald_node is None:
+        sys.exit(f"herald-bench node failed: {err}")
+    rows.append(("node -> coordinator tags over loopback, mTLS (tags/s)", herald_node["tags_per_s"], 26e6,
+                 "Swabian network server, 1 GbE (documented, not run)", ">= 100 M tags/s"))
+    rows.append(("node -> coordinator bytes per tag on the wire", herald_node["bytes_per_tag"], None, "no peer", "<= 3"))
+    rows.append(("set call round trip, p50 (s)", herald_node["set_p50_s"], None, "no peer", "report"))
+    rows.append(("set call round trip, p99 (s)", herald_node["set_p99_s"], None, "no peer", "< 1 ms"))
+
     h5dir = os.path.join(ROOT, ".build", "bench-hdf5")
     os.makedirs(h5dir, exist_ok=True)
     herald_h5, err = run_json([BENCH, "hdf5", "20000000", "--dir", h5dir, "--dump", dump])

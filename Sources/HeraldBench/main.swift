@@ -6,6 +6,9 @@ import HeraldCore
 import HeraldHDF5
 import HeraldTTTR
 import SimulatedLab
+import Synchronization
+import HeraldNodeProtocol
+import HeraldNode
 
 /// Median wall time of `body` over `runs` repetitions, after one warm-up call.
 func median(runs: Int, _ body: () throws -> Void) rethrows -> Double {
@@ -248,6 +251,94 @@ func network(attempts: Int64) async throws {
     ])
 }
 
+/// A tagger that replays blocks already in memory as fast as they are taken: the node
+/// benchmark measures the transport, not a simulation.
+final class MemoryTagger: TimeTagger, @unchecked Sendable {
+    let name = "tagger"
+    let descriptor = DriverDescriptor(id: "bench.memory-tagger", version: "1", summary: "in-memory blocks", kind: .timeTagger, properties: [])
+    let channelCount = 4
+    let blocks: [TagBlock]
+    init(blocks: [TagBlock]) { self.blocks = blocks }
+    func connect() async throws {}
+    func set(_ property: String, to value: Value) async throws {}
+    func get(_ property: String) async throws -> Value { .bool(true) }
+    func enterSafeState() async throws {}
+    func disconnect() async {}
+    func acquire(for duration: Duration, deliver: @Sendable (TagBlock) async throws -> Void) async throws -> AcquisitionInterval {
+        for b in blocks { try await deliver(b) }
+        return AcquisitionInterval(startPs: blocks.first?.timestamps.first ?? 0, stopPs: (blocks.last?.timestamps.last ?? 0) + 1, tags: blocks.reduce(0) { $0 + $1.count })
+    }
+}
+
+/// Tags from a node to the coordinator over loopback with mutual TLS (tags/s, bytes a tag on
+/// the wire), and the round trip of a set call (p50, p99).
+func nodeStreaming(tags: Int) async throws {
+    // 10 M tags/s over four channels, as the coincidence bench's stream.
+    var rng = SeededGenerator(seed: 3)
+    var t: Int64 = 0
+    var blocks: [TagBlock] = []
+    let perBlock = 1 << 20
+    var made = 0
+    while made < tags {
+        var ts: [Int64] = [], cs: [UInt8] = []
+        ts.reserveCapacity(perBlock)
+        cs.reserveCapacity(perBlock)
+        for _ in 0..<min(perBlock, tags - made) {
+            t += Int64(rng.exponential(rate: 1e-5).rounded()) + 1
+            ts.append(t)
+            cs.append(UInt8(1 + rng.next() % 4))
+        }
+        made += ts.count
+        blocks.append(TagBlock(timestamps: ts, channels: cs))
+    }
+    let wire = blocks.reduce(0) { total, b in
+        var bytes = 0, start = 0
+        while start < b.count {
+            bytes += (try? TagCodec.encode(b, from: start, count: TagCodec.batchTags).serializedBytes() as [UInt8])?.count ?? 0
+            start += TagCodec.batchTags
+        }
+        return total + bytes
+    }
+    let dir = NSTemporaryDirectory() + "herald-bench-node-\(getpid())"
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    let ca = try LabCA.create(directory: dir + "/ca")
+    let node = try ca.issue(name: "bench", role: "node", hosts: ["127.0.0.1"], out: dir)
+    let client = try ca.issue(name: "client", role: "controller", out: dir)
+    let agent = NodeAgent(name: "bench", devices: [MemoryTagger(blocks: blocks)])
+    let server = try NodeServer(
+        agent: agent, host: "127.0.0.1", port: 0, security: .mutualTLS(certificate: node.certificate, key: node.key, ca: ca.certificatePath))
+    let (ports, gotPort) = AsyncStream<Int>.makeStream()
+    let serving = Task { try await server.serve { gotPort.yield($0) } }
+    defer { serving.cancel() }
+    var port = 0
+    for await p in ports { port = p; break }
+    let remote = try RemoteNode(
+        name: "bench", host: "127.0.0.1", port: port, security: .mutualTLS(certificate: client.certificate, key: client.key, ca: ca.certificatePath))
+    defer { remote.close() }
+    let described = try await remote.describe(timeout: .seconds(60))
+    try await remote.takeLease(length: .seconds(10), lossAfter: .seconds(30))
+    let tagger = RemoteDevice(name: "tagger", descriptor: described[0].descriptor, channels: 4, node: remote, timeout: .seconds(600))
+    let counted = Mutex(0)
+    let start = ContinuousClock.now
+    _ = try await tagger.acquire(for: .seconds(1)) { b in counted.withLock { $0 += b.count } }
+    let elapsed = start.duration(to: .now)
+    let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
+    var latencies: [Double] = []
+    for _ in 0..<2000 {
+        let t0 = ContinuousClock.now
+        try await tagger.set("anything", to: .bool(true))
+        let d = t0.duration(to: .now)
+        latencies.append(Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18)
+    }
+    latencies.sort()
+    let n = counted.withLock { $0 }
+    emit([
+        "metric": "node_streaming", "tags": n, "seconds": seconds, "tags_per_s": Double(n) / seconds,
+        "bytes_per_tag": Double(wire) / Double(max(1, n)), "set_p50_s": latencies[latencies.count / 2],
+        "set_p99_s": latencies[latencies.count * 99 / 100],
+    ])
+}
+
 let args = CommandLine.arguments.dropFirst()
 
 /// The value after `name` on the command line, if any.
@@ -273,6 +364,8 @@ case "tttr":
         sample: args.dropFirst().first ?? "../shared/data/picoquant/hydraharp/v20_t2.ptu",
         times: option("--repeat").flatMap { Int($0) } ?? 100, out: option("--out") ?? NSTemporaryDirectory() + "/herald-bench.ptu",
         chunkRecords: option("--chunk").flatMap { Int($0) } ?? 1 << 16)
+case "node":
+    try await nodeStreaming(tags: args.dropFirst().first.flatMap { Int($0) } ?? 20_000_000)
 case "network":
     try await network(attempts: args.dropFirst().first.flatMap { Int64($0) } ?? 1_000_000_000)
 default:

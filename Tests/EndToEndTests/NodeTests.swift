@@ -75,14 +75,14 @@ import Testing
         try await Self.serving(agent, lab.security(lab.node)) { port in
             let node = try RemoteNode(name: "alice", host: "127.0.0.1", port: port, security: lab.security(lab.controller))
             defer { node.close() }
-            let described = try await node.describe()
+            let described = try await node.describe(timeout: .seconds(60))
             #expect(described.map(\.name) == ["pump", "tagger"])
             let taggerInfo = try #require(described.first { $0.name == "tagger" })
             #expect(taggerInfo.descriptor.kind == .timeTagger && taggerInfo.channels == 4)
             try await node.takeLease(length: .seconds(2))
             let pumpInfo = try #require(described.first { $0.name == "pump" })
-            let pump = RemoteDevice(name: "pump", descriptor: pumpInfo.descriptor, channels: 0, node: node)
-            let tagger = RemoteDevice(name: "tagger", descriptor: taggerInfo.descriptor, channels: 4, node: node)
+            let pump = RemoteDevice(name: "pump", descriptor: pumpInfo.descriptor, channels: 0, node: node, timeout: .seconds(60))
+            let tagger = RemoteDevice(name: "tagger", descriptor: taggerInfo.descriptor, channels: 4, node: node, timeout: .seconds(60))
             try await pump.connect()
             try await tagger.connect()
             try await pump.set("power", to: .quantity(Quantity(10e-3, .power)))
@@ -121,9 +121,9 @@ import Testing
             // An observer may describe, but not lease or set.
             let observer = try RemoteNode(name: "alice", host: "127.0.0.1", port: port, security: lab.security(lab.observer))
             defer { observer.close() }
-            #expect(try await observer.describe().count == 2)
+            #expect(try await observer.describe(timeout: .seconds(60)).count == 2)
             await #expect(throws: NodeError.self) { try await observer.takeLease() }
-            let pump = RemoteDevice(name: "pump", descriptor: try await observer.describe()[0].descriptor, channels: 0, node: observer)
+            let pump = RemoteDevice(name: "pump", descriptor: try await observer.describe(timeout: .seconds(60))[0].descriptor, channels: 0, node: observer, timeout: .seconds(60))
             do {
                 try await pump.set("enabled", to: .bool(true))
                 Issue.record("an observer set a property")
@@ -169,7 +169,7 @@ import Testing
         try await Self.serving(agent, lab.security(lab.node)) { port in
             let node = try RemoteNode(name: "alice", host: "127.0.0.1", port: port, security: lab.security(lab.controller))
             try await node.takeLease(length: .milliseconds(500))
-            let pump = RemoteDevice(name: "pump", descriptor: try await node.describe()[0].descriptor, channels: 0, node: node)
+            let pump = RemoteDevice(name: "pump", descriptor: try await node.describe(timeout: .seconds(60))[0].descriptor, channels: 0, node: node, timeout: .seconds(60))
             try await pump.set("power", to: .quantity(Quantity(5e-3, .power)))
             try await pump.set("enabled", to: .bool(true))
             #expect(await world.pump.enabled)
