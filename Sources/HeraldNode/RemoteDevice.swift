@@ -118,7 +118,10 @@ public final class RemoteNode: Sendable {
                     }
                 }
             } catch {
-                if !Task.isCancelled { self.lose(DeviceError(device: name, .disconnected, "node \(name): its lease stream broke (\(error))")) }
+                // Lost only once it was held: a refused lease is an error of takeLease, not a loss.
+                if !Task.isCancelled, self.state.withLock({ $0.lastGrant != nil }) {
+                    self.lose(DeviceError(device: name, .disconnected, "node \(name): its lease stream broke (\(error))"))
+                }
                 granted.continuation.yield(.failure(NodeError("node \(name): \(error)")))
             }
         }
