@@ -24,7 +24,7 @@ public final class AuditLog: Sendable {
             }
         }
         guard let h = FileHandle(forWritingAtPath: path) else { throw NodeError("cannot open the audit log \(path) for writing") }
-        h.seekToEndOfFile()
+        _ = try? h.seekToEnd()
         handle = Mutex(h)
     }
 
@@ -45,8 +45,9 @@ public final class AuditLog: Sendable {
         encoder.outputFormatting = [.sortedKeys]
         guard var line = try? encoder.encode(entry) else { return }
         line.append(0x0A)
+        // A full or failing disk must not stop the node: the entry is lost, the node goes on.
         handle.withLock { h in
-            h?.write(line)
+            try? h?.write(contentsOf: line)
             try? h?.synchronize()
         }
     }

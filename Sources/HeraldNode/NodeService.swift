@@ -4,6 +4,7 @@ import GRPCNIOTransportHTTP2
 import HeraldCore
 import HeraldNodeProtocol
 import Logging
+import Synchronization
 import X509
 
 /// What a caller may do, from the role in its client certificate's organisational unit.
@@ -37,15 +38,27 @@ public actor NodeAgent {
     /// commanded it, until its lease ends.
     private var leases: [String: Lease] = [:]
     private var claims: [String: String] = [:]
-    /// Results of recent commands by request id (bounded: the oldest are forgotten).
-    private var results: [String: Herald_Node_V1_CallResult] = [:]
+    /// Holders whose lease expired: a late beat of theirs is refused, not a silent renewal.
+    private var expired: Set<String> = []
+    /// Recent commands by (caller, request id): their results, or the task still running them,
+    /// so a retry that arrives while the first is running waits for it instead of running again.
+    private var results: [String: Task<Herald_Node_V1_CallResult, Never>] = [:]
     private var resultOrder: [String] = []
     static let rememberedResults = 4096
+    /// The node configuration's entries (limits, `safe:` assignments), by device.
+    let configs: [String: DeviceConfig]
+    /// Whether other nodes (role `node`) may control devices here: only a simulated world's.
+    let acceptsNodes: Bool
 
-    public init(name: String, devices: [any Device], audit: AuditLog? = nil, logger: Logger = Logger(label: "herald.node")) {
+    public init(
+        name: String, devices: [any Device], configs: [DeviceConfig] = [], acceptsNodes: Bool = false, audit: AuditLog? = nil,
+        logger: Logger = Logger(label: "herald.node")
+    ) {
         self.name = name
         self.devices = Dictionary(devices.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         self.order = devices.map(\.name)
+        self.configs = Dictionary(configs.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        self.acceptsNodes = acceptsNodes
         self.audit = audit
         self.logger = logger
     }
@@ -57,8 +70,11 @@ public actor NodeAgent {
             r.devices = order.compactMap { devices[$0] }.map { d in
                 .with {
                     $0.name = d.name
-                    $0.driver = Herald_Node_V1_DriverDescriptor(d.descriptor)
-                    $0.channelCount = Int32((d as? any TimeTagger)?.channelCount ?? 0)
+                    // The node's limits narrow what the coordinator may ask for.
+                    var descriptor = d.descriptor
+                    if let narrowed = configs[d.name]?.properties, !narrowed.isEmpty { descriptor.properties = narrowed }
+                    $0.driver = Herald_Node_V1_DriverDescriptor(descriptor)
+                    $0.channelCount = Int32(clamping: (d as? any TimeTagger)?.channelCount ?? 0)
                     $0.needsWallClock = d.needsWallClock
                     $0.answersWithoutWaiting = d.answersWithoutWaiting
                     $0.streams = d is any StreamingTagger
@@ -70,7 +86,19 @@ public actor NodeAgent {
     // MARK: Leases
 
     /// Grants or renews `holder`'s lease.
-    func beat(holder: String, length: Duration) -> (granted: Bool, holder: String) {
+    func beat(holder: String, length: Duration, first: Bool) async -> (granted: Bool, holder: String) {
+        // A beat after this holder's lease expired: its devices were put safe; it must start over.
+        if !first && leases[holder] == nil && expired.contains(holder) { return (false, "expired") }
+        if first { expired.remove(holder) }
+        // A new lease stream from a holder that still has one (a coordinator restarted within its
+        // lease): the old session ends here, its devices safe, and the new one inherits nothing.
+        if first, leases[holder] != nil {
+            let mine = order.filter { claims[$0] == holder }
+            claims = claims.filter { $0.value != holder }
+            leases[holder] = nil
+            record(who: holder, what: "lease", device: "", result: "a new session replaces a live one: safe state of \(mine.joined(separator: ", "))")
+            await safeState(mine)
+        }
         if leases[holder] == nil { record(who: holder, what: "lease", device: "", result: "granted for \(length)") }
         leases[holder] = Lease(expires: .now + length, length: length)
         return (true, holder)
@@ -87,7 +115,11 @@ public actor NodeAgent {
     func checkLease() async {
         let now = ContinuousClock.now
         for (holder, lease) in leases where lease.expires <= now {
+            // Re-checked: an earlier holder's safe state awaited, and this one may have renewed.
+            guard let current = leases[holder], current.expires <= .now else { continue }
+            _ = lease
             leases[holder] = nil
+            expired.insert(holder)
             claims = claims.filter { $0.value != holder }
             // Its devices, and any no other live controller holds: nothing is left unattended.
             let mine = order.filter { claims[$0] == nil }
@@ -97,16 +129,41 @@ public actor NodeAgent {
         }
     }
 
+    /// Every device at once, each bounded: one hung instrument must not hold the others up.
+    /// The configuration's `safe:` assignments run first, then the driver's own safe state.
     func safeState(_ names: [String]) async {
-        for name in names {
-            guard let device = devices[name] else { continue }
-            do {
-                try await device.enterSafeState()
-                record(who: "node", what: "safe state", device: name, result: "ok")
-            } catch {
-                logger.critical("\(name): could not enter its safe state: \(error)")
-                record(who: "node", what: "safe state", device: name, result: "FAILED: \(error)")
+        let work: [(String, any Device, [Assignment])] = names.compactMap { n in devices[n].map { (n, $0, configs[n]?.safeState ?? []) } }
+        let outcomes = await withTaskGroup(of: (String, String).self) { group in
+            for (name, device, assignments) in work {
+                group.addTask {
+                    let result: String? = await withTaskGroup(of: String?.self) { g in
+                        g.addTask {
+                            do {
+                                for a in assignments { try await device.set(a.property, to: a.value) }
+                                try await device.enterSafeState()
+                                return "ok"
+                            } catch {
+                                return "FAILED: \(error)"
+                            }
+                        }
+                        g.addTask {
+                            try? await Task.sleep(for: .seconds(2))
+                            return nil
+                        }
+                        let first = await g.next() ?? nil
+                        g.cancelAll()
+                        return first
+                    }
+                    return (name, result ?? "FAILED: no answer within 2 s")
+                }
             }
+            var all: [(String, String)] = []
+            for await o in group { all.append(o) }
+            return all
+        }
+        for (name, result) in outcomes.sorted(by: { $0.0 < $1.0 }) {
+            if result != "ok" { logger.critical("\(name): could not enter its safe state: \(result)") }
+            record(who: "node", what: "safe state", device: name, result: result)
         }
     }
 
@@ -114,12 +171,19 @@ public actor NodeAgent {
     /// device's controller (it becomes so by its first command).
     func requireControl(_ caller: Caller, device: String) throws {
         guard caller.role != .observer else {
+            record(who: caller.subject, what: "control", device: device, result: "refused: observer")
             throw RPCError(code: .permissionDenied, message: "\(caller.subject) is an observer: it may describe the node, not control it")
         }
+        guard caller.role != .node || acceptsNodes else {
+            record(who: caller.subject, what: "control", device: device, result: "refused: node role")
+            throw RPCError(code: .permissionDenied, message: "node \(name) accepts no control from other nodes (only a simulated world does)")
+        }
         guard let lease = leases[caller.subject], lease.expires > .now else {
+            record(who: caller.subject, what: "control", device: device, result: "refused: no lease")
             throw RPCError(code: .failedPrecondition, message: "\(caller.subject) holds no lease on node \(name): take it before controlling it")
         }
         if let holder = claims[device], holder != caller.subject {
+            record(who: caller.subject, what: "control", device: device, result: "refused: controlled by \(holder)")
             throw RPCError(code: .failedPrecondition, message: "device '\(device)' on node \(name) is controlled by \(holder)")
         }
         claims[device] = caller.subject
@@ -134,36 +198,65 @@ public actor NodeAgent {
         return d
     }
 
-    /// Runs a command once per request id: a retry gets the first run's result.
+    /// Runs a command once per (caller, request id): a retry gets the first run's result, and
+    /// one that arrives while the first still runs waits for it. The caller is authorised and
+    /// the device claimed before anything runs. A call cancelled by its client (the coordinator
+    /// gone, the call abandoned) is cancelled here too, and once it has stopped its device is
+    /// put safe: gRPC does not cancel the handler's task by itself.
     func command(
         _ caller: Caller, requestID: String, what: String, device name: String,
-        _ body: @Sendable (any Device) async throws -> Void
+        _ body: @escaping @Sendable (any Device) async throws -> Void
     ) async throws -> Herald_Node_V1_CallResult {
-        _ = try device(name)
-        try requireControl(caller, device: name)
-        if !requestID.isEmpty, var earlier = results[requestID] {
-            earlier.replayed = true
-            record(who: caller.subject, what: what + " (retry " + requestID + ")", device: name, result: "replayed")
-            return earlier
-        }
         let d = try device(name)
-        var result = Herald_Node_V1_CallResult()
-        do {
-            try await body(d)
-            record(who: caller.subject, what: what, device: name, result: "ok")
-        } catch let e as DeviceError {
-            result.failure = Herald_Node_V1_DeviceFailure(e)
-            record(who: caller.subject, what: what, device: name, result: "\(e.kind.rawValue): \(e.detail)")
-        } catch is SimulatedHang {
-            result.failure = .with { $0.kind = DeviceError.Kind.timeout.rawValue; $0.detail = "\(what) did not complete (simulated instrument)" }
-            record(who: caller.subject, what: what, device: name, result: "timed out")
+        try requireControl(caller, device: name)
+        let key = caller.subject + "\u{1F}" + requestID
+        if !requestID.isEmpty, let earlier = results[key] {
+            var r = await earlier.value
+            r.replayed = true
+            record(who: caller.subject, what: what + " (retry " + requestID + ")", device: name, result: "replayed")
+            return r
+        }
+        let run = Task { () -> Herald_Node_V1_CallResult in
+            var result = Herald_Node_V1_CallResult()
+            do {
+                try await body(d)
+            } catch let e as DeviceError {
+                result.failure = Herald_Node_V1_DeviceFailure(e)
+            } catch is SimulatedHang {
+                result.failure = .with { $0.kind = DeviceError.Kind.timeout.rawValue; $0.detail = "\(what) did not complete (simulated instrument)" }
+            } catch is CancellationError {
+                result.failure = .with { $0.kind = DeviceError.Kind.timeout.rawValue; $0.detail = "\(what) was cancelled by its caller" }
+            } catch {
+                result.failure = .with { $0.kind = DeviceError.Kind.invalidResponse.rawValue; $0.detail = "\(what): \(error)" }
+            }
+            return result
         }
         if !requestID.isEmpty {
-            results[requestID] = result
-            resultOrder.append(requestID)
+            results[key] = run
+            resultOrder.append(key)
             if resultOrder.count > Self.rememberedResults { results[resultOrder.removeFirst()] = nil }
         }
+        let cancelled = CancelFlag()
+        let result = await withRPCCancellationHandler {
+            await run.value
+        } onCancelRPC: {
+            cancelled.set()
+            run.cancel()
+        }
+        record(who: caller.subject, what: what, device: name, result: result.hasFailure ? "\(result.failure.kind): \(result.failure.detail)" : "ok")
+        if cancelled.isSet {
+            record(who: caller.subject, what: what, device: name, result: "cancelled by its caller: putting the device safe")
+            await safeState([name])
+        }
         return result
+    }
+
+    /// A `set` checked against the node configuration's limits first.
+    func checkLimits(device name: String, _ property: String, _ value: Value) throws {
+        guard let spec = configs[name]?.properties.first(where: { $0.name == property }) else { return }
+        if let problem = spec.problem(with: value) {
+            throw DeviceError(device: name, .rejected, "refused by node \(self.name)'s limits: \(property) \(problem)")
+        }
     }
 
     func record(who: String, what: String, device: String, result: String) {
@@ -204,10 +297,8 @@ public struct NodeService: Herald_Node_V1_Node.SimpleServiceProtocol {
     }
 
     public func connect(request: Herald_Node_V1_DeviceRequest, context: ServerContext) async throws -> Herald_Node_V1_CallResult {
-        try await guarded(request.device) {
-            try await agent.command(try caller(context), requestID: request.requestID, what: "connect", device: request.device) {
-                try await $0.connect()
-            }
+        try await agent.command(try caller(context), requestID: request.requestID, what: "connect", device: request.device) {
+            try await $0.connect()
         }
     }
 
@@ -218,11 +309,10 @@ public struct NodeService: Herald_Node_V1_Node.SimpleServiceProtocol {
         } catch {
             throw RPCError(code: .invalidArgument, message: "set \(request.device).\(request.property): \(error)")
         }
-        let property = request.property
-        return try await guarded(request.device) {
-            try await agent.command(
-                try caller(context), requestID: request.requestID, what: "set \(property)=\(value)", device: request.device
-            ) { try await $0.set(property, to: value) }
+        let property = request.property, agent = self.agent, name = request.device
+        return try await agent.command(try caller(context), requestID: request.requestID, what: "set \(property)=\(value)", device: name) {
+            try await agent.checkLimits(device: name, property, value)
+            try await $0.set(property, to: value)
         }
     }
 
@@ -266,15 +356,15 @@ public struct NodeService: Herald_Node_V1_Node.SimpleServiceProtocol {
         try await agent.requireControl(who, device: request.device)
         let duration = Duration.nanoseconds(request.durationPs / 1000)
         await agent.record(who: who.subject, what: "acquire \(duration)", device: request.device, result: "started")
-        var last = Herald_Node_V1_TagBatch()
-        try await guarded(request.device) {
+        let last = try await guarded(request.device) { () -> Herald_Node_V1_TagBatch in
+            var last = Herald_Node_V1_TagBatch()
             do {
                 let interval = try await tagger.acquire(for: duration) { block in
                     // Batches go out as they come; the writer waits while the stream's window is
                     // full, so a slow coordinator slows the tagger and memory stays bounded.
                     var start = 0
                     repeat {
-                        var batch = TagCodec.encode(block, from: start, count: TagCodec.batchTags)
+                        var batch = try TagCodec.encode(block, from: start, count: TagCodec.batchTags)
                         if start == 0 {
                             batch.excluded = block.excluded.map { e in
                                 .with { $0.startPs = e.startPs; $0.stopPs = e.stopPs; $0.reason = e.reason }
@@ -289,7 +379,10 @@ public struct NodeService: Herald_Node_V1_Node.SimpleServiceProtocol {
                 last.failure = Herald_Node_V1_DeviceFailure(e)
             } catch is SimulatedHang {
                 last.failure = .with { $0.kind = DeviceError.Kind.timeout.rawValue; $0.detail = "acquire stopped delivering" }
+            } catch let e as NodeProtocolError {
+                last.failure = .with { $0.kind = DeviceError.Kind.invalidResponse.rawValue; $0.detail = "the tagger delivered \(e)" }
             }
+            return last
         }
         try await response.write(last)
         await agent.record(who: who.subject, what: "acquire \(duration)", device: request.device, result: last.hasFailure ? last.failure.detail : "ok")
@@ -297,14 +390,19 @@ public struct NodeService: Herald_Node_V1_Node.SimpleServiceProtocol {
 
     public func configure(request: Herald_Node_V1_ConfigureRequest, context: ServerContext) async throws -> Herald_Node_V1_CallResult {
         let c = request.configuration
+        // Checked here as the compiler checks a script: a real entangler must not get garbage timing.
+        guard c.cyclePs > 0, c.cyclePs <= 1_000_000_000_000, c.windowStartPs >= 0, c.windowLengthPs > 0,
+            c.windowStartPs <= c.cyclePs - c.windowLengthPs, c.timeoutPs >= c.cyclePs, c.timeoutPs <= 3_600_000_000_000_000,
+            c.nodes.count == 2, !c.patterns.isEmpty, c.patterns.allSatisfy({ !$0.channels.isEmpty && $0.channels.allSatisfy { (1...255).contains($0) } })
+        else {
+            throw RPCError(code: .invalidArgument, message: "configure \(request.device): an attempt loop no entangler can run")
+        }
         let configuration = EntanglerConfiguration(
             link: c.link, nodes: c.nodes, cyclePs: c.cyclePs, windowStartPs: c.windowStartPs, windowLengthPs: c.windowLengthPs,
             patterns: c.patterns.map { $0.channels.map(Int.init) }, timeoutPs: c.timeoutPs)
-        return try await guarded(request.device) {
-            try await agent.command(try caller(context), requestID: request.requestID, what: "configure link \(c.link)", device: request.device) {
-                guard let e = $0 as? any Entangler else { throw DeviceError(device: $0.name, .unsupported, "is not an entangler") }
-                try await e.configure(configuration)
-            }
+        return try await agent.command(try caller(context), requestID: request.requestID, what: "configure link \(c.link)", device: request.device) {
+            guard let e = $0 as? any Entangler else { throw DeviceError(device: $0.name, .unsupported, "is not an entangler") }
+            try await e.configure(configuration)
         }
     }
 
@@ -314,8 +412,8 @@ public struct NodeService: Herald_Node_V1_Node.SimpleServiceProtocol {
             throw RPCError(code: .invalidArgument, message: "'\(request.device)' on node \(agent.name) is not an entangler")
         }
         try await agent.requireControl(who, device: request.device)
-        var out = Herald_Node_V1_AttemptOutcome()
-        try await guarded(request.device) {
+        let out = try await guarded(request.device) { () -> Herald_Node_V1_AttemptOutcome in
+            var out = Herald_Node_V1_AttemptOutcome()
             do {
                 switch try await e.runAttemptLoop() {
                 case .herald(let t, let p, let n):
@@ -332,6 +430,7 @@ public struct NodeService: Herald_Node_V1_Node.SimpleServiceProtocol {
             } catch is SimulatedHang {
                 out.failure = .with { $0.kind = DeviceError.Kind.timeout.rawValue; $0.detail = "the attempt loop did not return" }
             }
+            return out
         }
         return out
     }
@@ -347,8 +446,8 @@ public struct NodeService: Herald_Node_V1_Node.SimpleServiceProtocol {
         try await agent.requireControl(who, device: request.device)
         var out = Herald_Node_V1_MeasureResponse()
         do {
-            let m = try await r.measure(in: basis)
-            out.outcome = Int32(m.outcome)
+            let m = try await guarded(request.device) { try await r.measure(in: basis) }
+            out.outcome = Int32(clamping: m.outcome)
             out.counts = Int64(m.counts)
         } catch let error as DeviceError {
             out.failure = Herald_Node_V1_DeviceFailure(error)
@@ -370,13 +469,19 @@ public struct NodeService: Herald_Node_V1_Node.SimpleServiceProtocol {
         do {
             let (block, interval) = try await t.collect()
             var start = 0
-            while start < block.count {
-                try await response.write(TagCodec.encode(block, from: start, count: TagCodec.batchTags))
+            repeat {
+                var batch = try TagCodec.encode(block, from: start, count: TagCodec.batchTags)
+                if start == 0 {
+                    batch.excluded = block.excluded.map { e in .with { $0.startPs = e.startPs; $0.stopPs = e.stopPs; $0.reason = e.reason } }
+                }
+                if batch.count > 0 || start == 0 { try await response.write(batch) }
                 start += TagCodec.batchTags
-            }
+            } while start < block.count
             last.interval = .with { $0.startPs = interval.startPs; $0.stopPs = interval.stopPs; $0.tags = Int64(interval.tags) }
         } catch let error as DeviceError {
             last.failure = Herald_Node_V1_DeviceFailure(error)
+        } catch let e as NodeProtocolError {
+            last.failure = .with { $0.kind = DeviceError.Kind.invalidResponse.rawValue; $0.detail = "the tagger delivered \(e)" }
         }
         try await response.write(last)
     }
@@ -391,32 +496,40 @@ public struct NodeService: Herald_Node_V1_Node.SimpleServiceProtocol {
         }
         // A stream that ends or breaks just stops renewing: the lease then expires on its own,
         // and the devices go safe, unless the coordinator released it with a zero-length beat.
+        var first = true
         for try await beat in request {
+            defer { first = false }
             if beat.leaseMs == 0 {
                 await agent.release(holder: who.subject)
                 try await response.write(.with { $0.sequence = beat.sequence; $0.granted = false; $0.holder = "" })
                 return
             }
             let length = Duration.milliseconds(min(max(beat.leaseMs, 100), 60_000))
-            let (granted, holder) = await agent.beat(holder: who.subject, length: length)
+            let (granted, holder) = await agent.beat(holder: who.subject, length: length, first: first)
             try await response.write(.with { $0.sequence = beat.sequence; $0.granted = granted; $0.holder = holder })
+            if !granted { return }
         }
     }
 
     /// Runs a device command so that a cancelled RPC (the coordinator gone, the call abandoned)
     /// puts that device safe: gRPC does not cancel the handler's task by itself.
-    func guarded<T: Sendable>(_ device: String, _ body: () async throws -> T) async throws -> T {
-        let agent = self.agent
-        return try await withRPCCancellationHandler {
-            try await body()
+    /// The caller was authorised before: the call runs as a task of its own, a cancelled RPC
+    /// cancels it, and only once it has stopped is the device put safe (a safe state racing
+    /// the call could be undone by it).
+    func guarded<T: Sendable>(_ device: String, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+        let cancelled = CancelFlag()
+        let work = Task { try await body() }
+        let result = await withRPCCancellationHandler {
+            await work.result
         } onCancelRPC: {
-            Task {
-                if let d = try? await agent.device(device) {
-                    try? await d.enterSafeState()
-                    await agent.record(who: "node", what: "safe state (call cancelled)", device: device, result: "ok")
-                }
-            }
+            cancelled.set()
+            work.cancel()
         }
+        if cancelled.isSet {
+            await agent.record(who: "node", what: "call cancelled by its caller", device: device, result: "putting the device safe")
+            await agent.safeState([device])
+        }
+        return try result.get()
     }
 }
 
@@ -439,4 +552,11 @@ extension Caller {
 
 public enum NodeProtocolVersion {
     public static let current = "herald-node/1"
+}
+
+/// Set once, from any thread: whether a call's client cancelled it.
+final class CancelFlag: Sendable {
+    private let flag = Mutex(false)
+    func set() { flag.withLock { $0 = true } }
+    var isSet: Bool { flag.withLock { $0 } }
 }

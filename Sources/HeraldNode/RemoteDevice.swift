@@ -86,8 +86,11 @@ public final class RemoteNode: Sendable {
     // MARK: The lease
 
     /// Takes the node's lease and keeps renewing it until ``release()``.
-    public func takeLease(length: Duration = .seconds(1), lossAfter: Duration = .seconds(1)) async throws {
-        let granted = AsyncStream<Result<Void, NodeError>>.makeStream()
+    public func takeLease(length: Duration = .seconds(1), lossAfter requestedLoss: Duration = .seconds(1), firstGrantWithin: Duration = .seconds(10)) async throws {
+        guard state.withLock({ $0.keeper == nil }) else { throw NodeError("node \(name): its lease is already held") }
+        // Beats come every quarter of the lease: never count a node lost between two of them.
+        let lossAfter = max(requestedLoss, length / 2)
+        let granted = AsyncStream<Result<Void, NodeError>>.makeStream(bufferingPolicy: .bufferingNewest(1))
         let node = self.node, name = self.name
         let beatMs = Int64(length.components.seconds * 1000 + length.components.attoseconds / 1_000_000_000_000_000)
         let leaseOptions = options(timeout: .seconds(365 * 86_400))
@@ -109,10 +112,20 @@ public final class RemoteNode: Sendable {
                 ) { response in
                     for try await status in response.messages {
                         if status.granted {
-                            self.state.withLock { $0.lastGrant = .now }
-                            granted.continuation.yield(.success(()))
-                        } else if !status.holder.isEmpty {
-                            granted.continuation.yield(.failure(NodeError("node \(name) is leased by \(status.holder)")))
+                            let first = self.state.withLock { s -> Bool in
+                                defer { s.lastGrant = .now }
+                                return s.lastGrant == nil
+                            }
+                            if first {
+                                granted.continuation.yield(.success(()))
+                                granted.continuation.finish()
+                            }
+                        } else {
+                            // Refused, or expired while we were away (its devices were put safe).
+                            let why = status.holder == "expired" ? "let this run's lease expire" : "refused the lease"
+                            self.lose(DeviceError(device: name, .disconnected, "node \(name) \(why)"))
+                            granted.continuation.yield(.failure(NodeError("node \(name) \(why)")))
+                            granted.continuation.finish()
                             return
                         }
                     }
@@ -124,6 +137,7 @@ public final class RemoteNode: Sendable {
                 }
                 granted.continuation.yield(.failure(NodeError("node \(name): \(error)")))
             }
+            granted.continuation.finish()
         }
         let watcher = Task { [self] in
             while !Task.isCancelled {
@@ -140,17 +154,41 @@ public final class RemoteNode: Sendable {
             $0.keeper = keeper
             $0.watcher = watcher
         }
-        for await first in granted.stream {
-            switch first {
-            case .success: return
-            case .failure(let e): throw e
+        // The first answer, within a deadline: a node that takes the stream and never answers
+        // must not hang the run.
+        let first = await withTaskGroup(of: Result<Void, NodeError>?.self) { group in
+            group.addTask {
+                for await r in granted.stream { return r }
+                return .failure(NodeError("node \(name) closed its lease stream without answering"))
             }
+            group.addTask {
+                try? await Task.sleep(for: firstGrantWithin)
+                return nil
+            }
+            let r = await group.next() ?? nil
+            group.cancelAll()
+            return r
+        }
+        switch first {
+        case .success?: return
+        case .failure(let e)?:
+            release()
+            throw e
+        case nil:
+            release()
+            throw NodeError("node \(name) at \(address) did not grant its lease within \(firstGrantWithin)")
         }
     }
 
     /// Stops renewing and releases the lease (after the run put the devices safe).
     public func release() {
-        let (keeper, watcher) = state.withLock { ($0.keeper, $0.watcher) }
+        let (keeper, watcher) = state.withLock { s in
+            defer {
+                s.keeper = nil
+                s.watcher = nil
+            }
+            return (s.keeper, s.watcher)
+        }
         watcher?.cancel()
         keeper?.cancel()
     }
@@ -303,6 +341,25 @@ public class RemoteDevice: TimeTagger, PresenceReporting, @unchecked Sendable {
         try? await command { id in try await node.node.disconnect(.with { $0.requestID = id; $0.device = remote }, options: node.options(timeout: timeout)) }
     }
 
+    /// 2⁶⁰ ps (13 days): the bound on times a node may report, as on times read from a file.
+    static let timeBound: Int64 = 1 << 60
+
+    static func checked(_ i: Herald_Node_V1_Interval, device: String, node: String) throws -> AcquisitionInterval {
+        guard i.startPs >= 0, i.startPs <= i.stopPs, i.stopPs < timeBound, i.tags >= 0, let tags = Int(exactly: i.tags) else {
+            throw DeviceError(device: device, .invalidResponse, "node \(node) reported an interval [\(i.startPs), \(i.stopPs)) ps of \(i.tags) tags")
+        }
+        return AcquisitionInterval(startPs: i.startPs, stopPs: i.stopPs, tags: tags)
+    }
+
+    static func checked(_ block: TagBlock, device: String, node: String) throws {
+        if let first = block.timestamps.first, let last = block.timestamps.last, first < 0 || last >= timeBound {
+            throw DeviceError(device: device, .invalidResponse, "node \(node) sent tags at \(first)…\(last) ps")
+        }
+        for e in block.excluded where e.startPs < 0 || e.startPs > e.stopPs || e.stopPs >= timeBound {
+            throw DeviceError(device: device, .invalidResponse, "node \(node) sent a lost interval [\(e.startPs), \(e.stopPs)) ps")
+        }
+    }
+
     public func vanished() async -> DeviceError {
         let e = await node.lost()
         return DeviceError(device: name, e.kind, e.detail)
@@ -331,10 +388,11 @@ public class RemoteDevice: TimeTagger, PresenceReporting, @unchecked Sendable {
                             } catch {
                                 throw DeviceError(device: name, .invalidResponse, "node \(nodeName) sent a tag batch that does not decode: \(error)")
                             }
+                            try Self.checked(block, device: name, node: nodeName)
                             try await deliver(block)
                         }
                         if batch.hasInterval {
-                            last = AcquisitionInterval(startPs: batch.interval.startPs, stopPs: batch.interval.stopPs, tags: Int(batch.interval.tags))
+                            last = try Self.checked(batch.interval, device: name, node: nodeName)
                         }
                     }
                     guard let last else {
@@ -409,7 +467,7 @@ public final class RemoteStreamingTagger: RemoteDevice, StreamingTagger, @unchec
         let name = self.name, nodeName = node.name, remote = self.remote
         do {
             return try await node.node.collect(.with { $0.requestID = UUID().uuidString; $0.device = remote }, options: node.options(timeout: timeout)) { response in
-                var timestamps: [Int64] = [], channels: [UInt8] = []
+                var timestamps: [Int64] = [], channels: [UInt8] = [], excluded: [ExcludedInterval] = []
                 var interval: AcquisitionInterval?
                 for try await batch in response.messages {
                     if batch.hasFailure { throw batch.failure.decoded(device: name, node: nodeName) }
@@ -418,15 +476,22 @@ public final class RemoteStreamingTagger: RemoteDevice, StreamingTagger, @unchec
                         do { block = try TagCodec.decode(batch) } catch {
                             throw DeviceError(device: name, .invalidResponse, "node \(nodeName) sent a tag batch that does not decode: \(error)")
                         }
+                        try Self.checked(block, device: name, node: nodeName)
+                        guard timestamps.count + block.count <= 1 << 26 else {
+                            throw DeviceError(device: name, .invalidResponse, "node \(nodeName) sent more than 64 M tags in one collection")
+                        }
                         timestamps += block.timestamps
                         channels += block.channels
                     }
+                    excluded += batch.excluded.map { ExcludedInterval(startPs: $0.startPs, stopPs: $0.stopPs, reason: $0.reason) }
                     if batch.hasInterval {
-                        interval = AcquisitionInterval(startPs: batch.interval.startPs, stopPs: batch.interval.stopPs, tags: Int(batch.interval.tags))
+                        interval = try Self.checked(batch.interval, device: name, node: nodeName)
                     }
                 }
                 guard let interval else { throw DeviceError(device: name, .invalidResponse, "node \(nodeName) ended a collection without its interval") }
-                return (TagBlock(timestamps: timestamps, channels: channels), interval)
+                let block = TagBlock(timestamps: timestamps, channels: channels, excluded: excluded)
+                try Self.checked(block, device: name, node: nodeName)
+                return (block, interval)
             }
         } catch let e as RPCError {
             throw mapped(e)

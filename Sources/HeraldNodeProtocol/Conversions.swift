@@ -125,7 +125,8 @@ public enum TagCodec {
     /// Tags per batch: 64 k tags is about 200 kB on the wire, well under the message cap.
     public static let batchTags = 1 << 16
 
-    public static func encode(_ block: TagBlock, from start: Int = 0, count: Int? = nil) -> Herald_Node_V1_TagBatch {
+    /// Throws for tags out of time order: a backwards step would wrap and shift every later tag.
+    public static func encode(_ block: TagBlock, from start: Int = 0, count: Int? = nil) throws(NodeProtocolError) -> Herald_Node_V1_TagBatch {
         let end = min(block.count, start + (count ?? block.count))
         var batch = Herald_Node_V1_TagBatch()
         batch.count = Int32(end - start)
@@ -135,12 +136,16 @@ public enum TagCodec {
         bytes.reserveCapacity((end - start) * 3)
         let first = block.timestamps[start]
         batch.firstPs = first
+        var backwards: Int?
         block.timestamps.withUnsafeBufferPointer { ts in
             block.channels.withUnsafeBufferPointer { cs in
                 var previous = first
                 for i in start..<end {
-                    // Non-decreasing within a stream (the engine checks): Δt ≥ 0.
-                    let delta = UInt64(bitPattern: ts[i] &- previous)
+                    guard ts[i] >= previous, ts[i] &- previous < 1 << 60 else {
+                        backwards = i
+                        return
+                    }
+                    let delta = UInt64(ts[i] - previous)
                     previous = ts[i]
                     var v = wide ? delta : (delta << 3) | UInt64(cs[i] &- 1)
                     while v >= 0x80 {
@@ -151,6 +156,7 @@ public enum TagCodec {
                 }
             }
         }
+        if let i = backwards { throw NodeProtocolError("tag \(i) is out of time order (\(block.timestamps[i]) ps)") }
         batch.packed = Data(bytes)
         if wide { batch.channels = Data(block.channels[start..<end]) }
         return batch

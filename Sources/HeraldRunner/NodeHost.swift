@@ -18,6 +18,8 @@ public struct NodeHostConfig: Sendable {
     public var compiled: CompiledScript
     /// Other nodes this node's devices live on (a simulated world), connected and described.
     let upstream: NodeConnections
+    /// `accept_nodes: true`: other nodes may control devices here (a simulated world).
+    public var acceptsNodes = false
 
     /// Reads and validates a node configuration; paths in `tls:` and `audit:` are relative to
     /// it. Devices on other nodes (`node:`, with their `nodes:`) are described first, reached
@@ -50,7 +52,7 @@ public struct NodeHostConfig: Sendable {
         let audit = (root["audit"]?.scalar?.string).map { resolved($0) }
         let upstream = await NodeConnections.describe(ScriptCompiler.nodeAddresses(path: path), security: security)
         var compiler = Herald.compiler(registry: Herald.descriptorRegistry)
-        compiler.extraTopLevelKeys = ["node", "listen", "tls", "audit"]
+        compiler.extraTopLevelKeys = ["node", "listen", "tls", "audit", "accept_nodes"]
         compiler.nodeCatalogue = upstream.catalogue
         compiler.nodeProblems = upstream.problems
         let compiled: CompiledScript
@@ -60,9 +62,11 @@ public struct NodeHostConfig: Sendable {
             upstream.close()
             throw error
         }
-        return NodeHostConfig(
+        var config = NodeHostConfig(
             name: name, host: address.host, port: address.port, security: security, auditPath: audit, compiled: compiled,
             upstream: upstream)
+        config.acceptsNodes = ["true", "yes"].contains(root["accept_nodes"]?.scalar?.string ?? "")
+        return config
     }
 }
 
@@ -87,8 +91,20 @@ extension Herald {
         // This node's lease on the nodes its devices live on, held while it serves.
         try await config.upstream.takeLeases(length: .seconds(2))
         defer { config.upstream.close() }
+        // Safe before serving: a node restarted after a crash must not leave its instruments as
+        // the crashed run had them.
+        for d in devices {
+            do {
+                try await d.connect()
+                try await d.enterSafeState()
+            } catch {
+                logger.critical("node \(config.name): \(d.name) could not be put safe at start: \(error)")
+            }
+        }
         let audit = try config.auditPath.map { try AuditLog(path: $0) }
-        let agent = NodeAgent(name: config.name, devices: devices, audit: audit, logger: logger)
+        let agent = NodeAgent(
+            name: config.name, devices: devices, configs: config.compiled.plan.devices, acceptsNodes: config.acceptsNodes, audit: audit,
+            logger: logger)
         let server = try NodeServer(agent: agent, host: config.host, port: config.port, security: config.security)
         logger.notice("node \(config.name): serving \(devices.map(\.name).joined(separator: ", ")) on \(config.host):\(config.port)")
         try await server.serve(ready: ready)

@@ -350,6 +350,7 @@ public actor RunRecorder: RunEventSink {
                 timestamps = nil
                 detectors = nil
                 progress = nil
+                heraldLog = nil
                 file = nil
                 throw StoreError(
                     path: path,
@@ -363,6 +364,9 @@ public actor RunRecorder: RunEventSink {
         timestamps = nil
         detectors = nil
         progress = nil
+        // The herald log's datasets too: an open dataset keeps the SWMR file open behind the
+        // close, and the file would keep its write mark.
+        heraldLog = nil
         open.close()
         self.file = nil
         let file = try H5File.open(path, mode: .readWrite)

@@ -122,7 +122,7 @@ class Lab:
         for path in self.audit.values():
             if os.path.exists(path):
                 os.remove(path)
-        world = (f"node: world\nlisten: {addr('world')}:{PORT}\n" + self.tls("world") + f"audit: {self.audit['world']}\n"
+        world = (f"node: world\nlisten: {addr('world')}:{PORT}\naccept_nodes: true\n" + self.tls("world") + f"audit: {self.audit['world']}\n"
                  + simulation + "\ndevices:\n"
                  "  entangler_a: {driver: mock.entangler, settings: {node: alice}}\n"
                  "  entangler_b: {driver: mock.entangler, settings: {node: bob}}\n"
