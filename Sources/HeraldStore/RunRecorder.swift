@@ -303,6 +303,13 @@ public actor RunRecorder: RunEventSink {
         try includes.write("resolved_path", strings: s.plan.includedFiles.map(\.resolvedPath))
         try includes.write("text", strings: s.plan.includedFiles.map(\.text))
         try includes.write("sha256", strings: s.plan.includedFiles.map { sha256($0.text) })
+        // The hosts whose nodes served devices (empty for a run on this host alone).
+        let nodes = try herald.group("nodes")
+        for n in s.plan.nodes {
+            let g = try nodes.group(n.name)
+            try g.setAttribute("address", n.address)
+            try g.setAttribute("devices", s.plan.devices.filter { $0.node == n.name }.map(\.name).joined(separator: ","))
+        }
         let devices = try herald.group("devices")
         for d in s.devices {
             let g = try devices.group(d.name)
@@ -396,6 +403,14 @@ public actor RunRecorder: RunEventSink {
         let herald = try file.openGroup("user").openGroup("herald")
         let run = try herald.openGroup("run")
         try herald.write("log", strings: log)
+        // Which node failed, and when: a device failure of a device that lives on a node.
+        if case .device(let device, let kind)? = stop.failure, let node = start?.plan.devices.first(where: { $0.name == device })?.node,
+            herald.contains("nodes"), try herald.openGroup("nodes").contains(node)
+        {
+            let g = try herald.openGroup("nodes").openGroup(node)
+            try g.setAttribute("failed_at", iso.string(from: stop.stoppedAt))
+            try g.setAttribute("failure", "\(device) \(kind.rawValue): \(stop.reason ?? "")")
+        }
 
         try SummaryTables.writeSweeps(sweepRows, into: herald, withSettings: true)
         // Paused intervals: their tags stay in photon_data but were excluded from the counts.

@@ -248,6 +248,12 @@ def main():
             n, status, reason = heralds_in(out)
             if status != "failed" or "alice" not in reason:
                 fail(f"{scenario}: the file says {status}: {reason}")
+            with h5py.File(out, "r") as f:
+                alice = f["user/herald/nodes/alice"].attrs
+                if "failed_at" not in alice or "failure" not in alice:
+                    fail(f"{scenario}: the file does not mark alice as failed: {dict(alice)}")
+                if "failed_at" in f["user/herald/nodes/bob"].attrs:
+                    fail(f"{scenario}: the file marks bob as failed too")
             if n < 10:
                 fail(f"{scenario}: only {n} heralds kept")
             # Bob's devices were put safe by the coordinator after the loss.
