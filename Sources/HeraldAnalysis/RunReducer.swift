@@ -110,24 +110,13 @@ public actor RunReducer: RunEventSink {
     /// one group), then the fit across them when the step asks for one.
     private func analyse(_ spec: EntanglementAnalysisSpec, location: SourceLocation?) async throws {
         let key = "\(location?.description ?? "") entanglement \(spec.dataset)"
-        var groups: [(outer: PointRef?, points: [EntanglementPoint])] = []
-        for (outer, point) in entangled[spec.dataset] ?? [] {
-            if let i = groups.firstIndex(where: { $0.outer == outer }) {
-                groups[i].points.append(point)
-            } else {
-                groups.append((outer, [point]))
-            }
-        }
-        if groups.isEmpty { groups = [(nil, [])] }
+        let groups = newGroups((entangled[spec.dataset] ?? []).map { ($0.outer, $0.point) }, key: key)
         var rows: [(value: Double, record: AnalysisRecord)] = []
         var unit = ""
         for group in groups {
-            if let outer = group.outer {
-                guard analysed[key, default: []].insert(outer.index).inserted else { continue }
-            }
             var record: AnalysisRecord
             do {
-                record = try EntanglementAnalysis.run(spec, points: group.points)
+                record = try EntanglementAnalysis.run(spec, points: group.items)
             } catch let e as TomographyError {
                 let at = group.outer.map { " at \($0.sweep)[\($0.index)] \($0.label)" } ?? ""
                 throw StepError(.analysisFailed, location: location, message: "entanglement of '\(spec.dataset)'\(at): \(e)")
@@ -148,6 +137,21 @@ public actor RunReducer: RunEventSink {
             fit.labels = rows.map { $0.record.outer?.label ?? "" }
             try await pass(.analysis(fit))
         }
+    }
+
+    /// Items grouped by their outer point, in the order they ran (a data set outside any sweep
+    /// is one group); groups an earlier request under `key` already analysed are left out.
+    private func newGroups<T>(_ items: [(outer: PointRef?, item: T)], key: String) -> [(outer: PointRef?, items: [T])] {
+        var groups: [(outer: PointRef?, items: [T])] = []
+        for (outer, item) in items {
+            if let i = groups.firstIndex(where: { $0.outer == outer }) {
+                groups[i].items.append(item)
+            } else {
+                groups.append((outer, [item]))
+            }
+        }
+        if groups.isEmpty { groups = [(nil, [])] }
+        return groups.filter { g in g.outer.map { analysed[key, default: []].insert($0.index).inserted } ?? true }
     }
 
     private func count(_ block: TagBlock, from device: String) throws {
@@ -176,23 +180,10 @@ public actor RunReducer: RunEventSink {
     private func analyse(_ step: AnalysisStep, location: SourceLocation?) async throws {
         let data = results[step.dataset] ?? []
         let key = "\(location?.description ?? "") \(step.name) \(step.dataset)"
-        // Grouped by outer point, in the order they ran; a data set outside any sweep is one group.
-        var groups: [(outer: PointRef?, data: [PointResult])] = []
-        for r in data {
-            if let i = groups.firstIndex(where: { $0.outer == r.counts.outer }) {
-                groups[i].data.append(r)
-            } else {
-                groups.append((r.counts.outer, [r]))
-            }
-        }
-        if groups.isEmpty { groups = [(nil, [])] }
-        for group in groups {
-            if let outer = group.outer {
-                guard analysed[key, default: []].insert(outer.index).inserted else { continue }
-            }
+        for group in newGroups(data.map { ($0.counts.outer, $0) }, key: key) {
             var record: AnalysisRecord
             do {
-                record = try Analyses.run(step, data: group.data)
+                record = try Analyses.run(step, data: group.items)
             } catch let e as TomographyError {
                 let at = group.outer.map { " at \($0.sweep)[\($0.index)] \($0.label)" } ?? ""
                 throw StepError(.analysisFailed, location: location, message: "\(step.name) of '\(step.dataset)'\(at): \(e)")

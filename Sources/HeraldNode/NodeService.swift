@@ -362,17 +362,7 @@ public struct NodeService: Herald_Node_V1_Node.SimpleServiceProtocol {
                 let interval = try await tagger.acquire(for: duration) { block in
                     // Batches go out as they come; the writer waits while the stream's window is
                     // full, so a slow coordinator slows the tagger and memory stays bounded.
-                    var start = 0
-                    repeat {
-                        var batch = try TagCodec.encode(block, from: start, count: TagCodec.batchTags)
-                        if start == 0 {
-                            batch.excluded = block.excluded.map { e in
-                                .with { $0.startPs = e.startPs; $0.stopPs = e.stopPs; $0.reason = e.reason }
-                            }
-                        }
-                        try await response.write(batch)
-                        start += TagCodec.batchTags
-                    } while start < block.count
+                    for batch in try TagCodec.batches(block) { try await response.write(batch) }
                 }
                 last.interval = .with { $0.startPs = interval.startPs; $0.stopPs = interval.stopPs; $0.tags = Int64(interval.tags) }
             } catch let e as DeviceError {
@@ -468,15 +458,7 @@ public struct NodeService: Herald_Node_V1_Node.SimpleServiceProtocol {
         var last = Herald_Node_V1_TagBatch()
         do {
             let (block, interval) = try await t.collect()
-            var start = 0
-            repeat {
-                var batch = try TagCodec.encode(block, from: start, count: TagCodec.batchTags)
-                if start == 0 {
-                    batch.excluded = block.excluded.map { e in .with { $0.startPs = e.startPs; $0.stopPs = e.stopPs; $0.reason = e.reason } }
-                }
-                if batch.count > 0 || start == 0 { try await response.write(batch) }
-                start += TagCodec.batchTags
-            } while start < block.count
+            for batch in try TagCodec.batches(block) { try await response.write(batch) }
             last.interval = .with { $0.startPs = interval.startPs; $0.stopPs = interval.stopPs; $0.tags = Int64(interval.tags) }
         } catch let error as DeviceError {
             last.failure = Herald_Node_V1_DeviceFailure(error)

@@ -162,6 +162,22 @@ public enum TagCodec {
         return batch
     }
 
+    /// A block as the batches that carry it, the first with its lost intervals (one empty batch
+    /// for an empty block, so the intervals still travel).
+    public static func batches(_ block: TagBlock) throws(NodeProtocolError) -> [Herald_Node_V1_TagBatch] {
+        var out: [Herald_Node_V1_TagBatch] = []
+        var start = 0
+        repeat {
+            var batch = try encode(block, from: start, count: batchTags)
+            if start == 0 {
+                batch.excluded = block.excluded.map { e in .with { $0.startPs = e.startPs; $0.stopPs = e.stopPs; $0.reason = e.reason } }
+            }
+            out.append(batch)
+            start += batchTags
+        } while start < block.count
+        return out
+    }
+
     /// Decodes a batch, refusing one whose bytes do not hold `count` tags in time order.
     public static func decode(_ batch: Herald_Node_V1_TagBatch) throws(NodeProtocolError) -> TagBlock {
         let n = Int(batch.count)

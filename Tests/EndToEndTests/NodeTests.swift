@@ -79,7 +79,7 @@ import Testing
             #expect(described.map(\.name) == ["pump", "tagger"])
             let taggerInfo = try #require(described.first { $0.name == "tagger" })
             #expect(taggerInfo.descriptor.kind == .timeTagger && taggerInfo.channels == 4)
-            try await node.takeLease(length: .seconds(2))
+            try await node.takeLease(length: .seconds(10), lossAfter: .seconds(30))
             let pumpInfo = try #require(described.first { $0.name == "pump" })
             let pump = RemoteDevice(name: "pump", descriptor: pumpInfo.descriptor, channels: 0, node: node, timeout: .seconds(60))
             let tagger = RemoteDevice(name: "tagger", descriptor: taggerInfo.descriptor, channels: 4, node: node, timeout: .seconds(60))
@@ -146,7 +146,7 @@ import Testing
         try await Self.serving(agent, lab.security(lab.node)) { port in
             let node = try RemoteNode(name: "alice", host: "127.0.0.1", port: port, security: lab.security(lab.controller))
             defer { node.close() }
-            try await node.takeLease()
+            try await node.takeLease(length: .seconds(10), lossAfter: .seconds(30))
             let request = Herald_Node_V1_SetRequest.with {
                 $0.requestID = "set-1"
                 $0.device = "pump"
