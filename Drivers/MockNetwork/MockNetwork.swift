@@ -194,93 +194,73 @@ public final class MockAnalyserTagger: StreamingTagger {
     public func disconnect() async {}
 }
 
-/// A motorised polarisation controller in a node's fibre: its angle takes back the fibre's
-/// rotation (and drift), so sweeping it finds the compensation.
-public final class MockPolarisationController: Device {
-    public static let descriptor: DriverDescriptor = {
+/// An element in a node's fibre to the analyser: a motorised polarisation controller (its
+/// `angle` takes back the fibre's rotation and drift, so sweeping it finds the compensation)
+/// or an optical switch between fibre spools (its `length` selects the spool, for
+/// rate-against-distance scans).
+public final class MockFibreElement: Device {
+    public enum Element: Sendable { case polarisationController, spoolSwitch }
+
+    static let fibreSettings = [
+        PropertySpec("link", .text, summary: "the link of simulation.network"),
+        PropertySpec("node", .text, summary: "whose fibre it sits in"),
+    ]
+
+    public static let polarisationController: DriverDescriptor = {
         var d = DriverDescriptor(
-        id: "mock.polarisation-controller", version: "0.1.0", summary: "Simulated fibre polarisation controller",
-        kind: .rotator,
-        properties: [PropertySpec("angle", .quantity(.angle), range: -360...360, summary: "rotation taken back out of the fibre")],
-        settings: [
-            PropertySpec("link", .text, summary: "the link of simulation.network"),
-            PropertySpec("node", .text, summary: "whose fibre it sits in"),
-        ],
-        isMock: true)
+            id: "mock.polarisation-controller", version: "0.1.0", summary: "Simulated fibre polarisation controller", kind: .rotator,
+            properties: [PropertySpec("angle", .quantity(.angle), range: -360...360, summary: "rotation taken back out of the fibre")],
+            settings: fibreSettings, isMock: true)
+        // A rotator, but not one --mock may put in place of a waveplate mount.
         d.standsInForKind = false
         return d
     }()
 
+    public static let spoolSwitch = DriverDescriptor(
+        id: "mock.fibre-switch", version: "0.1.0", summary: "Simulated fibre-spool switch (a link's length)", kind: .fibreSwitch,
+        properties: [PropertySpec("length", .quantity(.length), range: 0...1e6, summary: "fibre length in the path")],
+        settings: fibreSettings, isMock: true)
+
     public let name: String
-    public var descriptor: DriverDescriptor { Self.descriptor }
+    public let descriptor: DriverDescriptor
+    private let element: Element
     private let lab: SimulatedLab
     private let link: String
     private let node: String
 
-    public init(config: DeviceConfig, lab: SimulatedLab) throws {
+    public init(config: DeviceConfig, lab: SimulatedLab, element: Element) throws {
         name = config.name
         self.lab = lab
-        (link, node) = try Self.fibre(config, lab: lab)
-    }
-
-    static func fibre(_ config: DeviceConfig, lab: SimulatedLab) throws -> (String, String) {
-        let node = try networkNode(config, lab: lab)
+        self.element = element
+        descriptor = element == .polarisationController ? Self.polarisationController : Self.spoolSwitch
+        node = try networkNode(config, lab: lab)
         guard let link = config.settings["link"]?.text, let l = lab.network.links[link], l.nodes.contains(node) else {
             throw DeviceError(
                 device: config.name, .rejected, "setting 'link' must name a link of simulation.network that joins node '\(node)'")
         }
-        return (link, node)
+        self.link = link
     }
 
     public func connect() async throws { try await lab.checkFault(device: name, operation: "connect") }
 
     public func set(_ property: String, to value: Value) async throws {
         try await lab.checkWrite(device: name, descriptor: descriptor, property, value)
-        if let q = value.quantity?.value { await lab.setCompensation(link: link, node: node, degrees: q) }
+        guard let q = value.quantity?.value else { return }
+        switch element {
+        case .polarisationController: await lab.setCompensation(link: link, node: node, degrees: q)
+        case .spoolSwitch: await lab.setFibreLength(link: link, node: node, metres: q)
+        }
     }
 
     public func get(_ property: String) async throws -> Value {
         if try await lab.readIsGarbled(device: name, descriptor: descriptor, property) { return .text("\u{FFFD}") }
-        return .quantity(.degrees(await lab.compensation(link: link, node: node)))
+        switch element {
+        case .polarisationController: return .quantity(.degrees(await lab.compensation(link: link, node: node)))
+        case .spoolSwitch: return .quantity(Quantity(await lab.fibreLength(link: link, node: node) ?? 0, .length))
+        }
     }
 
-    public func enterSafeState() async throws { try await lab.checkFault(device: name, operation: "enter safe state") }
-    public func disconnect() async {}
-}
-
-/// An optical switch between fibre spools in a node's path to the analyser: its `length`
-/// selects the spool, for rate-against-distance scans.
-public final class MockFibreSwitch: Device {
-    public static let descriptor = DriverDescriptor(
-        id: "mock.fibre-switch", version: "0.1.0", summary: "Simulated fibre-spool switch (a link's length)",
-        kind: .fibreSwitch,
-        properties: [PropertySpec("length", .quantity(.length), range: 0...1e6, summary: "fibre length in the path")],
-        settings: MockPolarisationController.descriptor.settings, isMock: true)
-
-    public let name: String
-    public var descriptor: DriverDescriptor { Self.descriptor }
-    private let lab: SimulatedLab
-    private let link: String
-    private let node: String
-
-    public init(config: DeviceConfig, lab: SimulatedLab) throws {
-        name = config.name
-        self.lab = lab
-        (link, node) = try MockPolarisationController.fibre(config, lab: lab)
-    }
-
-    public func connect() async throws { try await lab.checkFault(device: name, operation: "connect") }
-
-    public func set(_ property: String, to value: Value) async throws {
-        try await lab.checkWrite(device: name, descriptor: descriptor, property, value)
-        if let q = value.quantity?.value { await lab.setFibreLength(link: link, node: node, metres: q) }
-    }
-
-    public func get(_ property: String) async throws -> Value {
-        if try await lab.readIsGarbled(device: name, descriptor: descriptor, property) { return .text("\u{FFFD}") }
-        return .quantity(Quantity(await lab.fibreLength(link: link, node: node) ?? 0, .length))
-    }
-
+    /// Neither element has a hazardous state: it stays where it is.
     public func enterSafeState() async throws { try await lab.checkFault(device: name, operation: "enter safe state") }
     public func disconnect() async {}
 }

@@ -37,8 +37,10 @@ public enum Herald {
         r.register(DriverEntry(descriptor: MockEntangler.descriptor) { try MockEntangler(config: $0, lab: lab) })
         r.register(DriverEntry(descriptor: MockQubitReadout.descriptor) { try MockQubitReadout(config: $0, lab: lab) })
         r.register(DriverEntry(descriptor: MockAnalyserTagger.descriptor) { try MockAnalyserTagger(config: $0, lab: lab) })
-        r.register(DriverEntry(descriptor: MockPolarisationController.descriptor) { try MockPolarisationController(config: $0, lab: lab) })
-        r.register(DriverEntry(descriptor: MockFibreSwitch.descriptor) { try MockFibreSwitch(config: $0, lab: lab) })
+        r.register(DriverEntry(descriptor: MockFibreElement.polarisationController) {
+            try MockFibreElement(config: $0, lab: lab, element: .polarisationController)
+        })
+        r.register(DriverEntry(descriptor: MockFibreElement.spoolSwitch) { try MockFibreElement(config: $0, lab: lab, element: .spoolSwitch) })
         r.register(DriverEntry(descriptor: ReplayTimeTagger.descriptor) { try ReplayTimeTagger(config: $0) })
         r.register(DriverEntry(descriptor: ThorlabsITC4001.descriptor) { ThorlabsITC4001(config: $0) })
         r.register(DriverEntry(descriptor: ElliptecRotator.descriptor) { ElliptecRotator(config: $0) })
