@@ -455,6 +455,10 @@ public final class H5File: H5Group {
         if swmr {
             try check(H5Pset_libver_bounds(fapl, herald_h5f_libver_v110(), herald_h5f_libver_latest()), "H5Pset_libver_bounds", path)
         }
+        // Strong close: closing the file closes every object still open in it. With the default
+        // (weak) degree, one object a Swift reference still held kept a SWMR file open behind
+        // its close, so the same process could not open it again (a recount right after a run).
+        try check(H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG), "H5Pset_fclose_degree", path)
         let fid = try checkID(H5Fcreate(path, flags, try CompactStorage.fileCreation(), fapl), "H5Fcreate", path)
         return H5File(handle: Handle(fid, closer: H5Fclose), path: "/", filename: path)
     }
