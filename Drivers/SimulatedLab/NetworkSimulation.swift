@@ -144,6 +144,13 @@ extension SimulatedLab {
         var buffer = networkState.clicks.removeValue(forKey: link.name) ?? []
         let nodes = config.nodes.compactMap { network.nodes[$0] }
         guard nodes.count == 2 else { throw DeviceError(device: node, .rejected, "link '\(link.name)' needs two simulated nodes") }
+        // On a herald the pair waits for the photons to reach the analyser and the herald to come
+        // back (twice the fibre delay) and for the readout, dephasing all the while: the same
+        // factors for every herald of this loop.
+        let coherence = zip(config.nodes, nodes).map { name, n -> Double in
+            let wait = 2 * fibre(link: link, node: name).delay + n.readoutDelay
+            return n.t2Star.isFinite ? exp(-(wait / n.t2Star) * (wait / n.t2Star)) : 1
+        }
         // A local generator: the actor's stored one would pay an exclusivity check per draw.
         var g = rng
         /// Puts the loop's state back into the actor: before every suspension (another call may
@@ -230,14 +237,7 @@ extension SimulatedLab {
             }
             if buffer.count - eventStart > 1 { buffer[eventStart...].sort { $0.time < $1.time } }
             guard let pattern = masks.firstIndex(of: clicked) else { continue }
-            // Herald: the pair waits for the photons to reach the analyser and the herald to come
-            // back (twice the fibre delay) and for the readout, dephasing all the while.
-            var factors: [Double] = []
-            for (name, n) in zip(config.nodes, nodes) {
-                let wait = 2 * fibre(link: link, node: name).delay + n.readoutDelay
-                factors.append(n.t2Star.isFinite ? exp(-(wait / n.t2Star) * (wait / n.t2Star)) : 1)
-            }
-            let state = model.states[outcome.state].dephased(factors[0], factors[1])
+            let state = model.states[outcome.state].dephased(coherence[0], coherence[1])
             networkState.pending[link.name] = (config.nodes, state, [false, false])
             store()
             try await advanceNetwork(toPs: attemptPs + cycle)

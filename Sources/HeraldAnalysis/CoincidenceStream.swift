@@ -329,8 +329,8 @@ public struct CoincidenceStream: Sendable {
         if !sorted { sortPending() }
         // Every tag still to come has raw time ≥ latest − bound, so delayed time ≥ horizon.
         guard latestRaw != .min else { return }
-        let settled = Self.saturating(latestRaw, -bound)
-        process(before: Self.saturating(settled, minDelay))
+        let settled = latestRaw.saturatingAdd(-bound)
+        process(before: settled.saturatingAdd(minDelay))
         activeExcluded.removeAll { $0.stopPs <= settled }
     }
 
@@ -483,11 +483,6 @@ public struct CoincidenceStream: Sendable {
         return overflow ? latest > t : d > bound
     }
 
-    static func saturating(_ a: Int64, _ b: Int64) -> Int64 {
-        let (s, overflow) = a.addingReportingOverflow(b)
-        return overflow ? (b > 0 ? .max : .min) : s
-    }
-
     static func merge(_ intervals: [ExcludedInterval]) -> [ExcludedInterval] {
         var out: [ExcludedInterval] = []
         for i in intervals.sorted(by: { ($0.startPs, $0.stopPs) < ($1.startPs, $1.stopPs) }) {
@@ -598,7 +593,7 @@ public struct CoincidenceStream: Sendable {
         next = i
         // History older than reach before the next tag to count can never pair again.
         let oldest = next < times.count ? min(times[next], horizon) : horizon
-        let keepFrom = Self.saturating(oldest, -reach)
+        let keepFrom = oldest.saturatingAdd(-reach)
         // Processed tags are in time order: binary-search the first one still in reach.
         var drop = 0, upper = next
         while drop < upper {

@@ -129,6 +129,14 @@ public func picoseconds(_ d: Duration) -> Int64 {
 }
 
 extension Int64 {
+    /// `self + other`, saturating at the range's ends: times from files and devices must not
+    /// trap the arithmetic done on them.
+    @inlinable
+    public func saturatingAdd(_ other: Int64) -> Int64 {
+        let (sum, overflow) = addingReportingOverflow(other)
+        return overflow ? (other > 0 ? .max : .min) : sum
+    }
+
     /// The nearest Int64 to `value`, clamped to the representable range (NaN gives 0). For
     /// numbers that come from files and devices: `Int64(_:)` traps outside the range.
     @inlinable

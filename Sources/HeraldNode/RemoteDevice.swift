@@ -366,7 +366,7 @@ public class RemoteDevice: TimeTagger, PresenceReporting, @unchecked Sendable {
     }
 
     public func acquire(for duration: Duration, deliver: @Sendable (TagBlock) async throws -> Void) async throws -> AcquisitionInterval {
-        let ps = duration.components.seconds * 1_000_000_000_000 + duration.components.attoseconds / 1_000_000
+        let ps = picoseconds(duration)
         let request = Herald_Node_V1_AcquireRequest.with {
             $0.requestID = UUID().uuidString
             $0.device = remote

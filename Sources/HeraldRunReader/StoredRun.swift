@@ -204,7 +204,7 @@ public struct StoredRun {
             let first = heralds.first?.timePs ?? 0, last = heralds.last?.timePs ?? 0
             out.append(
                 (EntanglementRecord(
-                    dataset: dataset.name, startPs: first, stopPs: last.saturatingAddForRead(cycle),
+                    dataset: dataset.name, startPs: first, stopPs: last.saturatingAdd(cycle),
                     attempts: heralds.reduce(0) { $0 &+ max(0, $1.attempts) }, heralds: heralds.count, timeouts: 0, cyclePs: cycle,
                     outer: heralds.first?.outer), heralds))
         }
@@ -255,13 +255,5 @@ extension TagReader {
         TagBlock(
             timestamps: try timestamps.read(Int64.self, offset: range.lowerBound, count: range.count),
             channels: try detectors.read(UInt8.self, offset: range.lowerBound, count: range.count))
-    }
-}
-
-extension Int64 {
-    /// Saturating addition for values read from a file.
-    fileprivate func saturatingAddForRead(_ other: Int64) -> Int64 {
-        let (sum, overflow) = addingReportingOverflow(other)
-        return overflow ? .max : sum
     }
 }

@@ -245,10 +245,6 @@ extension Context {
         return .entangle(spec, location: location(keyNode))
     }
 
-    func picoseconds(_ d: Duration) -> Int64 {
-        d.components.seconds * 1_000_000_000_000 + d.components.attoseconds / 1_000_000
-    }
-
     // MARK: entanglement analysis
 
     mutating func compileEntanglementAnalysis(_ node: Node) -> AnalysisStep? {

@@ -217,10 +217,3 @@ final class SimulatedCallWatch: Sendable {
     }
 }
 
-extension Int64 {
-    /// `self + other`, saturating: times a device reports must not trap the engine's arithmetic.
-    func saturatingAdd(_ other: Int64) -> Int64 {
-        let (sum, overflow) = addingReportingOverflow(other)
-        return overflow ? (other > 0 ? .max : .min) : sum
-    }
-}
