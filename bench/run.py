@@ -136,7 +136,7 @@ def main():
     # Tags from a node to the coordinator over loopback with mutual TLS, and a set call's round
     # trip. No peer runs here; Swabian's Time Tagger network server is the anchor (about
     # 26 M tags/s over 1 GbE, from its documentation).
-    herald_node, err = run_json([BENCH, "node", "20000000"])
+    herald_node, err = run_json([BENCH, "node", "100000000"])
     if herald_node is None:
         sys.exit(f"herald-bench node failed: {err}")
     rows.append(("node -> coordinator tags over loopback, mTLS (tags/s)", herald_node["tags_per_s"], 26e6,

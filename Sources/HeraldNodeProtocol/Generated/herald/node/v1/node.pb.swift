@@ -379,9 +379,11 @@ public nonisolated struct Herald_Node_V1_Interval: Sendable {
   public init() {}
 }
 
-/// Tags in time order, packed: for each tag a varint of (Δt << 3) | (channel − 1), Δt the
-/// picoseconds since the previous tag of the stream (the first from first_ps). Channels above
-/// 8 go in `channels` instead, one byte a tag, with Δt alone in `packed`.
+/// Tags in time order, packed. `channel_table` lists the batch's channels, ascending; with k of
+/// them, each tag is a varint of (Δt << b) | i, b = ⌈log₂ k⌉ bits (0 for one channel) and i the
+/// tag's index in the table. Δt is the picoseconds since the previous tag of the batch (the
+/// first from first_ps). A batch whose steps are too long for that (Δt ≥ 2^(63−b), hours) has no
+/// table: `channels` then holds each tag's channel, one byte a tag, with Δt alone in `packed`.
 public nonisolated struct Herald_Node_V1_TagBatch: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -415,6 +417,8 @@ public nonisolated struct Herald_Node_V1_TagBatch: Sendable {
   public var hasFailure: Bool {self._failure != nil}
   /// Clears the value of `failure`. Subsequent reads from it will return its default value.
   public mutating func clearFailure() {self._failure = nil}
+
+  public var channelTable: Data = Data()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1313,7 +1317,7 @@ nonisolated extension Herald_Node_V1_Interval: SwiftProtobuf.Message, SwiftProto
 
 nonisolated extension Herald_Node_V1_TagBatch: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".TagBatch"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}first_ps\0\u{1}count\0\u{1}packed\0\u{1}channels\0\u{1}excluded\0\u{1}interval\0\u{1}failure\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}first_ps\0\u{1}count\0\u{1}packed\0\u{1}channels\0\u{1}excluded\0\u{1}interval\0\u{1}failure\0\u{3}channel_table\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1328,6 +1332,7 @@ nonisolated extension Herald_Node_V1_TagBatch: SwiftProtobuf.Message, SwiftProto
       case 5: try { try decoder.decodeRepeatedMessageField(value: &self.excluded) }()
       case 6: try { try decoder.decodeSingularMessageField(value: &self._interval) }()
       case 7: try { try decoder.decodeSingularMessageField(value: &self._failure) }()
+      case 8: try { try decoder.decodeSingularBytesField(value: &self.channelTable) }()
       default: break
       }
     }
@@ -1359,6 +1364,9 @@ nonisolated extension Herald_Node_V1_TagBatch: SwiftProtobuf.Message, SwiftProto
     try { if let v = self._failure {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 7)
     } }()
+    if !self.channelTable.isEmpty {
+      try visitor.visitSingularBytesField(value: self.channelTable, fieldNumber: 8)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1370,6 +1378,7 @@ nonisolated extension Herald_Node_V1_TagBatch: SwiftProtobuf.Message, SwiftProto
     if lhs.excluded != rhs.excluded {return false}
     if lhs._interval != rhs._interval {return false}
     if lhs._failure != rhs._failure {return false}
+    if lhs.channelTable != rhs.channelTable {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
