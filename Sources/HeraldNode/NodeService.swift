@@ -32,6 +32,10 @@ public actor NodeAgent {
     struct Lease {
         var expires: ContinuousClock.Instant
         var length: Duration
+        /// New for every lease stream: commands present it, so a second session of the same
+        /// certificate (a restarted coordinator, a second one started by mistake) replaces the
+        /// first, whose commands are then refused.
+        var token: String
     }
     /// Live leases by holder: several controllers may hold one (a simulated world serves two
     /// nodes' devices), but each device has one controller at a time, the first holder that
@@ -85,10 +89,16 @@ public actor NodeAgent {
 
     // MARK: Leases
 
-    /// Grants or renews `holder`'s lease.
-    func beat(holder: String, length: Duration, first: Bool) async -> (granted: Bool, holder: String) {
+    /// Watchers of the node's events (`Watch`), each with the count of events it missed.
+    private var watchers: [UInt64: (AsyncStream<Herald_Node_V1_NodeEvent>.Continuation, Int64)] = [:]
+    private var nextWatcher: UInt64 = 0
+
+    /// Grants or renews `holder`'s lease; the token is the one this lease stream presents.
+    func beat(holder: String, length: Duration, first: Bool, token: String) async -> (granted: Bool, holder: String) {
         // A beat after this holder's lease expired: its devices were put safe; it must start over.
-        if !first && leases[holder] == nil && expired.contains(holder) { return (false, "expired") }
+        if !first && leases[holder]?.token != token && expired.contains(holder) { return (false, "expired") }
+        // A beat of a session that another one of the same holder replaced.
+        if !first, let live = leases[holder], live.token != token { return (false, "replaced") }
         if first { expired.remove(holder) }
         // A new lease stream from a holder that still has one (a coordinator restarted within its
         // lease): the old session ends here, its devices safe, and the new one inherits nothing.
@@ -100,13 +110,14 @@ public actor NodeAgent {
             await safeState(mine)
         }
         if leases[holder] == nil { record(who: holder, what: "lease", device: "", result: "granted for \(length)") }
-        leases[holder] = Lease(expires: .now + length, length: length)
+        leases[holder] = Lease(expires: .now + length, length: length, token: token)
         return (true, holder)
     }
 
     /// A clean release (the coordinator put its devices safe itself): its devices are free.
-    func release(holder: String) {
-        guard leases.removeValue(forKey: holder) != nil else { return }
+    func release(holder: String, token: String) {
+        guard leases[holder]?.token == token else { return }
+        leases[holder] = nil
         claims = claims.filter { $0.value != holder }
         record(who: holder, what: "lease", device: "", result: "released")
     }
@@ -167,9 +178,9 @@ public actor NodeAgent {
         }
     }
 
-    /// Throws unless `caller` may control `device` now: a controller with a live lease, and the
-    /// device's controller (it becomes so by its first command).
-    func requireControl(_ caller: Caller, device: String) throws {
+    /// Throws unless `caller` may control `device` now: a controller with a live lease whose
+    /// token it presents, and the device's controller (it becomes so by its first command).
+    func requireControl(_ caller: Caller, token: String, device: String) throws {
         guard caller.role != .observer else {
             record(who: caller.subject, what: "control", device: device, result: "refused: observer")
             throw RPCError(code: .permissionDenied, message: "\(caller.subject) is an observer: it may describe the node, not control it")
@@ -181,6 +192,12 @@ public actor NodeAgent {
         guard let lease = leases[caller.subject], lease.expires > .now else {
             record(who: caller.subject, what: "control", device: device, result: "refused: no lease")
             throw RPCError(code: .failedPrecondition, message: "\(caller.subject) holds no lease on node \(name): take it before controlling it")
+        }
+        guard lease.token == token else {
+            record(who: caller.subject, what: "control", device: device, result: "refused: the token of an ended lease")
+            throw RPCError(
+                code: .failedPrecondition,
+                message: "\(caller.subject) presents the token of a lease on node \(name) that another session of the same certificate replaced")
         }
         if let holder = claims[device], holder != caller.subject {
             record(who: caller.subject, what: "control", device: device, result: "refused: controlled by \(holder)")
@@ -204,11 +221,11 @@ public actor NodeAgent {
     /// gone, the call abandoned) is cancelled here too, and once it has stopped its device is
     /// put safe: gRPC does not cancel the handler's task by itself.
     func command(
-        _ caller: Caller, requestID: String, what: String, device name: String,
+        _ caller: Caller, token: String, requestID: String, what: String, device name: String,
         _ body: @escaping @Sendable (any Device) async throws -> Void
     ) async throws -> Herald_Node_V1_CallResult {
         let d = try device(name)
-        try requireControl(caller, device: name)
+        try requireControl(caller, token: token, device: name)
         let key = caller.subject + "\u{1F}" + requestID
         if !requestID.isEmpty, let earlier = results[key] {
             var r = await earlier.value
@@ -236,15 +253,9 @@ public actor NodeAgent {
             resultOrder.append(key)
             if resultOrder.count > Self.rememberedResults { results[resultOrder.removeFirst()] = nil }
         }
-        let cancelled = CancelFlag()
-        let result = await withRPCCancellationHandler {
-            await run.value
-        } onCancelRPC: {
-            cancelled.set()
-            run.cancel()
-        }
+        let (result, cancelled) = await awaitCancellably(run)
         record(who: caller.subject, what: what, device: name, result: result.hasFailure ? "\(result.failure.kind): \(result.failure.detail)" : "ok")
-        if cancelled.isSet {
+        if cancelled {
             record(who: caller.subject, what: what, device: name, result: "cancelled by its caller: putting the device safe")
             await safeState([name])
         }
@@ -259,8 +270,40 @@ public actor NodeAgent {
         }
     }
 
+    /// Writes an entry to the audit log and hands it to every watcher; a watcher that is
+    /// behind loses it (counted), the node never waits for one.
     func record(who: String, what: String, device: String, result: String) {
-        audit?.append(AuditEntry(time: Date(), who: who, what: what, device: device, result: result))
+        let now = Date()
+        audit?.append(AuditEntry(time: now, who: who, what: what, device: device, result: result))
+        guard !watchers.isEmpty else { return }
+        for (id, (continuation, dropped)) in watchers {
+            let event = Herald_Node_V1_NodeEvent.with {
+                $0.timeUnixMs = Int64((now.timeIntervalSince1970 * 1000).rounded())
+                $0.who = who
+                $0.what = what
+                $0.device = device
+                $0.result = result
+                $0.dropped = dropped
+            }
+            switch continuation.yield(event) {
+            case .dropped: watchers[id]?.1 = dropped + 1
+            case .enqueued: watchers[id]?.1 = 0
+            case .terminated: watchers[id] = nil
+            @unknown default: break
+            }
+        }
+    }
+
+    /// A stream of the node's events from now on, buffered up to 1024.
+    func watch() -> (UInt64, AsyncStream<Herald_Node_V1_NodeEvent>) {
+        let (stream, continuation) = AsyncStream<Herald_Node_V1_NodeEvent>.makeStream(bufferingPolicy: .bufferingOldest(1024))
+        nextWatcher += 1
+        watchers[nextWatcher] = (continuation, 0)
+        return (nextWatcher, stream)
+    }
+
+    func unwatch(_ id: UInt64) {
+        watchers.removeValue(forKey: id)?.0.finish()
     }
 }
 
@@ -276,6 +319,9 @@ public struct NodeService: Herald_Node_V1_Node.SimpleServiceProtocol {
     let agent: NodeAgent
     /// Loopback plaintext: no certificates, every caller the local controller.
     let plaintext: Bool
+    /// Calls one session may have running at once: a controller cannot make the node spawn
+    /// without bound.
+    static let callsPerSession = 64
 
     public init(agent: NodeAgent, plaintext: Bool = false) {
         self.agent = agent
@@ -296,13 +342,111 @@ public struct NodeService: Herald_Node_V1_Node.SimpleServiceProtocol {
         return await agent.description
     }
 
-    public func connect(request: Herald_Node_V1_DeviceRequest, context: ServerContext) async throws -> Herald_Node_V1_CallResult {
-        try await agent.command(try caller(context), requestID: request.requestID, what: "connect", device: request.device) {
-            try await $0.connect()
+    // MARK: The session
+
+    public func session(
+        request: RPCAsyncSequence<Herald_Node_V1_Command, any Error>, response: RPCWriter<Herald_Node_V1_Reply>, context: ServerContext
+    ) async throws {
+        let who = try caller(context)
+        guard who.role != .observer else {
+            await agent.record(who: who.subject, what: "session", device: "", result: "refused: observer")
+            throw RPCError(code: .permissionDenied, message: "\(who.subject) is an observer: it may describe and watch the node, not control it")
         }
+        // Replies go out through one writer, in the order calls finish.
+        let (replies, out) = AsyncStream<Herald_Node_V1_Reply>.makeStream()
+        let writer = Task {
+            for await reply in replies { try await response.write(reply) }
+        }
+        let calls = SessionCalls()
+        var token: String?
+        do {
+            for try await command in request {
+                let id = command.call
+                switch command.kind {
+                case .open(let open)?:
+                    token = open.leaseToken
+                case .cancel(let call)?:
+                    calls.cancel(call)
+                case nil:
+                    out.yield(.refusal(id, .invalidArgument, "a command with nothing in it"))
+                case let kind?:
+                    guard let token else {
+                        out.yield(.refusal(id, .failedPrecondition, "open the session with the lease's token first"))
+                        continue
+                    }
+                    guard calls.count < Self.callsPerSession else {
+                        out.yield(.refusal(id, .resourceExhausted, "more than \(Self.callsPerSession) calls running in one session"))
+                        continue
+                    }
+                    // Calls to one device run in the order they came; calls to others beside them.
+                    let device = kind.device
+                    let before = calls.last(for: device)
+                    calls.reserve(id)
+                    let task = Task {
+                        await before?.value
+                        let reply = await self.execute(kind, call: id, caller: who, token: token)
+                        calls.finished(id, device: device)
+                        out.yield(reply)
+                    }
+                    calls.started(id, device: device, task)
+                }
+            }
+        } catch {
+            // The stream broke: treated as its end.
+        }
+        // The session is over: calls still running are abandoned, and put their devices safe.
+        await calls.cancelAll()
+        out.finish()
+        try? await writer.value
     }
 
-    public func set(request: Herald_Node_V1_SetRequest, context: ServerContext) async throws -> Herald_Node_V1_CallResult {
+    /// One session command, as its reply: refusals (authorisation, lease, arguments) travel as
+    /// `CallError`s with the gRPC code a unary call would have failed with.
+    func execute(_ kind: Herald_Node_V1_Command.OneOf_Kind, call: UInt64, caller who: Caller, token: String) async -> Herald_Node_V1_Reply {
+        var reply = Herald_Node_V1_Reply()
+        reply.call = call
+        do {
+            switch kind {
+            case .connect(let r):
+                reply.result = try await agent.command(who, token: token, requestID: r.requestID, what: "connect", device: r.device) {
+                    try await $0.connect()
+                }
+            case .set(let r):
+                reply.result = try await set(r, who, token)
+            case .get(let r):
+                reply.get = try await get(r, who, token)
+            case .safeState(let r):
+                reply.result = try await agent.command(who, token: token, requestID: r.requestID, what: "safe state", device: r.device) {
+                    try await $0.enterSafeState()
+                }
+            case .disconnect(let r):
+                reply.result = try await agent.command(who, token: token, requestID: r.requestID, what: "disconnect", device: r.device) {
+                    await $0.disconnect()
+                }
+            case .configure(let r):
+                reply.result = try await configure(r, who, token)
+            case .runAttemptLoop(let r):
+                reply.attempt = try await runAttemptLoop(r, who, token)
+            case .measure(let r):
+                reply.measure = try await measure(r, who, token)
+            case .open, .cancel:
+                throw RPCError(code: .invalidArgument, message: "not a device command")
+            }
+        } catch let e as RPCError {
+            reply.error = .with {
+                $0.code = Int32(e.code.rawValue)
+                $0.message = e.message
+            }
+        } catch {
+            reply.error = .with {
+                $0.code = Int32(RPCError.Code.internalError.rawValue)
+                $0.message = "\(error)"
+            }
+        }
+        return reply
+    }
+
+    func set(_ request: Herald_Node_V1_SetRequest, _ who: Caller, _ token: String) async throws -> Herald_Node_V1_CallResult {
         let value: Value
         do {
             value = try request.value.decoded()
@@ -310,38 +454,102 @@ public struct NodeService: Herald_Node_V1_Node.SimpleServiceProtocol {
             throw RPCError(code: .invalidArgument, message: "set \(request.device).\(request.property): \(error)")
         }
         let property = request.property, agent = self.agent, name = request.device
-        return try await agent.command(try caller(context), requestID: request.requestID, what: "set \(property)=\(value)", device: name) {
+        return try await agent.command(who, token: token, requestID: request.requestID, what: "set \(property)=\(value)", device: name) {
             try await agent.checkLimits(device: name, property, value)
             try await $0.set(property, to: value)
         }
     }
 
-    public func get(request: Herald_Node_V1_GetRequest, context: ServerContext) async throws -> Herald_Node_V1_GetResponse {
-        let who = try caller(context)
+    func get(_ request: Herald_Node_V1_GetRequest, _ who: Caller, _ token: String) async throws -> Herald_Node_V1_GetResponse {
         let d = try await agent.device(request.device)
-        try await agent.requireControl(who, device: request.device)
+        try await agent.requireControl(who, token: token, device: request.device)
         var response = Herald_Node_V1_GetResponse()
         do {
-            response.value = Herald_Node_V1_Value(try await d.get(request.property))
+            response.value = Herald_Node_V1_Value(try await guarded(request.device) { try await d.get(request.property) })
         } catch let e as DeviceError {
             response.failure = Herald_Node_V1_DeviceFailure(e)
         } catch is SimulatedHang {
             response.failure = .with { $0.kind = DeviceError.Kind.timeout.rawValue; $0.detail = "get \(request.property) did not complete" }
         }
+        await agent.record(
+            who: who.subject, what: "get \(request.property)", device: request.device,
+            result: response.hasFailure ? "\(response.failure.kind): \(response.failure.detail)" : "\(response.value)")
         return response
     }
 
-    public func safeState(request: Herald_Node_V1_DeviceRequest, context: ServerContext) async throws -> Herald_Node_V1_CallResult {
-        try await agent.command(try caller(context), requestID: request.requestID, what: "safe state", device: request.device) {
-            try await $0.enterSafeState()
+    func configure(_ request: Herald_Node_V1_ConfigureRequest, _ who: Caller, _ token: String) async throws -> Herald_Node_V1_CallResult {
+        let c = request.configuration
+        // Checked here as the compiler checks a script: a real entangler must not get garbage timing.
+        guard c.cyclePs > 0, c.cyclePs <= 1_000_000_000_000, c.windowStartPs >= 0, c.windowLengthPs > 0,
+            c.windowStartPs <= c.cyclePs - c.windowLengthPs, c.timeoutPs >= c.cyclePs, c.timeoutPs <= 3_600_000_000_000_000,
+            c.nodes.count == 2, !c.patterns.isEmpty, c.patterns.allSatisfy({ !$0.channels.isEmpty && $0.channels.allSatisfy { (1...255).contains($0) } })
+        else {
+            throw RPCError(code: .invalidArgument, message: "configure \(request.device): an attempt loop no entangler can run")
+        }
+        let configuration = EntanglerConfiguration(
+            link: c.link, nodes: c.nodes, cyclePs: c.cyclePs, windowStartPs: c.windowStartPs, windowLengthPs: c.windowLengthPs,
+            patterns: c.patterns.map { $0.channels.map(Int.init) }, timeoutPs: c.timeoutPs)
+        return try await agent.command(who, token: token, requestID: request.requestID, what: "configure link \(c.link)", device: request.device) {
+            guard let e = $0 as? any Entangler else { throw DeviceError(device: $0.name, .unsupported, "is not an entangler") }
+            try await e.configure(configuration)
         }
     }
 
-    public func disconnect(request: Herald_Node_V1_DeviceRequest, context: ServerContext) async throws -> Herald_Node_V1_CallResult {
-        try await agent.command(try caller(context), requestID: request.requestID, what: "disconnect", device: request.device) {
-            await $0.disconnect()
+    func runAttemptLoop(_ request: Herald_Node_V1_DeviceRequest, _ who: Caller, _ token: String) async throws -> Herald_Node_V1_AttemptOutcome {
+        guard let e = try await agent.device(request.device) as? any Entangler else {
+            throw RPCError(code: .invalidArgument, message: "'\(request.device)' on node \(agent.name) is not an entangler")
         }
+        try await agent.requireControl(who, token: token, device: request.device)
+        var out = Herald_Node_V1_AttemptOutcome()
+        do {
+            switch try await guarded(request.device, { try await e.runAttemptLoop() }) {
+            case .herald(let t, let p, let n):
+                out.timePs = t
+                out.pattern = Int32(clamping: p)
+                out.attempts = n
+            case .timedOut(let n, let stop):
+                out.timePs = stop
+                out.pattern = -1
+                out.attempts = n
+            }
+        } catch let error as DeviceError {
+            out.failure = Herald_Node_V1_DeviceFailure(error)
+        } catch is SimulatedHang {
+            out.failure = .with { $0.kind = DeviceError.Kind.timeout.rawValue; $0.detail = "the attempt loop did not return" }
+        }
+        let result =
+            out.hasFailure
+            ? "\(out.failure.kind): \(out.failure.detail)"
+            : out.pattern >= 0 ? "herald, pattern \(out.pattern), after \(out.attempts) attempts" : "no herald in \(out.attempts) attempts"
+        await agent.record(who: who.subject, what: "attempt loop", device: request.device, result: result)
+        return out
     }
+
+    func measure(_ request: Herald_Node_V1_MeasureRequest, _ who: Caller, _ token: String) async throws -> Herald_Node_V1_MeasureResponse {
+        guard let r = try await agent.device(request.device) as? any QubitReadout else {
+            throw RPCError(code: .invalidArgument, message: "'\(request.device)' on node \(agent.name) is not a qubit readout")
+        }
+        guard let basis = ReadoutBasis(rawValue: request.basis) else {
+            throw RPCError(code: .invalidArgument, message: "basis '\(request.basis)': X, Y or Z")
+        }
+        try await agent.requireControl(who, token: token, device: request.device)
+        var out = Herald_Node_V1_MeasureResponse()
+        do {
+            let m = try await guarded(request.device) { try await r.measure(in: basis) }
+            out.outcome = Int32(clamping: m.outcome)
+            out.counts = Int64(m.counts)
+        } catch let error as DeviceError {
+            out.failure = Herald_Node_V1_DeviceFailure(error)
+        } catch is SimulatedHang {
+            out.failure = .with { $0.kind = DeviceError.Kind.timeout.rawValue; $0.detail = "measure did not return" }
+        }
+        await agent.record(
+            who: who.subject, what: "measure \(basis.rawValue)", device: request.device,
+            result: out.hasFailure ? "\(out.failure.kind): \(out.failure.detail)" : "outcome \(out.outcome) (\(out.counts) counts)")
+        return out
+    }
+
+    // MARK: Streams
 
     public func acquire(
         request: Herald_Node_V1_AcquireRequest, response: RPCWriter<Herald_Node_V1_TagBatch>, context: ServerContext
@@ -353,7 +561,7 @@ public struct NodeService: Herald_Node_V1_Node.SimpleServiceProtocol {
         guard request.durationPs > 0, request.durationPs < 1_000_000 * 1_000_000_000_000 else {
             throw RPCError(code: .invalidArgument, message: "an acquisition of \(request.durationPs) ps")
         }
-        try await agent.requireControl(who, device: request.device)
+        try await agent.requireControl(who, token: request.leaseToken, device: request.device)
         let duration = Duration.nanoseconds(request.durationPs / 1000)
         await agent.record(who: who.subject, what: "acquire \(duration)", device: request.device, result: "started")
         let last = try await guarded(request.device) { () -> Herald_Node_V1_TagBatch in
@@ -375,89 +583,22 @@ public struct NodeService: Herald_Node_V1_Node.SimpleServiceProtocol {
             return last
         }
         try await response.write(last)
-        await agent.record(who: who.subject, what: "acquire \(duration)", device: request.device, result: last.hasFailure ? last.failure.detail : "ok")
-    }
-
-    public func configure(request: Herald_Node_V1_ConfigureRequest, context: ServerContext) async throws -> Herald_Node_V1_CallResult {
-        let c = request.configuration
-        // Checked here as the compiler checks a script: a real entangler must not get garbage timing.
-        guard c.cyclePs > 0, c.cyclePs <= 1_000_000_000_000, c.windowStartPs >= 0, c.windowLengthPs > 0,
-            c.windowStartPs <= c.cyclePs - c.windowLengthPs, c.timeoutPs >= c.cyclePs, c.timeoutPs <= 3_600_000_000_000_000,
-            c.nodes.count == 2, !c.patterns.isEmpty, c.patterns.allSatisfy({ !$0.channels.isEmpty && $0.channels.allSatisfy { (1...255).contains($0) } })
-        else {
-            throw RPCError(code: .invalidArgument, message: "configure \(request.device): an attempt loop no entangler can run")
-        }
-        let configuration = EntanglerConfiguration(
-            link: c.link, nodes: c.nodes, cyclePs: c.cyclePs, windowStartPs: c.windowStartPs, windowLengthPs: c.windowLengthPs,
-            patterns: c.patterns.map { $0.channels.map(Int.init) }, timeoutPs: c.timeoutPs)
-        return try await agent.command(try caller(context), requestID: request.requestID, what: "configure link \(c.link)", device: request.device) {
-            guard let e = $0 as? any Entangler else { throw DeviceError(device: $0.name, .unsupported, "is not an entangler") }
-            try await e.configure(configuration)
-        }
-    }
-
-    public func runAttemptLoop(request: Herald_Node_V1_DeviceRequest, context: ServerContext) async throws -> Herald_Node_V1_AttemptOutcome {
-        let who = try caller(context)
-        guard let e = try await agent.device(request.device) as? any Entangler else {
-            throw RPCError(code: .invalidArgument, message: "'\(request.device)' on node \(agent.name) is not an entangler")
-        }
-        try await agent.requireControl(who, device: request.device)
-        let out = try await guarded(request.device) { () -> Herald_Node_V1_AttemptOutcome in
-            var out = Herald_Node_V1_AttemptOutcome()
-            do {
-                switch try await e.runAttemptLoop() {
-                case .herald(let t, let p, let n):
-                    out.timePs = t
-                    out.pattern = Int32(clamping: p)
-                    out.attempts = n
-                case .timedOut(let n, let stop):
-                    out.timePs = stop
-                    out.pattern = -1
-                    out.attempts = n
-                }
-            } catch let error as DeviceError {
-                out.failure = Herald_Node_V1_DeviceFailure(error)
-            } catch is SimulatedHang {
-                out.failure = .with { $0.kind = DeviceError.Kind.timeout.rawValue; $0.detail = "the attempt loop did not return" }
-            }
-            return out
-        }
-        return out
-    }
-
-    public func measure(request: Herald_Node_V1_MeasureRequest, context: ServerContext) async throws -> Herald_Node_V1_MeasureResponse {
-        let who = try caller(context)
-        guard let r = try await agent.device(request.device) as? any QubitReadout else {
-            throw RPCError(code: .invalidArgument, message: "'\(request.device)' on node \(agent.name) is not a qubit readout")
-        }
-        guard let basis = ReadoutBasis(rawValue: request.basis) else {
-            throw RPCError(code: .invalidArgument, message: "basis '\(request.basis)': X, Y or Z")
-        }
-        try await agent.requireControl(who, device: request.device)
-        var out = Herald_Node_V1_MeasureResponse()
-        do {
-            let m = try await guarded(request.device) { try await r.measure(in: basis) }
-            out.outcome = Int32(clamping: m.outcome)
-            out.counts = Int64(m.counts)
-        } catch let error as DeviceError {
-            out.failure = Herald_Node_V1_DeviceFailure(error)
-        } catch is SimulatedHang {
-            out.failure = .with { $0.kind = DeviceError.Kind.timeout.rawValue; $0.detail = "measure did not return" }
-        }
-        return out
+        await agent.record(
+            who: who.subject, what: "acquire \(duration)", device: request.device,
+            result: last.hasFailure ? last.failure.detail : "ok: \(last.interval.tags) tags")
     }
 
     public func collect(
-        request: Herald_Node_V1_DeviceRequest, response: RPCWriter<Herald_Node_V1_TagBatch>, context: ServerContext
+        request: Herald_Node_V1_CollectRequest, response: RPCWriter<Herald_Node_V1_TagBatch>, context: ServerContext
     ) async throws {
         let who = try caller(context)
         guard let t = try await agent.device(request.device) as? any StreamingTagger else {
             throw RPCError(code: .invalidArgument, message: "'\(request.device)' on node \(agent.name) does not stream")
         }
-        try await agent.requireControl(who, device: request.device)
+        try await agent.requireControl(who, token: request.leaseToken, device: request.device)
         var last = Herald_Node_V1_TagBatch()
         do {
-            let (block, interval) = try await t.collect()
+            let (block, interval) = try await guarded(request.device) { try await t.collect() }
             for batch in try TagCodec.batches(block) { try await response.write(batch) }
             last.interval = .with { $0.startPs = interval.startPs; $0.stopPs = interval.stopPs; $0.tags = Int64(interval.tags) }
         } catch let error as DeviceError {
@@ -466,6 +607,25 @@ public struct NodeService: Herald_Node_V1_Node.SimpleServiceProtocol {
             last.failure = .with { $0.kind = DeviceError.Kind.invalidResponse.rawValue; $0.detail = "the tagger delivered \(e)" }
         }
         try await response.write(last)
+        await agent.record(
+            who: who.subject, what: "collect", device: request.device,
+            result: last.hasFailure ? last.failure.detail : "ok: \(last.interval.tags) tags")
+    }
+
+    public func watch(request: Herald_Node_V1_WatchRequest, response: RPCWriter<Herald_Node_V1_NodeEvent>, context: ServerContext) async throws {
+        let who = try caller(context)
+        await agent.record(who: who.subject, what: "watch", device: "", result: "subscribed")
+        let (id, events) = await agent.watch()
+        let agent = self.agent
+        // A cancelled call (the watcher gone) ends the subscription.
+        await withRPCCancellationHandler {
+            for await event in events {
+                do { try await response.write(event) } catch { break }
+            }
+        } onCancelRPC: {
+            Task { await agent.unwatch(id) }
+        }
+        await agent.unwatch(id)
     }
 
     public func lease(
@@ -478,40 +638,124 @@ public struct NodeService: Herald_Node_V1_Node.SimpleServiceProtocol {
         }
         // A stream that ends or breaks just stops renewing: the lease then expires on its own,
         // and the devices go safe, unless the coordinator released it with a zero-length beat.
+        let token = UUID().uuidString
         var first = true
         for try await beat in request {
             defer { first = false }
             if beat.leaseMs == 0 {
-                await agent.release(holder: who.subject)
+                await agent.release(holder: who.subject, token: token)
                 try await response.write(.with { $0.sequence = beat.sequence; $0.granted = false; $0.holder = "" })
                 return
             }
             let length = Duration.milliseconds(min(max(beat.leaseMs, 100), 60_000))
-            let (granted, holder) = await agent.beat(holder: who.subject, length: length, first: first)
-            try await response.write(.with { $0.sequence = beat.sequence; $0.granted = granted; $0.holder = holder })
+            let (granted, holder) = await agent.beat(holder: who.subject, length: length, first: first, token: token)
+            try await response.write(
+                .with {
+                    $0.sequence = beat.sequence
+                    $0.granted = granted
+                    $0.holder = holder
+                    if granted { $0.token = token }
+                })
             if !granted { return }
         }
     }
 
-    /// Runs a device command so that a cancelled RPC (the coordinator gone, the call abandoned)
-    /// puts that device safe: gRPC does not cancel the handler's task by itself.
-    /// The caller was authorised before: the call runs as a task of its own, a cancelled RPC
-    /// cancels it, and only once it has stopped is the device put safe (a safe state racing
-    /// the call could be undone by it).
+    /// Runs a device call so that an abandoned one (its RPC or session cancelled, the
+    /// coordinator gone) puts that device safe: gRPC does not cancel the handler's task by
+    /// itself. The caller was authorised before: the call runs as a task of its own, and only
+    /// once it has stopped is the device put safe (a safe state racing the call could be
+    /// undone by it).
     func guarded<T: Sendable>(_ device: String, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
-        let cancelled = CancelFlag()
         let work = Task { try await body() }
-        let result = await withRPCCancellationHandler {
-            await work.result
-        } onCancelRPC: {
-            cancelled.set()
-            work.cancel()
-        }
-        if cancelled.isSet {
+        let (result, cancelled) = await awaitCancellably(Task { await work.result }, cancel: { work.cancel() })
+        if cancelled {
             await agent.record(who: "node", what: "call cancelled by its caller", device: device, result: "putting the device safe")
             await agent.safeState([device])
         }
         return try result.get()
+    }
+}
+
+/// Waits for `task`, cancelling it (and `cancel`) when the waiting task is cancelled (a session
+/// ending) or the RPC is (its client gone); says whether it was.
+func awaitCancellably<T: Sendable>(_ task: Task<T, Never>, cancel: (@Sendable () -> Void)? = nil) async -> (T, Bool) {
+    let cancelled = CancelFlag()
+    let value = await withTaskCancellationHandler {
+        await withRPCCancellationHandler {
+            await task.value
+        } onCancelRPC: {
+            cancelled.set()
+            cancel?()
+            task.cancel()
+        }
+    } onCancel: {
+        cancelled.set()
+        cancel?()
+        task.cancel()
+    }
+    return (value, cancelled.isSet)
+}
+
+/// The calls a session has running: by call number (for `cancel`), and the last by device (so
+/// one device's calls run in order). A call is reserved before its task starts, so a call that
+/// finishes at once is never counted as running after it.
+final class SessionCalls: Sendable {
+    private struct State {
+        var running: [UInt64: Task<Void, Never>?] = [:]
+        var lastByDevice: [String: Task<Void, Never>] = [:]
+    }
+    private let state = Mutex(State())
+
+    var count: Int { state.withLock { $0.running.count } }
+    func last(for device: String) -> Task<Void, Never>? { state.withLock { $0.lastByDevice[device] } }
+    func reserve(_ id: UInt64) { state.withLock { $0.running[id] = .some(nil) } }
+    func started(_ id: UInt64, device: String, _ task: Task<Void, Never>) {
+        state.withLock {
+            if $0.running[id] != nil { $0.running[id] = .some(task) }
+            $0.lastByDevice[device] = task
+        }
+    }
+    func finished(_ id: UInt64, device: String) {
+        state.withLock {
+            guard let entry = $0.running.removeValue(forKey: id) else { return }
+            // Forget the device once its last call is done: names come from the client.
+            if let task = entry, $0.lastByDevice[device] == task { $0.lastByDevice[device] = nil }
+        }
+    }
+    func cancel(_ id: UInt64) { state.withLock { $0.running[id] ?? nil }?.cancel() }
+    func cancelAll() async {
+        let all = state.withLock { s in
+            defer { s.lastByDevice = [:] }
+            return s.running.values.compactMap { $0 } + s.lastByDevice.values
+        }
+        for t in all { t.cancel() }
+        for t in all { await t.value }
+    }
+}
+
+extension Herald_Node_V1_Reply {
+    static func refusal(_ call: UInt64, _ code: RPCError.Code, _ message: String) -> Self {
+        .with {
+            $0.call = call
+            $0.error = .with {
+                $0.code = Int32(code.rawValue)
+                $0.message = message
+            }
+        }
+    }
+}
+
+extension Herald_Node_V1_Command.OneOf_Kind {
+    /// The device a command is for ("" for the session's own).
+    var device: String {
+        switch self {
+        case .connect(let r), .safeState(let r), .disconnect(let r), .runAttemptLoop(let r): return r.device
+        case .set(let r): return r.device
+        case .get(let r): return r.device
+        case .configure(let r): return r.device
+        case .measure(let r): return r.device
+        case .open, .cancel: return ""
+        }
     }
 }
 

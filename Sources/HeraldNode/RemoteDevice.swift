@@ -25,6 +25,9 @@ public final class RemoteNode: Sendable {
         var lost: DeviceError?
         var keeper: Task<Void, Never>?
         var watcher: Task<Void, Never>?
+        /// The lease's token, which the session and the streams present.
+        var token: String?
+        var session: NodeSession?
     }
 
     public init(name: String, host: String, port: Int, security: NodeSecurity) throws {
@@ -114,6 +117,7 @@ public final class RemoteNode: Sendable {
                         if status.granted {
                             let first = self.state.withLock { s -> Bool in
                                 defer { s.lastGrant = .now }
+                                if s.token == nil { s.token = status.token }
                                 return s.lastGrant == nil
                             }
                             if first {
@@ -122,7 +126,12 @@ public final class RemoteNode: Sendable {
                             }
                         } else {
                             // Refused, or expired while we were away (its devices were put safe).
-                            let why = status.holder == "expired" ? "let this run's lease expire" : "refused the lease"
+                            let why =
+                                switch status.holder {
+                                case "expired": "let this run's lease expire"
+                                case "replaced": "gave this run's lease to another session of the same certificate"
+                                default: "refused the lease"
+                                }
                             self.lose(DeviceError(device: name, .disconnected, "node \(name) \(why)"))
                             granted.continuation.yield(.failure(NodeError("node \(name) \(why)")))
                             granted.continuation.finish()
@@ -182,15 +191,34 @@ public final class RemoteNode: Sendable {
 
     /// Stops renewing and releases the lease (after the run put the devices safe).
     public func release() {
-        let (keeper, watcher) = state.withLock { s in
+        let (keeper, watcher, session) = state.withLock { s in
             defer {
                 s.keeper = nil
                 s.watcher = nil
+                s.session = nil
             }
-            return (s.keeper, s.watcher)
+            return (s.keeper, s.watcher, s.session)
         }
+        session?.close()
         watcher?.cancel()
         keeper?.cancel()
+    }
+
+    /// The lease's token, for the streams' requests.
+    var leaseToken: String { state.withLock { $0.token ?? "" } }
+
+    /// A device command on the node's session, opened on first use and again after it broke.
+    func call(_ what: String, timeout: Duration, _ kind: Herald_Node_V1_Command.OneOf_Kind) async throws -> Herald_Node_V1_Reply {
+        let node = self.node
+        let session = state.withLock { s -> NodeSession in
+            if let live = s.session, !live.isBroken { return live }
+            // Without a lease the node refuses every command, with its reason (an observer's
+            // certificate, no lease taken): it is the authority, not this side.
+            let fresh = NodeSession(node: node, token: s.token ?? "", options: options(timeout: .seconds(365 * 86_400)))
+            s.session = fresh
+            return fresh
+        }
+        return try await session.call(what, timeout: timeout, kind)
     }
 
     func lose(_ error: DeviceError) {
@@ -219,7 +247,8 @@ public final class RemoteNode: Sendable {
 
     /// Drops the connection without releasing the lease, as a killed coordinator does (tests).
     public func abandon() {
-        let (keeper, watcher) = state.withLock { ($0.keeper, $0.watcher) }
+        let (keeper, watcher, session) = state.withLock { ($0.keeper, $0.watcher, $0.session) }
+        session?.drop()
         watcher?.cancel()
         client.beginGracefulShutdown()
         connections.cancel()
@@ -272,8 +301,9 @@ public class RemoteDevice: TimeTagger, PresenceReporting, @unchecked Sendable {
     func mapped(_ e: RPCError) -> DeviceError {
         switch e.code {
         case .deadlineExceeded: return DeviceError(device: name, .timeout, "node \(node.name): \(e.message)")
-        case .permissionDenied, .failedPrecondition, .invalidArgument, .notFound, .unauthenticated:
+        case .permissionDenied, .failedPrecondition, .invalidArgument, .notFound, .unauthenticated, .resourceExhausted:
             return DeviceError(device: name, .rejected, "node \(node.name): \(e.message)")
+        case .internalError: return DeviceError(device: name, .invalidResponse, "node \(node.name): \(e.message)")
         default: return DeviceError(device: name, .disconnected, "node \(node.name) at \(node.address): \(e.code) \(e.message)")
         }
     }
@@ -296,26 +326,31 @@ public class RemoteDevice: TimeTagger, PresenceReporting, @unchecked Sendable {
 
     public func connect() async throws {
         let remote = self.remote
-        try await command { id in try await node.node.connect(.with { $0.requestID = id; $0.device = remote }, options: node.options(timeout: timeout)) }
+        try await command { id in try await node.call("connect", timeout: timeout, .connect(.with { $0.requestID = id; $0.device = remote })).callResult() }
     }
 
     public func set(_ property: String, to value: Value) async throws {
         let remote = self.remote
         try await command { id in
-            try await node.node.set(
-                .with {
-                    $0.requestID = id
-                    $0.device = remote
-                    $0.property = property
-                    $0.value = Herald_Node_V1_Value(value)
-                }, options: node.options(timeout: timeout))
+            try await node.call(
+                "set \(property)", timeout: timeout,
+                .set(
+                    .with {
+                        $0.requestID = id
+                        $0.device = remote
+                        $0.property = property
+                        $0.value = Herald_Node_V1_Value(value)
+                    })
+            ).callResult()
         }
     }
 
     public func get(_ property: String) async throws -> Value {
         let response: Herald_Node_V1_GetResponse
         do {
-            response = try await node.node.get(.with { $0.device = remote; $0.property = property }, options: node.options(timeout: timeout))
+            let reply = try await node.call("get \(property)", timeout: timeout, .get(.with { $0.device = remote; $0.property = property }))
+            guard case .get(let r)? = reply.kind else { throw RPCError(code: .internalError, message: "get \(property) answered with another kind of reply") }
+            response = r
         } catch let e as RPCError {
             throw mapped(e)
         }
@@ -333,12 +368,16 @@ public class RemoteDevice: TimeTagger, PresenceReporting, @unchecked Sendable {
             throw DeviceError(device: name, .disconnected, "\(lost.detail); the node puts it safe itself when this run's lease expires")
         }
         let remote = self.remote
-        try await command { id in try await node.node.safeState(.with { $0.requestID = id; $0.device = remote }, options: node.options(timeout: timeout)) }
+        try await command { id in
+            try await node.call("safe state", timeout: timeout, .safeState(.with { $0.requestID = id; $0.device = remote })).callResult()
+        }
     }
 
     public func disconnect() async {
         let remote = self.remote
-        try? await command { id in try await node.node.disconnect(.with { $0.requestID = id; $0.device = remote }, options: node.options(timeout: timeout)) }
+        try? await command { id in
+            try await node.call("disconnect", timeout: timeout, .disconnect(.with { $0.requestID = id; $0.device = remote })).callResult()
+        }
     }
 
     /// 2⁶⁰ ps (13 days): the bound on times a node may report, as on times read from a file.
@@ -367,10 +406,12 @@ public class RemoteDevice: TimeTagger, PresenceReporting, @unchecked Sendable {
 
     public func acquire(for duration: Duration, deliver: @Sendable (TagBlock) async throws -> Void) async throws -> AcquisitionInterval {
         let ps = picoseconds(duration)
+        let token = self.node.leaseToken
         let request = Herald_Node_V1_AcquireRequest.with {
             $0.requestID = UUID().uuidString
             $0.device = remote
             $0.durationPs = ps
+            $0.leaseToken = token
         }
         let name = self.name, nodeName = node.name, node = self.node
         // Each batch is handed on as it arrives, inside the call: while the consumers are behind,
@@ -412,20 +453,23 @@ public final class RemoteEntangler: RemoteDevice, Entangler, @unchecked Sendable
     public func configure(_ c: EntanglerConfiguration) async throws {
         let remote = self.remote
         try await command { id in
-            try await node.node.configure(
-                .with {
-                    $0.requestID = id
-                    $0.device = remote
-                    $0.configuration = .with { m in
-                        m.link = c.link
-                        m.nodes = c.nodes
-                        m.cyclePs = c.cyclePs
-                        m.windowStartPs = c.windowStartPs
-                        m.windowLengthPs = c.windowLengthPs
-                        m.patterns = c.patterns.map { p in .with { $0.channels = p.map { Int32(clamping: $0) } } }
-                        m.timeoutPs = c.timeoutPs
-                    }
-                }, options: node.options(timeout: timeout))
+            try await node.call(
+                "configure", timeout: timeout,
+                .configure(
+                    .with {
+                        $0.requestID = id
+                        $0.device = remote
+                        $0.configuration = .with { m in
+                            m.link = c.link
+                            m.nodes = c.nodes
+                            m.cyclePs = c.cyclePs
+                            m.windowStartPs = c.windowStartPs
+                            m.windowLengthPs = c.windowLengthPs
+                            m.patterns = c.patterns.map { p in .with { $0.channels = p.map { Int32(clamping: $0) } } }
+                            m.timeoutPs = c.timeoutPs
+                        }
+                    })
+            ).callResult()
         }
     }
 
@@ -434,7 +478,10 @@ public final class RemoteEntangler: RemoteDevice, Entangler, @unchecked Sendable
         do {
             // Bounded by the engine (the loop's timeout plus the device's); no retry: a loop rerun
             // would be a different loop.
-            out = try await node.node.runAttemptLoop(.with { $0.requestID = UUID().uuidString; $0.device = remote }, options: node.options(timeout: .seconds(3600)))
+            let reply = try await node.call(
+                "attempt loop", timeout: .seconds(3600), .runAttemptLoop(.with { $0.requestID = UUID().uuidString; $0.device = remote }))
+            guard case .attempt(let o)? = reply.kind else { throw RPCError(code: .internalError, message: "the attempt loop answered with another kind of reply") }
+            out = o
         } catch let e as RPCError {
             throw mapped(e)
         }
@@ -450,8 +497,10 @@ public final class RemoteReadout: RemoteDevice, QubitReadout, @unchecked Sendabl
     public func measure(in basis: ReadoutBasis) async throws -> QubitMeasurement {
         let out: Herald_Node_V1_MeasureResponse
         do {
-            out = try await node.node.measure(
-                .with { $0.requestID = UUID().uuidString; $0.device = remote; $0.basis = basis.rawValue }, options: node.options(timeout: timeout))
+            let reply = try await node.call(
+                "measure", timeout: timeout, .measure(.with { $0.requestID = UUID().uuidString; $0.device = remote; $0.basis = basis.rawValue }))
+            guard case .measure(let m)? = reply.kind else { throw RPCError(code: .internalError, message: "measure answered with another kind of reply") }
+            out = m
         } catch let e as RPCError {
             throw mapped(e)
         }
@@ -466,7 +515,8 @@ public final class RemoteStreamingTagger: RemoteDevice, StreamingTagger, @unchec
     public func collect() async throws -> (TagBlock, AcquisitionInterval) {
         let name = self.name, nodeName = node.name, remote = self.remote
         do {
-            return try await node.node.collect(.with { $0.requestID = UUID().uuidString; $0.device = remote }, options: node.options(timeout: timeout)) { response in
+            let request = Herald_Node_V1_CollectRequest.with { $0.device = remote; $0.leaseToken = node.leaseToken }
+            return try await node.node.collect(request, options: node.options(timeout: timeout)) { response in
                 var timestamps: [Int64] = [], channels: [UInt8] = [], excluded: [ExcludedInterval] = []
                 var interval: AcquisitionInterval?
                 for try await batch in response.messages {
@@ -496,5 +546,13 @@ public final class RemoteStreamingTagger: RemoteDevice, StreamingTagger, @unchec
         } catch let e as RPCError {
             throw mapped(e)
         }
+    }
+}
+
+extension Herald_Node_V1_Reply {
+    /// The call result of a command that answers with one.
+    func callResult() throws -> Herald_Node_V1_CallResult {
+        guard case .result(let r)? = kind else { throw RPCError(code: .internalError, message: "the node answered with another kind of reply") }
+        return r
     }
 }

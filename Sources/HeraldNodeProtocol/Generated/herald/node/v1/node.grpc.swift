@@ -38,69 +38,17 @@ public enum Herald_Node_V1_Node: Sendable {
                 type: .unary
             )
         }
-        /// Namespace for "Connect" metadata.
-        public enum Connect: Sendable {
-            /// Request type for "Connect".
-            public typealias Input = Herald_Node_V1_DeviceRequest
-            /// Response type for "Connect".
-            public typealias Output = Herald_Node_V1_CallResult
-            /// Descriptor for "Connect".
+        /// Namespace for "Session" metadata.
+        public enum Session: Sendable {
+            /// Request type for "Session".
+            public typealias Input = Herald_Node_V1_Command
+            /// Response type for "Session".
+            public typealias Output = Herald_Node_V1_Reply
+            /// Descriptor for "Session".
             public static let descriptor = GRPCCore.MethodDescriptor(
                 service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "herald.node.v1.Node"),
-                method: "Connect",
-                type: .unary
-            )
-        }
-        /// Namespace for "Set" metadata.
-        public enum Set: Sendable {
-            /// Request type for "Set".
-            public typealias Input = Herald_Node_V1_SetRequest
-            /// Response type for "Set".
-            public typealias Output = Herald_Node_V1_CallResult
-            /// Descriptor for "Set".
-            public static let descriptor = GRPCCore.MethodDescriptor(
-                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "herald.node.v1.Node"),
-                method: "Set",
-                type: .unary
-            )
-        }
-        /// Namespace for "Get" metadata.
-        public enum Get: Sendable {
-            /// Request type for "Get".
-            public typealias Input = Herald_Node_V1_GetRequest
-            /// Response type for "Get".
-            public typealias Output = Herald_Node_V1_GetResponse
-            /// Descriptor for "Get".
-            public static let descriptor = GRPCCore.MethodDescriptor(
-                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "herald.node.v1.Node"),
-                method: "Get",
-                type: .unary
-            )
-        }
-        /// Namespace for "SafeState" metadata.
-        public enum SafeState: Sendable {
-            /// Request type for "SafeState".
-            public typealias Input = Herald_Node_V1_DeviceRequest
-            /// Response type for "SafeState".
-            public typealias Output = Herald_Node_V1_CallResult
-            /// Descriptor for "SafeState".
-            public static let descriptor = GRPCCore.MethodDescriptor(
-                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "herald.node.v1.Node"),
-                method: "SafeState",
-                type: .unary
-            )
-        }
-        /// Namespace for "Disconnect" metadata.
-        public enum Disconnect: Sendable {
-            /// Request type for "Disconnect".
-            public typealias Input = Herald_Node_V1_DeviceRequest
-            /// Response type for "Disconnect".
-            public typealias Output = Herald_Node_V1_CallResult
-            /// Descriptor for "Disconnect".
-            public static let descriptor = GRPCCore.MethodDescriptor(
-                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "herald.node.v1.Node"),
-                method: "Disconnect",
-                type: .unary
+                method: "Session",
+                type: .bidirectionalStreaming
             )
         }
         /// Namespace for "Acquire" metadata.
@@ -129,49 +77,10 @@ public enum Herald_Node_V1_Node: Sendable {
                 type: .bidirectionalStreaming
             )
         }
-        /// Namespace for "Configure" metadata.
-        public enum Configure: Sendable {
-            /// Request type for "Configure".
-            public typealias Input = Herald_Node_V1_ConfigureRequest
-            /// Response type for "Configure".
-            public typealias Output = Herald_Node_V1_CallResult
-            /// Descriptor for "Configure".
-            public static let descriptor = GRPCCore.MethodDescriptor(
-                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "herald.node.v1.Node"),
-                method: "Configure",
-                type: .unary
-            )
-        }
-        /// Namespace for "RunAttemptLoop" metadata.
-        public enum RunAttemptLoop: Sendable {
-            /// Request type for "RunAttemptLoop".
-            public typealias Input = Herald_Node_V1_DeviceRequest
-            /// Response type for "RunAttemptLoop".
-            public typealias Output = Herald_Node_V1_AttemptOutcome
-            /// Descriptor for "RunAttemptLoop".
-            public static let descriptor = GRPCCore.MethodDescriptor(
-                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "herald.node.v1.Node"),
-                method: "RunAttemptLoop",
-                type: .unary
-            )
-        }
-        /// Namespace for "Measure" metadata.
-        public enum Measure: Sendable {
-            /// Request type for "Measure".
-            public typealias Input = Herald_Node_V1_MeasureRequest
-            /// Response type for "Measure".
-            public typealias Output = Herald_Node_V1_MeasureResponse
-            /// Descriptor for "Measure".
-            public static let descriptor = GRPCCore.MethodDescriptor(
-                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "herald.node.v1.Node"),
-                method: "Measure",
-                type: .unary
-            )
-        }
         /// Namespace for "Collect" metadata.
         public enum Collect: Sendable {
             /// Request type for "Collect".
-            public typealias Input = Herald_Node_V1_DeviceRequest
+            public typealias Input = Herald_Node_V1_CollectRequest
             /// Response type for "Collect".
             public typealias Output = Herald_Node_V1_TagBatch
             /// Descriptor for "Collect".
@@ -181,20 +90,27 @@ public enum Herald_Node_V1_Node: Sendable {
                 type: .serverStreaming
             )
         }
+        /// Namespace for "Watch" metadata.
+        public enum Watch: Sendable {
+            /// Request type for "Watch".
+            public typealias Input = Herald_Node_V1_WatchRequest
+            /// Response type for "Watch".
+            public typealias Output = Herald_Node_V1_NodeEvent
+            /// Descriptor for "Watch".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "herald.node.v1.Node"),
+                method: "Watch",
+                type: .serverStreaming
+            )
+        }
         /// Descriptors for all methods in the "herald.node.v1.Node" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             Describe.descriptor,
-            Connect.descriptor,
-            Set.descriptor,
-            Get.descriptor,
-            SafeState.descriptor,
-            Disconnect.descriptor,
+            Session.descriptor,
             Acquire.descriptor,
             Lease.descriptor,
-            Configure.descriptor,
-            RunAttemptLoop.descriptor,
-            Measure.descriptor,
-            Collect.descriptor
+            Collect.descriptor,
+            Watch.descriptor
         ]
     }
 }
@@ -240,75 +156,27 @@ extension Herald_Node_V1_Node {
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Herald_Node_V1_DescribeResponse>
 
-        /// Handle the "Connect" method.
+        /// Handle the "Session" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A controller's commands to the node's devices, on one long-lived stream per coordinator:
+        /// > no HTTP/2 stream is opened per call, so a command's round trip is one message each way.
+        /// > The first command opens the session with the token of the caller's lease; every later one
+        /// > carries a call number that its reply repeats. Calls run concurrently; a `cancel` or the
+        /// > stream's end cancels a call and puts its device safe.
         ///
         /// - Parameters:
-        ///   - request: A streaming request of `Herald_Node_V1_DeviceRequest` messages.
+        ///   - request: A streaming request of `Herald_Node_V1_Command` messages.
         ///   - context: Context providing information about the RPC.
         /// - Throws: Any error which occurred during the processing of the request. Thrown errors
         ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
         ///     to an internal error.
-        /// - Returns: A streaming response of `Herald_Node_V1_CallResult` messages.
-        func connect(
-            request: GRPCCore.StreamingServerRequest<Herald_Node_V1_DeviceRequest>,
+        /// - Returns: A streaming response of `Herald_Node_V1_Reply` messages.
+        func session(
+            request: GRPCCore.StreamingServerRequest<Herald_Node_V1_Command>,
             context: GRPCCore.ServerContext
-        ) async throws -> GRPCCore.StreamingServerResponse<Herald_Node_V1_CallResult>
-
-        /// Handle the "Set" method.
-        ///
-        /// - Parameters:
-        ///   - request: A streaming request of `Herald_Node_V1_SetRequest` messages.
-        ///   - context: Context providing information about the RPC.
-        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
-        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
-        ///     to an internal error.
-        /// - Returns: A streaming response of `Herald_Node_V1_CallResult` messages.
-        func set(
-            request: GRPCCore.StreamingServerRequest<Herald_Node_V1_SetRequest>,
-            context: GRPCCore.ServerContext
-        ) async throws -> GRPCCore.StreamingServerResponse<Herald_Node_V1_CallResult>
-
-        /// Handle the "Get" method.
-        ///
-        /// - Parameters:
-        ///   - request: A streaming request of `Herald_Node_V1_GetRequest` messages.
-        ///   - context: Context providing information about the RPC.
-        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
-        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
-        ///     to an internal error.
-        /// - Returns: A streaming response of `Herald_Node_V1_GetResponse` messages.
-        func get(
-            request: GRPCCore.StreamingServerRequest<Herald_Node_V1_GetRequest>,
-            context: GRPCCore.ServerContext
-        ) async throws -> GRPCCore.StreamingServerResponse<Herald_Node_V1_GetResponse>
-
-        /// Handle the "SafeState" method.
-        ///
-        /// - Parameters:
-        ///   - request: A streaming request of `Herald_Node_V1_DeviceRequest` messages.
-        ///   - context: Context providing information about the RPC.
-        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
-        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
-        ///     to an internal error.
-        /// - Returns: A streaming response of `Herald_Node_V1_CallResult` messages.
-        func safeState(
-            request: GRPCCore.StreamingServerRequest<Herald_Node_V1_DeviceRequest>,
-            context: GRPCCore.ServerContext
-        ) async throws -> GRPCCore.StreamingServerResponse<Herald_Node_V1_CallResult>
-
-        /// Handle the "Disconnect" method.
-        ///
-        /// - Parameters:
-        ///   - request: A streaming request of `Herald_Node_V1_DeviceRequest` messages.
-        ///   - context: Context providing information about the RPC.
-        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
-        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
-        ///     to an internal error.
-        /// - Returns: A streaming response of `Herald_Node_V1_CallResult` messages.
-        func disconnect(
-            request: GRPCCore.StreamingServerRequest<Herald_Node_V1_DeviceRequest>,
-            context: GRPCCore.ServerContext
-        ) async throws -> GRPCCore.StreamingServerResponse<Herald_Node_V1_CallResult>
+        ) async throws -> GRPCCore.StreamingServerResponse<Herald_Node_V1_Reply>
 
         /// Handle the "Acquire" method.
         ///
@@ -347,52 +215,6 @@ extension Herald_Node_V1_Node {
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Herald_Node_V1_LeaseStatus>
 
-        /// Handle the "Configure" method.
-        ///
-        /// > Source IDL Documentation:
-        /// >
-        /// > A node's entangler (the attempt loop), qubit readout and streaming tagger.
-        ///
-        /// - Parameters:
-        ///   - request: A streaming request of `Herald_Node_V1_ConfigureRequest` messages.
-        ///   - context: Context providing information about the RPC.
-        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
-        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
-        ///     to an internal error.
-        /// - Returns: A streaming response of `Herald_Node_V1_CallResult` messages.
-        func configure(
-            request: GRPCCore.StreamingServerRequest<Herald_Node_V1_ConfigureRequest>,
-            context: GRPCCore.ServerContext
-        ) async throws -> GRPCCore.StreamingServerResponse<Herald_Node_V1_CallResult>
-
-        /// Handle the "RunAttemptLoop" method.
-        ///
-        /// - Parameters:
-        ///   - request: A streaming request of `Herald_Node_V1_DeviceRequest` messages.
-        ///   - context: Context providing information about the RPC.
-        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
-        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
-        ///     to an internal error.
-        /// - Returns: A streaming response of `Herald_Node_V1_AttemptOutcome` messages.
-        func runAttemptLoop(
-            request: GRPCCore.StreamingServerRequest<Herald_Node_V1_DeviceRequest>,
-            context: GRPCCore.ServerContext
-        ) async throws -> GRPCCore.StreamingServerResponse<Herald_Node_V1_AttemptOutcome>
-
-        /// Handle the "Measure" method.
-        ///
-        /// - Parameters:
-        ///   - request: A streaming request of `Herald_Node_V1_MeasureRequest` messages.
-        ///   - context: Context providing information about the RPC.
-        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
-        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
-        ///     to an internal error.
-        /// - Returns: A streaming response of `Herald_Node_V1_MeasureResponse` messages.
-        func measure(
-            request: GRPCCore.StreamingServerRequest<Herald_Node_V1_MeasureRequest>,
-            context: GRPCCore.ServerContext
-        ) async throws -> GRPCCore.StreamingServerResponse<Herald_Node_V1_MeasureResponse>
-
         /// Handle the "Collect" method.
         ///
         /// > Source IDL Documentation:
@@ -400,16 +222,36 @@ extension Herald_Node_V1_Node {
         /// > What a streaming tagger recorded since its last collection; the last message carries the interval.
         ///
         /// - Parameters:
-        ///   - request: A streaming request of `Herald_Node_V1_DeviceRequest` messages.
+        ///   - request: A streaming request of `Herald_Node_V1_CollectRequest` messages.
         ///   - context: Context providing information about the RPC.
         /// - Throws: Any error which occurred during the processing of the request. Thrown errors
         ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
         ///     to an internal error.
         /// - Returns: A streaming response of `Herald_Node_V1_TagBatch` messages.
         func collect(
-            request: GRPCCore.StreamingServerRequest<Herald_Node_V1_DeviceRequest>,
+            request: GRPCCore.StreamingServerRequest<Herald_Node_V1_CollectRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Herald_Node_V1_TagBatch>
+
+        /// Handle the "Watch" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > What the node does, for observers as for controllers: every command it executes and every
+        /// > lease event, as its audit log records them, from the moment of subscribing. A watcher too
+        /// > slow to keep up loses events (counted in `dropped`), never slows the node.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Herald_Node_V1_WatchRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Herald_Node_V1_NodeEvent` messages.
+        func watch(
+            request: GRPCCore.StreamingServerRequest<Herald_Node_V1_WatchRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Herald_Node_V1_NodeEvent>
     }
 
     /// Service protocol for the "herald.node.v1.Node" service.
@@ -439,75 +281,27 @@ extension Herald_Node_V1_Node {
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Herald_Node_V1_DescribeResponse>
 
-        /// Handle the "Connect" method.
+        /// Handle the "Session" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A controller's commands to the node's devices, on one long-lived stream per coordinator:
+        /// > no HTTP/2 stream is opened per call, so a command's round trip is one message each way.
+        /// > The first command opens the session with the token of the caller's lease; every later one
+        /// > carries a call number that its reply repeats. Calls run concurrently; a `cancel` or the
+        /// > stream's end cancels a call and puts its device safe.
         ///
         /// - Parameters:
-        ///   - request: A request containing a single `Herald_Node_V1_DeviceRequest` message.
+        ///   - request: A streaming request of `Herald_Node_V1_Command` messages.
         ///   - context: Context providing information about the RPC.
         /// - Throws: Any error which occurred during the processing of the request. Thrown errors
         ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
         ///     to an internal error.
-        /// - Returns: A response containing a single `Herald_Node_V1_CallResult` message.
-        func connect(
-            request: GRPCCore.ServerRequest<Herald_Node_V1_DeviceRequest>,
+        /// - Returns: A streaming response of `Herald_Node_V1_Reply` messages.
+        func session(
+            request: GRPCCore.StreamingServerRequest<Herald_Node_V1_Command>,
             context: GRPCCore.ServerContext
-        ) async throws -> GRPCCore.ServerResponse<Herald_Node_V1_CallResult>
-
-        /// Handle the "Set" method.
-        ///
-        /// - Parameters:
-        ///   - request: A request containing a single `Herald_Node_V1_SetRequest` message.
-        ///   - context: Context providing information about the RPC.
-        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
-        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
-        ///     to an internal error.
-        /// - Returns: A response containing a single `Herald_Node_V1_CallResult` message.
-        func set(
-            request: GRPCCore.ServerRequest<Herald_Node_V1_SetRequest>,
-            context: GRPCCore.ServerContext
-        ) async throws -> GRPCCore.ServerResponse<Herald_Node_V1_CallResult>
-
-        /// Handle the "Get" method.
-        ///
-        /// - Parameters:
-        ///   - request: A request containing a single `Herald_Node_V1_GetRequest` message.
-        ///   - context: Context providing information about the RPC.
-        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
-        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
-        ///     to an internal error.
-        /// - Returns: A response containing a single `Herald_Node_V1_GetResponse` message.
-        func get(
-            request: GRPCCore.ServerRequest<Herald_Node_V1_GetRequest>,
-            context: GRPCCore.ServerContext
-        ) async throws -> GRPCCore.ServerResponse<Herald_Node_V1_GetResponse>
-
-        /// Handle the "SafeState" method.
-        ///
-        /// - Parameters:
-        ///   - request: A request containing a single `Herald_Node_V1_DeviceRequest` message.
-        ///   - context: Context providing information about the RPC.
-        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
-        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
-        ///     to an internal error.
-        /// - Returns: A response containing a single `Herald_Node_V1_CallResult` message.
-        func safeState(
-            request: GRPCCore.ServerRequest<Herald_Node_V1_DeviceRequest>,
-            context: GRPCCore.ServerContext
-        ) async throws -> GRPCCore.ServerResponse<Herald_Node_V1_CallResult>
-
-        /// Handle the "Disconnect" method.
-        ///
-        /// - Parameters:
-        ///   - request: A request containing a single `Herald_Node_V1_DeviceRequest` message.
-        ///   - context: Context providing information about the RPC.
-        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
-        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
-        ///     to an internal error.
-        /// - Returns: A response containing a single `Herald_Node_V1_CallResult` message.
-        func disconnect(
-            request: GRPCCore.ServerRequest<Herald_Node_V1_DeviceRequest>,
-            context: GRPCCore.ServerContext
-        ) async throws -> GRPCCore.ServerResponse<Herald_Node_V1_CallResult>
+        ) async throws -> GRPCCore.StreamingServerResponse<Herald_Node_V1_Reply>
 
         /// Handle the "Acquire" method.
         ///
@@ -546,52 +340,6 @@ extension Herald_Node_V1_Node {
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Herald_Node_V1_LeaseStatus>
 
-        /// Handle the "Configure" method.
-        ///
-        /// > Source IDL Documentation:
-        /// >
-        /// > A node's entangler (the attempt loop), qubit readout and streaming tagger.
-        ///
-        /// - Parameters:
-        ///   - request: A request containing a single `Herald_Node_V1_ConfigureRequest` message.
-        ///   - context: Context providing information about the RPC.
-        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
-        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
-        ///     to an internal error.
-        /// - Returns: A response containing a single `Herald_Node_V1_CallResult` message.
-        func configure(
-            request: GRPCCore.ServerRequest<Herald_Node_V1_ConfigureRequest>,
-            context: GRPCCore.ServerContext
-        ) async throws -> GRPCCore.ServerResponse<Herald_Node_V1_CallResult>
-
-        /// Handle the "RunAttemptLoop" method.
-        ///
-        /// - Parameters:
-        ///   - request: A request containing a single `Herald_Node_V1_DeviceRequest` message.
-        ///   - context: Context providing information about the RPC.
-        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
-        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
-        ///     to an internal error.
-        /// - Returns: A response containing a single `Herald_Node_V1_AttemptOutcome` message.
-        func runAttemptLoop(
-            request: GRPCCore.ServerRequest<Herald_Node_V1_DeviceRequest>,
-            context: GRPCCore.ServerContext
-        ) async throws -> GRPCCore.ServerResponse<Herald_Node_V1_AttemptOutcome>
-
-        /// Handle the "Measure" method.
-        ///
-        /// - Parameters:
-        ///   - request: A request containing a single `Herald_Node_V1_MeasureRequest` message.
-        ///   - context: Context providing information about the RPC.
-        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
-        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
-        ///     to an internal error.
-        /// - Returns: A response containing a single `Herald_Node_V1_MeasureResponse` message.
-        func measure(
-            request: GRPCCore.ServerRequest<Herald_Node_V1_MeasureRequest>,
-            context: GRPCCore.ServerContext
-        ) async throws -> GRPCCore.ServerResponse<Herald_Node_V1_MeasureResponse>
-
         /// Handle the "Collect" method.
         ///
         /// > Source IDL Documentation:
@@ -599,16 +347,36 @@ extension Herald_Node_V1_Node {
         /// > What a streaming tagger recorded since its last collection; the last message carries the interval.
         ///
         /// - Parameters:
-        ///   - request: A request containing a single `Herald_Node_V1_DeviceRequest` message.
+        ///   - request: A request containing a single `Herald_Node_V1_CollectRequest` message.
         ///   - context: Context providing information about the RPC.
         /// - Throws: Any error which occurred during the processing of the request. Thrown errors
         ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
         ///     to an internal error.
         /// - Returns: A streaming response of `Herald_Node_V1_TagBatch` messages.
         func collect(
-            request: GRPCCore.ServerRequest<Herald_Node_V1_DeviceRequest>,
+            request: GRPCCore.ServerRequest<Herald_Node_V1_CollectRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Herald_Node_V1_TagBatch>
+
+        /// Handle the "Watch" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > What the node does, for observers as for controllers: every command it executes and every
+        /// > lease event, as its audit log records them, from the moment of subscribing. A watcher too
+        /// > slow to keep up loses events (counted in `dropped`), never slows the node.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Herald_Node_V1_WatchRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Herald_Node_V1_NodeEvent` messages.
+        func watch(
+            request: GRPCCore.ServerRequest<Herald_Node_V1_WatchRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Herald_Node_V1_NodeEvent>
     }
 
     /// Simple service protocol for the "herald.node.v1.Node" service.
@@ -636,75 +404,28 @@ extension Herald_Node_V1_Node {
             context: GRPCCore.ServerContext
         ) async throws -> Herald_Node_V1_DescribeResponse
 
-        /// Handle the "Connect" method.
+        /// Handle the "Session" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A controller's commands to the node's devices, on one long-lived stream per coordinator:
+        /// > no HTTP/2 stream is opened per call, so a command's round trip is one message each way.
+        /// > The first command opens the session with the token of the caller's lease; every later one
+        /// > carries a call number that its reply repeats. Calls run concurrently; a `cancel` or the
+        /// > stream's end cancels a call and puts its device safe.
         ///
         /// - Parameters:
-        ///   - request: A `Herald_Node_V1_DeviceRequest` message.
+        ///   - request: A stream of `Herald_Node_V1_Command` messages.
+        ///   - response: A response stream of `Herald_Node_V1_Reply` messages.
         ///   - context: Context providing information about the RPC.
         /// - Throws: Any error which occurred during the processing of the request. Thrown errors
         ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
         ///     to an internal error.
-        /// - Returns: A `Herald_Node_V1_CallResult` to respond with.
-        func connect(
-            request: Herald_Node_V1_DeviceRequest,
+        func session(
+            request: GRPCCore.RPCAsyncSequence<Herald_Node_V1_Command, any Swift.Error>,
+            response: GRPCCore.RPCWriter<Herald_Node_V1_Reply>,
             context: GRPCCore.ServerContext
-        ) async throws -> Herald_Node_V1_CallResult
-
-        /// Handle the "Set" method.
-        ///
-        /// - Parameters:
-        ///   - request: A `Herald_Node_V1_SetRequest` message.
-        ///   - context: Context providing information about the RPC.
-        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
-        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
-        ///     to an internal error.
-        /// - Returns: A `Herald_Node_V1_CallResult` to respond with.
-        func set(
-            request: Herald_Node_V1_SetRequest,
-            context: GRPCCore.ServerContext
-        ) async throws -> Herald_Node_V1_CallResult
-
-        /// Handle the "Get" method.
-        ///
-        /// - Parameters:
-        ///   - request: A `Herald_Node_V1_GetRequest` message.
-        ///   - context: Context providing information about the RPC.
-        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
-        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
-        ///     to an internal error.
-        /// - Returns: A `Herald_Node_V1_GetResponse` to respond with.
-        func get(
-            request: Herald_Node_V1_GetRequest,
-            context: GRPCCore.ServerContext
-        ) async throws -> Herald_Node_V1_GetResponse
-
-        /// Handle the "SafeState" method.
-        ///
-        /// - Parameters:
-        ///   - request: A `Herald_Node_V1_DeviceRequest` message.
-        ///   - context: Context providing information about the RPC.
-        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
-        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
-        ///     to an internal error.
-        /// - Returns: A `Herald_Node_V1_CallResult` to respond with.
-        func safeState(
-            request: Herald_Node_V1_DeviceRequest,
-            context: GRPCCore.ServerContext
-        ) async throws -> Herald_Node_V1_CallResult
-
-        /// Handle the "Disconnect" method.
-        ///
-        /// - Parameters:
-        ///   - request: A `Herald_Node_V1_DeviceRequest` message.
-        ///   - context: Context providing information about the RPC.
-        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
-        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
-        ///     to an internal error.
-        /// - Returns: A `Herald_Node_V1_CallResult` to respond with.
-        func disconnect(
-            request: Herald_Node_V1_DeviceRequest,
-            context: GRPCCore.ServerContext
-        ) async throws -> Herald_Node_V1_CallResult
+        ) async throws
 
         /// Handle the "Acquire" method.
         ///
@@ -745,52 +466,6 @@ extension Herald_Node_V1_Node {
             context: GRPCCore.ServerContext
         ) async throws
 
-        /// Handle the "Configure" method.
-        ///
-        /// > Source IDL Documentation:
-        /// >
-        /// > A node's entangler (the attempt loop), qubit readout and streaming tagger.
-        ///
-        /// - Parameters:
-        ///   - request: A `Herald_Node_V1_ConfigureRequest` message.
-        ///   - context: Context providing information about the RPC.
-        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
-        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
-        ///     to an internal error.
-        /// - Returns: A `Herald_Node_V1_CallResult` to respond with.
-        func configure(
-            request: Herald_Node_V1_ConfigureRequest,
-            context: GRPCCore.ServerContext
-        ) async throws -> Herald_Node_V1_CallResult
-
-        /// Handle the "RunAttemptLoop" method.
-        ///
-        /// - Parameters:
-        ///   - request: A `Herald_Node_V1_DeviceRequest` message.
-        ///   - context: Context providing information about the RPC.
-        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
-        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
-        ///     to an internal error.
-        /// - Returns: A `Herald_Node_V1_AttemptOutcome` to respond with.
-        func runAttemptLoop(
-            request: Herald_Node_V1_DeviceRequest,
-            context: GRPCCore.ServerContext
-        ) async throws -> Herald_Node_V1_AttemptOutcome
-
-        /// Handle the "Measure" method.
-        ///
-        /// - Parameters:
-        ///   - request: A `Herald_Node_V1_MeasureRequest` message.
-        ///   - context: Context providing information about the RPC.
-        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
-        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
-        ///     to an internal error.
-        /// - Returns: A `Herald_Node_V1_MeasureResponse` to respond with.
-        func measure(
-            request: Herald_Node_V1_MeasureRequest,
-            context: GRPCCore.ServerContext
-        ) async throws -> Herald_Node_V1_MeasureResponse
-
         /// Handle the "Collect" method.
         ///
         /// > Source IDL Documentation:
@@ -798,15 +473,36 @@ extension Herald_Node_V1_Node {
         /// > What a streaming tagger recorded since its last collection; the last message carries the interval.
         ///
         /// - Parameters:
-        ///   - request: A `Herald_Node_V1_DeviceRequest` message.
+        ///   - request: A `Herald_Node_V1_CollectRequest` message.
         ///   - response: A response stream of `Herald_Node_V1_TagBatch` messages.
         ///   - context: Context providing information about the RPC.
         /// - Throws: Any error which occurred during the processing of the request. Thrown errors
         ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
         ///     to an internal error.
         func collect(
-            request: Herald_Node_V1_DeviceRequest,
+            request: Herald_Node_V1_CollectRequest,
             response: GRPCCore.RPCWriter<Herald_Node_V1_TagBatch>,
+            context: GRPCCore.ServerContext
+        ) async throws
+
+        /// Handle the "Watch" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > What the node does, for observers as for controllers: every command it executes and every
+        /// > lease event, as its audit log records them, from the moment of subscribing. A watcher too
+        /// > slow to keep up loses events (counted in `dropped`), never slows the node.
+        ///
+        /// - Parameters:
+        ///   - request: A `Herald_Node_V1_WatchRequest` message.
+        ///   - response: A response stream of `Herald_Node_V1_NodeEvent` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        func watch(
+            request: Herald_Node_V1_WatchRequest,
+            response: GRPCCore.RPCWriter<Herald_Node_V1_NodeEvent>,
             context: GRPCCore.ServerContext
         ) async throws
     }
@@ -828,55 +524,11 @@ extension Herald_Node_V1_Node.StreamingServiceProtocol {
             }
         )
         router.registerHandler(
-            forMethod: Herald_Node_V1_Node.Method.Connect.descriptor,
-            deserializer: GRPCProtobuf.ProtobufDeserializer<Herald_Node_V1_DeviceRequest>(),
-            serializer: GRPCProtobuf.ProtobufSerializer<Herald_Node_V1_CallResult>(),
+            forMethod: Herald_Node_V1_Node.Method.Session.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Herald_Node_V1_Command>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Herald_Node_V1_Reply>(),
             handler: { request, context in
-                try await self.connect(
-                    request: request,
-                    context: context
-                )
-            }
-        )
-        router.registerHandler(
-            forMethod: Herald_Node_V1_Node.Method.Set.descriptor,
-            deserializer: GRPCProtobuf.ProtobufDeserializer<Herald_Node_V1_SetRequest>(),
-            serializer: GRPCProtobuf.ProtobufSerializer<Herald_Node_V1_CallResult>(),
-            handler: { request, context in
-                try await self.set(
-                    request: request,
-                    context: context
-                )
-            }
-        )
-        router.registerHandler(
-            forMethod: Herald_Node_V1_Node.Method.Get.descriptor,
-            deserializer: GRPCProtobuf.ProtobufDeserializer<Herald_Node_V1_GetRequest>(),
-            serializer: GRPCProtobuf.ProtobufSerializer<Herald_Node_V1_GetResponse>(),
-            handler: { request, context in
-                try await self.get(
-                    request: request,
-                    context: context
-                )
-            }
-        )
-        router.registerHandler(
-            forMethod: Herald_Node_V1_Node.Method.SafeState.descriptor,
-            deserializer: GRPCProtobuf.ProtobufDeserializer<Herald_Node_V1_DeviceRequest>(),
-            serializer: GRPCProtobuf.ProtobufSerializer<Herald_Node_V1_CallResult>(),
-            handler: { request, context in
-                try await self.safeState(
-                    request: request,
-                    context: context
-                )
-            }
-        )
-        router.registerHandler(
-            forMethod: Herald_Node_V1_Node.Method.Disconnect.descriptor,
-            deserializer: GRPCProtobuf.ProtobufDeserializer<Herald_Node_V1_DeviceRequest>(),
-            serializer: GRPCProtobuf.ProtobufSerializer<Herald_Node_V1_CallResult>(),
-            handler: { request, context in
-                try await self.disconnect(
+                try await self.session(
                     request: request,
                     context: context
                 )
@@ -905,44 +557,22 @@ extension Herald_Node_V1_Node.StreamingServiceProtocol {
             }
         )
         router.registerHandler(
-            forMethod: Herald_Node_V1_Node.Method.Configure.descriptor,
-            deserializer: GRPCProtobuf.ProtobufDeserializer<Herald_Node_V1_ConfigureRequest>(),
-            serializer: GRPCProtobuf.ProtobufSerializer<Herald_Node_V1_CallResult>(),
-            handler: { request, context in
-                try await self.configure(
-                    request: request,
-                    context: context
-                )
-            }
-        )
-        router.registerHandler(
-            forMethod: Herald_Node_V1_Node.Method.RunAttemptLoop.descriptor,
-            deserializer: GRPCProtobuf.ProtobufDeserializer<Herald_Node_V1_DeviceRequest>(),
-            serializer: GRPCProtobuf.ProtobufSerializer<Herald_Node_V1_AttemptOutcome>(),
-            handler: { request, context in
-                try await self.runAttemptLoop(
-                    request: request,
-                    context: context
-                )
-            }
-        )
-        router.registerHandler(
-            forMethod: Herald_Node_V1_Node.Method.Measure.descriptor,
-            deserializer: GRPCProtobuf.ProtobufDeserializer<Herald_Node_V1_MeasureRequest>(),
-            serializer: GRPCProtobuf.ProtobufSerializer<Herald_Node_V1_MeasureResponse>(),
-            handler: { request, context in
-                try await self.measure(
-                    request: request,
-                    context: context
-                )
-            }
-        )
-        router.registerHandler(
             forMethod: Herald_Node_V1_Node.Method.Collect.descriptor,
-            deserializer: GRPCProtobuf.ProtobufDeserializer<Herald_Node_V1_DeviceRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Herald_Node_V1_CollectRequest>(),
             serializer: GRPCProtobuf.ProtobufSerializer<Herald_Node_V1_TagBatch>(),
             handler: { request, context in
                 try await self.collect(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Herald_Node_V1_Node.Method.Watch.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Herald_Node_V1_WatchRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Herald_Node_V1_NodeEvent>(),
+            handler: { request, context in
+                try await self.watch(
                     request: request,
                     context: context
                 )
@@ -965,61 +595,6 @@ extension Herald_Node_V1_Node.ServiceProtocol {
         return GRPCCore.StreamingServerResponse(single: response)
     }
 
-    public func connect(
-        request: GRPCCore.StreamingServerRequest<Herald_Node_V1_DeviceRequest>,
-        context: GRPCCore.ServerContext
-    ) async throws -> GRPCCore.StreamingServerResponse<Herald_Node_V1_CallResult> {
-        let response = try await self.connect(
-            request: GRPCCore.ServerRequest(stream: request),
-            context: context
-        )
-        return GRPCCore.StreamingServerResponse(single: response)
-    }
-
-    public func set(
-        request: GRPCCore.StreamingServerRequest<Herald_Node_V1_SetRequest>,
-        context: GRPCCore.ServerContext
-    ) async throws -> GRPCCore.StreamingServerResponse<Herald_Node_V1_CallResult> {
-        let response = try await self.set(
-            request: GRPCCore.ServerRequest(stream: request),
-            context: context
-        )
-        return GRPCCore.StreamingServerResponse(single: response)
-    }
-
-    public func get(
-        request: GRPCCore.StreamingServerRequest<Herald_Node_V1_GetRequest>,
-        context: GRPCCore.ServerContext
-    ) async throws -> GRPCCore.StreamingServerResponse<Herald_Node_V1_GetResponse> {
-        let response = try await self.get(
-            request: GRPCCore.ServerRequest(stream: request),
-            context: context
-        )
-        return GRPCCore.StreamingServerResponse(single: response)
-    }
-
-    public func safeState(
-        request: GRPCCore.StreamingServerRequest<Herald_Node_V1_DeviceRequest>,
-        context: GRPCCore.ServerContext
-    ) async throws -> GRPCCore.StreamingServerResponse<Herald_Node_V1_CallResult> {
-        let response = try await self.safeState(
-            request: GRPCCore.ServerRequest(stream: request),
-            context: context
-        )
-        return GRPCCore.StreamingServerResponse(single: response)
-    }
-
-    public func disconnect(
-        request: GRPCCore.StreamingServerRequest<Herald_Node_V1_DeviceRequest>,
-        context: GRPCCore.ServerContext
-    ) async throws -> GRPCCore.StreamingServerResponse<Herald_Node_V1_CallResult> {
-        let response = try await self.disconnect(
-            request: GRPCCore.ServerRequest(stream: request),
-            context: context
-        )
-        return GRPCCore.StreamingServerResponse(single: response)
-    }
-
     public func acquire(
         request: GRPCCore.StreamingServerRequest<Herald_Node_V1_AcquireRequest>,
         context: GRPCCore.ServerContext
@@ -1031,44 +606,22 @@ extension Herald_Node_V1_Node.ServiceProtocol {
         return response
     }
 
-    public func configure(
-        request: GRPCCore.StreamingServerRequest<Herald_Node_V1_ConfigureRequest>,
-        context: GRPCCore.ServerContext
-    ) async throws -> GRPCCore.StreamingServerResponse<Herald_Node_V1_CallResult> {
-        let response = try await self.configure(
-            request: GRPCCore.ServerRequest(stream: request),
-            context: context
-        )
-        return GRPCCore.StreamingServerResponse(single: response)
-    }
-
-    public func runAttemptLoop(
-        request: GRPCCore.StreamingServerRequest<Herald_Node_V1_DeviceRequest>,
-        context: GRPCCore.ServerContext
-    ) async throws -> GRPCCore.StreamingServerResponse<Herald_Node_V1_AttemptOutcome> {
-        let response = try await self.runAttemptLoop(
-            request: GRPCCore.ServerRequest(stream: request),
-            context: context
-        )
-        return GRPCCore.StreamingServerResponse(single: response)
-    }
-
-    public func measure(
-        request: GRPCCore.StreamingServerRequest<Herald_Node_V1_MeasureRequest>,
-        context: GRPCCore.ServerContext
-    ) async throws -> GRPCCore.StreamingServerResponse<Herald_Node_V1_MeasureResponse> {
-        let response = try await self.measure(
-            request: GRPCCore.ServerRequest(stream: request),
-            context: context
-        )
-        return GRPCCore.StreamingServerResponse(single: response)
-    }
-
     public func collect(
-        request: GRPCCore.StreamingServerRequest<Herald_Node_V1_DeviceRequest>,
+        request: GRPCCore.StreamingServerRequest<Herald_Node_V1_CollectRequest>,
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Herald_Node_V1_TagBatch> {
         let response = try await self.collect(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return response
+    }
+
+    public func watch(
+        request: GRPCCore.StreamingServerRequest<Herald_Node_V1_WatchRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Herald_Node_V1_NodeEvent> {
+        let response = try await self.watch(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -1092,68 +645,20 @@ extension Herald_Node_V1_Node.SimpleServiceProtocol {
         )
     }
 
-    public func connect(
-        request: GRPCCore.ServerRequest<Herald_Node_V1_DeviceRequest>,
+    public func session(
+        request: GRPCCore.StreamingServerRequest<Herald_Node_V1_Command>,
         context: GRPCCore.ServerContext
-    ) async throws -> GRPCCore.ServerResponse<Herald_Node_V1_CallResult> {
-        return GRPCCore.ServerResponse<Herald_Node_V1_CallResult>(
-            message: try await self.connect(
-                request: request.message,
-                context: context
-            ),
-            metadata: [:]
-        )
-    }
-
-    public func set(
-        request: GRPCCore.ServerRequest<Herald_Node_V1_SetRequest>,
-        context: GRPCCore.ServerContext
-    ) async throws -> GRPCCore.ServerResponse<Herald_Node_V1_CallResult> {
-        return GRPCCore.ServerResponse<Herald_Node_V1_CallResult>(
-            message: try await self.set(
-                request: request.message,
-                context: context
-            ),
-            metadata: [:]
-        )
-    }
-
-    public func get(
-        request: GRPCCore.ServerRequest<Herald_Node_V1_GetRequest>,
-        context: GRPCCore.ServerContext
-    ) async throws -> GRPCCore.ServerResponse<Herald_Node_V1_GetResponse> {
-        return GRPCCore.ServerResponse<Herald_Node_V1_GetResponse>(
-            message: try await self.get(
-                request: request.message,
-                context: context
-            ),
-            metadata: [:]
-        )
-    }
-
-    public func safeState(
-        request: GRPCCore.ServerRequest<Herald_Node_V1_DeviceRequest>,
-        context: GRPCCore.ServerContext
-    ) async throws -> GRPCCore.ServerResponse<Herald_Node_V1_CallResult> {
-        return GRPCCore.ServerResponse<Herald_Node_V1_CallResult>(
-            message: try await self.safeState(
-                request: request.message,
-                context: context
-            ),
-            metadata: [:]
-        )
-    }
-
-    public func disconnect(
-        request: GRPCCore.ServerRequest<Herald_Node_V1_DeviceRequest>,
-        context: GRPCCore.ServerContext
-    ) async throws -> GRPCCore.ServerResponse<Herald_Node_V1_CallResult> {
-        return GRPCCore.ServerResponse<Herald_Node_V1_CallResult>(
-            message: try await self.disconnect(
-                request: request.message,
-                context: context
-            ),
-            metadata: [:]
+    ) async throws -> GRPCCore.StreamingServerResponse<Herald_Node_V1_Reply> {
+        return GRPCCore.StreamingServerResponse<Herald_Node_V1_Reply>(
+            metadata: [:],
+            producer: { writer in
+                try await self.session(
+                    request: request.messages,
+                    response: writer,
+                    context: context
+                )
+                return [:]
+            }
         )
     }
 
@@ -1191,53 +696,31 @@ extension Herald_Node_V1_Node.SimpleServiceProtocol {
         )
     }
 
-    public func configure(
-        request: GRPCCore.ServerRequest<Herald_Node_V1_ConfigureRequest>,
-        context: GRPCCore.ServerContext
-    ) async throws -> GRPCCore.ServerResponse<Herald_Node_V1_CallResult> {
-        return GRPCCore.ServerResponse<Herald_Node_V1_CallResult>(
-            message: try await self.configure(
-                request: request.message,
-                context: context
-            ),
-            metadata: [:]
-        )
-    }
-
-    public func runAttemptLoop(
-        request: GRPCCore.ServerRequest<Herald_Node_V1_DeviceRequest>,
-        context: GRPCCore.ServerContext
-    ) async throws -> GRPCCore.ServerResponse<Herald_Node_V1_AttemptOutcome> {
-        return GRPCCore.ServerResponse<Herald_Node_V1_AttemptOutcome>(
-            message: try await self.runAttemptLoop(
-                request: request.message,
-                context: context
-            ),
-            metadata: [:]
-        )
-    }
-
-    public func measure(
-        request: GRPCCore.ServerRequest<Herald_Node_V1_MeasureRequest>,
-        context: GRPCCore.ServerContext
-    ) async throws -> GRPCCore.ServerResponse<Herald_Node_V1_MeasureResponse> {
-        return GRPCCore.ServerResponse<Herald_Node_V1_MeasureResponse>(
-            message: try await self.measure(
-                request: request.message,
-                context: context
-            ),
-            metadata: [:]
-        )
-    }
-
     public func collect(
-        request: GRPCCore.ServerRequest<Herald_Node_V1_DeviceRequest>,
+        request: GRPCCore.ServerRequest<Herald_Node_V1_CollectRequest>,
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Herald_Node_V1_TagBatch> {
         return GRPCCore.StreamingServerResponse<Herald_Node_V1_TagBatch>(
             metadata: [:],
             producer: { writer in
                 try await self.collect(
+                    request: request.message,
+                    response: writer,
+                    context: context
+                )
+                return [:]
+            }
+        )
+    }
+
+    public func watch(
+        request: GRPCCore.ServerRequest<Herald_Node_V1_WatchRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Herald_Node_V1_NodeEvent> {
+        return GRPCCore.StreamingServerResponse<Herald_Node_V1_NodeEvent>(
+            metadata: [:],
+            producer: { writer in
+                try await self.watch(
                     request: request.message,
                     response: writer,
                     context: context
@@ -1281,99 +764,31 @@ extension Herald_Node_V1_Node {
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Herald_Node_V1_DescribeResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
 
-        /// Call the "Connect" method.
+        /// Call the "Session" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A controller's commands to the node's devices, on one long-lived stream per coordinator:
+        /// > no HTTP/2 stream is opened per call, so a command's round trip is one message each way.
+        /// > The first command opens the session with the token of the caller's lease; every later one
+        /// > carries a call number that its reply repeats. Calls run concurrently; a `cancel` or the
+        /// > stream's end cancels a call and puts its device safe.
         ///
         /// - Parameters:
-        ///   - request: A request containing a single `Herald_Node_V1_DeviceRequest` message.
-        ///   - serializer: A serializer for `Herald_Node_V1_DeviceRequest` messages.
-        ///   - deserializer: A deserializer for `Herald_Node_V1_CallResult` messages.
+        ///   - request: A streaming request producing `Herald_Node_V1_Command` messages.
+        ///   - serializer: A serializer for `Herald_Node_V1_Command` messages.
+        ///   - deserializer: A deserializer for `Herald_Node_V1_Reply` messages.
         ///   - options: Options to apply to this RPC.
         ///   - handleResponse: A closure which handles the response and returns its result to
         ///       the caller. Returning from the closure will cancel the RPC if it hasn't
         ///       already finished.
         /// - Returns: The result of `handleResponse`.
-        func connect<Result>(
-            request: GRPCCore.ClientRequest<Herald_Node_V1_DeviceRequest>,
-            serializer: some GRPCCore.MessageSerializer<Herald_Node_V1_DeviceRequest>,
-            deserializer: some GRPCCore.MessageDeserializer<Herald_Node_V1_CallResult>,
+        func session<Result>(
+            request: GRPCCore.StreamingClientRequest<Herald_Node_V1_Command>,
+            serializer: some GRPCCore.MessageSerializer<Herald_Node_V1_Command>,
+            deserializer: some GRPCCore.MessageDeserializer<Herald_Node_V1_Reply>,
             options: GRPCCore.CallOptions,
-            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Herald_Node_V1_CallResult>) async throws -> Result
-        ) async throws -> Result where Result: Sendable
-
-        /// Call the "Set" method.
-        ///
-        /// - Parameters:
-        ///   - request: A request containing a single `Herald_Node_V1_SetRequest` message.
-        ///   - serializer: A serializer for `Herald_Node_V1_SetRequest` messages.
-        ///   - deserializer: A deserializer for `Herald_Node_V1_CallResult` messages.
-        ///   - options: Options to apply to this RPC.
-        ///   - handleResponse: A closure which handles the response and returns its result to
-        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
-        ///       already finished.
-        /// - Returns: The result of `handleResponse`.
-        func set<Result>(
-            request: GRPCCore.ClientRequest<Herald_Node_V1_SetRequest>,
-            serializer: some GRPCCore.MessageSerializer<Herald_Node_V1_SetRequest>,
-            deserializer: some GRPCCore.MessageDeserializer<Herald_Node_V1_CallResult>,
-            options: GRPCCore.CallOptions,
-            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Herald_Node_V1_CallResult>) async throws -> Result
-        ) async throws -> Result where Result: Sendable
-
-        /// Call the "Get" method.
-        ///
-        /// - Parameters:
-        ///   - request: A request containing a single `Herald_Node_V1_GetRequest` message.
-        ///   - serializer: A serializer for `Herald_Node_V1_GetRequest` messages.
-        ///   - deserializer: A deserializer for `Herald_Node_V1_GetResponse` messages.
-        ///   - options: Options to apply to this RPC.
-        ///   - handleResponse: A closure which handles the response and returns its result to
-        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
-        ///       already finished.
-        /// - Returns: The result of `handleResponse`.
-        func get<Result>(
-            request: GRPCCore.ClientRequest<Herald_Node_V1_GetRequest>,
-            serializer: some GRPCCore.MessageSerializer<Herald_Node_V1_GetRequest>,
-            deserializer: some GRPCCore.MessageDeserializer<Herald_Node_V1_GetResponse>,
-            options: GRPCCore.CallOptions,
-            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Herald_Node_V1_GetResponse>) async throws -> Result
-        ) async throws -> Result where Result: Sendable
-
-        /// Call the "SafeState" method.
-        ///
-        /// - Parameters:
-        ///   - request: A request containing a single `Herald_Node_V1_DeviceRequest` message.
-        ///   - serializer: A serializer for `Herald_Node_V1_DeviceRequest` messages.
-        ///   - deserializer: A deserializer for `Herald_Node_V1_CallResult` messages.
-        ///   - options: Options to apply to this RPC.
-        ///   - handleResponse: A closure which handles the response and returns its result to
-        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
-        ///       already finished.
-        /// - Returns: The result of `handleResponse`.
-        func safeState<Result>(
-            request: GRPCCore.ClientRequest<Herald_Node_V1_DeviceRequest>,
-            serializer: some GRPCCore.MessageSerializer<Herald_Node_V1_DeviceRequest>,
-            deserializer: some GRPCCore.MessageDeserializer<Herald_Node_V1_CallResult>,
-            options: GRPCCore.CallOptions,
-            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Herald_Node_V1_CallResult>) async throws -> Result
-        ) async throws -> Result where Result: Sendable
-
-        /// Call the "Disconnect" method.
-        ///
-        /// - Parameters:
-        ///   - request: A request containing a single `Herald_Node_V1_DeviceRequest` message.
-        ///   - serializer: A serializer for `Herald_Node_V1_DeviceRequest` messages.
-        ///   - deserializer: A deserializer for `Herald_Node_V1_CallResult` messages.
-        ///   - options: Options to apply to this RPC.
-        ///   - handleResponse: A closure which handles the response and returns its result to
-        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
-        ///       already finished.
-        /// - Returns: The result of `handleResponse`.
-        func disconnect<Result>(
-            request: GRPCCore.ClientRequest<Herald_Node_V1_DeviceRequest>,
-            serializer: some GRPCCore.MessageSerializer<Herald_Node_V1_DeviceRequest>,
-            deserializer: some GRPCCore.MessageDeserializer<Herald_Node_V1_CallResult>,
-            options: GRPCCore.CallOptions,
-            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Herald_Node_V1_CallResult>) async throws -> Result
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Herald_Node_V1_Reply>) async throws -> Result
         ) async throws -> Result where Result: Sendable
 
         /// Call the "Acquire" method.
@@ -1423,67 +838,6 @@ extension Herald_Node_V1_Node {
             onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Herald_Node_V1_LeaseStatus>) async throws -> Result
         ) async throws -> Result where Result: Sendable
 
-        /// Call the "Configure" method.
-        ///
-        /// > Source IDL Documentation:
-        /// >
-        /// > A node's entangler (the attempt loop), qubit readout and streaming tagger.
-        ///
-        /// - Parameters:
-        ///   - request: A request containing a single `Herald_Node_V1_ConfigureRequest` message.
-        ///   - serializer: A serializer for `Herald_Node_V1_ConfigureRequest` messages.
-        ///   - deserializer: A deserializer for `Herald_Node_V1_CallResult` messages.
-        ///   - options: Options to apply to this RPC.
-        ///   - handleResponse: A closure which handles the response and returns its result to
-        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
-        ///       already finished.
-        /// - Returns: The result of `handleResponse`.
-        func configure<Result>(
-            request: GRPCCore.ClientRequest<Herald_Node_V1_ConfigureRequest>,
-            serializer: some GRPCCore.MessageSerializer<Herald_Node_V1_ConfigureRequest>,
-            deserializer: some GRPCCore.MessageDeserializer<Herald_Node_V1_CallResult>,
-            options: GRPCCore.CallOptions,
-            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Herald_Node_V1_CallResult>) async throws -> Result
-        ) async throws -> Result where Result: Sendable
-
-        /// Call the "RunAttemptLoop" method.
-        ///
-        /// - Parameters:
-        ///   - request: A request containing a single `Herald_Node_V1_DeviceRequest` message.
-        ///   - serializer: A serializer for `Herald_Node_V1_DeviceRequest` messages.
-        ///   - deserializer: A deserializer for `Herald_Node_V1_AttemptOutcome` messages.
-        ///   - options: Options to apply to this RPC.
-        ///   - handleResponse: A closure which handles the response and returns its result to
-        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
-        ///       already finished.
-        /// - Returns: The result of `handleResponse`.
-        func runAttemptLoop<Result>(
-            request: GRPCCore.ClientRequest<Herald_Node_V1_DeviceRequest>,
-            serializer: some GRPCCore.MessageSerializer<Herald_Node_V1_DeviceRequest>,
-            deserializer: some GRPCCore.MessageDeserializer<Herald_Node_V1_AttemptOutcome>,
-            options: GRPCCore.CallOptions,
-            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Herald_Node_V1_AttemptOutcome>) async throws -> Result
-        ) async throws -> Result where Result: Sendable
-
-        /// Call the "Measure" method.
-        ///
-        /// - Parameters:
-        ///   - request: A request containing a single `Herald_Node_V1_MeasureRequest` message.
-        ///   - serializer: A serializer for `Herald_Node_V1_MeasureRequest` messages.
-        ///   - deserializer: A deserializer for `Herald_Node_V1_MeasureResponse` messages.
-        ///   - options: Options to apply to this RPC.
-        ///   - handleResponse: A closure which handles the response and returns its result to
-        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
-        ///       already finished.
-        /// - Returns: The result of `handleResponse`.
-        func measure<Result>(
-            request: GRPCCore.ClientRequest<Herald_Node_V1_MeasureRequest>,
-            serializer: some GRPCCore.MessageSerializer<Herald_Node_V1_MeasureRequest>,
-            deserializer: some GRPCCore.MessageDeserializer<Herald_Node_V1_MeasureResponse>,
-            options: GRPCCore.CallOptions,
-            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Herald_Node_V1_MeasureResponse>) async throws -> Result
-        ) async throws -> Result where Result: Sendable
-
         /// Call the "Collect" method.
         ///
         /// > Source IDL Documentation:
@@ -1491,8 +845,8 @@ extension Herald_Node_V1_Node {
         /// > What a streaming tagger recorded since its last collection; the last message carries the interval.
         ///
         /// - Parameters:
-        ///   - request: A request containing a single `Herald_Node_V1_DeviceRequest` message.
-        ///   - serializer: A serializer for `Herald_Node_V1_DeviceRequest` messages.
+        ///   - request: A request containing a single `Herald_Node_V1_CollectRequest` message.
+        ///   - serializer: A serializer for `Herald_Node_V1_CollectRequest` messages.
         ///   - deserializer: A deserializer for `Herald_Node_V1_TagBatch` messages.
         ///   - options: Options to apply to this RPC.
         ///   - handleResponse: A closure which handles the response and returns its result to
@@ -1500,11 +854,36 @@ extension Herald_Node_V1_Node {
         ///       already finished.
         /// - Returns: The result of `handleResponse`.
         func collect<Result>(
-            request: GRPCCore.ClientRequest<Herald_Node_V1_DeviceRequest>,
-            serializer: some GRPCCore.MessageSerializer<Herald_Node_V1_DeviceRequest>,
+            request: GRPCCore.ClientRequest<Herald_Node_V1_CollectRequest>,
+            serializer: some GRPCCore.MessageSerializer<Herald_Node_V1_CollectRequest>,
             deserializer: some GRPCCore.MessageDeserializer<Herald_Node_V1_TagBatch>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Herald_Node_V1_TagBatch>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "Watch" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > What the node does, for observers as for controllers: every command it executes and every
+        /// > lease event, as its audit log records them, from the moment of subscribing. A watcher too
+        /// > slow to keep up loses events (counted in `dropped`), never slows the node.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Herald_Node_V1_WatchRequest` message.
+        ///   - serializer: A serializer for `Herald_Node_V1_WatchRequest` messages.
+        ///   - deserializer: A deserializer for `Herald_Node_V1_NodeEvent` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func watch<Result>(
+            request: GRPCCore.ClientRequest<Herald_Node_V1_WatchRequest>,
+            serializer: some GRPCCore.MessageSerializer<Herald_Node_V1_WatchRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Herald_Node_V1_NodeEvent>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Herald_Node_V1_NodeEvent>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -1559,149 +938,35 @@ extension Herald_Node_V1_Node {
             )
         }
 
-        /// Call the "Connect" method.
+        /// Call the "Session" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A controller's commands to the node's devices, on one long-lived stream per coordinator:
+        /// > no HTTP/2 stream is opened per call, so a command's round trip is one message each way.
+        /// > The first command opens the session with the token of the caller's lease; every later one
+        /// > carries a call number that its reply repeats. Calls run concurrently; a `cancel` or the
+        /// > stream's end cancels a call and puts its device safe.
         ///
         /// - Parameters:
-        ///   - request: A request containing a single `Herald_Node_V1_DeviceRequest` message.
-        ///   - serializer: A serializer for `Herald_Node_V1_DeviceRequest` messages.
-        ///   - deserializer: A deserializer for `Herald_Node_V1_CallResult` messages.
+        ///   - request: A streaming request producing `Herald_Node_V1_Command` messages.
+        ///   - serializer: A serializer for `Herald_Node_V1_Command` messages.
+        ///   - deserializer: A deserializer for `Herald_Node_V1_Reply` messages.
         ///   - options: Options to apply to this RPC.
         ///   - handleResponse: A closure which handles the response and returns its result to
         ///       the caller. Returning from the closure will cancel the RPC if it hasn't
         ///       already finished.
         /// - Returns: The result of `handleResponse`.
-        public func connect<Result>(
-            request: GRPCCore.ClientRequest<Herald_Node_V1_DeviceRequest>,
-            serializer: some GRPCCore.MessageSerializer<Herald_Node_V1_DeviceRequest>,
-            deserializer: some GRPCCore.MessageDeserializer<Herald_Node_V1_CallResult>,
+        public func session<Result>(
+            request: GRPCCore.StreamingClientRequest<Herald_Node_V1_Command>,
+            serializer: some GRPCCore.MessageSerializer<Herald_Node_V1_Command>,
+            deserializer: some GRPCCore.MessageDeserializer<Herald_Node_V1_Reply>,
             options: GRPCCore.CallOptions = .defaults,
-            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Herald_Node_V1_CallResult>) async throws -> Result = { response in
-                try response.message
-            }
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Herald_Node_V1_Reply>) async throws -> Result
         ) async throws -> Result where Result: Sendable {
-            try await self.client.unary(
+            try await self.client.bidirectionalStreaming(
                 request: request,
-                descriptor: Herald_Node_V1_Node.Method.Connect.descriptor,
-                serializer: serializer,
-                deserializer: deserializer,
-                options: options,
-                onResponse: handleResponse
-            )
-        }
-
-        /// Call the "Set" method.
-        ///
-        /// - Parameters:
-        ///   - request: A request containing a single `Herald_Node_V1_SetRequest` message.
-        ///   - serializer: A serializer for `Herald_Node_V1_SetRequest` messages.
-        ///   - deserializer: A deserializer for `Herald_Node_V1_CallResult` messages.
-        ///   - options: Options to apply to this RPC.
-        ///   - handleResponse: A closure which handles the response and returns its result to
-        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
-        ///       already finished.
-        /// - Returns: The result of `handleResponse`.
-        public func set<Result>(
-            request: GRPCCore.ClientRequest<Herald_Node_V1_SetRequest>,
-            serializer: some GRPCCore.MessageSerializer<Herald_Node_V1_SetRequest>,
-            deserializer: some GRPCCore.MessageDeserializer<Herald_Node_V1_CallResult>,
-            options: GRPCCore.CallOptions = .defaults,
-            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Herald_Node_V1_CallResult>) async throws -> Result = { response in
-                try response.message
-            }
-        ) async throws -> Result where Result: Sendable {
-            try await self.client.unary(
-                request: request,
-                descriptor: Herald_Node_V1_Node.Method.Set.descriptor,
-                serializer: serializer,
-                deserializer: deserializer,
-                options: options,
-                onResponse: handleResponse
-            )
-        }
-
-        /// Call the "Get" method.
-        ///
-        /// - Parameters:
-        ///   - request: A request containing a single `Herald_Node_V1_GetRequest` message.
-        ///   - serializer: A serializer for `Herald_Node_V1_GetRequest` messages.
-        ///   - deserializer: A deserializer for `Herald_Node_V1_GetResponse` messages.
-        ///   - options: Options to apply to this RPC.
-        ///   - handleResponse: A closure which handles the response and returns its result to
-        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
-        ///       already finished.
-        /// - Returns: The result of `handleResponse`.
-        public func get<Result>(
-            request: GRPCCore.ClientRequest<Herald_Node_V1_GetRequest>,
-            serializer: some GRPCCore.MessageSerializer<Herald_Node_V1_GetRequest>,
-            deserializer: some GRPCCore.MessageDeserializer<Herald_Node_V1_GetResponse>,
-            options: GRPCCore.CallOptions = .defaults,
-            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Herald_Node_V1_GetResponse>) async throws -> Result = { response in
-                try response.message
-            }
-        ) async throws -> Result where Result: Sendable {
-            try await self.client.unary(
-                request: request,
-                descriptor: Herald_Node_V1_Node.Method.Get.descriptor,
-                serializer: serializer,
-                deserializer: deserializer,
-                options: options,
-                onResponse: handleResponse
-            )
-        }
-
-        /// Call the "SafeState" method.
-        ///
-        /// - Parameters:
-        ///   - request: A request containing a single `Herald_Node_V1_DeviceRequest` message.
-        ///   - serializer: A serializer for `Herald_Node_V1_DeviceRequest` messages.
-        ///   - deserializer: A deserializer for `Herald_Node_V1_CallResult` messages.
-        ///   - options: Options to apply to this RPC.
-        ///   - handleResponse: A closure which handles the response and returns its result to
-        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
-        ///       already finished.
-        /// - Returns: The result of `handleResponse`.
-        public func safeState<Result>(
-            request: GRPCCore.ClientRequest<Herald_Node_V1_DeviceRequest>,
-            serializer: some GRPCCore.MessageSerializer<Herald_Node_V1_DeviceRequest>,
-            deserializer: some GRPCCore.MessageDeserializer<Herald_Node_V1_CallResult>,
-            options: GRPCCore.CallOptions = .defaults,
-            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Herald_Node_V1_CallResult>) async throws -> Result = { response in
-                try response.message
-            }
-        ) async throws -> Result where Result: Sendable {
-            try await self.client.unary(
-                request: request,
-                descriptor: Herald_Node_V1_Node.Method.SafeState.descriptor,
-                serializer: serializer,
-                deserializer: deserializer,
-                options: options,
-                onResponse: handleResponse
-            )
-        }
-
-        /// Call the "Disconnect" method.
-        ///
-        /// - Parameters:
-        ///   - request: A request containing a single `Herald_Node_V1_DeviceRequest` message.
-        ///   - serializer: A serializer for `Herald_Node_V1_DeviceRequest` messages.
-        ///   - deserializer: A deserializer for `Herald_Node_V1_CallResult` messages.
-        ///   - options: Options to apply to this RPC.
-        ///   - handleResponse: A closure which handles the response and returns its result to
-        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
-        ///       already finished.
-        /// - Returns: The result of `handleResponse`.
-        public func disconnect<Result>(
-            request: GRPCCore.ClientRequest<Herald_Node_V1_DeviceRequest>,
-            serializer: some GRPCCore.MessageSerializer<Herald_Node_V1_DeviceRequest>,
-            deserializer: some GRPCCore.MessageDeserializer<Herald_Node_V1_CallResult>,
-            options: GRPCCore.CallOptions = .defaults,
-            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Herald_Node_V1_CallResult>) async throws -> Result = { response in
-                try response.message
-            }
-        ) async throws -> Result where Result: Sendable {
-            try await self.client.unary(
-                request: request,
-                descriptor: Herald_Node_V1_Node.Method.Disconnect.descriptor,
+                descriptor: Herald_Node_V1_Node.Method.Session.descriptor,
                 serializer: serializer,
                 deserializer: deserializer,
                 options: options,
@@ -1774,100 +1039,6 @@ extension Herald_Node_V1_Node {
             )
         }
 
-        /// Call the "Configure" method.
-        ///
-        /// > Source IDL Documentation:
-        /// >
-        /// > A node's entangler (the attempt loop), qubit readout and streaming tagger.
-        ///
-        /// - Parameters:
-        ///   - request: A request containing a single `Herald_Node_V1_ConfigureRequest` message.
-        ///   - serializer: A serializer for `Herald_Node_V1_ConfigureRequest` messages.
-        ///   - deserializer: A deserializer for `Herald_Node_V1_CallResult` messages.
-        ///   - options: Options to apply to this RPC.
-        ///   - handleResponse: A closure which handles the response and returns its result to
-        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
-        ///       already finished.
-        /// - Returns: The result of `handleResponse`.
-        public func configure<Result>(
-            request: GRPCCore.ClientRequest<Herald_Node_V1_ConfigureRequest>,
-            serializer: some GRPCCore.MessageSerializer<Herald_Node_V1_ConfigureRequest>,
-            deserializer: some GRPCCore.MessageDeserializer<Herald_Node_V1_CallResult>,
-            options: GRPCCore.CallOptions = .defaults,
-            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Herald_Node_V1_CallResult>) async throws -> Result = { response in
-                try response.message
-            }
-        ) async throws -> Result where Result: Sendable {
-            try await self.client.unary(
-                request: request,
-                descriptor: Herald_Node_V1_Node.Method.Configure.descriptor,
-                serializer: serializer,
-                deserializer: deserializer,
-                options: options,
-                onResponse: handleResponse
-            )
-        }
-
-        /// Call the "RunAttemptLoop" method.
-        ///
-        /// - Parameters:
-        ///   - request: A request containing a single `Herald_Node_V1_DeviceRequest` message.
-        ///   - serializer: A serializer for `Herald_Node_V1_DeviceRequest` messages.
-        ///   - deserializer: A deserializer for `Herald_Node_V1_AttemptOutcome` messages.
-        ///   - options: Options to apply to this RPC.
-        ///   - handleResponse: A closure which handles the response and returns its result to
-        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
-        ///       already finished.
-        /// - Returns: The result of `handleResponse`.
-        public func runAttemptLoop<Result>(
-            request: GRPCCore.ClientRequest<Herald_Node_V1_DeviceRequest>,
-            serializer: some GRPCCore.MessageSerializer<Herald_Node_V1_DeviceRequest>,
-            deserializer: some GRPCCore.MessageDeserializer<Herald_Node_V1_AttemptOutcome>,
-            options: GRPCCore.CallOptions = .defaults,
-            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Herald_Node_V1_AttemptOutcome>) async throws -> Result = { response in
-                try response.message
-            }
-        ) async throws -> Result where Result: Sendable {
-            try await self.client.unary(
-                request: request,
-                descriptor: Herald_Node_V1_Node.Method.RunAttemptLoop.descriptor,
-                serializer: serializer,
-                deserializer: deserializer,
-                options: options,
-                onResponse: handleResponse
-            )
-        }
-
-        /// Call the "Measure" method.
-        ///
-        /// - Parameters:
-        ///   - request: A request containing a single `Herald_Node_V1_MeasureRequest` message.
-        ///   - serializer: A serializer for `Herald_Node_V1_MeasureRequest` messages.
-        ///   - deserializer: A deserializer for `Herald_Node_V1_MeasureResponse` messages.
-        ///   - options: Options to apply to this RPC.
-        ///   - handleResponse: A closure which handles the response and returns its result to
-        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
-        ///       already finished.
-        /// - Returns: The result of `handleResponse`.
-        public func measure<Result>(
-            request: GRPCCore.ClientRequest<Herald_Node_V1_MeasureRequest>,
-            serializer: some GRPCCore.MessageSerializer<Herald_Node_V1_MeasureRequest>,
-            deserializer: some GRPCCore.MessageDeserializer<Herald_Node_V1_MeasureResponse>,
-            options: GRPCCore.CallOptions = .defaults,
-            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Herald_Node_V1_MeasureResponse>) async throws -> Result = { response in
-                try response.message
-            }
-        ) async throws -> Result where Result: Sendable {
-            try await self.client.unary(
-                request: request,
-                descriptor: Herald_Node_V1_Node.Method.Measure.descriptor,
-                serializer: serializer,
-                deserializer: deserializer,
-                options: options,
-                onResponse: handleResponse
-            )
-        }
-
         /// Call the "Collect" method.
         ///
         /// > Source IDL Documentation:
@@ -1875,8 +1046,8 @@ extension Herald_Node_V1_Node {
         /// > What a streaming tagger recorded since its last collection; the last message carries the interval.
         ///
         /// - Parameters:
-        ///   - request: A request containing a single `Herald_Node_V1_DeviceRequest` message.
-        ///   - serializer: A serializer for `Herald_Node_V1_DeviceRequest` messages.
+        ///   - request: A request containing a single `Herald_Node_V1_CollectRequest` message.
+        ///   - serializer: A serializer for `Herald_Node_V1_CollectRequest` messages.
         ///   - deserializer: A deserializer for `Herald_Node_V1_TagBatch` messages.
         ///   - options: Options to apply to this RPC.
         ///   - handleResponse: A closure which handles the response and returns its result to
@@ -1884,8 +1055,8 @@ extension Herald_Node_V1_Node {
         ///       already finished.
         /// - Returns: The result of `handleResponse`.
         public func collect<Result>(
-            request: GRPCCore.ClientRequest<Herald_Node_V1_DeviceRequest>,
-            serializer: some GRPCCore.MessageSerializer<Herald_Node_V1_DeviceRequest>,
+            request: GRPCCore.ClientRequest<Herald_Node_V1_CollectRequest>,
+            serializer: some GRPCCore.MessageSerializer<Herald_Node_V1_CollectRequest>,
             deserializer: some GRPCCore.MessageDeserializer<Herald_Node_V1_TagBatch>,
             options: GRPCCore.CallOptions = .defaults,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Herald_Node_V1_TagBatch>) async throws -> Result
@@ -1893,6 +1064,40 @@ extension Herald_Node_V1_Node {
             try await self.client.serverStreaming(
                 request: request,
                 descriptor: Herald_Node_V1_Node.Method.Collect.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "Watch" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > What the node does, for observers as for controllers: every command it executes and every
+        /// > lease event, as its audit log records them, from the moment of subscribing. A watcher too
+        /// > slow to keep up loses events (counted in `dropped`), never slows the node.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Herald_Node_V1_WatchRequest` message.
+        ///   - serializer: A serializer for `Herald_Node_V1_WatchRequest` messages.
+        ///   - deserializer: A deserializer for `Herald_Node_V1_NodeEvent` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func watch<Result>(
+            request: GRPCCore.ClientRequest<Herald_Node_V1_WatchRequest>,
+            serializer: some GRPCCore.MessageSerializer<Herald_Node_V1_WatchRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Herald_Node_V1_NodeEvent>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Herald_Node_V1_NodeEvent>) async throws -> Result
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.serverStreaming(
+                request: request,
+                descriptor: Herald_Node_V1_Node.Method.Watch.descriptor,
                 serializer: serializer,
                 deserializer: deserializer,
                 options: options,
@@ -1935,126 +1140,32 @@ extension Herald_Node_V1_Node.ClientProtocol {
         )
     }
 
-    /// Call the "Connect" method.
+    /// Call the "Session" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > A controller's commands to the node's devices, on one long-lived stream per coordinator:
+    /// > no HTTP/2 stream is opened per call, so a command's round trip is one message each way.
+    /// > The first command opens the session with the token of the caller's lease; every later one
+    /// > carries a call number that its reply repeats. Calls run concurrently; a `cancel` or the
+    /// > stream's end cancels a call and puts its device safe.
     ///
     /// - Parameters:
-    ///   - request: A request containing a single `Herald_Node_V1_DeviceRequest` message.
+    ///   - request: A streaming request producing `Herald_Node_V1_Command` messages.
     ///   - options: Options to apply to this RPC.
     ///   - handleResponse: A closure which handles the response and returns its result to
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    public func connect<Result>(
-        request: GRPCCore.ClientRequest<Herald_Node_V1_DeviceRequest>,
+    public func session<Result>(
+        request: GRPCCore.StreamingClientRequest<Herald_Node_V1_Command>,
         options: GRPCCore.CallOptions = .defaults,
-        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Herald_Node_V1_CallResult>) async throws -> Result = { response in
-            try response.message
-        }
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Herald_Node_V1_Reply>) async throws -> Result
     ) async throws -> Result where Result: Sendable {
-        try await self.connect(
+        try await self.session(
             request: request,
-            serializer: GRPCProtobuf.ProtobufSerializer<Herald_Node_V1_DeviceRequest>(),
-            deserializer: GRPCProtobuf.ProtobufDeserializer<Herald_Node_V1_CallResult>(),
-            options: options,
-            onResponse: handleResponse
-        )
-    }
-
-    /// Call the "Set" method.
-    ///
-    /// - Parameters:
-    ///   - request: A request containing a single `Herald_Node_V1_SetRequest` message.
-    ///   - options: Options to apply to this RPC.
-    ///   - handleResponse: A closure which handles the response and returns its result to
-    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
-    ///       already finished.
-    /// - Returns: The result of `handleResponse`.
-    public func set<Result>(
-        request: GRPCCore.ClientRequest<Herald_Node_V1_SetRequest>,
-        options: GRPCCore.CallOptions = .defaults,
-        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Herald_Node_V1_CallResult>) async throws -> Result = { response in
-            try response.message
-        }
-    ) async throws -> Result where Result: Sendable {
-        try await self.set(
-            request: request,
-            serializer: GRPCProtobuf.ProtobufSerializer<Herald_Node_V1_SetRequest>(),
-            deserializer: GRPCProtobuf.ProtobufDeserializer<Herald_Node_V1_CallResult>(),
-            options: options,
-            onResponse: handleResponse
-        )
-    }
-
-    /// Call the "Get" method.
-    ///
-    /// - Parameters:
-    ///   - request: A request containing a single `Herald_Node_V1_GetRequest` message.
-    ///   - options: Options to apply to this RPC.
-    ///   - handleResponse: A closure which handles the response and returns its result to
-    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
-    ///       already finished.
-    /// - Returns: The result of `handleResponse`.
-    public func get<Result>(
-        request: GRPCCore.ClientRequest<Herald_Node_V1_GetRequest>,
-        options: GRPCCore.CallOptions = .defaults,
-        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Herald_Node_V1_GetResponse>) async throws -> Result = { response in
-            try response.message
-        }
-    ) async throws -> Result where Result: Sendable {
-        try await self.get(
-            request: request,
-            serializer: GRPCProtobuf.ProtobufSerializer<Herald_Node_V1_GetRequest>(),
-            deserializer: GRPCProtobuf.ProtobufDeserializer<Herald_Node_V1_GetResponse>(),
-            options: options,
-            onResponse: handleResponse
-        )
-    }
-
-    /// Call the "SafeState" method.
-    ///
-    /// - Parameters:
-    ///   - request: A request containing a single `Herald_Node_V1_DeviceRequest` message.
-    ///   - options: Options to apply to this RPC.
-    ///   - handleResponse: A closure which handles the response and returns its result to
-    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
-    ///       already finished.
-    /// - Returns: The result of `handleResponse`.
-    public func safeState<Result>(
-        request: GRPCCore.ClientRequest<Herald_Node_V1_DeviceRequest>,
-        options: GRPCCore.CallOptions = .defaults,
-        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Herald_Node_V1_CallResult>) async throws -> Result = { response in
-            try response.message
-        }
-    ) async throws -> Result where Result: Sendable {
-        try await self.safeState(
-            request: request,
-            serializer: GRPCProtobuf.ProtobufSerializer<Herald_Node_V1_DeviceRequest>(),
-            deserializer: GRPCProtobuf.ProtobufDeserializer<Herald_Node_V1_CallResult>(),
-            options: options,
-            onResponse: handleResponse
-        )
-    }
-
-    /// Call the "Disconnect" method.
-    ///
-    /// - Parameters:
-    ///   - request: A request containing a single `Herald_Node_V1_DeviceRequest` message.
-    ///   - options: Options to apply to this RPC.
-    ///   - handleResponse: A closure which handles the response and returns its result to
-    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
-    ///       already finished.
-    /// - Returns: The result of `handleResponse`.
-    public func disconnect<Result>(
-        request: GRPCCore.ClientRequest<Herald_Node_V1_DeviceRequest>,
-        options: GRPCCore.CallOptions = .defaults,
-        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Herald_Node_V1_CallResult>) async throws -> Result = { response in
-            try response.message
-        }
-    ) async throws -> Result where Result: Sendable {
-        try await self.disconnect(
-            request: request,
-            serializer: GRPCProtobuf.ProtobufSerializer<Herald_Node_V1_DeviceRequest>(),
-            deserializer: GRPCProtobuf.ProtobufDeserializer<Herald_Node_V1_CallResult>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Herald_Node_V1_Command>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Herald_Node_V1_Reply>(),
             options: options,
             onResponse: handleResponse
         )
@@ -2115,85 +1226,6 @@ extension Herald_Node_V1_Node.ClientProtocol {
         )
     }
 
-    /// Call the "Configure" method.
-    ///
-    /// > Source IDL Documentation:
-    /// >
-    /// > A node's entangler (the attempt loop), qubit readout and streaming tagger.
-    ///
-    /// - Parameters:
-    ///   - request: A request containing a single `Herald_Node_V1_ConfigureRequest` message.
-    ///   - options: Options to apply to this RPC.
-    ///   - handleResponse: A closure which handles the response and returns its result to
-    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
-    ///       already finished.
-    /// - Returns: The result of `handleResponse`.
-    public func configure<Result>(
-        request: GRPCCore.ClientRequest<Herald_Node_V1_ConfigureRequest>,
-        options: GRPCCore.CallOptions = .defaults,
-        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Herald_Node_V1_CallResult>) async throws -> Result = { response in
-            try response.message
-        }
-    ) async throws -> Result where Result: Sendable {
-        try await self.configure(
-            request: request,
-            serializer: GRPCProtobuf.ProtobufSerializer<Herald_Node_V1_ConfigureRequest>(),
-            deserializer: GRPCProtobuf.ProtobufDeserializer<Herald_Node_V1_CallResult>(),
-            options: options,
-            onResponse: handleResponse
-        )
-    }
-
-    /// Call the "RunAttemptLoop" method.
-    ///
-    /// - Parameters:
-    ///   - request: A request containing a single `Herald_Node_V1_DeviceRequest` message.
-    ///   - options: Options to apply to this RPC.
-    ///   - handleResponse: A closure which handles the response and returns its result to
-    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
-    ///       already finished.
-    /// - Returns: The result of `handleResponse`.
-    public func runAttemptLoop<Result>(
-        request: GRPCCore.ClientRequest<Herald_Node_V1_DeviceRequest>,
-        options: GRPCCore.CallOptions = .defaults,
-        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Herald_Node_V1_AttemptOutcome>) async throws -> Result = { response in
-            try response.message
-        }
-    ) async throws -> Result where Result: Sendable {
-        try await self.runAttemptLoop(
-            request: request,
-            serializer: GRPCProtobuf.ProtobufSerializer<Herald_Node_V1_DeviceRequest>(),
-            deserializer: GRPCProtobuf.ProtobufDeserializer<Herald_Node_V1_AttemptOutcome>(),
-            options: options,
-            onResponse: handleResponse
-        )
-    }
-
-    /// Call the "Measure" method.
-    ///
-    /// - Parameters:
-    ///   - request: A request containing a single `Herald_Node_V1_MeasureRequest` message.
-    ///   - options: Options to apply to this RPC.
-    ///   - handleResponse: A closure which handles the response and returns its result to
-    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
-    ///       already finished.
-    /// - Returns: The result of `handleResponse`.
-    public func measure<Result>(
-        request: GRPCCore.ClientRequest<Herald_Node_V1_MeasureRequest>,
-        options: GRPCCore.CallOptions = .defaults,
-        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Herald_Node_V1_MeasureResponse>) async throws -> Result = { response in
-            try response.message
-        }
-    ) async throws -> Result where Result: Sendable {
-        try await self.measure(
-            request: request,
-            serializer: GRPCProtobuf.ProtobufSerializer<Herald_Node_V1_MeasureRequest>(),
-            deserializer: GRPCProtobuf.ProtobufDeserializer<Herald_Node_V1_MeasureResponse>(),
-            options: options,
-            onResponse: handleResponse
-        )
-    }
-
     /// Call the "Collect" method.
     ///
     /// > Source IDL Documentation:
@@ -2201,21 +1233,50 @@ extension Herald_Node_V1_Node.ClientProtocol {
     /// > What a streaming tagger recorded since its last collection; the last message carries the interval.
     ///
     /// - Parameters:
-    ///   - request: A request containing a single `Herald_Node_V1_DeviceRequest` message.
+    ///   - request: A request containing a single `Herald_Node_V1_CollectRequest` message.
     ///   - options: Options to apply to this RPC.
     ///   - handleResponse: A closure which handles the response and returns its result to
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
     public func collect<Result>(
-        request: GRPCCore.ClientRequest<Herald_Node_V1_DeviceRequest>,
+        request: GRPCCore.ClientRequest<Herald_Node_V1_CollectRequest>,
         options: GRPCCore.CallOptions = .defaults,
         onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Herald_Node_V1_TagBatch>) async throws -> Result
     ) async throws -> Result where Result: Sendable {
         try await self.collect(
             request: request,
-            serializer: GRPCProtobuf.ProtobufSerializer<Herald_Node_V1_DeviceRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Herald_Node_V1_CollectRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Herald_Node_V1_TagBatch>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "Watch" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > What the node does, for observers as for controllers: every command it executes and every
+    /// > lease event, as its audit log records them, from the moment of subscribing. A watcher too
+    /// > slow to keep up loses events (counted in `dropped`), never slows the node.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Herald_Node_V1_WatchRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func watch<Result>(
+        request: GRPCCore.ClientRequest<Herald_Node_V1_WatchRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Herald_Node_V1_NodeEvent>) async throws -> Result
+    ) async throws -> Result where Result: Sendable {
+        try await self.watch(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Herald_Node_V1_WatchRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Herald_Node_V1_NodeEvent>(),
             options: options,
             onResponse: handleResponse
         )
@@ -2259,145 +1320,36 @@ extension Herald_Node_V1_Node.ClientProtocol {
         )
     }
 
-    /// Call the "Connect" method.
+    /// Call the "Session" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > A controller's commands to the node's devices, on one long-lived stream per coordinator:
+    /// > no HTTP/2 stream is opened per call, so a command's round trip is one message each way.
+    /// > The first command opens the session with the token of the caller's lease; every later one
+    /// > carries a call number that its reply repeats. Calls run concurrently; a `cancel` or the
+    /// > stream's end cancels a call and puts its device safe.
     ///
     /// - Parameters:
-    ///   - message: request message to send.
     ///   - metadata: Additional metadata to send, defaults to empty.
     ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - producer: A closure producing request messages to send to the server. Returning
+    ///       from the closure closes the request stream.
     ///   - handleResponse: A closure which handles the response and returns its result to
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    public func connect<Result>(
-        _ message: Herald_Node_V1_DeviceRequest,
+    public func session<Result>(
         metadata: GRPCCore.Metadata = [:],
         options: GRPCCore.CallOptions = .defaults,
-        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Herald_Node_V1_CallResult>) async throws -> Result = { response in
-            try response.message
-        }
+        requestProducer producer: @Sendable @escaping (GRPCCore.RPCWriter<Herald_Node_V1_Command>) async throws -> Void,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Herald_Node_V1_Reply>) async throws -> Result
     ) async throws -> Result where Result: Sendable {
-        let request = GRPCCore.ClientRequest<Herald_Node_V1_DeviceRequest>(
-            message: message,
-            metadata: metadata
+        let request = GRPCCore.StreamingClientRequest<Herald_Node_V1_Command>(
+            metadata: metadata,
+            producer: producer
         )
-        return try await self.connect(
-            request: request,
-            options: options,
-            onResponse: handleResponse
-        )
-    }
-
-    /// Call the "Set" method.
-    ///
-    /// - Parameters:
-    ///   - message: request message to send.
-    ///   - metadata: Additional metadata to send, defaults to empty.
-    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
-    ///   - handleResponse: A closure which handles the response and returns its result to
-    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
-    ///       already finished.
-    /// - Returns: The result of `handleResponse`.
-    public func set<Result>(
-        _ message: Herald_Node_V1_SetRequest,
-        metadata: GRPCCore.Metadata = [:],
-        options: GRPCCore.CallOptions = .defaults,
-        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Herald_Node_V1_CallResult>) async throws -> Result = { response in
-            try response.message
-        }
-    ) async throws -> Result where Result: Sendable {
-        let request = GRPCCore.ClientRequest<Herald_Node_V1_SetRequest>(
-            message: message,
-            metadata: metadata
-        )
-        return try await self.set(
-            request: request,
-            options: options,
-            onResponse: handleResponse
-        )
-    }
-
-    /// Call the "Get" method.
-    ///
-    /// - Parameters:
-    ///   - message: request message to send.
-    ///   - metadata: Additional metadata to send, defaults to empty.
-    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
-    ///   - handleResponse: A closure which handles the response and returns its result to
-    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
-    ///       already finished.
-    /// - Returns: The result of `handleResponse`.
-    public func get<Result>(
-        _ message: Herald_Node_V1_GetRequest,
-        metadata: GRPCCore.Metadata = [:],
-        options: GRPCCore.CallOptions = .defaults,
-        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Herald_Node_V1_GetResponse>) async throws -> Result = { response in
-            try response.message
-        }
-    ) async throws -> Result where Result: Sendable {
-        let request = GRPCCore.ClientRequest<Herald_Node_V1_GetRequest>(
-            message: message,
-            metadata: metadata
-        )
-        return try await self.get(
-            request: request,
-            options: options,
-            onResponse: handleResponse
-        )
-    }
-
-    /// Call the "SafeState" method.
-    ///
-    /// - Parameters:
-    ///   - message: request message to send.
-    ///   - metadata: Additional metadata to send, defaults to empty.
-    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
-    ///   - handleResponse: A closure which handles the response and returns its result to
-    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
-    ///       already finished.
-    /// - Returns: The result of `handleResponse`.
-    public func safeState<Result>(
-        _ message: Herald_Node_V1_DeviceRequest,
-        metadata: GRPCCore.Metadata = [:],
-        options: GRPCCore.CallOptions = .defaults,
-        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Herald_Node_V1_CallResult>) async throws -> Result = { response in
-            try response.message
-        }
-    ) async throws -> Result where Result: Sendable {
-        let request = GRPCCore.ClientRequest<Herald_Node_V1_DeviceRequest>(
-            message: message,
-            metadata: metadata
-        )
-        return try await self.safeState(
-            request: request,
-            options: options,
-            onResponse: handleResponse
-        )
-    }
-
-    /// Call the "Disconnect" method.
-    ///
-    /// - Parameters:
-    ///   - message: request message to send.
-    ///   - metadata: Additional metadata to send, defaults to empty.
-    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
-    ///   - handleResponse: A closure which handles the response and returns its result to
-    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
-    ///       already finished.
-    /// - Returns: The result of `handleResponse`.
-    public func disconnect<Result>(
-        _ message: Herald_Node_V1_DeviceRequest,
-        metadata: GRPCCore.Metadata = [:],
-        options: GRPCCore.CallOptions = .defaults,
-        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Herald_Node_V1_CallResult>) async throws -> Result = { response in
-            try response.message
-        }
-    ) async throws -> Result where Result: Sendable {
-        let request = GRPCCore.ClientRequest<Herald_Node_V1_DeviceRequest>(
-            message: message,
-            metadata: metadata
-        )
-        return try await self.disconnect(
+        return try await self.session(
             request: request,
             options: options,
             onResponse: handleResponse
@@ -2468,97 +1420,6 @@ extension Herald_Node_V1_Node.ClientProtocol {
         )
     }
 
-    /// Call the "Configure" method.
-    ///
-    /// > Source IDL Documentation:
-    /// >
-    /// > A node's entangler (the attempt loop), qubit readout and streaming tagger.
-    ///
-    /// - Parameters:
-    ///   - message: request message to send.
-    ///   - metadata: Additional metadata to send, defaults to empty.
-    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
-    ///   - handleResponse: A closure which handles the response and returns its result to
-    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
-    ///       already finished.
-    /// - Returns: The result of `handleResponse`.
-    public func configure<Result>(
-        _ message: Herald_Node_V1_ConfigureRequest,
-        metadata: GRPCCore.Metadata = [:],
-        options: GRPCCore.CallOptions = .defaults,
-        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Herald_Node_V1_CallResult>) async throws -> Result = { response in
-            try response.message
-        }
-    ) async throws -> Result where Result: Sendable {
-        let request = GRPCCore.ClientRequest<Herald_Node_V1_ConfigureRequest>(
-            message: message,
-            metadata: metadata
-        )
-        return try await self.configure(
-            request: request,
-            options: options,
-            onResponse: handleResponse
-        )
-    }
-
-    /// Call the "RunAttemptLoop" method.
-    ///
-    /// - Parameters:
-    ///   - message: request message to send.
-    ///   - metadata: Additional metadata to send, defaults to empty.
-    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
-    ///   - handleResponse: A closure which handles the response and returns its result to
-    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
-    ///       already finished.
-    /// - Returns: The result of `handleResponse`.
-    public func runAttemptLoop<Result>(
-        _ message: Herald_Node_V1_DeviceRequest,
-        metadata: GRPCCore.Metadata = [:],
-        options: GRPCCore.CallOptions = .defaults,
-        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Herald_Node_V1_AttemptOutcome>) async throws -> Result = { response in
-            try response.message
-        }
-    ) async throws -> Result where Result: Sendable {
-        let request = GRPCCore.ClientRequest<Herald_Node_V1_DeviceRequest>(
-            message: message,
-            metadata: metadata
-        )
-        return try await self.runAttemptLoop(
-            request: request,
-            options: options,
-            onResponse: handleResponse
-        )
-    }
-
-    /// Call the "Measure" method.
-    ///
-    /// - Parameters:
-    ///   - message: request message to send.
-    ///   - metadata: Additional metadata to send, defaults to empty.
-    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
-    ///   - handleResponse: A closure which handles the response and returns its result to
-    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
-    ///       already finished.
-    /// - Returns: The result of `handleResponse`.
-    public func measure<Result>(
-        _ message: Herald_Node_V1_MeasureRequest,
-        metadata: GRPCCore.Metadata = [:],
-        options: GRPCCore.CallOptions = .defaults,
-        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Herald_Node_V1_MeasureResponse>) async throws -> Result = { response in
-            try response.message
-        }
-    ) async throws -> Result where Result: Sendable {
-        let request = GRPCCore.ClientRequest<Herald_Node_V1_MeasureRequest>(
-            message: message,
-            metadata: metadata
-        )
-        return try await self.measure(
-            request: request,
-            options: options,
-            onResponse: handleResponse
-        )
-    }
-
     /// Call the "Collect" method.
     ///
     /// > Source IDL Documentation:
@@ -2574,16 +1435,49 @@ extension Herald_Node_V1_Node.ClientProtocol {
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
     public func collect<Result>(
-        _ message: Herald_Node_V1_DeviceRequest,
+        _ message: Herald_Node_V1_CollectRequest,
         metadata: GRPCCore.Metadata = [:],
         options: GRPCCore.CallOptions = .defaults,
         onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Herald_Node_V1_TagBatch>) async throws -> Result
     ) async throws -> Result where Result: Sendable {
-        let request = GRPCCore.ClientRequest<Herald_Node_V1_DeviceRequest>(
+        let request = GRPCCore.ClientRequest<Herald_Node_V1_CollectRequest>(
             message: message,
             metadata: metadata
         )
         return try await self.collect(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "Watch" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > What the node does, for observers as for controllers: every command it executes and every
+    /// > lease event, as its audit log records them, from the moment of subscribing. A watcher too
+    /// > slow to keep up loses events (counted in `dropped`), never slows the node.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func watch<Result>(
+        _ message: Herald_Node_V1_WatchRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Herald_Node_V1_NodeEvent>) async throws -> Result
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Herald_Node_V1_WatchRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.watch(
             request: request,
             options: options,
             onResponse: handleResponse

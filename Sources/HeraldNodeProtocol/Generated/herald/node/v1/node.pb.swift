@@ -30,6 +30,39 @@ fileprivate nonisolated struct _GeneratedWithProtocGenSwiftVersion: SwiftProtobu
   typealias Version = _2
 }
 
+public nonisolated struct Herald_Node_V1_WatchRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Herald_Node_V1_NodeEvent: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var timeUnixMs: Int64 = 0
+
+  public var who: String = String()
+
+  public var what: String = String()
+
+  public var device: String = String()
+
+  public var result: String = String()
+
+  /// Events dropped before this one because the watcher was behind.
+  public var dropped: Int64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 public nonisolated struct Herald_Node_V1_Quantity: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -342,6 +375,22 @@ public nonisolated struct Herald_Node_V1_AcquireRequest: Sendable {
 
   public var durationPs: Int64 = 0
 
+  public var leaseToken: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Herald_Node_V1_CollectRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var device: String = String()
+
+  public var leaseToken: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -455,7 +504,215 @@ public nonisolated struct Herald_Node_V1_LeaseStatus: Sendable {
   /// Who holds the node's lease (the controller's certificate subject).
   public var holder: String = String()
 
+  /// This lease's token, new for every lease stream: a session presents it in its opening
+  /// command, an acquisition or a collection in its request. A second coordinator with the same
+  /// certificate gets a lease of its own, and the first one's token stops working.
+  public var token: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Herald_Node_V1_SessionOpen: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var leaseToken: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Herald_Node_V1_Command: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var call: UInt64 = 0
+
+  public var kind: Herald_Node_V1_Command.OneOf_Kind? = nil
+
+  public var `open`: Herald_Node_V1_SessionOpen {
+    get {
+      if case .open(let v)? = kind {return v}
+      return Herald_Node_V1_SessionOpen()
+    }
+    set {kind = .open(newValue)}
+  }
+
+  public var connect: Herald_Node_V1_DeviceRequest {
+    get {
+      if case .connect(let v)? = kind {return v}
+      return Herald_Node_V1_DeviceRequest()
+    }
+    set {kind = .connect(newValue)}
+  }
+
+  public var set: Herald_Node_V1_SetRequest {
+    get {
+      if case .set(let v)? = kind {return v}
+      return Herald_Node_V1_SetRequest()
+    }
+    set {kind = .set(newValue)}
+  }
+
+  public var get: Herald_Node_V1_GetRequest {
+    get {
+      if case .get(let v)? = kind {return v}
+      return Herald_Node_V1_GetRequest()
+    }
+    set {kind = .get(newValue)}
+  }
+
+  public var safeState: Herald_Node_V1_DeviceRequest {
+    get {
+      if case .safeState(let v)? = kind {return v}
+      return Herald_Node_V1_DeviceRequest()
+    }
+    set {kind = .safeState(newValue)}
+  }
+
+  public var disconnect: Herald_Node_V1_DeviceRequest {
+    get {
+      if case .disconnect(let v)? = kind {return v}
+      return Herald_Node_V1_DeviceRequest()
+    }
+    set {kind = .disconnect(newValue)}
+  }
+
+  public var configure: Herald_Node_V1_ConfigureRequest {
+    get {
+      if case .configure(let v)? = kind {return v}
+      return Herald_Node_V1_ConfigureRequest()
+    }
+    set {kind = .configure(newValue)}
+  }
+
+  /// One attempt loop of a node's entangler, until a herald or its timeout.
+  public var runAttemptLoop: Herald_Node_V1_DeviceRequest {
+    get {
+      if case .runAttemptLoop(let v)? = kind {return v}
+      return Herald_Node_V1_DeviceRequest()
+    }
+    set {kind = .runAttemptLoop(newValue)}
+  }
+
+  public var measure: Herald_Node_V1_MeasureRequest {
+    get {
+      if case .measure(let v)? = kind {return v}
+      return Herald_Node_V1_MeasureRequest()
+    }
+    set {kind = .measure(newValue)}
+  }
+
+  /// Abandons the call of that number: the node cancels it and puts its device safe.
+  public var cancel: UInt64 {
+    get {
+      if case .cancel(let v)? = kind {return v}
+      return 0
+    }
+    set {kind = .cancel(newValue)}
+  }
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public nonisolated enum OneOf_Kind: Equatable, Sendable {
+    case `open`(Herald_Node_V1_SessionOpen)
+    case connect(Herald_Node_V1_DeviceRequest)
+    case set(Herald_Node_V1_SetRequest)
+    case get(Herald_Node_V1_GetRequest)
+    case safeState(Herald_Node_V1_DeviceRequest)
+    case disconnect(Herald_Node_V1_DeviceRequest)
+    case configure(Herald_Node_V1_ConfigureRequest)
+    /// One attempt loop of a node's entangler, until a herald or its timeout.
+    case runAttemptLoop(Herald_Node_V1_DeviceRequest)
+    case measure(Herald_Node_V1_MeasureRequest)
+    /// Abandons the call of that number: the node cancels it and puts its device safe.
+    case cancel(UInt64)
+
+  }
+
+  public init() {}
+}
+
+/// A call the node refused or could not run (what a unary call's status would say): the
+/// code is a gRPC status code.
+public nonisolated struct Herald_Node_V1_CallError: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var code: Int32 = 0
+
+  public var message: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Herald_Node_V1_Reply: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var call: UInt64 = 0
+
+  public var kind: Herald_Node_V1_Reply.OneOf_Kind? = nil
+
+  public var result: Herald_Node_V1_CallResult {
+    get {
+      if case .result(let v)? = kind {return v}
+      return Herald_Node_V1_CallResult()
+    }
+    set {kind = .result(newValue)}
+  }
+
+  public var get: Herald_Node_V1_GetResponse {
+    get {
+      if case .get(let v)? = kind {return v}
+      return Herald_Node_V1_GetResponse()
+    }
+    set {kind = .get(newValue)}
+  }
+
+  public var attempt: Herald_Node_V1_AttemptOutcome {
+    get {
+      if case .attempt(let v)? = kind {return v}
+      return Herald_Node_V1_AttemptOutcome()
+    }
+    set {kind = .attempt(newValue)}
+  }
+
+  public var measure: Herald_Node_V1_MeasureResponse {
+    get {
+      if case .measure(let v)? = kind {return v}
+      return Herald_Node_V1_MeasureResponse()
+    }
+    set {kind = .measure(newValue)}
+  }
+
+  public var error: Herald_Node_V1_CallError {
+    get {
+      if case .error(let v)? = kind {return v}
+      return Herald_Node_V1_CallError()
+    }
+    set {kind = .error(newValue)}
+  }
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public nonisolated enum OneOf_Kind: Equatable, Sendable {
+    case result(Herald_Node_V1_CallResult)
+    case get(Herald_Node_V1_GetResponse)
+    case attempt(Herald_Node_V1_AttemptOutcome)
+    case measure(Herald_Node_V1_MeasureResponse)
+    case error(Herald_Node_V1_CallError)
+
+  }
 
   public init() {}
 }
@@ -595,6 +852,80 @@ public nonisolated struct Herald_Node_V1_MeasureResponse: Sendable {
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
 
 fileprivate nonisolated let _protobuf_package = "herald.node.v1"
+
+nonisolated extension Herald_Node_V1_WatchRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".WatchRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    // Load everything into unknown fields
+    while try decoder.nextFieldNumber() != nil {}
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Herald_Node_V1_WatchRequest, rhs: Herald_Node_V1_WatchRequest) -> Bool {
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Herald_Node_V1_NodeEvent: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".NodeEvent"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}time_unix_ms\0\u{1}who\0\u{1}what\0\u{1}device\0\u{1}result\0\u{1}dropped\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularInt64Field(value: &self.timeUnixMs) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.who) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.what) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.device) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.result) }()
+      case 6: try { try decoder.decodeSingularInt64Field(value: &self.dropped) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.timeUnixMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.timeUnixMs, fieldNumber: 1)
+    }
+    if !self.who.isEmpty {
+      try visitor.visitSingularStringField(value: self.who, fieldNumber: 2)
+    }
+    if !self.what.isEmpty {
+      try visitor.visitSingularStringField(value: self.what, fieldNumber: 3)
+    }
+    if !self.device.isEmpty {
+      try visitor.visitSingularStringField(value: self.device, fieldNumber: 4)
+    }
+    if !self.result.isEmpty {
+      try visitor.visitSingularStringField(value: self.result, fieldNumber: 5)
+    }
+    if self.dropped != 0 {
+      try visitor.visitSingularInt64Field(value: self.dropped, fieldNumber: 6)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Herald_Node_V1_NodeEvent, rhs: Herald_Node_V1_NodeEvent) -> Bool {
+    if lhs.timeUnixMs != rhs.timeUnixMs {return false}
+    if lhs.who != rhs.who {return false}
+    if lhs.what != rhs.what {return false}
+    if lhs.device != rhs.device {return false}
+    if lhs.result != rhs.result {return false}
+    if lhs.dropped != rhs.dropped {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
 
 nonisolated extension Herald_Node_V1_Quantity: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Quantity"
@@ -1197,7 +1528,7 @@ nonisolated extension Herald_Node_V1_GetResponse: SwiftProtobuf.Message, SwiftPr
 
 nonisolated extension Herald_Node_V1_AcquireRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".AcquireRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{1}device\0\u{3}duration_ps\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{1}device\0\u{3}duration_ps\0\u{3}lease_token\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1208,6 +1539,7 @@ nonisolated extension Herald_Node_V1_AcquireRequest: SwiftProtobuf.Message, Swif
       case 1: try { try decoder.decodeSingularStringField(value: &self.requestID) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.device) }()
       case 3: try { try decoder.decodeSingularInt64Field(value: &self.durationPs) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.leaseToken) }()
       default: break
       }
     }
@@ -1223,6 +1555,9 @@ nonisolated extension Herald_Node_V1_AcquireRequest: SwiftProtobuf.Message, Swif
     if self.durationPs != 0 {
       try visitor.visitSingularInt64Field(value: self.durationPs, fieldNumber: 3)
     }
+    if !self.leaseToken.isEmpty {
+      try visitor.visitSingularStringField(value: self.leaseToken, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1230,6 +1565,42 @@ nonisolated extension Herald_Node_V1_AcquireRequest: SwiftProtobuf.Message, Swif
     if lhs.requestID != rhs.requestID {return false}
     if lhs.device != rhs.device {return false}
     if lhs.durationPs != rhs.durationPs {return false}
+    if lhs.leaseToken != rhs.leaseToken {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Herald_Node_V1_CollectRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".CollectRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}device\0\u{3}lease_token\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.device) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.leaseToken) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.device.isEmpty {
+      try visitor.visitSingularStringField(value: self.device, fieldNumber: 1)
+    }
+    if !self.leaseToken.isEmpty {
+      try visitor.visitSingularStringField(value: self.leaseToken, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Herald_Node_V1_CollectRequest, rhs: Herald_Node_V1_CollectRequest) -> Bool {
+    if lhs.device != rhs.device {return false}
+    if lhs.leaseToken != rhs.leaseToken {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1421,7 +1792,7 @@ nonisolated extension Herald_Node_V1_LeaseBeat: SwiftProtobuf.Message, SwiftProt
 
 nonisolated extension Herald_Node_V1_LeaseStatus: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".LeaseStatus"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}sequence\0\u{1}granted\0\u{1}holder\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}sequence\0\u{1}granted\0\u{1}holder\0\u{1}token\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1432,6 +1803,7 @@ nonisolated extension Herald_Node_V1_LeaseStatus: SwiftProtobuf.Message, SwiftPr
       case 1: try { try decoder.decodeSingularInt64Field(value: &self.sequence) }()
       case 2: try { try decoder.decodeSingularBoolField(value: &self.granted) }()
       case 3: try { try decoder.decodeSingularStringField(value: &self.holder) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.token) }()
       default: break
       }
     }
@@ -1447,6 +1819,9 @@ nonisolated extension Herald_Node_V1_LeaseStatus: SwiftProtobuf.Message, SwiftPr
     if !self.holder.isEmpty {
       try visitor.visitSingularStringField(value: self.holder, fieldNumber: 3)
     }
+    if !self.token.isEmpty {
+      try visitor.visitSingularStringField(value: self.token, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1454,6 +1829,398 @@ nonisolated extension Herald_Node_V1_LeaseStatus: SwiftProtobuf.Message, SwiftPr
     if lhs.sequence != rhs.sequence {return false}
     if lhs.granted != rhs.granted {return false}
     if lhs.holder != rhs.holder {return false}
+    if lhs.token != rhs.token {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Herald_Node_V1_SessionOpen: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".SessionOpen"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}lease_token\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.leaseToken) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.leaseToken.isEmpty {
+      try visitor.visitSingularStringField(value: self.leaseToken, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Herald_Node_V1_SessionOpen, rhs: Herald_Node_V1_SessionOpen) -> Bool {
+    if lhs.leaseToken != rhs.leaseToken {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Herald_Node_V1_Command: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Command"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}call\0\u{1}open\0\u{1}connect\0\u{1}set\0\u{1}get\0\u{3}safe_state\0\u{1}disconnect\0\u{1}configure\0\u{3}run_attempt_loop\0\u{1}measure\0\u{1}cancel\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.call) }()
+      case 2: try {
+        var v: Herald_Node_V1_SessionOpen?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .open(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .open(v)
+        }
+      }()
+      case 3: try {
+        var v: Herald_Node_V1_DeviceRequest?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .connect(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .connect(v)
+        }
+      }()
+      case 4: try {
+        var v: Herald_Node_V1_SetRequest?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .set(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .set(v)
+        }
+      }()
+      case 5: try {
+        var v: Herald_Node_V1_GetRequest?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .get(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .get(v)
+        }
+      }()
+      case 6: try {
+        var v: Herald_Node_V1_DeviceRequest?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .safeState(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .safeState(v)
+        }
+      }()
+      case 7: try {
+        var v: Herald_Node_V1_DeviceRequest?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .disconnect(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .disconnect(v)
+        }
+      }()
+      case 8: try {
+        var v: Herald_Node_V1_ConfigureRequest?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .configure(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .configure(v)
+        }
+      }()
+      case 9: try {
+        var v: Herald_Node_V1_DeviceRequest?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .runAttemptLoop(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .runAttemptLoop(v)
+        }
+      }()
+      case 10: try {
+        var v: Herald_Node_V1_MeasureRequest?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .measure(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .measure(v)
+        }
+      }()
+      case 11: try {
+        var v: UInt64?
+        try decoder.decodeSingularUInt64Field(value: &v)
+        if let v = v {
+          if self.kind != nil {try decoder.handleConflictingOneOf()}
+          self.kind = .cancel(v)
+        }
+      }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if self.call != 0 {
+      try visitor.visitSingularUInt64Field(value: self.call, fieldNumber: 1)
+    }
+    switch self.kind {
+    case .open?: try {
+      guard case .open(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+    }()
+    case .connect?: try {
+      guard case .connect(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+    }()
+    case .set?: try {
+      guard case .set(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
+    }()
+    case .get?: try {
+      guard case .get(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
+    }()
+    case .safeState?: try {
+      guard case .safeState(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 6)
+    }()
+    case .disconnect?: try {
+      guard case .disconnect(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 7)
+    }()
+    case .configure?: try {
+      guard case .configure(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 8)
+    }()
+    case .runAttemptLoop?: try {
+      guard case .runAttemptLoop(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 9)
+    }()
+    case .measure?: try {
+      guard case .measure(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 10)
+    }()
+    case .cancel?: try {
+      guard case .cancel(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularUInt64Field(value: v, fieldNumber: 11)
+    }()
+    case nil: break
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Herald_Node_V1_Command, rhs: Herald_Node_V1_Command) -> Bool {
+    if lhs.call != rhs.call {return false}
+    if lhs.kind != rhs.kind {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Herald_Node_V1_CallError: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".CallError"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}code\0\u{1}message\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularInt32Field(value: &self.code) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.message) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.code != 0 {
+      try visitor.visitSingularInt32Field(value: self.code, fieldNumber: 1)
+    }
+    if !self.message.isEmpty {
+      try visitor.visitSingularStringField(value: self.message, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Herald_Node_V1_CallError, rhs: Herald_Node_V1_CallError) -> Bool {
+    if lhs.code != rhs.code {return false}
+    if lhs.message != rhs.message {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Herald_Node_V1_Reply: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Reply"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}call\0\u{1}result\0\u{1}get\0\u{1}attempt\0\u{1}measure\0\u{1}error\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.call) }()
+      case 2: try {
+        var v: Herald_Node_V1_CallResult?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .result(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .result(v)
+        }
+      }()
+      case 3: try {
+        var v: Herald_Node_V1_GetResponse?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .get(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .get(v)
+        }
+      }()
+      case 4: try {
+        var v: Herald_Node_V1_AttemptOutcome?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .attempt(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .attempt(v)
+        }
+      }()
+      case 5: try {
+        var v: Herald_Node_V1_MeasureResponse?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .measure(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .measure(v)
+        }
+      }()
+      case 6: try {
+        var v: Herald_Node_V1_CallError?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .error(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .error(v)
+        }
+      }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if self.call != 0 {
+      try visitor.visitSingularUInt64Field(value: self.call, fieldNumber: 1)
+    }
+    switch self.kind {
+    case .result?: try {
+      guard case .result(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+    }()
+    case .get?: try {
+      guard case .get(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+    }()
+    case .attempt?: try {
+      guard case .attempt(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
+    }()
+    case .measure?: try {
+      guard case .measure(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
+    }()
+    case .error?: try {
+      guard case .error(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 6)
+    }()
+    case nil: break
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Herald_Node_V1_Reply, rhs: Herald_Node_V1_Reply) -> Bool {
+    if lhs.call != rhs.call {return false}
+    if lhs.kind != rhs.kind {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
