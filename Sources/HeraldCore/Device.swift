@@ -247,6 +247,21 @@ public protocol PresenceReporting: Device {
     func vanished() async -> DeviceError
 }
 
+/// A device whose link may drop and come back within a run: a device on a node whose script
+/// entry says `on_loss: {reconnect_within: …}`. The engine waits for the link before each
+/// acquisition slice and each attempt loop, and what an outage overlapped does not count: its
+/// tags stay in the raw data, and a pause records the span, as with an interlock.
+public protocol LinkReporting: Device {
+    /// Whether this device's link is allowed to drop and come back (false: a loss fails the run).
+    var reconnects: Bool { get }
+    /// Outages of the link so far: a change across a slice means the slice overlapped one.
+    var linkOutages: Int { get }
+    /// What the link is, for the pause record ("node alice").
+    var linkName: String { get }
+    /// Returns at once while the link is up, or once it is back; throws when it is lost for good.
+    func linkRestored() async throws
+}
+
 /// Time-tagged photon detection events: parallel arrays, so blocks go to HDF5
 /// and into the coincidence counter without re-packing.
 public struct TagBlock: Sendable, Equatable {

@@ -361,12 +361,16 @@ public struct NodeAddress: Sendable, Hashable, Codable {
     public var host: String
     public var port: Int
     public var location: SourceLocation?
+    /// `on_loss:` — nil (`fail`, the default) fails the run at the node's first loss; a
+    /// duration (`{reconnect_within: 30 s}`) is how long the coordinator tries to get it back.
+    public var reconnectWithin: Duration?
 
-    public init(name: String, host: String, port: Int, location: SourceLocation? = nil) {
+    public init(name: String, host: String, port: Int, location: SourceLocation? = nil, reconnectWithin: Duration? = nil) {
         self.name = name
         self.host = host
         self.port = port
         self.location = location
+        self.reconnectWithin = reconnectWithin
     }
 
     public var address: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }

@@ -10,11 +10,18 @@ public struct AuditEntry: Sendable, Codable, Equatable {
     public var result: String
 }
 
-/// The node's audit log: one JSON object a line, appended and flushed per command, so the
-/// log of a node that dies is complete up to its last command.
+/// The node's audit log: one JSON object a line, written per command, so the log of a node
+/// process that dies (killed, crashed) is complete up to its last command: the kernel holds
+/// what was written. It is synced to disk at most once a second, for power loss: a sync per
+/// command would cost more than the command on a lab PC's disk.
 public final class AuditLog: Sendable {
     public let path: String
-    private let handle: Mutex<FileHandle?>
+    private struct Writer {
+        var handle: FileHandle
+        var encoder: JSONEncoder
+        var lastSync: ContinuousClock.Instant
+    }
+    private let writer: Mutex<Writer>
 
     public init(path: String) throws {
         self.path = path
@@ -25,7 +32,14 @@ public final class AuditLog: Sendable {
         }
         guard let h = FileHandle(forWritingAtPath: path) else { throw NodeError("cannot open the audit log \(path) for writing") }
         _ = try? h.seekToEnd()
-        handle = Mutex(h)
+        let encoder = JSONEncoder()
+        let f = Self.formatter()
+        encoder.dateEncodingStrategy = .custom { date, encoder in
+            var c = encoder.singleValueContainer()
+            try c.encode(f.string(from: date))
+        }
+        encoder.outputFormatting = [.sortedKeys]
+        writer = Mutex(Writer(handle: h, encoder: encoder, lastSync: .now))
     }
 
     /// ISO 8601 with milliseconds: the log is how a lease's expiry is timed.
@@ -36,19 +50,15 @@ public final class AuditLog: Sendable {
     }
 
     public func append(_ entry: AuditEntry) {
-        let encoder = JSONEncoder()
-        let f = Self.formatter()
-        encoder.dateEncodingStrategy = .custom { date, encoder in
-            var c = encoder.singleValueContainer()
-            try c.encode(f.string(from: date))
-        }
-        encoder.outputFormatting = [.sortedKeys]
-        guard var line = try? encoder.encode(entry) else { return }
-        line.append(0x0A)
         // A full or failing disk must not stop the node: the entry is lost, the node goes on.
-        handle.withLock { h in
-            try? h?.write(contentsOf: line)
-            try? h?.synchronize()
+        writer.withLock { w in
+            guard var line = try? w.encoder.encode(entry) else { return }
+            line.append(0x0A)
+            try? w.handle.write(contentsOf: line)
+            if ContinuousClock.now - w.lastSync >= .seconds(1) {
+                try? w.handle.synchronize()
+                w.lastSync = .now
+            }
         }
     }
 

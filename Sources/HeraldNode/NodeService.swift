@@ -93,12 +93,27 @@ public actor NodeAgent {
     private var watchers: [UInt64: (AsyncStream<Herald_Node_V1_NodeEvent>.Continuation, Int64)] = [:]
     private var nextWatcher: UInt64 = 0
 
-    /// Grants or renews `holder`'s lease; the token is the one this lease stream presents.
-    func beat(holder: String, length: Duration, first: Bool, token: String) async -> (granted: Bool, holder: String) {
+    /// What a beat got: the grant, and the token the stream carries from now on.
+    struct Grant {
+        var granted: Bool
+        var holder: String
+        var token: String
+        var resumed = false
+    }
+
+    /// Grants or renews `holder`'s lease; `token` is the one this lease stream presents. A
+    /// stream's first beat may name the live lease it carries on (`resume`: a coordinator whose
+    /// connection dropped and came back within the lease), which then keeps its devices as they are.
+    func beat(holder: String, length: Duration, first: Bool, token: String, resume: String = "") async -> Grant {
+        if first, !resume.isEmpty, let live = leases[holder], live.token == resume, live.expires > .now {
+            leases[holder]?.expires = .now + length
+            record(who: holder, what: "lease", device: "", result: "resumed on a new connection")
+            return Grant(granted: true, holder: holder, token: resume, resumed: true)
+        }
         // A beat after this holder's lease expired: its devices were put safe; it must start over.
-        if !first && leases[holder]?.token != token && expired.contains(holder) { return (false, "expired") }
+        if !first && leases[holder]?.token != token && expired.contains(holder) { return Grant(granted: false, holder: "expired", token: token) }
         // A beat of a session that another one of the same holder replaced.
-        if !first, let live = leases[holder], live.token != token { return (false, "replaced") }
+        if !first, let live = leases[holder], live.token != token { return Grant(granted: false, holder: "replaced", token: token) }
         if first { expired.remove(holder) }
         // A new lease stream from a holder that still has one (a coordinator restarted within its
         // lease): the old session ends here, its devices safe, and the new one inherits nothing.
@@ -111,7 +126,7 @@ public actor NodeAgent {
         }
         if leases[holder] == nil { record(who: holder, what: "lease", device: "", result: "granted for \(length)") }
         leases[holder] = Lease(expires: .now + length, length: length, token: token)
-        return (true, holder)
+        return Grant(granted: true, holder: holder, token: token)
     }
 
     /// A clean release (the coordinator put its devices safe itself): its devices are free.
@@ -638,7 +653,7 @@ public struct NodeService: Herald_Node_V1_Node.SimpleServiceProtocol {
         }
         // A stream that ends or breaks just stops renewing: the lease then expires on its own,
         // and the devices go safe, unless the coordinator released it with a zero-length beat.
-        let token = UUID().uuidString
+        var token = UUID().uuidString
         var first = true
         for try await beat in request {
             defer { first = false }
@@ -648,15 +663,18 @@ public struct NodeService: Herald_Node_V1_Node.SimpleServiceProtocol {
                 return
             }
             let length = Duration.milliseconds(min(max(beat.leaseMs, 100), 60_000))
-            let (granted, holder) = await agent.beat(holder: who.subject, length: length, first: first, token: token)
+            let grant = await agent.beat(
+                holder: who.subject, length: length, first: first, token: token, resume: first ? beat.resumeToken : "")
+            token = grant.token
             try await response.write(
                 .with {
                     $0.sequence = beat.sequence
-                    $0.granted = granted
-                    $0.holder = holder
-                    if granted { $0.token = token }
+                    $0.granted = grant.granted
+                    $0.holder = grant.holder
+                    $0.resumed = grant.resumed
+                    if grant.granted { $0.token = grant.token }
                 })
-            if !granted { return }
+            if !grant.granted { return }
         }
     }
 

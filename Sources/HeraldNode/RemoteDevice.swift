@@ -5,257 +5,6 @@ import HeraldCore
 import HeraldNodeProtocol
 import Synchronization
 
-/// A connection from the coordinator to one node: its client, and the lease it holds on it.
-///
-/// The lease is renewed by beats in a bidirectional stream every `length / 4`; the node answers
-/// each one. A node whose answers stop for `lossAfter` counts as lost (a quiet stream is not a
-/// live one), and every device on it reports so through ``PresenceReporting``, which fails the
-/// run and puts every other node safe.
-public final class RemoteNode: Sendable {
-    public let name: String
-    public let address: String
-    let client: GRPCClient<HTTP2ClientTransport.Posix>
-    let node: Herald_Node_V1_Node.Client<HTTP2ClientTransport.Posix>
-    private let connections: Task<Void, any Error>
-    private let state = Mutex(LeaseState())
-    private let lostSignal = AsyncStream<DeviceError>.makeStream()
-
-    struct LeaseState {
-        var lastGrant: ContinuousClock.Instant?
-        var lost: DeviceError?
-        var keeper: Task<Void, Never>?
-        var watcher: Task<Void, Never>?
-        /// The lease's token, which the session and the streams present.
-        var token: String?
-        var session: NodeSession?
-    }
-
-    public init(name: String, host: String, port: Int, security: NodeSecurity) throws {
-        self.name = name
-        self.address = "\(host):\(port)"
-        let transportSecurity: HTTP2ClientTransport.Posix.TransportSecurity
-        switch security {
-        case .plaintextLoopback:
-            guard ["127.0.0.1", "::1", "localhost"].contains(host) else {
-                throw NodeError("node \(name): plaintext is for loopback only, not \(host)")
-            }
-            transportSecurity = .plaintext
-        case .mutualTLS(let cert, let key, let ca):
-            transportSecurity = .mTLS(certificateChain: [.file(path: cert, format: .pem)], privateKey: .file(path: key, format: .pem)) {
-                $0.trustRoots = .certificates([.file(path: ca, format: .pem)])
-                $0.serverCertificateVerification = .fullVerification
-            }
-        }
-        var config = HTTP2ClientTransport.Posix.Config.defaults
-        config.http2.maxFrameSize = 1 << 20
-        let transport = try HTTP2ClientTransport.Posix(
-            target: .ipv4(address: host, port: port), transportSecurity: transportSecurity, config: config)
-        client = GRPCClient(transport: transport)
-        node = Herald_Node_V1_Node.Client(wrapping: client)
-        let c = client
-        connections = Task { try await c.runConnections() }
-    }
-
-    deinit {
-        connections.cancel()
-    }
-
-    /// Call options of every command: bounded, and capped in size like the node's.
-    func options(timeout: Duration) -> CallOptions {
-        var o = CallOptions.defaults
-        o.timeout = timeout
-        o.maxResponseMessageBytes = nodeMaxMessageBytes
-        o.maxRequestMessageBytes = nodeMaxMessageBytes
-        return o
-    }
-
-    /// The devices the node serves, with their drivers' descriptors.
-    public func describe(timeout: Duration = .seconds(5)) async throws -> [(name: String, descriptor: DriverDescriptor, channels: Int, streams: Bool)] {
-        let response: Herald_Node_V1_DescribeResponse
-        do {
-            response = try await node.describe(.init(), options: options(timeout: timeout))
-        } catch let e as RPCError {
-            throw NodeError("node \(name) at \(address): \(e.message.isEmpty ? "\(e.code)" : e.message)")
-        }
-        return try response.devices.map { d in
-            do {
-                return (d.name, try d.driver.decoded(node: name), Int(d.channelCount), d.streams)
-            } catch {
-                throw NodeError("node \(name) describes device '\(d.name)' unreadably: \(error)")
-            }
-        }
-    }
-
-    // MARK: The lease
-
-    /// Takes the node's lease and keeps renewing it until ``release()``.
-    public func takeLease(length: Duration = .seconds(1), lossAfter requestedLoss: Duration = .seconds(1), firstGrantWithin: Duration = .seconds(10)) async throws {
-        guard state.withLock({ $0.keeper == nil }) else { throw NodeError("node \(name): its lease is already held") }
-        // Beats come every quarter of the lease: never count a node lost between two of them.
-        let lossAfter = max(requestedLoss, length / 2)
-        let granted = AsyncStream<Result<Void, NodeError>>.makeStream(bufferingPolicy: .bufferingNewest(1))
-        let node = self.node, name = self.name
-        let beatMs = Int64(length.components.seconds * 1000 + length.components.attoseconds / 1_000_000_000_000_000)
-        let leaseOptions = options(timeout: .seconds(365 * 86_400))
-        // Strong captures: the tasks keep the node alive until release() or close() ends them.
-        let keeper = Task { [self] in
-            do {
-                try await node.lease(
-                    request: StreamingClientRequest { writer in
-                        var sequence: Int64 = 0
-                        while !Task.isCancelled {
-                            sequence += 1
-                            try await writer.write(.with { $0.sequence = sequence; $0.leaseMs = beatMs })
-                            try? await Task.sleep(for: length / 4)  // cancelled: fall through to the release
-                        }
-                        // A clean release: the coordinator has put the node's devices safe itself.
-                        try await writer.write(.with { $0.sequence = sequence + 1; $0.leaseMs = 0 })
-                    },
-                    options: leaseOptions
-                ) { response in
-                    for try await status in response.messages {
-                        if status.granted {
-                            let first = self.state.withLock { s -> Bool in
-                                defer { s.lastGrant = .now }
-                                if s.token == nil { s.token = status.token }
-                                return s.lastGrant == nil
-                            }
-                            if first {
-                                granted.continuation.yield(.success(()))
-                                granted.continuation.finish()
-                            }
-                        } else {
-                            // Refused, or expired while we were away (its devices were put safe).
-                            let why =
-                                switch status.holder {
-                                case "expired": "let this run's lease expire"
-                                case "replaced": "gave this run's lease to another session of the same certificate"
-                                default: "refused the lease"
-                                }
-                            self.lose(DeviceError(device: name, .disconnected, "node \(name) \(why)"))
-                            granted.continuation.yield(.failure(NodeError("node \(name) \(why)")))
-                            granted.continuation.finish()
-                            return
-                        }
-                    }
-                }
-            } catch {
-                // Lost only once it was held: a refused lease is an error of takeLease, not a loss.
-                if !Task.isCancelled, self.state.withLock({ $0.lastGrant != nil }) {
-                    self.lose(DeviceError(device: name, .disconnected, "node \(name): its lease stream broke (\(error))"))
-                }
-                granted.continuation.yield(.failure(NodeError("node \(name): \(error)")))
-            }
-            granted.continuation.finish()
-        }
-        let watcher = Task { [self] in
-            while !Task.isCancelled {
-                try? await Task.sleep(for: .milliseconds(100))
-                if Task.isCancelled { return }
-                let last = state.withLock { $0.lastGrant }
-                if let last, ContinuousClock.now - last > lossAfter {
-                    lose(DeviceError(device: name, .disconnected, "node \(name) at \(address) answered no lease beat for \(lossAfter)"))
-                    return
-                }
-            }
-        }
-        state.withLock {
-            $0.keeper = keeper
-            $0.watcher = watcher
-        }
-        // The first answer, within a deadline: a node that takes the stream and never answers
-        // must not hang the run.
-        let first = await withTaskGroup(of: Result<Void, NodeError>?.self) { group in
-            group.addTask {
-                for await r in granted.stream { return r }
-                return .failure(NodeError("node \(name) closed its lease stream without answering"))
-            }
-            group.addTask {
-                try? await Task.sleep(for: firstGrantWithin)
-                return nil
-            }
-            let r = await group.next() ?? nil
-            group.cancelAll()
-            return r
-        }
-        switch first {
-        case .success?: return
-        case .failure(let e)?:
-            release()
-            throw e
-        case nil:
-            release()
-            throw NodeError("node \(name) at \(address) did not grant its lease within \(firstGrantWithin)")
-        }
-    }
-
-    /// Stops renewing and releases the lease (after the run put the devices safe).
-    public func release() {
-        let (keeper, watcher, session) = state.withLock { s in
-            defer {
-                s.keeper = nil
-                s.watcher = nil
-                s.session = nil
-            }
-            return (s.keeper, s.watcher, s.session)
-        }
-        session?.close()
-        watcher?.cancel()
-        keeper?.cancel()
-    }
-
-    /// The lease's token, for the streams' requests.
-    var leaseToken: String { state.withLock { $0.token ?? "" } }
-
-    /// A device command on the node's session, opened on first use and again after it broke.
-    func call(_ what: String, timeout: Duration, _ kind: Herald_Node_V1_Command.OneOf_Kind) async throws -> Herald_Node_V1_Reply {
-        let node = self.node
-        let session = state.withLock { s -> NodeSession in
-            if let live = s.session, !live.isBroken { return live }
-            // Without a lease the node refuses every command, with its reason (an observer's
-            // certificate, no lease taken): it is the authority, not this side.
-            let fresh = NodeSession(node: node, token: s.token ?? "", options: options(timeout: .seconds(365 * 86_400)))
-            s.session = fresh
-            return fresh
-        }
-        return try await session.call(what, timeout: timeout, kind)
-    }
-
-    func lose(_ error: DeviceError) {
-        let first = state.withLock { s -> Bool in
-            guard s.lost == nil else { return false }
-            s.lost = error
-            return true
-        }
-        if first { lostSignal.continuation.yield(error) }
-    }
-
-    /// Why the node was lost, if it was.
-    var lostError: DeviceError? { state.withLock { $0.lost } }
-
-    /// Returns when the node is lost.
-    func lost() async -> DeviceError {
-        if let e = state.withLock({ $0.lost }) { return e }
-        for await e in lostSignal.stream { return e }
-        return DeviceError(device: name, .disconnected, "node \(name) was lost")
-    }
-
-    public func close() {
-        release()
-        connections.cancel()
-    }
-
-    /// Drops the connection without releasing the lease, as a killed coordinator does (tests).
-    public func abandon() {
-        let (keeper, watcher, session) = state.withLock { ($0.keeper, $0.watcher, $0.session) }
-        session?.drop()
-        watcher?.cancel()
-        client.beginGracefulShutdown()
-        connections.cancel()
-        keeper?.cancel()
-    }
-}
-
 /// Makes the remote device for a description: a plain device, or one that is also the
 /// entangler, qubit readout or streaming tagger the description says.
 public func remoteDevice(
@@ -273,7 +22,7 @@ public func remoteDevice(
 
 /// A device on a node, driven through the node protocol as if it were local: the engine's
 /// timeouts, retries, interlocks and safe state apply unchanged.
-public class RemoteDevice: TimeTagger, PresenceReporting, @unchecked Sendable {
+public class RemoteDevice: TimeTagger, PresenceReporting, LinkReporting, @unchecked Sendable {
     public let name: String
     public let descriptor: DriverDescriptor
     public let channelCount: Int
@@ -310,13 +59,16 @@ public class RemoteDevice: TimeTagger, PresenceReporting, @unchecked Sendable {
 
     /// A command, retried once with the same request id when the transport failed: the node
     /// answers a retry of a command it already ran from its record.
+    /// With a reconnection policy, a command waits for the link to come back, and one that
+    /// failed because it went down is retried (once) after it has.
     func command(_ what: (String) async throws -> Herald_Node_V1_CallResult) async throws {
-        if let lost = node.lostError { throw DeviceError(device: name, .disconnected, lost.detail) }
+        try await awaitLink()
         let id = UUID().uuidString
         var result: Herald_Node_V1_CallResult
         do {
             result = try await what(id)
         } catch let e as RPCError where e.code == .unavailable {
+            try await awaitLink()
             do { result = try await what(id) } catch let e as RPCError { throw mapped(e) }
         } catch let e as RPCError {
             throw mapped(e)
@@ -324,9 +76,26 @@ public class RemoteDevice: TimeTagger, PresenceReporting, @unchecked Sendable {
         if result.hasFailure { throw failure(result.failure) }
     }
 
+    /// Throws at once for a lost node; waits while a reconnecting one is away.
+    func awaitLink() async throws {
+        if let lost = node.lostError { throw DeviceError(device: name, .disconnected, lost.detail) }
+        guard node.reconnectWithin != nil else { return }
+        do {
+            try await node.linkRestored()
+        } catch let e as DeviceError {
+            throw DeviceError(device: name, .disconnected, e.detail)
+        }
+    }
+
+    public var reconnects: Bool { node.reconnectWithin != nil }
+    public var linkOutages: Int { node.outageCount }
+    public var linkName: String { "node \(node.name)" }
+    public func linkRestored() async throws { try await awaitLink() }
+
     public func connect() async throws {
         let remote = self.remote
         try await command { id in try await node.call("connect", timeout: timeout, .connect(.with { $0.requestID = id; $0.device = remote })).callResult() }
+        node.journal(remote, connected: true)
     }
 
     public func set(_ property: String, to value: Value) async throws {
@@ -343,14 +112,26 @@ public class RemoteDevice: TimeTagger, PresenceReporting, @unchecked Sendable {
                     })
             ).callResult()
         }
+        node.journal(remote, set: (property, value))
     }
 
     public func get(_ property: String) async throws -> Value {
-        let response: Herald_Node_V1_GetResponse
-        do {
+        try await awaitLink()
+        let remote = self.remote
+        func ask() async throws -> Herald_Node_V1_GetResponse {
             let reply = try await node.call("get \(property)", timeout: timeout, .get(.with { $0.device = remote; $0.property = property }))
             guard case .get(let r)? = reply.kind else { throw RPCError(code: .internalError, message: "get \(property) answered with another kind of reply") }
-            response = r
+            return r
+        }
+        let response: Herald_Node_V1_GetResponse
+        do {
+            do {
+                response = try await ask()
+            } catch let e as RPCError where e.code == .unavailable {
+                // A read is safe to repeat once the link is back.
+                try await awaitLink()
+                response = try await ask()
+            }
         } catch let e as RPCError {
             throw mapped(e)
         }
@@ -371,6 +152,7 @@ public class RemoteDevice: TimeTagger, PresenceReporting, @unchecked Sendable {
         try await command { id in
             try await node.call("safe state", timeout: timeout, .safeState(.with { $0.requestID = id; $0.device = remote })).callResult()
         }
+        node.journal(remote, safe: true)
     }
 
     public func disconnect() async {
@@ -405,6 +187,7 @@ public class RemoteDevice: TimeTagger, PresenceReporting, @unchecked Sendable {
     }
 
     public func acquire(for duration: Duration, deliver: @Sendable (TagBlock) async throws -> Void) async throws -> AcquisitionInterval {
+        try await awaitLink()
         let ps = picoseconds(duration)
         let token = self.node.leaseToken
         let request = Herald_Node_V1_AcquireRequest.with {
@@ -452,28 +235,26 @@ public class RemoteDevice: TimeTagger, PresenceReporting, @unchecked Sendable {
 public final class RemoteEntangler: RemoteDevice, Entangler, @unchecked Sendable {
     public func configure(_ c: EntanglerConfiguration) async throws {
         let remote = self.remote
+        let configuration = Herald_Node_V1_EntanglerConfiguration.with { m in
+            m.link = c.link
+            m.nodes = c.nodes
+            m.cyclePs = c.cyclePs
+            m.windowStartPs = c.windowStartPs
+            m.windowLengthPs = c.windowLengthPs
+            m.patterns = c.patterns.map { p in .with { $0.channels = p.map { Int32(clamping: $0) } } }
+            m.timeoutPs = c.timeoutPs
+        }
         try await command { id in
             try await node.call(
                 "configure", timeout: timeout,
-                .configure(
-                    .with {
-                        $0.requestID = id
-                        $0.device = remote
-                        $0.configuration = .with { m in
-                            m.link = c.link
-                            m.nodes = c.nodes
-                            m.cyclePs = c.cyclePs
-                            m.windowStartPs = c.windowStartPs
-                            m.windowLengthPs = c.windowLengthPs
-                            m.patterns = c.patterns.map { p in .with { $0.channels = p.map { Int32(clamping: $0) } } }
-                            m.timeoutPs = c.timeoutPs
-                        }
-                    })
+                .configure(.with { $0.requestID = id; $0.device = remote; $0.configuration = configuration })
             ).callResult()
         }
+        node.journal(remote, configured: configuration)
     }
 
     public func runAttemptLoop() async throws -> EntanglerOutcome {
+        try await awaitLink()
         let out: Herald_Node_V1_AttemptOutcome
         do {
             // Bounded by the engine (the loop's timeout plus the device's); no retry: a loop rerun
@@ -495,6 +276,7 @@ public final class RemoteEntangler: RemoteDevice, Entangler, @unchecked Sendable
 /// A node's qubit readout, remotely.
 public final class RemoteReadout: RemoteDevice, QubitReadout, @unchecked Sendable {
     public func measure(in basis: ReadoutBasis) async throws -> QubitMeasurement {
+        try await awaitLink()
         let out: Herald_Node_V1_MeasureResponse
         do {
             let reply = try await node.call(
@@ -513,6 +295,7 @@ public final class RemoteReadout: RemoteDevice, QubitReadout, @unchecked Sendabl
 /// A streaming tagger on a node (an analyser station's), remotely.
 public final class RemoteStreamingTagger: RemoteDevice, StreamingTagger, @unchecked Sendable {
     public func collect() async throws -> (TagBlock, AcquisitionInterval) {
+        try await awaitLink()
         let name = self.name, nodeName = node.name, remote = self.remote
         do {
             let request = Herald_Node_V1_CollectRequest.with { $0.device = remote; $0.leaseToken = node.leaseToken }

@@ -277,7 +277,7 @@ public enum Herald {
             runID: UUID(), plan: plan, devices: records, seed: seed, mock: allMock, startedAt: Date(),
             heraldVersion: version)
         // Each node's lease, held for the run: a node whose coordinator vanishes goes safe by itself.
-        try await nodes.takeLeases(length: request.leaseLength)
+        try await nodes.takeLeases(length: request.leaseLength, policies: plan.nodes)
         let stop = await engine.run(start: start)
         nodes.releaseLeases()
         return RunReport(

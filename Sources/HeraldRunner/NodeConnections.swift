@@ -66,7 +66,10 @@ final class NodeConnections: Sendable {
             streams: streaming[node]?.contains(remoteName) ?? false, node: remote, timeout: config.callTimeout)
     }
 
-    func takeLeases(length: Duration) async throws {
+    /// Takes every node's lease, with each node's `on_loss:` policy from the compiled script.
+    func takeLeases(length: Duration, policies: [NodeAddress] = [], reconnectWithin: Duration? = nil) async throws {
+        for p in policies { connected[p.name]?.reconnectWithin = p.reconnectWithin }
+        if let reconnectWithin { connected.values.forEach { $0.reconnectWithin = reconnectWithin } }
         for (name, node) in connected.sorted(by: { $0.key < $1.key }) {
             do {
                 try await node.takeLease(length: length)

@@ -88,8 +88,10 @@ extension Herald {
             guard let entry = registry.entry(d.driver) else { throw NodeError("node \(config.name): driver \(d.driver) is not available") }
             devices.append(try entry.make(d))
         }
-        // This node's lease on the nodes its devices live on, held while it serves.
-        try await config.upstream.takeLeases(length: .seconds(2))
+        // This node's lease on the nodes its devices live on, held while it serves. A serving
+        // node has no run to fail: when its link to them drops it keeps trying to get them
+        // back (up to an hour), restoring what it had set, and its own commands wait meanwhile.
+        try await config.upstream.takeLeases(length: .seconds(2), reconnectWithin: .seconds(3600))
         defer { config.upstream.close() }
         // Safe before serving: a node restarted after a crash must not leave its instruments as
         // the crashed run had them.

@@ -158,7 +158,7 @@ extension Context {
     mutating func compileNodes(_ node: Node) {
         for entry in entries(node, allowed: nil, what: "nodes") {
             if !Self.isName(entry.key) { error("node name '\(entry.key)' may contain only letters, digits, '_' and '-'", at: entry.keyNode) }
-            let f = fields(entry.value, allowed: ["address"], what: "node '\(entry.key)'")
+            let f = fields(entry.value, allowed: ["address", "on_loss"], what: "node '\(entry.key)'")
             guard let a = f["address"], let text = string(a, what: "address") else {
                 error("node '\(entry.key)' needs 'address: HOST:PORT' (where its `herald node serve` listens)", at: entry.value)
                 continue
@@ -168,8 +168,29 @@ extension Context {
                 continue
             }
             if let problem = nodeProblems[entry.key] { error("node '\(entry.key)' (\(address.address)): \(problem)", at: a) }
-            nodes[entry.key] = address
+            var node = address
+            if let policy = f["on_loss"] { node.reconnectWithin = onLoss(policy, node: entry.key) }
+            nodes[entry.key] = node
         }
+    }
+
+    /// `on_loss: fail` or `on_loss: {reconnect_within: 30 s}` (between 1 s and 1 h): nil for fail.
+    mutating func onLoss(_ node: Node, node name: String) -> Duration? {
+        if let text = node.scalar?.string {
+            if text != "fail" { error("on_loss of node '\(name)' is 'fail' or {reconnect_within: DURATION}, got '\(text)'", at: node) }
+            return nil
+        }
+        let f = fields(node, allowed: ["reconnect_within"], what: "on_loss of node '\(name)'")
+        guard let w = f["reconnect_within"] else {
+            error("on_loss of node '\(name)' needs 'reconnect_within: DURATION' (how long to try to get the node back)", at: node)
+            return nil
+        }
+        guard let within = duration(w, what: "reconnect_within", allowZero: false) else { return nil }
+        guard within >= .seconds(1), within <= .seconds(3600) else {
+            error("reconnect_within of node '\(name)' must be between 1 s and 1 h (the lease is renewed every 0.25 s), got \(within)", at: w)
+            return nil
+        }
+        return within
     }
 
     /// `match: {usb: {vendor: 0x1313, product: 0x804a, serial: M001}}` or `match: {file: path}`.

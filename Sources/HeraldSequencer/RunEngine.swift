@@ -347,7 +347,10 @@ public final class RunEngine: Sendable {
             throw DeviceError(device: name, .unsupported, "is not a time tagger")
         }
         let sinks = self.sinks
-        let slice = plan.interlocks.isEmpty ? duration : min(duration, interlockInterval)
+        let linked = reconnectingLinks
+        // Sliced with interlocks or links that may drop: a slice is what a violation or an
+        // outage discards.
+        let slice = plan.interlocks.isEmpty && linked.isEmpty ? duration : min(duration, interlockInterval)
         var remaining = duration
         let callTimeout = configs[name]?.callTimeout ?? DeviceConfig.defaultCallTimeout
         while remaining > .zero {
@@ -355,6 +358,8 @@ public final class RunEngine: Sendable {
             if let violated = try await violatedInterlock() {
                 try await pause(violated, fromPs: state.lastStopPs, state: &state)
             }
+            for l in linked { try await l.linkRestored() }
+            let outagesBefore = linked.map(\.linkOutages)
             let length = min(slice, remaining)
             let counter = TagCounter()
             let heartbeat = Heartbeat()
@@ -397,6 +402,11 @@ public final class RunEngine: Sendable {
                 delivery.finish()
                 _ = try? await forwarder.value  // record what did arrive before failing
                 state.tagCount += counter.value
+                // A slice an outage broke: what arrived stays in the raw data; once the link is
+                // back the slice is acquired again.
+                if sinkFailure.error == nil, try await outageInterrupted(error, linked, before: outagesBefore, atPs: state.lastStopPs) {
+                    continue
+                }
                 // The recorder's reason (disk full) rather than the tagger's reaction to it.
                 throw sinkFailure.error ?? error
             }
@@ -410,6 +420,13 @@ public final class RunEngine: Sendable {
                 try await emit(.pause(open))
             }
             state.lastStopPs = interval.stopPs
+            // A slice that an outage overlapped (the link dropped and came back during it) does not count.
+            let outaged = outageLinks(linked, before: outagesBefore)
+            if !outaged.isEmpty {
+                try await emit(.acquired(AcquisitionRecord(device: name, startPs: interval.startPs, stopPs: interval.stopPs, counted: false)))
+                try await recordOutage(outaged, fromPs: interval.startPs, toPs: interval.stopPs, detail: "during the acquisition")
+                continue
+            }
             // With interlocks, the check after the slice decides whether its tags count.
             let violated = try await violatedInterlock()
             try await emit(
@@ -458,11 +475,20 @@ public final class RunEngine: Sendable {
             if let t = spec.stop.timePs, nowPs >= startPs.saturatingAdd(t) { return true }
             return false
         }
-        while !done() {
+        let linked = reconnectingLinks
+        attempting: while !done() {
             try Task.checkCancellation()
-            let outcome = try await call(master.entangler, "attempt loop", retries: 0, timeout: callTimeout(master.entangler, plusPs: spec.timeoutPs)) {
-                guard let e = $0 as? any Entangler else { throw DeviceError(device: master.entangler, .unsupported, "is not an entangler") }
-                return try await e.runAttemptLoop()
+            let outagesBefore = linked.map(\.linkOutages)
+            let outcome: EntanglerOutcome
+            do {
+                outcome = try await call(master.entangler, "attempt loop", retries: 0, timeout: callTimeout(master.entangler, plusPs: spec.timeoutPs)) {
+                    guard let e = $0 as? any Entangler else { throw DeviceError(device: master.entangler, .unsupported, "is not an entangler") }
+                    return try await e.runAttemptLoop()
+                }
+            } catch {
+                // The loop in progress is dropped; the nodes are back, configured as before.
+                if try await outageInterrupted(error, linked, before: outagesBefore, atPs: nowPs) { continue attempting }
+                throw error
             }
             let loopStartPs = nowPs
             switch outcome {
@@ -507,15 +533,29 @@ public final class RunEngine: Sendable {
                 let (a, b) = settings[heralds % settings.count]
                 var outcomes: [Int] = [], counts: [Int] = []
                 for (node, basis) in zip(link.nodes, [a, b]) {
-                    let m = try await call(node.readout, "measure in \(basis.rawValue)", retries: 0) {
-                        guard let r = $0 as? any QubitReadout else { throw DeviceError(device: node.readout, .unsupported, "is not a qubit readout") }
-                        return try await r.measure(in: basis)
+                    let m: QubitMeasurement
+                    do {
+                        m = try await call(node.readout, "measure in \(basis.rawValue)", retries: 0) {
+                            guard let r = $0 as? any QubitReadout else { throw DeviceError(device: node.readout, .unsupported, "is not a qubit readout") }
+                            return try await r.measure(in: basis)
+                        }
+                    } catch {
+                        // A herald whose qubits could not both be read is dropped, not half recorded.
+                        if try await outageInterrupted(error, linked, before: outagesBefore, atPs: timePs) { continue attempting }
+                        throw error
                     }
                     guard m.outcome == 1 || m.outcome == -1, m.counts >= 0 else {
                         throw DeviceError(device: node.readout, .invalidResponse, "measured \(m.outcome) (\(m.counts) counts); an outcome is +1 or −1")
                     }
                     outcomes.append(m.outcome)
                     counts.append(m.counts)
+                }
+                // An outage during the loop or the readout: the qubits may have been put safe
+                // (and restored) in between, so the herald is not recorded.
+                let outaged = outageLinks(linked, before: outagesBefore)
+                if !outaged.isEmpty {
+                    try await recordOutage(outaged, fromPs: loopStartPs, toPs: nowPs, detail: "during an attempt loop; its herald is dropped")
+                    continue attempting
                 }
                 try await emit(
                     .herald(
@@ -526,8 +566,18 @@ public final class RunEngine: Sendable {
                 sinceHerald = 0
             }
             // The analyser's clicks reach the consumers in batches, not once per herald.
-            if heralds % 256 == 0 || done() { _ = try await collect(link.tagger, state: &state) }
+            if heralds % 256 == 0 || done() {
+                let before = linked.map(\.linkOutages)
+                do {
+                    _ = try await collect(link.tagger, state: &state)
+                } catch {
+                    // The clicks stay on the station; the next collection brings them.
+                    if try await outageInterrupted(error, linked, before: before, atPs: nowPs) { continue attempting }
+                    throw error
+                }
+            }
         }
+        for l in linked { try await l.linkRestored() }
         _ = try await collect(link.tagger, state: &state)
         let endPs = nowPs
         let interval = AcquisitionInterval(startPs: startPs, stopPs: endPs, tags: 0)
@@ -556,6 +606,40 @@ public final class RunEngine: Sendable {
         state.tagCount += block.count
         try await emit(.acquired(AcquisitionRecord(device: name, startPs: interval.startPs, stopPs: interval.stopPs, counted: true)))
         return (interval.startPs, interval.stopPs)
+    }
+
+    // MARK: Links that may drop and come back
+
+    /// The devices whose node may be reconnected within the run (`on_loss: {reconnect_within: …}`).
+    var reconnectingLinks: [any LinkReporting] {
+        order.compactMap { devices[$0] as? any LinkReporting }.filter(\.reconnects)
+    }
+
+    /// The links (by name) whose outage count moved since `before`.
+    func outageLinks(_ linked: [any LinkReporting], before: [Int]) -> [String] {
+        var names: [String] = []
+        for (l, b) in zip(linked, before) where l.linkOutages != b && !names.contains(l.linkName) { names.append(l.linkName) }
+        return names
+    }
+
+    /// Whether `error` came from an outage that is now over: waits for every link (throwing
+    /// when one is lost for good), then records the outage. False for every other error.
+    func outageInterrupted(_ error: any Error, _ linked: [any LinkReporting], before: [Int], atPs: Int64) async throws -> Bool {
+        guard !linked.isEmpty, let e = error as? DeviceError, e.kind == .disconnected || e.kind == .timeout else { return false }
+        for l in linked { try await l.linkRestored() }
+        let outaged = outageLinks(linked, before: before)
+        guard !outaged.isEmpty else { return false }
+        try await recordOutage(outaged, fromPs: atPs, toPs: atPs, detail: "(\(e.device): \(e.detail))")
+        return true
+    }
+
+    /// An outage as a pause of the run, like an interlock's: what it overlapped did not count.
+    func recordOutage(_ links: [String], fromPs: Int64, toPs: Int64, detail: String) async throws {
+        let what = links.joined(separator: ", ")
+        logger.warning("\(what): link lost and reconnected \(detail)")
+        try await emit(.log("paused: \(what) lost its link and reconnected \(detail)"))
+        try await emit(
+            .pause(PauseRecord(interlock: what, condition: "link lost and reconnected", startPs: fromPs, stopPs: toPs, resumed: true)))
     }
 
     func violatedInterlock() async throws -> Interlock? {

@@ -5,7 +5,7 @@ import Testing
 /// coordinator, the simulated world, nodes alice and bob, the analyser station), issues
 /// certificates, runs one `herald node serve` per host, and checks the heralded-entanglement
 /// experiment across them against the single-process run, a node killed and a link cut
-/// mid-run, the coordinator killed (nodes safe within the lease + 1 s), refused clients, and
+/// mid-run, a link that drops and comes back under a reconnection policy, the coordinator killed (nodes safe within the lease + 1 s), refused clients, and
 /// garbage at a node's port. Where namespaces cannot be made (not root) it says so and skips.
 @Suite(.serialized) struct NodeNetworkTests {
     @Test func theTwoNodeExperimentAcrossHostsAndItsFailures() async throws {
@@ -22,6 +22,12 @@ import Testing
         let measured = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] ?? [:]
         print("node checks: \(line)")
         #expect(measured["same_result"] as? String == "identical figures and tags")
+        // A link down for 2.5 s under `reconnect_within: 20 s`: the run succeeded (checked by the
+        // script), with the outage as one pause, and alice restored soon after its link came back
+        // (the reconnection's backoff is at most 2 s between attempts).
+        #expect(measured["link_flap_outage_pauses"] as? Int == 1)
+        let restored = try #require(measured["link_flap_restored_after_up_s"] as? Double)
+        #expect(restored <= 3.0, "alice restored \(restored) s after its link came back")
         for host in ["alice", "bob", "bsa"] {
             let after = try #require(measured["coord_killed_\(host)_safe_after_s"] as? Double)
             #expect(after <= 2.0, "\(host) safe \(after) s after the coordinator died (lease 1 s)")

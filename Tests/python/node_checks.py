@@ -16,6 +16,10 @@ Scenarios, each checked:
   node-killed    kill -9 of node alice mid-run: the run fails naming alice, promptly; bob's devices
                  are put safe; every herald recorded before is kept
   link-down      alice's link taken down mid-run: likewise
+  link-flap      with `on_loss: {reconnect_within: 20 s}` for alice, its link down for 2.5 s (longer
+                 than the lease, so alice puts its devices safe) and up again: the run carries on
+                 and succeeds with every herald it asked for; the outage is a pause in the file;
+                 alice's audit shows the lease expiring and the coordinator restoring its devices
   coord-killed   kill -9 of the coordinator: each node puts its devices safe within the lease + 1 s
   refused        an observer's run is refused; a certificate of another CA is refused
   garbage        random bytes and an oversized frame at alice's port: alice keeps serving
@@ -115,7 +119,7 @@ class Lab:
         c, k = self.cert(name)
         return f"tls: {{certificate: {c}, key: {k}, ca: {self.ca}}}\n"
 
-    def write_configs(self, experiment):
+    def write_configs(self, experiment, on_loss=None):
         text = open(experiment, encoding="utf-8").read()
         simulation = text[text.index("simulation:"):text.index("\ndevices:")]
         self.audit = {h: os.path.join(self.work, f"{h}-audit.jsonl") for h in ["world", "alice", "bob", "bsa"]}
@@ -140,7 +144,9 @@ class Lab:
                 f.write(config)
         # The script: the experiment's devices, each on its node.
         start, end = text.index("\ndevices:"), text.index("\nlinks:")
-        nodes = "\nnodes:\n" + "".join(f"  {h}: {{address: '{addr(h)}:{PORT}'}}\n" for h in lab_nodes)
+        on_loss = on_loss or {}
+        nodes = "\nnodes:\n" + "".join(
+            f"  {h}: {{address: '{addr(h)}:{PORT}'" + (f", on_loss: {on_loss[h]}" if h in on_loss else "") + "}\n" for h in lab_nodes)
         devices = ("\ndevices:\n"
                    "  entangler_a: {node: alice, driver: mock.entangler, settings: {node: alice}}\n"
                    "  entangler_b: {node: bob, driver: mock.entangler, settings: {node: bob}}\n"
@@ -264,7 +270,50 @@ def main():
             if scenario == "link-down":
                 ip("-n", f"{PREFIX}-alice", "link", "set", f"{PREFIX}alicev", "up")
 
-        # 4. The coordinator killed: every node puts its devices safe within the lease + 1 s.
+        # 4. A link that drops for longer than the lease and comes back, under a reconnect policy.
+        lab.write_configs(experiment, on_loss={"alice": "{reconnect_within: 20 s}"})
+        lab.start_all(seed=8)
+        out = os.path.join(work, "link-flap.h5")
+        wanted = 800  # about 11 s at the ~70 heralds/s of this set-up: the flap falls mid-run
+        coord = subprocess.Popen(lab.coordinator(out, "--set", f"heralds={wanted}"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(3)
+        t_down = time.time()
+        ip("-n", f"{PREFIX}-alice", "link", "set", f"{PREFIX}alicev", "down")
+        time.sleep(2.5)
+        ip("-n", f"{PREFIX}-alice", "link", "set", f"{PREFIX}alicev", "up")
+        t_up = time.time()
+        if coord.poll() is not None:
+            fail(f"link-flap: the run ended ({coord.returncode}) before the link came back: {coord.stderr.read()[-800:]}")
+        try:
+            _, err = coord.communicate(timeout=180)
+        except subprocess.TimeoutExpired:
+            coord.kill()
+            fail("link-flap: the run did not finish within 180 s of the link coming back")
+        if coord.returncode != 0:
+            fail(f"link-flap: the run failed ({coord.returncode}) although alice came back: {err[-1500:]}")
+        n, status, reason = heralds_in(out)
+        if status != "success" or n != wanted:
+            fail(f"link-flap: the file says {status} with {n} of {wanted} heralds: {reason}")
+        with h5py.File(out, "r") as f:
+            paused = f["user/herald/paused"]
+            names = [x.decode() if isinstance(x, bytes) else x for x in paused["interlock"][:]]
+            if not any("node alice" in x for x in names):
+                fail(f"link-flap: no pause records alice's outage: {names}")
+            if "failed_at" in f["user/herald/nodes/alice"].attrs:
+                fail("link-flap: the file marks alice as failed although it came back")
+        entries = audit(lab.audit["alice"])
+        expired = [e for e in entries if e["what"] == "lease" and e["result"].startswith("expired") and iso(e["time"]) >= t_down]
+        if not expired:
+            fail(f"link-flap: alice's lease did not expire during the 2.5 s outage: {entries[-8:]}")
+        restored = [e for e in entries if iso(e["time"]) >= t_up - 0.5 and e["what"].startswith(("connect", "configure"))
+                    and "coordinator" in e["who"]]
+        if not restored:
+            fail(f"link-flap: the coordinator did not restore alice's devices: {entries[-8:]}")
+        measured["link_flap_restored_after_up_s"] = round(iso(restored[0]["time"]) - t_up, 3)
+        measured["link_flap_outage_pauses"] = sum("node alice" in x for x in names)
+        lab.write_configs(experiment)
+
+        # 5. The coordinator killed: every node puts its devices safe within the lease + 1 s.
         lab.start_all(seed=7)
         out = os.path.join(work, "coord-killed.h5")
         coord = subprocess.Popen(lab.coordinator(out, "--set", "heralds=100000000"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -285,7 +334,7 @@ def main():
             if after > LEASE_S + 1.0:
                 fail(f"coord-killed: node {host} was safe only {after:.2f} s after the coordinator died (lease {LEASE_S} s)")
 
-        # 5. Refused: an observer's run; a certificate from another CA.
+        # 6. Refused: an observer's run; a certificate from another CA.
         out = os.path.join(work, "refused.h5")
         r = subprocess.run(lab.coordinator(out, who="monitor"), capture_output=True, text=True)
         if r.returncode == 0 or "observer" not in (r.stdout + r.stderr):
@@ -297,7 +346,7 @@ def main():
             fail(f"a client of another CA was not refused: {r.returncode} {r.stdout[-300:]} {r.stderr[-300:]}")
         measured["refused"] = "observer, other CA"
 
-        # 6. Garbage and an oversized frame at alice's port; alice keeps serving.
+        # 7. Garbage and an oversized frame at alice's port; alice keeps serving.
         garbage = ("import os, socket\n"
                    f"for payload in [os.urandom(100000), b'PRI * HTTP/2.0\\r\\n\\r\\nSM\\r\\n\\r\\n' + b'\\x00\\xff\\xff\\xff\\x00\\x00\\x00\\x00\\x01' + os.urandom(1 << 20)]:\n"
                    f"    s = socket.create_connection(('{addr('alice')}', {PORT}), timeout=5)\n"

@@ -487,6 +487,11 @@ public nonisolated struct Herald_Node_V1_LeaseBeat: Sendable {
   /// How long the node keeps the lease without a beat.
   public var leaseMs: Int64 = 0
 
+  /// On a new stream's first beat: the token of the lease this coordinator held before its
+  /// connection dropped. If that lease is still live, the new stream carries it on, its devices
+  /// untouched; if it expired, the devices were put safe and the new stream starts a new lease.
+  public var resumeToken: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -504,10 +509,14 @@ public nonisolated struct Herald_Node_V1_LeaseStatus: Sendable {
   /// Who holds the node's lease (the controller's certificate subject).
   public var holder: String = String()
 
-  /// This lease's token, new for every lease stream: a session presents it in its opening
-  /// command, an acquisition or a collection in its request. A second coordinator with the same
-  /// certificate gets a lease of its own, and the first one's token stops working.
+  /// This lease's token, new for every lease (a resumed one keeps its own): a session presents
+  /// it in its opening command, an acquisition or a collection in its request. A second
+  /// coordinator with the same certificate gets a lease of its own, and the first one's token
+  /// stops working.
   public var token: String = String()
+
+  /// True when this stream carried on the lease named by the first beat's resume_token.
+  public var resumed: Bool = false
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1757,7 +1766,7 @@ nonisolated extension Herald_Node_V1_TagBatch: SwiftProtobuf.Message, SwiftProto
 
 nonisolated extension Herald_Node_V1_LeaseBeat: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".LeaseBeat"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}sequence\0\u{3}lease_ms\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}sequence\0\u{3}lease_ms\0\u{3}resume_token\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1767,6 +1776,7 @@ nonisolated extension Herald_Node_V1_LeaseBeat: SwiftProtobuf.Message, SwiftProt
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularInt64Field(value: &self.sequence) }()
       case 2: try { try decoder.decodeSingularInt64Field(value: &self.leaseMs) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.resumeToken) }()
       default: break
       }
     }
@@ -1779,12 +1789,16 @@ nonisolated extension Herald_Node_V1_LeaseBeat: SwiftProtobuf.Message, SwiftProt
     if self.leaseMs != 0 {
       try visitor.visitSingularInt64Field(value: self.leaseMs, fieldNumber: 2)
     }
+    if !self.resumeToken.isEmpty {
+      try visitor.visitSingularStringField(value: self.resumeToken, fieldNumber: 3)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Herald_Node_V1_LeaseBeat, rhs: Herald_Node_V1_LeaseBeat) -> Bool {
     if lhs.sequence != rhs.sequence {return false}
     if lhs.leaseMs != rhs.leaseMs {return false}
+    if lhs.resumeToken != rhs.resumeToken {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1792,7 +1806,7 @@ nonisolated extension Herald_Node_V1_LeaseBeat: SwiftProtobuf.Message, SwiftProt
 
 nonisolated extension Herald_Node_V1_LeaseStatus: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".LeaseStatus"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}sequence\0\u{1}granted\0\u{1}holder\0\u{1}token\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}sequence\0\u{1}granted\0\u{1}holder\0\u{1}token\0\u{1}resumed\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1804,6 +1818,7 @@ nonisolated extension Herald_Node_V1_LeaseStatus: SwiftProtobuf.Message, SwiftPr
       case 2: try { try decoder.decodeSingularBoolField(value: &self.granted) }()
       case 3: try { try decoder.decodeSingularStringField(value: &self.holder) }()
       case 4: try { try decoder.decodeSingularStringField(value: &self.token) }()
+      case 5: try { try decoder.decodeSingularBoolField(value: &self.resumed) }()
       default: break
       }
     }
@@ -1822,6 +1837,9 @@ nonisolated extension Herald_Node_V1_LeaseStatus: SwiftProtobuf.Message, SwiftPr
     if !self.token.isEmpty {
       try visitor.visitSingularStringField(value: self.token, fieldNumber: 4)
     }
+    if self.resumed != false {
+      try visitor.visitSingularBoolField(value: self.resumed, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1830,6 +1848,7 @@ nonisolated extension Herald_Node_V1_LeaseStatus: SwiftProtobuf.Message, SwiftPr
     if lhs.granted != rhs.granted {return false}
     if lhs.holder != rhs.holder {return false}
     if lhs.token != rhs.token {return false}
+    if lhs.resumed != rhs.resumed {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
