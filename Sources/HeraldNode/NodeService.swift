@@ -629,8 +629,9 @@ public struct NodeService: Herald_Node_V1_Node.SimpleServiceProtocol {
 
     public func watch(request: Herald_Node_V1_WatchRequest, response: RPCWriter<Herald_Node_V1_NodeEvent>, context: ServerContext) async throws {
         let who = try caller(context)
-        await agent.record(who: who.subject, what: "watch", device: "", result: "subscribed")
+        // Subscribed first: the watcher's own subscription is its first event.
         let (id, events) = await agent.watch()
+        await agent.record(who: who.subject, what: "watch", device: "", result: "subscribed")
         let agent = self.agent
         // A cancelled call (the watcher gone) ends the subscription.
         await withRPCCancellationHandler {

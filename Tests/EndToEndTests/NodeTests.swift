@@ -12,7 +12,7 @@ import Testing
 /// The node agent over real gRPC with mutual TLS on loopback: remote devices behave like local
 /// ones (the same tags bit for bit), roles and the lab CA are enforced, retried commands are
 /// not applied twice, and a coordinator that vanishes leaves the node's devices safe.
-@Suite(.serialized) struct NodeTests {
+@Suite(.serialized, .timeLimit(.minutes(2))) struct NodeTests {
     struct Lab: Sendable {
         let dir: URL
         let ca: LabCA
@@ -187,5 +187,151 @@ import Testing
             // The lease was last renewed at most a quarter of its length before the drop.
             #expect(after < .milliseconds(500) + .seconds(1), "safe after \(after)")
         }
+    }
+
+    /// Two coordinators with one certificate (a restarted one, or a second started by mistake):
+    /// the second lease replaces the first, whose devices go safe, and whose session and beats
+    /// are refused from then on. Leases keyed by the certificate alone would let both drive.
+    @Test func aSecondSessionOfOneCertificateReplacesTheFirst() async throws {
+        let lab = try Lab()
+        defer { try? FileManager.default.removeItem(at: lab.dir) }
+        let world = SimulatedLab(seed: 1)
+        let agent = NodeAgent(name: "alice", devices: try Self.devices(lab: world))
+        try await Self.serving(agent, lab.security(lab.node)) { port in
+            let first = try RemoteNode(name: "alice", host: "127.0.0.1", port: port, security: lab.security(lab.controller))
+            let second = try RemoteNode(name: "alice", host: "127.0.0.1", port: port, security: lab.security(lab.controller))
+            defer {
+                first.close()
+                second.close()
+            }
+            let descriptor = try await first.describe(timeout: .seconds(60))[0].descriptor
+            try await first.takeLease(length: .seconds(10), lossAfter: .seconds(30))
+            let pumpByFirst = RemoteDevice(name: "pump", descriptor: descriptor, channels: 0, node: first, timeout: .seconds(60))
+            try await pumpByFirst.set("power", to: .quantity(Quantity(5e-3, .power)))
+            try await pumpByFirst.set("enabled", to: .bool(true))
+            #expect(await world.pump.enabled)
+            try await second.takeLease(length: .seconds(10), lossAfter: .seconds(30))
+            // The replaced session's devices were put safe.
+            #expect(await !world.pump.enabled)
+            do {
+                try await pumpByFirst.set("enabled", to: .bool(true))
+                Issue.record("the replaced session still drives the pump")
+            } catch let e as DeviceError {
+                #expect(e.detail.contains("replaced") || e.kind == .disconnected, "\(e)")
+            }
+            #expect(await !world.pump.enabled)
+            // Its next beat is answered "replaced": the first coordinator learns it lost the node.
+            let lost = await first.lost()
+            #expect(lost.detail.contains("another session of the same certificate"), "\(lost)")
+            let pumpBySecond = RemoteDevice(name: "pump", descriptor: descriptor, channels: 0, node: second, timeout: .seconds(60))
+            try await pumpBySecond.set("enabled", to: .bool(true))
+            #expect(await world.pump.enabled)
+        }
+    }
+
+    /// An observer watches what the node does: a controller's commands arrive as events with
+    /// who, what and the result; the observer still may not command anything.
+    @Test func anObserverWatchesTheNodesCommands() async throws {
+        let lab = try Lab()
+        defer { try? FileManager.default.removeItem(at: lab.dir) }
+        let agent = NodeAgent(name: "alice", devices: try Self.devices(lab: SimulatedLab(seed: 1)))
+        try await Self.serving(agent, lab.security(lab.node)) { port in
+            let observer = try RemoteNode(name: "alice", host: "127.0.0.1", port: port, security: lab.security(lab.observer))
+            let controller = try RemoteNode(name: "alice", host: "127.0.0.1", port: port, security: lab.security(lab.controller))
+            defer {
+                observer.close()
+                controller.close()
+            }
+            let (events, seen) = AsyncStream<Herald_Node_V1_NodeEvent>.makeStream()
+            let subscribed = AsyncStream<Void>.makeStream()
+            let watching = Task {
+                try await observer.node.watch(.init(), options: observer.options(timeout: .seconds(60))) { response in
+                    for try await event in response.messages {
+                        if event.what == "watch" { subscribed.continuation.yield() }
+                        seen.yield(event)
+                    }
+                }
+            }
+            defer { watching.cancel() }
+            // Subscribed once the watcher's own event comes back.
+            for await _ in subscribed.stream { break }
+            try await controller.takeLease(length: .seconds(10), lossAfter: .seconds(30))
+            let descriptor = try await controller.describe(timeout: .seconds(60))[0].descriptor
+            let pump = RemoteDevice(name: "pump", descriptor: descriptor, channels: 0, node: controller, timeout: .seconds(60))
+            try await pump.set("enabled", to: .bool(true))
+            _ = try await pump.get("enabled")
+            var got: [Herald_Node_V1_NodeEvent] = []
+            for await e in events {
+                got.append(e)
+                if e.what.hasPrefix("get enabled") { break }
+            }
+            let set = try #require(got.first { $0.what.hasPrefix("set enabled") })
+            #expect(set.who.contains("coordinator") && set.device == "pump" && set.result == "ok")
+            #expect(got.contains { $0.what == "lease" && $0.result.hasPrefix("granted") })
+            #expect(got.allSatisfy { $0.dropped == 0 })
+            // Watching gives no control.
+            let asObserver = RemoteDevice(name: "pump", descriptor: descriptor, channels: 0, node: observer, timeout: .seconds(60))
+            await #expect(throws: DeviceError.self) { try await asObserver.set("enabled", to: .bool(false)) }
+        }
+    }
+
+    /// A coordinator whose connection dropped and came back within its lease carries the lease
+    /// on: its devices stay as they were. One that comes back after the lease expired starts a
+    /// new one, its devices already safe.
+    @Test func aLeaseIsResumedOnlyWhileItIsLive() async throws {
+        let world = SimulatedLab(seed: 1)
+        let agent = NodeAgent(name: "alice", devices: try Self.devices(lab: world))
+        let who = Caller(subject: "CN=coordinator", role: .controller)
+        let grant = await agent.beat(holder: who.subject, length: .milliseconds(300), first: true, token: "t1")
+        #expect(grant.granted && grant.token == "t1")
+        _ = try await agent.command(who, token: "t1", requestID: "", what: "set", device: "pump") { try await $0.set("enabled", to: .bool(true)) }
+        #expect(await world.pump.enabled)
+        // A new stream naming the live lease: carried on, the pump untouched.
+        let resumed = await agent.beat(holder: who.subject, length: .milliseconds(300), first: true, token: "t2", resume: "t1")
+        #expect(resumed.granted && resumed.resumed && resumed.token == "t1")
+        #expect(await world.pump.enabled)
+        // Past the lease: it expires (the pump goes safe), and naming it later starts afresh.
+        try await Task.sleep(for: .milliseconds(400))
+        await agent.checkLease()
+        #expect(await !world.pump.enabled)
+        let late = await agent.beat(holder: who.subject, length: .milliseconds(300), first: true, token: "t3", resume: "t1")
+        #expect(late.granted && !late.resumed && late.token == "t3")
+        // The old token commands nothing.
+        await #expect(throws: RPCError.self) {
+            _ = try await agent.command(who, token: "t1", requestID: "", what: "set", device: "pump") { try await $0.set("enabled", to: .bool(true)) }
+        }
+        #expect(await !world.pump.enabled)
+    }
+
+    /// `on_loss:` is checked like every other key, at its line and column, and compiles to the
+    /// node's policy.
+    @Test func theLossPolicyIsValidatedAtItsPlace() throws {
+        var compiler = Herald.compiler(registry: Herald.descriptorRegistry)
+        compiler.nodeCatalogue = ["alice": [:], "bob": [:], "carol": [:], "dave": [:]]
+        let text = """
+            herald: 1
+            name: policies
+            nodes:
+              alice: {address: '127.0.0.1:50051', on_loss: {reconnect_within: 30 s}}
+              bob: {address: '127.0.0.1:50052', on_loss: fail}
+              carol: {address: '127.0.0.1:50053', on_loss: maybe}
+              dave: {address: '127.0.0.1:50054', on_loss: {reconnect_within: 2 h}}
+            devices: {}
+            steps: []
+            """
+        do {
+            _ = try compiler.compile(text: text, file: "policies.yaml", mock: false)
+            Issue.record("the script compiled")
+        } catch let errors as ScriptErrors {
+            let text = errors.diagnostics.map { "\($0.location.line):\($0.location.column) \($0.message)" }
+            #expect(errors.diagnostics.contains { $0.location.line == 6 && $0.message.contains("'fail' or {reconnect_within") }, "\(text)")
+            #expect(errors.diagnostics.contains { $0.location.line == 7 && $0.message.contains("between 1 s and 1 h") }, "\(text)")
+            #expect(!errors.diagnostics.contains { $0.location.line == 4 || $0.location.line == 5 }, "\(text)")
+        }
+        let good = try compiler.compile(
+            text: text.replacingOccurrences(of: "on_loss: maybe", with: "on_loss: fail").replacingOccurrences(of: "2 h", with: "10 min"),
+            file: "policies.yaml", mock: false)
+        let policies = Dictionary(uniqueKeysWithValues: good.plan.nodes.map { ($0.name, $0.reconnectWithin) })
+        #expect(policies["alice"] == .some(.seconds(30)) && policies["bob"] == .some(nil) && policies["dave"] == .some(.seconds(600)))
     }
 }
