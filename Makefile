@@ -65,6 +65,7 @@ fuzz: deps
 	.build/debug/herald-fuzz script --iterations $(FUZZ_RUNS) --work .fuzz/script Experiments/*.yaml
 	.build/debug/herald-fuzz csv --iterations $(FUZZ_RUNS) --work .fuzz/csv Tests/Fuzz/corpus/*.csv
 	.build/debug/herald-fuzz runfile --iterations $(FUZZ_RUNS) --work .fuzz/runfile Tests/Fuzz/corpus/run-tomography-16.h5 Tests/Fuzz/corpus/run-heralds.h5
+	.build/debug/herald-fuzz node --iterations $(FUZZ_RUNS) --work .fuzz/node Tests/Fuzz/corpus/node-*.bin
 
 # Regenerates the node protocol's Swift from Protos/ (committed: the plugin build is too slow
 # for CI). Needs protoc (Debian protobuf-compiler) and the two plugins, built once with

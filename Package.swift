@@ -141,7 +141,10 @@ let package = Package(
         // Bounded corpus-mutation fuzzing of every input parser (make fuzz; a short run in make test).
         .executableTarget(
             name: "HeraldFuzz",
-            dependencies: ["HeraldAnalysis", "HeraldCore", "HeraldRunner", "HeraldRunReader", "HeraldScript", "HeraldStore", "HeraldTTTR"],
+            dependencies: [
+                "HeraldAnalysis", "HeraldCore", "HeraldRunner", "HeraldRunReader", "HeraldScript", "HeraldStore", "HeraldTTTR", "HeraldNode",
+                "HeraldNodeProtocol", "SimulatedLab",
+            ],
             swiftSettings: swiftSettings),
         .executableTarget(
             name: "HeraldBench", dependencies: ["HeraldAnalysis", "HeraldCore", "HeraldHDF5", "HeraldTTTR", "SimulatedLab", "HeraldNode", "HeraldNodeProtocol"],

@@ -9,6 +9,11 @@
 //   script   experiment scripts through the validator (mock and hardware), as `herald validate`
 //   csv      tomography count tables: parse, then linear and maximum-likelihood fits
 //   runfile  Herald run files through `herald analyze` (summary, recount) and `herald recover`
+//   node     node-protocol messages as a node or a coordinator receives them: tag batches
+//            (decoded), describe responses (every descriptor), and session commands run by a
+//            node agent on simulated devices, under a controller's lease. The seed's name says
+//            which message it holds (node-batch*, node-describe*, node-command*); make seeds with
+//            `herald-fuzz node-seeds DIR`
 //
 // Each iteration mutates one seed (bit flips, extreme numbers, truncation, duplicated or
 // deleted spans) and hands it to the parser. An error is the expected outcome for most
@@ -25,6 +30,10 @@ import HeraldScript
 import HeraldRunReader
 import HeraldStore
 import HeraldTTTR
+import HeraldNode
+import HeraldNodeProtocol
+import SimulatedLab
+import SwiftProtobuf
 
 struct Generator: RandomNumberGenerator {
     var state: UInt64
@@ -137,10 +146,59 @@ func parseArguments() -> Options? {
     return o
 }
 
+/// The node target's lab: two nodes joined by a link, so its entangler and readout work.
+func nodeLab() -> SimulatedLab {
+    var net = NetworkParameters()
+    for name in ["alice", "bob"] { net.nodes[name] = QuantumNodeParameters(name: name) }
+    net.links["ab"] = QuantumLinkParameters(name: "ab", nodes: ["alice", "bob"], fibres: [FibreParameters(), FibreParameters()], analyser: AnalyserParameters())
+    return SimulatedLab(network: net, seed: 1)
+}
+
+/// The node target's devices: one of each kind a node serves, on a simulated lab.
+func nodeDevices(_ lab: SimulatedLab) throws -> [any Device] {
+    let registry = Herald.registry(lab: lab)
+    return try [("pump", "mock.laser"), ("tagger", "mock.timetagger"), ("entangler", "mock.entangler"), ("readout", "mock.qubit-readout")]
+        .compactMap { name, driver in
+            try registry.entry(driver)?.make(DeviceConfig(name: name, driver: driver, settings: driver.hasPrefix("mock.e") || driver.hasPrefix("mock.q") ? ["node": .text("alice")] : [:]))
+        }
+}
+
+/// Seeds for the node target: one message of each kind, as the protocol carries them.
+func writeNodeSeeds(to dir: String) async throws {
+    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    var ts: [Int64] = [], cs: [UInt8] = []
+    var t: Int64 = 1_000
+    for i in 0..<2_000 {
+        t += Int64(37 + (i * 7919) % 90_000)
+        ts.append(t)
+        cs.append(UInt8(1 + i % 4))
+    }
+    let block = TagBlock(timestamps: ts, channels: cs, excluded: [ExcludedInterval(startPs: 2_000, stopPs: 3_000, reason: "overflow")])
+    func write(_ m: some SwiftProtobuf.Message, _ name: String) throws {
+        try Data(m.serializedBytes() as [UInt8]).write(to: URL(fileURLWithPath: dir + "/" + name))
+    }
+    try write(try TagCodec.encode(block), "node-batch.bin")
+    try write(await NodeAgent(name: "seed", devices: try nodeDevices(nodeLab())).description, "node-describe.bin")
+    let commands: [(String, Herald_Node_V1_Command)] = [
+        ("set", .with { $0.call = 1; $0.set = .with { $0.requestID = "r1"; $0.device = "pump"; $0.property = "power"; $0.value = .init(.quantity(Quantity(5e-3, .power))) } }),
+        ("get", .with { $0.call = 2; $0.get = .with { $0.device = "pump"; $0.property = "enabled" } }),
+        ("configure", .with { $0.call = 3; $0.configure = .with { $0.requestID = "r3"; $0.device = "entangler"; $0.configuration = .with { c in
+            c.link = "ab"; c.nodes = ["alice", "bob"]; c.cyclePs = 1_000_000; c.windowLengthPs = 50_000; c.timeoutPs = 1_000_000_000
+            c.patterns = [.with { $0.channels = [1, 2] }] } } }),
+        ("measure", .with { $0.call = 4; $0.measure = .with { $0.requestID = "r4"; $0.device = "readout"; $0.basis = "Z" } }),
+    ]
+    for (name, c) in commands { try write(c, "node-command-\(name).bin") }
+}
+
+if CommandLine.arguments.dropFirst().first == "node-seeds", let dir = CommandLine.arguments.dropFirst(2).first {
+    try await writeNodeSeeds(to: dir)
+    exit(0)
+}
+
 guard let options = parseArguments(), !options.seeds.isEmpty,
-    ["tttr", "script", "csv", "runfile"].contains(options.target)
+    ["tttr", "script", "csv", "runfile", "node"].contains(options.target)
 else {
-    FileHandle.standardError.write(Data("usage: herald-fuzz tttr|script|csv|runfile --iterations N [--seed S] [--work DIR] SEED...\n".utf8))
+    FileHandle.standardError.write(Data("usage: herald-fuzz tttr|script|csv|runfile|node --iterations N [--seed S] [--work DIR] SEED...\n".utf8))
     exit(64)
 }
 try FileManager.default.createDirectory(atPath: options.work, withIntermediateDirectories: true)
@@ -155,6 +213,11 @@ if options.target == "script", let first = options.seeds.first {
     try? FileManager.default.removeItem(atPath: scriptFolder)
     try FileManager.default.copyItem(atPath: URL(fileURLWithPath: first).deletingLastPathComponent().path, toPath: scriptFolder)
 }
+// The node target's agent: simulated devices, and a controller holding a long lease.
+let nodeAgent = options.target == "node" ? NodeAgent(name: "fuzz", devices: try nodeDevices(nodeLab())) : nil
+let nodeService = nodeAgent.map { NodeService(agent: $0) }
+let fuzzController = Caller(subject: "CN=fuzz", role: .controller)
+await nodeAgent?.grantLease(holder: fuzzController.subject, length: .seconds(86_400), token: "fuzz")
 let started = Date()
 
 @MainActor func note(_ error: any Error) {
@@ -195,6 +258,29 @@ for iteration in 0..<options.iterations {
             for estimator in [Estimator.linear, .mle] {
                 _ = try Tomography.reconstruct(
                     table.projections, options: TomographyOptions(estimator: estimator, scales: table.scales))
+            }
+        case "node":
+            // Half the inputs are mutated as bytes (most then fail protobuf's own parsing); the
+            // other half as the message's text form, so well-formed messages with extreme or
+            // inconsistent fields reach Herald's decoders and the node's command handling.
+            func message<M: SwiftProtobuf.Message>(_ type: M.Type) throws -> M {
+                if iteration % 2 == 0 {
+                    let mutated = mutateBytes(seeds[k], hotRegion: 4096, &rng)
+                    try Data(mutated).write(to: URL(fileURLWithPath: current))
+                    return try M(serializedBytes: mutated)
+                }
+                let text = mutateText(try M(serializedBytes: seeds[k]).textFormatString(), &rng)
+                try Data(text.utf8).write(to: URL(fileURLWithPath: current + ".txt"))
+                return try M(textFormatString: text)
+            }
+            if seedName.hasPrefix("node-batch") {
+                _ = try TagCodec.decode(try message(Herald_Node_V1_TagBatch.self))
+            } else if seedName.hasPrefix("node-describe") {
+                let d = try message(Herald_Node_V1_DescribeResponse.self)
+                for device in d.devices { _ = try device.driver.decoded(node: "fuzz") }
+            } else if let nodeService {
+                let reply = await nodeService.handle(try message(Herald_Node_V1_Command.self), caller: fuzzController, token: "fuzz")
+                if case .error(let e)? = reply.kind { throw NodeProtocolError(e.message) }
             }
         default:  // runfile
             let mutated = mutateBytes(seeds[k], hotRegion: 16384, &rng)

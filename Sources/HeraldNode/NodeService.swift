@@ -129,6 +129,11 @@ public actor NodeAgent {
         return Grant(granted: true, holder: holder, token: token)
     }
 
+    /// Grants a lease outside a lease stream (the fuzzer's controller), with its token.
+    public func grantLease(holder: String, length: Duration, token: String) async {
+        _ = await beat(holder: holder, length: length, first: true, token: token)
+    }
+
     /// A clean release (the coordinator put its devices safe itself): its devices are free.
     func release(holder: String, token: String) {
         guard leases[holder]?.token == token else { return }
@@ -327,6 +332,11 @@ public actor NodeAgent {
 public struct Caller: Sendable {
     public var subject: String
     public var role: NodeRole
+
+    public init(subject: String, role: NodeRole) {
+        self.subject = subject
+        self.role = role
+    }
 }
 
 /// The node's gRPC service over its agent.
@@ -413,6 +423,13 @@ public struct NodeService: Herald_Node_V1_Node.SimpleServiceProtocol {
         await calls.cancelAll()
         out.finish()
         try? await writer.value
+    }
+
+    /// One session command outside a stream, as the session would run it (tools, and the
+    /// fuzzer, which feeds it mutated messages).
+    public func handle(_ command: Herald_Node_V1_Command, caller: Caller, token: String) async -> Herald_Node_V1_Reply {
+        guard let kind = command.kind else { return .refusal(command.call, .invalidArgument, "a command with nothing in it") }
+        return await execute(kind, call: command.call, caller: caller, token: token)
     }
 
     /// One session command, as its reply: refusals (authorisation, lease, arguments) travel as

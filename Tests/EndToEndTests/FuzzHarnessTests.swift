@@ -20,12 +20,15 @@ import Testing
         case "csv":
             return try FileManager.default.contentsOfDirectory(atPath: corpus.path).filter { $0.hasSuffix(".csv") }.sorted()
                 .map { corpus.appendingPathComponent($0).path }
+        case "node":
+            return try FileManager.default.contentsOfDirectory(atPath: corpus.path).filter { $0.hasPrefix("node-") }.sorted()
+                .map { corpus.appendingPathComponent($0).path }
         default:
             return ["run-tomography-16.h5", "run-heralds.h5"].map { corpus.appendingPathComponent($0).path }
         }
     }
 
-    @Test(arguments: [("tttr", 2000), ("script", 2000), ("csv", 1000), ("runfile", 2000)])
+    @Test(arguments: [("tttr", 2000), ("script", 2000), ("csv", 1000), ("runfile", 2000), ("node", 4000)])
     func mutatedInputsNeverCrashOrHang(target: String, executions: Int) async throws {
         let dir = try Paths.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }
