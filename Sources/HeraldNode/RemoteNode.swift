@@ -451,6 +451,24 @@ public final class RemoteNode: Sendable {
         return DeviceError(device: name, .disconnected, "node \(name) was lost")
     }
 
+    /// The node's events from now on (every command it executes and every lease event, as its
+    /// audit log records them), until `handle` returns false or the node ends the stream.
+    /// Observers may watch; `dropped` counts events the node dropped before this one because
+    /// this watcher was behind.
+    public func watch(_ handle: @escaping @Sendable (AuditEntry, _ dropped: Int64) async -> Bool) async throws {
+        do {
+            try await node.watch(.init(), options: options(timeout: .seconds(365 * 86_400))) { response in
+                for try await e in response.messages {
+                    let entry = AuditEntry(
+                        time: Date(timeIntervalSince1970: Double(e.timeUnixMs) / 1000), who: e.who, what: e.what, device: e.device, result: e.result)
+                    if !(await handle(entry, e.dropped)) { return }
+                }
+            }
+        } catch let e as RPCError {
+            throw NodeError("node \(name) at \(address): \(e.message.isEmpty ? "\(e.code)" : e.message)")
+        }
+    }
+
     public func close() {
         release()
         connections.cancel()

@@ -1,14 +1,16 @@
 import ArgumentParser
 import Foundation
+import HeraldCore
 import HeraldNode
 import HeraldRunner
+import Synchronization
 
 struct NodeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "node",
         abstract: "Serve this host's devices to a coordinator, and manage the lab's certificates.",
         discussion: "See docs/nodes.md.",
-        subcommands: [NodeServe.self, NodeCA.self, NodeIssue.self])
+        subcommands: [NodeServe.self, NodeWatch.self, NodeCA.self, NodeIssue.self])
 }
 
 struct NodeServe: AsyncParsableCommand {
@@ -32,6 +34,61 @@ struct NodeServe: AsyncParsableCommand {
             // Unbuffered, so a supervisor (or a test) reading the pipe sees it at once.
             FileHandle.standardOutput.write(Data("listening on \(port)\n".utf8))
         }
+    }
+}
+
+struct NodeWatch: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "watch",
+        abstract: "Print what a node does as it happens: every command it executes, and its lease events.",
+        discussion: """
+            An observer's certificate is enough (`herald node issue --role observer`): watching controls \
+            nothing. One line an event: time, who, what, device and result; --json prints the audit log's JSON.
+            """)
+
+    @Argument(help: "The node's HOST:PORT.") var address: String
+    @OptionGroup var client: NodeClientOptions
+    @Option(name: .long, help: "Stop after this many events.") var count: Int?
+    @Flag(name: .long, help: "One JSON object a line, as in the node's audit log.") var json = false
+
+    func run() async throws {
+        guard let target = NodeAddress.parse(name: address, address) else { throw ValidationError("the node's address is HOST:PORT, got '\(address)'") }
+        guard let security = try client.security else { throw ValidationError("give a certificate (--cert, --key, --ca), or --plaintext-loopback") }
+        let node = try RemoteNode(name: address, host: target.host, port: target.port, security: security)
+        defer { node.close() }
+        let limit = count
+        let json = self.json
+        let seen = Counter()
+        try await mappingErrors {
+            try await node.watch { entry, dropped in
+                if dropped > 0 { FileHandle.standardError.write(Data("(\(dropped) events dropped: this watcher fell behind)\n".utf8)) }
+                FileHandle.standardOutput.write(Data((json ? entry.jsonLine : entry.textLine).utf8))
+                let n = seen.increment()
+                return limit.map { n < $0 } ?? true
+            }
+        }
+    }
+}
+
+/// A count shared with a @Sendable closure.
+final class Counter: Sendable {
+    private let value = Mutex(0)
+    func increment() -> Int { value.withLock { $0 += 1; return $0 } }
+}
+
+extension AuditEntry {
+    var textLine: String {
+        let f = ISO8601DateFormatter()
+        f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        return "\(f.string(from: time))  \(who)  \(what)\(device.isEmpty ? "" : "  " + device)  \(result)\n"
+    }
+
+    var jsonLine: String {
+        let f = ISO8601DateFormatter()
+        f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        let fields: [String: String] = ["time": f.string(from: time), "who": who, "what": what, "device": device, "result": result]
+        guard let data = try? JSONSerialization.data(withJSONObject: fields, options: [.sortedKeys]) else { return "{}\n" }
+        return String(decoding: data, as: UTF8.self) + "\n"
     }
 }
 

@@ -334,4 +334,49 @@ import Testing
         let policies = Dictionary(uniqueKeysWithValues: good.plan.nodes.map { ($0.name, $0.reconnectWithin) })
         #expect(policies["alice"] == .some(.seconds(30)) && policies["bob"] == .some(nil) && policies["dave"] == .some(.seconds(600)))
     }
+
+    /// An instrument that takes its time to answer a set, and says when it was put safe.
+    final class SlowInstrument: Device, @unchecked Sendable {
+        let name = "stage"
+        let descriptor = DriverDescriptor(
+            id: "test.slow", version: "1", summary: "answers a set after 30 s", kind: .laser,
+            properties: [PropertySpec("enabled", .bool, settable: true)])
+        let safe = Mutex(0)
+        func connect() async throws {}
+        func set(_ property: String, to value: Value) async throws { try await Task.sleep(for: .seconds(30)) }
+        func get(_ property: String) async throws -> Value { .bool(false) }
+        func enterSafeState() async throws { safe.withLock { $0 += 1 } }
+        func disconnect() async {}
+    }
+
+    /// A call the coordinator gives up on (its deadline passed) is cancelled on the node, and
+    /// the device of that call is put safe: gRPC would not cancel the handler by itself.
+    @Test func anAbandonedCallPutsItsDeviceSafe() async throws {
+        let lab = try Lab()
+        defer { try? FileManager.default.removeItem(at: lab.dir) }
+        let instrument = SlowInstrument()
+        let agent = NodeAgent(name: "alice", devices: [instrument])
+        try await Self.serving(agent, lab.security(lab.node)) { port in
+            let node = try RemoteNode(name: "alice", host: "127.0.0.1", port: port, security: lab.security(lab.controller))
+            defer { node.close() }
+            try await node.takeLease(length: .seconds(10), lossAfter: .seconds(30))
+            let stage = RemoteDevice(name: "stage", descriptor: instrument.descriptor, channels: 0, node: node, timeout: .milliseconds(300))
+            let asked = ContinuousClock.now
+            do {
+                try await stage.set("enabled", to: .bool(true))
+                Issue.record("a 30 s set answered within its 0.3 s deadline")
+            } catch let e as DeviceError {
+                #expect(e.kind == .timeout, "\(e)")
+            }
+            // The deadline (0.3 s, checked every 50 ms) cancels the call on the node, which puts the stage safe.
+            while instrument.safe.withLock({ $0 }) == 0, ContinuousClock.now - asked < .seconds(5) {
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            let after = ContinuousClock.now - asked
+            #expect(instrument.safe.withLock { $0 } == 1, "the stage was not put safe")
+            #expect(after < .seconds(2), "safe \(after) after the call")
+            // The session goes on: the next call is answered.
+            #expect(try await stage.get("enabled") == .bool(false))
+        }
+    }
 }

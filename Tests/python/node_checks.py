@@ -21,6 +21,7 @@ Scenarios, each checked:
                  and succeeds with every herald it asked for; the outage is a pause in the file;
                  alice's audit shows the lease expiring and the coordinator restoring its devices
   coord-killed   kill -9 of the coordinator: each node puts its devices safe within the lease + 1 s
+  watch          an observer's `herald node watch` on alice sees the run's commands as they happen
   refused        an observer's run is refused; a certificate of another CA is refused
   garbage        random bytes and an oversized frame at alice's port: alice keeps serving
 
@@ -219,9 +220,23 @@ def main():
         # 1. The same result as one process.
         lab.start_all(seed=5)
         hosts_out = os.path.join(work, "hosts.h5")
+        # An observer watches alice during the run (watching is all an observer may do).
+        mc, mk = lab.cert("monitor")
+        watcher = subprocess.Popen(in_ns("coord", herald, "node", "watch", f"{addr('alice')}:{PORT}", "--cert", mc, "--key", mk,
+                                         "--ca", lab.ca, "--json", "--count", "20"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(1)
         r = subprocess.run(lab.coordinator(hosts_out, "--set", "heralds=300"), capture_output=True, text=True)
         if r.returncode != 0:
             fail(f"the run over the hosts failed: {r.stdout[-500:]} {r.stderr[-1500:]}")
+        try:
+            watched, werr = watcher.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            watcher.kill()
+            fail("the observer's watch did not see 20 events of a 300-herald run")
+        events = [json.loads(l) for l in watched.splitlines() if l.strip()]
+        if watcher.returncode != 0 or len(events) != 20 or not any("coordinator" in e["who"] for e in events):
+            fail(f"the observer's watch: exit {watcher.returncode}, {len(events)} events {events[:3]} {werr[-300:]}")
+        measured["observer_watched_events"] = len(events)
         local_out = os.path.join(work, "local.h5")
         lab.run([herald, "run", experiment, "--mock", "--seed", "5", "--set", "heralds=300", "--out", local_out, "--overwrite"])
         a, b = analysis_values(hosts_out), analysis_values(local_out)
