@@ -260,6 +260,9 @@ public protocol LinkReporting: Device {
     var linkName: String { get }
     /// Returns at once while the link is up, or once it is back; throws when it is lost for good.
     func linkRestored() async throws
+    /// After a call failed at `since`: waits until the link has shown whether it is up or down
+    /// (a call can fail before the loss is noticed), then as ``linkRestored()``.
+    func linkSettled(since: ContinuousClock.Instant) async throws
 }
 
 /// Time-tagged photon detection events: parallel arrays, so blocks go to HDF5

@@ -142,6 +142,22 @@ public actor NodeAgent {
         record(who: holder, what: "lease", device: "", result: "released")
     }
 
+    /// A session ended (its stream broke or closed) with calls still running on `devices`: they
+    /// were cancelled and put safe. The lease ends with them, as if it had expired, so the
+    /// coordinator learns its devices were disturbed (its next beat is answered "expired") and,
+    /// with a reconnection policy, restores them on a new lease instead of resuming this one.
+    func sessionAbandoned(holder: String, token: String, devices abandoned: [String]) async {
+        guard let lease = leases[holder], lease.token == token else { return }
+        leases[holder] = nil
+        expired.insert(holder)
+        let mine = order.filter { claims[$0] == holder }
+        claims = claims.filter { $0.value != holder }
+        record(
+            who: holder, what: "session", device: "",
+            result: "ended with calls running on \(abandoned.joined(separator: ", ")): lease ended, safe state of \(mine.joined(separator: ", "))")
+        await safeState(mine.filter { !abandoned.contains($0) })
+    }
+
     /// Called about ten times a second: an expired lease puts every device it controlled safe.
     func checkLease() async {
         let now = ContinuousClock.now
@@ -246,7 +262,9 @@ public actor NodeAgent {
     ) async throws -> Herald_Node_V1_CallResult {
         let d = try device(name)
         try requireControl(caller, token: token, device: name)
-        let key = caller.subject + "\u{1F}" + requestID
+        // Scoped to the lease: a retry on the same lease is answered from the record; one on a
+        // new lease (its devices were put safe when the old one ended) runs again.
+        let key = caller.subject + "\u{1F}" + token + "\u{1F}" + requestID
         if !requestID.isEmpty, let earlier = results[key] {
             var r = await earlier.value
             r.replayed = true
@@ -377,21 +395,32 @@ public struct NodeService: Herald_Node_V1_Node.SimpleServiceProtocol {
             await agent.record(who: who.subject, what: "session", device: "", result: "refused: observer")
             throw RPCError(code: .permissionDenied, message: "\(who.subject) is an observer: it may describe and watch the node, not control it")
         }
-        // Replies go out through one writer, in the order calls finish.
+        // Replies go out through one writer, in the order calls finish. A controller that sends
+        // commands and never reads the replies would make them pile up: past 1024 unsent, the
+        // session ends.
         let (replies, out) = AsyncStream<Herald_Node_V1_Reply>.makeStream()
-        let writer = Task {
-            for await reply in replies { try await response.write(reply) }
-        }
         let calls = SessionCalls()
+        let writer = Task {
+            for await reply in replies {
+                try await response.write(reply)
+                calls.sent()
+            }
+        }
         var token: String?
         do {
             for try await command in request {
                 let id = command.call
+                guard calls.unsent < 1024 else {
+                    throw RPCError(code: .resourceExhausted, message: "more than 1024 replies unread: the session ends")
+                }
+                calls.queued()
                 switch command.kind {
                 case .open(let open)?:
                     token = open.leaseToken
+                    calls.sent()  // no reply
                 case .cancel(let call)?:
                     calls.cancel(call)
+                    calls.sent()
                 case nil:
                     out.yield(.refusal(id, .invalidArgument, "a command with nothing in it"))
                 case let kind?:
@@ -403,10 +432,14 @@ public struct NodeService: Herald_Node_V1_Node.SimpleServiceProtocol {
                         out.yield(.refusal(id, .resourceExhausted, "more than \(Self.callsPerSession) calls running in one session"))
                         continue
                     }
+                    guard !calls.isRunning(id) else {
+                        out.yield(.refusal(id, .alreadyExists, "call \(id) is already running in this session"))
+                        continue
+                    }
                     // Calls to one device run in the order they came; calls to others beside them.
                     let device = kind.device
                     let before = calls.last(for: device)
-                    calls.reserve(id)
+                    calls.reserve(id, device: device)
                     let task = Task {
                         await before?.value
                         let reply = await self.execute(kind, call: id, caller: who, token: token)
@@ -416,11 +449,19 @@ public struct NodeService: Herald_Node_V1_Node.SimpleServiceProtocol {
                     calls.started(id, device: device, task)
                 }
             }
+        } catch let e as RPCError where e.code == .resourceExhausted {
+            let abandoned = await calls.cancelAll()
+            if let token, !abandoned.isEmpty { await agent.sessionAbandoned(holder: who.subject, token: token, devices: abandoned) }
+            out.finish()
+            writer.cancel()
+            throw e
         } catch {
             // The stream broke: treated as its end.
         }
-        // The session is over: calls still running are abandoned, and put their devices safe.
-        await calls.cancelAll()
+        // The session is over: calls still running are abandoned, and put their devices safe;
+        // the lease ends with them (see NodeAgent.sessionAbandoned).
+        let abandoned = await calls.cancelAll()
+        if let token, !abandoned.isEmpty { await agent.sessionAbandoned(holder: who.subject, token: token, devices: abandoned) }
         out.finish()
         try? await writer.value
     }
@@ -737,17 +778,24 @@ func awaitCancellably<T: Sendable>(_ task: Task<T, Never>, cancel: (@Sendable ()
 /// finishes at once is never counted as running after it.
 final class SessionCalls: Sendable {
     private struct State {
-        var running: [UInt64: Task<Void, Never>?] = [:]
+        var running: [UInt64: (device: String, task: Task<Void, Never>?)] = [:]
         var lastByDevice: [String: Task<Void, Never>] = [:]
+        var unsent = 0
     }
     private let state = Mutex(State())
 
     var count: Int { state.withLock { $0.running.count } }
+    var unsent: Int { state.withLock { $0.unsent } }
+    func queued() { state.withLock { $0.unsent += 1 } }
+    func sent() { state.withLock { $0.unsent -= 1 } }
+    func isRunning(_ id: UInt64) -> Bool { state.withLock { $0.running[id] != nil } }
     func last(for device: String) -> Task<Void, Never>? { state.withLock { $0.lastByDevice[device] } }
-    func reserve(_ id: UInt64) { state.withLock { $0.running[id] = .some(nil) } }
+    func reserve(_ id: UInt64, device: String) { state.withLock { $0.running[id] = (device, nil) } }
     func started(_ id: UInt64, device: String, _ task: Task<Void, Never>) {
         state.withLock {
-            if $0.running[id] != nil { $0.running[id] = .some(task) }
+            // A call that already finished needs no place in the order, nor in the table.
+            guard $0.running[id] != nil else { return }
+            $0.running[id]?.task = task
             $0.lastByDevice[device] = task
         }
     }
@@ -755,17 +803,19 @@ final class SessionCalls: Sendable {
         state.withLock {
             guard let entry = $0.running.removeValue(forKey: id) else { return }
             // Forget the device once its last call is done: names come from the client.
-            if let task = entry, $0.lastByDevice[device] == task { $0.lastByDevice[device] = nil }
+            if let task = entry.task, $0.lastByDevice[device] == task { $0.lastByDevice[device] = nil }
         }
     }
-    func cancel(_ id: UInt64) { state.withLock { $0.running[id] ?? nil }?.cancel() }
-    func cancelAll() async {
-        let all = state.withLock { s in
+    func cancel(_ id: UInt64) { state.withLock { $0.running[id]?.task }?.cancel() }
+    /// Cancels every running call and waits for them; returns the devices they were on.
+    func cancelAll() async -> [String] {
+        let (all, devices) = state.withLock { s in
             defer { s.lastByDevice = [:] }
-            return s.running.values.compactMap { $0 } + s.lastByDevice.values
+            return (s.running.values.compactMap(\.task) + s.lastByDevice.values, Array(Set(s.running.values.map(\.device))).sorted())
         }
         for t in all { t.cancel() }
         for t in all { await t.value }
+        return devices
     }
 }
 

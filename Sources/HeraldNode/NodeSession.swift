@@ -33,7 +33,11 @@ final class NodeSession: Sendable {
     private let stream: Task<Void, Never>
     private let watchdog: Task<Void, Never>
 
+    /// The lease token the session was opened with: a session of an older lease is replaced.
+    let token: String
+
     init(node: Herald_Node_V1_Node.Client<HTTP2ClientTransport.Posix>, token: String, options: CallOptions) {
+        self.token = token
         let (commands, outbound) = AsyncStream<Herald_Node_V1_Command>.makeStream()
         self.outbound = outbound
         outbound.yield(.with { $0.open = .with { $0.leaseToken = token } })
@@ -60,7 +64,15 @@ final class NodeSession: Sendable {
                 }
                 failAll(RPCError(code: .unavailable, message: "the node ended the session"))
             } catch let e as RPCError {
-                failAll(e)
+                switch e.code {
+                case .permissionDenied, .unauthenticated, .failedPrecondition, .invalidArgument, .resourceExhausted:
+                    // The node refused the session: a retry would be refused the same way.
+                    failAll(e)
+                default:
+                    // However else it broke (cancelled when the link was given up, reset), for a
+                    // caller a broken session is one to retry on a new one: unavailable.
+                    failAll(RPCError(code: .unavailable, message: "the session broke: \(e.code) \(e.message)"))
+                }
             } catch {
                 failAll(RPCError(code: .unavailable, message: "the session broke: \(error)"))
             }
@@ -98,13 +110,16 @@ final class NodeSession: Sendable {
         }
         let reply = try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (k: CheckedContinuation<Herald_Node_V1_Reply, any Error>) in
+                // Registered and sent under one lock, as abandon() removes and cancels under it:
+                // a cancel can never overtake its command.
+                let outbound = self.outbound
                 let broken = shared.state.withLock { s -> RPCError? in
                     if let b = s.broken { return b }
                     s.pending[id] = Pending(continuation: k, deadline: .now + timeout, what: what)
+                    outbound.yield(.with { $0.call = id; $0.kind = kind })
                     return nil
                 }
                 if let broken { return k.resume(throwing: broken) }
-                outbound.yield(.with { $0.call = id; $0.kind = kind })
                 // Cancelled before the handler below could see the call: give it up now.
                 if Task.isCancelled { abandon(id) }
             }
@@ -119,9 +134,13 @@ final class NodeSession: Sendable {
 
     /// Gives a call up: the node cancels it (its device goes safe), the caller gets a cancellation.
     private func abandon(_ id: UInt64) {
-        guard let p = shared.state.withLock({ $0.pending.removeValue(forKey: id) }) else { return }
-        outbound.yield(.with { $0.cancel = id })
-        p.continuation.resume(throwing: CancellationError())
+        let outbound = self.outbound
+        let p = shared.state.withLock { s -> Pending? in
+            guard let p = s.pending.removeValue(forKey: id) else { return nil }
+            outbound.yield(.with { $0.cancel = id })
+            return p
+        }
+        p?.continuation.resume(throwing: CancellationError())
     }
 
     /// Ends the session: the node cancels whatever is still running on it.

@@ -68,7 +68,7 @@ public class RemoteDevice: TimeTagger, PresenceReporting, LinkReporting, @unchec
         do {
             result = try await what(id)
         } catch let e as RPCError where e.code == .unavailable {
-            try await awaitLink()
+            try await settleLink(since: .now)
             do { result = try await what(id) } catch let e as RPCError { throw mapped(e) }
         } catch let e as RPCError {
             throw mapped(e)
@@ -86,6 +86,20 @@ public class RemoteDevice: TimeTagger, PresenceReporting, LinkReporting, @unchec
             throw DeviceError(device: name, .disconnected, e.detail)
         }
     }
+
+    /// After a failed call: with a reconnection policy, until the link is known to be up (or
+    /// back); without one, at once.
+    func settleLink(since: ContinuousClock.Instant) async throws {
+        if let lost = node.lostError { throw DeviceError(device: name, .disconnected, lost.detail) }
+        guard node.reconnectWithin != nil else { return }
+        do {
+            try await node.linkSettled(since: since)
+        } catch let e as DeviceError {
+            throw DeviceError(device: name, .disconnected, e.detail)
+        }
+    }
+
+    public func linkSettled(since: ContinuousClock.Instant) async throws { try await settleLink(since: since) }
 
     public var reconnects: Bool { node.reconnectWithin != nil }
     public var linkOutages: Int { node.outageCount }
@@ -129,7 +143,7 @@ public class RemoteDevice: TimeTagger, PresenceReporting, LinkReporting, @unchec
                 response = try await ask()
             } catch let e as RPCError where e.code == .unavailable {
                 // A read is safe to repeat once the link is back.
-                try await awaitLink()
+                try await settleLink(since: .now)
                 response = try await ask()
             }
         } catch let e as RPCError {
@@ -149,10 +163,11 @@ public class RemoteDevice: TimeTagger, PresenceReporting, LinkReporting, @unchec
             throw DeviceError(device: name, .disconnected, "\(lost.detail); the node puts it safe itself when this run's lease expires")
         }
         let remote = self.remote
+        // Forgotten before it is sent: a reconnection must never restore what a safe state was asked to undo.
+        node.journal(remote, safe: true)
         try await command { id in
             try await node.call("safe state", timeout: timeout, .safeState(.with { $0.requestID = id; $0.device = remote })).callResult()
         }
-        node.journal(remote, safe: true)
     }
 
     public func disconnect() async {

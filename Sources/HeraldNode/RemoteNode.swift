@@ -57,6 +57,8 @@ public final class RemoteNode: Sendable {
         var outages = 0
         var linkWaiters: [CheckedContinuation<Void, any Error>] = []
         var reconnector: Task<Void, Never>?
+        /// The stream a reconnection opened failed before the outage was closed.
+        var relapsed = false
         var journal = Journal()
     }
 
@@ -236,15 +238,18 @@ public final class RemoteNode: Sendable {
                 }
             }
         }
-        let (oldKeeper, oldWatcher) = state.withLock { s in
+        let (oldKeeper, oldWatcher, released) = state.withLock { s in
+            // Released meanwhile (the run ended during a reconnection): these must not live on.
+            if s.releasing { return (keeper as Task<Void, Never>?, watcher as Task<Void, Never>?, true) }
             defer {
                 s.keeper = keeper
                 s.watcher = watcher
             }
-            return (s.keeper, s.watcher)
+            return (s.keeper, s.watcher, false)
         }
         oldWatcher?.cancel()
         oldKeeper?.cancel()
+        if released { return .failure(NodeError("node \(name): released")) }
         // The first answer, within a deadline: a node that takes the stream and never answers
         // must not hang the run.
         let first = await withTaskGroup(of: Result<Bool, NodeError>?.self) { group in
@@ -267,7 +272,12 @@ public final class RemoteNode: Sendable {
     private func linkDown(_ generation: Int, _ error: DeviceError) {
         guard let within = reconnectWithin else { return lose(error) }
         let start = state.withLock { s -> Bool in
-            guard s.generation == generation, s.lost == nil, s.outageSince == nil, !s.releasing else { return false }
+            guard s.generation == generation, s.lost == nil, !s.releasing else { return false }
+            // The new stream of a reconnection failed while it was restoring: try again.
+            if s.outageSince != nil {
+                s.relapsed = true
+                return false
+            }
             s.outageSince = .now
             s.outages += 1
             return true
@@ -283,7 +293,12 @@ public final class RemoteNode: Sendable {
         watcher?.cancel()
         keeper?.cancel()
         let task = Task { [self] in await reconnect(within: within, reason: error) }
-        state.withLock { $0.reconnector = task }
+        let released = state.withLock { s -> Bool in
+            if s.releasing { return true }
+            s.reconnector = task
+            return false
+        }
+        if released { task.cancel() }
     }
 
     private func reconnect(within: Duration, reason: DeviceError) async {
@@ -295,13 +310,17 @@ public final class RemoteNode: Sendable {
             guard left > .zero else { break }
             attempts += 1
             let resume = state.withLock { $0.token }
+            state.withLock { $0.relapsed = false }
             switch await startLease(resume: resume, firstGrantWithin: min(left, .seconds(2))) {
             case .success(let resumed):
                 do {
                     if !resumed { try await restore() }
                 } catch {
+                    // Down again while restoring: another attempt, if time is left.
+                    if state.withLock({ $0.relapsed }) { continue }
                     return lose(DeviceError(device: name, .disconnected, "node \(name) came back but its devices could not be restored: \(error)"))
                 }
+                if state.withLock({ $0.relapsed }) { continue }
                 let waited = ContinuousClock.now - since
                 logger.notice("node \(name): back after \(waited) (\(attempts) attempts); \(resumed ? "its lease carried on" : "its lease had expired: settings restored")")
                 let waiters = state.withLock { s in
@@ -395,6 +414,21 @@ public final class RemoteNode: Sendable {
         }
     }
 
+    /// After a call failed: waits until the link has shown whether it is down (an outage
+    /// declared: then until it is back, throwing if it is lost) or up (a grant after `since`),
+    /// for at most twice the loss time. A call can fail before the lease's watcher notices.
+    func linkSettled(since: ContinuousClock.Instant) async throws {
+        let limit = state.withLock { $0.lossAfter } * 2
+        while ContinuousClock.now - since < limit {
+            let (outage, lost, granted) = state.withLock { ($0.outageSince != nil, $0.lost, ($0.lastGrant ?? since) > since) }
+            if let lost { throw lost }
+            if outage { return try await linkRestored() }
+            if granted { return }
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+        try await linkRestored()
+    }
+
     /// Stops renewing and releases the lease (after the run put the devices safe).
     public func release() {
         let (keeper, watcher, session, reconnector) = state.withLock { s in
@@ -420,7 +454,8 @@ public final class RemoteNode: Sendable {
     func call(_ what: String, timeout: Duration, _ kind: Herald_Node_V1_Command.OneOf_Kind) async throws -> Herald_Node_V1_Reply {
         let node = self.node
         let session = state.withLock { s -> NodeSession in
-            if let live = s.session, !live.isBroken { return live }
+            if let live = s.session, !live.isBroken, live.token == (s.token ?? "") { return live }
+            s.session?.close()
             // Without a lease the node refuses every command, with its reason (an observer's
             // certificate, no lease taken): it is the authority, not this side.
             let fresh = NodeSession(node: node, token: s.token ?? "", options: options(timeout: .seconds(365 * 86_400)))

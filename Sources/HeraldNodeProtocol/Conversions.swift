@@ -221,6 +221,9 @@ public enum TagCodec {
             guard batch.packed.isEmpty else { throw NodeProtocolError("\(batch.packed.count) bytes in a batch of no tags") }
             return TagBlock(timestamps: [], channels: [], excluded: excluded)
         }
+        // Every tag takes at least a byte: a batch claiming more tags than it has bytes is refused
+        // before anything is allocated for them.
+        guard batch.packed.count >= n else { throw NodeProtocolError("\(batch.packed.count) bytes cannot hold \(n) tags") }
         let wide = !batch.channels.isEmpty
         let table = [UInt8](batch.channelTable)
         let wideChannels = [UInt8](batch.channels)

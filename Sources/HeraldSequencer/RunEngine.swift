@@ -476,6 +476,8 @@ public final class RunEngine: Sendable {
             return false
         }
         let linked = reconnectingLinks
+        // The clicks collected next after an outage span it: they are kept, not counted.
+        var disturbed = false
         attempting: while !done() {
             try Task.checkCancellation()
             let outagesBefore = linked.map(\.linkOutages)
@@ -487,7 +489,10 @@ public final class RunEngine: Sendable {
                 }
             } catch {
                 // The loop in progress is dropped; the nodes are back, configured as before.
-                if try await outageInterrupted(error, linked, before: outagesBefore, atPs: nowPs) { continue attempting }
+                if try await outageInterrupted(error, linked, before: outagesBefore, atPs: nowPs) {
+                    disturbed = true
+                    continue attempting
+                }
                 throw error
             }
             let loopStartPs = nowPs
@@ -541,7 +546,10 @@ public final class RunEngine: Sendable {
                         }
                     } catch {
                         // A herald whose qubits could not both be read is dropped, not half recorded.
-                        if try await outageInterrupted(error, linked, before: outagesBefore, atPs: timePs) { continue attempting }
+                        if try await outageInterrupted(error, linked, before: outagesBefore, atPs: timePs) {
+                            disturbed = true
+                            continue attempting
+                        }
                         throw error
                     }
                     guard m.outcome == 1 || m.outcome == -1, m.counts >= 0 else {
@@ -555,6 +563,7 @@ public final class RunEngine: Sendable {
                 let outaged = outageLinks(linked, before: outagesBefore)
                 if !outaged.isEmpty {
                     try await recordOutage(outaged, fromPs: loopStartPs, toPs: nowPs, detail: "during an attempt loop; its herald is dropped")
+                    disturbed = true
                     continue attempting
                 }
                 try await emit(
@@ -569,16 +578,21 @@ public final class RunEngine: Sendable {
             if heralds % 256 == 0 || done() {
                 let before = linked.map(\.linkOutages)
                 do {
-                    _ = try await collect(link.tagger, state: &state)
+                    _ = try await collect(link.tagger, counted: !disturbed, state: &state)
+                    disturbed = false
                 } catch {
-                    // The clicks stay on the station; the next collection brings them.
-                    if try await outageInterrupted(error, linked, before: before, atPs: nowPs) { continue attempting }
+                    // The clicks of a collection whose stream broke are lost with it (they are
+                    // raw clicks: the heralds are unaffected); the next collection goes on.
+                    if try await outageInterrupted(error, linked, before: before, atPs: nowPs) {
+                        disturbed = true
+                        continue attempting
+                    }
                     throw error
                 }
             }
         }
         for l in linked { try await l.linkRestored() }
-        _ = try await collect(link.tagger, state: &state)
+        _ = try await collect(link.tagger, counted: !disturbed, state: &state)
         let endPs = nowPs
         let interval = AcquisitionInterval(startPs: startPs, stopPs: endPs, tags: 0)
         for i in state.points.indices { state.points[i].cover(interval) }
@@ -596,7 +610,7 @@ public final class RunEngine: Sendable {
 
     /// Hands what a streaming tagger recorded since its last collection to the consumers, as
     /// one acquisition; returns the interval it covered.
-    func collect(_ name: String, state: inout RunState) async throws -> (startPs: Int64, stopPs: Int64) {
+    func collect(_ name: String, counted: Bool = true, state: inout RunState) async throws -> (startPs: Int64, stopPs: Int64) {
         let (block, interval) = try await call(name, "collect tags", retries: 0) {
             guard let t = $0 as? any StreamingTagger else { throw DeviceError(device: name, .unsupported, "is not a streaming tagger") }
             return try await t.collect()
@@ -604,7 +618,7 @@ public final class RunEngine: Sendable {
         try TimeOrderCheck(device: name).check(block)
         if block.count > 0 { try await emit(.tags(device: name, block)) }
         state.tagCount += block.count
-        try await emit(.acquired(AcquisitionRecord(device: name, startPs: interval.startPs, stopPs: interval.stopPs, counted: true)))
+        try await emit(.acquired(AcquisitionRecord(device: name, startPs: interval.startPs, stopPs: interval.stopPs, counted: counted)))
         return (interval.startPs, interval.stopPs)
     }
 
@@ -626,7 +640,8 @@ public final class RunEngine: Sendable {
     /// when one is lost for good), then records the outage. False for every other error.
     func outageInterrupted(_ error: any Error, _ linked: [any LinkReporting], before: [Int], atPs: Int64) async throws -> Bool {
         guard !linked.isEmpty, let e = error as? DeviceError, e.kind == .disconnected || e.kind == .timeout else { return false }
-        for l in linked { try await l.linkRestored() }
+        let failed = ContinuousClock.now
+        for l in linked { try await l.linkSettled(since: failed) }
         let outaged = outageLinks(linked, before: before)
         guard !outaged.isEmpty else { return false }
         try await recordOutage(outaged, fromPs: atPs, toPs: atPs, detail: "(\(e.device): \(e.detail))")

@@ -84,6 +84,7 @@ import Testing
                 return error.description
             }
         }
+        #expect(refusal { $0.count = 6 }?.contains("cannot hold") == true)
         #expect(refusal { $0.count = 4 }?.contains("cut short") == true)
         #expect(refusal { $0.count = 2 }?.contains("bytes after the last tag") == true)
         #expect(refusal { $0.channelTable = Data() }?.contains("no channel table") == true)
