@@ -173,7 +173,8 @@ public enum ClockCalibration {
             var tried = 0
             for centre in centres {
                 let a = lowerBound(local, epoch + Int64(centre - windowPs / 2)), b = lowerBound(local, epoch + Int64(centre + windowPs / 2))
-                guard b > a else { continue }
+                // A window in a gap of the recording (the source off, a burst's end) says nothing.
+                guard b - a >= 20 else { continue }
                 tried += 1
                 let predicted = coarse.isEmpty ? 0 : (leastSquares(coarse).map { $0.intercept + $0.slope * centre } ?? coarse[0].offsetPs)
                 let (peak, significance, pairs) = coarsePeak(
@@ -211,7 +212,9 @@ public enum ClockCalibration {
             for s in 0..<k {
                 let a = lo + (hi - lo) * s / k, b = lo + (hi - lo) * (s + 1) / k
                 guard b > a else { continue }
-                if let f = finePeak(reference, local, a..<b, epoch: epoch, line: current, windowPs: window) { found.append(f) }
+                // The first passes only steer the line: a sample of each segment is enough.
+                let step = pass < 2 ? max(1, (b - a) / 8_000) : 1
+                if let f = finePeak(reference, local, a..<b, step: step, epoch: epoch, line: current, windowPs: window) { found.append(f) }
             }
             guard found.count >= 2 else {
                 if pass == 0 { throw .noCorrelation(tagger: name, searchPs: search.rangePs, significance: best) }
@@ -341,19 +344,20 @@ public enum ClockCalibration {
     /// The centroid of local − reference − line(t) within ±windowPs, with a flat background
     /// (from the window's outer thirds) subtracted, iterated to ±4 RMS of the peak.
     static func finePeak(
-        _ reference: [Int64], _ local: [Int64], _ range: Range<Int>, epoch: Int64, line: (intercept: Double, slope: Double), windowPs: Double
+        _ reference: [Int64], _ local: [Int64], _ range: Range<Int>, step: Int = 1, epoch: Int64, line: (intercept: Double, slope: Double),
+        windowPs: Double
     ) -> SegmentOffset? {
         var residuals: [Double] = []
-        residuals.reserveCapacity(range.count)
+        residuals.reserveCapacity(range.count / step + 1)
         reference.withUnsafeBufferPointer { ref in
             local.withUnsafeBufferPointer { loc in
                 let w = Int64(windowPs.rounded(.up))
-                let predicted0 = Int64((line.intercept + line.slope * Double(loc[range.lowerBound] - epoch)).rounded())
+                let predicted0 = ClockMerge.nearest(line.intercept + line.slope * Double(loc[range.lowerBound] - epoch))
                 var j = lowerBound(reference, loc[range.lowerBound] - predicted0 - w)
-                for i in range {
+                for i in Swift.stride(from: range.lowerBound, to: range.upperBound, by: step) {
                     let t = loc[i]
                     let predicted = line.intercept + line.slope * Double(t - epoch)
-                    let target = t - Int64(predicted.rounded())
+                    let target = t - ClockMerge.nearest(predicted)
                     while j < ref.count && ref[j] < target - w { j += 1 }
                     var m = j
                     while m < ref.count && ref[m] <= target + w {
@@ -365,23 +369,40 @@ public enum ClockCalibration {
         }
         guard residuals.count >= 10 else { return nil }
         // Background density from |r| in the outer third of the window.
-        let outer = residuals.filter { abs($0) > windowPs * 2 / 3 }
-        let density = Double(outer.count) / (windowPs * 2 / 3)  // per ps, both sides together over 2·(w/3)
-        var center = 0.0, half = windowPs / 3, signal = 0.0, rms = 0.0
+        var outerCount = 0
+        for r in residuals where abs(r) > windowPs * 2 / 3 { outerCount += 1 }
+        let density = Double(outerCount) / (windowPs * 2 / 3)  // per ps, both sides together over 2·(w/3)
+        // Start at the mode, not the mean: a recording's own correlations (bunching, a second
+        // peak) would pull a mean off the sharp peak of the photons both taggers saw.
+        let bins = 256
+        let binWidth = 2 * windowPs / Double(bins)
+        var histogram = [Int](repeating: 0, count: bins)
+        for r in residuals {
+            let b = Int(((r + windowPs) / binWidth).rounded(.down))
+            if b >= 0 && b < bins { histogram[b] += 1 }
+        }
+        let mode = histogram.indices.max { histogram[$0] < histogram[$1] } ?? bins / 2
+        var center = -windowPs + (Double(mode) + 0.5) * binWidth, half = max(2 * binWidth, 20), signal = 0.0, rms = 0.0
         for _ in 0..<6 {
-            let inside = residuals.filter { abs($0 - center) <= half }
+            // One pass, no copies: the count and moments of the residuals within ±half.
+            var count = 0.0, sum = 0.0, squares = 0.0
+            for r in residuals where abs(r - center) <= half {
+                count += 1
+                sum += r
+                squares += r * r
+            }
             let background = density * 2 * half
-            let n = Double(inside.count) - background
+            let n = count - background
             guard n > 5 else { return nil }
             // Background-subtracted moments: a flat background has mean `center` and variance half²/3.
-            let s1 = inside.reduce(0, +) - background * center
-            let s2 = inside.reduce(0) { $0 + $1 * $1 } - background * (center * center + half * half / 3)
+            let s1 = sum - background * center
+            let s2 = squares - background * (center * center + half * half / 3)
             let next = s1 / n
             rms = max(0.5, (max(0, s2 / n - next * next)).squareRoot())
             signal = n
             let settled = abs(next - center) < 0.01
             center = next
-            half = min(windowPs, max(4 * rms, 20))
+            half = min(half, max(4 * rms, 20))
             if settled { break }
         }
         let mid = Double(local[(range.lowerBound + range.upperBound - 1) / 2] - epoch)
@@ -453,42 +474,79 @@ public enum ClockMerge {
     /// channels shifted by `channelShift` so the two taggers' inputs stay apart. Both inputs in
     /// time order; so is the result (a drift above −1 keeps a corrected stream in order).
     public static func merge(_ reference: TagBlock, _ other: TagBlock, model: ClockModel?, channelShift: UInt8 = 0) -> TagBlock {
-        let n = reference.count + other.count
-        let linear = model.map { $0.knots.isEmpty } ?? true
-        let offset = model?.offsetPs ?? 0, drift = model?.drift ?? 0, epoch = model?.epochPs ?? 0
-        var channels = [UInt8](repeating: 0, count: n)
-        var times = [Int64](repeating: 0, count: n)
-        reference.timestamps.withUnsafeBufferPointer { at in
-            reference.channels.withUnsafeBufferPointer { ac in
-                other.timestamps.withUnsafeBufferPointer { bt in
-                    other.channels.withUnsafeBufferPointer { bc in
-                        times.withUnsafeMutableBufferPointer { out in
-                            channels.withUnsafeMutableBufferPointer { outc in
-                                var i = 0, j = 0, o = 0
-                                @inline(__always) func corrected(_ t: Int64) -> Int64 {
-                                    if linear { return t &- Int64((offset + drift * Double(t &- epoch)).rounded()) }
-                                    return model?.toReference(t) ?? t
-                                }
-                                var next = j < bt.count ? corrected(bt[j]) : .max
-                                while i < at.count || j < bt.count {
-                                    if i < at.count && at[i] <= next {
-                                        out[o] = at[i]
-                                        outc[o] = ac[i]
-                                        i += 1
-                                    } else {
-                                        out[o] = next
-                                        outc[o] = bc[j] &+ channelShift
-                                        j += 1
-                                        next = j < bt.count ? corrected(bt[j]) : .max
-                                    }
-                                    o += 1
-                                }
+        let na = reference.count, nb = other.count, n = na + nb
+        // The second stream is corrected in a pass of its own first: done inside the merge, the
+        // correction's arithmetic would lengthen the chain each step waits on (which stream
+        // advanced) and halve the speed.
+        var b = other.timestamps
+        if let model {
+            if model.knots.isEmpty {
+                let offset = model.offsetPs, drift = model.drift, epoch = model.epochPs
+                b.withUnsafeMutableBufferPointer { p in
+                    for i in p.indices { p[i] = p[i] &- nearest(offset + drift * Double(p[i] &- epoch)) }
+                }
+            } else {
+                for i in b.indices { b[i] = model.toReference(b[i]) }
+            }
+        }
+        var channels: [UInt8] = []
+        let times = [Int64](unsafeUninitializedCapacity: n) { out, written in
+            channels = [UInt8](unsafeUninitializedCapacity: n) { outc, writtenc in
+                reference.timestamps.withUnsafeBufferPointer { at in
+                    reference.channels.withUnsafeBufferPointer { ac in
+                        b.withUnsafeBufferPointer { bt in
+                            other.channels.withUnsafeBufferPointer { bc in
+                                mergeLoop(at, ac, bt, bc, out, outc, shift: channelShift)
                             }
                         }
                     }
                 }
+                writtenc = n
             }
+            written = n
         }
         return TagBlock(timestamps: times, channels: channels)
+    }
+
+    /// Rounds to the nearest integer (ties to even) with neither a library call nor a range
+    /// check: x + 1.5·2⁵² has the integer in its low bits, exact for |x| < 2⁵¹ ps (26 days; a
+    /// correction is an offset plus ppm of the run's length).
+    @inline(__always) static func nearest(_ x: Double) -> Int64 {
+        let magic = 6_755_399_441_055_744.0
+        return Int64(bitPattern: (x + magic).bitPattern) &- Int64(bitPattern: magic.bitPattern)
+    }
+
+    /// The merge itself, branch-free in its inner loop (which stream's tag comes next is a
+    /// coin toss the predictor cannot learn).
+    @inline(__always) static func mergeLoop(
+        _ at: UnsafeBufferPointer<Int64>, _ ac: UnsafeBufferPointer<UInt8>, _ bt: UnsafeBufferPointer<Int64>, _ bc: UnsafeBufferPointer<UInt8>,
+        _ out: UnsafeMutableBufferPointer<Int64>, _ outc: UnsafeMutableBufferPointer<UInt8>, shift: UInt8
+    ) {
+        let na = at.count, nb = bt.count
+        var i = 0, j = 0, o = 0
+        while i < na && j < nb {
+            let x = at[i], y = bt[j]
+            // All ones when the second stream's tag comes first (y < x), else zero; times are
+            // below 2⁶² so the difference cannot overflow.
+            let takeB = (y &- x) >> 63
+            out[o] = (x & ~takeB) | (y & takeB)
+            let m = UInt8(truncatingIfNeeded: takeB)
+            outc[o] = (ac[i] & ~m) | ((bc[j] &+ shift) & m)
+            i &+= 1 &+ Int(takeB)
+            j &-= Int(takeB)
+            o &+= 1
+        }
+        while i < na {
+            out[o] = at[i]
+            outc[o] = ac[i]
+            i += 1
+            o += 1
+        }
+        while j < nb {
+            out[o] = bt[j]
+            outc[o] = bc[j] &+ shift
+            j += 1
+            o += 1
+        }
     }
 }
