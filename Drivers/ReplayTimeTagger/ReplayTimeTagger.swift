@@ -264,14 +264,7 @@ public actor ReplayTimeTagger: TimeTagger {
     }
 
     /// Index of the first timestamp ≥ t (timestamps are sorted).
-    static func partition(_ times: [Int64], below t: Int64) -> Int {
-        var lo = 0, hi = times.count
-        while lo < hi {
-            let mid = (lo + hi) / 2
-            if times[mid] < t { lo = mid + 1 } else { hi = mid }
-        }
-        return lo
-    }
+    static func partition(_ times: [Int64], below t: Int64) -> Int { times.firstIndex(notBelow: t) }
 
     static func seconds(_ ps: Int64) -> String { String(format: "%.6g", Double(ps) * 1e-12) }
 

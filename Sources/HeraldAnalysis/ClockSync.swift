@@ -275,14 +275,7 @@ public enum ClockCalibration {
 
     // MARK: Pieces
 
-    static func lowerBound(_ a: [Int64], _ x: Int64) -> Int {
-        var lo = 0, hi = a.count
-        while lo < hi {
-            let m = (lo + hi) / 2
-            if a[m] < x { lo = m + 1 } else { hi = m }
-        }
-        return lo
-    }
+    static func lowerBound(_ a: [Int64], _ x: Int64) -> Int { a.firstIndex(notBelow: x) }
 
     static func nearest(_ a: [Int64], _ x: Int64) -> Int {
         let i = lowerBound(a, x)

@@ -645,7 +645,7 @@ public struct NodeService: Herald_Node_V1_Node.SimpleServiceProtocol {
                     // full, so a slow coordinator slows the tagger and memory stays bounded.
                     for batch in try TagCodec.batches(block) { try await response.write(batch) }
                 }
-                last.interval = .with { $0.startPs = interval.startPs; $0.stopPs = interval.stopPs; $0.tags = Int64(interval.tags) }
+                last.interval = Herald_Node_V1_Interval(interval)
             } catch let e as DeviceError {
                 last.failure = Herald_Node_V1_DeviceFailure(e)
             } catch is SimulatedHang {
@@ -673,7 +673,7 @@ public struct NodeService: Herald_Node_V1_Node.SimpleServiceProtocol {
         do {
             let (block, interval) = try await guarded(request.device) { try await t.collect() }
             for batch in try TagCodec.batches(block) { try await response.write(batch) }
-            last.interval = .with { $0.startPs = interval.startPs; $0.stopPs = interval.stopPs; $0.tags = Int64(interval.tags) }
+            last.interval = Herald_Node_V1_Interval(interval)
         } catch let error as DeviceError {
             last.failure = Herald_Node_V1_DeviceFailure(error)
         } catch let e as NodeProtocolError {

@@ -118,6 +118,15 @@ extension Herald_Node_V1_DeviceFailure {
     }
 }
 
+extension Herald_Node_V1_Interval {
+    public init(_ i: AcquisitionInterval) {
+        self.init()
+        startPs = i.startPs
+        stopPs = i.stopPs
+        tags = Int64(i.tags)
+    }
+}
+
 /// Tags on the wire: each tag a varint of (Δt << b) | i, Δt from the previous tag (the first
 /// from `first_ps`) and i its channel's index in the batch's table of b bits: 0 bits when one
 /// channel is in use, 2 for four. At 10 M tags/s on four channels that is under 3 bytes a tag.
