@@ -172,4 +172,26 @@ import Testing
             #expect(error.description.contains("'bob'"), "\(error)")
         }
     }
+
+    /// The merge is the stable sort of both streams together (the first stream's tag first at
+    /// equal times), for every split of sizes and with ties, and applies the model to the second.
+    @Test(arguments: [(0, 5), (5, 0), (1, 1), (7, 3), (3, 8), (1000, 999), (2, 2000)])
+    func theMergeIsTheStableSortOfBothStreams(na: Int, nb: Int) {
+        var rng = SeededGenerator(seed: UInt64(na * 7919 + nb))
+        func stream(_ n: Int) -> [Int64] { (0..<n).map { _ in Int64(rng.next() % 50) - 10 }.sorted() }
+        let a = stream(na), b = stream(nb)
+        let merged = ClockMerge.merge(
+            TagBlock(timestamps: a, channels: (0..<na).map { UInt8($0 % 4) }), TagBlock(timestamps: b, channels: (0..<nb).map { UInt8($0 % 4) }),
+            model: nil, channelShift: 4)
+        // The expected order: by time, then the first stream before the second, then as given.
+        let tagged = a.enumerated().map { ($0.element, 0, $0.offset) } + b.enumerated().map { ($0.element, 1, $0.offset) }
+        let expected = tagged.sorted { ($0.0, $0.1, $0.2) < ($1.0, $1.1, $1.2) }
+        #expect(merged.timestamps == expected.map(\.0))
+        #expect(merged.channels == expected.map { UInt8($0.2 % 4) + ($0.1 == 1 ? 4 : 0) })
+        // With a model, the second stream is corrected first: an offset of 5 ps moves every tag by 5.
+        let shifted = ClockMerge.merge(
+            TagBlock(timestamps: [], channels: []), TagBlock(timestamps: b, channels: [UInt8](repeating: 1, count: nb)),
+            model: ClockModel(tagger: "b", reference: "a", offsetPs: 5, drift: 0, epochPs: 0))
+        #expect(shifted.timestamps == b.map { $0 - 5 })
+    }
 }
