@@ -178,7 +178,14 @@ public actor NodeAgent {
 
     /// Every device at once, each bounded: one hung instrument must not hold the others up.
     /// The configuration's `safe:` assignments run first, then the driver's own safe state.
+    /// It runs as a task of its own: a safe state asked for by a call being cancelled (an
+    /// abandoned session's) must not inherit that cancellation, which would cut its device
+    /// calls and its 2 s bound short.
     func safeState(_ names: [String]) async {
+        await Task { await self.performSafeState(names) }.value
+    }
+
+    private func performSafeState(_ names: [String]) async {
         let work: [(String, any Device, [Assignment])] = names.compactMap { n in devices[n].map { (n, $0, configs[n]?.safeState ?? []) } }
         let outcomes = await withTaskGroup(of: (String, String).self) { group in
             for (name, device, assignments) in work {

@@ -345,7 +345,12 @@ import Testing
         func connect() async throws {}
         func set(_ property: String, to value: Value) async throws { try await Task.sleep(for: .seconds(30)) }
         func get(_ property: String) async throws -> Value { .bool(false) }
-        func enterSafeState() async throws { safe.withLock { $0 += 1 } }
+        // Takes a moment, as an instrument does: a safe state run from the cancelled call's
+        // own task would be cut short here.
+        func enterSafeState() async throws {
+            try await Task.sleep(for: .milliseconds(10))
+            safe.withLock { $0 += 1 }
+        }
         func disconnect() async {}
     }
 
