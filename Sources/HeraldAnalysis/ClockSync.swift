@@ -97,11 +97,12 @@ public enum ClockCalibrationError: Error, CustomStringConvertible, Sendable, Equ
         case .tooFewTags(let t, let n):
             return "tagger '\(t)': \(n) tags are too few to calibrate from (at least 100 in the overlap)"
         case .noCorrelation(let t, let s, let sig):
-            return "tagger '\(t)': no correlation peak with the reference within ±\(Double(s) / 1e6) µs (the tallest only "
-                + "\(String(format: "%.1f", sig))σ above background; 5σ needed): widen the search, acquire longer, or check that both taggers see the same photons"
+            return "tagger '\(t)': no correlation peak with the reference within ±\(Double(s) / 1e6) µs that holds over the recording "
+                + "(the tallest \(String(format: "%.1f", sig))σ above background, in one window): check that both taggers see the same photons, "
+                + "widen the search, acquire longer, or allow a larger drift"
         case .driftBeyondRange(let t, let d, let m):
-            return "tagger '\(t)': its clock drifts by \(String(format: "%.3g", d * 1e6)) ppm, beyond the search range of ±\(String(format: "%.3g", m * 1e6)) ppm: "
-                + "widen --max-drift"
+            return "tagger '\(t)': its clock seems to drift by \(String(format: "%.3g", d * 1e6)) ppm, beyond the search range of ±\(String(format: "%.3g", m * 1e6)) ppm: "
+                + "widen --max-drift if it does, or check that both taggers see the same photons (peaks that are not shared photons can line up by chance)"
         }
     }
 }
@@ -192,13 +193,13 @@ public enum ClockCalibration {
             coarseBin = max(coarseBin, Int64((search.maxDrift * windowPs).rounded(.up)))
         }
         guard let line = robustLine(coarse) else { throw .noCorrelation(tagger: name, searchPs: search.rangePs, significance: best) }
-        guard abs(line.slope) <= search.maxDrift else { throw .driftBeyondRange(tagger: name, drift: line.slope, maxDrift: search.maxDrift) }
-        // Windows whose peak is far from the line found a wrong peak (a drift beyond the
-        // range smears the true one into the background): too many such, and the search failed.
+        // Windows whose peak is far from the line found a chance peak: when most do, there is
+        // no one peak to track (no shared photons, or a drift beyond the range smearing it).
         let consistent = coarse.filter { abs($0.offsetPs - (line.intercept + line.slope * $0.midPs)) <= 3 * Double(coarseBin) }
         guard consistent.count * 2 > coarse.count else {
-            throw .driftBeyondRange(tagger: name, drift: line.slope, maxDrift: search.maxDrift)
+            throw .noCorrelation(tagger: name, searchPs: search.rangePs, significance: best)
         }
+        guard abs(line.slope) <= search.maxDrift else { throw .driftBeyondRange(tagger: name, drift: line.slope, maxDrift: search.maxDrift) }
 
         // Fine: each segment's centroid about the line, three times: the coarse line's slope is
         // good only to a bin over the span, which smears a long segment's peak; each pass's
@@ -225,7 +226,9 @@ public enum ClockCalibration {
             current = (fit.intercept, fit.slope)
             window = min(window, max(2000, 20 * fit.residualRms))
         }
-        guard abs(fit.slope) <= search.maxDrift else { throw .driftBeyondRange(tagger: name, drift: fit.slope, maxDrift: search.maxDrift) }
+        // The coarse line was within the range: a fine line beyond it was fitted to chance
+        // centroids, not to a peak both taggers share.
+        guard abs(fit.slope) <= search.maxDrift else { throw .noCorrelation(tagger: name, searchPs: search.rangePs, significance: best) }
         var model = ClockModel(
             tagger: name, reference: referenceName, offsetPs: fit.intercept, drift: fit.slope, epochPs: epoch,
             offsetErrorPs: fit.interceptError, driftError: fit.slopeError, source: "correlation",

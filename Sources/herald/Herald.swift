@@ -16,7 +16,7 @@ struct HeraldCommand: AsyncParsableCommand {
         version: Herald.version,
         subcommands: [
             Run.self, Validate.self, Analyze.self, Recover.self, Tomography.self, Inspect.self, Import.self, Drivers.self,
-            Devices.self, CheckDriver.self, NodeCommand.self,
+            Devices.self, CheckDriver.self, NodeCommand.self, CalibrateClocks.self,
         ])
 }
 

@@ -58,6 +58,9 @@ enum ExitStatusCode {
         case let e as CountsTable.ParseError:
             report(e.description)
             return ExitCode(rejected)
+        case let e as ClockCalibrationError:
+            report("error: \(e.description)")
+            return ExitCode(rejected)
         default:
             report("error: \(error)")
             return ExitCode(failed)

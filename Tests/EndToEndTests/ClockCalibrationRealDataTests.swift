@@ -39,4 +39,27 @@ import Testing
         #expect(worst <= Double(resolution), "the clock is off by up to \(worst) ps over the recording (offset \(model.offsetPs) vs \(trueAtEpoch), drift \(model.drift) vs \(slope))")
         #expect(model.samples > 500_000)
     }
+
+    /// `herald calibrate-clocks` on real files: a recording against itself is the identity
+    /// (every tag paired with itself: offset and drift zero), written as YAML with --out; two
+    /// unrelated recordings share no photons, and the error says so, naming the tagger.
+    @Test func theCommandCalibratesRecordingsAndRefusesUnrelatedOnes() async throws {
+        let dir = try Paths.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let ptu = TimeTagFileTests.samples.appendingPathComponent("picoharp/v30_t2.ptu").path
+        let yaml = dir.appendingPathComponent("clocks.yaml").path
+        let same = try await runProcess(Paths.herald.path, ["calibrate-clocks", ptu, ptu, "--json", "--out", yaml])
+        #expect(same.status == 0, "\(same.stderr)")
+        let model = try JSONDecoder().decode(ClockModel.self, from: Data(same.stdout.utf8))
+        #expect(abs(model.offsetPs) <= 1 && abs(model.drift) <= 1e-12, "\(model)")
+        #expect(model.samples > 900_000)
+        let written = try String(contentsOfFile: yaml, encoding: .utf8)
+        #expect(written.contains("clocks:") && written.contains("source: correlation"))
+        let other = TimeTagFileTests.samples.appendingPathComponent("hydraharp/v20_t2.ptu").path
+        let unrelated = try await runProcess(Paths.herald.path, ["calibrate-clocks", ptu, other])
+        #expect(unrelated.status != 0)
+        // No peak holds, or chance peaks line up into a drift beyond the range: either way the
+        // error names the tagger and says what to check.
+        #expect(unrelated.stderr.contains("'v20_t2.ptu'") && unrelated.stderr.contains("same photons"), "\(unrelated.stderr)")
+    }
 }
