@@ -26,23 +26,30 @@ struct CalibrateClocks: ParsableCommand {
     @Option(name: .long, help: "Write the clock model as YAML here.") var out: String?
     @Flag(help: "Print JSON instead of text.") var json = false
 
+    /// At most this many tags a recording (3.2 GB of times): a calibration needs far fewer, and
+    /// a larger file must not exhaust the memory.
+    static let tagLimit = 400_000_000
+
     /// A recording's tags in time order, on the channels asked for.
     static func times(_ path: String, channels: [Int]) throws -> [Int64] {
         let wanted = Set(channels)
-        func keep(_ block: TagBlock, into times: inout [Int64]) {
+        func keep(_ block: TagBlock, into times: inout [Int64]) throws {
             if wanted.isEmpty {
                 times += block.timestamps
             } else {
                 for (t, c) in zip(block.timestamps, block.channels) where wanted.contains(Int(c)) { times.append(t) }
             }
+            guard times.count <= tagLimit else {
+                throw ValidationError("\(path) holds more than \(tagLimit) tags on the channels asked for: select fewer channels (--channels) or a shorter recording")
+            }
         }
         var times: [Int64] = []
         if path.hasSuffix(".h5") {
             let stream = try RunTagStream(path: path)
-            while let block = try stream.next(maxTags: 1 << 20) { keep(block, into: &times) }
+            while let block = try stream.next(maxTags: 1 << 20) { try keep(block, into: &times) }
         } else {
             let file = try TimeTagFile.open(path)
-            try file.decode { events in keep(file.tagBlock(events, markers: true), into: &times) }
+            try file.decode { events in try keep(file.tagBlock(events, markers: true), into: &times) }
         }
         // A tagger's stream is in time order; a file merged from several may not be.
         times.sort()
