@@ -546,10 +546,9 @@ public struct NodeService: Herald_Node_V1_Node.SimpleServiceProtocol {
         var response = Herald_Node_V1_GetResponse()
         do {
             response.value = Herald_Node_V1_Value(try await guarded(request.device) { try await d.get(request.property) })
-        } catch let e as DeviceError {
-            response.failure = Herald_Node_V1_DeviceFailure(e)
-        } catch is SimulatedHang {
-            response.failure = .with { $0.kind = DeviceError.Kind.timeout.rawValue; $0.detail = "get \(request.property) did not complete" }
+        } catch {
+            guard let failure = Self.deviceFailure(error, hang: "get \(request.property) did not complete") else { throw error }
+            response.failure = failure
         }
         await agent.record(
             who: who.subject, what: "get \(request.property)", device: request.device,
@@ -592,10 +591,9 @@ public struct NodeService: Herald_Node_V1_Node.SimpleServiceProtocol {
                 out.pattern = -1
                 out.attempts = n
             }
-        } catch let error as DeviceError {
-            out.failure = Herald_Node_V1_DeviceFailure(error)
-        } catch is SimulatedHang {
-            out.failure = .with { $0.kind = DeviceError.Kind.timeout.rawValue; $0.detail = "the attempt loop did not return" }
+        } catch {
+            guard let failure = Self.deviceFailure(error, hang: "the attempt loop did not return") else { throw error }
+            out.failure = failure
         }
         let result =
             out.hasFailure
@@ -618,10 +616,9 @@ public struct NodeService: Herald_Node_V1_Node.SimpleServiceProtocol {
             let m = try await guarded(request.device) { try await r.measure(in: basis) }
             out.outcome = Int32(clamping: m.outcome)
             out.counts = Int64(m.counts)
-        } catch let error as DeviceError {
-            out.failure = Herald_Node_V1_DeviceFailure(error)
-        } catch is SimulatedHang {
-            out.failure = .with { $0.kind = DeviceError.Kind.timeout.rawValue; $0.detail = "measure did not return" }
+        } catch {
+            guard let failure = Self.deviceFailure(error, hang: "measure did not return") else { throw error }
+            out.failure = failure
         }
         await agent.record(
             who: who.subject, what: "measure \(basis.rawValue)", device: request.device,
@@ -653,12 +650,9 @@ public struct NodeService: Herald_Node_V1_Node.SimpleServiceProtocol {
                     for batch in try TagCodec.batches(block) { try await response.write(batch) }
                 }
                 last.interval = Herald_Node_V1_Interval(interval)
-            } catch let e as DeviceError {
-                last.failure = Herald_Node_V1_DeviceFailure(e)
-            } catch is SimulatedHang {
-                last.failure = .with { $0.kind = DeviceError.Kind.timeout.rawValue; $0.detail = "acquire stopped delivering" }
-            } catch let e as NodeProtocolError {
-                last.failure = .with { $0.kind = DeviceError.Kind.invalidResponse.rawValue; $0.detail = "the tagger delivered \(e)" }
+            } catch {
+                guard let failure = Self.deviceFailure(error, hang: "acquire stopped delivering") else { throw error }
+                last.failure = failure
             }
             return last
         }
@@ -681,10 +675,10 @@ public struct NodeService: Herald_Node_V1_Node.SimpleServiceProtocol {
             let (block, interval) = try await guarded(request.device) { try await t.collect() }
             for batch in try TagCodec.batches(block) { try await response.write(batch) }
             last.interval = Herald_Node_V1_Interval(interval)
-        } catch let error as DeviceError {
-            last.failure = Herald_Node_V1_DeviceFailure(error)
-        } catch let e as NodeProtocolError {
-            last.failure = .with { $0.kind = DeviceError.Kind.invalidResponse.rawValue; $0.detail = "the tagger delivered \(e)" }
+        } catch {
+            // A collection has no hang of its own to report: a simulated one fails the call.
+            guard let failure = Self.deviceFailure(error, hang: nil) else { throw error }
+            last.failure = failure
         }
         try await response.write(last)
         await agent.record(
@@ -741,6 +735,21 @@ public struct NodeService: Herald_Node_V1_Node.SimpleServiceProtocol {
                     if grant.granted { $0.token = grant.token }
                 })
             if !grant.granted { return }
+        }
+    }
+
+    /// A device call's error as the failure the protocol reports: the device's own
+    /// (`DeviceError`), a simulated instrument that stopped answering (a timeout, `hang` saying
+    /// what; nil leaves it unmapped), or a tagger's block that does not encode. Nil for any
+    /// other error, which is not the device's: the caller rethrows it.
+    static func deviceFailure(_ error: any Error, hang: String?) -> Herald_Node_V1_DeviceFailure? {
+        switch error {
+        case let e as DeviceError: return Herald_Node_V1_DeviceFailure(e)
+        case is SimulatedHang:
+            guard let hang else { return nil }
+            return .with { $0.kind = DeviceError.Kind.timeout.rawValue; $0.detail = hang }
+        case let e as NodeProtocolError: return .with { $0.kind = DeviceError.Kind.invalidResponse.rawValue; $0.detail = "the tagger delivered \(e)" }
+        default: return nil
         }
     }
 
