@@ -9,7 +9,12 @@ import Synchronization
 /// resolution, and a buffer of `buffer` tags drained at `bandwidth` tags/s. When the tag
 /// rate outruns the bandwidth the buffer fills, tags are dropped until it has drained, and
 /// the dropped stretch is delivered as an overflow interval (as Swabian taggers report it).
-public final class MockTimeTagger: TimeTagger {
+///
+/// Its own clock (`clock_offset`, `clock_drift`, `clock_wander`) stamps every tag, and a sync
+/// source (`sync: white_rabbit` or `gps`) puts a mark on `sync_channel` at every whole lab
+/// second: the clocks of several taggers, with the truth known to the tests (``TaggerClock``).
+/// `inputs` says which detectors it watches (default all four; channel = detector number).
+public final class MockTimeTagger: GroupAcquiringTagger {
     public static let channels = 4
     public static let descriptor = DriverDescriptor(
         id: "mock.timetagger", version: "0.2.0",
@@ -30,6 +35,13 @@ public final class MockTimeTagger: TimeTagger {
                 "bandwidth", .quantity(.frequency), range: 1e3...1e10,
                 summary: "sustained tags/s to the host (default unlimited)"),
             PropertySpec("buffer", .quantity(.dimensionless), range: 1...1e10, summary: "on-board buffer, tags (default 2^26)"),
+            PropertySpec("inputs", .text, summary: "the detectors it watches, e.g. \"3,4\" (default all four)"),
+            PropertySpec("clock_offset", .quantity(.time), range: -1...1, summary: "its clock's offset from lab time"),
+            PropertySpec("clock_drift", .quantity(.dimensionless), range: -1e-3...1e-3, summary: "its clock's frequency error (1 ppm)"),
+            PropertySpec("clock_wander", .quantity(.time), range: 0...1e-6, summary: "random walk of its clock's offset, σ after 1 s"),
+            PropertySpec("sync", .choice(TaggerClock.Sync.allCases.map(\.rawValue)), summary: "sync marks every second (default none)"),
+            PropertySpec("sync_channel", .quantity(.dimensionless), range: 1...8, summary: "the channel of the sync marks"),
+            PropertySpec("sync_jitter", .quantity(.time), range: 0...1e-6, summary: "the marks' jitter (default 10 ps WR, 1 ns GPS)"),
         ],
         isMock: true)
 
@@ -38,8 +50,11 @@ public final class MockTimeTagger: TimeTagger {
 
     public let name: String
     public var descriptor: DriverDescriptor { Self.descriptor }
-    public var channelCount: Int { Self.channels }
+    public var channelCount: Int { max(Self.channels, clock.syncChannel) }
     private let lab: SimulatedLab
+    /// Detector indices (0-based) it watches.
+    private let inputs: [Int]
+    public let clock: TaggerClock
     private let state: Mutex<State>
     private let bandwidth: Double?
     private let capacity: Double
@@ -50,15 +65,34 @@ public final class MockTimeTagger: TimeTagger {
         var triggerLevels = [Double](repeating: 0.5, count: MockTimeTagger.channels)
         var lastRate = 0.0
         var electronics = Electronics()
+        var walk: TaggerClock.Walk
+        /// The sync marks' jitter: its own stream, so the walk is the same however many marks.
+        var jitter: SeededGenerator
     }
 
-    public init(config: DeviceConfig, lab: SimulatedLab) {
+    public init(config: DeviceConfig, lab: SimulatedLab) throws {
         self.name = config.name
         self.lab = lab
+        let clock = try TaggerClock(settings: config.settings, name: config.name, labSeed: lab.seed)
+        self.clock = clock
+        let inputsText = config.settings["inputs"]?.text ?? "1,2,3,4"
+        var inputs: [Int] = []
+        for word in inputsText.split(whereSeparator: { $0 == "," || $0 == " " }) {
+            guard let d = Int(word), (1...Self.channels).contains(d), !inputs.contains(d - 1) else {
+                throw DeviceError(
+                    device: config.name, .rejected, "inputs '\(inputsText)': '\(word)' is not one of the detectors 1–4 (each once)")
+            }
+            inputs.append(d - 1)
+        }
+        guard !inputs.isEmpty else { throw DeviceError(device: config.name, .rejected, "inputs '\(inputsText)' names no detector") }
+        if clock.sync != .none, inputs.contains(clock.syncChannel - 1) {
+            throw DeviceError(device: config.name, .rejected, "sync_channel \(clock.syncChannel) is also a detector input")
+        }
+        self.inputs = inputs.sorted()
         self.bandwidth = config.settings["bandwidth"]?.quantity?.value
         self.capacity = config.settings["buffer"]?.quantity?.value ?? Double(1 << 26)
         self.resolutionPs = max(1, Int64(((config.settings["resolution"]?.quantity?.value ?? 1e-12) * 1e12).rounded()))
-        self.state = Mutex(State())
+        self.state = Mutex(State(walk: TaggerClock.Walk(seed: clock.seed), jitter: SeededGenerator(seed: clock.seed ^ 0x6A09_E667_F3BC_C908)))
     }
 
     public func connect() async throws { try await lab.checkFault(device: name, operation: "connect") }
@@ -95,33 +129,60 @@ public final class MockTimeTagger: TimeTagger {
     public func acquire(
         for duration: Duration, deliver: @Sendable (TagBlock) async throws -> Void
     ) async throws -> AcquisitionInterval {
+        try await acquire(for: duration, group: nil, deliver: deliver)
+    }
+
+    public func acquire(
+        for duration: Duration, group: AcquisitionGroup, deliver: @Sendable (TagBlock) async throws -> Void
+    ) async throws -> AcquisitionInterval {
+        try await acquire(for: duration, group: Optional(group), deliver: deliver)
+    }
+
+    private func acquire(
+        for duration: Duration, group: AcquisitionGroup?, deliver: @Sendable (TagBlock) async throws -> Void
+    ) async throws -> AcquisitionInterval {
         try await lab.checkFault(device: name, operation: "acquire")
         // Simulate in 100 ms chunks, on the virtual clock too: tags stream out as a real
         // tagger's would, a cancelled acquisition keeps everything delivered so far, and
         // memory stays one chunk however long the acquisition.
         let chunk = min(duration, .milliseconds(100))
-        let start = lab.nowPs
+        var start = lab.nowPs
+        if let group {
+            start = try await lab.joinGroup(group.id, members: group.members.count, member: name)
+        }
+        defer {
+            if let group { Task { [lab, name] in await lab.leaveGroup(group.id, member: name) } }
+        }
         let stop = start + picoseconds(duration)
         var remaining = duration
         var tags = 0
-        let delays = state.withLock { $0.delaysPs }
-        state.withLock { $0.electronics.begin(atPs: start) }
+        var at = start
+        let delays = state.withLock { $0.delaysPs } + [Int64](repeating: 0, count: 8 - Self.channels)
+        let (localStart, localStop) = state.withLock { ($0.local(start, clock), $0.local(stop, clock)) }
+        state.withLock { $0.electronics.begin(atPs: localStart) }
         while remaining > .zero {
             try Task.checkCancellation()
             let length = min(chunk, remaining)
-            let chunkStart = lab.nowPs
+            let chunkStart = at
             let chunkStop = chunkStart + picoseconds(length)
             let faultEnd = interruption(from: chunkStart, to: chunkStop)
-            let observed = (faultEnd?.atPs ?? chunkStop) - chunkStart
-            let clicks = try await lab.detect(duration: Duration(secondsComponent: 0, attosecondsComponent: observed * 1_000_000))
+            let observedStop = faultEnd?.atPs ?? chunkStop
+            let clicks: DetectorClicks
+            if let group {
+                clicks = try await lab.groupClicks(group.id, member: name, fromPs: chunkStart, toPs: observedStop)
+            } else {
+                clicks = try await lab.detect(duration: Duration(secondsComponent: 0, attosecondsComponent: (observedStop - chunkStart) * 1_000_000))
+            }
             var block = state.withLock { s in
-                s.electronics.process(
-                    clicks, delaysPs: delays, resolutionPs: resolutionPs, window: start..<stop,
-                    bandwidth: bandwidth(atPs: chunkStart), capacity: capacity(atPs: chunkStart), final: remaining <= length || faultEnd != nil)
+                let seen = s.stamp(clicks, inputs: inputs, clock: clock)
+                return s.electronics.process(
+                    seen, delaysPs: delays, resolutionPs: resolutionPs, window: localStart..<localStop,
+                    bandwidth: bandwidth(atPs: chunkStart), capacity: capacity(atPs: chunkStart), final: remaining <= length || faultEnd != nil,
+                    marginPs: Int64((6 * clock.syncJitterPs).rounded(.up)))
             }
             if let garbageAt = lab.faultStartPs(for: name, .garbage), garbageAt < chunkStop {
                 // A garbled USB packet: a timestamp from before the acquisition, out of order.
-                block.timestamps.append(start - 1_000_000)
+                block.timestamps.append(localStart - 1_000_000)
                 block.channels.append(1)
             }
             tags += block.count
@@ -132,8 +193,9 @@ public final class MockTimeTagger: TimeTagger {
                 throw DeviceError(device: name, .disconnected, "acquire: the device is gone at \(at) s (injected fault)")
             }
             remaining -= length
+            at = chunkStop
         }
-        let interval = AcquisitionInterval(startPs: start, stopPs: stop, tags: tags)
+        let interval = AcquisitionInterval(startPs: localStart, stopPs: localStop, tags: tags)
         state.withLock { $0.lastRate = interval.seconds > 0 ? Double(interval.tags) / interval.seconds : 0 }
         return interval
     }
@@ -177,6 +239,34 @@ public final class MockTimeTagger: TimeTagger {
     public func disconnect() async {}
 }
 
+extension MockTimeTagger.State {
+    mutating func local(_ ps: Int64, _ clock: TaggerClock) -> Int64 { clock.isIdeal ? ps : clock.local(ps, walk: &walk) }
+
+    /// What this tagger's inputs see of the lab's clicks, stamped by its clock, with the sync
+    /// marks of every whole lab second in the chunk (list index = channel − 1).
+    mutating func stamp(_ clicks: DetectorClicks, inputs: [Int], clock: TaggerClock) -> DetectorClicks {
+        var lists = [[Int64]](repeating: [], count: max(4, clock.syncChannel))
+        for d in inputs where d < clicks.perDetector.count {
+            lists[d] = clock.isIdeal ? clicks.perDetector[d] : clicks.perDetector[d].map { clock.local($0, walk: &walk) }
+        }
+        if clock.sync != .none {
+            let second: Int64 = 1_000_000_000_000
+            var k = (clicks.startPs + second - 1) / second
+            var marks: [Int64] = []
+            while k * second < clicks.stopPs {
+                if k > 0 {
+                    // Clamped at 6σ, the margin the electronics hold tags back by.
+                    let jitter = clock.syncJitterPs > 0 ? clock.syncJitterPs * max(-6, min(6, self.jitter.gaussian())) : 0
+                    marks.append(local(k * second, clock) + Int64(jitter.rounded()))
+                }
+                k += 1
+            }
+            lists[clock.syncChannel - 1] = marks
+        }
+        return DetectorClicks(startPs: local(clicks.startPs, clock), stopPs: local(clicks.stopPs, clock), perDetector: lists)
+    }
+}
+
 /// The tagger's signal path after the detectors: delay, binning, and the buffer.
 struct Electronics {
     /// Tags already delayed past the end of the previous chunk (``TagMerger`` keys, list = channel index).
@@ -200,7 +290,7 @@ struct Electronics {
     /// acquisition window, then the buffer. `final` flushes what was held back.
     mutating func process(
         _ clicks: DetectorClicks, delaysPs: [Int64], resolutionPs: Int64, window: Range<Int64>, bandwidth: Double?,
-        capacity: Double, final: Bool
+        capacity: Double, final: Bool, marginPs: Int64 = 0
     ) -> TagBlock {
         var keys = carried
         keys.reserveCapacity(carried.count + clicks.count)
@@ -216,7 +306,7 @@ struct Electronics {
         }
         keys.sort()
         // Anything at or after this time could still be preceded by a later chunk's tag.
-        let settled = final ? Int64.max : clicks.stopPs + (delaysPs.min() ?? 0) - resolutionPs
+        let settled = final ? Int64.max : clicks.stopPs + (delaysPs.min() ?? 0) - resolutionPs - marginPs
         var cut = keys.count
         while cut > 0 && TagMerger.time(keys[cut - 1]) >= settled { cut -= 1 }
         carried = Array(keys[cut...])

@@ -23,6 +23,12 @@ public struct DetectorClicks: Sendable {
     public var perDetector: [[Int64]]
 
     public var count: Int { perDetector.reduce(0) { $0 + $1.count } }
+
+    public init(startPs: Int64, stopPs: Int64, perDetector: [[Int64]]) {
+        self.startPs = startPs
+        self.stopPs = stopPs
+        self.perDetector = perDetector
+    }
 }
 
 /// One simulated optical table shared by every mock device: a pump laser (CW or pulsed)
@@ -49,6 +55,10 @@ public actor SimulatedLab {
     /// Faults to inject, by device name (from the script's `simulation.faults` or `--fault`).
     public nonisolated let faults: [FaultSpec]
     var rng: SeededGenerator
+    /// The seed the lab was made with: devices derive their own streams from it.
+    public nonisolated let seed: UInt64
+    /// Acquisitions several taggers make together, by group.
+    var groups: [UUID: GroupAcquisition] = [:]
     /// The simulated quantum network (`simulation.network`), empty for a one-table lab.
     public nonisolated let network: NetworkParameters
     var networkState = NetworkState()
@@ -70,6 +80,7 @@ public actor SimulatedLab {
         self.parameters = parameters
         self.network = network
         self.rng = SeededGenerator(seed: seed)
+        self.seed = seed
         self.clock = ImmediateClock()
         self.pacing = pacing
         self.faults = faults
@@ -153,7 +164,13 @@ public actor SimulatedLab {
     /// detector's dead time (non-paralyzable); a click may be followed by an afterpulse.
     public func detect(duration: Duration) async throws -> DetectorClicks {
         let start = nowPs
-        let stop = start + picoseconds(duration)
+        let clicks = simulate(fromPs: start, toPs: start + picoseconds(duration))
+        try await advance(by: duration)
+        return clicks
+    }
+
+    /// The detectors' clicks over [start, stop) of lab time, without moving the clock.
+    func simulate(fromPs start: Int64, toPs stop: Int64) -> DetectorClicks {
         let seconds = Double(stop - start) * 1e-12
         let p = parameters
         var clicks = [[Int64]](repeating: [], count: 4)
@@ -215,7 +232,6 @@ public actor SimulatedLab {
                 clicks[d] = detectorResponse(clicks[d], detector: d, stop: stop)
             }
         }
-        try await advance(by: duration)
         return DetectorClicks(startPs: start, stopPs: stop, perDetector: clicks)
     }
 

@@ -1,3 +1,5 @@
+import Foundation
+
 /// The kinds of instrument Herald knows how to sequence.
 public enum DeviceKind: String, Sendable, Hashable, CaseIterable, Comparable {
     case laser
@@ -334,6 +336,26 @@ public protocol TimeTagger: Device {
     /// Acquires for `duration`, handing tags to `deliver` in time order, block by block.
     func acquire(
         for duration: Duration, deliver: @Sendable (TagBlock) async throws -> Void
+    ) async throws -> AcquisitionInterval
+}
+
+/// Several taggers acquiring one stretch together: an `acquire` step naming several devices.
+public struct AcquisitionGroup: Sendable, Hashable {
+    public var id: UUID
+    public var members: [String]
+
+    public init(id: UUID = UUID(), members: [String]) {
+        self.id = id
+        self.members = members
+    }
+}
+
+/// A tagger that can start an acquisition together with others, on one start: the simulated
+/// taggers of one lab, or taggers armed on a shared hardware start signal. Each still stamps
+/// its own clock; the engine only promises that they cover the same stretch.
+public protocol GroupAcquiringTagger: TimeTagger {
+    func acquire(
+        for duration: Duration, group: AcquisitionGroup, deliver: @Sendable (TagBlock) async throws -> Void
     ) async throws -> AcquisitionInterval
 }
 

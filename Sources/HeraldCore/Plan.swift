@@ -292,7 +292,8 @@ public indirect enum PlanStep: Sendable {
     /// Polls `condition` every `poll` until it holds; fails the run after `timeout`.
     case waitUntil(Condition, timeout: Duration, poll: Duration, location: SourceLocation?)
     /// `name` makes a single acquisition a data set of its own (one point) for analysis.
-    case acquire(device: String, duration: Duration, name: String?, location: SourceLocation?)
+    /// Several devices acquire together, started as one group; the first is the points' time base.
+    case acquire(devices: [String], duration: Duration, name: String?, location: SourceLocation?)
     case sweep(Sweep)
     case analysis(AnalysisStep, location: SourceLocation?)
     /// Runs a link's attempt loop until the stop condition, measuring the nodes on each herald.

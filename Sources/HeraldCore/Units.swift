@@ -82,7 +82,9 @@ public struct Quantity: Sendable, Hashable, CustomStringConvertible {
 /// Known unit spellings and their scale to the SI unit of their dimension.
 public enum Unit {
     public static let table: [String: (PhysicalDimension, Double)] = {
-        var t: [String: (PhysicalDimension, Double)] = ["": (.dimensionless, 1), "%": (.dimensionless, 0.01)]
+        var t: [String: (PhysicalDimension, Double)] = [
+            "": (.dimensionless, 1), "%": (.dimensionless, 0.01), "ppm": (.dimensionless, 1e-6), "ppb": (.dimensionless, 1e-9),
+        ]
         let prefixes: [(String, Double)] = [
             ("p", 1e-12), ("n", 1e-9), ("u", 1e-6), ("µ", 1e-6), ("m", 1e-3), ("", 1), ("k", 1e3),
             ("M", 1e6), ("G", 1e9),

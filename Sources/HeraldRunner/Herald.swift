@@ -31,7 +31,7 @@ public enum Herald {
         var r = DriverRegistry()
         r.register(DriverEntry(descriptor: MockLaser.descriptor) { MockLaser(config: $0, lab: lab) })
         r.register(DriverEntry(descriptor: MockRotator.descriptor) { try MockRotator(config: $0, lab: lab) })
-        r.register(DriverEntry(descriptor: MockTimeTagger.descriptor) { MockTimeTagger(config: $0, lab: lab) })
+        r.register(DriverEntry(descriptor: MockTimeTagger.descriptor) { try MockTimeTagger(config: $0, lab: lab) })
         r.register(DriverEntry(descriptor: MockShutter.descriptor) { MockShutter(config: $0, lab: lab) })
         r.register(DriverEntry(descriptor: MockCounter.descriptor) { MockCounter(config: $0, lab: lab) })
         r.register(DriverEntry(descriptor: MockEntangler.descriptor) { try MockEntangler(config: $0, lab: lab) })

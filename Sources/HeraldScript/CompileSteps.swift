@@ -47,25 +47,48 @@ extension Context {
             guard let d = duration(node, what: "wait") else { return [] }
             return [.wait(d, location: location(node))]
         case "acquire":
-            let byKey = fields(node, allowed: ["device", "duration", "name"], what: "acquire")
-            guard let deviceNode = byKey["device"], let durationNode = byKey["duration"] else {
-                error("acquire needs 'device' and 'duration'", at: node)
+            let byKey = fields(node, allowed: ["device", "devices", "duration", "name"], what: "acquire")
+            guard byKey["device"] != nil || byKey["devices"] != nil, let durationNode = byKey["duration"] else {
+                error("acquire needs 'device' (or 'devices', taggers acquiring together) and 'duration'", at: node)
                 return []
             }
-            let device = string(deviceNode, what: "acquire.device")
+            if byKey["device"] != nil, let both = byKey["devices"] {
+                error("acquire takes 'device' or 'devices', not both", at: both)
+                return []
+            }
+            // One tagger, or several started together (a list; the first is the points' time base).
+            var deviceNodes: [Node] = []
+            if let one = byKey["device"] {
+                deviceNodes = [one]
+            } else if let list = byKey["devices"] {
+                guard let items = list.sequence.map(Array.init), !items.isEmpty else {
+                    error("acquire.devices must be a list of time-taggers, e.g. [analyser, remote]", at: list)
+                    return []
+                }
+                deviceNodes = items
+            }
             let d = duration(durationNode, what: "acquire.duration", allowZero: false)
             let name = byKey["name"].flatMap { string($0, what: "acquire.name") }
-            guard let device, let d else { return [] }
-            guard let descriptor = devices[device] else {
-                error("unknown device '\(device)'; declared devices: \(devices.keys.sorted().joined(separator: ", "))", at: deviceNode)
-                return []
+            var names: [String] = []
+            for deviceNode in deviceNodes {
+                guard let device = string(deviceNode, what: "acquire.device") else { continue }
+                guard let descriptor = devices[device] else {
+                    error("unknown device '\(device)'; declared devices: \(devices.keys.sorted().joined(separator: ", "))", at: deviceNode)
+                    continue
+                }
+                guard descriptor.kind == .timeTagger else {
+                    error("'\(device)' is a \(descriptor.kind.rawValue); acquire needs a time-tagger", at: deviceNode)
+                    continue
+                }
+                guard !names.contains(device) else {
+                    error("'\(device)' is named twice in acquire.devices", at: deviceNode)
+                    continue
+                }
+                names.append(device)
             }
-            guard descriptor.kind == .timeTagger else {
-                error("'\(device)' is a \(descriptor.kind.rawValue); acquire needs a time-tagger", at: deviceNode)
-                return []
-            }
+            guard let d, names.count == deviceNodes.count else { return [] }
             if let name, let n = byKey["name"] { defineDataset(name, .single, at: n) }
-            return [.acquire(device: device, duration: d, name: name, location: location(keyNode))]
+            return [.acquire(devices: names, duration: d, name: name, location: location(keyNode))]
         case "sweep":
             return compileSweep(node).map { [$0] } ?? []
         case "run":

@@ -296,15 +296,15 @@ public final class RunEngine: Sendable {
                 try await clock.sleep(for: poll)
                 waited += poll
             }
-        case .acquire(let device, let duration, let name, _):
+        case .acquire(let devices, let duration, let name, _):
             if let name {
                 try await emit(.sweepPointStarted(sweep: name, index: 0, of: 1, label: name))
                 let outer = state.outerPoint
                 state.points.append(PointContext(sweep: name, index: 0, label: name))
-                try await acquire(device: device, duration: duration, state: &state)
+                try await acquire(devices: devices, duration: duration, state: &state)
                 try await finishPoint(assignments: [], outer: outer, state: &state)
             } else {
-                try await acquire(device: device, duration: duration, state: &state)
+                try await acquire(devices: devices, duration: duration, state: &state)
             }
         case .sweep(let sweep):
             for (index, point) in sweep.points.enumerated() {
@@ -342,17 +342,29 @@ public final class RunEngine: Sendable {
     /// Acquires `duration` of live time. With interlocks, the acquisition runs in slices;
     /// a slice during which an interlock was violated is discarded from the counts, the
     /// acquisition pauses until the interlock clears, and the pause is recorded.
-    func acquire(device name: String, duration: Duration, state: inout RunState) async throws {
-        guard let tagger = devices[name] as? any TimeTagger else {
-            throw DeviceError(device: name, .unsupported, "is not a time tagger")
+    ///
+    /// Several taggers acquire each slice together, started as one group (each stamps its own
+    /// clock); the first named is the time base of the points.
+    func acquire(devices names: [String], duration: Duration, state: inout RunState) async throws {
+        var taggers: [(name: String, tagger: any TimeTagger)] = []
+        for name in names {
+            guard let tagger = devices[name] as? any TimeTagger else {
+                throw DeviceError(device: name, .unsupported, "is not a time tagger")
+            }
+            if names.count > 1, !(tagger is any GroupAcquiringTagger) {
+                throw DeviceError(
+                    device: name, .unsupported,
+                    "cannot start an acquisition together with \(names.filter { $0 != name }.joined(separator: ", ")) (its driver has no group start)")
+            }
+            taggers.append((name, tagger))
         }
+        guard !names.isEmpty else { return }
         let sinks = self.sinks
         let linked = reconnectingLinks
         // Sliced with interlocks or links that may drop: a slice is what a violation or an
         // outage discards.
         let slice = plan.interlocks.isEmpty && linked.isEmpty ? duration : min(duration, interlockInterval)
         var remaining = duration
-        let callTimeout = configs[name]?.callTimeout ?? DeviceConfig.defaultCallTimeout
         while remaining > .zero {
             try Task.checkCancellation()
             if let violated = try await violatedInterlock() {
@@ -362,21 +374,19 @@ public final class RunEngine: Sendable {
             let outagesBefore = linked.map(\.linkOutages)
             let length = min(slice, remaining)
             let counter = TagCounter()
-            let heartbeat = Heartbeat()
-            let order = TimeOrderCheck(device: name)
             // Sinks (the HDF5 recorder) get the blocks from a separate task, so the device's
             // deadline measures the device, not disk writes or a busy machine; the acquisition
             // does not count as finished until every block has been handed on.
             // The budget bounds the blocks in between (backpressure on a disk slower than the tagger).
-            let (blocks, delivery) = AsyncStream<TagBlock>.makeStream()
+            let (blocks, delivery) = AsyncStream<(device: String, block: TagBlock)>.makeStream()
             let budget = TagBudget(limit: sinkBacklogTags)
             // A sink that fails (disk full) stops the acquisition at its next block: tags that
             // could not be recorded must not keep coming.
             let sinkFailure = FailureLatch()
             let forwarder = Task {
                 do {
-                    for await block in blocks {
-                        for sink in sinks { try await sink.handle(.tags(device: name, block)) }
+                    for await (device, block) in blocks {
+                        for sink in sinks { try await sink.handle(.tags(device: device, block)) }
                         budget.release(block.count)
                     }
                 } catch {
@@ -385,18 +395,36 @@ public final class RunEngine: Sendable {
                     throw error
                 }
             }
-            let interval: AcquisitionInterval
+            let group = taggers.count > 1 ? AcquisitionGroup(members: names) : nil
+            var intervals: [AcquisitionInterval] = []
             do {
-                // No retries: a repeated acquisition would duplicate data.
-                interval = try await call(name, "acquire", retries: 0, timeout: length + callTimeout, heartbeat: heartbeat) { _ in
-                    try await tagger.acquire(for: length) { block in
-                        heartbeat.beat()
-                        if let failed = sinkFailure.error { throw failed }
-                        try order.check(block)
-                        counter.add(block.count)
-                        await budget.acquire(block.count)
-                        delivery.yield(block)
+                intervals = try await withThrowingTaskGroup(of: (Int, AcquisitionInterval).self) { tasks in
+                    for (index, (name, tagger)) in taggers.enumerated() {
+                        let callTimeout = configs[name]?.callTimeout ?? DeviceConfig.defaultCallTimeout
+                        tasks.addTask {
+                            let heartbeat = Heartbeat()
+                            let order = TimeOrderCheck(device: name)
+                            let deliver: @Sendable (TagBlock) async throws -> Void = { block in
+                                heartbeat.beat()
+                                if let failed = sinkFailure.error { throw failed }
+                                try order.check(block)
+                                counter.add(block.count)
+                                await budget.acquire(block.count)
+                                delivery.yield((name, block))
+                            }
+                            // No retries: a repeated acquisition would duplicate data.
+                            let interval = try await self.call(name, "acquire", retries: 0, timeout: length + callTimeout, heartbeat: heartbeat) { _ in
+                                if let group, let grouped = tagger as? any GroupAcquiringTagger {
+                                    return try await grouped.acquire(for: length, group: group, deliver: deliver)
+                                }
+                                return try await tagger.acquire(for: length, deliver: deliver)
+                            }
+                            return (index, interval)
+                        }
                     }
+                    var got = [AcquisitionInterval?](repeating: nil, count: taggers.count)
+                    for try await (index, interval) in tasks { got[index] = interval }
+                    return got.compactMap { $0 }
                 }
             } catch {
                 delivery.finish()
@@ -413,6 +441,7 @@ public final class RunEngine: Sendable {
             delivery.finish()
             try await forwarder.value
             state.tagCount += counter.value
+            guard let interval = intervals.first else { return }
             if var open = state.openPause {
                 open.stopPs = interval.startPs
                 open.resumed = true
@@ -420,17 +449,21 @@ public final class RunEngine: Sendable {
                 try await emit(.pause(open))
             }
             state.lastStopPs = interval.stopPs
+            func emitAcquired(counted: Bool) async throws {
+                for (name, i) in zip(names, intervals) {
+                    try await emit(.acquired(AcquisitionRecord(device: name, startPs: i.startPs, stopPs: i.stopPs, counted: counted)))
+                }
+            }
             // A slice that an outage overlapped (the link dropped and came back during it) does not count.
             let outaged = outageLinks(linked, before: outagesBefore)
             if !outaged.isEmpty {
-                try await emit(.acquired(AcquisitionRecord(device: name, startPs: interval.startPs, stopPs: interval.stopPs, counted: false)))
+                try await emitAcquired(counted: false)
                 try await recordOutage(outaged, fromPs: interval.startPs, toPs: interval.stopPs, detail: "during the acquisition")
                 continue
             }
             // With interlocks, the check after the slice decides whether its tags count.
             let violated = try await violatedInterlock()
-            try await emit(
-                .acquired(AcquisitionRecord(device: name, startPs: interval.startPs, stopPs: interval.stopPs, counted: violated == nil)))
+            try await emitAcquired(counted: violated == nil)
             if let violated {
                 // The slice overlapped the violation: keep its tags in the raw data, not in the counts.
                 try await pause(violated, fromPs: interval.startPs, state: &state)

@@ -21,7 +21,7 @@ extension PlanStep {
         case .set(let a): return "set " + a.map { "\($0.device).\($0.property)=\($0.value)" }.joined(separator: ", ")
         case .wait(let d, _): return "wait \(d)"
         case .waitUntil(let c, let timeout, _, _): return "wait until \(c) (timeout \(timeout))"
-        case .acquire(let device, let d, let name, _): return "acquire \(device) for \(d)" + (name.map { " as \($0)" } ?? "")
+        case .acquire(let devices, let d, let name, _): return "acquire \(devices.joined(separator: " + ")) for \(d)" + (name.map { " as \($0)" } ?? "")
         case .sweep(let s): return "sweep \(s.name) over \(s.points.count) points"
         case .analysis(let a, _): return "\(a.name) of \(a.dataset)"
         case .entangle(let e, _):

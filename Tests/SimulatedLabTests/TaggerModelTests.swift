@@ -22,8 +22,8 @@ import Testing
         }
     }
 
-    func tagger(_ settings: [String: Value], lab: SimulatedLab) -> MockTimeTagger {
-        MockTimeTagger(config: DeviceConfig(name: "tagger", driver: "mock.timetagger", settings: settings), lab: lab)
+    func tagger(_ settings: [String: Value], lab: SimulatedLab) throws -> MockTimeTagger {
+        try MockTimeTagger(config: DeviceConfig(name: "tagger", driver: "mock.timetagger", settings: settings), lab: lab)
     }
 
     func brightLab(pairRate: Double = 2e6) async -> SimulatedLab {
@@ -40,7 +40,7 @@ import Testing
     func overflowIsMarked() async throws {
         let lab = await brightLab()
         let bandwidth = 1e6, buffer = 20_000.0
-        let t = tagger(["bandwidth": .quantity(Quantity(bandwidth, .frequency)), "buffer": .quantity(Quantity(buffer, .dimensionless))], lab: lab)
+        let t = try tagger(["bandwidth": .quantity(Quantity(bandwidth, .frequency)), "buffer": .quantity(Quantity(buffer, .dimensionless))], lab: lab)
         let got = Collected()
         let interval = try await t.acquire(for: .milliseconds(500)) { got.add($0) }
         let all = got.all
@@ -60,7 +60,7 @@ import Testing
     @Test("with enough bandwidth nothing is lost")
     func noOverflowWithinBandwidth() async throws {
         let lab = await brightLab(pairRate: 100e3)
-        let t = tagger(["bandwidth": .quantity(Quantity(10e6, .frequency))], lab: lab)
+        let t = try tagger(["bandwidth": .quantity(Quantity(10e6, .frequency))], lab: lab)
         let got = Collected()
         _ = try await t.acquire(for: .milliseconds(300)) { got.add($0) }
         #expect(got.all.excluded.isEmpty)
@@ -70,7 +70,7 @@ import Testing
     @Test("input delays shift a channel and the resolution bins every timestamp; order holds across chunks")
     func delaysAndResolution() async throws {
         let lab = await brightLab(pairRate: 500e3)
-        let t = tagger(["resolution": .quantity(Quantity(100e-12, .time))], lab: lab)
+        let t = try tagger(["resolution": .quantity(Quantity(100e-12, .time))], lab: lab)
         try await t.set("delay_3", to: .quantity(Quantity(40e-9, .time)))
         #expect(try await t.get("delay_3") == .quantity(Quantity(40e-9, .time)))
         let got = Collected()
