@@ -39,7 +39,8 @@ public final class MockTimeTagger: GroupAcquiringTagger {
             PropertySpec("clock_offset", .quantity(.time), range: -1...1, summary: "its clock's offset from lab time"),
             PropertySpec("clock_drift", .quantity(.dimensionless), range: -1e-3...1e-3, summary: "its clock's frequency error (1 ppm)"),
             PropertySpec("clock_wander", .quantity(.time), range: 0...1e-6, summary: "random walk of its clock's offset, σ after 1 s"),
-            PropertySpec("sync", .choice(TaggerClock.Sync.allCases.map(\.rawValue)), summary: "sync marks every second (default none)"),
+            PropertySpec(
+                "sync", .text, summary: "sync marks every second: \(TaggerClock.Sync.allCases.map(\.rawValue).joined(separator: ", ")) (default none)"),
             PropertySpec("sync_channel", .quantity(.dimensionless), range: 1...8, summary: "the channel of the sync marks"),
             PropertySpec("sync_jitter", .quantity(.time), range: 0...1e-6, summary: "the marks' jitter (default 10 ps WR, 1 ns GPS)"),
         ],
@@ -66,8 +67,6 @@ public final class MockTimeTagger: GroupAcquiringTagger {
         var lastRate = 0.0
         var electronics = Electronics()
         var walk: TaggerClock.Walk
-        /// The sync marks' jitter: its own stream, so the walk is the same however many marks.
-        var jitter: SeededGenerator
     }
 
     public init(config: DeviceConfig, lab: SimulatedLab) throws {
@@ -92,7 +91,7 @@ public final class MockTimeTagger: GroupAcquiringTagger {
         self.bandwidth = config.settings["bandwidth"]?.quantity?.value
         self.capacity = config.settings["buffer"]?.quantity?.value ?? Double(1 << 26)
         self.resolutionPs = max(1, Int64(((config.settings["resolution"]?.quantity?.value ?? 1e-12) * 1e12).rounded()))
-        self.state = Mutex(State(walk: TaggerClock.Walk(seed: clock.seed), jitter: SeededGenerator(seed: clock.seed ^ 0x6A09_E667_F3BC_C908)))
+        self.state = Mutex(State(walk: TaggerClock.Walk(seed: clock.seed)))
     }
 
     public func connect() async throws { try await lab.checkFault(device: name, operation: "connect") }
@@ -177,8 +176,7 @@ public final class MockTimeTagger: GroupAcquiringTagger {
                 let seen = s.stamp(clicks, inputs: inputs, clock: clock)
                 return s.electronics.process(
                     seen, delaysPs: delays, resolutionPs: resolutionPs, window: localStart..<localStop,
-                    bandwidth: bandwidth(atPs: chunkStart), capacity: capacity(atPs: chunkStart), final: remaining <= length || faultEnd != nil,
-                    marginPs: Int64((6 * clock.syncJitterPs).rounded(.up)))
+                    bandwidth: bandwidth(atPs: chunkStart), capacity: capacity(atPs: chunkStart), final: remaining <= length || faultEnd != nil)
             }
             if let garbageAt = lab.faultStartPs(for: name, .garbage), garbageAt < chunkStop {
                 // A garbled USB packet: a timestamp from before the acquisition, out of order.
@@ -250,15 +248,18 @@ extension MockTimeTagger.State {
             lists[d] = clock.isIdeal ? clicks.perDetector[d] : clicks.perDetector[d].map { clock.local($0, walk: &walk) }
         }
         if clock.sync != .none {
+            // Mark k is the edge at lab second k, moved by the source's jitter (clamped at 6σ).
+            // The jitter is drawn from k, so a
+            // mark near a chunk's or an acquisition's edge falls in exactly one of them.
             let second: Int64 = 1_000_000_000_000
-            var k = (clicks.startPs + second - 1) / second
+            let margin = Int64((6 * clock.syncJitterPs).rounded(.up))
+            var k = max(0, (clicks.startPs - margin + second - 1) / second)
             var marks: [Int64] = []
-            while k * second < clicks.stopPs {
-                if k > 0 {
-                    // Clamped at 6σ, the margin the electronics hold tags back by.
-                    let jitter = clock.syncJitterPs > 0 ? clock.syncJitterPs * max(-6, min(6, self.jitter.gaussian())) : 0
-                    marks.append(local(k * second, clock) + Int64(jitter.rounded()))
-                }
+            while k * second - margin < clicks.stopPs {
+                var draw = SeededGenerator(seed: clock.seed ^ (UInt64(k) &* 0x9E37_79B9_7F4A_7C15))
+                let jitter = clock.syncJitterPs > 0 ? clock.syncJitterPs * max(-6, min(6, draw.gaussian())) : 0
+                let edge = k * second + Int64(jitter.rounded())
+                if edge >= clicks.startPs && edge < clicks.stopPs { marks.append(local(edge, clock)) }
                 k += 1
             }
             lists[clock.syncChannel - 1] = marks
@@ -290,7 +291,7 @@ struct Electronics {
     /// acquisition window, then the buffer. `final` flushes what was held back.
     mutating func process(
         _ clicks: DetectorClicks, delaysPs: [Int64], resolutionPs: Int64, window: Range<Int64>, bandwidth: Double?,
-        capacity: Double, final: Bool, marginPs: Int64 = 0
+        capacity: Double, final: Bool
     ) -> TagBlock {
         var keys = carried
         keys.reserveCapacity(carried.count + clicks.count)
@@ -306,7 +307,7 @@ struct Electronics {
         }
         keys.sort()
         // Anything at or after this time could still be preceded by a later chunk's tag.
-        let settled = final ? Int64.max : clicks.stopPs + (delaysPs.min() ?? 0) - resolutionPs - marginPs
+        let settled = final ? Int64.max : clicks.stopPs + (delaysPs.min() ?? 0) - resolutionPs
         var cut = keys.count
         while cut > 0 && TagMerger.time(keys[cut - 1]) >= settled { cut -= 1 }
         carried = Array(keys[cut...])

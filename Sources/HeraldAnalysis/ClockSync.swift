@@ -7,78 +7,6 @@ import HeraldCore
 // a clock that wanders). Calibration finds the model from PPS marks recorded by both taggers
 // or from photons both saw (the cross-correlation's peak), coarse to fine, with 1σ errors.
 
-/// How one tagger's clock maps to the reference's.
-public struct ClockModel: Sendable, Codable, Equatable {
-    public var tagger: String
-    public var reference: String
-    /// offset(epoch): local − reference, in ps.
-    public var offsetPs: Double
-    /// Fractional frequency error: 1e-6 is 1 ppm (the local clock runs fast by that much).
-    public var drift: Double
-    public var epochPs: Int64
-    public var offsetErrorPs: Double
-    public var driftError: Double
-    /// "pps" or "correlation".
-    public var source: String
-    /// How: the method and its parameters, for the record.
-    public var method: String
-    /// RMS of the per-segment (or per-mark) offsets about the model, in ps.
-    public var residualRmsPs: Double
-    /// χ² per degree of freedom of the final fit (1 for a clock that only drifts; more when it wanders).
-    public var reducedChiSquare: Double
-    /// Pairs (correlation) or marks (PPS) the fit used.
-    public var samples: Int
-    /// Tracking: (local time, offset) knots through which the offset is interpolated linearly;
-    /// empty for a purely linear model.
-    public var knots: [Knot] = []
-
-    public struct Knot: Sendable, Codable, Equatable {
-        public var localPs: Int64
-        public var offsetPs: Double
-        public var errorPs: Double
-    }
-
-    public init(
-        tagger: String, reference: String, offsetPs: Double, drift: Double, epochPs: Int64, offsetErrorPs: Double = 0, driftError: Double = 0,
-        source: String = "given", method: String = "", residualRmsPs: Double = 0, reducedChiSquare: Double = 1, samples: Int = 0
-    ) {
-        self.tagger = tagger
-        self.reference = reference
-        self.offsetPs = offsetPs
-        self.drift = drift
-        self.epochPs = epochPs
-        self.offsetErrorPs = offsetErrorPs
-        self.driftError = driftError
-        self.source = source
-        self.method = method
-        self.residualRmsPs = residualRmsPs
-        self.reducedChiSquare = reducedChiSquare
-        self.samples = samples
-    }
-
-    /// local − reference at local time `t`.
-    @inlinable public func offset(at t: Int64) -> Double {
-        if knots.count >= 2 {
-            // Linear between knots, the fitted line beyond them.
-            if t >= knots[0].localPs && t <= knots[knots.count - 1].localPs {
-                var lo = 0, hi = knots.count - 1
-                while hi - lo > 1 {
-                    let mid = (lo + hi) / 2
-                    if knots[mid].localPs <= t { lo = mid } else { hi = mid }
-                }
-                let a = knots[lo], b = knots[hi]
-                let span = Double(b.localPs - a.localPs)
-                let f = span > 0 ? Double(t - a.localPs) / span : 0
-                return a.offsetPs + f * (b.offsetPs - a.offsetPs)
-            }
-        }
-        return offsetPs + drift * Double(t - epochPs)
-    }
-
-    /// The reference time of a local time.
-    @inlinable public func toReference(_ t: Int64) -> Int64 { t - Int64(offset(at: t).rounded()) }
-}
-
 /// Why a clock could not be calibrated; each names the tagger.
 public enum ClockCalibrationError: Error, CustomStringConvertible, Sendable, Equatable {
     case noOverlap(tagger: String, reference: String, taggerSpan: ClosedRange<Int64>, referenceSpan: ClosedRange<Int64>)
@@ -86,6 +14,10 @@ public enum ClockCalibrationError: Error, CustomStringConvertible, Sendable, Equ
     case tooFewTags(tagger: String, count: Int)
     case noCorrelation(tagger: String, searchPs: Int64, significance: Double)
     case driftBeyondRange(tagger: String, drift: Double, maxDrift: Double)
+    /// Tags from a tagger the run's `clocks:` section does not place in the time base.
+    case notInClocks(tagger: String, reference: String)
+    /// A point ended before any of the tagger's sync marks could be paired with the reference's.
+    case noMarksYet(tagger: String, channel: Int, referenceChannel: Int)
 
     public var description: String {
         switch self {
@@ -100,6 +32,12 @@ public enum ClockCalibrationError: Error, CustomStringConvertible, Sendable, Equ
             return "tagger '\(t)': no correlation peak with the reference within ±\(Double(s) / 1e6) µs that holds over the recording "
                 + "(the tallest \(String(format: "%.1f", sig))σ above background, in one window): check that both taggers see the same photons, "
                 + "widen the search, acquire longer, or allow a larger drift"
+        case .noMarksYet(let t, let c, let r):
+            return "tagger '\(t)': no sync mark on its channel \(c) could be paired with one on the reference's channel \(r) by the end of the point: "
+                + "a point must span at least one mark (a second, for a PPS), both taggers must record the marks, and their clocks must agree to within half a mark period; "
+                + "or give the clock a model (track: model)"
+        case .notInClocks(let t, let r):
+            return "tagger '\(t)' delivered tags but is not in the run's clocks: section (reference '\(r)'): list it under clocks.taggers"
         case .driftBeyondRange(let t, let d, let m):
             return "tagger '\(t)': its clock seems to drift by \(String(format: "%.3g", d * 1e6)) ppm, beyond the search range of ±\(String(format: "%.3g", m * 1e6)) ppm: "
                 + "widen --max-drift if it does, or check that both taggers see the same photons (peaks that are not shared photons can line up by chance)"

@@ -28,6 +28,8 @@ public actor RunReducer: RunEventSink {
     /// Heralds of the `entangle` points in progress, and the finished points of each data set.
     private var entangling: [String: EntanglementPoint] = [:]
     private var entangled: [String: [(outer: PointRef?, point: EntanglementPoint)]] = [:]
+    /// Several taggers: their tags merged into the reference's time base before counting.
+    private var merged: MergedTagStream?
 
     private struct OpenPoint {
         var dataset: String
@@ -41,6 +43,7 @@ public actor RunReducer: RunEventSink {
         self.downstream = downstream
         if let plan { self.plan = plan }
         if let plan { specs = Self.specs(plan) }
+        merged = plan?.clocks.map(MergedTagStream.init)
     }
 
     private static func specs(_ plan: ReductionPlan) -> [String: DatasetSpec] {
@@ -61,10 +64,18 @@ public actor RunReducer: RunEventSink {
                 let p = ReductionPlan(plan: start.plan)
                 plan = p
                 specs = Self.specs(p)
+                merged = p.clocks.map(MergedTagStream.init)
             }
             try await pass(event)
             for descriptor in StreamDescriptor.reducerStreams { try await pass(.streamDeclared(descriptor)) }
+            if merged != nil { try await pass(.streamDeclared(StreamDescriptor.clocksStream)) }
         case .sweepPointStarted(let sweep, let index, _, _):
+            // Tags still held from before the point belong to the points already open, not to it.
+            if merged != nil {
+                let rest: TagBlock?
+                do { rest = try merged?.flush() } catch { throw DeviceError(device: Self.tagger(of: error), .invalidResponse, "\(error)") }
+                if let rest { try tally(rest, from: plan?.clocks?.reference ?? "") }
+            }
             open.append(OpenPoint(dataset: sweep, index: index, tally: try specs[sweep].map { try PointTally(spec: $0) }))
             try await pass(event)
         case .tags(let device, let block):
@@ -80,11 +91,25 @@ public actor RunReducer: RunEventSink {
             held = []
             if a.counted {
                 for (device, block) in blocks { try count(block, from: device) }
-                for i in open.indices { open[i].seconds += a.seconds }
+                // Live time once per stretch, not once per tagger acquiring it.
+                if merged == nil || a.device == plan?.clocks?.reference {
+                    for i in open.indices { open[i].seconds += a.seconds }
+                }
+                // Optional chaining mutates in place (a copy would copy what the stream holds).
+                if let settled = merged?.covered(a.device, toPs: a.stopPs) { try tally(settled, from: a.device) }
             }
             try await pass(event)
         case .sweepPointFinished(let record):
             try await pass(event)
+            if merged != nil {
+                // The point's last tags: the stream settles what it held, past the last knot.
+                let rest: TagBlock?
+                do { rest = try merged?.flush() } catch { throw DeviceError(device: Self.tagger(of: error), .invalidResponse, "\(error)") }
+                if let rest, let m = merged {
+                    try tally(rest, from: m.spec.reference)
+                    try await pass(.clocks(m.models()))
+                }
+            }
             try await finish(record)
         case .analysisRequested(let step, let location):
             try await pass(event)
@@ -155,6 +180,22 @@ public actor RunReducer: RunEventSink {
     }
 
     private func count(_ block: TagBlock, from device: String) throws {
+        guard merged != nil else { return try tally(block, from: device) }
+        let settled: TagBlock?
+        do { settled = try merged?.add(block, from: device) } catch { throw DeviceError(device: device, .invalidResponse, "\(error)") }
+        if let settled { try tally(settled, from: device) }
+    }
+
+    private static func tagger(of error: ClockCalibrationError) -> String {
+        switch error {
+        case .noOverlap(let t, _, _, _), .noMarks(let t, _), .tooFewTags(let t, _), .noCorrelation(let t, _, _),
+            .driftBeyondRange(let t, _, _), .notInClocks(let t, _), .noMarksYet(let t, _, _):
+            return t
+        }
+    }
+
+    private func tally(_ block: TagBlock, from device: String) throws {
+        guard block.count > 0 || !block.excluded.isEmpty else { return }
         do {
             for i in open.indices where open[i].tally != nil { try open[i].tally?.add(block) }
         } catch let e as CoincidenceError {

@@ -19,6 +19,8 @@ public struct Plan: Sendable {
     public var network: NetworkDescription?
     /// The hosts whose node agents serve some of the devices (`nodes:`).
     public var nodes: [NodeAddress] = []
+    /// How several taggers' clocks map to one time base (`clocks:`); nil with one tagger.
+    public var clocks: ClocksSpec?
 
     public init(name: String, scriptPath: String, scriptText: String, devices: [DeviceConfig], steps: [PlanStep]) {
         self.name = name

@@ -44,6 +44,8 @@ public struct ReductionPlan: Sendable, Codable, Equatable {
     public var analyses: [AnalysisStep]
     /// With interlocks, an acquisition's tags count only once its interlock check passed.
     public var hasInterlocks: Bool
+    /// Several taggers: how their tags are merged into one time base before counting.
+    public var clocks: ClocksSpec?
 
     public init(datasets: [Dataset], analyses: [AnalysisStep], hasInterlocks: Bool) {
         self.datasets = datasets
@@ -72,6 +74,7 @@ public struct ReductionPlan: Sendable, Codable, Equatable {
         }
         scan(plan.steps, outer: nil)
         self.init(datasets: datasets, analyses: analyses, hasInterlocks: !plan.interlocks.isEmpty)
+        clocks = plan.clocks
     }
 
     public func dataset(_ name: String) -> Dataset? { datasets.first { $0.name == name } }

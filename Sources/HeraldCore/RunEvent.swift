@@ -287,6 +287,14 @@ public struct StreamDescriptor: Sendable, Equatable, Codable {
         ]
     }
 
+    /// The reducer's clocks stream, in a run with several taggers.
+    public static let clocksStream = StreamDescriptor(
+        stream: "clocks", source: "reducer",
+        fields: [
+            Field("tagger", "text", unit: "1"), Field("offset", "float64", unit: "ps"), Field("drift", "float64", unit: "1"),
+            Field("knots", "int64, float64", unit: "ps (local time, offset)"),
+        ])
+
     /// The reducer's streams: per-point counts and analysis results.
     public static let reducerStreams: [StreamDescriptor] = [
         StreamDescriptor(
@@ -325,6 +333,9 @@ public enum RunEvent: Sendable {
     /// An `entangle` point ended: its attempts, heralds and timeouts.
     case entangled(EntanglementRecord)
     case pause(PauseRecord)
+    /// The clocks a run with several taggers follows (`clocks:`), as known at the end of a
+    /// point: each tagger's model with its knots so far. The latest supersedes the earlier.
+    case clocks([ClockModel])
     case log(String)
     case runStopped(RunStop)
 }

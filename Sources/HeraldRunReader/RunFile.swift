@@ -170,6 +170,8 @@ struct TagReader {
     let timestamps: H5Dataset
     let detectors: H5Dataset
     let count: Int
+    /// Where the tags are, for errors: photon_data, or /user/herald/taggers/<name>.
+    let path: String
 
     init(_ file: H5File) throws {
         // A run recorded with --no-raw-tags has an empty tag stream on purpose: say so rather
@@ -183,6 +185,19 @@ struct TagReader {
         timestamps = try photons.dataset("timestamps")
         detectors = try photons.dataset("detectors")
         count = min(try timestamps.extent, try detectors.extent)
+        path = "photon_data"
+    }
+
+    /// The raw tags of a tagger other than the clocks' reference, in its own clock.
+    init(_ file: H5File, tagger: String) throws {
+        let path = "user/herald/taggers/\(tagger)"
+        guard let g = try? file.openGroup("user").openGroup("herald").openGroup("taggers").openGroup(tagger) else {
+            throw StoreError(path: file.path, "has no /\(path): the tags of tagger '\(tagger)' are missing", kind: .invalidFile)
+        }
+        timestamps = try g.dataset("timestamps")
+        detectors = try g.dataset("detectors")
+        count = min(try timestamps.extent, try detectors.extent)
+        self.path = path
     }
 
     /// Checks the whole stream is in time order, a block at a time: the point lookups
@@ -196,7 +211,7 @@ struct TagReader {
             for (i, t) in times.enumerated() {
                 if t < previous {
                     throw StoreError(
-                        path: "photon_data/timestamps",
+                        path: path + "/timestamps",
                         "element \(offset + i) (\(t) ps) comes before the one ahead of it (\(previous) ps): the tags are out of "
                             + "time order, so the file is damaged and cannot be recounted", kind: .invalidFile)
                 }
@@ -220,11 +235,11 @@ struct TagReader {
     /// instead of giving counts from the wrong stretch of the run.
     func block(from start: Int64, to stop: Int64) throws -> TagBlock {
         let lo = try lowerBound(start), hi = try lowerBound(stop)
-        guard hi >= lo else { throw StoreError(path: "photon_data/timestamps", "not in time order near element \(hi)", kind: .invalidFile) }
+        guard hi >= lo else { throw StoreError(path: path + "/timestamps", "not in time order near element \(hi)", kind: .invalidFile) }
         let times = try timestamps.read(Int64.self, offset: lo, count: hi - lo)
         for (i, t) in times.enumerated() where t < start || t >= stop || (i > 0 && t < times[i - 1]) {
             throw StoreError(
-                path: "photon_data/timestamps",
+                path: path + "/timestamps",
                 "element \(lo + i) (\(t) ps) is out of time order or outside its point [\(start), \(stop)) ps; the file's tags are "
                     + "damaged, so they cannot be recounted", kind: .invalidFile)
         }

@@ -50,8 +50,20 @@ public struct StoredRun {
     ) async throws {
         let tags = try TagReader(file)
         try tags.verifyTimeOrder()
+        // A run with several taggers: each other tagger's own tags, clock and lost intervals.
+        var others: [String: (tags: TagReader, lost: [ExcludedInterval])] = [:]
+        for t in plan.clocks?.taggers ?? [] {
+            let reader = try TagReader(file, tagger: t.name)
+            try reader.verifyTimeOrder()
+            others[t.name] = (reader, try storedLost(tagger: t.name))
+        }
         let acquisitions = try storedAcquisitions()
         let lost = try storedLost()
+        if plan.clocks != nil {
+            try await replayInOrder(acquisitions, tags: tags, lost: lost, others: others, maxTags: maxTags, into: handle)
+            for step in analyses { try await handle(.analysisRequested(step, location: nil)) }
+            return
+        }
         let analysed = Set(analyses.map(\.dataset))
         for dataset in plan.datasets where analysed.contains(dataset.name) {
             if let entangled = try storedHeralds(dataset) {
@@ -65,22 +77,75 @@ public struct StoredRun {
             for p in points {
                 try await handle(.sweepPointStarted(sweep: dataset.name, index: p.index, of: dataset.points.count, label: p.label))
                 for a in acquisitions where a.startPs >= p.startPs && a.stopPs <= p.stopPs && a.stopPs > a.startPs {
-                    let overlapping = lost.filter { $0.stopPs > a.startPs && $0.startPs < a.stopPs }
-                    // Read a block at a time, so a long acquisition is never all in memory.
-                    let range = try tags.indices(from: a.startPs, to: a.stopPs)
-                    var offset = range.lowerBound
-                    repeat {
-                        var block = try tags.block(at: offset..<min(range.upperBound, offset + max(1, maxTags)))
-                        if offset == range.lowerBound { block.excluded = overlapping }
-                        offset += block.count
-                        if block.count > 0 || !block.excluded.isEmpty { try await handle(.tags(device: a.device, block)) }
-                    } while offset < range.upperBound
-                    try await handle(.acquired(a))
+                    try await replay(a, tags, lost, maxTags: maxTags, into: handle)
                 }
                 try await handle(.sweepPointFinished(p))
             }
         }
         for step in analyses { try await handle(.analysisRequested(step, location: nil)) }
+    }
+
+    /// One acquisition's tags, a block at a time (a long acquisition is never all in memory), then its record.
+    private func replay(
+        _ a: AcquisitionRecord, _ tags: TagReader, _ lost: [ExcludedInterval], maxTags: Int, into handle: (RunEvent) async throws -> Void
+    ) async throws {
+        let overlapping = lost.filter { $0.stopPs > a.startPs && $0.startPs < a.stopPs }
+        let range = try tags.indices(from: a.startPs, to: a.stopPs)
+        var offset = range.lowerBound
+        repeat {
+            var block = try tags.block(at: offset..<min(range.upperBound, offset + max(1, maxTags)))
+            if offset == range.lowerBound { block.excluded = overlapping }
+            offset += block.count
+            if block.count > 0 || !block.excluded.isEmpty { try await handle(.tags(device: a.device, block)) }
+        } while offset < range.upperBound
+        try await handle(.acquired(a))
+    }
+
+    /// A run with several taggers, replayed as it ran: every acquisition in the order recorded
+    /// (the other taggers' stretches of a slice follow the reference's, each in its own clock),
+    /// with every point's start and end where they fell. The merged stream follows the clocks
+    /// through the marks of all of them, and settles at the same points, so the recount sees
+    /// the same merged tags as the run.
+    private func replayInOrder(
+        _ acquisitions: [AcquisitionRecord], tags: TagReader, lost: [ExcludedInterval], others: [String: (tags: TagReader, lost: [ExcludedInterval])],
+        maxTags: Int, into handle: (RunEvent) async throws -> Void
+    ) async throws {
+        enum Mark { case finish(SweepPointRecord, Int), start(SweepPointRecord, Int, Int), acquisition(Int) }
+        var marks: [(time: Int64, rank: Int, mark: Mark)] = []
+        func depth(_ d: ReductionPlan.Dataset) -> Int {
+            var n = 0, outer = d.outer
+            while let o = outer, n < 64 { n += 1; outer = plan.dataset(o)?.outer }
+            return n
+        }
+        for dataset in plan.datasets {
+            let level = depth(dataset)
+            for p in try storedPoints(dataset) {
+                guard p.stopPs > p.startPs else {
+                    // A point that acquired nothing: where it fell is not recorded; its (empty) counts are the same anywhere.
+                    marks.append((p.startPs, 500, .start(p, dataset.points.count, level)))
+                    marks.append((p.startPs, 501, .finish(p, level)))
+                    continue
+                }
+                // At one instant: ends (inner first), then starts (outer first), then acquisitions.
+                marks.append((p.stopPs, level - 100, .finish(p, level)))
+                marks.append((p.startPs, 100 + level, .start(p, dataset.points.count, level)))
+            }
+        }
+        for (i, a) in acquisitions.enumerated() where others[a.device] == nil { marks.append((a.startPs, 1000, .acquisition(i))) }
+        marks.sort { ($0.time, $0.rank) < ($1.time, $1.rank) }
+        for m in marks {
+            switch m.mark {
+            case .finish(let p, _): try await handle(.sweepPointFinished(p))
+            case .start(let p, let of, _): try await handle(.sweepPointStarted(sweep: p.sweep, index: p.index, of: of, label: p.label))
+            case .acquisition(let i):
+                try await replay(acquisitions[i], tags, lost, maxTags: maxTags, into: handle)
+                var j = i + 1
+                while j < acquisitions.count, let other = others[acquisitions[j].device] {
+                    try await replay(acquisitions[j], other.tags, other.lost, maxTags: maxTags, into: handle)
+                    j += 1
+                }
+            }
+        }
     }
 
     /// The points of a data set from `sweeps/<name>`, with their outer points.
@@ -231,10 +296,11 @@ public struct StoredRun {
         }
     }
 
-    func storedLost() throws -> [ExcludedInterval] {
-        let herald = try self.herald
-        guard herald.contains("lost") else { return [] }
-        let g = try herald.openGroup("lost")
+    func storedLost(tagger: String? = nil) throws -> [ExcludedInterval] {
+        var g = try self.herald
+        if let tagger { g = try g.openGroup("taggers").openGroup(tagger) }
+        guard g.contains("lost") else { return [] }
+        g = try g.openGroup("lost")
         let start = try g.dataset("start_ps").read(Int64.self), stop = try g.dataset("stop_ps").read(Int64.self)
         let reason = try g.dataset("reason").readStrings()
         return zip(start, stop).enumerated().map { i, s in
@@ -247,7 +313,7 @@ extension TagReader {
     /// The indices of the tags with start ≤ t < stop (the tags are in time order: checked first).
     func indices(from start: Int64, to stop: Int64) throws -> Range<Int> {
         let lo = try lowerBound(start), hi = try lowerBound(stop)
-        guard hi >= lo else { throw StoreError(path: "photon_data/timestamps", "not in time order near element \(hi)", kind: .invalidFile) }
+        guard hi >= lo else { throw StoreError(path: path + "/timestamps", "not in time order near element \(hi)", kind: .invalidFile) }
         return lo..<hi
     }
 

@@ -87,6 +87,20 @@ extension Context {
                 names.append(device)
             }
             guard let d, names.count == deviceNodes.count else { return [] }
+            if let clocks {
+                // Every tagger of a run with clocks is placed in its time base; the reference
+                // goes first, the time base of the points.
+                for (device, n) in zip(names, deviceNodes) where !clocks.members.contains(device) {
+                    error("'\(device)' is not in clocks: (reference '\(clocks.reference)', taggers \(clocks.taggers.map(\.name).joined(separator: ", "))): add it under clocks.taggers", at: n)
+                    return []
+                }
+                names.sort { (clocks.members.firstIndex(of: $0) ?? 0) < (clocks.members.firstIndex(of: $1) ?? 0) }
+            } else if names.count > 1 && !hasClocksSection {
+                error(
+                    "acquiring several taggers together needs a 'clocks:' section: which one is the time base, and how the others' clocks follow it (docs/clocks.md)",
+                    at: byKey["devices"] ?? node)
+                return []
+            }
             if let name, let n = byKey["name"] { defineDataset(name, .single, at: n) }
             return [.acquire(devices: names, duration: d, name: name, location: location(keyNode))]
         case "sweep":

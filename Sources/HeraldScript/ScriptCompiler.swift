@@ -138,6 +138,9 @@ struct Context {
     var extraTopLevelKeys: [String] = []
     /// The script's nodes (`nodes:`), by name.
     var nodes: [String: NodeAddress] = [:]
+    /// The `clocks:` section, compiled before the steps that acquire with several taggers.
+    var clocks: ClocksSpec?
+    var hasClocksSection = false
     /// The simulated network, once `simulation:` is compiled.
     var network: NetworkDescription?
     /// The script's links (`links:`) and its `entangle` steps by data set.
@@ -328,7 +331,7 @@ struct Context {
             root,
             allowed: [
                 "herald", "name", "description", "parameters", "include", "sequences", "simulation", "nodes", "devices",
-                "links", "interlocks", "steps",
+                "links", "interlocks", "clocks", "steps",
             ] + extraTopLevelKeys, what: "the script")
         if let version = byKey["herald"], integer(version, what: "'herald' (script format version)", range: 1...1) == nil {
             error("this Herald reads script format version 1", at: version)
@@ -410,6 +413,10 @@ struct Context {
 
         var interlocks: [Interlock] = []
         if let node = byKey["interlocks"] { interlocks = compileInterlocks(node) }
+        if let node = byKey["clocks"] {
+            hasClocksSection = true
+            clocks = compileClocks(node)
+        }
 
         var steps: [PlanStep] = []
         if let stepsNode = byKey["steps"] {
@@ -423,6 +430,7 @@ struct Context {
         var plan = Plan(name: name, scriptPath: file, scriptText: text, devices: configs, steps: steps)
         plan.parameters = parameters.mapValues { ScriptParameter(text: $0.text) }
         plan.interlocks = interlocks
+        plan.clocks = clocks
         plan.includedFiles = includedFiles
         if let network, !network.isEmpty { plan.network = network }
         plan.nodes = nodes.values.sorted { $0.name < $1.name }

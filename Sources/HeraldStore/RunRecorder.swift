@@ -43,6 +43,13 @@ public actor RunRecorder: RunEventSink {
     private var file: H5File?
     private var timestamps: H5AppendableDataset<Int64>?
     private var detectors: H5AppendableDataset<UInt8>?
+    /// A run with several taggers: each tagger other than the clocks' reference, as it
+    /// recorded its tags in its own clock, under /user/herald/taggers/<name>.
+    private var otherTaggers: [String: (timestamps: H5AppendableDataset<Int64>, detectors: H5AppendableDataset<UInt8>)] = [:]
+    /// Lost-data intervals of those taggers, in their own clocks.
+    private var otherLost: [String: [ExcludedInterval]] = [:]
+    /// The latest clock models the reducer followed (`.clocks`).
+    private var clockModels: [ClockModel] = []
     private var progress: LiveProgress?
     private var heraldLog: HeraldLog?
     private var start: RunStart?
@@ -124,10 +131,12 @@ public actor RunRecorder: RunEventSink {
         case .sweepPointStarted:
             break
         case .tags(let device, let block):
-            guard let timestamps, let detectors else {
+            guard var timestamps, var detectors else {
                 throw StoreError(path: path, "tags from \(device) arrived before the run started")
             }
             if let writeFailure { throw writeFailure }
+            let other = otherTaggers[device]
+            if let other { (timestamps, detectors) = other }
             if rawTags {
                 // 9 bytes a tag uncompressed: an upper bound on what the append writes.
                 try ensureSpace(Int64(block.count) * 9)
@@ -137,11 +146,16 @@ public actor RunRecorder: RunEventSink {
                 }
             }
             recordedTags += block.count
+            if ContinuousClock.now - lastFlush >= Self.flushInterval { try flush() }
+            // photon_data's own summary (its detectors and span) is the reference tagger's.
+            guard other == nil else {
+                otherLost[device, default: []] += block.excluded
+                break
+            }
             block.countChannels(into: &detectorCounts)
             lost += block.excluded
             if let first = block.timestamps.first, firstTag == nil { firstTag = first }
             if let last = block.timestamps.last { lastTag = last }
-            if ContinuousClock.now - lastFlush >= Self.flushInterval { try flush() }
         case .sweepPointFinished(let record):
             sweepRows.append(record)
             try writing { try progress?.add(record) }
@@ -167,6 +181,8 @@ public actor RunRecorder: RunEventSink {
         case .entangled(let r):
             try writing { try heraldLog?.add(r) }
             try flush()
+        case .clocks(let models):
+            clockModels = models
         case .log(let line):
             log.append(line)
         case .runStopped(let stop):
@@ -182,6 +198,10 @@ public actor RunRecorder: RunEventSink {
         try writing {
             try timestamps?.writeTail()
             try detectors?.writeTail()
+            for (_, other) in otherTaggers {
+                try other.timestamps.writeTail()
+                try other.detectors.writeTail()
+            }
             // The flush log lets a reader (and the kill tests) see how much a crash could lose.
             try heraldLog?.writeTails()
             try progress?.addFlush(unixSeconds: Date().timeIntervalSince1970, lastTagPs: lastTag ?? -1)
@@ -326,6 +346,23 @@ public actor RunRecorder: RunEventSink {
         progress = try LiveProgress(in: herald, plan: s.plan)
         heraldLog = try HeraldLog(in: herald, plan: s.plan)
         if let network = s.plan.network { try Self.writeNetwork(network, into: herald) }
+        if let clocks = s.plan.clocks {
+            // The other taggers' raw tags, as each recorded them (its own clock, its own channel
+            // numbers); photon_data is the reference's. Created before SWMR starts.
+            let taggers = try herald.group("taggers")
+            try taggers.setAttribute("reference", clocks.reference)
+            try taggers.setAttribute(
+                "about", "tags of each tagger other than the reference (whose tags are photon_data), in its own clock and channels; "
+                    + "/user/herald/clocks/<tagger> maps its clock to the reference's")
+            for t in clocks.taggers {
+                let g = try taggers.group(t.name)
+                try g.setAttribute("channel_offset", Int64(t.channelOffset))
+                let tts = try g.appendable("timestamps", of: Int64.self, chunk: Self.chunkTags, compression: compression)
+                let tdet = try g.appendable("detectors", of: UInt8.self, chunk: Self.chunkTags, compression: compression)
+                try tts.setAttribute("units", "ps (this tagger's clock)")
+                otherTaggers[t.name] = (tts, tdet)
+            }
+        }
         timestamps = ts
         detectors = det
         try file.flush()
@@ -352,6 +389,11 @@ public actor RunRecorder: RunEventSink {
             hdf5Failed = false
             do { try flush(checkSpace: false) } catch {
                 for location in [timestamps, detectors, open] as [H5Location?] { location?.abandon() }
+                for (_, other) in otherTaggers {
+                    other.timestamps.abandon()
+                    other.detectors.abandon()
+                }
+                otherTaggers = [:]
                 progress?.abandon()
                 heraldLog?.abandon()
                 timestamps = nil
@@ -368,6 +410,11 @@ public actor RunRecorder: RunEventSink {
         // Leave SWMR: close every handle, then reopen normally to add the summary tables.
         try timestamps?.writeTail()
         try detectors?.writeTail()
+        for (_, other) in otherTaggers {
+            try other.timestamps.writeTail()
+            try other.detectors.writeTail()
+        }
+        otherTaggers = [:]
         timestamps = nil
         detectors = nil
         progress = nil
@@ -435,6 +482,16 @@ public actor RunRecorder: RunEventSink {
             try g.write("units", strings: d.fields.map(\.unit))
         }
 
+        if !clockModels.isEmpty { try ClockStore.write(clockModels, into: herald) }
+        if herald.contains("taggers") {
+            let taggers = try herald.openGroup("taggers")
+            for (name, intervals) in otherLost.sorted(by: { $0.key < $1.key }) where taggers.contains(name) {
+                let g = try taggers.openGroup(name).group("lost")
+                try g.write("start_ps", intervals.map(\.startPs))
+                try g.write("stop_ps", intervals.map(\.stopPs))
+                try g.write("reason", strings: intervals.map(\.reason))
+            }
+        }
         let analysis = try herald.group("analysis")
         for a in analyses { try AnalysisStore.append(a, to: analysis) }
         try DatasetUnits.label(herald)
@@ -445,6 +502,35 @@ public actor RunRecorder: RunEventSink {
         // What the file holds: equal to the engine's count unless recording stopped early (disk full).
         try run.setAttribute("tag_count", Int64(recordedTags))
         try run.setAttribute("exit_status", stop.status.rawValue)
+    }
+}
+
+/// The clock models of a run with several taggers: `/user/herald/clocks/<tagger>`, each with
+/// its provenance as attributes (reference, source, method, offset and drift with 1σ errors,
+/// residual, samples) and its knots (`knot_local_ps`, `knot_offset_ps`, `knot_error_ps`).
+enum ClockStore {
+    static func write(_ models: [ClockModel], into herald: H5Group) throws {
+        let clocks = try herald.group("clocks")
+        try clocks.setAttribute(
+            "about", "t_reference = t_local − offset(t_local); offset(t) = offset_ps + drift·(t − epoch_ps), or interpolated "
+                + "linearly between the knots where there are knots")
+        for m in models {
+            let g = try clocks.group(m.tagger)
+            try g.setAttribute("reference", m.reference)
+            try g.setAttribute("source", m.source)
+            try g.setAttribute("method", m.method)
+            try g.write("offset_ps", scalar: m.offsetPs)
+            try g.write("offset_error_ps", scalar: m.offsetErrorPs)
+            try g.write("drift", scalar: m.drift)
+            try g.write("drift_error", scalar: m.driftError)
+            try g.write("epoch_ps", scalar: Double(m.epochPs))
+            try g.write("residual_rms_ps", scalar: m.residualRmsPs)
+            try g.write("reduced_chi_square", scalar: m.reducedChiSquare)
+            try g.write("samples", scalar: Double(m.samples))
+            try g.write("knot_local_ps", m.knots.map(\.localPs))
+            try g.write("knot_offset_ps", m.knots.map(\.offsetPs))
+            try g.write("knot_error_ps", m.knots.map(\.errorPs))
+        }
     }
 }
 

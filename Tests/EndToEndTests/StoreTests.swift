@@ -39,7 +39,10 @@ import Testing
         #expect(made.status == 0, "\(made.stderr)")
         // A heralded-entanglement run, for /user/herald/heralds and /user/herald/network.
         let heralds = try await run("remote-entanglement.yaml", in: dir, ["--set", "heralds=300"])
-        let r = try await python(["layout", Paths.root.appendingPathComponent("docs/hdf5-layout.md").path, bell, chsh, nested, heralds])
+        // Two taggers on their own clocks, for /user/herald/taggers and /user/herald/clocks.
+        let clocked = try await run("two-tagger-chsh.yaml", in: dir, ["--set", "integration=200ms"])
+        let r = try await python(
+            ["layout", Paths.root.appendingPathComponent("docs/hdf5-layout.md").path, bell, chsh, nested, heralds, clocked])
         #expect(r.status == 0, "\(r.stdout)\(r.stderr)")
     }
 

@@ -1,0 +1,267 @@
+import HeraldCore
+
+/// The tags of several taggers, each stamped by its own clock, merged as they arrive into one
+/// time-ordered stream in the reference tagger's time base, as a run's `clocks:` section says.
+///
+/// Each tagger is a lane. The reference's tags are settled as they come; a tagger followed by
+/// its sync marks is corrected by interpolating between knots (a mark of its own paired with
+/// the reference's of the same second), so its tags wait for the knot after them: about one
+/// mark period of tags is held, however long the run. ``flush()`` (the end of a point) settles
+/// the rest, past the last knot on the line through the last two.
+public struct MergedTagStream: Sendable {
+    public let spec: ClocksSpec
+    private var lanes: [Lane]
+    private let referenceIndex = 0
+    /// Lost-data intervals of any lane, in the reference's time base, for the next block out.
+    private var excluded: [ExcludedInterval] = []
+
+    struct Lane: Sendable {
+        var name: String
+        var shift: Int
+        var tracking: ClocksSpec.Tracking
+        /// Tags not yet handed on: local times, channels already shifted, from `head` on.
+        var times: [Int64] = []
+        var channels: [UInt8] = []
+        var head = 0
+        /// The latest local time this lane is known to be complete to (its last tag, or the end
+        /// of an acquisition it finished).
+        var seenPs = Int64.min
+        /// Marks tracking: its own marks not yet paired, the reference's marks seen so far
+        /// (trimmed once paired), raw knots, and the knots (smoothed) the correction uses.
+        var localMarks: [Int64] = []
+        var referenceMarks: [Int64] = []
+        var raw: [ClockModel.Knot] = []
+        var knots: [ClockModel.Knot] = []
+        var segment = 0
+        var unpairedMarks = 0
+
+        var pending: Int { times.count - head }
+    }
+
+    public init(spec: ClocksSpec) {
+        self.spec = spec
+        lanes = [Lane(name: spec.reference, shift: 0, tracking: .none)]
+            + spec.taggers.map { Lane(name: $0.name, shift: $0.channelOffset, tracking: $0.tracking) }
+    }
+
+    /// Tags held, not yet settled: the stream's memory.
+    public var heldTags: Int { lanes.reduce(0) { $0 + $1.pending } }
+
+    /// A block from `device` in its own clock; returns what is now settled, merged, in the
+    /// reference's time base. A device outside the `clocks:` section is refused.
+    public mutating func add(_ block: TagBlock, from device: String) throws(ClockCalibrationError) -> TagBlock {
+        guard let k = lanes.firstIndex(where: { $0.name == device }) else {
+            throw .notInClocks(tagger: device, reference: spec.reference)
+        }
+        let shift = lanes[k].shift
+        lanes[k].times.append(contentsOf: block.timestamps)
+        if shift == 0 {
+            lanes[k].channels.append(contentsOf: block.channels)
+        } else {
+            lanes[k].channels.append(contentsOf: block.channels.lazy.map { UInt8(truncatingIfNeeded: Int($0) + shift) })
+        }
+        if let last = block.timestamps.last { lanes[k].seenPs = max(lanes[k].seenPs, last) }
+        // An interval is mapped with what is known of the clock now: good to the clock's
+        // change over a mark period, far below an overflow's length.
+        for e in block.excluded {
+            let o = roughOffset(lanes[k], at: e.startPs)
+            excluded.append(ExcludedInterval(startPs: e.startPs - o, stopPs: e.stopPs - o, reason: e.reason))
+        }
+        // Sync marks: the lane's own, and the reference's for every lane that pairs with them.
+        if case .marks(let channel, _, _) = lanes[k].tracking {
+            for (t, c) in zip(block.timestamps, block.channels) where Int(c) == channel { lanes[k].localMarks.append(t) }
+        }
+        if k == referenceIndex {
+            for j in lanes.indices {
+                guard case .marks(_, let referenceChannel, _) = lanes[j].tracking else { continue }
+                for (t, c) in zip(block.timestamps, block.channels) where Int(c) == referenceChannel { lanes[j].referenceMarks.append(t) }
+            }
+        }
+        return drain(final: false)
+    }
+
+    /// `device` finished an acquisition at `stopPs` of its clock: complete to there even if its
+    /// last tag came earlier.
+    public mutating func covered(_ device: String, toPs stopPs: Int64) -> TagBlock {
+        guard let k = lanes.firstIndex(where: { $0.name == device }) else { return TagBlock() }
+        lanes[k].seenPs = max(lanes[k].seenPs, stopPs)
+        return drain(final: false)
+    }
+
+    /// Everything held, settled now (the end of a point or of the run).
+    public mutating func flush() throws(ClockCalibrationError) -> TagBlock {
+        for k in lanes.indices {
+            guard case .marks(let channel, let referenceChannel, _) = lanes[k].tracking, lanes[k].pending > 0 else { continue }
+            Self.pair(&lanes[k], referenceSeen: lanes[referenceIndex].seenPs, final: true)
+            if lanes[k].knots.isEmpty { throw .noMarksYet(tagger: lanes[k].name, channel: channel, referenceChannel: referenceChannel) }
+        }
+        return drain(final: true)
+    }
+
+    /// The models the run followed, for the record: per tagger, the line through its knots
+    /// (offset and drift with 1σ errors) and the knots themselves.
+    public func models() -> [ClockModel] {
+        lanes.dropFirst().map { lane in
+            switch lane.tracking {
+            case .model(let m, _): return m
+            case .none:
+                return ClockModel(
+                    tagger: lane.name, reference: spec.reference, offsetPs: 0, drift: 0, epochPs: 0, source: "none",
+                    method: "uncorrected: only the channels shifted by \(lane.shift)")
+            case .marks(let channel, let referenceChannel, let smoothing):
+                let epoch = lane.knots.first?.localPs ?? 0
+                let points = lane.knots.map {
+                    ClockCalibration.SegmentOffset(midPs: Double($0.localPs - epoch), offsetPs: $0.offsetPs, errorPs: 1, pairs: 1)
+                }
+                let fit = points.count >= 2 ? ClockCalibration.weightedLine(points) : nil
+                var m = ClockModel(
+                    tagger: lane.name, reference: spec.reference, offsetPs: fit?.intercept ?? lane.knots.first?.offsetPs ?? 0,
+                    drift: fit?.slope ?? 0, epochPs: epoch, offsetErrorPs: fit?.interceptError ?? .infinity,
+                    driftError: fit?.slopeError ?? .infinity, source: "pps",
+                    method: "tracked through the run: marks on channel \(channel) paired with the reference's channel \(referenceChannel), "
+                        + "offset interpolated between knots" + (smoothing > 0 ? ", each the line through \(2 * smoothing + 1) marks" : "")
+                        + (lane.unpairedMarks > 0 ? "; \(lane.unpairedMarks) marks had no partner and were left out" : ""),
+                    residualRmsPs: fit?.residualRms ?? 0, reducedChiSquare: 1, samples: lane.knots.count)
+                m.knots = lane.knots
+                return m
+            }
+        }
+    }
+
+    // MARK: Settling
+
+    /// Pairs a lane's marks with the reference's and turns them into knots. A local mark is
+    /// paired once the reference is complete past where its partner could be.
+    private static func pair(_ lane: inout Lane, referenceSeen: Int64, final: Bool) {
+        guard case .marks(_, _, let smoothing) = lane.tracking else { return }
+        // The marks' period from the reference's own (a PPS: 1 s); until two are seen, a second.
+        var period: Int64 = 1_000_000_000_000
+        if lane.referenceMarks.count >= 2, let a = lane.referenceMarks.last {
+            period = max(1, a - lane.referenceMarks[lane.referenceMarks.count - 2])
+        }
+        var used = 0
+        for l in lane.localMarks {
+            let predicted = l - Int64((lane.raw.last?.offsetPs ?? 0).rounded())
+            guard final || referenceSeen >= predicted + period / 2 else { break }
+            used += 1
+            let i = ClockCalibration.nearest(lane.referenceMarks, predicted)
+            guard lane.referenceMarks.indices.contains(i), abs(lane.referenceMarks[i] - predicted) < period / 2 else {
+                lane.unpairedMarks += 1
+                continue
+            }
+            lane.raw.append(ClockModel.Knot(localPs: l, offsetPs: Double(l - lane.referenceMarks[i]), errorPs: 0))
+            lane.referenceMarks.removeFirst(i + 1)
+        }
+        lane.localMarks.removeFirst(used)
+        // Knot k is the line through raw knots k − h … k + h at its mark: it waits for h more.
+        let ready = final ? lane.raw.count : max(0, lane.raw.count - smoothing)
+        while lane.knots.count < ready {
+            let k = lane.knots.count
+            let window = lane.raw[max(0, k - smoothing)...min(lane.raw.count - 1, k + smoothing)]
+            var knot = lane.raw[k]
+            if window.count >= 3 {
+                let points = window.map {
+                    ClockCalibration.SegmentOffset(midPs: Double($0.localPs - knot.localPs), offsetPs: $0.offsetPs, errorPs: 1, pairs: 1)
+                }
+                let fit = ClockCalibration.weightedLine(points)
+                knot.offsetPs = fit.intercept
+                knot.errorPs = fit.interceptError
+            }
+            lane.knots.append(knot)
+        }
+    }
+
+    private func roughOffset(_ lane: Lane, at t: Int64) -> Int64 {
+        switch lane.tracking {
+        case .none: return 0
+        case .model(let m, _): return t - m.toReference(t)
+        case .marks: return Int64((lane.knots.isEmpty ? lane.raw.last?.offsetPs ?? 0 : Self.offset(lane, at: t)).rounded())
+        }
+    }
+
+    /// The reference time up to which a lane's tags can be corrected and are complete.
+    private func settledReference(_ lane: Lane) -> Int64 {
+        guard lane.seenPs > .min else { return .min }
+        switch lane.tracking {
+        case .none: return lane.seenPs
+        case .model(let m, _): return m.toReference(lane.seenPs)
+        case .marks:
+            guard lane.knots.count >= 2, let last = lane.knots.last else { return .min }
+            let t = min(last.localPs, lane.seenPs)
+            return t - Int64(Self.offset(lane, at: t).rounded())
+        }
+    }
+
+    /// local − reference at local time `t`: between knots linearly, beyond them on the line
+    /// through the nearest two (one knot: a constant offset).
+    private static func offset(_ lane: Lane, at t: Int64) -> Double {
+        let knots = lane.knots
+        guard let first = knots.first else { return 0 }
+        guard knots.count >= 2 else { return first.offsetPs }
+        var i = min(max(lane.segment, 0), knots.count - 2)
+        while i + 2 < knots.count && knots[i + 1].localPs < t { i += 1 }
+        while i > 0 && knots[i].localPs > t { i -= 1 }
+        let a = knots[i], b = knots[i + 1]
+        let span = Double(b.localPs - a.localPs)
+        return a.offsetPs + (span > 0 ? Double(t - a.localPs) / span : 0) * (b.offsetPs - a.offsetPs)
+    }
+
+    private mutating func drain(final: Bool) -> TagBlock {
+        for k in lanes.indices {
+            if case .marks = lanes[k].tracking { Self.pair(&lanes[k], referenceSeen: lanes[referenceIndex].seenPs, final: final) }
+        }
+        var cut = Int64.max
+        if !final { for lane in lanes { cut = min(cut, settledReference(lane)) } }
+        guard cut > .min else { return TagBlock() }
+        // Each lane's tags up to the cut, corrected; then merged two at a time.
+        var out: TagBlock?
+        for k in lanes.indices {
+            let part = Self.take(&lanes[k], upToReference: cut)
+            out = out.map { ClockMerge.merge($0, part, model: nil) } ?? part
+        }
+        var block = out ?? TagBlock()
+        block.excluded = excluded
+        excluded = []
+        return block
+    }
+
+    /// Removes and returns a lane's held tags whose reference time is at most `cut`.
+    private static func take(_ lane: inout Lane, upToReference cut: Int64) -> TagBlock {
+        var block = TagBlock()
+        var i = lane.head
+        let n = lane.times.count
+        block.timestamps.reserveCapacity(n - i)
+        switch lane.tracking {
+        case .none:
+            while i < n && lane.times[i] <= cut { i += 1 }
+            block.timestamps.append(contentsOf: lane.times[lane.head..<i])
+        case .model(let m, _):
+            while i < n {
+                let r = m.toReference(lane.times[i])
+                if r > cut { break }
+                block.timestamps.append(r)
+                i += 1
+            }
+        case .marks:
+            while i < n {
+                let t = lane.times[i]
+                let o = offset(lane, at: t)
+                let r = t - Int64(o.rounded())
+                if r > cut { break }
+                // The knot cursor only moves forward with the tags.
+                while lane.segment + 2 < lane.knots.count && lane.knots[lane.segment + 1].localPs < t { lane.segment += 1 }
+                block.timestamps.append(r)
+                i += 1
+            }
+        }
+        block.channels.append(contentsOf: lane.channels[lane.head..<i])
+        lane.head = i
+        // Compact once half the arrays are spent, so a long run's memory stays what is held.
+        if lane.head > 65_536 && lane.head * 2 > lane.times.count {
+            lane.times.removeFirst(lane.head)
+            lane.channels.removeFirst(lane.head)
+            lane.head = 0
+        }
+        return block
+    }
+}

@@ -1,0 +1,169 @@
+import Foundation
+import HeraldCore
+import Yams
+
+/// The `clocks:` section: which tagger is the time base of the merged stream, and how each
+/// other tagger's clock is followed through the run.
+///
+/// ```yaml
+/// clocks:
+///   reference: analyser
+///   taggers:
+///     remote:
+///       channel_offset: 8          # its channel c is c + 8 in the merged stream
+///       track: marks               # its sync marks against the reference's
+///       sync_channel: 5            # on its channel 5 …
+///       reference_sync_channel: 5  # … and the reference's channel 5
+///       smoothing: 0               # marks either side in each knot (GPS: more)
+///     lab_b:
+///       track: model
+///       model: lab_b-clock.yaml    # from herald calibrate-clocks --out, fixed
+///     lab_c:
+///       track: none                # uncorrected (to see what no tracking costs)
+/// ```
+extension Context {
+    mutating func compileClocks(_ node: Node) -> ClocksSpec? {
+        let byKey = fields(node, allowed: ["reference", "taggers"], what: "clocks")
+        guard let referenceNode = byKey["reference"], let taggersNode = byKey["taggers"] else {
+            error("clocks needs 'reference' (the tagger whose clock is the time base) and 'taggers' (the others)", at: node)
+            return nil
+        }
+        guard let reference = string(referenceNode, what: "clocks.reference"), checkTagger(reference, at: referenceNode) else { return nil }
+        var taggers: [ClocksSpec.Tagger] = []
+        var ok = true
+        let entries = entries(taggersNode, allowed: nil, what: "clocks.taggers")
+        if entries.isEmpty {
+            error("clocks.taggers names no tagger: list the taggers whose clocks follow '\(reference)'", at: taggersNode)
+            return nil
+        }
+        for (position, entry) in entries.enumerated() {
+            guard checkTagger(entry.key, at: entry.keyNode) else {
+                ok = false
+                continue
+            }
+            if entry.key == reference {
+                error("'\(reference)' is the reference; clocks.taggers lists the other taggers", at: entry.keyNode)
+                ok = false
+                continue
+            }
+            let what = "clocks.taggers.\(entry.key)"
+            let f = fields(
+                entry.value, allowed: ["channel_offset", "track", "sync_channel", "reference_sync_channel", "smoothing", "model"],
+                what: what)
+            let offset = f["channel_offset"].map { integer($0, what: "\(what).channel_offset", range: 0...247) } ?? 8 * (position + 1)
+            let trackText = f["track"].flatMap { string($0, what: "\(what).track") } ?? (f["model"] != nil ? "model" : "marks")
+            var tracking: ClocksSpec.Tracking?
+            switch trackText {
+            case "marks":
+                guard let channelNode = f["sync_channel"] else {
+                    error("\(what): track: marks needs sync_channel, the channel of its sync marks (PPS, White Rabbit)", at: entry.value)
+                    ok = false
+                    continue
+                }
+                let channel = integer(channelNode, what: "\(what).sync_channel", range: 1...255)
+                let referenceChannel = f["reference_sync_channel"].map { integer($0, what: "\(what).reference_sync_channel", range: 1...255) } ?? channel
+                let smoothing = f["smoothing"].map { integer($0, what: "\(what).smoothing", range: 0...100) } ?? 0
+                if let channel, let referenceChannel, let smoothing {
+                    tracking = .marks(channel: channel, referenceChannel: referenceChannel, smoothing: smoothing)
+                }
+            case "model":
+                guard let modelNode = f["model"] else {
+                    error("\(what): track: model needs model, a clocks file written by herald calibrate-clocks --out", at: entry.value)
+                    ok = false
+                    continue
+                }
+                tracking = clockModel(modelNode, tagger: entry.key, reference: reference, what: what)
+            case "none":
+                tracking = ClocksSpec.Tracking.none
+            default:
+                error("\(what).track '\(trackText)' is not one of: marks, model, none", at: f["track"] ?? entry.value)
+            }
+            guard let tracking, let offset else {
+                ok = false
+                continue
+            }
+            taggers.append(ClocksSpec.Tagger(name: entry.key, channelOffset: offset, tracking: tracking))
+        }
+        return ok ? ClocksSpec(reference: reference, taggers: taggers) : nil
+    }
+
+    private mutating func checkTagger(_ name: String, at node: Node) -> Bool {
+        guard let descriptor = devices[name] else {
+            error("unknown device '\(name)'; declared devices: \(devices.keys.sorted().joined(separator: ", "))", at: node)
+            return false
+        }
+        guard descriptor.kind == .timeTagger else {
+            error("'\(name)' is a \(descriptor.kind.rawValue); clocks are time-taggers'", at: node)
+            return false
+        }
+        return true
+    }
+
+    /// A model from a clocks file (`herald calibrate-clocks --out`), beside the script, read
+    /// now and kept with the run's included files.
+    private mutating func clockModel(_ node: Node, tagger: String, reference: String, what: String) -> ClocksSpec.Tracking? {
+        guard let relative = string(node, what: "\(what).model") else { return nil }
+        let dir = (file as NSString).deletingLastPathComponent
+        let path = relative.hasPrefix("/") || dir.isEmpty ? relative : dir + "/" + relative
+        guard let real = Self.resolved(path) else {
+            error("cannot read the clocks file '\(path)': no such file (write one with herald calibrate-clocks --out)", at: node)
+            return nil
+        }
+        guard includeRoots.contains(where: { real == $0 || real.hasPrefix($0 == "/" ? "/" : $0 + "/") }) else {
+            error("clocks file '\(relative)' is outside the script's folder (\(includeRoots.first ?? ".")); see --include-dir", at: node)
+            return nil
+        }
+        guard let text = try? String(contentsOfFile: real, encoding: .utf8) else {
+            error("cannot read the clocks file '\(path)'", at: node)
+            return nil
+        }
+        includedFiles.append(IncludedFile(path: path, resolvedPath: real, text: text))
+        guard let root = parse(text: text, file: path) else { return nil }
+        let saved = file
+        file = path
+        defer { file = saved }
+        let top = fields(root, allowed: ["clocks"], what: "a clocks file")
+        guard let clocks = top["clocks"] else {
+            error("a clocks file holds 'clocks:', one entry per tagger (herald calibrate-clocks --out)", at: root)
+            return nil
+        }
+        guard let entry = entries(clocks, allowed: nil, what: "clocks").first(where: { $0.key == tagger }) else {
+            error("the clocks file has no model for '\(tagger)'", at: clocks)
+            return nil
+        }
+        let f = fields(
+            entry.value,
+            allowed: [
+                "reference", "offset_ps", "offset_error_ps", "drift", "drift_error", "epoch_ps", "source", "method", "residual_rms_ps",
+                "reduced_chi_square", "samples",
+            ], what: "clocks.\(tagger)")
+        func number(_ key: String, required: Bool = true) -> Double? {
+            guard let n = f[key] else {
+                if required { error("clocks.\(tagger) needs \(key)", at: entry.value) }
+                return nil
+            }
+            guard let text = n.scalar?.string, let v = Double(text), v.isFinite else {
+                error("clocks.\(tagger).\(key) must be a finite number", at: n)
+                return nil
+            }
+            return v
+        }
+        let modelReference = f["reference"].flatMap { string($0, what: "clocks.\(tagger).reference") }
+        if let modelReference, modelReference != reference {
+            error("this model maps '\(tagger)' to '\(modelReference)', but the script's clocks.reference is '\(reference)'", at: f["reference"] ?? entry.value)
+            return nil
+        }
+        guard let offset = number("offset_ps"), let drift = number("drift"), let epoch = number("epoch_ps") else { return nil }
+        guard abs(drift) < 1e-2, abs(epoch) < 0x1p62, abs(offset) < 0x1p50 else {
+            error("clocks.\(tagger): offset, drift or epoch out of any tagger's range", at: entry.value)
+            return nil
+        }
+        let model = ClockModel(
+            tagger: tagger, reference: reference, offsetPs: offset, drift: drift, epochPs: Int64(epoch),
+            offsetErrorPs: number("offset_error_ps", required: false) ?? 0, driftError: number("drift_error", required: false) ?? 0,
+            source: f["source"]?.scalar?.string ?? "given", method: (f["method"]?.scalar?.string ?? "") + " (from \(relative))",
+            residualRmsPs: number("residual_rms_ps", required: false) ?? 0, reducedChiSquare: number("reduced_chi_square", required: false) ?? 1,
+            samples: Int(min(max(number("samples", required: false) ?? 0, 0), 1e15)))
+        return .model(model, file: relative)
+    }
+}
