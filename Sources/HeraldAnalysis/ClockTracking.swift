@@ -34,6 +34,7 @@ public struct MergedTagStream: Sendable {
         var knots: [ClockModel.Knot] = []
         var segment = 0
         var unpairedMarks = 0
+        var periodPs: Int64 = 1_000_000_000_000
 
         var pending: Int { times.count - head }
     }
@@ -134,18 +135,30 @@ public struct MergedTagStream: Sendable {
     /// paired once the reference is complete past where its partner could be.
     private static func pair(_ lane: inout Lane, referenceSeen: Int64, final: Bool) {
         guard case .marks(_, _, let smoothing) = lane.tracking else { return }
-        // The marks' period from the reference's own (a PPS: 1 s); until two are seen, a second.
-        var period: Int64 = 1_000_000_000_000
-        if lane.referenceMarks.count >= 2, let a = lane.referenceMarks.last {
-            period = max(1, a - lane.referenceMarks[lane.referenceMarks.count - 2])
-        }
+        // The marks' period: the shortest step between the reference's marks seen (a PPS: 1 s;
+        // an acquisition's gap is no period). Until two are seen, a second.
+        for (a, b) in zip(lane.referenceMarks, lane.referenceMarks.dropFirst()) where b > a { lane.periodPs = min(lane.periodPs, b - a) }
+        let period = lane.periodPs
         var used = 0
         for l in lane.localMarks {
-            let predicted = l - Int64((lane.raw.last?.offsetPs ?? 0).rounded())
-            guard final || referenceSeen >= predicted + period / 2 else { break }
+            // Where its partner should be: on the line through the last two knots (the drift
+            // carried across a gap between acquisitions), within what 100 ppm could add since;
+            // the first within half a period.
+            var predicted = l
+            var tolerance = period / 2
+            if let last = lane.raw.last {
+                var drift = 0.0
+                if lane.raw.count >= 2 {
+                    let before = lane.raw[lane.raw.count - 2]
+                    if last.localPs > before.localPs { drift = (last.offsetPs - before.offsetPs) / Double(last.localPs - before.localPs) }
+                }
+                predicted = l - Int64((last.offsetPs + drift * Double(l - last.localPs)).rounded())
+                tolerance = min(tolerance, 10_000_000 + (l - last.localPs) / 10_000)
+            }
+            guard final || referenceSeen >= predicted + tolerance else { break }
             used += 1
             let i = ClockCalibration.nearest(lane.referenceMarks, predicted)
-            guard lane.referenceMarks.indices.contains(i), abs(lane.referenceMarks[i] - predicted) < period / 2 else {
+            guard lane.referenceMarks.indices.contains(i), abs(lane.referenceMarks[i] - predicted) < tolerance else {
                 lane.unpairedMarks += 1
                 continue
             }
