@@ -16,14 +16,27 @@ public final class RunTagStream {
     private let reader: TagReader
     private var position = 0
 
-    public init(path: String) throws {
+    /// `tagger`: in a run with several taggers (`clocks:`), one other than the reference, whose
+    /// tags (in its own clock) are under /user/herald/taggers; nil for photon_data.
+    public init(path: String, tagger: String? = nil) throws {
         self.path = path
-        file = try RunFile.open(path)
+        let file = try RunFile.open(path)
+        self.file = file
         do {
-            reader = try TagReader(file)
+            if let tagger { reader = try TagReader(file, tagger: tagger) } else { reader = try TagReader(file) }
             var intervals: [(Int64, Int64)] = []
             let herald = try file.openGroup("user").openGroup("herald")
-            if herald.contains("sweeps") {
+            if let tagger {
+                // Its stretches are in its own clock: the acquisitions table has them.
+                let g = try herald.openGroup("acquisitions")
+                let names = try g.dataset("device_names").readStrings()
+                let device = try g.dataset("device").read(Int64.self)
+                let starts = try g.dataset("start_ps").read(Int64.self), stops = try g.dataset("stop_ps").read(Int64.self)
+                for i in 0..<min(device.count, starts.count, stops.count)
+                where names.indices.contains(Int(device[i])) && names[Int(device[i])] == tagger && stops[i] > starts[i] {
+                    intervals.append((starts[i], stops[i]))
+                }
+            } else if herald.contains("sweeps") {
                 let sweeps = try herald.openGroup("sweeps")
                 // A sweep with others inside it spans their acquisitions: only the innermost
                 // points are acquisitions of their own.
@@ -40,8 +53,9 @@ public final class RunTagStream {
             }
             acquisitions = intervals.sorted { $0.0 < $1.0 }
             var lost: [ExcludedInterval] = []
-            if herald.contains("lost") {
-                let g = try herald.openGroup("lost")
+            let lostParent = try tagger.map { try herald.openGroup("taggers").openGroup($0) } ?? herald
+            if lostParent.contains("lost") {
+                let g = try lostParent.openGroup("lost")
                 let starts = try g.dataset("start_ps").read(Int64.self)
                 let stops = try g.dataset("stop_ps").read(Int64.self)
                 let reasons = try g.dataset("reason").readStrings()
@@ -58,6 +72,17 @@ public final class RunTagStream {
             throw StoreError(path: path, "cannot read the run's tags: \(error)")
         }
         count = reader.count
+    }
+
+    /// A run with several taggers: the reference (photon_data's) and the others, from
+    /// /user/herald/taggers; nil for a run with one.
+    public static func taggers(path: String) throws -> (reference: String, others: [String])? {
+        let file = try RunFile.open(path)
+        defer { file.close() }
+        let herald = try file.openGroup("user").openGroup("herald")
+        guard herald.contains("taggers") else { return nil }
+        let g = try herald.openGroup("taggers")
+        return (try g.stringAttribute("reference") ?? "reference", try g.childNames().sorted())
     }
 
     deinit { file.close() }

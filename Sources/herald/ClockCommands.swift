@@ -8,16 +8,18 @@ import HeraldTTTR
 struct CalibrateClocks: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "calibrate-clocks",
-        abstract: "Find how a second tagger's clock maps to a reference tagger's, from two recordings made at the same time.",
+        abstract: "Find how a tagger's clock maps to a reference tagger's: from two recordings made at the same time, or a run with several taggers.",
         discussion: """
             From photons both taggers saw (the cross-correlation's peak, coarse to fine), or with --pps from \
             PPS or sync marks recorded on a channel of each. Prints the offset and drift with their 1σ errors, \
-            the residual and χ²/dof, and with --out writes them as YAML (docs/clocks.md). Recordings: PicoQuant \
-            or Swabian time-tag files, or Herald run files (.h5).
+            the residual and χ²/dof, and with --out writes them as YAML, a clocks file a script's \
+            clocks.taggers.<name>.model reads (docs/clocks.md). Recordings: PicoQuant or Swabian time-tag \
+            files, or Herald run files (.h5). Given one Herald run file recorded with several taggers \
+            (clocks:), each other tagger is calibrated against the run's reference, from the raw tags of both.
             """)
 
-    @Argument(help: "The reference tagger's recording.") var reference: String
-    @Argument(help: "The other tagger's recording.") var other: String
+    @Argument(help: "The reference tagger's recording, or a run file with several taggers.") var reference: String
+    @Argument(help: "The other tagger's recording (none for a run file with several taggers).") var other: String?
     @Option(name: .long, parsing: .upToNextOption, help: "The reference's channels to use (all when not given).") var referenceChannels: [Int] = []
     @Option(name: .long, parsing: .upToNextOption, help: "The other recording's channels to use (all when not given).") var channels: [Int] = []
     @Option(name: .long, help: "Calibrate from marks on this channel of both recordings instead of from photons.") var pps: Int?
@@ -31,7 +33,7 @@ struct CalibrateClocks: ParsableCommand {
     static let tagLimit = 400_000_000
 
     /// A recording's tags in time order, on the channels asked for.
-    static func times(_ path: String, channels: [Int]) throws -> [Int64] {
+    static func times(_ path: String, channels: [Int], tagger: String? = nil) throws -> [Int64] {
         let wanted = Set(channels)
         func keep(_ block: TagBlock, into times: inout [Int64]) throws {
             if wanted.isEmpty {
@@ -45,7 +47,7 @@ struct CalibrateClocks: ParsableCommand {
         }
         var times: [Int64] = []
         if path.hasSuffix(".h5") {
-            let stream = try RunTagStream(path: path)
+            let stream = try RunTagStream(path: path, tagger: tagger)
             while let block = try stream.next(maxTags: 1 << 20) { try keep(block, into: &times) }
         } else {
             let file = try TimeTagFile.open(path)
@@ -58,9 +60,45 @@ struct CalibrateClocks: ParsableCommand {
 
     func run() throws {
         try mappingErrors {
-            let ref = try Self.times(reference, channels: pps.map { [$0] } ?? referenceChannels)
-            let loc = try Self.times(other, channels: pps.map { [$0] } ?? channels)
-            let referenceName = URL(fileURLWithPath: reference).lastPathComponent, name = URL(fileURLWithPath: other).lastPathComponent
+            var pairs: [(referenceName: String, name: String, ref: [Int64], loc: [Int64])] = []
+            let refChannels = pps.map { [$0] } ?? referenceChannels, otherChannels = pps.map { [$0] } ?? channels
+            if let other {
+                pairs.append((
+                    URL(fileURLWithPath: reference).lastPathComponent, URL(fileURLWithPath: other).lastPathComponent,
+                    try Self.times(reference, channels: refChannels), try Self.times(other, channels: otherChannels)
+                ))
+            } else {
+                guard reference.hasSuffix(".h5"), let taggers = try RunTagStream.taggers(path: reference) else {
+                    throw ValidationError(
+                        "\(reference) is not a run with several taggers: give two recordings (the reference's, then the other tagger's)")
+                }
+                let ref = try Self.times(reference, channels: refChannels)
+                for name in taggers.others {
+                    pairs.append((taggers.reference, name, ref, try Self.times(reference, channels: otherChannels, tagger: name)))
+                }
+            }
+            var models: [ClockModel] = []
+            for (referenceName, name, ref, loc) in pairs {
+                models.append(try calibrate(referenceName: referenceName, name: name, ref: ref, loc: loc))
+            }
+            let yaml = Self.yaml(models)
+            if let out { try Data(yaml.utf8).write(to: URL(fileURLWithPath: out)) }
+            if json {
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = [.sortedKeys, .prettyPrinted]
+                // One model (two recordings) prints as one object, as before; a run's several as a list.
+                if models.count == 1, let m = models.first {
+                    print(String(decoding: try encoder.encode(m), as: UTF8.self))
+                } else {
+                    print(String(decoding: try encoder.encode(models), as: UTF8.self))
+                }
+            } else {
+                for model in models { print(Self.text(model)) }
+            }
+        }
+    }
+
+    func calibrate(referenceName: String, name: String, ref: [Int64], loc: [Int64]) throws -> ClockModel {
             let model: ClockModel
             if let pps {
                 model = try ClockCalibration.fromMarks(
@@ -75,43 +113,37 @@ struct CalibrateClocks: ParsableCommand {
                 search.maxDrift = maxDriftPpm * 1e-6
                 model = try ClockCalibration.fromCorrelation(reference: ref, local: loc, tagger: name, referenceName: referenceName, search: search)
             }
-            let yaml = Self.yaml(model)
-            if let out { try Data(yaml.utf8).write(to: URL(fileURLWithPath: out)) }
-            if json {
-                let encoder = JSONEncoder()
-                encoder.outputFormatting = [.sortedKeys, .prettyPrinted]
-                print(String(decoding: try encoder.encode(model), as: UTF8.self))
-            } else {
-                print(
-                    """
-                    clock of \(name) against \(referenceName) (\(model.source), \(model.samples) \(model.source == "pps" ? "marks" : "pairs")):
-                      offset at \(model.epochPs) ps: \(String(format: "%.1f", model.offsetPs)) ± \(String(format: "%.1f", model.offsetErrorPs)) ps
-                      drift: \(String(format: "%.6f", model.drift * 1e6)) ± \(String(format: "%.6f", model.driftError * 1e6)) ppm
-                      residual RMS: \(String(format: "%.1f", model.residualRmsPs)) ps, χ²/dof \(String(format: "%.2f", model.reducedChiSquare))
-                      method: \(model.method)
-                    """)
-            }
-        }
+            return model
     }
 
-    /// The model as YAML, for the record beside the run (a script cannot include it yet).
-    static func yaml(_ m: ClockModel) -> String {
+    static func text(_ model: ClockModel) -> String {
         """
-        # herald calibrate-clocks: local time → reference time, t_ref = t_local − (offset + drift · (t_local − epoch))
-        clocks:
-          \(m.tagger.debugDescription):
-            reference: \(m.reference.debugDescription)
-            offset_ps: \(m.offsetPs)
-            offset_error_ps: \(m.offsetErrorPs)
-            drift: \(m.drift)
-            drift_error: \(m.driftError)
-            epoch_ps: \(m.epochPs)
-            source: \(m.source)
-            method: \(m.method.debugDescription)
-            residual_rms_ps: \(m.residualRmsPs)
-            reduced_chi_square: \(m.reducedChiSquare)
-            samples: \(m.samples)
+        clock of \(model.tagger) against \(model.reference) (\(model.source), \(model.samples) \(model.source == "pps" ? "marks" : "pairs")):
+          offset at \(model.epochPs) ps: \(String(format: "%.1f", model.offsetPs)) ± \(String(format: "%.1f", model.offsetErrorPs)) ps
+          drift: \(String(format: "%.6f", model.drift * 1e6)) ± \(String(format: "%.6f", model.driftError * 1e6)) ppm
+          residual RMS: \(String(format: "%.1f", model.residualRmsPs)) ps, χ²/dof \(String(format: "%.2f", model.reducedChiSquare))
+          method: \(model.method)
+        """
+    }
 
-        """
+    /// The models as YAML: a clocks file, which a script's `clocks.taggers.<name>.model` reads.
+    /// Errors that could not be estimated (infinite) are left out.
+    static func yaml(_ models: [ClockModel]) -> String {
+        var out = "# herald calibrate-clocks: local time → reference time, t_ref = t_local − (offset + drift · (t_local − epoch))\nclocks:\n"
+        for m in models {
+            out += "  \(m.tagger.debugDescription):\n"
+            out += "    reference: \(m.reference.debugDescription)\n"
+            out += "    offset_ps: \(m.offsetPs)\n"
+            if m.offsetErrorPs.isFinite { out += "    offset_error_ps: \(m.offsetErrorPs)\n" }
+            out += "    drift: \(m.drift)\n"
+            if m.driftError.isFinite { out += "    drift_error: \(m.driftError)\n" }
+            out += "    epoch_ps: \(m.epochPs)\n"
+            out += "    source: \(m.source)\n"
+            out += "    method: \(m.method.debugDescription)\n"
+            out += "    residual_rms_ps: \(m.residualRmsPs)\n"
+            if m.reducedChiSquare.isFinite { out += "    reduced_chi_square: \(m.reducedChiSquare)\n" }
+            out += "    samples: \(m.samples)\n"
+        }
+        return out
     }
 }

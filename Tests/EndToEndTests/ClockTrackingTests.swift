@@ -14,6 +14,8 @@ import Testing
 ///    followed; and by the offset only, as if the drift were unknown.
 @Suite struct ClockTrackingTests {
     static let remoteClock = "clock_offset: 3.3 us, clock_drift: 1 ppm, clock_wander: 20 ps"
+    /// A clock that only drifts: its truth is a line.
+    static let steadyClock = "clock_offset: 3.3 us, clock_drift: 1 ppm"
 
     enum Variant {
         case oneTagger
@@ -27,7 +29,7 @@ import Testing
         }
     }
 
-    static func script(_ v: Variant) -> String {
+    static func script(_ v: Variant, remote: String = remoteClock, minutes: Int = 20) -> String {
         let taggers: String, acquire: String, clocks: String
         switch v {
         case .oneTagger:
@@ -37,7 +39,7 @@ import Testing
         case .twoTaggers(let c):
             taggers = """
                   analyser: {driver: mock.timetagger, settings: {inputs: "1,2", sync: white_rabbit, sync_channel: 5}}
-                  remote: {driver: mock.timetagger, settings: {inputs: "3,4", \(remoteClock), sync: white_rabbit, sync_channel: 5}}
+                  remote: {driver: mock.timetagger, settings: {inputs: "3,4", \(remote), sync: white_rabbit, sync_channel: 5}}
                 """
             acquire = "devices: [analyser, remote]"
             clocks = "clocks:\n  reference: analyser\n  taggers:\n    remote: {channel_offset: 8, \(c)}"
@@ -66,13 +68,13 @@ import Testing
                   set: hwp_b.angle
                   values: [0 deg, 45 deg]
                   steps:
-            \(String(repeating: minute, count: 20))
+            \(String(repeating: minute, count: minutes))
               - sweep:
                   name: split
                   set: hwp_b.angle
                   values: [22.5 deg]
                   steps:
-            \(String(repeating: minute, count: 20))
+            \(String(repeating: minute, count: minutes))
               - set: {pump.enabled: false}
               - rates: {sweep: setting, pairs: [[1, \(v.b.pass)], [1, \(v.b.reflect)]], window: 1 ns}
               - g2: {sweep: split, herald: 1, signals: [\(v.b.pass), \(v.b.reflect)], window: 10 ns}
@@ -86,9 +88,9 @@ import Testing
         var visibilityError: Double { 2 * (Double(hh) * Double(hv) / Double(hh + hv)).squareRoot() / Double(hh + hv) }
     }
 
-    func run(_ v: Variant, in dir: URL, name: String) async throws -> (Outcome, String) {
+    func run(_ v: Variant, in dir: URL, name: String, remote: String = remoteClock, minutes: Int = 20) async throws -> (Outcome, String) {
         let path = dir.appendingPathComponent("\(name).yaml").path
-        try Self.script(v).write(toFile: path, atomically: true, encoding: .utf8)
+        try Self.script(v, remote: remote, minutes: minutes).write(toFile: path, atomically: true, encoding: .utf8)
         let out = dir.appendingPathComponent("\(name).h5").path
         let live = LiveResults()
         let report = try await Herald.run(.init(scriptPath: path, mock: true, outPath: out, seed: 21), extraSinks: [live])
@@ -160,5 +162,31 @@ import Testing
         if words.count == 5, let drift = Double(words[2]), let error = Double(words[3]) {
             #expect(abs(drift - 1e-6) < max(5 * error, 2e-9), "drift \(drift) ± \(error)")
         }
+    }
+
+    @Test("herald calibrate-clocks on a run with two taggers finds the clock a later run then uses")
+    func calibrateFromARunThenUseTheModel() async throws {
+        let dir = try Paths.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let (truth, _) = try await run(.oneTagger, in: dir, name: "one", minutes: 2)
+        let (_, tracked) = try await run(
+            .twoTaggers(clocks: "track: marks, sync_channel: 5"), in: dir, name: "tracked", remote: Self.steadyClock, minutes: 2)
+        let clocks = dir.appendingPathComponent("remote-clock.yaml").path
+        let r = try await runProcess(
+            Paths.herald.path, ["calibrate-clocks", tracked, "--reference-channels", "1", "2", "--channels", "3", "4", "--out", clocks, "--json"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let model = try JSONDecoder().decode(ClockModel.self, from: Data(r.stdout.utf8))
+        #expect(model.tagger == "remote" && model.reference == "analyser" && model.source == "correlation")
+        // The truth as a function of local time: offset 3.3 µs at local 3.3 µs, slope d/(1 + d).
+        let slope = 1e-6 / (1 + 1e-6)
+        let trueOffset = 3.3e6 + slope * (Double(model.epochPs) - 3.3e6)
+        // 4σ of the fit, plus the picosecond the tagger rounds each stamp to.
+        #expect(abs(model.offsetPs - trueOffset) < 4 * model.offsetErrorPs + 1, "offset \(model.offsetPs) ± \(model.offsetErrorPs), truth \(trueOffset)")
+        #expect(abs(model.drift - slope) < 4 * model.driftError, "drift \(model.drift) ± \(model.driftError)")
+        // The same photons again, the remote clock corrected by the file: one tagger's counts.
+        let (fixed, _) = try await run(
+            .twoTaggers(clocks: "track: model, model: remote-clock.yaml"), in: dir, name: "fixed", remote: Self.steadyClock, minutes: 2)
+        #expect(abs(Double(fixed.hh - truth.hh)) < 3 * Double(truth.hh).squareRoot(), "\(fixed.hh) vs \(truth.hh)")
+        #expect(abs(fixed.visibility - truth.visibility) < 3 * truth.visibilityError)
     }
 }
