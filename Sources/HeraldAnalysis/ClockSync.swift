@@ -16,6 +16,10 @@ public enum ClockCalibrationError: Error, CustomStringConvertible, Sendable, Equ
     case driftBeyondRange(tagger: String, drift: Double, maxDrift: Double)
     /// Tags from a tagger the run's `clocks:` section does not place in the time base.
     case notInClocks(tagger: String, reference: String)
+    /// Tags of a correlation-tracked tagger before its first `calibrate_clocks` step.
+    case notCalibrated(tagger: String)
+    /// A `calibrate_clocks` acquisition kept more photons than a calibration may hold.
+    case calibrationTooLong(tagger: String, limit: Int)
     /// A point ended before any of the tagger's sync marks could be paired with the reference's.
     case noMarksYet(tagger: String, channel: Int, referenceChannel: Int)
 
@@ -36,6 +40,10 @@ public enum ClockCalibrationError: Error, CustomStringConvertible, Sendable, Equ
             return "tagger '\(t)': no sync mark on its channel \(c) could be paired with one on the reference's channel \(r) by the end of the point: "
                 + "a point must span at least one mark (a second, for a PPS), both taggers must record the marks, and their clocks must agree to within half a mark period; "
                 + "or give the clock a model (track: model)"
+        case .notCalibrated(let t):
+            return "tagger '\(t)' is tracked by correlation but a point ended before its first calibrate_clocks step: calibrate before the first point"
+        case .calibrationTooLong(let t, let n):
+            return "tagger '\(t)': the calibrate_clocks acquisition kept more than \(n) photons a side: shorten it, or calibrate on fewer channels"
         case .notInClocks(let t, let r):
             return "tagger '\(t)' delivered tags but is not in the run's clocks: section (reference '\(r)'): list it under clocks.taggers"
         case .driftBeyondRange(let t, let d, let m):
@@ -57,6 +65,9 @@ public enum ClockCalibration {
         /// The coarse histogram's smallest bin (ps); at least 1/200 of the range, and widened
         /// with the window when a window is too sparse for a clear peak.
         public var coarseBinPs: Int64 = 1000
+        /// A model known before (the last calibration): the search is centred on its offset
+        /// rather than on zero.
+        public var prior: ClockModel?
         public init() {}
     }
 
@@ -94,7 +105,10 @@ public enum ClockCalibration {
         // offset has walked by the end; then more fill the gaps. A window too sparse for a
         // clear peak doubles every window (and the bin with it) and the search starts over.
         var coarseBin = max(search.coarseBinPs, search.rangePs / 200, 1)
-        var windowPs = Double(coarseBin) / max(search.maxDrift, 1e-12)
+        // Short enough that the largest drift smears a window's peak over at most a bin, and at
+        // most an eighth of the span: the coarse line needs windows to draw its slope through
+        // (a recording shorter than a window would give one peak, and no drift).
+        var windowPs = min(Double(coarseBin) / max(search.maxDrift, 1e-12), span / 8)
         var coarse: [SegmentOffset] = []
         var best = 0.0
         search: while true {
@@ -115,7 +129,8 @@ public enum ClockCalibration {
                 // A window in a gap of the recording (the source off, a burst's end) says nothing.
                 guard b - a >= 20 else { continue }
                 tried += 1
-                let predicted = coarse.isEmpty ? 0 : (leastSquares(coarse).map { $0.intercept + $0.slope * centre } ?? coarse[0].offsetPs)
+                let prior = search.prior.map { $0.offset(at: epoch + Int64(centre)) } ?? 0
+                let predicted = coarse.isEmpty ? prior : (leastSquares(coarse).map { $0.intercept + $0.slope * centre } ?? coarse[0].offsetPs)
                 let (peak, significance, pairs) = coarsePeak(
                     reference, local, a..<b, aroundPs: Int64(predicted.rounded()), rangePs: search.rangePs, binPs: coarseBin)
                 best = max(best, significance)

@@ -14,6 +14,10 @@ public struct MergedTagStream: Sendable {
     private let referenceIndex = 0
     /// Lost-data intervals of any lane, in the reference's time base, for the next block out.
     private var excluded: [ExcludedInterval] = []
+    /// Between ``beginCalibration()`` and ``endCalibration()``: photons are kept for it.
+    private var calibrating = false
+    /// The most photons a calibration keeps a side (0.8 GB): far more than a peak needs.
+    public static let calibrationLimit = 100_000_000
 
     struct Lane: Sendable {
         var name: String
@@ -35,6 +39,12 @@ public struct MergedTagStream: Sendable {
         var segment = 0
         var unpairedMarks = 0
         var periodPs: Int64 = 1_000_000_000_000
+        /// Correlation tracking: the model of the last calibration, and while calibrating the
+        /// photons of both sides it uses.
+        var calibrated: ClockModel?
+        var calibrationReference: [Int64] = []
+        var calibrationLocal: [Int64] = []
+        var calibrations = 0
 
         var pending: Int { times.count - head }
     }
@@ -78,6 +88,21 @@ public struct MergedTagStream: Sendable {
                 for (t, c) in zip(block.timestamps, block.channels) where Int(c) == referenceChannel { lanes[j].referenceMarks.append(t) }
             }
         }
+        if calibrating {
+            for j in lanes.indices {
+                guard case .correlation(let referenceChannels, let channels, _, _) = lanes[j].tracking else { continue }
+                if k == referenceIndex {
+                    let wanted = Set(referenceChannels)
+                    for (t, c) in zip(block.timestamps, block.channels) where wanted.contains(Int(c)) { lanes[j].calibrationReference.append(t) }
+                } else if k == j {
+                    let wanted = Set(channels)
+                    for (t, c) in zip(block.timestamps, block.channels) where wanted.contains(Int(c)) { lanes[j].calibrationLocal.append(t) }
+                }
+                if lanes[j].calibrationReference.count > Self.calibrationLimit || lanes[j].calibrationLocal.count > Self.calibrationLimit {
+                    throw .calibrationTooLong(tagger: lanes[j].name, limit: Self.calibrationLimit)
+                }
+            }
+        }
         return drain(final: false)
     }
 
@@ -89,8 +114,45 @@ public struct MergedTagStream: Sendable {
         return drain(final: false)
     }
 
+    /// A `calibrate_clocks` acquisition starts: the photons of the correlation-tracked
+    /// taggers and of the reference are kept until ``endCalibration()``.
+    public mutating func beginCalibration() {
+        calibrating = true
+        for k in lanes.indices {
+            lanes[k].calibrationReference = []
+            lanes[k].calibrationLocal = []
+        }
+    }
+
+    /// Calibrates every correlation-tracked clock from the photons kept since
+    /// ``beginCalibration()``; the model holds until the next calibration.
+    public mutating func endCalibration() throws(ClockCalibrationError) {
+        calibrating = false
+        for k in lanes.indices {
+            guard case .correlation(_, _, let rangePs, let maxDrift) = lanes[k].tracking else { continue }
+            var search = ClockCalibration.Search()
+            search.rangePs = rangePs
+            search.maxDrift = maxDrift
+            // A recalibration searches about where the last one says the offset is now: the
+            // clock may have walked beyond the range since (1 ppm is 60 µs a minute).
+            search.prior = lanes[k].calibrated
+            // Each tagger delivers in time order; the selection keeps that order.
+            var model = try ClockCalibration.fromCorrelation(
+                reference: lanes[k].calibrationReference, local: lanes[k].calibrationLocal, tagger: lanes[k].name,
+                referenceName: spec.reference, search: search)
+            lanes[k].calibrations += 1
+            model.method = "calibrated by the run (calibration \(lanes[k].calibrations)): " + model.method
+            lanes[k].calibrated = model
+            lanes[k].calibrationReference = []
+            lanes[k].calibrationLocal = []
+        }
+    }
+
     /// Everything held, settled now (the end of a point or of the run).
     public mutating func flush() throws(ClockCalibrationError) -> TagBlock {
+        for lane in lanes where lane.pending > 0 {
+            if case .correlation = lane.tracking, lane.calibrated == nil { throw .notCalibrated(tagger: lane.name) }
+        }
         for k in lanes.indices {
             guard case .marks(let channel, let referenceChannel, _) = lanes[k].tracking, lanes[k].pending > 0 else { continue }
             Self.pair(&lanes[k], referenceSeen: lanes[referenceIndex].seenPs, final: true)
@@ -105,6 +167,11 @@ public struct MergedTagStream: Sendable {
         lanes.dropFirst().map { lane in
             switch lane.tracking {
             case .model(let m, _): return m
+            case .correlation:
+                return lane.calibrated
+                    ?? ClockModel(
+                        tagger: lane.name, reference: spec.reference, offsetPs: 0, drift: 0, epochPs: 0, offsetErrorPs: .infinity,
+                        driftError: .infinity, source: "correlation", method: "not calibrated yet")
             case .none:
                 return ClockModel(
                     tagger: lane.name, reference: spec.reference, offsetPs: 0, drift: 0, epochPs: 0, source: "none",
@@ -188,6 +255,7 @@ public struct MergedTagStream: Sendable {
         switch lane.tracking {
         case .none: return 0
         case .model(let m, _): return t - m.toReference(t)
+        case .correlation: return lane.calibrated.map { t - $0.toReference(t) } ?? 0
         case .marks: return Int64((lane.knots.isEmpty ? lane.raw.last?.offsetPs ?? 0 : Self.offset(lane, at: t)).rounded())
         }
     }
@@ -198,6 +266,9 @@ public struct MergedTagStream: Sendable {
         switch lane.tracking {
         case .none: return lane.seenPs
         case .model(let m, _): return m.toReference(lane.seenPs)
+        // While calibrating, its tags wait for the new model rather than take the old one's
+        // extrapolation a minute or more on.
+        case .correlation: return calibrating ? .min : lane.calibrated.map { $0.toReference(lane.seenPs) } ?? .min
         case .marks:
             guard lane.knots.count >= 2, let last = lane.knots.last else { return .min }
             let t = min(last.localPs, lane.seenPs)
@@ -249,6 +320,14 @@ public struct MergedTagStream: Sendable {
             while i < n && lane.times[i] <= cut { i += 1 }
             block.timestamps.append(contentsOf: lane.times[lane.head..<i])
         case .model(let m, _):
+            while i < n {
+                let r = m.toReference(lane.times[i])
+                if r > cut { break }
+                block.timestamps.append(r)
+                i += 1
+            }
+        case .correlation:
+            guard let m = lane.calibrated else { break }
             while i < n {
                 let r = m.toReference(lane.times[i])
                 if r > cut { break }

@@ -73,9 +73,10 @@ public actor RunReducer: RunEventSink {
             // Tags still held from before the point belong to the points already open, not to it.
             if merged != nil {
                 let rest: TagBlock?
-                do { rest = try merged?.flush() } catch { throw DeviceError(device: Self.tagger(of: error), .invalidResponse, "\(error)") }
+                do { rest = try merged?.flush() } catch { throw Self.clockFailure(error) }
                 if let rest { try tally(rest, from: plan?.clocks?.reference ?? "") }
             }
+            if plan?.clocks?.calibrations.contains(sweep) == true { merged?.beginCalibration() }
             open.append(OpenPoint(dataset: sweep, index: index, tally: try specs[sweep].map { try PointTally(spec: $0) }))
             try await pass(event)
         case .tags(let device, let block):
@@ -102,9 +103,15 @@ public actor RunReducer: RunEventSink {
         case .sweepPointFinished(let record):
             try await pass(event)
             if merged != nil {
-                // The point's last tags: the stream settles what it held, past the last knot.
+                // A calibration's point: its photons give the clocks that settle its own tags and those after.
                 let rest: TagBlock?
-                do { rest = try merged?.flush() } catch { throw DeviceError(device: Self.tagger(of: error), .invalidResponse, "\(error)") }
+                do {
+                    if plan?.clocks?.calibrations.contains(record.sweep) == true { try merged?.endCalibration() }
+                    // The point's last tags: the stream settles what it held, past the last knot.
+                    rest = try merged?.flush()
+                } catch {
+                    throw Self.clockFailure(error)
+                }
                 if let rest, let m = merged {
                     try tally(rest, from: m.spec.reference)
                     try await pass(.clocks(m.models()))
@@ -182,16 +189,14 @@ public actor RunReducer: RunEventSink {
     private func count(_ block: TagBlock, from device: String) throws {
         guard merged != nil else { return try tally(block, from: device) }
         let settled: TagBlock?
-        do { settled = try merged?.add(block, from: device) } catch { throw DeviceError(device: device, .invalidResponse, "\(error)") }
+        do { settled = try merged?.add(block, from: device) } catch { throw Self.clockFailure(error) }
         if let settled { try tally(settled, from: device) }
     }
 
-    private static func tagger(of error: ClockCalibrationError) -> String {
-        switch error {
-        case .noOverlap(let t, _, _, _), .noMarks(let t, _), .tooFewTags(let t, _), .noCorrelation(let t, _, _),
-            .driftBeyondRange(let t, _, _), .notInClocks(let t, _), .noMarksYet(let t, _, _):
-            return t
-        }
+    /// The merged stream could not place a tagger's tags (each error names the tagger): the
+    /// run's clocks are not what the script said, so the counts would be wrong.
+    private static func clockFailure(_ error: ClockCalibrationError) -> StepError {
+        StepError(.analysisFailed, location: nil, message: "clocks: \(error)")
     }
 
     private func tally(_ block: TagBlock, from device: String) throws {

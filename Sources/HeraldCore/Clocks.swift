@@ -107,13 +107,23 @@ public struct ClocksSpec: Sendable, Codable, Equatable {
         case marks(channel: Int, referenceChannel: Int, smoothing: Int)
         /// A model calibrated beforehand (`herald calibrate-clocks --out`), fixed through the run.
         case model(ClockModel, file: String)
+        /// Calibrated by the run itself at each `calibrate_clocks` step, from photons both
+        /// taggers saw (the cross-correlation's peak, coarse to fine): the reference's
+        /// `referenceChannels` against this tagger's `channels`, the offset searched within
+        /// ±`rangePs` and the drift within ±`maxDrift`. Fixed between calibrations.
+        case correlation(referenceChannels: [Int], channels: [Int], rangePs: Int64, maxDrift: Double)
         /// Uncorrected: only the channels shifted (what no tracking costs).
         case none
     }
 
-    public init(reference: String, taggers: [Tagger]) {
+    /// Data sets (named acquisitions of every tagger) whose tags calibrate the `correlation`
+    /// clocks: the script's `calibrate_clocks` steps.
+    public var calibrations: [String] = []
+
+    public init(reference: String, taggers: [Tagger], calibrations: [String] = []) {
         self.reference = reference
         self.taggers = taggers
+        self.calibrations = calibrations
     }
 
     /// The reference, then the others.

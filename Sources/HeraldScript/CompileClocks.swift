@@ -19,6 +19,12 @@ import Yams
 ///       track: model
 ///       model: lab_b-clock.yaml    # from herald calibrate-clocks --out, fixed
 ///     lab_c:
+///       track: correlation         # calibrated by each calibrate_clocks step from photons
+///       reference_channels: [1, 2] # the reference's detectors of the shared photons …
+///       channels: [3, 4]           # … and this tagger's (its own numbers)
+///       search: 10 us              # the offset is looked for within ±10 µs
+///       max_drift: 20 ppm
+///     lab_d:
 ///       track: none                # uncorrected (to see what no tracking costs)
 /// ```
 extension Context {
@@ -48,7 +54,11 @@ extension Context {
             }
             let what = "clocks.taggers.\(entry.key)"
             let f = fields(
-                entry.value, allowed: ["channel_offset", "track", "sync_channel", "reference_sync_channel", "smoothing", "model"],
+                entry.value,
+                allowed: [
+                    "channel_offset", "track", "sync_channel", "reference_sync_channel", "smoothing", "model", "reference_channels", "channels",
+                    "search", "max_drift",
+                ],
                 what: what)
             let offset = f["channel_offset"].map { integer($0, what: "\(what).channel_offset", range: 0...247) } ?? 8 * (position + 1)
             let trackText = f["track"].flatMap { string($0, what: "\(what).track") } ?? (f["model"] != nil ? "model" : "marks")
@@ -73,10 +83,21 @@ extension Context {
                     continue
                 }
                 tracking = clockModel(modelNode, tagger: entry.key, reference: reference, what: what)
+            case "correlation":
+                let referenceChannels = channelList(f["reference_channels"], what: "\(what).reference_channels")
+                let channels = channelList(f["channels"], what: "\(what).channels")
+                let range = f["search"].map { quantity($0, .time, what: "\(what).search") } ?? Quantity(10e-6, .time)
+                let drift = f["max_drift"].map { quantity($0, .dimensionless, what: "\(what).max_drift") } ?? Quantity(20e-6, .dimensionless)
+                if let r = range, !(1e-9...1e-3).contains(r.value) { error("\(what).search must be within 1 ns … 1 ms", at: f["search"] ?? entry.value) }
+                if let d = drift, !(1e-9...1e-3).contains(d.value) { error("\(what).max_drift must be within 1 ppb … 1000 ppm", at: f["max_drift"] ?? entry.value) }
+                if let referenceChannels, let channels, let range, let drift {
+                    tracking = .correlation(
+                        referenceChannels: referenceChannels, channels: channels, rangePs: Int64((range.value * 1e12).rounded()), maxDrift: drift.value)
+                }
             case "none":
                 tracking = ClocksSpec.Tracking.none
             default:
-                error("\(what).track '\(trackText)' is not one of: marks, model, none", at: f["track"] ?? entry.value)
+                error("\(what).track '\(trackText)' is not one of: marks, model, correlation, none", at: f["track"] ?? entry.value)
             }
             guard let tracking, let offset else {
                 ok = false
@@ -85,6 +106,51 @@ extension Context {
             taggers.append(ClocksSpec.Tagger(name: entry.key, channelOffset: offset, tracking: tracking))
         }
         return ok ? ClocksSpec(reference: reference, taggers: taggers) : nil
+    }
+
+    /// A required list of channels, e.g. `[1, 2]`.
+    private mutating func channelList(_ node: Node?, what: String) -> [Int]? {
+        guard let node else {
+            error("\(what) is needed: the channels of the photons both taggers see, e.g. [1, 2]", at: nil)
+            return nil
+        }
+        guard let items = node.sequence.map(Array.init), !items.isEmpty else {
+            error("\(what) must be a list of channels, e.g. [1, 2]", at: node)
+            return nil
+        }
+        let channels = items.compactMap { integer($0, what: "channel", range: 1...255) }
+        return channels.count == items.count ? channels : nil
+    }
+
+    /// `calibrate_clocks: {duration: 5 s}`: every tagger of `clocks:` acquires together, and the
+    /// `track: correlation` clocks are calibrated from the photons (a data set of its own,
+    /// `name`, so the file and a recount have it).
+    mutating func compileClockCalibration(_ node: Node, keyNode: Node) -> [PlanStep] {
+        var durationNode: Node? = node
+        var nameNode: Node?
+        if node.mapping != nil {
+            let f = fields(node, allowed: ["duration", "name"], what: "calibrate_clocks")
+            durationNode = f["duration"]
+            nameNode = f["name"]
+            if durationNode == nil { error("calibrate_clocks needs 'duration', how long every tagger acquires for it", at: node) }
+        }
+        guard let clocks else {
+            if !hasClocksSection { error("calibrate_clocks needs a 'clocks:' section saying which taggers it calibrates", at: keyNode) }
+            return []
+        }
+        guard clocks.taggers.contains(where: { if case .correlation = $0.tracking { return true } else { return false } }) else {
+            error("calibrate_clocks calibrates the clocks with track: correlation, and clocks: has none", at: keyNode)
+            return []
+        }
+        guard let d = duration(durationNode, what: "calibrate_clocks.duration", allowZero: false) else { return [] }
+        var name = nameNode.flatMap { string($0, what: "calibrate_clocks.name") } ?? "clock_calibration"
+        if nameNode == nil {
+            var k = 2
+            while datasets[name] != nil { name = "clock_calibration_\(k)"; k += 1 }
+        }
+        defineDataset(name, .single, at: nameNode ?? keyNode)
+        self.clocks?.calibrations.append(name)
+        return [.acquire(devices: clocks.members, duration: d, name: name, location: location(keyNode))]
     }
 
     private mutating func checkTagger(_ name: String, at node: Node) -> Bool {

@@ -5,7 +5,8 @@ import Yams
 // Steps: the step list, each step kind, and the data sets (sweeps, named acquisitions) they define.
 extension Context {
     static let stepKinds = [
-        "set", "wait", "acquire", "sweep", "run", "entangle", "tomography", "chsh", "g2", "rates", "coincidences", "entanglement",
+        "set", "wait", "acquire", "calibrate_clocks", "sweep", "run", "entangle", "tomography", "chsh", "g2", "rates", "coincidences",
+        "entanglement",
     ]
 
     mutating func compileSteps(_ node: Node) -> [PlanStep] {
@@ -103,6 +104,8 @@ extension Context {
             }
             if let name, let n = byKey["name"] { defineDataset(name, .single, at: n) }
             return [.acquire(devices: names, duration: d, name: name, location: location(keyNode))]
+        case "calibrate_clocks":
+            return compileClockCalibration(node, keyNode: keyNode)
         case "sweep":
             return compileSweep(node).map { [$0] } ?? []
         case "run":

@@ -424,6 +424,11 @@ struct Context {
         } else if extraTopLevelKeys.isEmpty {
             error("the script has no 'steps:'", at: root)
         }
+        if let c = clocks, c.calibrations.isEmpty,
+            let t = c.taggers.first(where: { if case .correlation = $0.tracking { return true } else { return false } })
+        {
+            error("clocks.taggers.\(t.name) is tracked by correlation: add a calibrate_clocks step before the first point", at: byKey["clocks"])
+        }
         for fault in faults {
             if let problem = registry.faultTargetProblem(device: fault.device, kind: fault.kind, in: configs) { error(problem, at: fault.node) }
         }

@@ -21,6 +21,8 @@ import Testing
         "two-tagger-chsh.yaml": ["S": 2 * 2.0.squareRoot() * 0.9],
         // 2·R·τ: 1 MHz pairs at 25 mW, 5 ns window.
         "g2-hbt.yaml": ["g2_0": 2 * 1e6 * 5e-9],
+        // The same with the signals on a second tagger, its clock calibrated from the photons.
+        "two-tagger-g2.yaml": ["g2_0": 2 * 1e6 * 5e-9],
         "detector-darkcounts.yaml": ["rate_1": 200, "rate_2": 200, "rate_3": 200, "rate_4": 200],
         // R/P·η²·(1+V)/4 per watt.
         "pump-power-scan.yaml": ["coincidence_rate_1_3_slope": 400e3 / 10e-3 * 0.0625 * 0.475, "coincidence_rate_1_3_intercept": 0],
