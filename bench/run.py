@@ -159,6 +159,8 @@ def main():
     rows.append(("merge 2 x 50 M tags, drift corrected, one core (tags/s)", herald_clk["merge_tags_per_s"],
                  peer_clk and peer_clk["tags_per_s"],
                  "numpy correct + concatenate + argsort" if peer_clk else f"numpy MISSING: {peer_err}", ">= 200 M tags/s"))
+    rows.append(("the run's streaming merge, 64 k blocks, tracked by marks (tags/s)", herald_clk["stream_tags_per_s"], None,
+                 "no peer (numpy has no streaming merge)", "report"))
     rows.append(("clock calibration from 10^6 correlated pairs (s)", herald_clk["calibration_seconds"], None, "no peer", "< 0.1 s"))
     for f in ("a.bin", "b.bin"):
         os.remove(os.path.join(clock_dir, f))

@@ -335,16 +335,39 @@ public struct MergedTagStream: Sendable {
                 i += 1
             }
         case .marks:
-            while i < n {
-                let t = lane.times[i]
-                let o = offset(lane, at: t)
-                let r = t - Int64(o.rounded())
-                if r > cut { break }
-                // The knot cursor only moves forward with the tags.
-                while lane.segment + 2 < lane.knots.count && lane.knots[lane.segment + 1].localPs < t { lane.segment += 1 }
-                block.timestamps.append(r)
-                i += 1
+            // Segment by segment, the cursor only moving forward with the tags: the same
+            // arithmetic as `offset(_:at:)`, without its search for every tag.
+            let knots = lane.knots
+            guard let first = knots.first else { break }
+            var seg = min(max(lane.segment, 0), max(0, knots.count - 2))
+            lane.times.withUnsafeBufferPointer { times in
+                while i < n {
+                    let t = times[i]
+                    if knots.count >= 2 {
+                        while seg + 2 < knots.count && knots[seg + 1].localPs < t { seg += 1 }
+                        while seg > 0 && knots[seg].localPs > t { seg -= 1 }
+                    }
+                    let a = knots.count >= 2 ? knots[seg] : first, b = knots.count >= 2 ? knots[seg + 1] : first
+                    let span = Double(b.localPs - a.localPs), rise = b.offsetPs - a.offsetPs
+                    // The tags of this segment (or, past the last knot, of the line beyond it).
+                    let end = knots.count >= 2 && seg + 2 < knots.count ? b.localPs : Int64.max
+                    var stopped = false
+                    while i < n {
+                        let t = times[i]
+                        if t > end { break }
+                        let o = a.offsetPs + (span > 0 ? Double(t - a.localPs) / span : 0) * rise
+                        let r = t - Int64(o.rounded())
+                        if r > cut {
+                            stopped = true
+                            break
+                        }
+                        block.timestamps.append(r)
+                        i += 1
+                    }
+                    if stopped { break }
+                }
             }
+            lane.segment = seg
         }
         block.channels.append(contentsOf: lane.channels[lane.head..<i])
         lane.head = i

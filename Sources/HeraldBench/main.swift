@@ -401,6 +401,54 @@ func clocks(tags: Int, dump: String?) throws {
     // A checksum of the merged order, for the peer to match.
     var checksum: UInt64 = 0
     for (i, t) in merged.timestamps.enumerated() where i % 1024 == 0 { checksum = checksum &* 31 &+ UInt64(bitPattern: t) }
+
+    // The run's own merge, streaming as a live run (or a recount) feeds it: 64 k-tag blocks of
+    // each tagger in turn, the second followed by its sync marks (one a second on channel 5 of
+    // each, paired and interpolated). The same tags in the same order as the batch merge.
+    let second: Int64 = 1_000_000_000_000
+    var withMarks: (a: TagBlock, b: TagBlock) = (ba, bb)
+    let span = (a.last ?? 0) / second
+    if span >= 1 {
+        for k in 1...span {
+            let t = k * second
+            let i = a.firstIndex(notBelow: t)
+            withMarks.a.timestamps.insert(t, at: i)
+            withMarks.a.channels.insert(5, at: i)
+            let l = Int64((Double(t) + offset + drift * Double(t)).rounded())
+            let j = b.firstIndex(notBelow: l)
+            withMarks.b.timestamps.insert(l, at: j)
+            withMarks.b.channels.insert(5, at: j)
+        }
+    }
+    let spec = ClocksSpec(
+        reference: "a", taggers: [.init(name: "b", channelOffset: 8, tracking: .marks(channel: 5, referenceChannel: 5, smoothing: 0))])
+    var streamSeconds = Double.infinity
+    var streamed = 0
+    for _ in 0..<3 {
+        var stream = MergedTagStream(spec: spec)
+        var out = 0
+        let block = 1 << 16
+        let start = ContinuousClock.now
+        var i = 0, j = 0
+        while i < withMarks.a.count || j < withMarks.b.count {
+            if i < withMarks.a.count {
+                let end = min(i + block, withMarks.a.count)
+                let piece = TagBlock(timestamps: Array(withMarks.a.timestamps[i..<end]), channels: Array(withMarks.a.channels[i..<end]))
+                out += try stream.add(piece, from: "a").count
+                i = end
+            }
+            if j < withMarks.b.count {
+                let end = min(j + block, withMarks.b.count)
+                let piece = TagBlock(timestamps: Array(withMarks.b.timestamps[j..<end]), channels: Array(withMarks.b.channels[j..<end]))
+                out += try stream.add(piece, from: "b").count
+                j = end
+            }
+        }
+        out += try stream.flush().count
+        let elapsed = start.duration(to: .now)
+        streamSeconds = min(streamSeconds, Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18)
+        streamed = out
+    }
     if let dump {
         try FileManager.default.createDirectory(atPath: dump, withIntermediateDirectories: true)
         try a.withUnsafeBytes { try Data($0).write(to: URL(fileURLWithPath: dump + "/a.bin")) }
@@ -425,6 +473,7 @@ func clocks(tags: Int, dump: String?) throws {
     emit([
         "metric": "clocks", "tags": merged.count, "merge_seconds": seconds, "merge_tags_per_s": Double(merged.count) / seconds,
         "checksum": String(checksum), "offset_ps": offset, "drift": drift,
+        "stream_tags": streamed, "stream_seconds": streamSeconds, "stream_tags_per_s": Double(streamed) / streamSeconds,
         "calibration_seconds": Double(calElapsed.components.seconds) + Double(calElapsed.components.attoseconds) * 1e-18,
         "calibration_pairs": 1_000_000, "calibrated_drift": found.drift, "calibrated_drift_error": found.driftError,
     ])
