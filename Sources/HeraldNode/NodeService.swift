@@ -638,16 +638,33 @@ public struct NodeService: Herald_Node_V1_Node.SimpleServiceProtocol {
         guard request.durationPs > 0, request.durationPs < 1_000_000 * 1_000_000_000_000 else {
             throw RPCError(code: .invalidArgument, message: "an acquisition of \(request.durationPs) ps")
         }
+        var group: AcquisitionGroup?
+        if !request.groupID.isEmpty {
+            guard let id = UUID(uuidString: request.groupID), (2...64).contains(request.groupMembers.count),
+                request.groupMembers.allSatisfy({ (1...256).contains($0.utf8.count) })
+            else {
+                throw RPCError(code: .invalidArgument, message: "an acquisition group must be a UUID and 2–64 member names")
+            }
+            group = AcquisitionGroup(id: id, members: request.groupMembers)
+        }
         try await agent.requireControl(who, token: request.leaseToken, device: request.device)
         let duration = Duration.nanoseconds(request.durationPs / 1000)
         await agent.record(who: who.subject, what: "acquire \(duration)", device: request.device, result: "started")
+        let inGroup = group
         let last = try await guarded(request.device) { () -> Herald_Node_V1_TagBatch in
             var last = Herald_Node_V1_TagBatch()
             do {
-                let interval = try await tagger.acquire(for: duration) { block in
-                    // Batches go out as they come; the writer waits while the stream's window is
-                    // full, so a slow coordinator slows the tagger and memory stays bounded.
+                // Batches go out as they come; the writer waits while the stream's window is
+                // full, so a slow coordinator slows the tagger and memory stays bounded.
+                let deliver: @Sendable (TagBlock) async throws -> Void = { block in
                     for batch in try TagCodec.batches(block) { try await response.write(batch) }
+                }
+                // A group's taggers on this node start together; one that cannot starts on the call.
+                let interval: AcquisitionInterval
+                if let group = inGroup, let grouped = tagger as? any GroupAcquiringTagger {
+                    interval = try await grouped.acquire(for: duration, group: group, deliver: deliver)
+                } else {
+                    interval = try await tagger.acquire(for: duration, deliver: deliver)
                 }
                 last.interval = Herald_Node_V1_Interval(interval)
             } catch {

@@ -22,7 +22,7 @@ public func remoteDevice(
 
 /// A device on a node, driven through the node protocol as if it were local: the engine's
 /// timeouts, retries, interlocks and safe state apply unchanged.
-public class RemoteDevice: TimeTagger, PresenceReporting, LinkReporting, @unchecked Sendable {
+public class RemoteDevice: GroupAcquiringTagger, PresenceReporting, LinkReporting, @unchecked Sendable {
     public let name: String
     public let descriptor: DriverDescriptor
     public let channelCount: Int
@@ -202,6 +202,20 @@ public class RemoteDevice: TimeTagger, PresenceReporting, LinkReporting, @unchec
     }
 
     public func acquire(for duration: Duration, deliver: @Sendable (TagBlock) async throws -> Void) async throws -> AcquisitionInterval {
+        try await acquire(for: duration, group: nil, deliver: deliver)
+    }
+
+    /// Taggers of a group that live on one node start together there (the node passes the
+    /// group to them); taggers on different nodes start when their nodes get the call.
+    public func acquire(
+        for duration: Duration, group: AcquisitionGroup, deliver: @Sendable (TagBlock) async throws -> Void
+    ) async throws -> AcquisitionInterval {
+        try await acquire(for: duration, group: Optional(group), deliver: deliver)
+    }
+
+    private func acquire(
+        for duration: Duration, group: AcquisitionGroup?, deliver: @Sendable (TagBlock) async throws -> Void
+    ) async throws -> AcquisitionInterval {
         try await awaitLink()
         let ps = picoseconds(duration)
         let token = self.node.leaseToken
@@ -210,6 +224,10 @@ public class RemoteDevice: TimeTagger, PresenceReporting, LinkReporting, @unchec
             $0.device = remote
             $0.durationPs = ps
             $0.leaseToken = token
+            if let group {
+                $0.groupID = group.id.uuidString
+                $0.groupMembers = group.members
+            }
         }
         let name = self.name, nodeName = node.name, node = self.node
         // Each batch is handed on as it arrives, inside the call: while the consumers are behind,

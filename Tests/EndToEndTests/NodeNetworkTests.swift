@@ -5,8 +5,8 @@ import Testing
 /// coordinator, the simulated world, nodes alice and bob, the analyser station), issues
 /// certificates, runs one `herald node serve` per host, and checks the heralded-entanglement
 /// experiment across them against the single-process run, a node killed and a link cut
-/// mid-run, a link that drops and comes back under a reconnection policy, the coordinator killed (nodes safe within the lease + 1 s), refused clients, and
-/// garbage at a node's port. Where namespaces cannot be made (not root) it says so and skips.
+/// mid-run, a link that drops and comes back under a reconnection policy, the coordinator killed (nodes safe within the lease + 1 s), refused clients,
+/// garbage at a node's port, and two taggers on two hosts on their own clocks, merged by the coordinator. Where namespaces cannot be made (not root) it says so and skips.
 @Suite(.serialized) struct NodeNetworkTests {
     @Test func theTwoNodeExperimentAcrossHostsAndItsFailures() async throws {
         let dir = try Paths.temporaryDirectory()
@@ -22,6 +22,7 @@ import Testing
         let measured = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] ?? [:]
         print("node checks: \(line)")
         #expect(measured["same_result"] as? String == "identical figures and tags")
+        #expect((measured["two_taggers_across_hosts"] as? String)?.hasPrefix("identical to one process") == true)
         // A link down for 2.5 s under `reconnect_within: 20 s`: the run succeeded (checked by the
         // script), with the outage as one pause, and alice restored soon after its link came back
         // (the reconnection's backoff is at most 2 s between attempts).

@@ -377,6 +377,12 @@ public nonisolated struct Herald_Node_V1_AcquireRequest: Sendable {
 
   public var leaseToken: String = String()
 
+  /// Several taggers acquiring one stretch together (an acquire step naming several): the
+  /// group's id (a UUID) and its members, so taggers on one node start as one group.
+  public var groupID: String = String()
+
+  public var groupMembers: [String] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1537,7 +1543,7 @@ nonisolated extension Herald_Node_V1_GetResponse: SwiftProtobuf.Message, SwiftPr
 
 nonisolated extension Herald_Node_V1_AcquireRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".AcquireRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{1}device\0\u{3}duration_ps\0\u{3}lease_token\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{1}device\0\u{3}duration_ps\0\u{3}lease_token\0\u{3}group_id\0\u{3}group_members\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1549,6 +1555,8 @@ nonisolated extension Herald_Node_V1_AcquireRequest: SwiftProtobuf.Message, Swif
       case 2: try { try decoder.decodeSingularStringField(value: &self.device) }()
       case 3: try { try decoder.decodeSingularInt64Field(value: &self.durationPs) }()
       case 4: try { try decoder.decodeSingularStringField(value: &self.leaseToken) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.groupID) }()
+      case 6: try { try decoder.decodeRepeatedStringField(value: &self.groupMembers) }()
       default: break
       }
     }
@@ -1567,6 +1575,12 @@ nonisolated extension Herald_Node_V1_AcquireRequest: SwiftProtobuf.Message, Swif
     if !self.leaseToken.isEmpty {
       try visitor.visitSingularStringField(value: self.leaseToken, fieldNumber: 4)
     }
+    if !self.groupID.isEmpty {
+      try visitor.visitSingularStringField(value: self.groupID, fieldNumber: 5)
+    }
+    if !self.groupMembers.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.groupMembers, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1575,6 +1589,8 @@ nonisolated extension Herald_Node_V1_AcquireRequest: SwiftProtobuf.Message, Swif
     if lhs.device != rhs.device {return false}
     if lhs.durationPs != rhs.durationPs {return false}
     if lhs.leaseToken != rhs.leaseToken {return false}
+    if lhs.groupID != rhs.groupID {return false}
+    if lhs.groupMembers != rhs.groupMembers {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
