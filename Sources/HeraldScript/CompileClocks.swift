@@ -84,8 +84,8 @@ extension Context {
                 }
                 tracking = clockModel(modelNode, tagger: entry.key, reference: reference, what: what)
             case "correlation":
-                let referenceChannels = channelList(f["reference_channels"], what: "\(what).reference_channels")
-                let channels = channelList(f["channels"], what: "\(what).channels")
+                let referenceChannels = channelList(f["reference_channels"], what: "\(what).reference_channels", in: entry.value)
+                let channels = channelList(f["channels"], what: "\(what).channels", in: entry.value)
                 let range = f["search"].map { quantity($0, .time, what: "\(what).search") } ?? Quantity(10e-6, .time)
                 let drift = f["max_drift"].map { quantity($0, .dimensionless, what: "\(what).max_drift") } ?? Quantity(20e-6, .dimensionless)
                 if let r = range, !(1e-9...1e-3).contains(r.value) { error("\(what).search must be within 1 ns … 1 ms", at: f["search"] ?? entry.value) }
@@ -109,9 +109,9 @@ extension Context {
     }
 
     /// A required list of channels, e.g. `[1, 2]`.
-    private mutating func channelList(_ node: Node?, what: String) -> [Int]? {
+    private mutating func channelList(_ node: Node?, what: String, in parent: Node) -> [Int]? {
         guard let node else {
-            error("\(what) is needed: the channels of the photons both taggers see, e.g. [1, 2]", at: nil)
+            error("\(what) is needed: the channels of the photons both taggers see, e.g. [1, 2]", at: parent)
             return nil
         }
         guard let items = node.sequence.map(Array.init), !items.isEmpty else {

@@ -45,12 +45,15 @@ import Testing
         ("clocks: {reference: pump, taggers: {b: {track: none}}}", "is a laser"),
         ("clocks: {reference: a, taggers: {a: {track: none}}}", "is the reference"),
         ("clocks: {reference: a, taggers: {b: {track: marks}}}", "needs sync_channel"),
-        ("clocks: {reference: a, taggers: {b: {track: sometimes}}}", "is not one of: marks, model, none"),
+        ("clocks: {reference: a, taggers: {b: {track: sometimes}}}", "is not one of: marks, model, correlation, none"),
         ("clocks: {reference: a, taggers: {b: {track: model}}}", "needs model"),
         ("clocks: {reference: a, taggers: {b: {model: missing.yaml}}}", "no such file"),
         ("clocks: {reference: a, taggers: {b: {track: none, channel_offset: 300}}}", "channel_offset"),
         ("clocks: {reference: a, taggers: {}}", "names no tagger"),
         ("clocks: {reference: a, taggers: {c: {track: none}}}", "'b' is not in clocks"),
+        ("clocks: {reference: a, taggers: {b: {track: correlation, channels: [3]}}}", "reference_channels is needed"),
+        ("clocks: {reference: a, taggers: {b: {track: correlation, reference_channels: [1], channels: [3]}}}", "add a calibrate_clocks step"),
+        ("clocks: {reference: a, taggers: {b: {track: correlation, reference_channels: [1], channels: [3], max_drift: 5 %}}}", "max_drift must be within"),
     ])
     func badSectionsAreRefusedSayingWhy(clocks: String, message: String) {
         let d = diagnostics(Self.script(clocks: clocks))
