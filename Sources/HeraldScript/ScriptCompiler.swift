@@ -424,6 +424,21 @@ struct Context {
         } else if extraTopLevelKeys.isEmpty {
             error("the script has no 'steps:'", at: root)
         }
+        if let c = clocks {
+            // Tags the merged stream cannot place would fail the run after the devices moved.
+            func linkTaggers(_ steps: [PlanStep]) -> [String] {
+                steps.flatMap { step -> [String] in
+                    switch step {
+                    case .entangle(let e, _): return [e.link.tagger]
+                    case .sweep(let s): return linkTaggers(s.body)
+                    default: return []
+                    }
+                }
+            }
+            for t in Set(linkTaggers(steps)) where !c.members.contains(t) {
+                error("the entangle step's tagger '\(t)' is not in clocks: add it under clocks.taggers, or leave out clocks:", at: byKey["clocks"])
+            }
+        }
         if let c = clocks, c.calibrations.isEmpty,
             let t = c.taggers.first(where: { if case .correlation = $0.tracking { return true } else { return false } })
         {
