@@ -427,20 +427,27 @@ public enum ClockMerge {
         // The second stream is corrected in a pass of its own first: done inside the merge, the
         // correction's arithmetic would lengthen the chain each step waits on (which stream
         // advanced) and halve the speed.
-        var b = other.timestamps
-        if let model {
-            if model.knots.isEmpty {
-                let offset = model.offsetPs, drift = model.drift, epoch = model.epochPs
-                b.withUnsafeMutableBufferPointer { p in
-                    for i in p.indices { p[i] = p[i] &- nearest(offset + drift * Double(p[i] &- epoch)) }
+        let b: [Int64]
+        if let model, model.knots.isEmpty {
+            // Copy and correct in one pass, into a buffer of its own.
+            let offset = model.offsetPs, drift = model.drift, epoch = model.epochPs
+            b = [Int64](unsafeUninitializedCapacity: nb) { dst, written in
+                HugePages.advise(dst)
+                other.timestamps.withUnsafeBufferPointer { src in
+                    for i in 0..<nb { dst[i] = src[i] &- nearest(offset + drift * Double(src[i] &- epoch)) }
                 }
-            } else {
-                for i in b.indices { b[i] = model.toReference(b[i]) }
+                written = nb
             }
+        } else if let model {
+            b = other.timestamps.map(model.toReference)
+        } else {
+            b = other.timestamps
         }
         var channels: [UInt8] = []
         let times = [Int64](unsafeUninitializedCapacity: n) { out, written in
+            HugePages.advise(out)
             channels = [UInt8](unsafeUninitializedCapacity: n) { outc, writtenc in
+                HugePages.advise(outc)
                 reference.timestamps.withUnsafeBufferPointer { at in
                     reference.channels.withUnsafeBufferPointer { ac in
                         b.withUnsafeBufferPointer { bt in
