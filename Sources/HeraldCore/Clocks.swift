@@ -126,6 +126,16 @@ public struct ClocksSpec: Sendable, Codable, Equatable {
         self.calibrations = calibrations
     }
 
+    enum CodingKeys: String, CodingKey { case reference, taggers, calibrations }
+
+    /// `calibrations` may be absent (plans stored before calibrate_clocks steps).
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        reference = try c.decode(String.self, forKey: .reference)
+        taggers = try c.decode([Tagger].self, forKey: .taggers)
+        calibrations = try c.decodeIfPresent([String].self, forKey: .calibrations) ?? []
+    }
+
     /// The reference, then the others.
     public var members: [String] { [reference] + taggers.map(\.name) }
 }

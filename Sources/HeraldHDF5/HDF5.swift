@@ -176,8 +176,8 @@ public class H5Group: H5Location {
     public func group(_ name: String) throws -> H5Group {
         let full = childPath(name)
         let gid: hid_t
-        if H5Lexists(id, name, herald_h5p_default()) > 0 {
-            gid = try checkID(H5Gopen2(id, name, herald_h5p_default()), "H5Gopen2", full)
+        if HDF5ReadWatchdog.watched("H5Lexists", full, { H5Lexists(id, name, herald_h5p_default()) }) > 0 {
+            gid = try checkID(HDF5ReadWatchdog.watched("H5Gopen2", full) { H5Gopen2(id, name, herald_h5p_default()) }, "H5Gopen2", full)
         } else {
             gid = try checkID(
                 H5Gcreate2(id, name, herald_h5p_default(), try CompactStorage.groupCreation(), herald_h5p_default()),
@@ -186,7 +186,9 @@ public class H5Group: H5Location {
         return H5Group(handle: Handle(gid, closer: H5Gclose), path: full)
     }
 
-    public func contains(_ name: String) -> Bool { H5Lexists(id, name, herald_h5p_default()) > 0 }
+    public func contains(_ name: String) -> Bool {
+        HDF5ReadWatchdog.watched("H5Lexists", "\(path)/\(name)") { H5Lexists(id, name, herald_h5p_default()) } > 0
+    }
 
     /// Writes a whole numeric array as a contiguous dataset with the given shape.
     @discardableResult
@@ -488,7 +490,7 @@ public final class H5File: H5Group {
             flags = herald_h5f_acc_rdwr()
             try check(herald_h5p_set_clear_status_flags(fapl), "H5Pset(clear_status_flags)", path)
         }
-        let fid = try checkID(H5Fopen(path, flags, fapl), "H5Fopen", path)
+        let fid = try checkID(HDF5ReadWatchdog.watched("H5Fopen", path) { H5Fopen(path, flags, fapl) }, "H5Fopen", path)
         let file = H5File(handle: Handle(fid, closer: H5Fclose), path: "/", filename: path)
         if mode == .recover { try check(H5Fincrement_filesize(fid, 0), "H5Fincrement_filesize", path) }
         return file

@@ -8,7 +8,7 @@ extension H5Group {
     public func openGroup(_ name: String) throws -> H5Group {
         let full = childPath(name)
         guard contains(name) else { throw HDF5Error(operation: "open (no such group)", object: full) }
-        let gid = try checkID(H5Gopen2(id, name, herald_h5p_default()), "H5Gopen2", full)
+        let gid = try checkID(HDF5ReadWatchdog.watched("H5Gopen2", full) { H5Gopen2(id, name, herald_h5p_default()) }, "H5Gopen2", full)
         return H5Group(handle: Handle(gid, closer: H5Gclose), path: full)
     }
 
@@ -16,17 +16,17 @@ extension H5Group {
     public func dataset(_ name: String) throws -> H5Dataset {
         let full = childPath(name)
         guard contains(name) else { throw HDF5Error(operation: "open (no such dataset)", object: full) }
-        let did = try checkID(H5Dopen2(id, name, herald_h5p_default()), "H5Dopen2", full)
+        let did = try checkID(HDF5ReadWatchdog.watched("H5Dopen2", full) { H5Dopen2(id, name, herald_h5p_default()) }, "H5Dopen2", full)
         return H5Dataset(handle: Handle(did, closer: H5Dclose), path: full)
     }
 
     /// Names of the links in this group, in name order.
     public func childNames() throws -> [String] {
         var info = H5G_info_t()
-        try check(H5Gget_info(id, &info), "H5Gget_info", path)
+        try check(HDF5ReadWatchdog.watched("H5Gget_info", path) { H5Gget_info(id, &info) }, "H5Gget_info", path)
         var names: [String] = []
         for i in 0..<info.nlinks {
-            let n = H5Lget_name_by_idx(id, ".", H5_INDEX_NAME, H5_ITER_INC, i, nil, 0, herald_h5p_default())
+            let n = HDF5ReadWatchdog.watched("H5Lget_name_by_idx", path) { H5Lget_name_by_idx(id, ".", H5_INDEX_NAME, H5_ITER_INC, i, nil, 0, herald_h5p_default()) }
             guard n >= 0 else { throw HDF5Error(operation: "H5Lget_name_by_idx", object: path) }
             var buffer = [CChar](repeating: 0, count: Int(n) + 1)
             _ = H5Lget_name_by_idx(id, ".", H5_INDEX_NAME, H5_ITER_INC, i, &buffer, buffer.count, herald_h5p_default())
@@ -53,7 +53,7 @@ extension H5Location {
         return Int(n)
     }
 
-    public func hasAttribute(_ name: String) -> Bool { H5Aexists(id, name) > 0 }
+    public func hasAttribute(_ name: String) -> Bool { HDF5ReadWatchdog.watched("H5Aexists", "\(path)@\(name)") { H5Aexists(id, name) } > 0 }
 
     /// A string attribute; nil if absent. Where Herald wrote the object (``textMirror``
     /// present) the value comes from the fixed-length copy, never from the global heap; a
@@ -74,7 +74,7 @@ extension H5Location {
     func mirroredStrings() throws -> [String]? {
         guard hasAttribute(Self.textMirror) else { return nil }
         let name = Self.textMirror
-        let attr = try checkID(H5Aopen(id, name, herald_h5p_default()), "H5Aopen", "\(path)@\(name)")
+        let attr = try checkID(HDF5ReadWatchdog.watched("H5Aopen", "\(path)@\(name)") { H5Aopen(id, name, herald_h5p_default()) }, "H5Aopen", "\(path)@\(name)")
         defer { H5Aclose(attr) }
         let fileType = try checkID(H5Aget_type(attr), "H5Aget_type", "\(path)@\(name)")
         defer { H5Tclose(fileType) }
@@ -91,14 +91,14 @@ extension H5Location {
         }
         guard n > 0 else { return [] }
         var buffer = [UInt8](repeating: 0, count: n * size)
-        try check(H5Aread(attr, type, &buffer), "H5Aread", "\(path)@\(name)")
+        try check(HDF5ReadWatchdog.watched("H5Aread", "\(path)@\(name)") { H5Aread(attr, type, &buffer) }, "H5Aread", "\(path)@\(name)")
         return FixedStrings.unpack(buffer, count: n, width: size)
     }
 
     /// Reads a string attribute as stored (fixed-length or variable-length).
     func readStringAttribute(_ name: String) throws -> String? {
         guard hasAttribute(name) else { return nil }
-        let attr = try checkID(H5Aopen(id, name, herald_h5p_default()), "H5Aopen", "\(path)@\(name)")
+        let attr = try checkID(HDF5ReadWatchdog.watched("H5Aopen", "\(path)@\(name)") { H5Aopen(id, name, herald_h5p_default()) }, "H5Aopen", "\(path)@\(name)")
         defer { H5Aclose(attr) }
         let fileType = try checkID(H5Aget_type(attr), "H5Aget_type", "\(path)@\(name)")
         defer { H5Tclose(fileType) }
@@ -119,7 +119,7 @@ extension H5Location {
         }
         if H5Tis_variable_str(type) > 0 {
             var pointer: UnsafeMutablePointer<CChar>?
-            try check(H5Aread(attr, type, &pointer), "H5Aread", "\(path)@\(name)")
+            try check(HDF5ReadWatchdog.watched("H5Aread", "\(path)@\(name)") { H5Aread(attr, type, &pointer) }, "H5Aread", "\(path)@\(name)")
             defer { free(pointer) }
             return pointer.map { String(cString: $0) } ?? ""
         }
@@ -128,14 +128,14 @@ extension H5Location {
             throw HDF5Error(operation: "read as string (implausible string size \(size))", object: "\(path)@\(name)")
         }
         var buffer = [UInt8](repeating: 0, count: size)
-        try check(H5Aread(attr, type, &buffer), "H5Aread", "\(path)@\(name)")
+        try check(HDF5ReadWatchdog.watched("H5Aread", "\(path)@\(name)") { H5Aread(attr, type, &buffer) }, "H5Aread", "\(path)@\(name)")
         return String(decoding: buffer.prefix { $0 != 0 }, as: UTF8.self)
     }
 
     /// A numeric scalar attribute converted to `T`; nil if absent.
     public func attribute<T: HDF5Scalar>(_ name: String, as: T.Type) throws -> T? {
         guard hasAttribute(name) else { return nil }
-        let attr = try checkID(H5Aopen(id, name, herald_h5p_default()), "H5Aopen", "\(path)@\(name)")
+        let attr = try checkID(HDF5ReadWatchdog.watched("H5Aopen", "\(path)@\(name)") { H5Aopen(id, name, herald_h5p_default()) }, "H5Aopen", "\(path)@\(name)")
         defer { H5Aclose(attr) }
         var values = [T](repeating: T.zero, count: 1)
         let space = try checkID(H5Aget_space(attr), "H5Aget_space", "\(path)@\(name)")
@@ -144,7 +144,7 @@ extension H5Location {
             throw HDF5Error(operation: "read as scalar (attribute has several values)", object: "\(path)@\(name)")
         }
         try values.withUnsafeMutableBufferPointer { buf in
-            try check(H5Aread(attr, T.nativeType, buf.baseAddress), "H5Aread", "\(path)@\(name)")
+            try check(HDF5ReadWatchdog.watched("H5Aread", "\(path)@\(name)") { H5Aread(attr, T.nativeType, buf.baseAddress) }, "H5Aread", "\(path)@\(name)")
         }
         return values[0]
     }
@@ -177,7 +177,7 @@ extension H5Dataset {
         let n = try elementCount(space)
         guard n > 0 else { return [] }
         return try Self.filled(count: n) { buf in
-            try check(H5Dread(id, T.nativeType, herald_h5s_all(), herald_h5s_all(), herald_h5p_default(), buf), "H5Dread", path)
+            try check(HDF5ReadWatchdog.watched("H5Dread", path) { H5Dread(id, T.nativeType, herald_h5s_all(), herald_h5s_all(), herald_h5p_default(), buf) }, "H5Dread", path)
         }
     }
 
@@ -194,7 +194,7 @@ extension H5Dataset {
         let memSpace = try checkID(H5Screate_simple(1, &n, nil), "H5Screate_simple", path)
         defer { H5Sclose(memSpace) }
         return try Self.filled(count: count) { buf in
-            try check(H5Dread(id, T.nativeType, memSpace, fileSpace, herald_h5p_default(), buf), "H5Dread", path)
+            try check(HDF5ReadWatchdog.watched("H5Dread", path) { H5Dread(id, T.nativeType, memSpace, fileSpace, herald_h5p_default(), buf) }, "H5Dread", path)
         }
     }
 
@@ -227,7 +227,7 @@ extension H5Dataset {
         if H5Tis_variable_str(type) > 0 {
             try GlobalHeapCheck.references(of: self, count: n)
             var pointers = [UnsafeMutablePointer<CChar>?](repeating: nil, count: n)
-            try check(H5Dread(id, type, herald_h5s_all(), herald_h5s_all(), herald_h5p_default(), &pointers), "H5Dread", path)
+            try check(HDF5ReadWatchdog.watched("H5Dread", path) { H5Dread(id, type, herald_h5s_all(), herald_h5s_all(), herald_h5p_default(), &pointers) }, "H5Dread", path)
             defer { _ = H5Dvlen_reclaim(type, space, herald_h5p_default(), &pointers) }
             return pointers.map { $0.map { String(cString: $0) } ?? "" }
         }
@@ -236,7 +236,7 @@ extension H5Dataset {
             throw HDF5Error(operation: "read as strings (\(n) strings of \(size) bytes claimed)", object: path)
         }
         var buffer = [UInt8](repeating: 0, count: n * size)
-        try check(H5Dread(id, type, herald_h5s_all(), herald_h5s_all(), herald_h5p_default(), &buffer), "H5Dread", path)
+        try check(HDF5ReadWatchdog.watched("H5Dread", path) { H5Dread(id, type, herald_h5s_all(), herald_h5s_all(), herald_h5p_default(), &buffer) }, "H5Dread", path)
         return FixedStrings.unpack(buffer, count: n, width: size)
     }
 }
@@ -347,7 +347,7 @@ extension H5Group {
     /// What the child `name` is; `.other` if it is missing or cannot be opened.
     public func kind(of name: String) -> H5ChildKind {
         guard contains(name) else { return .other }
-        let oid = H5Oopen(id, name, herald_h5p_default())
+        let oid = HDF5ReadWatchdog.watched("H5Oopen", "\(path)/\(name)") { H5Oopen(id, name, herald_h5p_default()) }
         guard oid >= 0 else { return .other }
         defer { H5Oclose(oid) }
         switch H5Iget_type(oid) {

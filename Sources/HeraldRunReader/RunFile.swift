@@ -246,3 +246,13 @@ struct TagReader {
         return TagBlock(timestamps: times, channels: try detectors.read(UInt8.self, offset: lo, count: hi - lo))
     }
 }
+
+extension RunFile {
+    /// Turns a read that libhdf5 never returns from (some damaged object headers make 1.10
+    /// loop) into `onHang`'s message, naming the call and the object. Once per process; the
+    /// commands that only read files arm it (a run does not: its device deadlines already
+    /// reach the safe state).
+    public static func watchReads(limit: Duration, onHang: @escaping @Sendable (String) -> Void) {
+        HDF5ReadWatchdog.arm(limit: limit, onHang: onHang)
+    }
+}

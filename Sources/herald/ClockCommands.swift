@@ -59,6 +59,7 @@ struct CalibrateClocks: ParsableCommand {
     }
 
     func run() throws {
+        ExitStatusCode.watchReads(of: other.map { "\(reference), \($0)" } ?? reference)
         try mappingErrors {
             var pairs: [(referenceName: String, name: String, ref: [Int64], loc: [Int64])] = []
             let refChannels = pps.map { [$0] } ?? referenceChannels, otherChannels = pps.map { [$0] } ?? channels

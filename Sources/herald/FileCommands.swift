@@ -35,6 +35,7 @@ struct Recover: ParsableCommand {
     @Flag(help: "Print the report as JSON.") var json = false
 
     func run() throws {
+        ExitStatusCode.watchReads(of: file)
         let report: RecoveryReport
         do { report = try RunRecovery.recover(path: file) } catch { throw ExitStatusCode.exit(for: error) }
         if json { return try printJSON(report) }
@@ -95,6 +96,7 @@ struct Analyze: AsyncParsableCommand {
     func validate() throws { _ = try recountOptions() }
 
     func run() async throws {
+        ExitStatusCode.watchReads(of: file)
         if let options = try recountOptions() {
             let entries: [Herald.RecountEntry]
             do { entries = try await Herald.recount(path: file, options) } catch { throw ExitStatusCode.exit(for: error) }

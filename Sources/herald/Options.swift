@@ -42,6 +42,21 @@ func parseAssignments(_ items: [String], option: String, example: String) throws
 enum ExitStatusCode {
     /// The run or command failed (a device, a file, a failed check).
     static let failed: Int32 = 1
+    /// A file could not be read: libhdf5 never returned from reading it (EX_IOERR).
+    static let unreadable: Int32 = 74
+
+    /// For commands that only read files: a read that libhdf5 never returns from (a damaged
+    /// object header can make it loop) ends the command with an error naming the file, after
+    /// `HERALD_READ_LIMIT_S` seconds (default 60) in one library call.
+    static func watchReads(of file: String) {
+        let text = ProcessInfo.processInfo.environment["HERALD_READ_LIMIT_S"] ?? ""
+        let seconds = Double(text).flatMap { $0.isFinite && $0 > 0 && $0 < 86_400 ? $0 : nil } ?? 60
+        RunFile.watchReads(limit: .milliseconds(Int64(seconds * 1000))) { message in
+            FileHandle.standardError.write(Data("error: \(file): \(message)\n".utf8))
+            // The stuck thread holds the library: nothing else can close the file or exit cleanly.
+            _exit(unreadable)
+        }
+    }
     /// The input was rejected before anything ran: a script, a counts table (EX_DATAERR).
     static let rejected: Int32 = 65
     /// The run was stopped by a signal and went to its safe state (128 + SIGINT).

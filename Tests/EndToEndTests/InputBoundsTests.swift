@@ -136,6 +136,27 @@ import Testing
 }
 
 extension DamagedRunFileTests {
+    /// A read that libhdf5 never returns from (1.10 loops on some damaged object headers; a
+    /// pipe where a file should be never answers) ends the command with an error naming the
+    /// call and the file, exit 74, after HERALD_READ_LIMIT_S seconds: not a hang.
+    @Test(arguments: ["analyze", "recover", "calibrate-clocks"])
+    func aReadThatNeverReturnsIsAnErrorNamingTheFile(command: String) async throws {
+        let dir = try Paths.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let fifo = dir.appendingPathComponent("never.h5").path
+        #expect(mkfifo(fifo, 0o600) == 0)
+        // The watchdog's limit is a second; `timeout` only guards the suite if it fails.
+        let r = try await runProcess("timeout", ["60", "env", "HERALD_READ_LIMIT_S=1", Paths.herald.path, command, fifo])
+        // Read-only opens wait on the pipe forever: the watchdog ends them. `recover` opens it
+        // for writing too, which a pipe answers at once, and HDF5 then refuses it.
+        if command == "recover" {
+            #expect(r.status == 1 && r.stderr.contains(fifo) && r.stderr.contains("cannot open this file"), "\(r.stderr)")
+        } else {
+            #expect(r.status == 74, "\(command): exit \(r.status): \(r.stderr)")
+            #expect(r.stderr.contains("H5Fopen") && r.stderr.contains(fifo) && r.stderr.contains("has not returned"), "\(r.stderr)")
+        }
+    }
+
     /// A header tag with an empty name (seen only in damaged files) no longer fails the import
     /// with "H5Dcreate2 failed for '/user/picoquant/header/'": its value is kept under a name
     /// that gives its byte offset.
