@@ -87,6 +87,15 @@ public actor ReplayTimeTagger: TimeTagger {
         channelCount = format == .ptu ? 64 : 256
     }
 
+    /// What `herald validate` checks of a replay without running it: the settings, that the
+    /// recording exists, and that it opens as the format says (its header read, nothing
+    /// replayed), so a missing or unreadable recording is found before any device moves.
+    public static func preflight(config: DeviceConfig) async throws {
+        let tagger = try ReplayTimeTagger(config: config)
+        try await tagger.connect()
+        await tagger.disconnect()
+    }
+
     /// A relative path is looked up beside the script first (as includes are), then in the
     /// working directory.
     static func resolve(_ requested: String, script: String?, device: String) throws -> String {

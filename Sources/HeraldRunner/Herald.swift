@@ -120,7 +120,21 @@ public enum Herald {
             c.nodeCatalogue = nodes.catalogue
             c.nodeProblems = nodes.problems
         }
-        return try c.compile(path: path, mock: mock, overrides: overrides)
+        let compiled = try c.compile(path: path, mock: mock, overrides: overrides)
+        try await checkRecordings(compiled.plan)
+        return compiled
+    }
+
+    /// The run's replays open their recordings (`run` would fail at connect): each problem at
+    /// its device's line, all at once.
+    static func checkRecordings(_ plan: Plan) async throws {
+        var problems: [ScriptDiagnostic] = []
+        for d in plan.devices where d.driver == ReplayTimeTagger.descriptor.id && d.node == nil {
+            do { try await ReplayTimeTagger.preflight(config: d) } catch {
+                problems.append(ScriptDiagnostic("\(error)", at: d.location ?? SourceLocation(file: plan.scriptPath, line: 1, column: 1)))
+            }
+        }
+        if !problems.isEmpty { throw ScriptErrors(problems) }
     }
 
     /// What a user asked `herald run` to do.

@@ -112,6 +112,16 @@ import Testing
         } catch let e as DeviceError {
             #expect(e.description.contains("set format: ptu, swabian or herald"), "\(e)")
         }
+        // `validate` finds all of it first, at the device's line, without running anything.
+        let lines = try String(contentsOf: script, encoding: .utf8).components(separatedBy: "\n")
+        let line = (lines.firstIndex { $0.contains("replay.timetagger") } ?? -2) + 1
+        let garbage = dir.appendingPathComponent("garbage.ptu")
+        try Data("PQTTTR\0\0 not really".utf8).write(to: garbage)
+        for (recording, message) in [("nope.ptu", "not found"), (text.path, "set format"), (garbage.path, "cannot replay")] {
+            let r = try await runProcess(Paths.herald.path, ["validate", script.path, "--set", "recording=\(recording)"])
+            #expect(r.status == 65, "\(recording): \(r.stderr)")
+            #expect(r.stderr.contains("\(script.path):\(line):") && r.stderr.contains(message), "\(recording): \(r.stderr)")
+        }
     }
 }
 
