@@ -1,6 +1,6 @@
 /// The fixed binary headers of PicoQuant's pre-PTU containers that Herald decodes:
-/// - HydraHarp `.ht3` (format versions 1.0 and 2.0, T3 mode; HydraHarp V1 / V2 records);
-/// - PicoHarp 300 `.pt3` (format version 2.0, T3 mode; PicoHarp T3 records);
+/// - HydraHarp `.ht3` / `.ht2` (format versions 1.0 and 2.0, T3 or T2 mode; HydraHarp V1 / V2 records);
+/// - PicoHarp 300 `.pt3` / `.pt2` (format version 2.0, T3 or T2 mode; PicoHarp T3 / T2 records);
 /// - TimeHarp 200 `.t3r` (software versions 5.0 and 6.0; its own 32-bit record).
 ///
 /// Fields keep the names of PicoQuant's file-format demos. The PTU tags Herald's decoding
@@ -164,7 +164,7 @@ enum LegacyHeader {
         case "PicoHarp 300", "TimeHarp 260", "MultiHarp":
             throw TTTRFileError(
                 path: path, offset: 0,
-                "a legacy \(ident) container (format \(version)); Herald decodes legacy .ht3, .pt3 (2.0) and .t3r only "
+                "a legacy \(ident) container (format \(version)); Herald decodes legacy .ht3/.ht2, .pt3/.pt2 (2.0) and .t3r only "
                     + "(there is no layout to check the others against): re-save it as .ptu with PicoQuant's software")
         default:
             return nil
@@ -219,30 +219,32 @@ enum LegacyHeader {
         let stopReason = try f.int("StopReason")
         let imageHeader = try f.int("ImgHdrSize")
         let records = try f.int64("nRecords")
-        guard mode == 3 else {
-            throw TTTRFileError(
-                path: path, offset: 340,
-                "MeasurementMode \(mode): only T3 (3) legacy HydraHarp files are decoded (.ht2 has no sample to check against); re-save it as .ptu")
+        // T3 (3, .ht3) or T2 (2, .ht2): the same container, T2 records tagged in the base resolution.
+        guard mode == 3 || mode == 2 else {
+            throw TTTRFileError(path: path, offset: 340, "MeasurementMode \(mode) is neither T2 (2, .ht2) nor T3 (3, .ht3): the file holds no time tags")
         }
+        let t2 = mode == 2
         guard (0...(1 << 20)).contains(imageHeader) else {
             throw TTTRFileError(path: path, offset: f.offset - 12, "ImgHdrSize is \(imageHeader); the header is corrupt")
         }
-        guard syncRate > 0 else {
+        guard t2 || syncRate > 0 else {
             throw TTTRFileError(path: path, offset: f.offset - 24, "SyncRate is \(syncRate); a T3 file needs the sync rate for its time unit")
         }
-        guard resolutionPs > 0, resolutionPs.isFinite else {
+        guard resolutionPs > 0, resolutionPs.isFinite, resolutionPs < 1e6 else {
             throw TTTRFileError(path: path, offset: 352, "Resolution is \(resolutionPs) ps, not a positive bin width")
         }
         let dataOffset = f.offset + Int(imageHeader) * 4
         // Format 1.0 was written by HydraHarp software 1.x (V1 records), 2.0 by 2.x (V2).
-        let code: UInt32 = version == "1.0" ? 0x0001_0304 : 0x0101_0304
+        let code: UInt32 = (version == "1.0" ? 0x0001_0004 : 0x0101_0004) | (t2 ? 0x0200 : 0x0300)
         guard let format = RecordFormat(recordType: code) else {
             throw TTTRFileError(path: path, offset: 16, "no record format for HydraHarp container \(version)")
         }
         f.derived("TTResultFormat_TTTRRecType", .int(Int64(code)), from: "FormatVersion")
+        // T3: time tags count sync periods; T2: they are in the bin width itself.
         f.timing(
-            records: records, globalResolution: 1 / Double(syncRate), resolution: resolutionPs * 1e-12, syncRate: syncRate,
-            syncField: "SyncRate", acquisitionMs: tacq, acquisitionField: "Tacq", stopAfter: stopAfter, stopReason: stopReason)
+            records: records, globalResolution: t2 ? resolutionPs * 1e-12 : 1 / Double(syncRate), resolution: resolutionPs * 1e-12,
+            syncRate: syncRate, syncField: "SyncRate", globalField: t2 ? "Resolution" : nil, acquisitionMs: tacq, acquisitionField: "Tacq",
+            stopAfter: stopAfter, stopReason: stopReason)
         return (PTUHeader(version: version, tags: f.tags, dataOffset: dataOffset), format)
     }
 
@@ -272,29 +274,32 @@ enum LegacyHeader {
         let stopReason = try f.int("StopReason")
         let records = try f.int("nRecords")
         let imageHeader = try f.int("ImgHdrSize")
-        guard mode == 3 else {
-            throw TTTRFileError(
-                path: path, offset: 348,
-                "MeasurementMode \(mode): only T3 (3) legacy PicoHarp files are decoded (.pt2 has no layout checked here); re-save it as .ptu")
+        // T3 (3, .pt3) or T2 (2, .pt2): the same container, T2 records tagged in the bin width (4 ps).
+        guard mode == 3 || mode == 2 else {
+            throw TTTRFileError(path: path, offset: 348, "MeasurementMode \(mode) is neither T2 (2, .pt2) nor T3 (3, .pt3): the file holds no time tags")
         }
+        let t2 = mode == 2
         guard (0...(1 << 20)).contains(imageHeader), records >= 0 else {
             throw TTTRFileError(path: path, offset: f.offset - 8, "nRecords \(records) / ImgHdrSize \(imageHeader): the header is corrupt")
         }
-        guard syncRate > 0 else {
+        guard t2 || syncRate > 0 else {
             throw TTTRFileError(path: path, offset: f.offset - 24, "InpRate0 (the sync rate) is \(syncRate); a T3 file needs it for its time unit")
         }
-        guard resolutionNs > 0, resolutionNs.isFinite else {
+        guard resolutionNs > 0, resolutionNs.isFinite, resolutionNs < 1e3 else {
             throw TTTRFileError(path: path, offset: 584, "Resolution is \(resolutionNs) ns, not a positive bin width")
         }
-        let code: UInt32 = 0x0001_0303
+        let code: UInt32 = t2 ? 0x0001_0203 : 0x0001_0303
+        // The field is a float32: 0.004 ns reads back as 0.0040000002, which over a T2 file's
+        // seconds of 4 ps tags adds up to a hundred picoseconds. Its shortest decimal is what was meant.
+        let t2UnitNs = Double("\(Float(resolutionNs))") ?? resolutionNs
         guard let format = RecordFormat(recordType: code) else {
-            throw TTTRFileError(path: path, offset: 16, "no record format for the PicoHarp T3 container")
+            throw TTTRFileError(path: path, offset: 16, "no record format for the PicoHarp container")
         }
         f.derived("TTResultFormat_TTTRRecType", .int(Int64(code)), from: "FormatVersion")
         f.timing(
-            records: records, globalResolution: 1 / Double(syncRate), resolution: resolutionNs * 1e-9, syncRate: syncRate,
-            syncField: "InpRate0", acquisitionMs: tacq, acquisitionField: "AcquisitionTime", stopAfter: stopAfter,
-            stopReason: stopReason)
+            records: records, globalResolution: t2 ? (t2UnitNs * 1e3) * 1e-12 : 1 / Double(syncRate), resolution: Double(resolutionNs) * 1e-9,
+            syncRate: syncRate, syncField: "InpRate0", globalField: t2 ? "Resolution" : nil, acquisitionMs: tacq,
+            acquisitionField: "AcquisitionTime", stopAfter: stopAfter, stopReason: stopReason)
         return (PTUHeader(version: "2.0", tags: f.tags, dataOffset: f.offset + Int(imageHeader) * 4), format)
     }
 

@@ -74,6 +74,26 @@ import Testing
         #expect(r.status != 0 && r.stderr.contains("truncated"), "\(r.stderr)")
     }
 
+    /// Legacy T2 containers (PicoHarp .pt2, HydraHarp .ht2 of format 1.0 and 2.0), built by
+    /// tttr_checks.py from PicoQuant's record layouts with photons, markers, syncs and
+    /// overflows (V2 records counting several at once), events drawn first and then encoded:
+    /// the import holds exactly the drawn photons' times and channels, and phconvert accepts it.
+    @Test(arguments: [("pt2", "pt2"), ("ht2v1", "ht2"), ("ht2v2", "ht2")])
+    func legacyT2ContainersHoldTheirPhotons(kind: String, ext: String) async throws {
+        let dir = try Paths.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let source = dir.appendingPathComponent("made.\(ext)").path, expected = dir.appendingPathComponent("expected.npz").path
+        let made = try await runProcess(Paths.python, [Self.checks, "make-t2", kind, source, expected])
+        #expect(made.status == 0, "\(made.stdout)\(made.stderr)")
+        let (json, h5) = try await Self.inspectAndImport(source, into: dir)
+        let header = try JSONSerialization.jsonObject(with: Data(contentsOf: json)) as? [String: Any] ?? [:]
+        #expect(header["mode"] as? String == "T2")
+        // Whole picoseconds: 4 for the PicoHarp, 1 for the HydraHarp (the import then multiplies, never rounds).
+        #expect(header["timeUnitPs"] as? Double == (kind == "pt2" ? 4 : 1), "\(header["timeUnitPs"] ?? "none")")
+        let check = try await runProcess(Paths.python, [Self.checks, "check-t2", expected, h5])
+        #expect(check.status == 0 && check.stdout.contains("phconvert accepts"), "\(check.stdout)\(check.stderr)")
+    }
+
     /// A TimeHarp 200 .t3r of software 6.0 (its own header layout), built from PicoQuant's
     /// layout, decodes as pqreader (the MIT-licensed PyPI reader of 6.0 files) reads it.
     @Test func timeHarp200Version6DecodesLikePqreader() async throws {

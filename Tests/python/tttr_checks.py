@@ -25,6 +25,14 @@
       Writes a TimeHarp 200 .t3r of software version 6.0 from PicoQuant's layout (the header
       as the MIT-licensed pqreader package reads it): 20 000 records of photons, overflows
       and markers, seeded. `legacy` checks a 6.0 .t3r against pqreader (phconvert reads 5.0 only).
+  tttr_checks.py make-t2 pt2|ht2v1|ht2v2 OUT EXPECTED_NPZ
+      Writes a legacy T2 container from PicoQuant's published record layouts (PicoHarp .pt2:
+      4-bit channel, 28-bit tag, channel 15 overflow/markers; HydraHarp .ht2: special bit,
+      6-bit channel, 25-bit tag, special 63 overflow, V2 counting several, 0 sync, 1-15
+      markers) under the header of the matching T3 container in mode 2. Events are drawn first
+      (seeded) and encoded; EXPECTED_NPZ holds the photons' true times (ps) and channels.
+  tttr_checks.py check-t2 EXPECTED_NPZ IMPORTED_H5
+      The import holds exactly those photons (times × timestamps_unit, detectors 0-based), in order.
   tttr_checks.py swabian DUMP IMPORTED_H5
       A Swabian dump read with numpy as Swabian documents the 16-byte tag (type u8, reserved
       u8, missed events u16, channel i32, time i64 ps): the import must hold its time tags
@@ -226,6 +234,113 @@ def synthetic_records(rng, n):
     return kind, time
 
 
+HH_IDENT = [("Ident", "S16"), ("FormatVersion", "S6"), ("CreatorName", "S18"), ("CreatorVersion", "S12"), ("FileTime", "S18"),
+            ("CRLF", "S2"), ("Comment", "S256")]
+
+
+def hh_header(version, inputs, records, resolution_ps):
+    """The HydraHarp container header (as the .ht3 reader checked against real files and
+    phconvert reads it), in T2 mode, with `inputs` input blocks."""
+    fields = HH_IDENT + [(n, "<i4") for n in ["NumberOfCurves", "BitsPerRecord", "ActiveCurve", "MeasurementMode", "SubMode", "Binning"]]
+    fields += [("Resolution", "<f8"), ("Offset", "<i4"), ("Tacq", "<i4"), ("StopAt", "<u4")]
+    fields += [(n, "<i4") for n in ["StopOnOvfl", "Restart", "DispLinLog", "DispTimeFrom", "DispTimeTo", "DispCountsFrom", "DispCountsTo"]]
+    fields += [("DispCurves", "<i4", (16,)), ("Params", "<f4", (9,))]
+    fields += [(n, "<i4") for n in ["RepeatMode", "RepeatsPerCurve", "RepeatTime", "RepeatWaitTime"]]
+    fields += [("ScriptName", "S20"), ("HardwareIdent", "S16"), ("HardwarePartNo", "S8"), ("HardwareSerial", "<i4"),
+               ("NumberOfModules", "<i4"), ("Modules", "<i4", (20,)), ("BaseResolution", "<f8"), ("InputsEnabled", "<i8"),
+               ("InpChansPresent", "<i4")]
+    fields += [(n, "<i4") for n in ["RefClockSource", "ExtDevices", "MarkerSettings", "SyncDivider", "SyncCFDLevel", "SyncCFDZeroCross",
+                                    "SyncOffset"]]
+    fields += [("InputBlocks", "<i4", (inputs * 4,)), ("InputRates", "<i4", (inputs,))]
+    fields += [("SyncRate", "<i4"), ("StopAfter", "<i4"), ("StopReason", "<i4"), ("ImgHdrSize", "<i4"), ("nRecords", "<i8")]
+    h = np.zeros(1, dtype=np.dtype(fields))
+    for name, value in [("Ident", b"HydraHarp"), ("FormatVersion", version.encode()), ("CreatorName", b"HydraHarp"),
+                        ("CreatorVersion", b"2.0.0.0"), ("FileTime", b"01/12/26 10:20:30"), ("CRLF", b"\r\n"),
+                        ("Comment", b"constructed by tttr_checks.py make-t2"), ("NumberOfCurves", 1), ("BitsPerRecord", 32),
+                        ("MeasurementMode", 2), ("Resolution", resolution_ps), ("Tacq", 100000), ("StopAt", 4294967295),
+                        ("HardwareIdent", b"HydraHarp 400"), ("HardwarePartNo", b"930021"), ("HardwareSerial", 1000123),
+                        ("NumberOfModules", 1), ("BaseResolution", 1.0), ("InputsEnabled", (1 << inputs) - 1),
+                        ("InpChansPresent", inputs), ("SyncDivider", 1), ("SyncRate", 0), ("StopAfter", 100000), ("ImgHdrSize", 0),
+                        ("nRecords", records)]:
+        h[name] = value
+    return h.tobytes()
+
+
+def make_t2(kind, out, expected):
+    """Draws photons, syncs and markers at increasing tag times, then encodes them with the
+    overflow records their gaps need (several at once as one V2 record when a gap spans them)."""
+    rng = np.random.default_rng(20261202)
+    n = 30_000
+    pico = kind == "pt2"
+    period = 210_698_240 if pico else (33_552_000 if kind == "ht2v1" else 33_554_432)
+    unit_ps = 4 if pico else 1
+    # Mostly short gaps, some spanning several overflow periods.
+    gaps = np.where(rng.random(n) < 0.97, rng.integers(1, period // 50, size=n), rng.integers(period, 4 * period, size=n))
+    t = np.cumsum(gaps)
+    what = rng.choice(3, size=n, p=[0.94, 0.03, 0.03])  # photon, marker, sync (HydraHarp only)
+    if pico:
+        what = np.where(what == 2, 0, what)
+    channel = rng.integers(0, 4 if pico else 8, size=n)
+    records = []
+    base = 0
+    for ti, wi, ci in zip(t.tolist(), what.tolist(), channel.tolist()):
+        wraps = (ti - base) // period
+        if pico:
+            for _ in range(wraps):
+                records.append((15 << 28) | 0)
+        elif kind == "ht2v1":
+            for _ in range(wraps):
+                records.append((1 << 31) | (63 << 25) | 0)
+        elif wraps > 0:
+            records.append((1 << 31) | (63 << 25) | wraps)  # V2: one record counts them
+        base += wraps * period
+        tag = ti - base
+        if pico:
+            records.append(((ci if wi == 0 else 15) << 28) | (tag if wi == 0 else (tag & ~0xF) | (1 << (ci % 4))))
+        elif wi == 0:
+            records.append((ci << 25) | tag)
+        elif wi == 1:
+            records.append((1 << 31) | ((1 + ci % 15) << 25) | tag)
+        else:
+            records.append((1 << 31) | (0 << 25) | tag)
+    data = np.array(records, dtype="<u4")
+    if pico:
+        header = np.zeros(1, dtype=np.dtype(PT3_HEADER))
+        for name, value in [("Ident", b"PicoHarp 300"), ("FormatVersion", b"2.0"), ("CreatorName", b"PicoHarp Software"),
+                            ("CreatorVersion", b"2.3.0.0"), ("FileTime", b"01/12/26 10:20:30"), ("CRLF", b"\r\n"),
+                            ("Comment", b"constructed by tttr_checks.py make-t2"), ("NumberOfCurves", 1), ("BitsPerRecord", 32),
+                            ("RoutingChannels", 4), ("NumberOfBoards", 1), ("MeasurementMode", 2), ("AcquisitionTime", 100000),
+                            ("StopAt", 4294967295), ("HardwareIdent", b"PicoHarp 300"), ("HardwarePartNo", b"930004"),
+                            ("Resolution", 0.004), ("InpRate0", 0), ("StopAfter", 100000), ("nRecords", len(data)), ("ImgHdrSize", 0)]:
+            header[name] = value
+        head = header.tobytes()
+    else:
+        head = hh_header("1.0" if kind == "ht2v1" else "2.0", 8, len(data), 1.0)
+    with open(out, "wb") as f:
+        f.write(head)
+        f.write(data.tobytes())
+    photons = what == 0
+    # A PicoHarp marker's record keeps only the tag's upper 24 bits; photons keep all 28.
+    np.savez(expected, times=t[photons] * unit_ps, channels=channel[photons] + 1)
+    print(f"ok: wrote {out}: {len(data)} records, {int(photons.sum())} photons")
+
+
+def check_t2(expected, h5path):
+    e = np.load(expected)
+    with h5py.File(h5path, "r") as f:
+        unit = float(f["photon_data/timestamps_specs/timestamps_unit"][()])
+        ts = np.rint(f["photon_data/timestamps"][:] * (unit * 1e12)).astype(np.int64)
+        det = f["photon_data/detectors"][:].astype(np.int64) + 1  # Photon-HDF5 keeps the file's 0-based inputs
+    if len(ts) != len(e["times"]):
+        fail(f"{len(ts)} photons imported, {len(e['times'])} written")
+    bad = np.nonzero((ts != e["times"]) | (det != e["channels"]))[0]
+    if len(bad):
+        i = bad[0]
+        fail(f"photon {i}: Herald ({ts[i]} ps, ch {det[i]}), written ({e['times'][i]} ps, ch {e['channels'][i]})")
+    phconvert_valid(h5path)
+    print(f"ok: {len(ts)} photons, times and channels equal; phconvert accepts the import")
+
+
 def make_pt3(out):
     """A PicoHarp 300 T3 file laid out as PicoQuant documents it: 728-byte header, an image
     header of ImgHdrSize int32, then 32-bit records channel(4) | dtime(12) | nsync(16)."""
@@ -421,6 +536,10 @@ if __name__ == "__main__":
         with_phconvert(*sys.argv[2:4])
     elif sys.argv[1] == "legacy":
         legacy(*sys.argv[2:5])
+    elif sys.argv[1] == "make-t2":
+        make_t2(sys.argv[2], sys.argv[3], sys.argv[4])
+    elif sys.argv[1] == "check-t2":
+        check_t2(sys.argv[2], sys.argv[3])
     elif sys.argv[1] == "make-pt3":
         make_pt3(sys.argv[2])
     elif sys.argv[1] == "make-t3r6":
