@@ -92,6 +92,7 @@ public final class MockTimeTagger: GroupAcquiringTagger {
         self.capacity = config.settings["buffer"]?.quantity?.value ?? Double(1 << 26)
         self.resolutionPs = max(1, Int64(((config.settings["resolution"]?.quantity?.value ?? 1e-12) * 1e12).rounded()))
         self.state = Mutex(State(walk: TaggerClock.Walk(seed: clock.seed)))
+        lab.registerTagger(config.name)
     }
 
     public func connect() async throws { try await lab.checkFault(device: name, operation: "connect") }
@@ -134,7 +135,9 @@ public final class MockTimeTagger: GroupAcquiringTagger {
     public func acquire(
         for duration: Duration, group: AcquisitionGroup, deliver: @Sendable (TagBlock) async throws -> Void
     ) async throws -> AcquisitionInterval {
-        try await acquire(for: duration, group: Optional(group), deliver: deliver)
+        // Only the members on this lab share its photons and wait for each other; alone here
+        // (the others remote, or real), it acquires as it would by itself.
+        try await acquire(for: duration, group: lab.membersHere(group) > 1 ? group : nil, deliver: deliver)
     }
 
     private func acquire(
@@ -147,7 +150,7 @@ public final class MockTimeTagger: GroupAcquiringTagger {
         let chunk = min(duration, .milliseconds(100))
         var start = lab.nowPs
         if let group {
-            start = try await lab.joinGroup(group.id, members: group.members.count, member: name)
+            start = try await lab.joinGroup(group.id, members: lab.membersHere(group), member: name)
         }
         defer {
             if let group { Task { [lab, name] in await lab.leaveGroup(group.id, member: name) } }

@@ -19,6 +19,17 @@ struct GroupAcquisition {
 }
 
 extension SimulatedLab {
+    /// A simulated tagger of this lab, by its device name: a group's members that live here
+    /// are the ones its barrier waits for (the others are on other labs, or real).
+    public nonisolated func registerTagger(_ name: String) {
+        taggerNames.withLock { _ = $0.insert(name) }
+    }
+
+    /// How many of a group's members are this lab's taggers.
+    public nonisolated func membersHere(_ group: AcquisitionGroup) -> Int {
+        taggerNames.withLock { names in group.members.filter { names.contains($0) }.count }
+    }
+
     /// Joins the group acquisition `id` of `members` taggers and waits until all have
     /// joined, so they start at one instant: the first to join fixes it.
     public func joinGroup(_ id: UUID, members: Int, member: String) async throws -> Int64 {

@@ -59,6 +59,8 @@ public actor SimulatedLab {
     public nonisolated let seed: UInt64
     /// Acquisitions several taggers make together, by group.
     var groups: [UUID: GroupAcquisition] = [:]
+    /// The mock taggers on this lab, by device name (``registerTagger(_:)``).
+    nonisolated let taggerNames = Mutex<Set<String>>([])
     /// The simulated quantum network (`simulation.network`), empty for a one-table lab.
     public nonisolated let network: NetworkParameters
     var networkState = NetworkState()

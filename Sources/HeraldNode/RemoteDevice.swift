@@ -225,8 +225,9 @@ public class RemoteDevice: GroupAcquiringTagger, PresenceReporting, LinkReportin
             $0.durationPs = ps
             $0.leaseToken = token
             if let group {
+                // Its own name as the node knows it, so the node finds it among the members.
                 $0.groupID = group.id.uuidString
-                $0.groupMembers = group.members
+                $0.groupMembers = group.members.map { $0 == self.name ? self.remote : $0 }
             }
         }
         let name = self.name, nodeName = node.name, node = self.node

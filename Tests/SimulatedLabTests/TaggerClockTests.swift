@@ -66,6 +66,20 @@ import Testing
         #expect(back == all.0.timestamps)
     }
 
+    @Test("a group whose members live on different labs does not wait for the absent: each acquires alone")
+    func membersOnOtherLabsAreNotAwaited() async throws {
+        let here = await lab(seed: 1), there = await lab(seed: 2)
+        let a = try MockTimeTagger(config: DeviceConfig(name: "a", driver: "mock.timetagger"), lab: here)
+        let b = try MockTimeTagger(config: DeviceConfig(name: "b", driver: "mock.timetagger"), lab: there)
+        let group = AcquisitionGroup(members: ["a", "b"])
+        let (startHere, startThere) = (here.nowPs, there.nowPs)
+        async let ia = a.acquire(for: .milliseconds(300), group: group) { _ in }
+        async let ib = b.acquire(for: .milliseconds(300), group: group) { _ in }
+        let (x, y) = try await (ia, ib)
+        #expect(x.tags > 0 && y.tags > 0)
+        #expect(here.nowPs == startHere + 300_000_000_000 && there.nowPs == startThere + 300_000_000_000)
+    }
+
     @Test("sync marks: one a second on the sync channel, at the tagger's clock, within the source's jitter")
     func syncMarks() async throws {
         let lab = await lab(pairRate: 1e3)
