@@ -96,6 +96,14 @@ extension Context {
                     return []
                 }
                 names.sort { (clocks.members.firstIndex(of: $0) ?? 0) < (clocks.members.firstIndex(of: $1) ?? 0) }
+                // The reference is the time base of the points and of their live time.
+                if !names.contains(clocks.reference) {
+                    error(
+                        "acquire names \(names.map { "'\($0)'" }.joined(separator: ", ")) without the clocks' reference '\(clocks.reference)', "
+                            + "the time base of the points: acquire it with them (devices: [\(([clocks.reference] + names).joined(separator: ", "))])",
+                        at: byKey["devices"] ?? byKey["device"] ?? node)
+                    return []
+                }
             } else if names.count > 1 && !hasClocksSection {
                 error(
                     "acquiring several taggers together needs a 'clocks:' section: which one is the time base, and how the others' clocks follow it (docs/clocks.md)",

@@ -41,6 +41,11 @@ import Testing
         #expect(d.first?.location.line == 9)  // the acquire step's line
     }
 
+    @Test func anAcquisitionWithoutTheReferenceIsRefused() {
+        let d = diagnostics(Self.script(clocks: "clocks: {reference: a, taggers: {b: {track: none}}}", acquire: "device: b"))
+        #expect(d.contains { $0.message.contains("without the clocks' reference 'a'") }, "\(d.map(\.message))")
+    }
+
     @Test(arguments: [
         ("clocks: {reference: pump, taggers: {b: {track: none}}}", "is a laser"),
         ("clocks: {reference: a, taggers: {a: {track: none}}}", "is the reference"),
