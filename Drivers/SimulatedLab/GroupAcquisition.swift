@@ -45,16 +45,22 @@ extension SimulatedLab {
             return start
         }
         groups[id] = group
-        return try await withTaskCancellationHandler {
-            try await withCheckedThrowingContinuation { continuation in
-                if groups[id]?.cancelled ?? true {
-                    continuation.resume(throwing: CancellationError())
-                } else {
-                    groups[id]?.waiting.append(continuation)
+        do {
+            return try await withTaskCancellationHandler {
+                try await withCheckedThrowingContinuation { continuation in
+                    if groups[id]?.cancelled ?? true {
+                        continuation.resume(throwing: CancellationError())
+                    } else {
+                        groups[id]?.waiting.append(continuation)
+                    }
                 }
+            } onCancel: {
+                Task { await self.cancelGroup(id) }
             }
-        } onCancel: {
-            Task { await self.cancelGroup(id) }
+        } catch {
+            // Never started: it will not leave, so it goes now.
+            leaveGroup(id, member: member)
+            throw error
         }
     }
 
@@ -73,11 +79,13 @@ extension SimulatedLab {
         guard var group = groups[id] else {
             throw DeviceError(device: member, .rejected, "acquires in a group the simulated lab does not know")
         }
-        var advanceTo: Int64?
+        var advance: Int64 = 0
         if to > group.simulatedUntilPs {
             group.journal.append(simulate(fromPs: group.simulatedUntilPs, toPs: to))
+            // The clock moves by what was simulated, whoever sleeps it (with real-time pacing
+            // two members' sleeps overlap; each must add only its own stretch).
+            advance = to - group.simulatedUntilPs
             group.simulatedUntilPs = to
-            advanceTo = to
         }
         var out = [[Int64]](repeating: [], count: 4)
         for chunk in group.journal where chunk.stopPs > from && chunk.startPs < to {
@@ -95,10 +103,10 @@ extension SimulatedLab {
         group.cursors[member] = to
         group.journal.removeAll { $0.stopPs <= (group.cursors.values.min() ?? .max) }
         groups[id] = group
-        // The clock moves once, with the member that went furthest; the journal is updated
-        // first, so a member that runs while this one sleeps reads it rather than re-simulating.
-        if let advanceTo, advanceTo > nowPs {
-            try await advance(by: Duration(secondsComponent: 0, attosecondsComponent: (advanceTo - nowPs) * 1_000_000))
+        // The clock moves once per stretch, with the member that simulated it; the journal is
+        // updated first, so a member that runs while this one sleeps reads it rather than re-simulating.
+        if advance > 0 {
+            try await self.advance(by: Duration(secondsComponent: 0, attosecondsComponent: advance * 1_000_000))
         }
         return DetectorClicks(startPs: from, stopPs: to, perDetector: out)
     }

@@ -20,6 +20,8 @@ public enum ClockCalibrationError: Error, CustomStringConvertible, Sendable, Equ
     case notCalibrated(tagger: String)
     /// A `calibrate_clocks` acquisition kept more photons than a calibration may hold.
     case calibrationTooLong(tagger: String, limit: Int)
+    /// A tagger's channel, shifted by its channel_offset, beyond the merged stream's 255.
+    case channelOutOfRange(tagger: String, channel: Int, offset: Int)
     /// A point ended before any of the tagger's sync marks could be paired with the reference's.
     case noMarksYet(tagger: String, channel: Int, referenceChannel: Int)
 
@@ -40,6 +42,8 @@ public enum ClockCalibrationError: Error, CustomStringConvertible, Sendable, Equ
             return "tagger '\(t)': no sync mark on its channel \(c) could be paired with one on the reference's channel \(r) by the end of the point: "
                 + "a point must span at least one mark (a second, for a PPS), both taggers must record the marks, and their clocks must agree to within half a mark period; "
                 + "or give the clock a model (track: model)"
+        case .channelOutOfRange(let t, let c, let o):
+            return "tagger '\(t)' delivered a tag on its channel \(c), which its channel_offset \(o) puts beyond 255: lower clocks.taggers.\(t).channel_offset"
         case .notCalibrated(let t):
             return "tagger '\(t)' is tracked by correlation but a point ended before its first calibrate_clocks step: calibrate before the first point"
         case .calibrationTooLong(let t, let n):
@@ -97,6 +101,8 @@ public enum ClockCalibration {
         let k = max(3, min(search.segments, (hi - lo) / 200))
         let epoch = local[lo]
         let span = Double(local[hi - 1] - epoch)
+        // Every tag at one instant (a damaged file): no windows to search.
+        guard span > 0 else { throw .tooFewTags(tagger: name, count: 1) }
 
         // Coarse, tracking: short windows, each short enough that the largest drift smears its
         // peak over at most one bin, searched ±range about the offset the windows before it

@@ -12,8 +12,10 @@ public struct MergedTagStream: Sendable {
     public let spec: ClocksSpec
     private var lanes: [Lane]
     private let referenceIndex = 0
-    /// Lost-data intervals of any lane, in the reference's time base, for the next block out.
-    private var excluded: [ExcludedInterval] = []
+    /// The latest time handed on: the stream never goes back before it (a model switched at a
+    /// calibration, or an extrapolation past the last knot then an interpolation, could swap
+    /// two tags by the models' disagreement, nanoseconds at most).
+    private var lastOutPs = Int64.min
     /// Between ``beginCalibration()`` and ``endCalibration()``: photons are kept for it.
     private var calibrating = false
     /// The most photons a calibration keeps a side (0.8 GB): far more than a peak needs.
@@ -45,6 +47,10 @@ public struct MergedTagStream: Sendable {
         var calibrationReference: [Int64] = []
         var calibrationLocal: [Int64] = []
         var calibrations = 0
+        /// Its lost-data intervals, in its own clock, until their start is settled.
+        var lostLocal: [ExcludedInterval] = []
+        /// The local time of the last tag handed on.
+        var lastTakenPs = Int64.min
 
         var pending: Int { times.count - head }
     }
@@ -65,6 +71,9 @@ public struct MergedTagStream: Sendable {
             throw .notInClocks(tagger: device, reference: spec.reference)
         }
         let shift = lanes[k].shift
+        if shift > 0, let top = block.channels.max(), Int(top) + shift > 255 {
+            throw .channelOutOfRange(tagger: device, channel: Int(top), offset: shift)
+        }
         lanes[k].times.append(contentsOf: block.timestamps)
         if shift == 0 {
             lanes[k].channels.append(contentsOf: block.channels)
@@ -72,12 +81,8 @@ public struct MergedTagStream: Sendable {
             lanes[k].channels.append(contentsOf: block.channels.lazy.map { UInt8(truncatingIfNeeded: Int($0) + shift) })
         }
         if let last = block.timestamps.last { lanes[k].seenPs = max(lanes[k].seenPs, last) }
-        // An interval is mapped with what is known of the clock now: good to the clock's
-        // change over a mark period, far below an overflow's length.
-        for e in block.excluded {
-            let o = roughOffset(lanes[k], at: e.startPs)
-            excluded.append(ExcludedInterval(startPs: e.startPs - o, stopPs: e.stopPs - o, reason: e.reason))
-        }
+        // Mapped once its start is settled, with the correction its tags get (see drain).
+        lanes[k].lostLocal += block.excluded
         // Sync marks: the lane's own, and the reference's for every lane that pairs with them.
         if case .marks(let channel, _, _) = lanes[k].tracking {
             for (t, c) in zip(block.timestamps, block.channels) where Int(c) == channel { lanes[k].localMarks.append(t) }
@@ -146,6 +151,29 @@ public struct MergedTagStream: Sendable {
             lanes[k].calibrationReference = []
             lanes[k].calibrationLocal = []
         }
+    }
+
+    /// Before a point starts: everything held that can be placed, settled now, for the points
+    /// already open; the tags of a tagger whose clock is not known yet (no paired mark, no
+    /// calibration) cannot be placed, belong to no point that could count them, and are
+    /// left out of the counts (they stay in the raw data).
+    public mutating func settleBeforePoint() -> TagBlock {
+        for k in lanes.indices {
+            switch lanes[k].tracking {
+            case .marks:
+                Self.pair(&lanes[k], referenceSeen: lanes[referenceIndex].seenPs, final: true)
+                if lanes[k].knots.isEmpty { drop(&lanes[k]) }
+            case .correlation:
+                if lanes[k].calibrated == nil { drop(&lanes[k]) }
+            default: break
+            }
+        }
+        return drain(final: true)
+    }
+
+    private func drop(_ lane: inout Lane) {
+        lane.head = lane.times.count
+        lane.lostLocal = []
     }
 
     /// Everything held, settled now (the end of a point or of the run).
@@ -251,12 +279,15 @@ public struct MergedTagStream: Sendable {
         }
     }
 
-    private func roughOffset(_ lane: Lane, at t: Int64) -> Int64 {
+    /// local − reference at local time `t`, as its tags are corrected there (for lost
+    /// intervals); arithmetic that cannot trap on a damaged file's numbers.
+    private func correction(_ lane: Lane, at t: Int64) -> Int64 {
+        func whole(_ x: Double) -> Int64 { x.isFinite && abs(x) < 0x1p62 ? Int64(x.rounded()) : 0 }
         switch lane.tracking {
         case .none: return 0
-        case .model(let m, _): return t - m.toReference(t)
-        case .correlation: return lane.calibrated.map { t - $0.toReference(t) } ?? 0
-        case .marks: return Int64((lane.knots.isEmpty ? lane.raw.last?.offsetPs ?? 0 : Self.offset(lane, at: t)).rounded())
+        case .model(let m, _): return whole(m.offsetPs + m.drift * (Double(t) - Double(m.epochPs)))
+        case .correlation: return lane.calibrated.map { whole($0.offsetPs + $0.drift * (Double(t) - Double($0.epochPs))) } ?? 0
+        case .marks: return whole(Self.offset(lane, at: t))
         }
     }
 
@@ -299,13 +330,38 @@ public struct MergedTagStream: Sendable {
         guard cut > .min else { return TagBlock() }
         // Each lane's tags up to the cut, corrected; then merged two at a time.
         var out: TagBlock?
+        var lost: [ExcludedInterval] = []
         for k in lanes.indices {
             let part = Self.take(&lanes[k], upToReference: cut)
             out = out.map { ClockMerge.merge($0, part, model: nil) } ?? part
+            // A lost interval goes out once its start is settled (a tag at or after it taken,
+            // or the end), shifted by the correction at its start: the same knots whenever the
+            // blocks came, so a recount places it where the run did.
+            var kept: [ExcludedInterval] = []
+            for e in lanes[k].lostLocal {
+                if final || e.startPs <= lanes[k].lastTakenPs {
+                    let o = correction(lanes[k], at: e.startPs)
+                    lost.append(ExcludedInterval(startPs: e.startPs &- o, stopPs: e.stopPs &- o, reason: e.reason))
+                } else {
+                    kept.append(e)
+                }
+            }
+            lanes[k].lostLocal = kept
         }
         var block = out ?? TagBlock()
-        block.excluded = excluded
-        excluded = []
+        // Never back before what was handed on.
+        let before = lastOutPs
+        block.timestamps.withUnsafeMutableBufferPointer { p in
+            var last = before
+            for i in p.indices {
+                if p[i] < last { p[i] = last } else { last = p[i] }
+            }
+        }
+        if let t = block.timestamps.last { lastOutPs = max(lastOutPs, t) }
+        block.excluded = lost.map { e in
+            let start = max(e.startPs, before)
+            return ExcludedInterval(startPs: start, stopPs: max(start, e.stopPs), reason: e.reason)
+        }.filter { $0.stopPs > $0.startPs }
         return block
     }
 
@@ -370,6 +426,7 @@ public struct MergedTagStream: Sendable {
             lane.segment = seg
         }
         block.channels.append(contentsOf: lane.channels[lane.head..<i])
+        if i > lane.head { lane.lastTakenPs = lane.times[i - 1] }
         lane.head = i
         // Compact once half the arrays are spent, so a long run's memory stays what is held.
         if lane.head > 65_536 && lane.head * 2 > lane.times.count {

@@ -71,11 +71,7 @@ public actor RunReducer: RunEventSink {
             if merged != nil { try await pass(.streamDeclared(StreamDescriptor.clocksStream)) }
         case .sweepPointStarted(let sweep, let index, _, _):
             // Tags still held from before the point belong to the points already open, not to it.
-            if merged != nil {
-                let rest: TagBlock?
-                do { rest = try merged?.flush() } catch { throw Self.clockFailure(error) }
-                if let rest { try tally(rest, from: plan?.clocks?.reference ?? "") }
-            }
+            if let rest = merged?.settleBeforePoint() { try tally(rest, from: plan?.clocks?.reference ?? "") }
             if plan?.clocks?.calibrations.contains(sweep) == true { merged?.beginCalibration() }
             open.append(OpenPoint(dataset: sweep, index: index, tally: try specs[sweep].map { try PointTally(spec: $0) }))
             try await pass(event)

@@ -127,7 +127,7 @@ public struct StoredRun {
                     continue
                 }
                 // At one instant: ends (inner first), then starts (outer first), then acquisitions.
-                marks.append((p.stopPs, level - 100, .finish(p, level)))
+                marks.append((p.stopPs, -100 - level, .finish(p, level)))
                 marks.append((p.startPs, 100 + level, .start(p, dataset.points.count, level)))
             }
         }
@@ -303,8 +303,14 @@ public struct StoredRun {
         g = try g.openGroup("lost")
         let start = try g.dataset("start_ps").read(Int64.self), stop = try g.dataset("stop_ps").read(Int64.self)
         let reason = try g.dataset("reason").readStrings()
-        return zip(start, stop).enumerated().map { i, s in
-            ExcludedInterval(startPs: s.0, stopPs: s.1, reason: reason.indices.contains(i) ? reason[i] : "lost")
+        return try zip(start, stop).enumerated().map { i, s in
+            // 2⁶⁰ ps is 13 days: beyond it a clock's correction could overflow.
+            guard s.0 <= s.1, s.0.magnitude < 1 << 60, s.1.magnitude < 1 << 60 else {
+                throw StoreError(
+                    path: "\(path): \(tagger.map { "taggers/\($0)/" } ?? "")lost", "interval \(i) [\(s.0), \(s.1)) ps is not one a run records; the file is damaged",
+                    kind: .invalidFile)
+            }
+            return ExcludedInterval(startPs: s.0, stopPs: s.1, reason: reason.indices.contains(i) ? reason[i] : "lost")
         }
     }
 }

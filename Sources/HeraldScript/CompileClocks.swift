@@ -105,6 +105,18 @@ extension Context {
             }
             taggers.append(ClocksSpec.Tagger(name: entry.key, channelOffset: offset, tracking: tracking))
         }
+        // Each tagger's channels land in a range of their own in the merged stream.
+        var seen: [Int: String] = [:]
+        for t in taggers {
+            if t.channelOffset == 0 {
+                error("clocks.taggers.\(t.name).channel_offset 0 puts its channels on the reference's", at: taggersNode)
+                ok = false
+            } else if let other = seen[t.channelOffset] {
+                error("clocks.taggers.\(t.name) and \(other) have the same channel_offset \(t.channelOffset): their channels would be one", at: taggersNode)
+                ok = false
+            }
+            seen[t.channelOffset] = t.name
+        }
         return ok ? ClocksSpec(reference: reference, taggers: taggers) : nil
     }
 

@@ -96,11 +96,14 @@ extension Context {
                     return []
                 }
                 names.sort { (clocks.members.firstIndex(of: $0) ?? 0) < (clocks.members.firstIndex(of: $1) ?? 0) }
-                // The reference is the time base of the points and of their live time.
-                if !names.contains(clocks.reference) {
+                // Every tagger of clocks: acquires each stretch: the merged stream settles a tag
+                // only once every tagger has delivered past it, and the reference is the time
+                // base of the points and their live time.
+                let missing = clocks.members.filter { !names.contains($0) }
+                if !missing.isEmpty {
                     error(
-                        "acquire names \(names.map { "'\($0)'" }.joined(separator: ", ")) without the clocks' reference '\(clocks.reference)', "
-                            + "the time base of the points: acquire it with them (devices: [\(([clocks.reference] + names).joined(separator: ", "))])",
+                        "with clocks:, every acquisition takes all its taggers together; this one leaves out \(missing.map { "'\($0)'" }.joined(separator: ", ")): "
+                            + "acquire: {devices: [\(clocks.members.joined(separator: ", "))], …}",
                         at: byKey["devices"] ?? byKey["device"] ?? node)
                     return []
                 }

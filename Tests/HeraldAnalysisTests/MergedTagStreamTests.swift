@@ -37,6 +37,9 @@ import Testing
             b.channels.append(3)
             t += Int64(rng.exponential(rate: 5e-8).rounded()) + 1  // 50 k photons/s
         }
+        // An overflow of the second tagger from 3.5 s to 3.6 s of lab time, in its clock.
+        let lost = (3_500_000_000_000 as Int64, 3_600_000_000_000 as Int64)
+        b.excluded = [ExcludedInterval(startPs: lost.0 + Int64(offset(lost.0).rounded()), stopPs: lost.1 + Int64(offset(lost.0).rounded()))]
         return (a, b)
     }
 
@@ -44,12 +47,15 @@ import Testing
         reference: "a", taggers: [.init(name: "b", channelOffset: 8, tracking: .marks(channel: 5, referenceChannel: 5, smoothing: 0))])
 
     /// The merged stream fed `blockA`/`blockB` tags at a time, b first or a first.
-    static func merged(blockA: Int, blockB: Int, bFirst: Bool) throws -> (out: TagBlock, held: Int) {
+    /// `lostFirst`: the lost interval comes with b's first block (as a recount hands it on),
+    /// else with the block after its end (as the tagger reports it, once it knows).
+    static func merged(blockA: Int, blockB: Int, bFirst: Bool, lostFirst: Bool = true) throws -> (out: TagBlock, held: Int) {
         let (a, b) = streams()
         var stream = MergedTagStream(spec: spec)
         var out = TagBlock()
         var held = 0
         var i = 0, j = 0
+        var lostSent = false
         func take(_ s: TagBlock, _ from: inout Int, _ n: Int) -> TagBlock {
             let end = min(from + n, s.count)
             defer { from = end }
@@ -57,26 +63,40 @@ import Testing
         }
         while i < a.count || j < b.count {
             for side in bFirst ? [1, 0] : [0, 1] {
-                let piece = side == 0 ? take(a, &i, blockA) : take(b, &j, blockB)
+                let first = side == 1 && j == 0
+                var piece = side == 0 ? take(a, &i, blockA) : take(b, &j, blockB)
                 guard piece.count > 0 else { continue }
+                if side == 1, !lostSent, let e = b.excluded.first, lostFirst ? first : (piece.timestamps.last ?? .min) >= e.stopPs {
+                    piece.excluded = b.excluded
+                    lostSent = true
+                }
                 let got = try stream.add(piece, from: side == 0 ? "a" : "b")
                 out.timestamps += got.timestamps
                 out.channels += got.channels
+                out.excluded += got.excluded
                 held = max(held, stream.heldTags)
             }
         }
         let rest = try stream.flush()
         out.timestamps += rest.timestamps
         out.channels += rest.channels
+        out.excluded += rest.excluded
         return (out, held)
     }
 
     @Test func exactInTimeOrderTheSameHoweverTheBlocksComeAndBounded() throws {
         let (a, b) = Self.streams()
         let one = try Self.merged(blockA: 1000, blockB: 1000, bFirst: false)
-        let other = try Self.merged(blockA: 7777, blockB: 313, bFirst: true)
+        let other = try Self.merged(blockA: 7777, blockB: 313, bFirst: true, lostFirst: false)
         #expect(one.out.count == a.count + b.count)
         #expect(one.out.timestamps == other.out.timestamps && one.out.channels == other.out.channels)
+        // The lost interval lands at the same place whenever it came, on the lab's 3.5–3.6 s
+        // (the correction at its start; exact to a picosecond between marks).
+        #expect(one.out.excluded == other.out.excluded)
+        #expect(one.out.excluded.count == 1)
+        if let e = one.out.excluded.first {
+            #expect(abs(e.startPs - 3_500_000_000_000) <= 1 && abs(e.stopPs - 3_600_000_000_000) <= 1_000, "\(e)")
+        }
         #expect(zip(one.out.timestamps, one.out.timestamps.dropFirst()).allSatisfy { $0 <= $1 })
         // Every partner back on its photon between the first mark and the last: the marks are
         // exact and the clock is linear between them, so the correction is exact up to the

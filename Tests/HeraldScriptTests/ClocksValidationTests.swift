@@ -41,9 +41,18 @@ import Testing
         #expect(d.first?.location.line == 9)  // the acquire step's line
     }
 
-    @Test func anAcquisitionWithoutTheReferenceIsRefused() {
-        let d = diagnostics(Self.script(clocks: "clocks: {reference: a, taggers: {b: {track: none}}}", acquire: "device: b"))
-        #expect(d.contains { $0.message.contains("without the clocks' reference 'a'") }, "\(d.map(\.message))")
+    /// The merged stream settles a tag once every tagger has delivered past it: an acquisition
+    /// that leaves one out would hold the others' tags to the end of the point.
+    @Test(arguments: ["device: b", "device: a"])
+    func anAcquisitionLeavingOutATaggerIsRefused(acquire: String) {
+        let d = diagnostics(Self.script(clocks: "clocks: {reference: a, taggers: {b: {track: none}}}", acquire: acquire))
+        #expect(d.contains { $0.message.contains("every acquisition takes all its taggers together") }, "\(d.map(\.message))")
+    }
+
+    @Test func sharedChannelOffsetsAreRefused() {
+        let text = Self.script(clocks: "clocks: {reference: a, taggers: {b: {track: none, channel_offset: 8}, c: {track: none, channel_offset: 8}}}")
+            .replacingOccurrences(of: "devices: [a, b]", with: "devices: [a, b, c]")
+        #expect(diagnostics(text).contains { $0.message.contains("the same channel_offset 8") })
     }
 
     @Test(arguments: [
