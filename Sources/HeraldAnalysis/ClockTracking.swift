@@ -247,7 +247,7 @@ public struct MergedTagStream: Sendable {
                     let before = lane.raw[lane.raw.count - 2]
                     if last.localPs > before.localPs { drift = (last.offsetPs - before.offsetPs) / Double(last.localPs - before.localPs) }
                 }
-                predicted = l - Int64((last.offsetPs + drift * Double(l - last.localPs)).rounded())
+                predicted = l &- whole(last.offsetPs + drift * Double(l - last.localPs))
                 tolerance = min(tolerance, 10_000_000 + (l - last.localPs) / 10_000)
             }
             guard final || referenceSeen >= predicted + tolerance else { break }
@@ -279,10 +279,16 @@ public struct MergedTagStream: Sendable {
         }
     }
 
+    /// A correction in whole picoseconds, clamped rather than trapping: garbage knots from a
+    /// damaged file give garbage times, never a crash.
+    @inline(__always) static func whole(_ x: Double) -> Int64 {
+        x.isFinite ? Int64(min(max(x, -0x1p61), 0x1p61).rounded()) : 0
+    }
+
     /// local − reference at local time `t`, as its tags are corrected there (for lost
     /// intervals); arithmetic that cannot trap on a damaged file's numbers.
     private func correction(_ lane: Lane, at t: Int64) -> Int64 {
-        func whole(_ x: Double) -> Int64 { x.isFinite && abs(x) < 0x1p62 ? Int64(x.rounded()) : 0 }
+        let whole = Self.whole
         switch lane.tracking {
         case .none: return 0
         case .model(let m, _): return whole(m.offsetPs + m.drift * (Double(t) - Double(m.epochPs)))
@@ -303,7 +309,7 @@ public struct MergedTagStream: Sendable {
         case .marks:
             guard lane.knots.count >= 2, let last = lane.knots.last else { return .min }
             let t = min(last.localPs, lane.seenPs)
-            return t - Int64(Self.offset(lane, at: t).rounded())
+            return t &- Self.whole(Self.offset(lane, at: t))
         }
     }
 
@@ -412,7 +418,7 @@ public struct MergedTagStream: Sendable {
                         let t = times[i]
                         if t > end { break }
                         let o = a.offsetPs + (span > 0 ? Double(t - a.localPs) / span : 0) * rise
-                        let r = t - Int64(o.rounded())
+                        let r = t &- whole(o)
                         if r > cut {
                             stopped = true
                             break
