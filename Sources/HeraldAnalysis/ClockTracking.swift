@@ -381,15 +381,11 @@ public struct MergedTagStream: Sendable {
         case .none:
             while i < n && lane.times[i] <= cut { i += 1 }
             block.timestamps.append(contentsOf: lane.times[lane.head..<i])
-        case .model(let m, _):
-            while i < n {
-                let r = m.toReference(lane.times[i])
-                if r > cut { break }
-                block.timestamps.append(r)
-                i += 1
-            }
-        case .correlation:
-            guard let m = lane.calibrated else { break }
+        case .model, .correlation:
+            // A fixed line: the script's model, or the last calibration's (none yet: nothing settles).
+            let fixed: ClockModel?
+            if case .model(let m, _) = lane.tracking { fixed = m } else { fixed = lane.calibrated }
+            guard let m = fixed else { break }
             while i < n {
                 let r = m.toReference(lane.times[i])
                 if r > cut { break }
