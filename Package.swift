@@ -31,6 +31,10 @@ let package = Package(
         .package(url: "https://github.com/grpc/grpc-swift-protobuf", from: "2.0.0"),
         .package(url: "https://github.com/apple/swift-protobuf", from: "1.28.0"),
         .package(url: "https://github.com/apple/swift-certificates", from: "1.0.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.0.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird-websocket", from: "2.0.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.0.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.0.0"),
     ],
     targets: [
         // MARK: C system libraries (pkg-config; Debian -dev packages)
@@ -111,6 +115,25 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings),
+        // A run as it goes: the events digested into one snapshot (progress, rates, pauses,
+        // results), read by the terminal display and the monitor.
+        .target(name: "HeraldLive", dependencies: ["HeraldCore"], swiftSettings: swiftSettings),
+        // The live monitor's web server: the page, its WebSocket feed and /metrics. Read-only.
+        .target(
+            name: "HeraldMonitor",
+            dependencies: [
+                "HeraldCore", "HeraldLive",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings),
+        // `herald report`: one self-contained HTML file with inline SVG plots of a run file.
+        .target(
+            name: "HeraldReport", dependencies: ["HeraldCore", "HeraldRunReader", "HeraldAnalysis"],
+            swiftSettings: swiftSettings),
         // The C ABI of driver plugins (one header), and the loader that dlopens them.
         .target(name: "HeraldPluginABI", path: "Sources/HeraldPluginABI"),
         .target(name: "HeraldPlugins", dependencies: ["HeraldCore", "HeraldPluginABI"], swiftSettings: swiftSettings),
@@ -132,7 +155,7 @@ let package = Package(
             name: "herald",
             dependencies: [
                 "HeraldRunner", "HeraldCore", "HeraldScript", "HeraldUSB", "HeraldAnalysis", "HeraldStore", "HeraldRunReader", "HeraldTTTR",
-                "DriverConformance", "HeraldNode",
+                "DriverConformance", "HeraldNode", "HeraldLive", "HeraldMonitor", "HeraldReport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],

@@ -332,6 +332,10 @@ public enum RunEvent: Sendable {
     case herald(HeraldRecord)
     /// An `entangle` point ended: its attempts, heralds and timeouts.
     case entangled(EntanglementRecord)
+    /// An interlock was found violated (or a link lost): acquisition waits from here. The
+    /// record's `stopPs` is its start; the matching `.pause` follows when it clears.
+    case pauseStarted(PauseRecord)
+    /// A pause that ended (`resumed`) or that the run died in.
     case pause(PauseRecord)
     /// The clocks a run with several taggers follows (`clocks:`), as known at the end of a
     /// point: each tagger's model with its knots so far. The latest supersedes the earlier.

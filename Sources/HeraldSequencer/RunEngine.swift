@@ -705,6 +705,7 @@ public final class RunEngine: Sendable {
         state.openPause = PauseRecord(
             interlock: interlock.name, condition: interlock.condition.description, startPs: fromPs, stopPs: fromPs,
             resumed: false)
+        if let open = state.openPause { try await emit(.pauseStarted(open)) }
         var waited = Duration.zero
         let poll = Duration.milliseconds(50)
         while let current = try await violatedInterlock() {

@@ -171,6 +171,11 @@ public actor RunRecorder: RunEventSink {
             break
         case .analysis(let a):
             analyses.append(a)
+            // Live too: the summary tables are written only at the stop, when SWMR ends.
+            try writing { try progress?.add(a) }
+            try flush()
+        case .pauseStarted:
+            break
         case .pause(let p):
             pauses.append(p)
             try writing { try progress?.add(p) }
@@ -678,6 +683,10 @@ struct LiveProgress {
     let flushLastTag: H5AppendableDataset<Int64>
     /// The outer point of each point and counted row (−1: none), for nested sweeps.
     let pointOuter, countedOuter: H5AppendableDataset<Int64>
+    /// Each analysis result as it exists, one JSON document per result: the bytes in
+    /// `results_json`, and where each ends in `results_end` (a reader takes the shortest).
+    let resultsJSON: H5AppendableDataset<UInt8>
+    let resultsEnd: H5AppendableDataset<Int64>
     /// Every acquisition and whether it counted, in `/user/herald/acquisitions` (kept as written).
     let acquisitionStart, acquisitionStop, acquisitionDevice: H5AppendableDataset<Int64>
     let acquisitionCounted: H5AppendableDataset<UInt8>
@@ -730,6 +739,8 @@ struct LiveProgress {
         flushLastTag = try int("flush_last_tag_ps")
         pointOuter = try int("point_outer_index")
         countedOuter = try int("counted_outer_index")
+        resultsJSON = try g.appendable("results_json", of: UInt8.self, chunk: 4096)
+        resultsEnd = try int("results_end")
         let acquisitions = try herald.group("acquisitions")
         deviceNames = plan.devices.map(\.name)
         try acquisitions.write("device_names", strings: deviceNames)
@@ -744,7 +755,7 @@ struct LiveProgress {
             pointSweep, pointIndex, pointStart, pointStop, pausedStart, pausedStop, countedDataset, countedPoint,
             countedDuration, pairRow, pairChannelA, pairChannelB, pairProjection, pairCoincidences,
             pairAccidentals, singlesRow, singlesChannel, singlesCount, flushUnix, flushLastTag, pointOuter, countedOuter,
-            acquisitionStart, acquisitionStop, acquisitionDevice, acquisitionCounted,
+            acquisitionStart, acquisitionStop, acquisitionDevice, acquisitionCounted, resultsJSON, resultsEnd,
         ]
     }
 
@@ -795,9 +806,43 @@ struct LiveProgress {
         try countedPoint.append([point])
     }
 
+    func add(_ a: AnalysisRecord) throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+        let bytes = Array(try encoder.encode(LiveResult(a)))
+        try resultsJSON.append(bytes)
+        try resultsEnd.append([Int64(resultsJSON.count)])
+    }
+
     func addFlush(unixSeconds: Double, lastTagPs: Int64) throws {
         try flushUnix.append([unixSeconds])
         try flushLastTag.append([lastTagPs])
+    }
+}
+
+/// An analysis result as `progress/results_json` holds it while the run goes.
+struct LiveResult: Encodable {
+    var name, estimator: String
+    var outer: String?
+    var parameters: [String: String]
+    var values, uncertainties: [String: Double]
+    var rho_real, rho_imag: [Double]
+    var series: [String: [Double]]
+    var labels, notes: [String]
+
+    init(_ a: AnalysisRecord) {
+        name = a.name
+        estimator = a.estimator
+        outer = a.outer?.label
+        parameters = a.parameters
+        values = a.values
+        uncertainties = a.uncertainties
+        rho_real = a.rhoReal
+        rho_imag = a.rhoImag
+        series = a.series
+        labels = a.labels
+        notes = a.notes
     }
 }
 

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import HeraldAnalysis
 import HeraldCore
+import HeraldLive
 import HeraldRunner
 import HeraldScript
 import HeraldUSB
@@ -20,12 +21,11 @@ struct HeraldCommand: AsyncParsableCommand {
         ])
 }
 
-/// Logs go to stderr so `--json` output on stdout stays machine-readable.
+/// Logs go to stderr so `--json` output on stdout stays machine-readable, through the
+/// terminal display so they never cut through a progress line.
 func bootstrapLogging(verbose: Bool) {
     LoggingSystem.bootstrap { label in
-        var handler = StreamLogHandler.standardError(label: label)
-        handler.logLevel = verbose ? .debug : .notice
-        return handler
+        DisplayLogHandler(label: label, display: .shared, logLevel: verbose ? .debug : .notice)
     }
 }
 
@@ -57,8 +57,10 @@ struct Run: AsyncParsableCommand {
     @Flag(help: "Replace the output file if it exists.") var overwrite = false
     @Flag(help: "Print the run report as JSON on stdout.") var json = false
     @Flag(name: .shortAndLong, help: "Log every step.") var verbose = false
+    @OptionGroup var monitor: MonitorOptions
 
     func validate() throws {
+        _ = try monitor.configuration
         for fault in faults {
             do { try Herald.checkFault(fault) } catch { throw ValidationError("--fault '\(fault)': \(error)") }
         }
@@ -76,10 +78,13 @@ struct Run: AsyncParsableCommand {
         request.pluginDirectories = plugins.pluginDirectories
         request.includeDirectories = script.includeDirectories
         request.rawTags = !noRawTags
-        let progress = ProgressPrinter(enabled: !json)
+        let live = LiveRun()
+        var sinks: [any RunEventSink] = [live]
+        if !json { sinks.append(ProgressLine(live: live, display: .shared)) }
+        let server = try await monitor.start(live: live, logger: logger)
         let stopRequest = StopRequest()
         request.stopRequest = stopRequest
-        let task = Task { [request] in try await Herald.run(request, extraSinks: [progress], logger: logger) }
+        let task = Task { [request, sinks] in try await Herald.run(request, extraSinks: sinks, logger: logger) }
         let signals = SignalHandler { signal, count in
             if count == 1 {
                 stopRequest.request("stopped by \(signal.name) (\(signal.meaning))")
@@ -90,7 +95,14 @@ struct Run: AsyncParsableCommand {
             task.cancel()
         }
         defer { signals.cancel() }
-        let report = try await mappingErrors { try await task.value }
+        let report: Herald.RunReport
+        do {
+            report = try await mappingErrors { try await task.value }
+            await monitor.stop(server)
+        } catch {
+            await monitor.stop(server)
+            throw error
+        }
         if json {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]

@@ -4,6 +4,9 @@ import Foundation
 import HeraldAnalysis
 import HeraldCore
 import HeraldRunReader
+import HeraldLive
+import HeraldMonitor
+import Logging
 
 /// Where driver plugins come from (run, validate, drivers).
 struct PluginOptions: ParsableArguments {
@@ -118,5 +121,50 @@ struct NodeClientOptions: ParsableArguments {
             default: throw ValidationError("--cert, --key and --ca go together")
             }
         }
+    }
+}
+
+/// `herald run --monitor`: the live web page, its feed and `/metrics`.
+struct MonitorOptions: ParsableArguments {
+    @Option(
+        name: .customLong("monitor"),
+        help: "Serve a live page of the run, and /metrics for Prometheus, at HOST:PORT (e.g. 127.0.0.1:8080; loopback unless told otherwise).")
+    var address: String?
+    @Option(
+        name: .customLong("monitor-token"),
+        help: "The token every request must carry (?token= or Authorization: Bearer); required beyond loopback. Default: $HERALD_MONITOR_TOKEN.")
+    var token: String?
+    @Option(name: .customLong("monitor-hold"), help: "Keep serving the final state this many seconds after the run ends.")
+    var hold: Double = 0
+
+    var configuration: MonitorConfiguration? {
+        get throws {
+            guard let address else { return nil }
+            guard hold.isFinite, (0...86_400).contains(hold) else { throw ValidationError("--monitor-hold takes 0 to 86400 seconds") }
+            let token = token ?? ProcessInfo.processInfo.environment["HERALD_MONITOR_TOKEN"]
+            do { return try MonitorConfiguration(parsing: address, token: token) } catch {
+                throw ValidationError("--monitor: \(error)")
+            }
+        }
+    }
+
+    /// Starts the monitor when asked for, logging where it is.
+    func start(live: LiveRun, logger: Logger) async throws -> MonitorServer? {
+        guard let configuration = try configuration else { return nil }
+        let server = MonitorServer(live: live, configuration: configuration)
+        let port: Int
+        do { port = try await server.start() } catch { throw ExitStatusCode.exit(for: error) }
+        let host = configuration.host.contains(":") ? "[\(configuration.host)]" : configuration.host
+        let query = configuration.token.map { "?token=\($0)" } ?? ""
+        logger.notice("monitor: http://\(host):\(port)/\(configuration.token == nil ? "" : "?token=…")  (metrics at /metrics)")
+        _ = query
+        return server
+    }
+
+    func stop(_ server: MonitorServer?) async {
+        guard let server else { return }
+        // One feed period, so open pages get the final state before the server goes.
+        try? await Task.sleep(for: .milliseconds(300) + .milliseconds(Int64(hold * 1000)))
+        await server.stop()
     }
 }
