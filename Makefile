@@ -4,10 +4,13 @@
 SWIFT ?= swift
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEB_PACKAGES := libhdf5-dev libdeflate-dev libusb-1.0-0-dev libudev-dev pkg-config python3 python3-venv umockdev libumockdev-dev gir1.2-umockdev-1.0 python3-gi
+# The servers and clients the tests start: a headless browser for the monitor and reports,
+# Prometheus scraping /metrics, tmux as the terminal of the progress-line test.
+TEST_DEB_PACKAGES := chromium prometheus tmux
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: deps demo test build bench fuzz protos
+.PHONY: deps test-deps demo test build bench fuzz protos
 
 # Installs only what is missing: Debian -dev packages for the C libraries, and the
 # Python packages the tests use as independent clients (h5py, numpy, scipy, phconvert) in .venv.
@@ -20,7 +23,16 @@ deps:
 	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
 	@[ -x $(PY) ] || python3 -m venv $(VENV)
-	@$(PY) -c "import h5py, numpy, scipy, phconvert, tttrlib, pqreader" 2>/dev/null || $(PY) -m pip install -q -r Tests/python/requirements.txt
+	@$(PY) -c "import h5py, numpy, scipy, phconvert, tttrlib, pqreader, websocket" 2>/dev/null || $(PY) -m pip install -q -r Tests/python/requirements.txt
+
+test-deps: deps
+	@missing=""; for p in $(TEST_DEB_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages for the tests:$$missing"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
 
 build: deps
 	$(SWIFT) build -c release --product herald
@@ -33,7 +45,7 @@ demo: build
 # of the simulated-lab suites running beside it.
 # The node suites also run on their own: they time leases and losses on the wall clock
 # (within 1 s of a lease expiring), which a machine busy with every other suite would skew.
-test: deps
+test: test-deps
 	HERALD_PYTHON=$(abspath $(PY)) $(SWIFT) test --skip USBInstrumentTests --skip NodeTests --skip NodeNetworkTests
 	HERALD_PYTHON=$(abspath $(PY)) $(SWIFT) test --filter USBInstrumentTests
 	HERALD_PYTHON=$(abspath $(PY)) $(SWIFT) test --filter "NodeTests|NodeNetworkTests"

@@ -5,7 +5,7 @@ enum MonitorPage {
     static let html = #"""
         <!doctype html>
         <html lang="en"><head><meta charset="utf-8"><title>Herald monitor</title>
-        <meta name="viewport" content="width=device-width, initial-scale=1">
+        <meta name="viewport" content="width=device-width, initial-scale=1"><link rel="icon" href="data:,">
         <style>
         body{font:14px/1.4 system-ui,sans-serif;margin:0;background:#f6f7f9;color:#1d2330}
         header{background:#1d2330;color:#fff;padding:10px 18px;display:flex;gap:18px;align-items:baseline;flex-wrap:wrap}
@@ -90,7 +90,7 @@ enum MonitorPage {
           $("current-point").textContent=s.point?`${s.point.sweep} ${s.point.index+1}/${s.point.of} ${s.point.label}`:"–";
           $("progress-bar").style.width=(s.plannedSeconds>0?Math.min(100,100*s.acquiredSeconds/s.plannedSeconds):0)+"%";
           $("acquired").textContent=fmt(s.acquiredSeconds);$("planned").textContent=fmt(s.plannedSeconds);
-          $("eta").textContent=s.etaSeconds===null||s.etaSeconds===undefined?"–":fmt(s.etaSeconds)+" s";$("eta").dataset.value=s.etaSeconds??"";
+          $("eta").textContent=s.etaSeconds===null||s.etaSeconds===undefined?"–":s.etaSeconds.toFixed(1)+" s";$("eta").dataset.value=s.etaSeconds??"";
           $("tags").textContent=s.tags;$("tags").dataset.value=s.tags;$("tag-rate").textContent=fmt(s.tagRate);$("tag-rate").dataset.value=s.tagRate;
           rows($("interlocks"),null,(s.run?s.run.interlocks:[]).map(i=>`<tr data-interlock="${esc(i.name)}" data-value="${i.ok?1:0}"><td>${esc(i.name)}</td><td class="muted">${esc(i.condition)}</td><td class="${i.ok?"ok":"bad"}">${i.ok?"holds":"VIOLATED"}</td></tr>`));
           if(s.nodes.length)rows($("nodes"),null,s.nodes.map(n=>`<tr data-node="${esc(n.name)}" data-value="${n.up?1:0}"><td>${esc(n.name)}</td><td class="muted">${esc(n.address)}</td><td class="${n.up?"ok":"bad"}">${n.up?"up":"DOWN"}</td><td class="muted">${esc(n.detail)}</td></tr>`));
