@@ -43,12 +43,15 @@ demo: build
 # The emulated-USB suite runs on its own after the rest: under umockdev libusb's waits spin
 # (the emulated device node always polls ready), which would starve the wall-clock deadlines
 # of the simulated-lab suites running beside it.
+# The live-display suites (a headless browser, Prometheus, tmux, runs paced in real time)
+# run last, on their own, so the browser's load does not stretch other suites' waits.
 # The node suites also run on their own: they time leases and losses on the wall clock
 # (within 1 s of a lease expiring), which a machine busy with every other suite would skew.
 test: test-deps
-	HERALD_PYTHON=$(abspath $(PY)) $(SWIFT) test --skip USBInstrumentTests --skip NodeTests --skip NodeNetworkTests
+	HERALD_PYTHON=$(abspath $(PY)) $(SWIFT) test --skip USBInstrumentTests --skip NodeTests --skip NodeNetworkTests --skip MonitorTests --skip TerminalDisplayTests
 	HERALD_PYTHON=$(abspath $(PY)) $(SWIFT) test --filter USBInstrumentTests
 	HERALD_PYTHON=$(abspath $(PY)) $(SWIFT) test --filter "NodeTests|NodeNetworkTests"
+	HERALD_PYTHON=$(abspath $(PY)) $(SWIFT) test --filter "MonitorTests|TerminalDisplayTests"
 
 # Benchmarks against the tools a user would otherwise pick, on the same inputs, as ratios.
 # Peers are installed into .venv-bench by this target (see bench/requirements-peers.txt).
