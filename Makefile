@@ -48,10 +48,10 @@ demo: build
 # The node suites also run on their own: they time leases and losses on the wall clock
 # (within 1 s of a lease expiring), which a machine busy with every other suite would skew.
 test: test-deps
-	HERALD_PYTHON=$(abspath $(PY)) $(SWIFT) test --skip USBInstrumentTests --skip NodeTests --skip NodeNetworkTests --skip MonitorTests --skip TerminalDisplayTests
+	HERALD_PYTHON=$(abspath $(PY)) $(SWIFT) test --skip USBInstrumentTests --skip NodeTests --skip NodeNetworkTests --skip MonitorTests --skip TerminalDisplayTests --skip ReportTests
 	HERALD_PYTHON=$(abspath $(PY)) $(SWIFT) test --filter USBInstrumentTests
 	HERALD_PYTHON=$(abspath $(PY)) $(SWIFT) test --filter "NodeTests|NodeNetworkTests"
-	HERALD_PYTHON=$(abspath $(PY)) $(SWIFT) test --filter "MonitorTests|TerminalDisplayTests"
+	HERALD_PYTHON=$(abspath $(PY)) $(SWIFT) test --filter "MonitorTests|TerminalDisplayTests|ReportTests"
 
 # Benchmarks against the tools a user would otherwise pick, on the same inputs, as ratios.
 # Peers are installed into .venv-bench by this target (see bench/requirements-peers.txt).

@@ -132,7 +132,7 @@ let package = Package(
             swiftSettings: swiftSettings),
         // `herald report`: one self-contained HTML file with inline SVG plots of a run file.
         .target(
-            name: "HeraldReport", dependencies: ["HeraldCore", "HeraldRunReader", "HeraldAnalysis"],
+            name: "HeraldReport", dependencies: ["HeraldCore", "HeraldRunReader", "HeraldHDF5", "HeraldAnalysis"],
             swiftSettings: swiftSettings),
         // The C ABI of driver plugins (one header), and the loader that dlopens them.
         .target(name: "HeraldPluginABI", path: "Sources/HeraldPluginABI"),

@@ -210,6 +210,33 @@ extension H5Dataset {
         }
     }
 
+    /// Every element of a complex dataset (a compound of float members `r` and `i`, as h5py
+    /// and Herald write complex128), flattened: the real and imaginary parts.
+    public func readComplex() throws -> (real: [Double], imag: [Double]) {
+        let fileType = try checkID(H5Dget_type(id), "H5Dget_type", path)
+        defer { H5Tclose(fileType) }
+        guard H5Tget_class(fileType) == H5T_COMPOUND, H5Tget_nmembers(fileType) == 2,
+            H5Tget_member_index(fileType, "r") >= 0, H5Tget_member_index(fileType, "i") >= 0,
+            H5Tget_member_class(fileType, UInt32(H5Tget_member_index(fileType, "r"))) == H5T_FLOAT,
+            H5Tget_member_class(fileType, UInt32(H5Tget_member_index(fileType, "i"))) == H5T_FLOAT
+        else { throw HDF5Error(operation: "read as complex (not a compound of float r and i)", object: path) }
+        let memType = try checkID(H5Tcreate(H5T_COMPOUND, 16), "H5Tcreate", path)
+        defer { H5Tclose(memType) }
+        try check(H5Tinsert(memType, "r", 0, herald_h5t_native_double()), "H5Tinsert", path)
+        try check(H5Tinsert(memType, "i", 8, herald_h5t_native_double()), "H5Tinsert", path)
+        let space = try checkID(H5Dget_space(id), "H5Dget_space", path)
+        defer { H5Sclose(space) }
+        let n = try elementCount(space)
+        guard n > 0 else { return ([], []) }
+        guard n <= Self.maxElements / 2 else { throw HDF5Error(operation: "read as complex (\(n) elements)", object: path) }
+        let interleaved: [Double] = try Self.filled(count: 2 * n) { buf in
+            try check(
+                HDF5ReadWatchdog.watched("H5Dread", path) { H5Dread(id, memType, herald_h5s_all(), herald_h5s_all(), herald_h5p_default(), buf) },
+                "H5Dread", path)
+        }
+        return (stride(from: 0, to: 2 * n, by: 2).map { interleaved[$0] }, stride(from: 1, to: 2 * n, by: 2).map { interleaved[$0] })
+    }
+
     /// Every element of a string dataset, fixed-length or variable-length.
     public func readStrings() throws -> [String] {
         let fileType = try checkID(H5Dget_type(id), "H5Dget_type", path)

@@ -239,7 +239,11 @@ struct LiveState {
         var s = snapshot
         s.version = version
         s.wallSeconds = wallSeconds
-        if s.acquiredSeconds > 0, s.plannedSeconds > s.acquiredSeconds, s.state != .stopped {
+        // By points where the plan has them (a point's span includes any pause in it, so
+        // lab time would overrun the plan), else by lab time acquired against planned.
+        if s.state != .stopped, s.pointsTotal > 0, s.pointsDone > 0 {
+            s.etaSeconds = wallSeconds * Double(max(0, s.pointsTotal - s.pointsDone)) / Double(s.pointsDone)
+        } else if s.acquiredSeconds > 0, s.plannedSeconds > s.acquiredSeconds, s.state != .stopped {
             s.etaSeconds = wallSeconds * (s.plannedSeconds - s.acquiredSeconds) / s.acquiredSeconds
         } else if s.state == .stopped {
             s.etaSeconds = 0

@@ -29,6 +29,9 @@ public struct RunSummary: Sendable, Codable {
         /// Per-point series (rates per point), with the points' labels.
         public var series: [String: [Double]] = [:]
         public var labels: [String] = []
+        /// The density matrix of a tomography, row-major (`rho`, complex128); empty otherwise.
+        public var rhoReal: [Double] = []
+        public var rhoImag: [Double] = []
     }
 
     public var path: String
@@ -147,10 +150,18 @@ public enum RunFile {
                 let sub = try g.openGroup("series")
                 for k in try sub.childNames() where sub.kind(of: k) == .numericDataset { series[k] = try sub.dataset(k).read(Double.self) }
             }
+            var rho: (real: [Double], imag: [Double]) = ([], [])
+            if g.contains("rho") {
+                rho = try g.dataset("rho").readComplex()
+                let n = Int(Double(rho.real.count).squareRoot())
+                // A square matrix or nothing: a damaged shape must not index out of bounds later.
+                if n * n != rho.real.count { rho = ([], []) }
+            }
             return RunSummary.Analysis(
                 entry: entry, name: name, estimator: try g.stringAttribute("estimator") ?? "", parameters: parameters,
                 values: try scalars("values"), uncertainties: try scalars("uncertainties"), outer: outer, series: series,
-                labels: g.contains("point_labels") ? try g.dataset("point_labels").readStrings() : [])
+                labels: g.contains("point_labels") ? try g.dataset("point_labels").readStrings() : [], rhoReal: rho.real,
+                rhoImag: rho.imag)
         }
     }
 }

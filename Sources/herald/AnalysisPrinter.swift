@@ -11,6 +11,9 @@ struct AnalysisView {
     var labels: [String]
     var outer: PointRef?
     var notes: [String] = []
+    /// ρ of a tomography, row-major; empty for other analyses.
+    var rhoReal: [Double] = []
+    var rhoImag: [Double] = []
 
     /// The figures a run's summary shows first for each kind (every figure with `all`).
     static let headline: [String: [Figure]] = [
@@ -40,7 +43,25 @@ struct AnalysisView {
             out += values.keys.sorted().compactMap(line)
         }
         out += perPoint(swept: swept)
+        out += rho()
         out += notes.map { "  note: \($0)" }
+        return out
+    }
+
+    /// ρ as two matrices, real and imaginary parts, in the basis the tomography used.
+    func rho() -> [String] {
+        let n = Int(Double(rhoReal.count).squareRoot())
+        guard n > 0, n * n == rhoReal.count, rhoImag.count == rhoReal.count else { return [] }
+        let basis = n == 4 ? ["HH", "HV", "VH", "VV"] : (0..<n).map { "\($0)" }
+        var out: [String] = []
+        for (title, part) in [("Re ρ", rhoReal), ("Im ρ", rhoImag)] {
+            out.append("  \(title):")
+            out.append("          " + basis.map { String(repeating: " ", count: max(0, 7 - $0.count)) + $0 + " " }.joined())
+            for i in 0..<n {
+                let row = (0..<n).map { String(format: "%+.4f ", part[i * n + $0]) }.joined()
+                out.append("    \(basis[i].padding(toLength: 4, withPad: " ", startingAt: 0))  " + row)
+            }
+        }
         return out
     }
 

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import HeraldAnalysis
 import HeraldCore
+import HeraldReport
 import HeraldRunReader
 import HeraldRunner
 import HeraldStore
@@ -119,7 +120,8 @@ struct Analyze: AsyncParsableCommand {
                 print("new analysis entry /user/herald/analysis/\(e.entry), window \(window):")
                 let view = AnalysisView(
                     name: r.name, estimator: r.estimator, parameters: r.parameters, values: r.values,
-                    uncertainties: r.uncertainties, series: r.series, labels: r.labels, outer: r.outer, notes: r.notes)
+                    uncertainties: r.uncertainties, series: r.series, labels: r.labels, outer: r.outer, notes: r.notes,
+                    rhoReal: r.rhoReal, rhoImag: r.rhoImag)
                 for line in view.lines(all: true) { print("  " + line) }
             }
             return
@@ -142,8 +144,32 @@ struct Analyze: AsyncParsableCommand {
             print("  analysis \(a.entry):")
             let view = AnalysisView(
                 name: a.name, estimator: a.estimator, parameters: a.parameters, values: a.values,
-                uncertainties: a.uncertainties, series: a.series, labels: a.labels, outer: a.outer)
+                uncertainties: a.uncertainties, series: a.series, labels: a.labels, outer: a.outer, rhoReal: a.rhoReal,
+                rhoImag: a.rhoImag)
             for line in view.lines(all: true) { print("    " + line) }
         }
+    }
+}
+
+struct Report: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Write one self-contained HTML report of a run file: metadata, every analysis, ρ, counts, fits, histograms, pauses.",
+        discussion: """
+            The report is a single file with inline SVG and no script or outside resource, so it opens offline \
+            and can be attached to a logbook. Every plotted number is also in its mark's data-value attribute.
+            """)
+
+    @Argument(help: "A Herald HDF5 run file.") var file: String
+    @Option(help: "Where to write the report (default: the run file with .html).") var out: String?
+
+    func run() async throws {
+        ExitStatusCode.watchReads(of: file)
+        let target = out ?? (file.hasSuffix(".h5") ? String(file.dropLast(3)) : file) + ".html"
+        let html: String
+        do { html = try RunReportPage.html(path: file) } catch { throw ExitStatusCode.exit(for: error) }
+        do { try Data(html.utf8).write(to: URL(fileURLWithPath: target), options: .atomic) } catch {
+            throw ExitStatusCode.exit(for: StoreError(path: target, "cannot write the report: \(error.localizedDescription)"))
+        }
+        print(target)
     }
 }

@@ -17,7 +17,7 @@ struct HeraldCommand: AsyncParsableCommand {
         version: Herald.version,
         subcommands: [
             Run.self, Validate.self, Analyze.self, Recover.self, Tomography.self, Inspect.self, Import.self, Drivers.self,
-            Devices.self, CheckDriver.self, NodeCommand.self, CalibrateClocks.self,
+            Devices.self, CheckDriver.self, NodeCommand.self, CalibrateClocks.self, Report.self,
         ])
 }
 
@@ -120,7 +120,8 @@ struct Run: AsyncParsableCommand {
         for a in report.analyses {
             let view = AnalysisView(
                 name: a.name, estimator: a.estimator, parameters: a.parameters, values: a.values,
-                uncertainties: a.uncertainties, series: a.series, labels: a.labels, outer: a.outer, notes: a.notes)
+                uncertainties: a.uncertainties, series: a.series, labels: a.labels, outer: a.outer, notes: a.notes,
+                rhoReal: a.rhoReal, rhoImag: a.rhoImag)
             for line in view.lines(all: false) { print(line) }
         }
     }
