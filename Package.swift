@@ -238,7 +238,8 @@ let package = Package(
             name: "EndToEndTests",
             dependencies: [
                 "HeraldRunner", "HeraldCore", "HeraldAnalysis", "HeraldStore", "HeraldRunReader", "HeraldTTTR", "SimulatedLab", "herald", "HeraldFuzz",
-                "DriverConformance", "HeraldPlugins", "HeraldUSBProtocols", "S15TDC1", "HeraldNode", "HeraldNodeProtocol",
+                "DriverConformance", "HeraldPlugins", "HeraldUSBProtocols", "S15TDC1", "HeraldNode", "HeraldNodeProtocol", "HeraldMonitor",
+                "HeraldLive",
                 .product(name: "Numerics", package: "swift-numerics"),
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),

@@ -5,6 +5,7 @@ A peer that cannot be installed or run is reported as missing, never skipped sil
 """
 import json
 import os
+import time
 import platform
 import subprocess
 import sys
@@ -36,6 +37,64 @@ def wall_and_peak_rss(cmd):
     if os.waitstatus_to_exitcode(status) != 0:
         sys.exit(f"{' '.join(cmd)} failed: {proc.stderr.read().decode()[-500:]}")
     return wall, usage.ru_maxrss * 1024
+
+
+def monitor_cost(pairs=3):
+    """A run at 10 M tags/s timed with `--monitor` and a page's feed attached, and without,
+    alternately; the medians' ratio is the monitor's cost to the run's throughput."""
+    import socket
+    import statistics
+    import threading
+    import websocket
+
+    herald = os.path.join(ROOT, ".build", "release", "herald")
+    script = os.path.join(ROOT, "bench", "monitor-throughput.yaml")
+    out = os.path.join(ROOT, ".build", "bench-monitor")
+    os.makedirs(out, exist_ok=True)
+
+    def one(monitor):
+        cmd = [herald, "run", script, "--mock", "--seed", "1", "--out", os.path.join(out, "run.h5"), "--overwrite", "--json"]
+        feed = {"messages": 0}
+        if monitor:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+            cmd += ["--monitor", f"127.0.0.1:{port}"]
+
+            def attach():
+                deadline = time.monotonic() + 30
+                while time.monotonic() < deadline:
+                    try:
+                        ws = websocket.create_connection(f"ws://127.0.0.1:{port}/ws", timeout=30)
+                        break
+                    except OSError:
+                        time.sleep(0.01)
+                else:
+                    return
+                try:
+                    while ws.recv():
+                        feed["messages"] += 1
+                except Exception:
+                    pass
+            threading.Thread(target=attach, daemon=True).start()
+        start = time.perf_counter()
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        wall = time.perf_counter() - start
+        if done.returncode != 0:
+            sys.exit(f"monitor bench run failed: {done.stderr}")
+        # The monitor holds the process ~0.3 s after the run so pages get the final state:
+        # not the run's time, so it is taken off.
+        return json.loads(done.stdout)["tags"], wall - (0.3 if monitor else 0), feed["messages"]
+
+    plain, monitored, messages = [], [], []
+    for _ in range(pairs):
+        tags, wall, _ = one(False)
+        plain.append(tags / wall)
+        tags, wall, n = one(True)
+        monitored.append(tags / wall)
+        messages.append(n)
+    return ("run at 10 M tags/s, --monitor + page attached (tags/s)", statistics.median(monitored), statistics.median(plain),
+            f"the same run without --monitor (feed: {min(messages)}-{max(messages)} updates per run)", ">= 0.95x")
 
 
 def main():
@@ -188,6 +247,8 @@ def main():
     rows.append(("PTU decode, HydraHarp V2 T2, 43.5 M records (records/s)", herald_tttr["records_per_s"],
                  peer_tttr and peer_tttr["records_per_s"], tpeer, ">= 3x tttrlib, >= 300 M/s"))
     rows.append(("HDF5 shuffle+gzip-1 (bytes/tag)", herald_h5["deflate1_bytes_per_tag"], peer_h5 and peer_h5["deflate1_bytes_per_tag"], h5peer, "<= 3.2"))
+
+    rows.append(monitor_cost())
 
     print(f"{'metric':40} {'Herald':>12} {'peer':>12} {'ratio':>8}  peer / target")
     results = []

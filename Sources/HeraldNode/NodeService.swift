@@ -53,6 +53,9 @@ public actor NodeAgent {
     let configs: [String: DeviceConfig]
     /// Whether other nodes (role `node`) may control devices here: only a simulated world's.
     let acceptsNodes: Bool
+    /// For `/metrics`: commands executed and tags streamed since the node started.
+    private var commandsHandled = 0
+    private var tagsStreamed = 0
 
     public init(
         name: String, devices: [any Device], configs: [DeviceConfig] = [], acceptsNodes: Bool = false, audit: AuditLog? = nil,
@@ -66,6 +69,26 @@ public actor NodeAgent {
         self.audit = audit
         self.logger = logger
     }
+
+    /// What `herald node serve --metrics` reports: the devices, who holds a live lease, and
+    /// the work done so far.
+    public struct Stats: Sendable, Equatable {
+        public var name: String
+        public var devices: [String]
+        public var leaseHolders: [String]
+        public var commands: Int
+        public var tagsStreamed: Int
+    }
+
+    public var stats: Stats {
+        let now = ContinuousClock.now
+        return Stats(
+            name: name, devices: order, leaseHolders: leases.filter { $0.value.expires > now }.keys.sorted(), commands: commandsHandled,
+            tagsStreamed: tagsStreamed)
+    }
+
+    func streamed(_ tags: Int) { tagsStreamed += tags }
+    func commandHandled() { commandsHandled += 1 }
 
     public var description: Herald_Node_V1_DescribeResponse {
         .with { r in
@@ -483,6 +506,7 @@ public struct NodeService: Herald_Node_V1_Node.SimpleServiceProtocol {
     /// One session command, as its reply: refusals (authorisation, lease, arguments) travel as
     /// `CallError`s with the gRPC code a unary call would have failed with.
     func execute(_ kind: Herald_Node_V1_Command.OneOf_Kind, call: UInt64, caller who: Caller, token: String) async -> Herald_Node_V1_Reply {
+        await agent.commandHandled()
         var reply = Herald_Node_V1_Reply()
         reply.call = call
         do {
@@ -658,6 +682,7 @@ public struct NodeService: Herald_Node_V1_Node.SimpleServiceProtocol {
                 // full, so a slow coordinator slows the tagger and memory stays bounded.
                 let deliver: @Sendable (TagBlock) async throws -> Void = { block in
                     for batch in try TagCodec.batches(block) { try await response.write(batch) }
+                    await agent.streamed(block.count)
                 }
                 // A group's taggers on this node start together; one that cannot starts on the call.
                 let interval: AcquisitionInterval
@@ -691,6 +716,7 @@ public struct NodeService: Herald_Node_V1_Node.SimpleServiceProtocol {
         do {
             let (block, interval) = try await guarded(request.device) { try await t.collect() }
             for batch in try TagCodec.batches(block) { try await response.write(batch) }
+            await agent.streamed(block.count)
             last.interval = Herald_Node_V1_Interval(interval)
         } catch {
             // A collection has no hang of its own to report: a simulated one fails the call.

@@ -74,7 +74,8 @@ extension Herald {
     /// Serves a node until cancelled: opens its devices (mocks on a simulated lab of `seed`),
     /// then the agent. `ready` gets the bound port.
     public static func serveNode(
-        _ config: NodeHostConfig, seed: UInt64 = 0, logger: Logger = Logger(label: "herald.node"), ready: (@Sendable (Int) -> Void)? = nil
+        _ config: NodeHostConfig, seed: UInt64 = 0, logger: Logger = Logger(label: "herald.node"),
+        agentReady: (@Sendable (NodeAgent) async throws -> Void)? = nil, ready: (@Sendable (Int) -> Void)? = nil
     ) async throws {
         let lab = SimulatedLab(
             parameters: try LabParameters(config.compiled.simulation), network: try NetworkParameters(config.compiled.network), seed: seed)
@@ -107,6 +108,7 @@ extension Herald {
         let agent = NodeAgent(
             name: config.name, devices: devices, configs: config.compiled.plan.devices, acceptsNodes: config.acceptsNodes, audit: audit,
             logger: logger)
+        try await agentReady?(agent)
         let server = try NodeServer(agent: agent, host: config.host, port: config.port, security: config.security)
         logger.notice("node \(config.name): serving \(devices.map(\.name).joined(separator: ", ")) on \(config.host):\(config.port)")
         try await server.serve(ready: ready)

@@ -1,5 +1,7 @@
 import ArgumentParser
 import Foundation
+import HeraldMonitor
+import Logging
 import HeraldCore
 import HeraldNode
 import HeraldRunner
@@ -26,11 +28,40 @@ struct NodeServe: AsyncParsableCommand {
     @Option(name: .long, help: "The node configuration (YAML).") var config: String
     @Option(name: .long, help: "Random seed of the simulated lab behind mock devices.") var seed: UInt64 = 0
     @Flag(name: .long, help: "No TLS: for a node on 127.0.0.1 only.") var plaintextLoopback = false
+    @Option(name: .long, help: "Serve Prometheus /metrics at HOST:PORT (loopback unless told otherwise).") var metrics: String?
+    @Option(name: .customLong("metrics-token"), help: "The token /metrics requires (Authorization: Bearer); needed beyond loopback. Default: $HERALD_MONITOR_TOKEN.")
+    var metricsToken: String?
+
+    var metricsConfiguration: MonitorConfiguration? {
+        get throws {
+            guard let metrics else { return nil }
+            do {
+                return try MonitorConfiguration(parsing: metrics, token: metricsToken ?? ProcessInfo.processInfo.environment["HERALD_MONITOR_TOKEN"])
+            } catch { throw ValidationError("--metrics: \(error)") }
+        }
+    }
+
+    func validate() throws { _ = try metricsConfiguration }
 
     func run() async throws {
         bootstrapLogging(verbose: false)
+        let logger = Logger(label: "herald.node")
         let host = try await NodeHostConfig.load(path: config, plaintextLoopback: plaintextLoopback)
-        try await Herald.serveNode(host, seed: seed) { port in
+        let metricsConfiguration = try metricsConfiguration
+        let server = Mutex<MetricsServer?>(nil)
+        defer { if let s = server.withLock({ $0 }) { Task { await s.stop() } } }
+        try await Herald.serveNode(host, seed: seed, agentReady: { agent in
+            guard let metricsConfiguration else { return }
+            let figures = NodeMetrics()
+            let s = MetricsServer(configuration: metricsConfiguration) {
+                let st = await agent.stats
+                return figures.exposition(
+                    .init(node: st.name, devices: st.devices, leaseHolders: st.leaseHolders, commands: st.commands, tagsStreamed: st.tagsStreamed))
+            }
+            let port = try await s.start()
+            server.withLock { $0 = s }
+            logger.notice("node \(host.name): metrics at http://\(metricsConfiguration.host):\(port)/metrics")
+        }) { port in
             // Unbuffered, so a supervisor (or a test) reading the pipe sees it at once.
             FileHandle.standardOutput.write(Data("listening on \(port)\n".utf8))
         }

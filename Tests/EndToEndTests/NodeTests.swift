@@ -1,4 +1,8 @@
 import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+import HeraldMonitor
 import GRPCCore
 import GRPCNIOTransportHTTP2
 import HeraldCore
@@ -62,6 +66,59 @@ import Testing
             break
         }
         return try await body(port)
+    }
+
+    /// `herald node serve --metrics`: the node's /metrics, scraped over HTTP, counts the
+    /// commands it executed and the tags it streamed, and shows the live lease.
+    @Test func aNodesMetricsCountItsCommandsTagsAndLeases() async throws {
+        let lab = try Lab()
+        defer { try? FileManager.default.removeItem(at: lab.dir) }
+        var parameters = LabParameters()
+        parameters.pairRate = 2e5
+        let agent = NodeAgent(name: "alice", devices: try Self.devices(lab: SimulatedLab(parameters: parameters, seed: 3)))
+        let figures = NodeMetrics()
+        let metrics = MetricsServer(configuration: MonitorConfiguration(host: "127.0.0.1", port: 0, token: "node-metrics-token-0123")) {
+            let s = await agent.stats
+            return figures.exposition(.init(node: s.name, devices: s.devices, leaseHolders: s.leaseHolders, commands: s.commands, tagsStreamed: s.tagsStreamed))
+        }
+        let port = try await metrics.start()
+        @Sendable func scrape(token: String?) async throws -> (Int, String) {
+            var request = URLRequest(url: try #require(URL(string: "http://127.0.0.1:\(port)/metrics")))
+            if let token { request.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization") }
+            let (data, response) = try await URLSession.shared.data(for: request)
+            return ((response as? HTTPURLResponse)?.statusCode ?? 0, String(decoding: data, as: UTF8.self))
+        }
+        let streamed = try await Self.serving(agent, lab.security(lab.node)) { nodePort in
+            let node = try RemoteNode(name: "alice", host: "127.0.0.1", port: nodePort, security: lab.security(lab.controller))
+            defer { node.close() }
+            let described = try await node.describe(timeout: .seconds(60))
+            try await node.takeLease(length: .seconds(10), lossAfter: .seconds(30))
+            let info = try #require(described.first { $0.name == "tagger" })
+            let pumpInfo = try #require(described.first { $0.name == "pump" })
+            let pump = RemoteDevice(name: "pump", descriptor: pumpInfo.descriptor, channels: 0, node: node, timeout: .seconds(60))
+            let tagger = RemoteDevice(name: "tagger", descriptor: info.descriptor, channels: 4, node: node, timeout: .seconds(60))
+            try await pump.connect()
+            try await tagger.connect()
+            try await pump.set("power", to: .quantity(Quantity(10e-3, .power)))
+            try await pump.set("enabled", to: .bool(true))
+            let n = Mutex(0)
+            _ = try await tagger.acquire(for: .milliseconds(200)) { block in n.withLock { $0 += block.count } }
+            let (status, text) = try await scrape(token: "node-metrics-token-0123")
+            #expect(status == 200)
+            #expect(text.contains("herald_node_leases{node=\"alice\"} 1"), "\(text)")
+            return (n.withLock { $0 }, text)
+        }
+        let (status, text) = try await scrape(token: "node-metrics-token-0123")
+        #expect(status == 200)
+        #expect(streamed.0 > 1000)
+        #expect(text.contains("herald_node_up{node=\"alice\"} 1"), "\(text)")
+        #expect(text.contains("herald_node_devices{node=\"alice\"} 2"))
+        #expect(text.contains("herald_node_tags_streamed_total{node=\"alice\"} \(streamed.0)"), "\(text)")
+        let commands = await agent.stats.commands
+        #expect(commands >= 3 && text.contains("herald_node_commands_total{node=\"alice\"} \(commands)"), "\(text)")
+        #expect(try await scrape(token: nil).0 == 401)
+        #expect(try await scrape(token: "wrong-token-wrong-token").0 == 401)
+        await metrics.stop()
     }
 
     @Test func aRemoteTaggerDeliversTheSameTagsAsALocalOne() async throws {

@@ -1,0 +1,109 @@
+import Hummingbird
+import Logging
+import NIOCore
+import Prometheus
+import ServiceLifecycle
+import Synchronization
+
+/// `/metrics` alone, for `herald node serve --metrics`: Prometheus text from `exposition`
+/// at each scrape, behind the same token rule as the run monitor (required beyond loopback).
+public final class MetricsServer: Sendable {
+    private let configuration: MonitorConfiguration
+    private let exposition: @Sendable () async -> String
+    private let running = Mutex<(run: Task<Void, Never>, group: ServiceGroup)?>(nil)
+
+    public init(configuration: MonitorConfiguration, exposition: @escaping @Sendable () async -> String) {
+        self.configuration = configuration
+        self.exposition = exposition
+    }
+
+    /// Starts listening; returns the port it got.
+    public func start() async throws(MonitorError) -> Int {
+        let router = Router()
+        router.add(middleware: TokenMiddleware(token: configuration.token))
+        let exposition = self.exposition
+        router.get("/metrics") { _, _ in
+            Response(
+                status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                body: .init(byteBuffer: ByteBuffer(string: await exposition())))
+        }
+        var quiet = Logger(label: "herald.metrics")
+        quiet.logLevel = .warning
+        let (ready, readyContinuation) = AsyncStream.makeStream(of: Int?.self)
+        let app = Application(
+            router: router, configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "herald"),
+            onServerRunning: { channel in
+                readyContinuation.yield(channel.localAddress?.port)
+                readyContinuation.finish()
+            }, logger: quiet)
+        let group = ServiceGroup(configuration: .init(services: [app], gracefulShutdownSignals: [], logger: quiet))
+        let failure = Mutex<String?>(nil)
+        let task = Task {
+            do { try await group.run() } catch {
+                failure.withLock { $0 = "\(error)" }
+                readyContinuation.finish()
+            }
+        }
+        var port: Int?
+        for await p in ready { port = p }
+        guard let port else {
+            await group.triggerGracefulShutdown()
+            throw .bindFailed("metrics could not listen on \(configuration.host):\(configuration.port): \(failure.withLock { $0 } ?? "no port")")
+        }
+        running.withLock { $0 = (task, group) }
+        return port
+    }
+
+    public func stop() async {
+        guard let r = running.withLock({ r -> (run: Task<Void, Never>, group: ServiceGroup)? in
+            defer { r = nil }
+            return r
+        }) else { return }
+        await r.group.triggerGracefulShutdown()
+        await r.run.value
+    }
+}
+
+/// A node's figures for Prometheus: up, its devices, live leases, commands and tags served.
+public final class NodeMetrics: Sendable {
+    public struct Figures: Sendable {
+        public var node: String
+        public var devices: [String]
+        public var leaseHolders: [String]
+        public var commands: Int
+        public var tagsStreamed: Int
+
+        public init(node: String, devices: [String], leaseHolders: [String], commands: Int, tagsStreamed: Int) {
+            self.node = node
+            self.devices = devices
+            self.leaseHolders = leaseHolders
+            self.commands = commands
+            self.tagsStreamed = tagsStreamed
+        }
+    }
+
+    private let registry = PrometheusCollectorRegistry()
+    private let counted = Mutex<[String: Int64]>([:])
+
+    public init() {}
+
+    public func exposition(_ f: Figures) -> String {
+        let node = [("node", f.node)]
+        registry.makeGauge(name: "herald_node_up", labels: node, help: "1 while the node agent serves.").set(to: 1.0)
+        registry.makeGauge(name: "herald_node_devices", labels: node, help: "Devices the node serves.").set(to: Double(f.devices.count))
+        registry.makeGauge(name: "herald_node_leases", labels: node, help: "Controllers holding a live lease.").set(to: Double(f.leaseHolders.count))
+        for (name, total, help) in [
+            ("herald_node_commands_total", f.commands, "Session commands the node executed."),
+            ("herald_node_tags_streamed_total", f.tagsStreamed, "Time tags the node streamed to coordinators."),
+        ] {
+            let delta = counted.withLock { last -> Int64 in
+                let d = Int64(total) - (last[name] ?? 0)
+                if d > 0 { last[name] = Int64(total) }
+                return d
+            }
+            let counter = registry.makeCounter(name: name, labels: node, help: help)
+            if delta > 0 { counter.increment(by: delta) }
+        }
+        return registry.emitToString()
+    }
+}
