@@ -27,6 +27,9 @@ public final class LiveRun: RunEventSink {
     /// Bumped by every event that changes what a reader would show.
     public var version: Int { state.withLock { $0.version } }
 
+    /// The run's state alone, without copying a snapshot.
+    public var runState: LiveSnapshot.State { state.withLock { $0.snapshot.state } }
+
     /// What the run looks like now.
     public func snapshot() -> LiveSnapshot {
         let elapsed = ContinuousClock.now - wallStart
@@ -160,10 +163,11 @@ struct LiveState {
     private mutating func addSingles(device: String, block: TagBlock, firstPs: Int64, lastPs: Int64) {
         let width = binPs[device] ?? Int64(LiveRun.initialBinSeconds * 1e12)
         binPs[device] = width
-        if openBins[device] == nil { openBins[device] = (startPs: firstPs, counts: [Int](repeating: 0, count: 256)) }
         // A block is counted into the bin it starts in: blocks are short beside a bin, so
-        // this places each tag within one block's span of its true bin.
+        // this places each tag within one block's span of its true bin. A bin ends where the
+        // next one begins, so no stretch of time is left out of the rates.
         if let open = openBins[device], firstPs >= open.startPs + width { closeBin(device: device, atPs: firstPs) }
+        if openBins[device] == nil { openBins[device] = (startPs: firstPs, counts: [Int](repeating: 0, count: 256)) }
         block.countChannels(into: &channelCounts)
         if var open = openBins[device] {
             for (channel, n) in channelCounts.enumerated() where n > 0 {

@@ -112,14 +112,14 @@ final class ProgressLine: RunEventSink {
             display.finish()
             return
         }
-        let now = ContinuousClock.now
-        let snapshot: LiveSnapshot? = lastDraw.withLock { last in
-            let s = live.snapshot()
-            guard s.state != last.state || now - last.at >= .milliseconds(100) else { return nil }
-            last = (now, s.state)
-            return s
+        // Cheap checks first: most events (tag blocks) come far faster than the line redraws.
+        let now = ContinuousClock.now, state = live.runState
+        let due = lastDraw.withLock { last -> Bool in
+            guard state != last.state || now - last.at >= .milliseconds(100) else { return false }
+            last = (now, state)
+            return true
         }
-        if let snapshot { display.setStatus(Self.line(snapshot)) }
+        if due { display.setStatus(Self.line(live.snapshot())) }
     }
 
     static func line(_ s: LiveSnapshot) -> String {

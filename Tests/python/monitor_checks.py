@@ -235,6 +235,20 @@ scrape_configs:
             except urllib.error.HTTPError as e:
                 if e.code != 401:
                     problems.append(f"{path} without the token: HTTP {e.code}, expected 401")
+        # The feed likewise: refused without the token, a snapshot with it.
+        import websocket
+        ws_url = url.replace("http://", "ws://") + "/ws"
+        try:
+            websocket.create_connection(ws_url, timeout=10).close()
+            problems.append("/ws upgraded without the token")
+        except websocket.WebSocketBadStatusException as e:
+            if e.status_code not in (400, 401):
+                problems.append(f"/ws without the token: HTTP {e.status_code}")
+        feed = websocket.create_connection(ws_url + "?token=" + token, timeout=30)
+        first = json.loads(feed.recv())
+        feed.close()
+        if first.get("run", {}).get("name") != "paused-tomography":
+            problems.append(f"/ws with the token sent {str(first)[:200]}")
         report = run.finish()
         rates, totals, pauses, tags = file_point_rates(out)
         # The last scrapes came while the monitor held the final state.
