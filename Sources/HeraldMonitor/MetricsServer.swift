@@ -10,7 +10,7 @@ import Synchronization
 public final class MetricsServer: Sendable {
     private let configuration: MonitorConfiguration
     private let exposition: @Sendable () async -> String
-    private let running = Mutex<(run: Task<Void, Never>, group: ServiceGroup)?>(nil)
+    private let service = HTTPService()
 
     public init(configuration: MonitorConfiguration, exposition: @escaping @Sendable () async -> String) {
         self.configuration = configuration
@@ -29,39 +29,15 @@ public final class MetricsServer: Sendable {
         }
         var quiet = Logger(label: "herald.metrics")
         quiet.logLevel = .warning
-        let (ready, readyContinuation) = AsyncStream.makeStream(of: Int?.self)
-        let app = Application(
-            router: router, configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "herald"),
-            onServerRunning: { channel in
-                readyContinuation.yield(channel.localAddress?.port)
-                readyContinuation.finish()
-            }, logger: quiet)
-        let group = ServiceGroup(configuration: .init(services: [app], gracefulShutdownSignals: [], logger: quiet))
-        let failure = Mutex<String?>(nil)
-        let task = Task {
-            do { try await group.run() } catch {
-                failure.withLock { $0 = "\(error)" }
-                readyContinuation.finish()
-            }
+        let configuration = self.configuration
+        return try await service.start("metrics on \(configuration.host):\(configuration.port)", logger: quiet) { onRunning in
+            Application(
+                router: router, configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "herald"),
+                onServerRunning: onRunning, logger: quiet)
         }
-        var port: Int?
-        for await p in ready { port = p }
-        guard let port else {
-            await group.triggerGracefulShutdown()
-            throw .bindFailed("metrics could not listen on \(configuration.host):\(configuration.port): \(failure.withLock { $0 } ?? "no port")")
-        }
-        running.withLock { $0 = (task, group) }
-        return port
     }
 
-    public func stop() async {
-        guard let r = running.withLock({ r -> (run: Task<Void, Never>, group: ServiceGroup)? in
-            defer { r = nil }
-            return r
-        }) else { return }
-        await r.group.triggerGracefulShutdown()
-        await r.run.value
-    }
+    public func stop() async { await service.stop() }
 }
 
 /// A node's figures for Prometheus: up, its devices, live leases, commands and tags served.

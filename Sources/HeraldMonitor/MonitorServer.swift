@@ -74,8 +74,7 @@ public final class MonitorServer: Sendable {
     public let live: LiveRun
     public let metrics: RunMetrics
     private let configuration: MonitorConfiguration
-    private let task = Mutex<(run: Task<Void, Never>, group: ServiceGroup)?>(nil)
-    private let bound = Mutex<(port: Int?, error: String?)>((nil, nil))
+    private let service = HTTPService()
     private let logger: Logger
 
     public init(live: LiveRun, configuration: MonitorConfiguration, logger: Logger = Logger(label: "herald.monitor")) {
@@ -125,51 +124,18 @@ public final class MonitorServer: Sendable {
                 try await Task.sleep(for: interval)
             }
         }
-        let (ready, readyContinuation) = AsyncStream.makeStream(of: Int?.self)
-        let app = Application(
-            router: router, server: .http1WebSocketUpgrade(webSocketRouter: router),
-            configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "herald"),
-            onServerRunning: { channel in
-                readyContinuation.yield(channel.localAddress?.port)
-                readyContinuation.finish()
-            },
-            logger: quietLogger())
-        // In a service group of its own, so stopping is a graceful shutdown (open feeds
-        // closed cleanly), not a cancellation the server would log as an error.
-        let group = ServiceGroup(configuration: .init(services: [app], gracefulShutdownSignals: [], logger: quietLogger()))
-        let started = Task {
-            do { try await group.run() } catch {
-                self.bound.withLock { $0.error = "\(error)" }
-                readyContinuation.finish()
-            }
+        let address = "\(configuration.host):\(configuration.port)"
+        let logger = quietLogger()
+        return try await service.start("the monitor on \(address)", logger: logger) { onRunning in
+            Application(
+                router: router, server: .http1WebSocketUpgrade(webSocketRouter: router),
+                configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "herald"),
+                onServerRunning: onRunning, logger: logger)
         }
-        task.withLock { $0 = (started, group) }
-        var port: Int?
-        for await p in ready { port = p }
-        guard let port else {
-            await group.triggerGracefulShutdown()
-            let why = bound.withLock { $0.error } ?? "no port"
-            throw .bindFailed("the monitor could not listen on \(configuration.host):\(configuration.port): \(why)")
-        }
-        bound.withLock { $0.port = port }
-        return port
     }
 
     /// Stops listening; open pages get the final snapshot first if they were keeping up.
-    public func stop() async {
-        guard let t = task.withLock({ t -> (run: Task<Void, Never>, group: ServiceGroup)? in
-            defer { t = nil }
-            return t
-        }) else { return }
-        await t.group.triggerGracefulShutdown()
-        // A page that stops reading would hold its connection open: after 2 s it is cut.
-        let cutter = Task {
-            try await Task.sleep(for: .seconds(2))
-            t.run.cancel()
-        }
-        await t.run.value
-        cutter.cancel()
-    }
+    public func stop() async { await service.stop() }
 
     static func encode(_ snapshot: LiveSnapshot) throws -> [UInt8] {
         let encoder = JSONEncoder()

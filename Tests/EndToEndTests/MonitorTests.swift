@@ -1,4 +1,9 @@
 import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+import HeraldLive
+import HeraldMonitor
 import Testing
 
 /// `herald run --monitor`, seen from outside: a real headless Chromium reading the page while
@@ -42,6 +47,44 @@ import Testing
         #expect(r.status == 0, "\(r.stderr)")
         let summary = try JSONDecoder().decode(Summary.self, from: Data(r.stdout.utf8))
         #expect(summary.problems.isEmpty, "\(summary.problems)\n\(r.stdout)")
+    }
+
+    /// A SWMR reader sees each analysis in the file while the run is still going.
+    @Test func analysesReachTheFileWhileTheRunGoes() async throws {
+        let out = try Self.artifacts("live-file")
+        let script = Paths.root.appendingPathComponent("Tests/Fixtures/monitor/live-results.yaml").path
+        let r = try await runProcess(
+            Paths.python, [Paths.root.appendingPathComponent("Tests/python/monitor_checks.py").path, "live-file", Paths.herald.path, script, out.path])
+        #expect(r.status == 0, "\(r.stderr)")
+        struct Live: Decodable { var problems: [String]; var live: [String] }
+        let summary = try JSONDecoder().decode(Live.self, from: Data(r.stdout.utf8))
+        #expect(summary.problems.isEmpty, "\(summary.problems)")
+        #expect(summary.live == ["tomography"])
+    }
+
+    /// Bound beyond loopback, with a token: every route refuses a request without it.
+    @Test func anExposedMonitorRefusesRequestsWithoutTheToken() async throws {
+        let token = "exposed-monitor-token-42"
+        let server = MonitorServer(live: LiveRun(), configuration: MonitorConfiguration(host: "0.0.0.0", port: 0, token: token))
+        let port = try await server.start()
+        @Sendable func status(_ path: String, bearer: String? = nil) async throws -> Int {
+            var request = URLRequest(url: try #require(URL(string: "http://127.0.0.1:\(port)\(path)")))
+            if let bearer { request.setValue("Bearer \(bearer)", forHTTPHeaderField: "Authorization") }
+            let (_, response) = try await URLSession.shared.data(for: request)
+            return (response as? HTTPURLResponse)?.statusCode ?? 0
+        }
+        for path in ["/", "/state.json", "/metrics", "/ws"] {
+            #expect(try await status(path) == 401, "\(path)")
+            #expect(try await status(path + "?token=not-the-token") == 401, "\(path)")
+        }
+        #expect(try await status("/?token=\(token)") == 200)
+        #expect(try await status("/metrics", bearer: token) == 200)
+        // Read-only: nothing but GET is routed.
+        var post = URLRequest(url: try #require(URL(string: "http://127.0.0.1:\(port)/state.json?token=\(token)")))
+        post.httpMethod = "POST"
+        let (_, response) = try await URLSession.shared.data(for: post)
+        #expect([404, 405].contains((response as? HTTPURLResponse)?.statusCode ?? 0))
+        await server.stop()
     }
 
     @Test func aMonitorBeyondLoopbackNeedsAToken() async throws {

@@ -245,7 +245,11 @@ scrape_configs:
             if e.status_code not in (400, 401):
                 problems.append(f"/ws without the token: HTTP {e.status_code}")
         feed = websocket.create_connection(ws_url + "?token=" + token, timeout=30)
-        first = json.loads(feed.recv())
+        first = {}
+        for _ in range(200):  # the monitor is up before the run starts: wait for its first events
+            first = json.loads(feed.recv())
+            if first.get("run"):
+                break
         feed.close()
         if first.get("run", {}).get("name") != "paused-tomography":
             problems.append(f"/ws with the token sent {str(first)[:200]}")
@@ -280,7 +284,60 @@ scrape_configs:
     print(json.dumps({"problems": problems, "metrics": results, "targets": health, "tags": tags}, indent=1))
 
 
+def check_live_file(herald, script, outdir):
+    """A SWMR reader, polling while the run goes, finds each analysis in
+    /user/herald/progress/results_json before the run ends, equal to the final file's."""
+    out = os.path.join(outdir, "live-results.h5")
+    run = subprocess.Popen([herald, "run", script, "--mock", "--seed", "3", "--realtime", "--out", out, "--overwrite", "--json"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen, summary_tables_seen, polls = None, False, 0
+    deadline = time.monotonic() + 300
+    while run.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+        try:
+            with h5py.File(out, "r", libver="latest", swmr=True) as f:
+                polls += 1
+                p = f["/user/herald/progress"]
+                raw, ends = bytes(p["results_json"][:]), p["results_end"][:]
+                if len(ends) and seen is None:
+                    starts = [0, *ends[:-1]]
+                    seen = [json.loads(raw[a:b]) for a, b in zip(starts, ends)]
+                    summary_tables_seen = "analysis" in f["/user/herald"]
+        except (OSError, KeyError):
+            continue  # not yet created, or not yet in SWMR mode
+    stdout, stderr = run.communicate(timeout=120)
+    problems = []
+    if run.returncode != 0:
+        problems.append(f"run exited {run.returncode}: {stderr[-2000:]}")
+    if seen is None:
+        problems.append(f"no result appeared in results_json while the run went ({polls} reads)")
+    else:
+        if summary_tables_seen:
+            problems.append("the summary tables already existed: nothing was shown to be live")
+        report = json.loads(stdout)
+        final = {a["name"]: a for a in report["analyses"]}
+        with h5py.File(out, "r") as f:
+            stored = {k.split("_", 1)[1]: f[f"/user/herald/analysis/{k}"] for k in f["/user/herald/analysis"]}
+            for r in seen:
+                entry = stored.get(r["name"])
+                if entry is None:
+                    problems.append(f"live result {r['name']} is not in the final file")
+                    continue
+                for key, value in r["values"].items():
+                    v = float(np.ravel(entry["values"][key][()])[0])
+                    if not (value == v or (isinstance(value, str) and value == "nan" and np.isnan(v))):
+                        problems.append(f"{r['name']} {key}: live {value} vs file {v}")
+                rho = entry["rho"][()] if "rho" in entry else None
+                if rho is not None and rho.dtype.fields is not None:
+                    rho = rho["r"] + 1j * rho["i"]
+                if rho is not None and (list(rho.real.ravel()) != r["rho_real"] or list(rho.imag.ravel()) != r["rho_imag"]):
+                    problems.append(f"{r['name']}: live rho differs from the file's")
+                if r["values"] != {k: v for k, v in final[r["name"]]["values"].items()}:
+                    problems.append(f"{r['name']}: live values differ from the run's report")
+    print(json.dumps({"problems": problems, "polls": polls, "live": [r["name"] for r in seen or []]}))
+
+
 if __name__ == "__main__":
     command, herald, script, outdir = sys.argv[1:5]
     os.makedirs(outdir, exist_ok=True)
-    {"page": check_page, "prometheus": check_prometheus}[command](herald, script, outdir)
+    {"page": check_page, "prometheus": check_prometheus, "live-file": check_live_file}[command](herald, script, outdir)
