@@ -212,7 +212,7 @@ extension H5Dataset {
 
     /// Every element of a complex dataset (a compound of float members `r` and `i`, as h5py
     /// and Herald write complex128), flattened: the real and imaginary parts.
-    public func readComplex() throws -> (real: [Double], imag: [Double]) {
+    public func readComplex(limit: Int = 1 << 29) throws -> (real: [Double], imag: [Double]) {
         let fileType = try checkID(H5Dget_type(id), "H5Dget_type", path)
         defer { H5Tclose(fileType) }
         guard H5Tget_class(fileType) == H5T_COMPOUND, H5Tget_nmembers(fileType) == 2,
@@ -228,7 +228,7 @@ extension H5Dataset {
         defer { H5Sclose(space) }
         let n = try elementCount(space)
         guard n > 0 else { return ([], []) }
-        guard n <= Self.maxElements / 2 else { throw HDF5Error(operation: "read as complex (\(n) elements)", object: path) }
+        guard n <= min(limit, Self.maxElements / 2) else { throw HDF5Error(operation: "read as complex (\(n) elements, more than \(limit))", object: path) }
         let interleaved: [Double] = try Self.filled(count: 2 * n) { buf in
             try check(
                 HDF5ReadWatchdog.watched("H5Dread", path) { H5Dread(id, memType, herald_h5s_all(), herald_h5s_all(), herald_h5p_default(), buf) },

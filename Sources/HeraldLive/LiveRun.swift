@@ -53,6 +53,7 @@ struct LiveState {
     var pairKeys: Set<String> = []
     /// The node each remote device lives on, from the run's device records.
     var nodeDevices: [String: String] = [:]
+    var acquiredByDevice: [String: Double] = [:]
 
     mutating func apply(_ event: RunEvent) {
         switch event {
@@ -88,10 +89,15 @@ struct LiveState {
             return
         case .sweepPointFinished(let record):
             snapshot.pointsDone += 1
-            snapshot.acquiredSeconds += Double(record.stopPs - record.startPs) * 1e-12
             lastStopPs = max(lastStopPs, record.stopPs)
         case .acquired(let a):
             lastStopPs = max(lastStopPs, a.stopPs)
+            // Live time from the acquisitions (a nested sweep's outer point spans its inner
+            // ones, so points would count it twice); a group's taggers each report the same stretch.
+            acquiredByDevice[a.device, default: 0] += a.seconds.isFinite ? max(0, a.seconds) : 0
+            snapshot.acquiredSeconds = acquiredByDevice.values.max() ?? 0
+            // A singles bin ends with its acquisition, so it never spans a waveplate move or a pause.
+            closeBin(device: a.device, atPs: a.stopPs)
         case .counts(let c):
             addCounts(c)
         case .analysis(let a):
@@ -105,7 +111,7 @@ struct LiveState {
         case .herald:
             snapshot.entanglement.heralds += 1
         case .entangled(let r):
-            let seconds = Double(r.stopPs - r.startPs) * 1e-12
+            let seconds = r.seconds
             snapshot.entanglement.attempts += r.attempts
             snapshot.entanglement.timeouts += r.timeouts
             if seconds > 0 {
@@ -166,7 +172,9 @@ struct LiveState {
         // A block is counted into the bin it starts in: blocks are short beside a bin, so
         // this places each tag within one block's span of its true bin. A bin ends where the
         // next one begins, so no stretch of time is left out of the rates.
-        if let open = openBins[device], firstPs >= open.startPs + width { closeBin(device: device, atPs: firstPs) }
+        if let open = openBins[device], firstPs >= (open.startPs > Int64.max - width ? Int64.max : open.startPs + width) || firstPs < open.startPs {
+            closeBin(device: device, atPs: firstPs)
+        }
         if openBins[device] == nil { openBins[device] = (startPs: firstPs, counts: [Int](repeating: 0, count: 256)) }
         block.countChannels(into: &channelCounts)
         if var open = openBins[device] {
@@ -176,7 +184,7 @@ struct LiveState {
             }
             openBins[device] = open
         }
-        let span = Double(lastPs - firstPs) * 1e-12
+        let span = (Double(lastPs) - Double(firstPs)) * 1e-12
         if span > 0 { snapshot.tagRate = Double(block.count) / span }
     }
 
@@ -184,9 +192,10 @@ struct LiveState {
     private mutating func closeBin(device: String, atPs: Int64) {
         guard let open = openBins[device] else { return }
         openBins[device] = nil
-        let seconds = Double(atPs - open.startPs) * 1e-12
+        let seconds = (Double(atPs) - Double(open.startPs)) * 1e-12
         guard seconds > 0 else { return }
-        let mid = (Double(open.startPs) * 1e-12 + Double(atPs) * 1e-12) / 2
+        let mid = (Double(open.startPs) + Double(atPs)) * 0.5e-12
+        var full = false
         for (channel, n) in open.counts.enumerated() where n > 0 {
             let index: Int
             if let i = snapshot.singles.firstIndex(where: { $0.device == device && $0.channel == channel }) {
@@ -198,10 +207,15 @@ struct LiveState {
                 index = i
             }
             snapshot.singles[index].trace.append(.init(t: mid, value: Double(n) / seconds, error: Double(n).squareRoot() / seconds))
-            if snapshot.singles[index].trace.count > LiveRun.maxTracePoints {
-                snapshot.singles[index].trace = LiveSnapshot.Sample.merged(snapshot.singles[index].trace)
-                binPs[device] = (binPs[device] ?? 0) * 2
+            if snapshot.singles[index].trace.count > LiveRun.maxTracePoints { full = true }
+        }
+        // Every trace of the tagger merges at once and its bins widen once (not once per
+        // channel), capped at a day so the width can never overflow.
+        if full {
+            for i in snapshot.singles.indices where snapshot.singles[i].device == device {
+                snapshot.singles[i].trace = LiveSnapshot.Sample.merged(snapshot.singles[i].trace)
             }
+            binPs[device] = min((binPs[device] ?? 0) * 2, 86_400_000_000_000_000)
         }
         version += 1
     }
@@ -233,7 +247,7 @@ struct LiveState {
         steps.reduce(0) { total, step in
             switch step {
             case .sweep(let s): return total + s.points.count * (1 + points(in: s.body))
-            case .acquire(_, _, _?, _): return total + 1
+            case .acquire(_, _, _?, _), .entangle: return total + 1
             default: return total
             }
         }

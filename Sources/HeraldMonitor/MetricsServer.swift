@@ -20,7 +20,7 @@ public final class MetricsServer: Sendable {
     /// Starts listening; returns the port it got.
     public func start() async throws(MonitorError) -> Int {
         let router = Router()
-        router.add(middleware: TokenMiddleware(token: configuration.token))
+        router.add(middleware: TokenMiddleware(token: configuration.token, loopback: configuration.isLoopback))
         let exposition = self.exposition
         router.get("/metrics") { _, _ in
             Response(

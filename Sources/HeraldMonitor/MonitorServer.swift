@@ -39,7 +39,15 @@ public struct MonitorConfiguration: Sendable {
         try check()
     }
 
-    public var isLoopback: Bool { host == "127.0.0.1" || host == "::1" || host == "localhost" || host.hasPrefix("127.") }
+    /// An address literal of this machine's loopback (or `localhost`): a name that merely
+    /// starts with `127.` is not one.
+    public var isLoopback: Bool { Self.isLoopback(host) }
+
+    static func isLoopback(_ host: String) -> Bool {
+        if host == "::1" || host == "localhost" { return true }
+        let parts = host.split(separator: ".", omittingEmptySubsequences: false)
+        return parts.count == 4 && parts[0] == "127" && parts.allSatisfy { UInt8($0) != nil }
+    }
 
     /// A monitor beyond loopback without a token would show the run to anyone on the network.
     public func check() throws(MonitorError) {
@@ -87,7 +95,7 @@ public final class MonitorServer: Sendable {
     /// Starts listening; returns the port it got (useful with port 0).
     public func start() async throws(MonitorError) -> Int {
         let router = Router(context: BasicWebSocketRequestContext.self)
-        router.add(middleware: TokenMiddleware(token: configuration.token))
+        router.add(middleware: TokenMiddleware(token: configuration.token, loopback: configuration.isLoopback))
         let live = self.live, metrics = self.metrics, interval = configuration.pushInterval
         router.get("/") { _, _ in
             Response(
@@ -152,21 +160,43 @@ public final class MonitorServer: Sendable {
     }
 }
 
-/// Every request carries the token when one is set: `?token=` (how a browser opens the
-/// page and its feed) or `Authorization: Bearer` (how Prometheus scrapes).
+/// Who may read: every request carries the token when one is set, `?token=` (how a browser
+/// opens the page and its feed) or `Authorization: Bearer` (how Prometheus scrapes).
+///
+/// Without a token (loopback only) a web page on another site could still reach the monitor
+/// through the user's browser: a request from another origin (the `Origin` header), or one
+/// that named a host other than a loopback address (DNS rebinding), is refused.
 struct TokenMiddleware<Context: RequestContext>: RouterMiddleware {
     let token: String?
+    var loopback = true
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        let authority = request.head.authority ?? ""
+        if let origin = request.headers[.origin], origin != "null" {
+            let originAuthority = origin.split(separator: "/", omittingEmptySubsequences: true).dropFirst().first.map(String.init) ?? ""
+            guard originAuthority.lowercased() == authority.lowercased() else { return Self.refusal(.forbidden, "another site's page may not read this monitor\n") }
+        }
+        if loopback && (token ?? "").isEmpty {
+            var host = Substring(authority)
+            if host.hasPrefix("["), let close = host.firstIndex(of: "]") { host = host[host.index(after: host.startIndex)..<close] }
+            else if let colon = host.lastIndex(of: ":") { host = host[..<colon] }
+            guard MonitorConfiguration.isLoopback(String(host).lowercased()) else {
+                return Self.refusal(.forbidden, "this monitor answers only to a loopback address, not '\(host)'\n")
+            }
+        }
         guard let token, !token.isEmpty else { return try await next(request, context) }
         let given = request.uri.queryParameters.get("token")
             ?? request.headers[.authorization].flatMap { $0.hasPrefix("Bearer ") ? String($0.dropFirst(7)) : nil }
         guard let given, Self.same(given, token) else {
-            return Response(
-                status: .unauthorized, headers: [.contentType: "text/plain", .wwwAuthenticate: "Bearer"],
-                body: .init(byteBuffer: ByteBuffer(string: "this monitor needs its token: open it with ?token=…\n")))
+            return Self.refusal(.unauthorized, "this monitor needs its token: open it with ?token=…\n")
         }
         return try await next(request, context)
+    }
+
+    static func refusal(_ status: HTTPResponse.Status, _ text: String) -> Response {
+        Response(
+            status: status, headers: [.contentType: "text/plain", .wwwAuthenticate: "Bearer"],
+            body: .init(byteBuffer: ByteBuffer(string: text)))
     }
 
     /// Compares in time that does not depend on where the strings differ.

@@ -21,7 +21,9 @@ public final class RunMetrics: Sendable {
     public func exposition(_ s: LiveSnapshot) -> String {
         let run = s.run
         let runLabels = [("run", run?.name ?? ""), ("run_id", run?.runID ?? "")]
-        registry.makeGauge(name: "herald_run_info", labels: runLabels + [("herald_version", run?.heraldVersion ?? "")], help: "The run this process records (always 1).").set(to: 1.0)
+        if let run {
+            registry.makeGauge(name: "herald_run_info", labels: runLabels + [("herald_version", run.heraldVersion)], help: "The run this process records (always 1).").set(to: 1.0)
+        }
         for state in [LiveSnapshot.State.starting, .running, .paused, .stopped] {
             registry.makeGauge(name: "herald_run_state", labels: [("state", state.rawValue)], help: "1 for the run's current state.")
                 .set(to: s.state == state ? 1.0 : 0.0)

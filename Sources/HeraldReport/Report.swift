@@ -15,6 +15,9 @@ import HeraldRunReader
 public enum RunReportPage {
     /// Histograms read at most this many tags: enough for a clear peak, bounded time on a huge run.
     public static let histogramTagLimit = 20_000_000
+    /// Bounds on what a stored plan may ask of a histogram: a 1 µs window, 1 s delays.
+    static let maxWindowPs: Int64 = 1_000_000
+    static let maxDelayPs: Int64 = 1_000_000_000_000
 
     public static func html(path: String) throws -> String {
         let summary = try RunFile.summary(path: path)
@@ -91,11 +94,19 @@ public enum RunReportPage {
         }
         for (n, key) in order.enumerated() {
             let rows = groups[key] ?? []
-            var pairs: [String] = []
-            for row in rows where !pairs.contains("\(row.channelA)-\(row.channelB)") { pairs.append("\(row.channelA)-\(row.channelB)") }
+            // One pass: a damaged table with many pairs must not make this quadratic.
+            var pairs: [String] = [], byPair: [String: [RunSummary.CountRow]] = [:]
+            for row in rows {
+                let pair = "\(row.channelA)-\(row.channelB)"
+                if byPair[pair] == nil {
+                    guard pairs.count < 64 else { continue }
+                    pairs.append(pair)
+                }
+                byPair[pair, default: []].append(row)
+            }
             let series = pairs.map { pair in
-                let rs = rows.filter { "\($0.channelA)-\($0.channelB)" == pair }
-                return SVGPlot.Series(name: pair, x: rs.map { Double($0.point) }, y: rs.map { Double($0.coincidences) }, errors: rs.map { Double($0.coincidences).squareRoot() })
+                let rs = byPair[pair] ?? []
+                return SVGPlot.Series(name: pair, x: rs.map { Double($0.point) }, y: rs.map { Double($0.coincidences) }, errors: rs.map { Double(max(0, $0.coincidences)).squareRoot() })
             }
             let plot = SVGPlot(title: "\(key): coincidences per point (±√N)", xLabel: "point", yLabel: "coincidences", series: series, id: "counts-\(n)")
             out += "<figure class=\"counts\" data-sweep=\"\(esc(key))\">" + plot.render() + "</figure>"
@@ -146,8 +157,12 @@ public enum RunReportPage {
     static func histogramSection(path: String, plan: ReductionPlan) throws -> String {
         var specs: [(pair: ChannelPair, windowPs: Int64, delays: [Int: Int64])] = []
         for analysis in plan.analyses {
-            guard let c = analysis.counting else { continue }
-            for p in c.pairs where !specs.contains(where: { $0.pair == p }) { specs.append((p, c.windowPs, c.delaysPs)) }
+            // The plan comes from the file: a window or delay no run could have used (a damaged
+            // or crafted file) leaves the histogram out rather than overflow or scan forever.
+            guard let c = analysis.counting, (1...maxWindowPs).contains(c.windowPs),
+                c.delaysPs.values.allSatisfy({ abs($0) <= maxDelayPs })
+            else { continue }
+            for p in c.pairs where !specs.contains(where: { $0.pair == p }) && specs.count < 64 { specs.append((p, c.windowPs, c.delaysPs)) }
         }
         guard !specs.isEmpty else { return "" }
         let channels = Set(specs.flatMap { [$0.pair.a, $0.pair.b] })
@@ -178,7 +193,7 @@ public enum RunReportPage {
     static func timelineSection(_ s: RunSummary, _ x: FileExtras) -> String {
         var series: [SVGPlot.Series] = []
         for (name, spans) in x.sweepSpans.sorted(by: { $0.key < $1.key }) {
-            series.append(.init(name: "\(name) point", x: spans.map { Double($0.start + $0.stop) * 0.5e-12 }, y: spans.indices.map(Double.init)))
+            series.append(.init(name: "\(name) point", x: spans.map { (Double($0.start) + Double($0.stop)) * 0.5e-12 }, y: spans.indices.map(Double.init)))
         }
         let bands = x.pauses.map { SVGPlot.Band(from: Double($0.0) * 1e-12, to: Double($0.1) * 1e-12, kind: "pause") }
             + x.lost.map { SVGPlot.Band(from: Double($0.0) * 1e-12, to: Double($0.1) * 1e-12, kind: "lost") }
@@ -186,8 +201,8 @@ public enum RunReportPage {
         out += SVGPlot(title: "points over lab time (red: paused, grey: lost data)", xLabel: "lab time (s)", yLabel: "point", series: series, bands: bands, id: "timeline").render()
         for (name, points) in x.heraldPoints.sorted(by: { $0.key < $1.key }) {
             let rates = points.map { p -> (Double, Double, Double) in
-                let seconds = Double(p.stop - p.start) * 1e-12
-                return (Double(p.start + p.stop) * 0.5e-12, seconds > 0 ? Double(p.heralds) / seconds : 0, seconds > 0 ? Double(p.heralds).squareRoot() / seconds : 0)
+                let seconds = (Double(p.stop) - Double(p.start)) * 1e-12, n = Double(max(0, p.heralds))
+                return ((Double(p.start) + Double(p.stop)) * 0.5e-12, seconds > 0 ? n / seconds : 0, seconds > 0 ? n.squareRoot() / seconds : 0)
             }
             out += SVGPlot(
                 title: "\(name): herald rate per entangle point (±√N)", xLabel: "lab time (s)", yLabel: "heralds/s",

@@ -151,8 +151,9 @@ public enum RunFile {
                 for k in try sub.childNames() where sub.kind(of: k) == .numericDataset { series[k] = try sub.dataset(k).read(Double.self) }
             }
             var rho: (real: [Double], imag: [Double]) = ([], [])
-            if g.contains("rho") {
-                rho = try g.dataset("rho").readComplex()
+            // At most 64 × 64 (six qubits): a damaged file's huge dataset is not read.
+            if g.contains("rho"), try g.dataset("rho").extent <= 64 {
+                rho = try g.dataset("rho").readComplex(limit: 64 * 64)
                 let n = Int(Double(rho.real.count).squareRoot())
                 // A square matrix or nothing: a damaged shape must not index out of bounds later.
                 if n * n != rho.real.count { rho = ([], []) }

@@ -98,9 +98,9 @@ struct Run: AsyncParsableCommand {
         let report: Herald.RunReport
         do {
             report = try await mappingErrors { try await task.value }
-            await monitor.stop(server)
+            await monitor.stop(server, stopRequest: stopRequest)
         } catch {
-            await monitor.stop(server)
+            await monitor.stop(server, stopRequest: stopRequest)
             throw error
         }
         if json {

@@ -161,10 +161,15 @@ struct MonitorOptions: ParsableArguments {
         return server
     }
 
-    func stop(_ server: MonitorServer?) async {
+    /// After one feed period (so open pages get the final state) and the `--monitor-hold`,
+    /// which a stop signal ends early.
+    func stop(_ server: MonitorServer?, stopRequest: StopRequest) async {
         guard let server else { return }
-        // One feed period, so open pages get the final state before the server goes.
-        try? await Task.sleep(for: .milliseconds(300) + .milliseconds(Int64(hold * 1000)))
+        try? await Task.sleep(for: .milliseconds(300))
+        let until = ContinuousClock.now + .milliseconds(Int64(hold * 1000))
+        while ContinuousClock.now < until, stopRequest.reason == nil {
+            try? await Task.sleep(for: .milliseconds(100))
+        }
         await server.stop()
     }
 }

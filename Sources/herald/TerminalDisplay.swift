@@ -58,7 +58,9 @@ final class TerminalDisplay: Sendable {
         return 100
     }
 
-    private static func write(_ text: String) { FileHandle.standardError.write(Data(text.utf8)) }
+    /// Errors ignored: a terminal that hung up (SIGHUP, EIO) or a closed pipe (EPIPE) must
+    /// not crash the run on its way to the safe state, as `FileHandle.write(_:)` would.
+    private static func write(_ text: String) { try? FileHandle.standardError.write(contentsOf: Data(text.utf8)) }
 }
 
 /// swift-log's lines through the display, so they never garble the progress line. The

@@ -56,8 +56,9 @@ struct LiveRunTests {
         // Rate n / T, error √n / T: 400 counts in 2 s.
         #expect(row.value == 200 && row.error == 10 && row.t == 2)
         #expect(s.results.first?.singles["1"] == 500)
+        // One point of four done: three more take three times as long as the first did.
         let eta = try #require(s.etaSeconds)
-        #expect(eta >= 0)
+        #expect(eta > 0 && abs(eta - 3 * s.wallSeconds) < 1e-9 * max(1, eta))
     }
 
     @Test func singlesTracesStayBoundedOverLongRuns() async throws {

@@ -87,6 +87,25 @@ import Testing
         await server.stop()
     }
 
+    /// On loopback without a token, another site's page in the user's browser cannot read it:
+    /// a foreign Origin, or a Host that is not a loopback address (DNS rebinding), gets 403.
+    @Test func aLoopbackMonitorRefusesOtherSitesPages() async throws {
+        let server = MonitorServer(live: LiveRun(), configuration: MonitorConfiguration(host: "127.0.0.1", port: 0))
+        let port = try await server.start()
+        @Sendable func status(headers: [String: String]) async throws -> Int {
+            var request = URLRequest(url: try #require(URL(string: "http://127.0.0.1:\(port)/state.json")))
+            for (k, v) in headers { request.setValue(v, forHTTPHeaderField: k) }
+            let (_, response) = try await URLSession.shared.data(for: request)
+            return (response as? HTTPURLResponse)?.statusCode ?? 0
+        }
+        #expect(try await status(headers: [:]) == 200)
+        #expect(try await status(headers: ["Origin": "http://127.0.0.1:\(port)"]) == 200)
+        #expect(try await status(headers: ["Origin": "http://evil.example"]) == 403)
+        #expect(try await status(headers: ["Host": "evil.example:\(port)"]) == 403)
+        #expect(MonitorConfiguration(host: "127.evil.example", port: 0).isLoopback == false)
+        await server.stop()
+    }
+
     @Test func aMonitorBeyondLoopbackNeedsAToken() async throws {
         let dir = try Paths.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }

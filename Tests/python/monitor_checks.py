@@ -258,9 +258,10 @@ scrape_configs:
         # The last scrapes came while the monitor held the final state.
         results = {}
         # Final values only: which moments of the run a 1 s scrape happened to catch is timing.
+        # herald has exited by now, so the series are stale: each one's last sample is asked for.
         for expr in ("herald_tags_total", "herald_points_done_total", "herald_pauses_total",
                      "herald_coincidence_rate_hz", "herald_run_state{state=\"stopped\"}"):
-            r = query(prom_port, expr)
+            r = query(prom_port, f"last_over_time({expr}[5m])")
             results[expr] = float(r[0]["value"][1]) if r else None
         if results["herald_tags_total"] != tags or report["tags"] != tags:
             problems.append(f"herald_tags_total {results['herald_tags_total']} vs run {report['tags']}, file {tags}")
@@ -270,7 +271,7 @@ scrape_configs:
             problems.append(f"herald_pauses_total {results['herald_pauses_total']} vs {len(pauses)} pauses in the file")
         # The last point's rate of each pair, as the file counted it.
         last = rates[max(rates)]
-        for r in query(prom_port, "herald_coincidence_rate_hz"):
+        for r in query(prom_port, "last_over_time(herald_coincidence_rate_hz[5m])"):
             pair, value = r["metric"]["pair"], float(r["value"][1])
             if abs(value - last[pair]) > 1e-9 * last[pair]:
                 problems.append(f"herald_coincidence_rate_hz{{pair={pair}}} {value} vs the file's last point {last[pair]}")
@@ -298,7 +299,10 @@ def check_live_file(herald, script, outdir):
             with h5py.File(out, "r", libver="latest", swmr=True) as f:
                 polls += 1
                 p = f["/user/herald/progress"]
-                raw, ends = bytes(p["results_json"][:]), p["results_end"][:]
+                # The ends first: a result appended between the two reads is then ignored, not cut.
+                ends = p["results_end"][:]
+                raw = bytes(p["results_json"][:])
+                ends = [e for e in ends if e <= len(raw)]
                 if len(ends) and seen is None:
                     starts = [0, *ends[:-1]]
                     seen = [json.loads(raw[a:b]) for a, b in zip(starts, ends)]

@@ -34,7 +34,8 @@ try:
         screens.append(tmux("capture-pane", "-p", capture=True).stdout.split("\n"))
         time.sleep(0.1)
     time.sleep(0.2)
-    last = tmux("capture-pane", "-p", capture=True).stdout
+    # The whole history, not only the visible rows: the summary may push the log off screen.
+    last = tmux("capture-pane", "-p", "-S", "-", capture=True).stdout
     status = open(done).read().strip() if os.path.exists(done) else "exit=timeout"
 finally:
     tmux("kill-server")
