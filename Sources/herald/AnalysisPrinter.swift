@@ -56,9 +56,9 @@ struct AnalysisView {
         var out: [String] = []
         for (title, part) in [("Re ρ", rhoReal), ("Im ρ", rhoImag)] {
             out.append("  \(title):")
-            out.append("          " + basis.map { String(repeating: " ", count: max(0, 7 - $0.count)) + $0 + " " }.joined())
+            out.append("          " + basis.map { String(repeating: " ", count: max(0, 7 - $0.count)) + $0 }.joined(separator: " "))
             for i in 0..<n {
-                let row = (0..<n).map { String(format: "%+.4f ", part[i * n + $0]) }.joined()
+                let row = (0..<n).map { String(format: "%+.4f", part[i * n + $0]) }.joined(separator: " ")
                 out.append("    \(basis[i].padding(toLength: 4, withPad: " ", startingAt: 0))  " + row)
             }
         }
