@@ -462,7 +462,19 @@ public final class H5File: H5Group {
         // its close, so the same process could not open it again (a recount right after a run).
         try check(H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG), "H5Pset_fclose_degree", path)
         let fid = try checkID(H5Fcreate(path, flags, try CompactStorage.fileCreation(), fapl), "H5Fcreate", path)
+        closeOnExec(fid)
         return H5File(handle: Handle(fid, closer: H5Fclose), path: "/", filename: path)
+    }
+
+    /// libhdf5 opens its file without O_CLOEXEC: a child process started meanwhile (a test's
+    /// helper, a plugin's tool) would inherit the descriptor, and with it the file's lock,
+    /// and an open of the same file here could fail until that child exits.
+    static func closeOnExec(_ fid: hid_t) {
+        var handle: UnsafeMutableRawPointer?
+        guard H5Fget_vfd_handle(fid, herald_h5p_default(), &handle) >= 0, let handle else { return }
+        let fd = handle.assumingMemoryBound(to: Int32.self).pointee
+        let flags = fcntl(fd, F_GETFD)
+        if fd >= 0, flags >= 0 { _ = fcntl(fd, F_SETFD, flags | FD_CLOEXEC) }
     }
 
     public enum Mode: Sendable {
@@ -490,7 +502,11 @@ public final class H5File: H5Group {
             flags = herald_h5f_acc_rdwr()
             try check(herald_h5p_set_clear_status_flags(fapl), "H5Pset(clear_status_flags)", path)
         }
+        // Strong close here too: an object a Swift reference still holds must not keep the
+        // file open behind its close (the next open in this process would then fail).
+        try check(H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG), "H5Pset_fclose_degree", path)
         let fid = try checkID(HDF5ReadWatchdog.watched("H5Fopen", path) { H5Fopen(path, flags, fapl) }, "H5Fopen", path)
+        closeOnExec(fid)
         let file = H5File(handle: Handle(fid, closer: H5Fclose), path: "/", filename: path)
         if mode == .recover { try check(H5Fincrement_filesize(fid, 0), "H5Fincrement_filesize", path) }
         return file

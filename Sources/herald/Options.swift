@@ -155,9 +155,7 @@ struct MonitorOptions: ParsableArguments {
         let port: Int
         do { port = try await server.start() } catch { throw ExitStatusCode.exit(for: error) }
         let host = configuration.host.contains(":") ? "[\(configuration.host)]" : configuration.host
-        let query = configuration.token.map { "?token=\($0)" } ?? ""
         logger.notice("monitor: http://\(host):\(port)/\(configuration.token == nil ? "" : "?token=…")  (metrics at /metrics)")
-        _ = query
         return server
     }
 

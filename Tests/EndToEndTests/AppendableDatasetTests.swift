@@ -40,3 +40,25 @@ import Testing
         #expect(try read.openGroup("g").dataset("x").read(Int64.self) == expected)
     }
 }
+
+/// libhdf5's descriptors are closed on exec: a child process started while a run file is
+/// open must not inherit it (and its lock), or this process could not open the file again.
+@Test func hdf5FilesAreNotInheritedByChildProcesses() throws {
+    let dir = try Paths.temporaryDirectory()
+    defer { try? FileManager.default.removeItem(at: dir) }
+    let path = dir.appendingPathComponent("cloexec.h5").path
+    func descriptors() throws -> [Int32] {
+        try FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").compactMap { name in
+            guard let fd = Int32(name), let target = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/\(name)") else { return nil }
+            return target == path ? fd : nil
+        }
+    }
+    let created = try H5File.create(path)
+    let writing = try descriptors()
+    #expect(!writing.isEmpty && writing.allSatisfy { fcntl($0, F_GETFD) & FD_CLOEXEC != 0 })
+    created.close()
+    let opened = try H5File.open(path)
+    let reading = try descriptors()
+    #expect(!reading.isEmpty && reading.allSatisfy { fcntl($0, F_GETFD) & FD_CLOEXEC != 0 })
+    opened.close()
+}
