@@ -59,7 +59,7 @@ public final class NodeMetrics: Sendable {
     }
 
     private let registry = PrometheusCollectorRegistry()
-    private let counted = Mutex<[String: Int64]>([:])
+    private let totals = CounterTotals()
 
     public init() {}
 
@@ -72,13 +72,7 @@ public final class NodeMetrics: Sendable {
             ("herald_node_commands_total", f.commands, "Session commands the node executed."),
             ("herald_node_tags_streamed_total", f.tagsStreamed, "Time tags the node streamed to coordinators."),
         ] {
-            let delta = counted.withLock { last -> Int64 in
-                let d = Int64(total) - (last[name] ?? 0)
-                if d > 0 { last[name] = Int64(total) }
-                return d
-            }
-            let counter = registry.makeCounter(name: name, labels: node, help: help)
-            if delta > 0 { counter.increment(by: delta) }
+            totals.advance(registry.makeCounter(name: name, labels: node, help: help), key: name, to: Int64(total))
         }
         return registry.emitToString()
     }

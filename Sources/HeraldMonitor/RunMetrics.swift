@@ -10,7 +10,7 @@ import Synchronization
 public final class RunMetrics: Sendable {
     private let registry = PrometheusCollectorRegistry()
     /// Each counter's value at the last scrape: Prometheus counters only go up by deltas.
-    private let counted = Mutex<[String: Int64]>([:])
+    private let totals = CounterTotals()
     private let droppedUpdates = Mutex<Int64>(0)
 
     public init() {}
@@ -72,12 +72,22 @@ public final class RunMetrics: Sendable {
     }
 
     private func count(_ name: String, _ total: Int64, help: String) {
-        let delta = counted.withLock { last -> Int64 in
-            let d = total - (last[name] ?? 0)
-            if d > 0 { last[name] = total }
+        let counter = registry.makeCounter(name: name, help: help)
+        totals.advance(counter, key: name, to: total)
+    }
+}
+
+/// Prometheus counters fed from running totals: Prometheus counters only go up by deltas, so
+/// each scrape adds what a total gained since the last one.
+final class CounterTotals: Sendable {
+    private let last = Mutex<[String: Int64]>([:])
+
+    func advance(_ counter: Counter, key: String, to total: Int64) {
+        let delta = last.withLock { last -> Int64 in
+            let d = total - (last[key] ?? 0)
+            if d > 0 { last[key] = total }
             return d
         }
-        let counter = registry.makeCounter(name: name, help: help)
         if delta > 0 { counter.increment(by: delta) }
     }
 }

@@ -52,6 +52,21 @@ import Testing
         }
     }
 
+    /// The node's pump and tagger as remote devices, connected, with the pump on at 10 mW.
+    static func pumpOnAndTagger(
+        _ node: RemoteNode, _ described: [(name: String, descriptor: DriverDescriptor, channels: Int, streams: Bool)]
+    ) async throws -> (pump: RemoteDevice, tagger: RemoteDevice) {
+        let pumpInfo = try #require(described.first { $0.name == "pump" })
+        let taggerInfo = try #require(described.first { $0.name == "tagger" })
+        let pump = RemoteDevice(name: "pump", descriptor: pumpInfo.descriptor, channels: 0, node: node, timeout: .seconds(60))
+        let tagger = RemoteDevice(name: "tagger", descriptor: taggerInfo.descriptor, channels: 4, node: node, timeout: .seconds(60))
+        try await pump.connect()
+        try await tagger.connect()
+        try await pump.set("power", to: .quantity(Quantity(10e-3, .power)))
+        try await pump.set("enabled", to: .bool(true))
+        return (pump, tagger)
+    }
+
     /// Serves `agent` on a free loopback port for the duration of `body`.
     static func serving<T: Sendable>(
         _ agent: NodeAgent, _ security: NodeSecurity, _ body: @Sendable (Int) async throws -> T
@@ -93,14 +108,7 @@ import Testing
             defer { node.close() }
             let described = try await node.describe(timeout: .seconds(60))
             try await node.takeLease(length: .seconds(10), lossAfter: .seconds(30))
-            let info = try #require(described.first { $0.name == "tagger" })
-            let pumpInfo = try #require(described.first { $0.name == "pump" })
-            let pump = RemoteDevice(name: "pump", descriptor: pumpInfo.descriptor, channels: 0, node: node, timeout: .seconds(60))
-            let tagger = RemoteDevice(name: "tagger", descriptor: info.descriptor, channels: 4, node: node, timeout: .seconds(60))
-            try await pump.connect()
-            try await tagger.connect()
-            try await pump.set("power", to: .quantity(Quantity(10e-3, .power)))
-            try await pump.set("enabled", to: .bool(true))
+            let (_, tagger) = try await Self.pumpOnAndTagger(node, described)
             let n = Mutex(0)
             _ = try await tagger.acquire(for: .milliseconds(200)) { block in n.withLock { $0 += block.count } }
             let (status, text) = try await scrape(token: "node-metrics-token-0123")
@@ -137,13 +145,7 @@ import Testing
             let taggerInfo = try #require(described.first { $0.name == "tagger" })
             #expect(taggerInfo.descriptor.kind == .timeTagger && taggerInfo.channels == 4)
             try await node.takeLease(length: .seconds(10), lossAfter: .seconds(30))
-            let pumpInfo = try #require(described.first { $0.name == "pump" })
-            let pump = RemoteDevice(name: "pump", descriptor: pumpInfo.descriptor, channels: 0, node: node, timeout: .seconds(60))
-            let tagger = RemoteDevice(name: "tagger", descriptor: taggerInfo.descriptor, channels: 4, node: node, timeout: .seconds(60))
-            try await pump.connect()
-            try await tagger.connect()
-            try await pump.set("power", to: .quantity(Quantity(10e-3, .power)))
-            try await pump.set("enabled", to: .bool(true))
+            let (pump, tagger) = try await Self.pumpOnAndTagger(node, described)
             #expect(try await pump.get("enabled") == .bool(true))
             let received = Mutex<[TagBlock]>([])
             let interval = try await tagger.acquire(for: .milliseconds(300)) { block in received.withLock { $0.append(block) } }
