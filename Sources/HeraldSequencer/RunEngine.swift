@@ -511,6 +511,9 @@ public final class RunEngine: Sendable {
         let linked = reconnectingLinks
         // The clicks collected next after an outage span it: they are kept, not counted.
         var disturbed = false
+        // A loop whose answer an outage swallowed still ran on the entangler, up to its timeout:
+        // the next loop starts that much later than the last answer says.
+        var unseenPs: Int64 = 0
         attempting: while !done() {
             try Task.checkCancellation()
             let outagesBefore = linked.map(\.linkOutages)
@@ -524,16 +527,20 @@ public final class RunEngine: Sendable {
                 // The loop in progress is dropped; the nodes are back, configured as before.
                 if try await outageInterrupted(error, linked, before: outagesBefore, atPs: nowPs) {
                     disturbed = true
+                    unseenPs = unseenPs.saturatingAdd(spec.timeoutPs.saturatingAdd(spec.cyclePs))
                     continue attempting
                 }
                 throw error
             }
             let loopStartPs = nowPs
+            // The latest this loop can have begun, allowing for loops lost in outages.
+            let latestStartPs = loopStartPs.saturatingAdd(unseenPs)
+            unseenPs = 0
             switch outcome {
             case .timedOut(let n, let stopPs):
                 // Time must advance: a loop that ends where it began would make the step spin.
                 guard n >= 0, n <= spec.timeoutPs / max(1, spec.cyclePs) + 1, stopPs > loopStartPs,
-                    stopPs <= loopStartPs.saturatingAdd(2 * spec.timeoutPs + spec.cyclePs)
+                    stopPs <= latestStartPs.saturatingAdd(2 * spec.timeoutPs + spec.cyclePs)
                 else {
                     throw DeviceError(
                         device: master.entangler, .invalidResponse,
@@ -554,12 +561,12 @@ public final class RunEngine: Sendable {
             case .herald(let timePs, let pattern, let n):
                 // The loop started at the previous return; a herald must fall inside its timeout.
                 guard n >= 1, n <= max(1, spec.timeoutPs / max(1, spec.cyclePs)), timePs >= loopStartPs,
-                    timePs <= loopStartPs.saturatingAdd(spec.timeoutPs)
+                    timePs <= latestStartPs.saturatingAdd(spec.timeoutPs)
                 else {
                     throw DeviceError(
                         device: master.entangler, .invalidResponse,
                         "reported a herald at \(timePs) ps after \(n) attempts, outside its loop's timeout of "
-                            + "\(Double(spec.timeoutPs) * 1e-12) s from \(loopStartPs) ps")
+                            + "\(Double(spec.timeoutPs) * 1e-12) s from \(latestStartPs) ps")
                 }
                 guard spec.patterns.indices.contains(pattern) else {
                     throw DeviceError(device: master.entangler, .invalidResponse, "reported herald pattern \(pattern); it was given \(spec.patterns.count)")
