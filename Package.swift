@@ -141,12 +141,14 @@ let package = Package(
         .target(name: "DriverConformance", dependencies: ["HeraldCore"], swiftSettings: swiftSettings),
         .target(name: "HeraldUSB", dependencies: ["CLibUSB", "CUDev"], swiftSettings: swiftSettings),
         .target(name: "HeraldUSBProtocols", dependencies: ["HeraldUSB"], swiftSettings: swiftSettings),
+        // Serial ports and TCP sockets under the same link protocols as USB (LAN and RS-232 instruments).
+        .target(name: "HeraldTransports", dependencies: ["HeraldUSBProtocols"], swiftSettings: swiftSettings),
         .target(
             name: "HeraldRunner",
             dependencies: [
                 "HeraldCore", "HeraldScript", "HeraldSequencer", "HeraldStore", "HeraldRunReader", "HeraldHDF5", "HeraldAnalysis", "HeraldPlugins",
                 "SimulatedLab", "MockLaser", "MockRotator", "MockTimeTagger", "MockShutter", "MockCounter", "MockNetwork", "ReplayTimeTagger",
-                "ThorlabsITC4001", "ThorlabsElliptec", "S15TDC1", "HeraldNode",
+                "ThorlabsITC4001", "ThorlabsElliptec", "S15TDC1", "HeraldNode", "SimulatedInstruments", "USBInstrument",
                 .product(name: "Clocks", package: "swift-clocks"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -185,17 +187,21 @@ let package = Package(
             swiftSettings: swiftSettings + [.unsafeFlags(["-O"], .when(configuration: .debug))]),
         // USB instrument drivers: real protocols over libusb (tested against emulated devices).
         .target(
-            name: "USBInstrument", dependencies: ["HeraldCore", "HeraldUSB", "HeraldUSBProtocols"], path: "Drivers/USBInstrument",
+            name: "USBInstrument", dependencies: ["HeraldCore", "HeraldUSB", "HeraldUSBProtocols", "HeraldTransports"], path: "Drivers/USBInstrument",
             swiftSettings: swiftSettings),
         .target(
-            name: "ThorlabsITC4001", dependencies: ["HeraldCore", "HeraldUSB", "HeraldUSBProtocols", "USBInstrument"],
+            name: "ThorlabsITC4001", dependencies: ["HeraldCore", "HeraldUSB", "HeraldUSBProtocols", "HeraldTransports", "USBInstrument"],
             path: "Drivers/ThorlabsITC4001", swiftSettings: swiftSettings),
         .target(
-            name: "ThorlabsElliptec", dependencies: ["HeraldCore", "HeraldUSB", "HeraldUSBProtocols", "USBInstrument"],
+            name: "ThorlabsElliptec", dependencies: ["HeraldCore", "HeraldUSB", "HeraldUSBProtocols", "HeraldTransports", "USBInstrument"],
             path: "Drivers/ThorlabsElliptec", swiftSettings: swiftSettings),
         .target(
-            name: "S15TDC1", dependencies: ["HeraldCore", "HeraldUSB", "HeraldUSBProtocols", "USBInstrument"],
+            name: "S15TDC1", dependencies: ["HeraldCore", "HeraldUSB", "HeraldUSBProtocols", "HeraldTransports", "USBInstrument"],
             path: "Drivers/S15TDC1", swiftSettings: swiftSettings),
+        // The instruments `--mock` puts under the real USB/serial/LAN drivers, on the simulated lab.
+        .target(
+            name: "SimulatedInstruments", dependencies: ["HeraldCore", "HeraldUSBProtocols", "SimulatedLab", "USBInstrument"],
+            path: "Drivers/SimulatedInstruments", swiftSettings: swiftSettings),
         .target(
             name: "MockLaser", dependencies: ["HeraldCore", "SimulatedLab"], path: "Drivers/MockLaser",
             swiftSettings: swiftSettings),

@@ -31,7 +31,7 @@ public final class S15TDC1: TimeTagger, @unchecked Sendable {  // link state tou
             PropertySpec("resolution", .quantity(.time), settable: false, summary: "time-stamp unit (2 ns)"),
         ],
         settings: [PropertySpec("level", .choice(["NIM", "TTL"]), summary: "input logic level at connect (default NIM)")]
-    ).matched(by: [.usb])
+    ).matched(by: [.usb, .serial])
 
     static let unitPs: Int64 = 2000
     static let period: Int64 = 1 << 27
@@ -39,23 +39,28 @@ public final class S15TDC1: TimeTagger, @unchecked Sendable {  // link state tou
     public let name: String
     public var descriptor: DriverDescriptor { Self.descriptor }
     public var channelCount: Int { 4 }
-    let match: USBMatch
+    let config: DeviceConfig
     let io: InstrumentQueue
     let initialLevel: String
-    private var serial: CDCACMSerial?
+    private var serial: (any ByteLink)?
     private var lines = LineReader()
     private var level = "NIM"
-    private let connection = USBConnection()
+    private let connection: InstrumentConnection
     /// Where the next acquisition starts on the run's tag clock: the unit restarts its
     /// clock with every `timestamp` command, Herald's clock runs on.
     private let clockOffsetPs = Mutex<Int64>(0)
 
-    public init(config: DeviceConfig) {
+    /// `simulator` is the in-process unit `--mock` puts under this driver.
+    public init(config: DeviceConfig, simulator: InstrumentSimulator? = nil) {
         name = config.name
-        match = config.usbMatch(defaultVendor: Self.usb.vendorID, defaultProduct: Self.usb.productID)
+        self.config = config
         io = InstrumentQueue(device: config.name)
+        connection = InstrumentConnection(simulator: simulator)
         initialLevel = config.settings["level"]?.text ?? "NIM"
     }
+
+    public var needsWallClock: Bool { !config.isSimulatedInstrument }
+    public var answersWithoutWaiting: Bool { config.isSimulatedInstrument }
 
     func command(_ text: String) throws {
         guard let serial else { throw DeviceError(device: name, .disconnected, "not connected") }
@@ -74,16 +79,19 @@ public final class S15TDC1: TimeTagger, @unchecked Sendable {  // link state tou
 
     public func connect() async throws {
         try await io.run(name) { [self] in
-            let usb = try connection.open(match)
-            let link = try CDCACMSerial(usb)
-            try link.configure()
+            // Over USB through libusb's CDC-ACM path; as /dev/ttyACM* (cdc_acm) through the serial port.
+            let link = try connection.byteLink(config, defaults: Self.usb, baud: 115_200) { usb in
+                let acm = try CDCACMSerial(usb)
+                try acm.configure()
+                return acm
+            }
             serial = link
             try command("abort")  // a unit left streaming by a crashed program stops first
             try link.purge()
             lines.reset()
             let idn = try query("*IDN?")
             guard idn.contains("TDC1") else {
-                throw ProtocolError(device: usb.identity, "*IDN? answered '\(idn.prefix(60))', not a TDC1")
+                throw ProtocolError(device: link.identity, "*IDN? answered '\(idn.prefix(60))', not a TDC1")
             }
             try command(initialLevel)
             level = initialLevel
@@ -127,14 +135,21 @@ public final class S15TDC1: TimeTagger, @unchecked Sendable {  // link state tou
         let (blocks, sink) = AsyncThrowingStream<TagBlock, Error>.makeStream()
         let decoder = Mutex(TDC1Decoder(offsetPs: offset, stopPs: durationPs))
         let device = name
-        let stream: USBBulkStream = try await io.run(name) { [self] in
+        let stream: any WordStream = try await io.run(name) { [self] in
             guard let serial else { throw DeviceError(device: name, .disconnected, "not connected") }
             let ms = max(1, durationPs / 1_000_000_000)
-            let s = try USBBulkStream(device: serial.usb, endpoint: serial.bulkIn, transfers: 8, size: 16384) { bytes in
+            let consume: @Sendable (UnsafeRawBufferPointer) -> Void = { bytes in
                 let (block, done, problem) = decoder.withLock { d in d.decode(bytes) }
                 if let problem { sink.finish(throwing: ProtocolError(device: device, problem.message, offset: problem.offset)) }
                 if !block.timestamps.isEmpty { sink.yield(block) }
                 if done { sink.finish() }
+            }
+            // Asynchronous bulk transfers when libusb has the unit; otherwise a reader on the link.
+            let s: any WordStream
+            if let acm = serial as? CDCACMSerial {
+                s = try USBBulkStream(device: acm.usb, endpoint: acm.bulkIn, transfers: 8, size: 16384, consume: consume)
+            } else {
+                s = ByteLinkStream(serial, consume: consume)
             }
             try s.start()
             try command("time \(ms <= 65_000 ? ms : 0);timestamp;counts?")
@@ -144,7 +159,7 @@ public final class S15TDC1: TimeTagger, @unchecked Sendable {  // link state tou
             // The unit stops streaming at the end of its gate; if no word passes the gate
             // (no light, no idle words), the acquisition ends on wall-clock time.
             guard (try? await Task.sleep(for: duration + .milliseconds(500))) != nil else { return }
-            if case .failed(let e) = stream.end { return sink.finish(throwing: e) }
+            if let e = stream.failure { return sink.finish(throwing: e) }
             // Never a silent short acquisition: the unit's clock must pass the gate.
             let reached = decoder.withLock { $0.lastPs } / 1_000_000_000
             sink.finish(throwing: DeviceError(
@@ -152,8 +167,8 @@ public final class S15TDC1: TimeTagger, @unchecked Sendable {  // link state tou
                 "the time-stamp stream stopped at \(reached) ms of the \(durationPs / 1_000_000_000) ms gate (the unit stalled or lost words)"))
         }
         let ending = Task { [stream] in
-            while stream.end == .running, !Task.isCancelled { try? await Task.sleep(for: .milliseconds(20)) }
-            if case .failed(let e) = stream.end { sink.finish(throwing: e) }
+            while stream.isRunning, !Task.isCancelled { try? await Task.sleep(for: .milliseconds(20)) }
+            if let e = stream.failure { sink.finish(throwing: e) }
         }
         defer {
             watchdog.cancel()
@@ -174,14 +189,14 @@ public final class S15TDC1: TimeTagger, @unchecked Sendable {  // link state tou
             throw deviceError(error, device: name)
         }
         await stop(stream)
-        if case .failed(let e) = stream.end { throw deviceError(e, device: name) }
+        if let e = stream.failure { throw deviceError(e, device: name) }
         try Task.checkCancellation()
         clockOffsetPs.withLock { $0 = offset + durationPs }
         return AcquisitionInterval(startPs: offset, stopPs: offset + durationPs, tags: tags)
     }
 
     /// Cancels the transfers, stops the unit streaming and drops what it still sends.
-    func stop(_ stream: USBBulkStream) async {
+    func stop(_ stream: any WordStream) async {
         stream.cancelAndWait()
         _ = try? await io.run(name) { [self] in
             try command("abort")
@@ -207,6 +222,76 @@ public final class S15TDC1: TimeTagger, @unchecked Sendable {  // link state tou
 
 extension S15TDC1: PresenceReporting {
     public func vanished() async -> DeviceError { await connection.vanished(device: name) }
+}
+
+/// Where the unit's time-stamp words come from while it streams.
+protocol WordStream: AnyObject, Sendable {
+    func start() throws
+    /// True until the stream fails or is cancelled.
+    var isRunning: Bool { get }
+    /// Why the stream broke, if it did.
+    var failure: (any Error)? { get }
+    func cancelAndWait()
+}
+
+extension USBBulkStream: WordStream {
+    var isRunning: Bool { end == .running }
+    var failure: (any Error)? {
+        if case .failed(let e) = end { return e }
+        return nil
+    }
+}
+
+/// Reads a byte link on its own thread while the unit streams (a serial port, or the
+/// simulated unit), handing each read to the decoder as USB transfers are.
+final class ByteLinkStream: WordStream, @unchecked Sendable {  // state behind a Mutex
+    let link: any ByteLink
+    let consume: @Sendable (UnsafeRawBufferPointer) -> Void
+    private let state = Mutex<(started: Bool, running: Bool, stopping: Bool, failure: (any Error)?)>((false, false, false, nil))
+    private let done = DispatchSemaphore(value: 0)
+
+    init(_ link: any ByteLink, consume: @escaping @Sendable (UnsafeRawBufferPointer) -> Void) {
+        self.link = link
+        self.consume = consume
+    }
+
+    func start() throws {
+        state.withLock {
+            $0.started = true
+            $0.running = true
+        }
+        let thread = Thread { [self] in
+            defer { done.signal() }
+            while !state.withLock({ $0.stopping }) {
+                do {
+                    let bytes = try link.read(timeout: .milliseconds(50))
+                    if !bytes.isEmpty { bytes.withUnsafeBytes { consume($0) } }
+                } catch {
+                    state.withLock {
+                        $0.failure = error
+                        $0.running = false
+                    }
+                    return
+                }
+            }
+            state.withLock { $0.running = false }
+        }
+        thread.name = "herald.tdc1.stream"
+        thread.start()
+    }
+
+    var isRunning: Bool { state.withLock { $0.running } }
+    var failure: (any Error)? { state.withLock { $0.failure } }
+
+    func cancelAndWait() {
+        // The reader thread signals once; a second cancel must not wait for it again.
+        let started = state.withLock { s -> Bool in
+            s.stopping = true
+            defer { s.started = false }
+            return s.started
+        }
+        if started { _ = done.wait(timeout: .now() + 2) }
+    }
 }
 
 /// Decodes the TDC1's 32-bit time-stamp words into tags on the run's clock: unwraps the

@@ -33,6 +33,10 @@ public struct LabParameters: Sendable, Equatable {
     public var unlockAt: Double?
     /// …for this long; no pairs are produced while unlocked.
     public var unlockDuration: Double = 0
+    /// A laser-diode pump (a current-driven controller under `--mock`): no light below the
+    /// threshold current, `nominalPower` at the nominal current, linear in between.
+    public var laserThresholdCurrent: Double = 0.010
+    public var laserNominalCurrent: Double = 0.050
 
     public init() {}
 
@@ -56,6 +60,8 @@ public struct LabParameters: Sendable, Equatable {
         PropertySpec("lock_time", .quantity(.time), range: 0...3600, summary: "pump lock acquisition time"),
         PropertySpec("unlock_at", .quantity(.time), range: 0...1e7, summary: "fault: pump unlocks at this lab time"),
         PropertySpec("unlock_duration", .quantity(.time), range: 0...1e7, summary: "fault: how long the unlock lasts"),
+        PropertySpec("laser_threshold_current", .quantity(.current), range: 0...10, summary: "diode pump: lasing threshold"),
+        PropertySpec("laser_nominal_current", .quantity(.current), range: 1e-6...10, summary: "diode pump: current giving nominal_power"),
     ]
 
     /// Applies validated values; unknown keys were already rejected by validation.
@@ -80,6 +86,8 @@ public struct LabParameters: Sendable, Equatable {
             case "lock_time": lockTime = q
             case "unlock_at": unlockAt = q
             case "unlock_duration": unlockDuration = q
+            case "laser_threshold_current": laserThresholdCurrent = q
+            case "laser_nominal_current": laserNominalCurrent = q
             default: break
             }
         }

@@ -30,7 +30,7 @@ public final class ElliptecRotator: Device, @unchecked Sendable {  // link state
             PropertySpec("arm", .choice(["a", "b"]), summary: "which photon's analyzer (for --mock's simulated lab)"),
             PropertySpec("plate", .choice(["qwp", "hwp"]), summary: "waveplate in the mount (for --mock's simulated lab)"),
         ]
-    ).matched(by: [.usb])
+    ).matched(by: [.usb, .serial, .tcp])
 
     /// ELLx status codes (`GS`), from the protocol manual.
     static let statusText: [Int: String] = [
@@ -41,41 +41,50 @@ public final class ElliptecRotator: Device, @unchecked Sendable {  // link state
 
     public let name: String
     public var descriptor: DriverDescriptor { Self.descriptor }
-    let match: USBMatch
+    let config: DeviceConfig
     let address: Character
     let io: InstrumentQueue
     let timeout: Duration
-    private var serial: FTDISerial?
+    private var serial: (any ByteLink)?
     private var lines = LineReader()
     private var pulsesPerRevolution = 0
     /// The last angle set, so a read-back is given on the same branch (−22.5°, not 337.5°).
     private var lastSetpoint = 0.0
     /// Homed in this session (the mount itself does not report it).
     private var isHomed = false
-    private let connection = USBConnection()
+    private let connection: InstrumentConnection
 
-    public init(config: DeviceConfig) {
+    /// `simulator` is the in-process mount `--mock` puts under this driver.
+    public init(config: DeviceConfig, simulator: InstrumentSimulator? = nil) {
         name = config.name
-        match = config.usbMatch(defaultVendor: Self.usb.vendorID, defaultProduct: Self.usb.productID)
+        self.config = config
+        connection = InstrumentConnection(simulator: simulator)
         let a = Int(config.settings["address"]?.quantity?.value ?? 0)
         address = Character(String(min(15, max(0, a)), radix: 16, uppercase: true))
         io = InstrumentQueue(device: config.name)
         timeout = config.callTimeout * 0.8
     }
 
+    public var needsWallClock: Bool { !config.isSimulatedInstrument }
+    public var answersWithoutWaiting: Bool { config.isSimulatedInstrument }
+
     public func connect() async throws {
         try await io.run(name) { [self] in
-            let usb = try connection.open(match)
-            let link = try FTDISerial(usb)
-            try link.configure(baud: 9600, latency: .milliseconds(2))
+            // Over USB through libusb's FTDI path; as /dev/ttyUSB* (ftdi_sio) through the serial port.
+            let link = try connection.byteLink(config, defaults: Self.usb, baud: 9600) { usb in
+                let ftdi = try FTDISerial(usb)
+                try ftdi.configure(baud: 9600, latency: .milliseconds(2))
+                return ftdi
+            }
             serial = link
+            lines.reset()
             let info = try exchange("in", expect: "IN")
             // type(2) serial(8) year(4) firmware(2) hardware(2) travel(4) pulses per unit(8)
             guard info.count >= 30, let type = Int(info.prefix(2), radix: 16), let ppr = Int(info.suffix(8), radix: 16), ppr > 0 else {
-                throw ProtocolError(device: usb.identity, "malformed information reply '\(info)'", offset: 3)
+                throw ProtocolError(device: link.identity, "malformed information reply '\(info)'", offset: 3)
             }
             guard type == 14 || type == 0x0E else {
-                throw ProtocolError(device: usb.identity, "motor type \(type) at address \(address) is not an ELL14 rotation mount")
+                throw ProtocolError(device: link.identity, "motor type \(type) at address \(address) is not an ELL14 rotation mount")
             }
             pulsesPerRevolution = ppr
         }
@@ -152,7 +161,7 @@ public final class ElliptecRotator: Device, @unchecked Sendable {  // link state
     /// A rotation mount has no hazardous state: it stays where it is. An unplugged one says
     /// so, rather than reporting a safe state it cannot know.
     public func enterSafeState() async throws {
-        if connection.isGone { throw DeviceError(device: name, .disconnected, "\(match) was unplugged") }
+        if connection.isGone { throw DeviceError(device: name, .disconnected, "\(config.match) was unplugged") }
     }
 
     public func disconnect() async {

@@ -39,27 +39,33 @@ public final class ThorlabsITC4001: Device, @unchecked Sendable {  // link touch
 
     public let name: String
     public var descriptor: DriverDescriptor { Self.descriptor }
-    let match: USBMatch
+    let config: DeviceConfig
     let io: InstrumentQueue
     let timeout: Duration
     private var scpi: SCPIClient?
-    private let connection = USBConnection()
+    private let connection: InstrumentConnection
 
-    public init(config: DeviceConfig) {
+    /// `simulator` is the in-process instrument `--mock` puts under this driver.
+    public init(config: DeviceConfig, simulator: InstrumentSimulator? = nil) {
         name = config.name
-        match = config.usbMatch(defaultVendor: Self.usb.vendorID, defaultProduct: Self.usb.productID)
+        self.config = config
         io = InstrumentQueue(device: config.name)
+        connection = InstrumentConnection(simulator: simulator)
         // A query must fail inside the engine's deadline so the USBTMC recovery runs first.
         timeout = min(.seconds(2), config.callTimeout * 0.4)
     }
 
+    public var needsWallClock: Bool { !config.isSimulatedInstrument }
+    public var answersWithoutWaiting: Bool { config.isSimulatedInstrument }
+
     public func connect() async throws {
         try await io.run(name) { [self] in
-            let usb = try connection.open(match)
-            let client = SCPIClient(try USBTMCLink(usb), timeout: timeout)
+            // The ITC4000 series has USB (USBTMC) only: `match:` is USB, or `--mock`'s simulated unit.
+            let link = try connection.messageLink(config, defaults: Self.usb, baud: 115_200) { try USBTMCLink($0) }
+            let client = SCPIClient(link, timeout: timeout)
             let idn = try client.query("*IDN?")
             guard idn.uppercased().contains("ITC4") else {
-                throw ProtocolError(device: usb.identity, "*IDN? answered '\(idn.prefix(60))', not an ITC4000-series controller")
+                throw ProtocolError(device: link.identity, "*IDN? answered '\(idn.prefix(60))', not an ITC4000-series controller")
             }
             try client.write("*CLS")
             try client.checkedWrite("UNIT:TEMP K")

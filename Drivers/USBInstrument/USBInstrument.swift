@@ -1,6 +1,7 @@
 import Foundation
 import HeraldCore
 import HeraldUSB
+import HeraldTransports
 import HeraldUSBProtocols
 import Synchronization
 
@@ -31,6 +32,12 @@ public func deviceError(_ error: Error, device: String) -> Error {
     case let e as USBError: return DeviceError(device: device, .disconnected, e.description)
     case let e as ProtocolError: return DeviceError(device: device, e.isTimeout ? .timeout : .invalidResponse, e.description)
     case let e as SCPIRejection: return DeviceError(device: device, .rejected, e.description)
+    case let e as TransportError:
+        switch e.kind {
+        case .notFound, .denied: return DeviceError(device: device, .notFound, e.description)
+        case .gone, .failed: return DeviceError(device: device, .disconnected, e.description)
+        case .timeout: return DeviceError(device: device, .timeout, e.description)
+        }
     default: return error
     }
 }
@@ -88,4 +95,93 @@ public final class USBConnection: Sendable {
         }
         return DeviceError(device: device, .disconnected, "\(usb.identity) was unplugged")
     }
+}
+
+/// The link an in-process simulated instrument offers its driver under `--mock`.
+public enum SimulatedLink: Sendable {
+    case message(any MessageLink)
+    case bytes(any ByteLink)
+}
+
+/// Makes the simulated instrument for a device (the runner binds it to the simulated lab).
+public typealias InstrumentSimulator = @Sendable (DeviceConfig) throws -> SimulatedLink
+
+/// How a driver reaches its instrument, from the device's `match:`: USB (the driver builds
+/// its protocol link on the opened device), a serial port, a TCP socket, or — under `--mock`
+/// — an in-process simulated instrument. The driver's protocol code above the link is the
+/// same for all of them.
+public final class InstrumentConnection: Sendable {
+    public let usb = USBConnection()
+    private let open = Mutex<(any ByteLink)?>(nil)
+    let simulator: InstrumentSimulator?
+
+    public init(simulator: InstrumentSimulator? = nil) { self.simulator = simulator }
+
+    /// A message link (SCPI): USBTMC over USB (`overUSB`), lines over serial and TCP.
+    public func messageLink(
+        _ config: DeviceConfig, defaults: USBIdentity, baud: Int, overUSB: (USBDeviceHandle) throws -> any MessageLink
+    ) throws -> any MessageLink {
+        switch config.match {
+        case .simulated:
+            switch try simulated(config) {
+            case .message(let m): return m
+            case .bytes(let b): return LineMessageLink(b)
+            }
+        case .serial, .tcp: return LineMessageLink(try stream(config, baud: baud))
+        default: return try overUSB(usb.open(config.usbMatch(defaultVendor: defaults.vendorID, defaultProduct: defaults.productID)))
+        }
+    }
+
+    /// A byte stream: a USB-serial bridge over USB (`overUSB`), or the kernel's serial port,
+    /// a TCP socket (a serial-to-LAN server), or the simulated instrument.
+    public func byteLink(
+        _ config: DeviceConfig, defaults: USBIdentity, baud: Int, overUSB: (USBDeviceHandle) throws -> any ByteLink
+    ) throws -> any ByteLink {
+        switch config.match {
+        case .simulated:
+            guard case .bytes(let b) = try simulated(config) else {
+                throw DeviceError(device: config.name, .unsupported, "the simulated \(config.driver) offers no byte stream")
+            }
+            return b
+        case .serial, .tcp: return try stream(config, baud: baud)
+        default: return try overUSB(usb.open(config.usbMatch(defaultVendor: defaults.vendorID, defaultProduct: defaults.productID)))
+        }
+    }
+
+    func simulated(_ config: DeviceConfig) throws -> SimulatedLink {
+        guard let simulator else { throw DeviceError(device: config.name, .unsupported, "driver \(config.driver) has no simulated instrument") }
+        return try simulator(config)
+    }
+
+    func stream(_ config: DeviceConfig, baud: Int) throws -> any ByteLink {
+        let link: any ByteLink
+        switch config.match {
+        case .serial(let path, let rate): link = try SerialPort(path: path, baud: rate ?? baud)
+        case .tcp(let host, let port): link = try TCPSocket(host: host, port: port)
+        default: throw DeviceError(device: config.name, .unsupported, "\(config.match) is not a serial port or socket")
+        }
+        open.withLock { $0 = link }
+        return link
+    }
+
+    /// Closes whatever is open.
+    public func close() {
+        usb.close()
+        open.withLock {
+            ($0 as? SerialPort)?.close()
+            ($0 as? TCPSocket)?.close()
+            $0 = nil
+        }
+    }
+
+    public var isGone: Bool { usb.isGone }
+
+    /// USB devices report their unplugging; a serial port or socket is found gone at its next
+    /// exchange, so this waits (until cancelled) for those.
+    public func vanished(device: String) async -> DeviceError { await usb.vanished(device: device) }
+}
+
+extension DeviceConfig {
+    /// True when `--mock` put an in-process simulated instrument under the real driver.
+    public var isSimulatedInstrument: Bool { match == .simulated }
 }

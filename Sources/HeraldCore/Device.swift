@@ -13,6 +13,12 @@ public enum DeviceKind: String, Sendable, Hashable, CaseIterable, Comparable {
     case qubitReadout = "qubit-readout"
     /// An optical switch between fibre spools: a link's length, for distance scans.
     case fibreSwitch = "fibre-switch"
+    /// A translation stage or optical delay line: a position along its travel.
+    case stage
+    /// An optical power meter.
+    case powerMeter = "power-meter"
+    /// A temperature controller (a crystal oven, a TEC).
+    case temperatureController = "temperature-controller"
 
     public static func < (a: DeviceKind, b: DeviceKind) -> Bool { a.rawValue < b.rawValue }
 }
@@ -125,6 +131,14 @@ extension DeviceKind {
             return [one(PropertySpec("gate", .quantity(.time))), one(PropertySpec("counts_1", .quantity(.dimensionless), settable: false))]
         case .timeTagger, .entangler, .qubitReadout: return []  // their protocols are their contract
         case .fibreSwitch: return [one(PropertySpec("length", .quantity(.length)))]
+        case .stage: return [one(PropertySpec("position", .quantity(.length)))]
+        case .powerMeter:
+            return [one(PropertySpec("power", .quantity(.power), settable: false)), one(PropertySpec("wavelength", .quantity(.length)))]
+        case .temperatureController:
+            return [
+                one(PropertySpec("setpoint", .quantity(.temperature))), one(PropertySpec("temperature", .quantity(.temperature), settable: false)),
+                one(PropertySpec("enabled", .bool)),
+            ]
         }
     }
 }
@@ -137,6 +151,10 @@ public enum DeviceMatchKind: String, Sendable, Hashable, CaseIterable, Comparabl
     case file
     /// By name only: the driver finds its instrument itself (mocks, most plugins).
     case name
+    /// By a serial-port path (`match: {serial: /dev/serial/by-id/…}`, or `ASRL…::INSTR`).
+    case serial
+    /// By a LAN address (`match: {tcp: host:5025}`, or `TCPIP0::host::5025::SOCKET`).
+    case tcp
 
     public static func < (a: Self, b: Self) -> Bool { a.rawValue < b.rawValue }
 }
@@ -146,13 +164,22 @@ public enum DeviceMatch: Sendable, Equatable, CustomStringConvertible {
     case any
     case usb(vendor: UInt16, product: UInt16, serial: String?)
     case file(String)
+    /// A serial port; `baud` nil means the driver's own rate (the instrument's fixed one).
+    case serial(path: String, baud: Int?)
+    /// A raw socket to a LAN instrument (SCPI instruments listen on 5025 by convention).
+    case tcp(host: String, port: Int)
+    /// `--mock` on a driver that has a simulated instrument: the real driver, talking to an
+    /// in-process instrument on the simulated lab instead of a transport.
+    case simulated
 
     /// The kind of match this is.
     public var kind: DeviceMatchKind {
         switch self {
-        case .any: return .name
+        case .any, .simulated: return .name
         case .usb: return .usb
         case .file: return .file
+        case .serial: return .serial
+        case .tcp: return .tcp
         }
     }
 
@@ -162,6 +189,9 @@ public enum DeviceMatch: Sendable, Equatable, CustomStringConvertible {
         case .usb(let v, let p, let s):
             return String(v, radix: 16) + ":" + String(p, radix: 16) + (s.map { " serial \($0)" } ?? "")
         case .file(let f): return "file \(f)"
+        case .serial(let path, let baud): return "serial \(path)" + (baud.map { " at \($0) Bd" } ?? "")
+        case .tcp(let host, let port): return "tcp \(host):\(port)"
+        case .simulated: return "simulated instrument"
         }
     }
 }
@@ -363,9 +393,13 @@ public protocol GroupAcquiringTagger: TimeTagger {
 public struct DriverEntry: Sendable {
     public var descriptor: DriverDescriptor
     public var make: @Sendable (DeviceConfig) throws -> any Device
+    /// True when the driver can run on an in-process simulated instrument: `--mock` then keeps
+    /// this driver (with `match: .simulated`) instead of swapping in the mock of its kind.
+    public var simulatesInstrument: Bool
 
-    public init(descriptor: DriverDescriptor, make: @escaping @Sendable (DeviceConfig) throws -> any Device) {
+    public init(descriptor: DriverDescriptor, simulatesInstrument: Bool = false, make: @escaping @Sendable (DeviceConfig) throws -> any Device) {
         self.descriptor = descriptor
+        self.simulatesInstrument = simulatesInstrument
         self.make = make
     }
 }

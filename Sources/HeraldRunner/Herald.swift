@@ -19,6 +19,7 @@ import ThorlabsElliptec
 import ThorlabsITC4001
 import USBInstrument
 import SimulatedLab
+import SimulatedInstruments
 import MockNetwork
 import HeraldNode
 
@@ -27,7 +28,7 @@ public enum Herald {
     public static let version = "0.1.0"
 
     /// Every built-in driver, then the plugins' drivers. Mock drivers are bound to `lab`.
-    public static func registry(lab: SimulatedLab, plugins: [DriverEntry] = []) -> DriverRegistry {
+    public static func registry(lab: SimulatedLab, plugins: [DriverEntry] = [], transcript: InstrumentTranscript = InstrumentTranscript()) -> DriverRegistry {
         var r = DriverRegistry()
         r.register(DriverEntry(descriptor: MockLaser.descriptor) { MockLaser(config: $0, lab: lab) })
         r.register(DriverEntry(descriptor: MockRotator.descriptor) { try MockRotator(config: $0, lab: lab) })
@@ -42,9 +43,17 @@ public enum Herald {
         })
         r.register(DriverEntry(descriptor: MockFibreElement.spoolSwitch) { try MockFibreElement(config: $0, lab: lab, element: .spoolSwitch) })
         r.register(DriverEntry(descriptor: ReplayTimeTagger.descriptor) { try ReplayTimeTagger(config: $0) })
-        r.register(DriverEntry(descriptor: ThorlabsITC4001.descriptor) { ThorlabsITC4001(config: $0) })
-        r.register(DriverEntry(descriptor: ElliptecRotator.descriptor) { ElliptecRotator(config: $0) })
-        r.register(DriverEntry(descriptor: S15TDC1.descriptor) { S15TDC1(config: $0) })
+        // Under --mock the instrument drivers run unchanged on simulated instruments of the same lab.
+        let sim: @Sendable (String) -> InstrumentSimulator? = { id in SimulatedInstruments.simulator(for: id, lab: lab, transcript: transcript) }
+        r.register(DriverEntry(descriptor: ThorlabsITC4001.descriptor, simulatesInstrument: true) {
+            ThorlabsITC4001(config: $0, simulator: sim(ThorlabsITC4001.descriptor.id))
+        })
+        r.register(DriverEntry(descriptor: ElliptecRotator.descriptor, simulatesInstrument: true) {
+            ElliptecRotator(config: $0, simulator: sim(ElliptecRotator.descriptor.id))
+        })
+        r.register(DriverEntry(descriptor: S15TDC1.descriptor, simulatesInstrument: true) {
+            S15TDC1(config: $0, simulator: sim(S15TDC1.descriptor.id))
+        })
         for entry in plugins where r.entry(entry.descriptor.id) == nil { r.register(entry) }
         return r
     }
@@ -168,6 +177,8 @@ public enum Herald {
         public var nodeSecurity: NodeSecurity?
         /// How long a node keeps this run's lease without a beat.
         public var leaseLength: Duration = .seconds(1)
+        /// `--transcript FILE`: every exchange with the simulated instruments, as JSON lines.
+        public var transcriptPath: String?
 
         public init(
             scriptPath: String, mock: Bool = true, outPath: String? = nil, seed: UInt64? = nil, overwrite: Bool = false,
@@ -244,8 +255,19 @@ public enum Herald {
         let lab = SimulatedLab(
             parameters: try LabParameters(compiled.simulation), network: try NetworkParameters(compiled.network), seed: seed, pacing: request.realtime ? .realtime : .virtual,
             faults: faults)
-        let registry = registry(lab: lab, plugins: plugins.entries)
+        let transcript = InstrumentTranscript()
+        let registry = registry(lab: lab, plugins: plugins.entries, transcript: transcript)
         let plan = compiled.plan
+        defer {
+            // What the drivers said to the simulated instruments, for `--transcript`.
+            if let path = request.transcriptPath {
+                do {
+                    try transcript.jsonLines().write(toFile: path, atomically: true, encoding: .utf8)
+                } catch {
+                    logger.error("could not write the instrument transcript to \(path): \(error)")
+                }
+            }
+        }
 
         var devices: [String: any Device] = [:]
         var records: [DeviceRecord] = []
@@ -268,7 +290,7 @@ public enum Herald {
                     name: config.name, driver: entry.descriptor.id, driverVersion: entry.descriptor.version,
                     settings: config.settings.mapValues(\.description).merging(["match": config.match.description]) { a, _ in a }))
         }
-        let allMock = plan.devices.allSatisfy { registry.entry($0.driver)?.descriptor.isMock ?? false }
+        let allMock = plan.devices.allSatisfy { ($0.match == .simulated) || (registry.entry($0.driver)?.descriptor.isMock ?? false) }
         // Simulated devices and fast replay run on the lab's virtual clock; hardware needs real time.
         let clock: any Clock<Duration> = devices.values.contains { $0.needsWallClock } ? ContinuousClock() : lab.runClock
 

@@ -34,6 +34,88 @@ extension Context {
         return finishDevice(name, node, keyNode: keyNode, byKey: byKey, entry: entry, nodeName: nodeName)
     }
 
+    /// A device the lab file describes, named by the script: the lab's entry (diagnosed at its
+    /// own lines), then what the script may change — `settings:` replaced, `limits:` narrowed
+    /// (never widened), `safe:` extended, `timeout:`/`retries:` replaced.
+    mutating func compileLabDevice(_ name: String, override: Node?, at node: Node) -> DeviceConfig? {
+        guard let lab = labDevices[name] else {
+            let known = labDevices.keys.sorted().joined(separator: ", ")
+            error("no device '\(name)' in the included lab file" + (known.isEmpty ? "s (none is included)" : "; it describes: \(known)"), at: node)
+            return nil
+        }
+        let saved = file
+        file = lab.file
+        let compiled = compileDevice(name, lab.value, keyNode: lab.keyNode)
+        file = saved
+        guard var config = compiled, let override else { return compiled }
+        if let text = override.scalar?.string {
+            // `pump:` or `pump: ~`: the lab's device as it is.
+            if !["", "~", "null"].contains(text) {
+                error("device '\(name)' comes from the lab file; here give nothing, or a mapping of settings, limits, safe, timeout, retries", at: override)
+            }
+            return config
+        }
+        let byKey = fields(override, allowed: ["settings", "limits", "safe", "timeout", "retries", "driver", "match", "node"], what: "device '\(name)'")
+        for key in ["driver", "match", "node"] {
+            if let n = byKey[key] {
+                let at = lab.keyNode.mark.map { "\(lab.file):\($0.line):\($0.column)" } ?? lab.file
+                error("device '\(name)' is described by the lab file (\(at)); a script may change its settings and narrow its limits, not its '\(key)'", at: n)
+            }
+        }
+        guard var descriptor = devices[name] else { return config }
+        if let settingsNode = byKey["settings"] {
+            for s in entries(settingsNode, allowed: nil, what: "settings of '\(name)'") {
+                guard let spec = descriptor.setting(s.key) else {
+                    error("driver '\(descriptor.id)' has no setting '\(s.key)'; it accepts: \(descriptor.settings.map(\.name).joined(separator: ", "))", at: s.keyNode)
+                    continue
+                }
+                if let v = value(s.value, for: spec, what: "\(name).\(s.key)") { config.settings[s.key] = v }
+            }
+        }
+        if let limitsNode = byKey["limits"] {
+            for l in entries(limitsNode, allowed: nil, what: "limits of '\(name)'") {
+                guard let index = descriptor.properties.firstIndex(where: { $0.name == l.key }),
+                    case .quantity(let dim) = descriptor.properties[index].type
+                else {
+                    error("'\(l.key)' is not a numeric property of driver '\(descriptor.id)'", at: l.keyNode)
+                    continue
+                }
+                let bounds = fields(l.value, allowed: ["min", "max"], what: "limits of \(name).\(l.key)")
+                let range = descriptor.properties[index].range ?? -Double.infinity...Double.infinity
+                var lo = range.lowerBound, hi = range.upperBound
+                let labAt = lab.keyNode.mark.map { "\(lab.file):\($0.line):\($0.column)" } ?? lab.file
+                if let n = bounds["min"], let q = quantity(n, dim, what: "\(name).\(l.key) min") {
+                    if q.value < lo {
+                        error("min \(q) of \(name).\(l.key) would widen the lab's limit (\(Quantity(lo, dim)), \(labAt)): a script may only narrow it", at: n)
+                    } else { lo = q.value }
+                }
+                if let n = bounds["max"], let q = quantity(n, dim, what: "\(name).\(l.key) max") {
+                    if q.value > hi {
+                        error("max \(q) of \(name).\(l.key) would widen the lab's limit (\(Quantity(hi, dim)), \(labAt)): a script may only narrow it", at: n)
+                    } else { hi = q.value }
+                }
+                if lo > hi {
+                    error("limits of \(name).\(l.key) leave no allowed value", at: l.value)
+                } else {
+                    descriptor.properties[index].range = lo...hi
+                }
+            }
+            devices[name] = descriptor
+            // Only the ranges change: the mock standing in keeps its own properties otherwise.
+            for (i, p) in config.properties.enumerated() {
+                if let narrowed = descriptor.property(p.name)?.range { config.properties[i].range = narrowed }
+            }
+        }
+        if let safeNode = byKey["safe"] {
+            for s in entries(safeNode, allowed: nil, what: "safe state of '\(name)'") {
+                if let a = assignment(target: "\(name).\(s.key)", keyNode: s.keyNode, valueNode: s.value) { config.safeState.append(a) }
+            }
+        }
+        if let t = byKey["timeout"], let d = duration(t, what: "\(name).timeout", allowZero: false) { config.callTimeout = d }
+        if let r = byKey["retries"], let n = integer(r, what: "\(name).retries", range: 0...10) { config.retries = n }
+        return config
+    }
+
     /// The rest of a device's entry, once its driver is known.
     mutating func finishDevice(
         _ name: String, _ node: Node, keyNode: Node, byKey: [String: Node], entry found: DriverEntry, nodeName: String?
@@ -90,8 +172,11 @@ extension Context {
             ?? DeviceConfig.defaultCallTimeout
         let retries = byKey["retries"].flatMap { integer($0, what: "\(name).retries", range: 0...10) }
             ?? DeviceConfig.defaultRetries
-        // --mock swaps out hardware; drivers that touch none (replay) stay as they are.
-        if mock && !entry.descriptor.isMock && entry.descriptor.usesHardware {
+        // --mock swaps out hardware: a driver with a simulated instrument keeps its own code
+        // over it; others give way to the mock of their kind; drivers that touch none (replay)
+        // stay as they are.
+        let simulated = mock && entry.simulatesInstrument && nodeName == nil
+        if mock && !simulated && !entry.descriptor.isMock && entry.descriptor.usesHardware {
             guard let replacement = registry.mock(for: entry.descriptor.kind) else {
                 error("--mock: no simulated driver stands in for a \(entry.descriptor.kind.rawValue)", at: driverNode)
                 return nil
@@ -112,7 +197,14 @@ extension Context {
                         + entry.descriptor.matchedBy.sorted().map(\.rawValue).joined(separator: " or ")
                         + ", not by \(config.match.kind.rawValue)", at: matchNode)
             }
+            // A port that is not there is a set-up error to report now, at its line, not at run time.
+            if !mock, case .serial(let path, _) = config.match, !FileManager.default.fileExists(atPath: path) {
+                error(
+                    "serial port '\(path)' of device '\(name)' does not exist (is the instrument plugged in? "
+                        + "`ls /dev/serial/by-id/` lists the ports)", at: matchNode)
+            }
         }
+        if simulated { config.match = .simulated }
         return config
     }
 
@@ -193,9 +285,46 @@ extension Context {
         return within
     }
 
-    /// `match: {usb: {vendor: 0x1313, product: 0x804a, serial: M001}}` or `match: {file: path}`.
+    /// `match: {usb: {vendor: 0x1313, product: 0x804a, serial: M001}}`, `match: {serial: /dev/ttyUSB0}`
+    /// (or `{serial: {path: …, baud: 9600}}`), `match: {tcp: host:5025}`, `match: {file: path}`, or a
+    /// VISA resource string (`match: "USB0::0x1313::0x804A::M001::INSTR"`).
     mutating func match(_ node: Node, device: String) -> DeviceMatch? {
-        let byKey = fields(node, allowed: ["usb", "file"], what: "match of '\(device)'")
+        if let text = node.scalar?.string {
+            switch InstrumentResource.parse(text) {
+            case .success(let m): return m
+            case .failure(let e):
+                error("match of '\(device)': \(e.description)", at: node)
+                return nil
+            }
+        }
+        let byKey = fields(node, allowed: ["usb", "file", "serial", "tcp"], what: "match of '\(device)'")
+        if let port = byKey["serial"] {
+            var path: String?, baud: Int?
+            if port.scalar != nil {
+                path = string(port, what: "serial")
+            } else {
+                let f = fields(port, allowed: ["path", "baud"], what: "serial match of '\(device)'")
+                path = f["path"].flatMap { string($0, what: "path") }
+                if path == nil, f["path"] == nil { error("serial match of '\(device)' needs 'path:' (like /dev/serial/by-id/…)", at: port) }
+                baud = f["baud"].flatMap { integer($0, what: "baud", range: 50...4_000_000) }
+            }
+            guard let path else { return nil }
+            guard path.hasPrefix("/dev/") else {
+                error("serial port of '\(device)' must be a /dev path (like /dev/ttyUSB0 or /dev/serial/by-id/…), got '\(path)'", at: port)
+                return nil
+            }
+            return .serial(path: path, baud: baud)
+        }
+        if let tcp = byKey["tcp"] {
+            guard let text = string(tcp, what: "tcp") else { return nil }
+            guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), (1...65535).contains(port),
+                colon > text.startIndex
+            else {
+                error("tcp match of '\(device)' is HOST:PORT (SCPI instruments listen on 5025), got '\(text)'", at: tcp)
+                return nil
+            }
+            return .tcp(host: String(text[..<colon]), port: port)
+        }
         if let usb = byKey["usb"] {
             let ids = fields(usb, allowed: ["vendor", "product", "serial"], what: "usb match of '\(device)'")
             func hex(_ key: String) -> UInt16? {
@@ -217,7 +346,7 @@ extension Context {
             return .usb(vendor: vendor, product: product, serial: serial)
         }
         if let f = byKey["file"], let path = string(f, what: "file") { return .file(path) }
-        if byKey.isEmpty { error("match needs 'usb' or 'file'", at: node) }
+        if byKey.isEmpty { error("match needs 'usb', 'serial', 'tcp' or 'file', or a VISA resource string", at: node) }
         return nil
     }
 

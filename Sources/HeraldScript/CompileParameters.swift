@@ -63,8 +63,20 @@ extension Context {
             guard let included = parse(text: text, file: path) else { continue }
             let saved = file
             file = path
-            let byKey = fields(included, allowed: ["sequences"], what: "an included file (it holds only 'sequences:')")
+            let byKey = fields(
+                included, allowed: ["herald", "lab", "description", "sequences", "devices"],
+                what: "an included file (it holds 'sequences:' and a lab's 'devices:')")
             if let seqs = byKey["sequences"] { registerSequences(seqs) }
+            if let devices = byKey["devices"] {
+                for d in entries(devices, allowed: nil, what: "devices of the lab file") {
+                    if let earlier = labDevices[d.key] {
+                        let at = earlier.keyNode.mark.map { "\(earlier.file):\($0.line):\($0.column)" } ?? earlier.file
+                        error("device '\(d.key)' is described twice: first at \(at)", at: d.keyNode)
+                        continue
+                    }
+                    labDevices[d.key] = (path, d.keyNode, d.value)
+                }
+            }
             file = saved
         }
     }

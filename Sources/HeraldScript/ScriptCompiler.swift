@@ -130,6 +130,8 @@ struct Context {
     var includedFiles: [IncludedFile] = []
     /// Sequences being expanded, to reject recursion.
     var expanding: [String] = []
+    /// Devices described by included lab files, compiled only when the script names them.
+    var labDevices: [String: (file: String, keyNode: Node, value: Node)] = [:]
     /// Counting spec already required of each data set by an analysis step.
     var countingByDataset: [String: (CountingSpec, Node)] = [:]
     var networkSchema: NetworkSchema?
@@ -399,12 +401,33 @@ struct Context {
         var configs: [DeviceConfig] = []
         var configNodes: [Node] = []
         if let devicesNode = byKey["devices"] {
-            for entry in entries(devicesNode, allowed: nil, what: "devices") {
-                if let config = compileDevice(entry.key, entry.value, keyNode: entry.keyNode) {
-                    configs.append(config)
-                    configNodes.append(entry.keyNode)
+            if let names = devicesNode.sequence {
+                // `devices: [pump, qwp_a]`: the lab file's devices, as it describes them.
+                for item in names {
+                    guard let name = string(item, what: "a device name") else { continue }
+                    if let config = compileLabDevice(name, override: nil, at: item) {
+                        configs.append(config)
+                        configNodes.append(item)
+                    }
+                }
+            } else {
+                for entry in entries(devicesNode, allowed: nil, what: "devices") {
+                    let config: DeviceConfig?
+                    if labDevices[entry.key] != nil {
+                        config = compileLabDevice(entry.key, override: entry.value, at: entry.keyNode)
+                    } else {
+                        config = compileDevice(entry.key, entry.value, keyNode: entry.keyNode)
+                    }
+                    if let config {
+                        configs.append(config)
+                        configNodes.append(entry.keyNode)
+                    }
                 }
             }
+        } else if !labDevices.isEmpty {
+            error(
+                "the script names none of the lab's devices: list those it uses under 'devices:' (the lab describes "
+                    + labDevices.keys.sorted().joined(separator: ", ") + ")", at: root)
         } else {
             error("the script declares no 'devices:'", at: root)
         }

@@ -57,10 +57,16 @@ struct Run: AsyncParsableCommand {
     @Flag(help: "Replace the output file if it exists.") var overwrite = false
     @Flag(help: "Print the run report as JSON on stdout.") var json = false
     @Flag(name: .shortAndLong, help: "Log every step.") var verbose = false
+    @Option(
+        help: ArgumentHelp(
+            "With --mock: write every command the drivers sent to their simulated instruments, and each answer, to this file (JSON lines).",
+            valueName: "file"))
+    var transcript: String?
     @OptionGroup var monitor: MonitorOptions
 
     func validate() throws {
         _ = try monitor.configuration
+        if transcript != nil && !script.mock { throw ValidationError("--transcript records the simulated instruments: it needs --mock") }
         for fault in faults {
             do { try Herald.checkFault(fault) } catch { throw ValidationError("--fault '\(fault)': \(error)") }
         }
@@ -78,6 +84,7 @@ struct Run: AsyncParsableCommand {
         request.pluginDirectories = plugins.pluginDirectories
         request.includeDirectories = script.includeDirectories
         request.rawTags = !noRawTags
+        request.transcriptPath = transcript
         let live = LiveRun()
         var sinks: [any RunEventSink] = [live]
         if !json { sinks.append(ProgressLine(live: live, display: .shared)) }
