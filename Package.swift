@@ -148,7 +148,8 @@ let package = Package(
             dependencies: [
                 "HeraldCore", "HeraldScript", "HeraldSequencer", "HeraldStore", "HeraldRunReader", "HeraldHDF5", "HeraldAnalysis", "HeraldPlugins",
                 "SimulatedLab", "MockLaser", "MockRotator", "MockTimeTagger", "MockShutter", "MockCounter", "MockNetwork", "ReplayTimeTagger",
-                "ThorlabsITC4001", "ThorlabsElliptec", "S15TDC1", "HeraldNode", "SimulatedInstruments", "USBInstrument",
+                "MockStage", "MockPowerMeter", "MockTemperatureController", "ThorlabsPM100", "ThorlabsTED4015", "NewportSMC100",
+                "ThorlabsITC4001", "ThorlabsElliptec", "S15TDC1", "HeraldNode", "SimulatedInstruments", "USBInstrument", "HeraldUSB", "HeraldTransports",
                 .product(name: "Clocks", package: "swift-clocks"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -196,6 +197,15 @@ let package = Package(
             name: "ThorlabsElliptec", dependencies: ["HeraldCore", "HeraldUSB", "HeraldUSBProtocols", "HeraldTransports", "USBInstrument"],
             path: "Drivers/ThorlabsElliptec", swiftSettings: swiftSettings),
         .target(
+            name: "ThorlabsPM100", dependencies: ["HeraldCore", "HeraldUSBProtocols", "USBInstrument"],
+            path: "Drivers/ThorlabsPM100", swiftSettings: swiftSettings),
+        .target(
+            name: "ThorlabsTED4015", dependencies: ["HeraldCore", "HeraldUSBProtocols", "USBInstrument"],
+            path: "Drivers/ThorlabsTED4015", swiftSettings: swiftSettings),
+        .target(
+            name: "NewportSMC100", dependencies: ["HeraldCore", "HeraldUSBProtocols", "USBInstrument"],
+            path: "Drivers/NewportSMC100", swiftSettings: swiftSettings),
+        .target(
             name: "S15TDC1", dependencies: ["HeraldCore", "HeraldUSB", "HeraldUSBProtocols", "HeraldTransports", "USBInstrument"],
             path: "Drivers/S15TDC1", swiftSettings: swiftSettings),
         // The instruments `--mock` puts under the real USB/serial/LAN drivers, on the simulated lab.
@@ -211,6 +221,11 @@ let package = Package(
         .target(
             name: "MockTimeTagger", dependencies: ["HeraldCore", "SimulatedLab"],
             path: "Drivers/MockTimeTagger", swiftSettings: swiftSettings),
+        .target(name: "MockStage", dependencies: ["HeraldCore", "SimulatedLab"], path: "Drivers/MockStage", swiftSettings: swiftSettings),
+        .target(name: "MockPowerMeter", dependencies: ["HeraldCore", "SimulatedLab"], path: "Drivers/MockPowerMeter", swiftSettings: swiftSettings),
+        .target(
+            name: "MockTemperatureController", dependencies: ["HeraldCore", "SimulatedLab"], path: "Drivers/MockTemperatureController",
+            swiftSettings: swiftSettings),
         .target(
             name: "MockShutter", dependencies: ["HeraldCore", "SimulatedLab"],
             path: "Drivers/MockShutter", swiftSettings: swiftSettings),

@@ -15,10 +15,16 @@ public enum SimulatedInstruments {
             return { .bytes(try SimulatedElliptec(config: $0, lab: lab, transcript: transcript)) }
         case "s15.tdc1":
             return { .bytes(SimulatedTDC1(device: $0.name, lab: lab, transcript: transcript)) }
+        case "thorlabs.pm100":
+            return { .message(SimulatedPM100(device: $0.name, lab: lab, transcript: transcript)) }
+        case "thorlabs.ted4015":
+            return { .message(SimulatedTED4015(device: $0.name, lab: lab, transcript: transcript)) }
+        case "newport.smc100":
+            return { .bytes(SimulatedSMC100(config: $0, lab: lab, transcript: transcript)) }
         default: return nil
         }
     }
 
     /// Driver ids that have a simulated instrument.
-    public static let drivers: Set<String> = ["thorlabs.itc4001", "thorlabs.ell14", "s15.tdc1"]
+    public static let drivers: Set<String> = ["thorlabs.itc4001", "thorlabs.ell14", "s15.tdc1", "thorlabs.pm100", "thorlabs.ted4015", "newport.smc100"]
 }

@@ -37,6 +37,21 @@ public struct LabParameters: Sendable, Equatable {
     /// threshold current, `nominalPower` at the nominal current, linear in between.
     public var laserThresholdCurrent: Double = 0.010
     public var laserNominalCurrent: Double = 0.050
+    /// Where the two photons meet: the polarisation analyzers (one per arm, detectors 1–4), or
+    /// a 50:50 beam splitter whose outputs go to detectors 1 and 3 (a Hong–Ou–Mandel set-up).
+    public var homInterferometer = false
+    /// The photons' indistinguishability: at zero delay, coincidences fall by this fraction.
+    public var homVisibility: Double = 0.95
+    /// Coherence time τc of the photons: coincidences go as 1 − V·e^{−(τ/τc)²} in the delay τ.
+    public var coherenceTime: Double = 1e-12
+    /// Stage position at which both photons' paths are equal (a delay stage's zero).
+    public var zeroDelayPosition: Double = 0
+    /// The crystal's phase matching: the pair rate goes as sinc²(π(T − T₀)/ΔT), zero first at
+    /// T₀ ± ΔT, once a temperature controller holds the crystal.
+    public var phaseMatchingTemperature: Double = 308.15
+    public var phaseMatchingWidth: Double = 2
+    /// Relative (1σ) noise of a power meter's reading.
+    public var powerMeterNoise: Double = 0.01
 
     public init() {}
 
@@ -62,6 +77,15 @@ public struct LabParameters: Sendable, Equatable {
         PropertySpec("unlock_duration", .quantity(.time), range: 0...1e7, summary: "fault: how long the unlock lasts"),
         PropertySpec("laser_threshold_current", .quantity(.current), range: 0...10, summary: "diode pump: lasing threshold"),
         PropertySpec("laser_nominal_current", .quantity(.current), range: 1e-6...10, summary: "diode pump: current giving nominal_power"),
+        PropertySpec(
+            "interferometer", .choice(["analyzers", "hom"]),
+            summary: "where the photons meet: polarisation analyzers (detectors 1–4) or a 50:50 beam splitter to detectors 1 and 3"),
+        PropertySpec("hom_visibility", .quantity(.dimensionless), range: 0...1, summary: "HOM: photons' indistinguishability"),
+        PropertySpec("coherence_time", .quantity(.time), range: 1e-15...1e-6, summary: "HOM: dip 1 − V·exp(−(τ/τc)²)"),
+        PropertySpec("zero_delay_position", .quantity(.length), range: -1...1, summary: "HOM: stage position of equal paths"),
+        PropertySpec("phase_matching_temperature", .quantity(.temperature), range: 0...1000, summary: "crystal temperature of peak pair rate"),
+        PropertySpec("phase_matching_width", .quantity(.temperature), range: 1e-3...100, summary: "pair rate ∝ sinc²(π(T−T₀)/ΔT)"),
+        PropertySpec("power_meter_noise", .quantity(.dimensionless), range: 0...1, summary: "relative noise of power-meter readings"),
     ]
 
     /// Applies validated values; unknown keys were already rejected by validation.
@@ -71,6 +95,10 @@ public struct LabParameters: Sendable, Equatable {
         for (key, value) in values {
             if key == "density_matrix", let text = value.text {
                 state = try Self.densityMatrix(parsing: text)
+                continue
+            }
+            if key == "interferometer" {
+                homInterferometer = value.text == "hom"
                 continue
             }
             guard let q = value.quantity?.value else { continue }
@@ -88,6 +116,12 @@ public struct LabParameters: Sendable, Equatable {
             case "unlock_duration": unlockDuration = q
             case "laser_threshold_current": laserThresholdCurrent = q
             case "laser_nominal_current": laserNominalCurrent = q
+            case "hom_visibility": homVisibility = q
+            case "coherence_time": coherenceTime = q
+            case "zero_delay_position": zeroDelayPosition = q
+            case "phase_matching_temperature": phaseMatchingTemperature = q
+            case "phase_matching_width": phaseMatchingWidth = q
+            case "power_meter_noise": powerMeterNoise = q
             default: break
             }
         }

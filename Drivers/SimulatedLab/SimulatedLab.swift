@@ -71,6 +71,10 @@ public actor SimulatedLab {
     private var repetitionRate = 0.0
     private var shutterOpen = true
     private var angles: [Arm: [Waveplate: Double]] = [.a: [.qwp: 0, .hwp: 0], .b: [.qwp: 0, .hwp: 0]]
+    /// Extra path delay of photon B (seconds), from a delay stage.
+    private var armDelay = 0.0
+    /// The crystal's temperature when a controller holds it (nil: at its phase-matching optimum).
+    private var crystalTemperature: Double?
     /// Per detector: the end of its current dead time, and afterpulses not yet due.
     private var deadUntil: [Int64] = [Int64](repeating: .min, count: 4)
     private var afterpulses: [Heap<Int64>] = Array(repeating: Heap(), count: 4)
@@ -115,6 +119,24 @@ public actor SimulatedLab {
     public var shutterIsOpen: Bool { shutterOpen }
     public func setAngle(_ degrees: Double, arm: Arm, plate: Waveplate) { angles[arm]?[plate] = degrees }
     public func angle(arm: Arm, plate: Waveplate) -> Double { angles[arm]?[plate] ?? 0 }
+    /// A delay stage in photon B's path: `passes` times its offset from the zero-delay position.
+    public func setStage(position metres: Double, passes: Int) {
+        armDelay = Double(passes) * (metres - parameters.zeroDelayPosition) / 299_792_458
+    }
+    public var photonDelay: Double { armDelay }
+    public func setCrystal(temperature kelvin: Double?) { crystalTemperature = kelvin }
+    /// sinc²(π(T − T₀)/ΔT): the fraction of the peak pair rate at the crystal's temperature.
+    public var phaseMatching: Double {
+        guard let t = crystalTemperature else { return 1 }
+        let u = Double.pi * (t - parameters.phaseMatchingTemperature) / parameters.phaseMatchingWidth
+        if abs(u) < 1e-12 { return 1 }
+        return (sin(u) / u) * (sin(u) / u)
+    }
+    /// What a power meter on the pump reads: its power while emitting, with the meter's noise.
+    public func measurePumpPower() -> Double {
+        let true_ = pumpEnabled && shutterOpen ? pumpPower : 0
+        return max(0, true_ * (1 + parameters.powerMeterNoise * rng.gaussian()))
+    }
 
     /// Current virtual time in picoseconds since the lab was created: the clock, plus the
     /// time the network's attempt loops have moved on without sleeping on it.
@@ -146,7 +168,7 @@ public actor SimulatedLab {
 
     /// The pair rate the pump currently produces, per second (before the lock and shutter).
     public var currentPairRate: Double {
-        pumpEnabled && shutterOpen ? parameters.pairRate * pumpPower / parameters.nominalPower : 0
+        pumpEnabled && shutterOpen ? parameters.pairRate * pumpPower / parameters.nominalPower * phaseMatching : 0
     }
 
     /// ⟨x y|ρ|x y⟩: the probability weight of the pair being found in the product state x ⊗ y.
@@ -194,7 +216,10 @@ public actor SimulatedLab {
         let sigmaPs = p.jitter * 1e12
         let rate = currentPairRate
         let period = repetitionRate > 0 ? 1 / repetitionRate : 0
-        if rate > 0 && total > 0 {
+        let hom = p.homInterferometer
+        let tau = armDelay / p.coherenceTime
+        let apart = 0.5 * (1 - p.homVisibility * exp(-tau * tau))
+        if rate > 0 && (total > 0 || hom) {
             var t = Double(start) * 1e-12
             let end = Double(stop) * 1e-12
             while true {
@@ -204,9 +229,29 @@ public actor SimulatedLab {
                 let emitted = period > 0 ? (t / period).rounded(.down) * period : t
                 // An unlocked pump (warming up, or an injected fault) produces no pairs.
                 if !pumpLocked(atPs: Int64(emitted * 1e12)) { continue }
+                let emittedPs = emitted * 1e12
+                if hom {
+                    // The beam splitter: apart (one photon to each of detectors 1 and 3) with
+                    // probability ½(1 − V·e^{−(τ/τc)²}), else both leave by the same port, where
+                    // a detector that cannot resolve two photons clicks once.
+                    let delayedPs = emittedPs + armDelay * 1e12
+                    if rng.unitOpen() <= apart {
+                        if rng.unitOpen() <= eta {
+                            let s = Int64((emittedPs + sigmaPs * rng.gaussian()).rounded())
+                            if s >= start && s < stop { clicks[0].append(s) }
+                        }
+                        if rng.unitOpen() <= eta {
+                            let s = Int64((delayedPs + sigmaPs * rng.gaussian()).rounded())
+                            if s >= start && s < stop { clicks[2].append(s) }
+                        }
+                    } else if rng.unitOpen() <= 1 - (1 - eta) * (1 - eta) {
+                        let s = Int64((emittedPs + sigmaPs * rng.gaussian()).rounded())
+                        if s >= start && s < stop { clicks[rng.unitOpen() < 0.5 ? 0 : 2].append(s) }
+                    }
+                    continue
+                }
                 let u = rng.unitOpen() * total
                 let outcome = cumulative.firstIndex { u <= $0 } ?? 3
-                let emittedPs = emitted * 1e12
                 if rng.unitOpen() <= eta {
                     let stamp = Int64((emittedPs + sigmaPs * rng.gaussian()).rounded())
                     if stamp >= start && stamp < stop { clicks[outcome / 2].append(stamp) }

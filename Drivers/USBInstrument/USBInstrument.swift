@@ -185,3 +185,53 @@ extension DeviceConfig {
     /// True when `--mock` put an in-process simulated instrument under the real driver.
     public var isSimulatedInstrument: Bool { match == .simulated }
 }
+
+/// What a SCPI instrument driver shares, whatever the transport: the serial queue, the link
+/// (USBTMC over USB, lines over a socket or serial port, or the simulated instrument), the
+/// `*IDN?` check at connect, and every write checked against the error queue.
+public final class SCPISession: @unchecked Sendable {  // `client` touched only on `io`
+    public let config: DeviceConfig
+    public let io: InstrumentQueue
+    public let connection: InstrumentConnection
+    let timeout: Duration
+    private var client: SCPIClient?
+
+    public init(config: DeviceConfig, simulator: InstrumentSimulator?) {
+        self.config = config
+        io = InstrumentQueue(device: config.name)
+        connection = InstrumentConnection(simulator: simulator)
+        // A query must fail inside the engine's deadline so the link's recovery runs first.
+        timeout = min(.seconds(2), config.callTimeout * 0.4)
+    }
+
+    /// Opens the link, checks `*IDN?` names the model (`model` is part of the answer, as
+    /// `ITC4`, `PM100`, `TED4`), clears the status and runs `setup` (each checked).
+    public func connect(defaults: USBIdentity, model: [String], what: String, setup: [String]) async throws {
+        try await io.run(config.name) { [self] in
+            let link = try connection.messageLink(config, defaults: defaults, baud: 115_200) { try USBTMCLink($0) }
+            let c = SCPIClient(link, timeout: timeout)
+            let idn = try c.query("*IDN?")
+            guard model.contains(where: { idn.uppercased().contains($0) }) else {
+                throw ProtocolError(device: link.identity, "*IDN? answered '\(idn.prefix(60))', not \(what)")
+            }
+            try c.write("*CLS")
+            for command in setup { try c.checkedWrite(command) }
+            client = c
+        }
+    }
+
+    /// Runs `body` with the connected client on the instrument's queue.
+    public func run<T: Sendable>(_ body: @escaping @Sendable (SCPIClient) throws -> T) async throws -> T {
+        try await io.run(config.name) { [self] in
+            guard let client else { throw DeviceError(device: config.name, .disconnected, "not connected") }
+            return try body(client)
+        }
+    }
+
+    public func disconnect() async {
+        _ = try? await io.run(config.name) { [self] in
+            client = nil
+            connection.close()
+        }
+    }
+}

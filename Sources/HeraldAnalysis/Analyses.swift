@@ -44,7 +44,7 @@ enum Analyses {
         case .tomography(let spec): return try tomography(spec, data: data)
         case .chsh(_, let a, let b, let counting): return chsh(a, b, counting, data: data)
         case .heraldedG2(_, let h, let s, let w): return g2(G2Key(herald: h, signal1: s.0, signal2: s.1, windowPs: w), data: data)
-        case .rates(let dataset, let counting): return rates(dataset, counting, data: data)
+        case .rates(let dataset, let counting, let fit): return rates(dataset, counting, fit: fit, data: data)
         case .entanglement(let spec):
             // Heralds, not counts: the reducer runs these through EntanglementAnalysis.
             return try EntanglementAnalysis.run(spec, points: [])
@@ -115,7 +115,7 @@ enum Analyses {
         return record
     }
 
-    static func rates(_ dataset: String, _ counting: CountingSpec, data: [PointResult]) -> AnalysisRecord {
+    static func rates(_ dataset: String, _ counting: CountingSpec, fit model: RateFit = .linear, data: [PointResult]) -> AnalysisRecord {
         var record = AnalysisRecord(
             name: "rates", estimator: "counts/live-time", parameters: ["sweep": dataset, "window_s": AnalysisRecord.seconds(counting.windowPs)],
             values: [:], uncertainties: [:])
@@ -148,6 +148,11 @@ enum Analyses {
             let err = zip(n, t).map { $1 > 0 ? max($0, 1).squareRoot() / $1 : 0 }
             record.series[figure: figure] = rate
             record.series[figure: .error(figure)] = err
+            if hasSweptValue, model != .linear {
+                record.parameters["fit"] = model.rawValue
+                ScanFit.fit(model, x: swept, counts: n, durations: t, pair: p, into: &record)
+                continue
+            }
             // Against the swept quantity, a straight-line fit (pair rate ∝ pump power, say).
             if hasSweptValue, let fit = LinearFit.fit(x: swept, y: rate, sigma: err) {
                 record.values[figure: .slope(p.a, p.b)] = fit.slope

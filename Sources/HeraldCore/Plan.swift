@@ -233,16 +233,16 @@ public enum AnalysisStep: Sendable {
     case chsh(dataset: String, armA: ArmChannels, armB: ArmChannels, counting: CountingSpec)
     /// Heralded g2(0) = N_h·N_h12 / (N_h1·N_h2), herald channel h and the two HBT outputs.
     case heraldedG2(dataset: String, herald: Int, signals: (Int, Int), windowPs: Int64)
-    /// Singles and coincidence rates of every point of a data set (with a linear fit against
-    /// the swept quantity when it has one).
-    case rates(dataset: String, counting: CountingSpec)
+    /// Singles and coincidence rates of every point of a data set, with a fit of each pair's
+    /// rate against the swept quantity when it has one (a line unless `fit` says otherwise).
+    case rates(dataset: String, counting: CountingSpec, fit: RateFit = .linear)
     /// Heralded remote entanglement of an `entangle` data set: rates, fidelities, the remote state.
     case entanglement(EntanglementAnalysisSpec)
 
     public var dataset: String {
         switch self {
         case .tomography(let t): return t.sweep
-        case .chsh(let d, _, _, _), .heraldedG2(let d, _, _, _), .rates(let d, _): return d
+        case .chsh(let d, _, _, _), .heraldedG2(let d, _, _, _), .rates(let d, _, _): return d
         case .entanglement(let e): return e.dataset
         }
     }
@@ -264,7 +264,7 @@ public enum AnalysisStep: Sendable {
         case .chsh(_, let a, let b, _):
             return Set([a.pass, b.pass] + [a.reflect, b.reflect].compactMap { $0 })
         case .heraldedG2(_, let h, let s, _): return [h, s.0, s.1]
-        case .rates(_, let c): return c.channels
+        case .rates(_, let c, _): return c.channels
         case .entanglement: return []
         }
     }
@@ -280,7 +280,7 @@ public enum AnalysisStep: Sendable {
         switch self {
         case .tomography(let t):
             return CountingSpec(pairs: t.channelPairs.map { ChannelPair($0.0, $0.1) }, windowPs: t.windowPs, delaysPs: t.delaysPs)
-        case .chsh(_, _, _, let c), .rates(_, let c): return c
+        case .chsh(_, _, _, let c), .rates(_, let c, _): return c
         case .heraldedG2(_, let h, let s, let w):
             return CountingSpec(pairs: [ChannelPair(h, s.0), ChannelPair(h, s.1)], windowPs: w, delaysPs: [:])
         case .entanglement: return nil  // heralds come from the entangler, not from counting tags
@@ -345,6 +345,17 @@ public struct EntanglementAnalysisSpec: Sendable, Codable, Equatable {
         self.driftBins = driftBins
         self.fit = fit
     }
+}
+
+/// What a `rates` analysis fits to each pair's coincidence rate against the swept quantity.
+public enum RateFit: String, Sendable, Codable, CaseIterable {
+    /// A straight line (pair rate ∝ pump power): slope and intercept.
+    case linear
+    /// A Gaussian dip, as a Hong–Ou–Mandel delay scan gives: r(x) = A·(1 − V·e^{−(x−c)²/w²}).
+    case dip
+    /// A phase-matching curve, as a crystal-temperature scan gives: r(x) = A·sinc²(π(x−c)/w) + B,
+    /// zero first at c ± w.
+    case phaseMatching = "phase-matching"
 }
 
 /// Fits of an entanglement data set across the points of the sweep around it.

@@ -113,10 +113,10 @@ extension AnalysisStep {
             return .chsh(dataset: d, armA: a, armB: b, counting: c)
         case .heraldedG2(let d, let h, let s, let w):
             return .heraldedG2(dataset: d, herald: h, signals: s, windowPs: windowPs ?? w)
-        case .rates(let d, var c):
+        case .rates(let d, var c, let f):
             if let windowPs { c.windowPs = windowPs }
             c.delaysPs = delays(c.delaysPs)
-            return .rates(dataset: d, counting: c)
+            return .rates(dataset: d, counting: c, fit: f)
         case .entanglement(var e):
             if let estimator { e.estimator = estimator }
             return .entanglement(e)
@@ -141,6 +141,8 @@ extension AnalysisStep: Codable {
         var signals: [Int]?
         var windowPs: Int64?
         var entanglement: EntanglementAnalysisSpec?
+        /// A rates analysis's fit; absent (linear) in files written before fits were chosen.
+        var fit: RateFit?
     }
 
     private var stored: Stored {
@@ -149,7 +151,7 @@ extension AnalysisStep: Codable {
         case .chsh(let d, let a, let b, let c): return Stored(kind: "chsh", dataset: d, armA: a, armB: b, counting: c)
         case .heraldedG2(let d, let h, let s, let w):
             return Stored(kind: "g2", dataset: d, herald: h, signals: [s.0, s.1], windowPs: w)
-        case .rates(let d, let c): return Stored(kind: "rates", dataset: d, counting: c)
+        case .rates(let d, let c, let f): return Stored(kind: "rates", dataset: d, counting: c, fit: f == .linear ? nil : f)
         case .entanglement(let e): return Stored(kind: "entanglement", dataset: e.dataset, entanglement: e)
         }
     }
@@ -173,7 +175,7 @@ extension AnalysisStep: Codable {
             self = .heraldedG2(dataset: s.dataset, herald: h, signals: (sig[0], sig[1]), windowPs: w)
         case "rates":
             guard let c = s.counting else { throw missing("counting") }
-            self = .rates(dataset: s.dataset, counting: c)
+            self = .rates(dataset: s.dataset, counting: c, fit: s.fit ?? .linear)
         case "entanglement":
             guard let e = s.entanglement else { throw missing("entanglement") }
             self = .entanglement(e)

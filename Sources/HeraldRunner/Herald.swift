@@ -10,6 +10,9 @@ import HeraldStore
 import Logging
 import MockLaser
 import MockCounter
+import MockStage
+import MockPowerMeter
+import MockTemperatureController
 import MockRotator
 import MockShutter
 import MockTimeTagger
@@ -17,6 +20,9 @@ import ReplayTimeTagger
 import S15TDC1
 import ThorlabsElliptec
 import ThorlabsITC4001
+import ThorlabsPM100
+import ThorlabsTED4015
+import NewportSMC100
 import USBInstrument
 import SimulatedLab
 import SimulatedInstruments
@@ -35,6 +41,9 @@ public enum Herald {
         r.register(DriverEntry(descriptor: MockTimeTagger.descriptor) { try MockTimeTagger(config: $0, lab: lab) })
         r.register(DriverEntry(descriptor: MockShutter.descriptor) { MockShutter(config: $0, lab: lab) })
         r.register(DriverEntry(descriptor: MockCounter.descriptor) { MockCounter(config: $0, lab: lab) })
+        r.register(DriverEntry(descriptor: MockStage.descriptor) { MockStage(config: $0, lab: lab) })
+        r.register(DriverEntry(descriptor: MockPowerMeter.descriptor) { MockPowerMeter(config: $0, lab: lab) })
+        r.register(DriverEntry(descriptor: MockTemperatureController.descriptor) { MockTemperatureController(config: $0, lab: lab) })
         r.register(DriverEntry(descriptor: MockEntangler.descriptor) { try MockEntangler(config: $0, lab: lab) })
         r.register(DriverEntry(descriptor: MockQubitReadout.descriptor) { try MockQubitReadout(config: $0, lab: lab) })
         r.register(DriverEntry(descriptor: MockAnalyserTagger.descriptor) { try MockAnalyserTagger(config: $0, lab: lab) })
@@ -54,12 +63,21 @@ public enum Herald {
         r.register(DriverEntry(descriptor: S15TDC1.descriptor, simulatesInstrument: true) {
             S15TDC1(config: $0, simulator: sim(S15TDC1.descriptor.id))
         })
+        r.register(DriverEntry(descriptor: ThorlabsPM100.descriptor, simulatesInstrument: true) {
+            ThorlabsPM100(config: $0, simulator: sim(ThorlabsPM100.descriptor.id))
+        })
+        r.register(DriverEntry(descriptor: ThorlabsTED4015.descriptor, simulatesInstrument: true) {
+            ThorlabsTED4015(config: $0, simulator: sim(ThorlabsTED4015.descriptor.id))
+        })
+        r.register(DriverEntry(descriptor: NewportSMC100.descriptor, simulatesInstrument: true) {
+            NewportSMC100(config: $0, simulator: sim(NewportSMC100.descriptor.id))
+        })
         for entry in plugins where r.entry(entry.descriptor.id) == nil { r.register(entry) }
         return r
     }
 
     /// The USB identities the built-in instrument drivers claim (for `herald devices`).
-    public static let usbIdentities: [USBIdentity] = [ThorlabsITC4001.usb, ElliptecRotator.usb, S15TDC1.usb]
+    public static let usbIdentities: [USBIdentity] = [ThorlabsITC4001.usb, ElliptecRotator.usb, S15TDC1.usb, ThorlabsPM100.usb, ThorlabsTED4015.usb]
 
     /// The registry used when only descriptors are needed (validation, listing): built-ins
     /// and the plugins of `HERALD_PLUGIN_PATH`.
@@ -131,6 +149,7 @@ public enum Herald {
         }
         let compiled = try c.compile(path: path, mock: mock, overrides: overrides)
         try await checkRecordings(compiled.plan)
+        if !mock { try DevicePresence.check(compiled.plan) }
         return compiled
     }
 
@@ -251,6 +270,8 @@ public enum Herald {
                 throw LabParameterError("--fault '\(text)': \(problem)")
             }
         }
+        // Every missing instrument at once, before any is opened.
+        if !request.mock { try DevicePresence.check(compiled.plan) }
         let faults = try (compiled.faults + request.faults).map { try FaultSpec.parse($0) }
         let lab = SimulatedLab(
             parameters: try LabParameters(compiled.simulation), network: try NetworkParameters(compiled.network), seed: seed, pacing: request.realtime ? .realtime : .virtual,

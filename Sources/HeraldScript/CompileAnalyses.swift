@@ -167,7 +167,7 @@ extension Context {
             if let c = step.counting { requireCounting(c, for: data, at: keyNode) }
             return step
         case "rates":
-            let byKey = fields(node, allowed: ["sweep", "pairs", "window", "delays"], what: "rates")
+            let byKey = fields(node, allowed: ["sweep", "pairs", "window", "delays", "fit"], what: "rates")
             let data = dataset(byKey["sweep"], expect: [.single, .values, .tomography, .chsh], what: "rates", at: node)
             var pairs: [ChannelPair] = []
             if let p = byKey["pairs"] {
@@ -183,7 +183,13 @@ extension Context {
             guard let data else { return nil }
             let counting = CountingSpec(pairs: pairs, windowPs: window, delaysPs: delays)
             requireCounting(counting, for: data, at: keyNode)
-            return .rates(dataset: data, counting: counting)
+            var fit = RateFit.linear
+            if let f = byKey["fit"], let text = string(f, what: "fit") {
+                if let model = RateFit(rawValue: text) { fit = model } else {
+                    error("rates fit is one of \(RateFit.allCases.map(\.rawValue).joined(separator: ", ")), got '\(text)'", at: f)
+                }
+            }
+            return .rates(dataset: data, counting: counting, fit: fit)
         default:
             return nil
         }

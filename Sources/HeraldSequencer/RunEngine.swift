@@ -1,6 +1,7 @@
 import Foundation
 import HeraldCore
 import Logging
+import Synchronization
 
 /// Executes a plan against open devices and emits typed run events.
 ///
@@ -26,6 +27,9 @@ public final class RunEngine: Sendable {
     let stopRequest: StopRequest?
     /// The simulated-device call in progress, for the run's one backstop watchdog.
     let simulatedCall = SimulatedCallWatch()
+    /// Devices whose `connect()` succeeded: only these get a safe state.
+    private let openedDevices = Mutex<Set<String>>([])
+    var opened: Set<String> { openedDevices.withLock { $0 } }
 
     /// The real-time bound on calls to devices that answer without waiting (simulations).
     public static let simulatedDeviceBackstop = Duration.seconds(120)
@@ -68,6 +72,7 @@ public final class RunEngine: Sendable {
             for descriptor in StreamDescriptor.engineStreams(taggers: taggers, entangles: plan.steps.contains(where: \.entangles)) { try await emit(.streamDeclared(descriptor)) }
             for name in order {
                 try await call(name, "connect") { try await $0.connect() }
+                openedDevices.withLock { _ = $0.insert(name) }
             }
             try await watchingPresence {
                 for (index, step) in self.plan.steps.enumerated() {
@@ -151,6 +156,13 @@ public final class RunEngine: Sendable {
     func safeStop() async {
         for name in order {
             guard let device = devices[name] else { continue }
+            // A device the run never opened was sent nothing: there is no state to undo, and
+            // no connection to send a safe state over.
+            guard opened.contains(name) else {
+                logger.notice("\(name): never opened, so not put in a safe state")
+                try? await emit(.log("safe state: \(name) was never opened (nothing sent to it)"))
+                continue
+            }
             var done: [String] = []
             for a in configs[name]?.safeState ?? [] {
                 do {

@@ -6,10 +6,15 @@ import Testing
 /// Every script in Experiments/ must validate, run to success on the simulated lab, and
 /// give what its header says a user should expect (within 5σ of its reported error).
 @Suite struct ShippedExperimentsTests {
+    /// The scripts of Experiments/ and Experiments/hardware/ (whose instrument drivers run on
+    /// simulated instruments under --mock); lab files, which describe devices and hold no
+    /// steps, are included by scripts rather than run.
     static var scripts: [String] {
         let dir = Paths.root.appendingPathComponent("Experiments")
-        let names = (try? FileManager.default.contentsOfDirectory(atPath: dir.path)) ?? []
-        return names.filter { $0.hasSuffix(".yaml") }.sorted()
+        let top = ((try? FileManager.default.contentsOfDirectory(atPath: dir.path)) ?? []).filter { $0.hasSuffix(".yaml") }
+        let hardware = ((try? FileManager.default.contentsOfDirectory(atPath: dir.appendingPathComponent("hardware").path)) ?? [])
+            .filter { $0.hasSuffix(".yaml") && $0 != "lab.yaml" }.map { "hardware/" + $0 }
+        return (top + hardware).sorted()
     }
 
     /// Expected values from each script's simulation block (see the script headers).
@@ -38,6 +43,15 @@ import Testing
         "heterogeneous-link.yaml": ["fidelity": 0.9593, "herald_rate": 18.646],
         // Link A–C, the last analysed: ½·η(1 km)·η(5 km) at 10 kHz; readout and c's dephasing.
         "three-node-star.yaml": ["herald_rate": 13.61, "fidelity": 0.9969],
+        // V, the stage position of equal paths, c₀τc/2 (double pass) and ½·R·η².
+        "hom-dip.yaml": ["dip_visibility_1_3": 0.95, "dip_centre_1_3": 0.0125, "dip_width_1_3": 299_792_458 * 1e-12 / 2, "dip_baseline_1_3": 2000],
+        // T₀, ΔT and R·η²·(1 + V)/4 along sinc²(π(T − T₀)/ΔT).
+        "crystal-temperature-scan.yaml": ["peak_centre_1_3": 308.15, "peak_width_1_3": 2, "peak_rate_1_3": 1900],
+        // Through the real ITC4001, ELL14 and TDC1 drivers on simulated instruments: (1 + 3V)/4, V = 0.95.
+        "hardware/bell-tomography-usb.yaml": ["fidelity": (1 + 3 * 0.95) / 4],
+        // The same dip and phase-matching curve as above, through the SMC100, TED4015, PM100, ELL14, ITC4001 and TDC1 drivers.
+        "hardware/hom-dip-smc100.yaml": ["dip_visibility_1_3": 0.95, "dip_centre_1_3": 0.0125, "dip_width_1_3": 299_792_458 * 1e-12 / 2, "dip_baseline_1_3": 2000],
+        "hardware/crystal-temperature-scan-ted4015.yaml": ["peak_centre_1_3": 308.15, "peak_width_1_3": 2, "peak_rate_1_3": 1900],
     ]
 
     /// Scripts that replay a recording get one made by running another shipped script first.
