@@ -258,7 +258,7 @@ let package = Package(
         .testTarget(
             name: "EndToEndTests",
             dependencies: [
-                "HeraldRunner", "HeraldCore", "HeraldAnalysis", "HeraldStore", "HeraldRunReader", "HeraldTTTR", "SimulatedLab", "herald", "HeraldFuzz",
+                "HeraldRunner", "HeraldCore", "HeraldAnalysis", "HeraldStore", "HeraldRunReader", "HeraldTTTR", "SimulatedLab", "herald", "HeraldFuzz", "HeraldScript",
                 "DriverConformance", "HeraldPlugins", "HeraldUSBProtocols", "S15TDC1", "HeraldNode", "HeraldNodeProtocol", "HeraldMonitor",
                 "HeraldLive",
                 .product(name: "Numerics", package: "swift-numerics"),

@@ -130,8 +130,10 @@ public enum Herald {
         path: String, mock: Bool = false, overrides: [String: String] = [:], pluginDirectories: [String] = [],
         includeDirectories: [String] = []
     ) throws -> CompiledScript {
-        try compiler(registry: descriptorRegistry(pluginDirectories: pluginDirectories), includeDirectories: includeDirectories)
+        let compiled = try compiler(registry: descriptorRegistry(pluginDirectories: pluginDirectories), includeDirectories: includeDirectories)
             .compile(path: path, mock: mock, overrides: overrides)
+        if !mock { try DevicePresence.check(compiled.plan) }
+        return compiled
     }
 
     /// Validates a script without touching any device. A script with `nodes:` is checked

@@ -188,8 +188,9 @@ extension Context {
             properties: descriptor.properties, safeState: safe, callTimeout: timeout, retries: retries)
         // With --mock the node is not used: the device is simulated here, as every other.
         config.node = mock ? nil : nodeName
-        if let matchNode = byKey["match"] {
-            config.match = match(matchNode, device: name) ?? .any
+        // A match already refused (its error reported) is not checked again against the driver.
+        if let matchNode = byKey["match"], let found = match(matchNode, device: name) {
+            config.match = found
             // Simulated drivers ignore `match:` (a script written for hardware runs with --mock).
             if !entry.descriptor.isMock && !entry.descriptor.matchedBy.contains(config.match.kind) {
                 error(
