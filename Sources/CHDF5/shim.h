@@ -6,6 +6,8 @@
 #ifndef HERALD_CHDF5_SHIM_H
 #define HERALD_CHDF5_SHIM_H
 #include <hdf5.h>
+#include <stdio.h>
+#include <string.h>
 
 static inline hid_t herald_h5p_default(void) { return H5P_DEFAULT; }
 static inline hid_t herald_h5s_all(void) { return H5S_ALL; }
@@ -57,4 +59,19 @@ static inline void herald_h5e_silence(void) {
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
 }
 static inline hid_t herald_h5e_default(void) { return H5E_DEFAULT; }
+
+// The calling thread's HDF5 error stack, innermost first ("H5FD_sec2_lock: unable to lock
+// file, errno = 11…"), into `buffer`: the cause of a failure, not only that it failed.
+static herr_t herald_h5e_walker(unsigned n, const H5E_error2_t *e, void *data) {
+    char *buffer = (char *)data;
+    size_t used = strlen(buffer);
+    if (n < 4 && used < 900) {
+        snprintf(buffer + used, 1000 - used, "%s%s: %s", used ? "; " : "", e->func_name ? e->func_name : "?", e->desc ? e->desc : "");
+    }
+    return 0;
+}
+static inline void herald_h5e_describe(char *buffer) {
+    buffer[0] = 0;
+    H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, herald_h5e_walker, buffer);
+}
 #endif

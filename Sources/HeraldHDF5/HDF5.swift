@@ -8,8 +8,19 @@ import Glibc
 public struct HDF5Error: Error, CustomStringConvertible, Sendable {
     public var operation: String
     public var object: String
+    /// What libhdf5's error stack said, innermost first (empty when it said nothing).
+    public var detail: String
 
-    public var description: String { "HDF5 \(operation) failed for '\(object)'" }
+    /// Captures the calling thread's HDF5 error stack: call it right after the failing call.
+    public init(operation: String, object: String) {
+        self.operation = operation
+        self.object = object
+        var buffer = [CChar](repeating: 0, count: 1000)
+        herald_h5e_describe(&buffer)
+        detail = String(cString: buffer)
+    }
+
+    public var description: String { "HDF5 \(operation) failed for '\(object)'" + (detail.isEmpty ? "" : " (\(detail))") }
 }
 
 @inline(__always)

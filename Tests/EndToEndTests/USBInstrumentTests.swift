@@ -8,6 +8,8 @@ import Testing
     static let lab = Paths.root.appendingPathComponent("Tests/USBEmulation/usblab.py").path
     static let faultScript = Paths.root.appendingPathComponent("Tests/USBEmulation/fault-scan.yaml").path
     static let scanDevices = ["itc4001:M00412345", "ell14:11400002:a-hwp", "tdc1:TDC1-00141"]
+    static let benchScript = Paths.root.appendingPathComponent("Tests/USBEmulation/bench-kinds.yaml").path
+    static let benchDevices = ["itc4001:M00412345", "pm100:P0012345", "ted4015:M00500123", "tdc1:TDC1-00141"]
 
     struct LabRun {
         var result: ProcessResult
@@ -48,7 +50,7 @@ import Testing
         "each USB driver passes the conformance kit against its emulated instrument",
         arguments: [
             ("itc4001:M00412345", "thorlabs.itc4001"), ("ell14:11400001:a-qwp", "thorlabs.ell14"),
-            ("tdc1:TDC1-00141", "s15.tdc1"),
+            ("tdc1:TDC1-00141", "s15.tdc1"), ("pm100:P0012345", "thorlabs.pm100"), ("ted4015:M00500123", "thorlabs.ted4015"),
         ])
     func conformance(device: String, driver: String) async throws {
         let run = try await underLab([device], ["check-driver", driver])
@@ -155,5 +157,39 @@ import Testing
         #expect(run.result.stderr.contains("'pump'") && run.result.stderr.contains("unplugged"), "\(run.result.stderr)")
         let elapsed = try #require(run.faultToExit)
         #expect(elapsed < 1.5, "the run ended \(elapsed) s after the laser was unplugged")
+    }
+
+    /// The power meter and the temperature controller over USBTMC: every setpoint reaches the
+    /// controller, the interlock reads the meter through every acquisition, and both end safe.
+    @Test("a PM100 and a TED4015 over emulated USB: setpoints, readings, and both left safe")
+    func powerMeterAndTemperatureController() async throws {
+        let run = try await underLab(Self.benchDevices, ["run", Self.benchScript, "--out", "OUT", "--overwrite", "--json"])
+        #expect(run.result.status == 0, "\(run.result.stderr)")
+        let oven = run.log("M00500123")
+        for t in [306.0, 307.0, 308.0, 309.0, 310.0] { #expect(oven.contains("SOUR:TEMP \(t)"), "\(oven)") }
+        #expect(run.state("M00500123")["output"] as? Bool == false, "the oven was switched off")
+        #expect(run.state("M00412345")["output"] as? Bool == false, "the pump was switched off")
+        // Read before and during each of the five 150 ms acquisitions (interlock slices of 100 ms).
+        #expect((run.state("P0012345")["readings"] as? Int ?? 0) >= 10, "\(run.state("P0012345"))")
+        #expect(run.state("P0012345")["wavelength_nm"] as? Double == 405)
+        #expect(run.log("P0012345").prefix(4) == ["*IDN?", "*CLS", "CONF:POW", "SYST:ERR?"], "\(run.log("P0012345"))")
+    }
+
+    /// A reading that never comes is retried (USBTMC abort, then the query again); an oven
+    /// unplugged mid-run fails the run naming it, with the pump off and the tags kept.
+    @Test("PM100 timeout is recovered; a TED4015 unplugged mid-run fails the run naming it, pump off, data kept")
+    func benchKindsFaults() async throws {
+        let slow = try await underLab(Self.benchDevices, faults: ["P0012345:timeout@on=MEAS:POW"], ["run", Self.benchScript, "--out", "OUT", "--overwrite"])
+        #expect(slow.result.status == 0, "\(slow.result.stderr)")
+        #expect((slow.report["faults"] as? [Any])?.count == 1, "the fault fired")
+        #expect(slow.log("P0012345").contains { $0.hasPrefix("<abort bulk in") }, "\(slow.log("P0012345"))")
+
+        let gone = try await underLab(Self.benchDevices, faults: ["M00500123:unplug@on=SOUR:TEMP 308"], ["run", Self.benchScript, "--out", "OUT", "--overwrite", "--json"])
+        #expect(gone.result.status == 1, "\(gone.result.stderr)")
+        let report = try #require(try JSONSerialization.jsonObject(with: Data(gone.result.stdout.utf8)) as? [String: Any])
+        let failure = report["failure"] as? [String: Any]
+        #expect(failure?["device"] as? String == "oven" && failure?["error"] as? String == "disconnected", "\(String(describing: failure))")
+        #expect(gone.state("M00412345")["output"] as? Bool == false, "the pump was switched off")
+        #expect((report["tags"] as? Int ?? 0) > 0, "the points before the unplug are kept: \(report)")
     }
 }

@@ -150,28 +150,19 @@ class Instrument:
 # Thorlabs ITC4001 over USBTMC / USB488 with SCPI
 
 
-class ITC4001(Instrument):
-    vid, pid, manufacturer, product = 0x1313, 0x804A, "Thorlabs", "ITC4001"
+class USBTMCInstrument(Instrument):
+    """A USBTMC/USB488 instrument: bulk framing, the abort/clear requests, an error queue;
+    subclasses answer their SCPI commands in `execute`."""
     BULK_OUT, BULK_IN, INTR_IN = 0x01, 0x81, 0x82
 
-    def __init__(self, lab, serial, keylock_tripped=False):
+    def __init__(self, lab, serial):
         super().__init__(lab, serial)
-        lab.laser = self
-        self.output, self.current, self.limit = False, 0.0, 1.0
-        self.tec, self.temp_setpoint = True, 298.15
-        self.keylock, self.interlock = keylock_tripped, False
         self.errors, self.replies, self.requests = [], [], []
         self.partial = b""
 
     def descriptors(self):
         return device_descriptor(self.vid, self.pid) + config_descriptor(
             [(0xFE, 3, 1, [(self.BULK_OUT, 2, 64), (self.BULK_IN, 2, 64), (self.INTR_IN, 3, 2)])])
-
-    def emitting(self):
-        return self.output and not self.keylock and not self.interlock
-
-    def state(self):
-        return {"output": self.output, "current": self.current, "tec": self.tec}
 
     # USBTMC bulk-OUT: DEV_DEP_MSG_OUT carries commands, REQUEST_DEV_DEP_MSG_IN asks for a reply.
     def bulk_out(self, endpoint, data):
@@ -228,6 +219,43 @@ class ITC4001(Instrument):
 
     NUMBER = r"\s+([-+0-9.eE]+)"
 
+    def reply(self, text):
+        self.replies.append((text + "\n").encode())
+
+    def number(self, m):
+        try:
+            return float(m.group(m.lastindex))
+        except ValueError:
+            self.errors.append('-104,"Data type error"')
+            return None
+
+    def common(self, c):
+        """IEEE 488.2 commands every instrument answers; True when `c` was one."""
+        if re.fullmatch(r"\*CLS", c):
+            self.errors = []
+        elif re.fullmatch(r"SYST(EM)?:ERR(OR)?(:NEXT)?\?", c):
+            self.reply(self.errors.pop(0) if self.errors else '+0,"No error"')
+        else:
+            return False
+        return True
+
+
+class ITC4001(USBTMCInstrument):
+    vid, pid, manufacturer, product = 0x1313, 0x804A, "Thorlabs", "ITC4001"
+
+    def __init__(self, lab, serial, keylock_tripped=False):
+        super().__init__(lab, serial)
+        lab.laser = self
+        self.output, self.current, self.limit = False, 0.0, 1.0
+        self.tec, self.temp_setpoint = True, 298.15
+        self.keylock, self.interlock = keylock_tripped, False
+
+    def emitting(self):
+        return self.output and not self.keylock and not self.interlock
+
+    def state(self):
+        return {"output": self.output, "current": self.current, "tec": self.tec}
+
     def execute(self, command):
         self.log.append(command)
         c = command.upper()
@@ -235,15 +263,7 @@ class ITC4001(Instrument):
         def match(pattern):
             return re.fullmatch(pattern, c)
 
-        def reply(text):
-            self.replies.append((text + "\n").encode())
-
-        def number(m):
-            try:
-                return float(m.group(m.lastindex))
-            except ValueError:
-                self.errors.append('-104,"Data type error"')
-                return None
+        reply, number = self.reply, self.number
 
         if match(r"\*IDN\?"):
             reply(f"Thorlabs,ITC4001,{self.serial},1.8.0/1.5.0/2.3.0")
@@ -297,6 +317,87 @@ class ITC4001(Instrument):
             reply("1" if self.interlock else "0")
         elif match(r"SYST(EM)?:ERR(OR)?(:NEXT)?\?"):
             reply(self.errors.pop(0) if self.errors else '+0,"No error"')
+        else:
+            self.errors.append('-113,"Undefined header"')
+
+
+class PM100(USBTMCInstrument):
+    """A PM100D console reading the pump through a pick-off: 10 mW at the nominal current,
+    linear above threshold, 0 with the output off; 1% noise."""
+    vid, pid, manufacturer, product = 0x1313, 0x8078, "Thorlabs", "PM100D"
+
+    def __init__(self, lab, serial):
+        super().__init__(lab, serial)
+        self.wavelength = 633.0
+        self.readings = 0
+
+    def state(self):
+        return {"wavelength_nm": self.wavelength, "readings": self.readings}
+
+    def execute(self, command):
+        self.log.append(command)
+        c = command.upper()
+        if self.common(c):
+            return
+        if re.fullmatch(r"\*IDN\?", c):
+            self.reply(f"Thorlabs,PM100D,{self.serial},2.5.0")
+        elif re.fullmatch(r"CONF(IGURE)?(:SCAL(AR)?)?:POW(ER)?", c) or re.fullmatch(r"SENS(E)?:POW(ER)?(:DC)?:RANG(E)?:AUTO\s+(ON|1)", c):
+            pass
+        elif m := re.fullmatch(r"SENS(E)?:CORR(ECTION)?:WAV(ELENGTH)?" + self.NUMBER, c):
+            v = self.number(m)
+            if v is not None:
+                if 400 <= v <= 1100:
+                    self.wavelength = v
+                else:
+                    self.errors.append('-222,"Data out of range"')
+        elif re.fullmatch(r"SENS(E)?:CORR(ECTION)?:WAV(ELENGTH)?\?", c):
+            self.reply(f"{self.wavelength:.6E}")
+        elif re.fullmatch(r"MEAS(URE)?(:SCAL(AR)?)?:POW(ER)?\?", c):
+            self.readings += 1
+            laser, lab = self.lab.laser, self.lab
+            watts = 0.0
+            if laser is not None and laser.emitting():
+                watts = 0.010 * max(0.0, laser.current - lab.threshold) / (lab.nominal - lab.threshold)
+            self.reply(f"{watts * (1 + 0.01 * lab.random.gauss(0, 1)):.6E}")
+        else:
+            self.errors.append('-113,"Undefined header"')
+
+
+class TED4015(USBTMCInstrument):
+    """A TED4015 holding the crystal: output and setpoint set its temperature at once."""
+    vid, pid, manufacturer, product = 0x1313, 0x8048, "Thorlabs", "TED4015"
+
+    def __init__(self, lab, serial):
+        super().__init__(lab, serial)
+        self.output, self.setpoint = False, 298.15
+
+    def state(self):
+        return {"output": self.output, "setpoint": self.setpoint}
+
+    def execute(self, command):
+        self.log.append(command)
+        c = command.upper()
+        if self.common(c):
+            return
+        if re.fullmatch(r"\*IDN\?", c):
+            self.reply(f"Thorlabs,TED4015,{self.serial},1.6.0")
+        elif re.fullmatch(r"UNIT:TEMP(ERATURE)?\s+(K|KEL)", c):
+            pass
+        elif m := re.fullmatch(r"OUTP(UT)?(:STAT(E)?)?\s+(ON|OFF|1|0)", c):
+            self.output = m.group(4) in ("ON", "1")
+        elif re.fullmatch(r"OUTP(UT)?(:STAT(E)?)?\?", c):
+            self.reply("1" if self.output else "0")
+        elif m := re.fullmatch(r"SOUR(CE)?:TEMP(ERATURE)?(:SPO(INT)?)?" + self.NUMBER, c):
+            v = self.number(m)
+            if v is not None:
+                if 223 <= v <= 423:
+                    self.setpoint = v
+                else:
+                    self.errors.append('-222,"Data out of range"')
+        elif re.fullmatch(r"SOUR(CE)?:TEMP(ERATURE)?(:SPO(INT)?)?\?", c):
+            self.reply(f"{self.setpoint:.6E}")
+        elif re.fullmatch(r"MEAS(URE)?:TEMP(ERATURE)?\?", c):
+            self.reply(f"{self.setpoint if self.output else 295.0:.6E}")
         else:
             self.errors.append('-113,"Undefined header"')
 

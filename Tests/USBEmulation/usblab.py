@@ -5,6 +5,7 @@
 
 Device specs:  itc4001:SERIAL[:keylock]   ell14:SERIAL:ROLE (a-qwp, a-hwp, b-qwp, b-hwp)
                tdc1:SERIAL[:bench=RATE]   (RATE in detections/s: a synthetic high-rate stream)
+               pm100:SERIAL   ted4015:SERIAL
 Faults: unplug, stall, timeout, malformed, short, garbage, wrong-btag.
 Triggers: on=TEXT (when a command containing TEXT arrives), after=N (after N commands),
 at=SECONDS (after the command started). Every fault but unplug applies to one reply.
@@ -48,7 +49,11 @@ def build(lab, spec):
     if kind == "tdc1":
         bench = next((float(p.split("=", 1)[1]) for p in parts[1:] if p.startswith("bench=")), None)
         return serial, instruments.TDC1(lab, serial, bench_rate=bench)
-    sys.exit(f"usblab: unknown instrument '{kind}' (itc4001, ell14, tdc1)")
+    if kind == "pm100":
+        return serial, instruments.PM100(lab, serial)
+    if kind == "ted4015":
+        return serial, instruments.TED4015(lab, serial)
+    sys.exit(f"usblab: unknown instrument '{kind}' (itc4001, ell14, tdc1, pm100, ted4015)")
 
 
 def main():
