@@ -35,6 +35,9 @@ let package = Package(
         .package(url: "https://github.com/hummingbird-project/hummingbird-websocket", from: "2.0.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.0.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.0.0"),
+        // Without its CasePaths trait: the expression parser needs no enum case paths, and the
+        // trait would pull in swift-syntax's macro build.
+        .package(url: "https://github.com/pointfreeco/swift-parsing", from: "0.15.0", traits: []),
     ],
     targets: [
         // MARK: C system libraries (pkg-config; Debian -dev packages)
@@ -61,7 +64,7 @@ let package = Package(
             swiftSettings: swiftSettings),
         .target(
             name: "HeraldScript",
-            dependencies: ["HeraldCore", "Yams"],
+            dependencies: ["HeraldCore", "Yams", .product(name: "Parsing", package: "swift-parsing")],
             swiftSettings: swiftSettings),
         .target(
             name: "HeraldAnalysis",

@@ -41,6 +41,7 @@ public final class MockRotator: Device {
         self.arm = arm
         self.plate = plate
         self.speed = config.settings["speed"]?.quantity?.value ?? 0
+        lab.mount(plate, arm: arm)
     }
 
     public func connect() async throws { try await lab.checkFault(device: name, operation: "connect") }

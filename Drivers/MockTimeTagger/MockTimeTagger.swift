@@ -44,7 +44,7 @@ public final class MockTimeTagger: GroupAcquiringTagger {
             PropertySpec("sync_channel", .quantity(.dimensionless), range: 1...8, summary: "the channel of the sync marks"),
             PropertySpec("sync_jitter", .quantity(.time), range: 0...1e-6, summary: "the marks' jitter (default 10 ps WR, 1 ns GPS)"),
         ],
-        isMock: true)
+        isMock: true).withChannels(channels)
 
     /// Tags are handed on in blocks of this size, as a USB tagger's driver would.
     static let blockSize = 1 << 16

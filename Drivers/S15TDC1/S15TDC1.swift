@@ -31,7 +31,7 @@ public final class S15TDC1: TimeTagger, @unchecked Sendable {  // link state tou
             PropertySpec("resolution", .quantity(.time), settable: false, summary: "time-stamp unit (2 ns)"),
         ],
         settings: [PropertySpec("level", .choice(["NIM", "TTL"]), summary: "input logic level at connect (default NIM)")]
-    ).matched(by: [.usb, .serial])
+    ).matched(by: [.usb, .serial]).withChannels(4)
 
     static let unitPs: Int64 = 2000
     static let period: Int64 = 1 << 27

@@ -16,11 +16,18 @@ final class SimulatedPM100: SimulatedSCPIInstrument, @unchecked Sendable {  // s
     }
 
     override func execute(_ command: String, original: String) throws {
-        switch (header(command), command.hasSuffix("?")) {
+        switch (header(command), command.contains("?")) {
         case ("*IDN", true): reply("Thorlabs,PM100D,SIM-\(device),2.5.0")
         case ("CONF:POW", false), ("SENS:POW:RANG:AUTO", false): break
-        case ("SENS:CORR:WAV", false): if let v = argument(command) { wavelengthNm.withLock { $0 = v } }
-        case ("SENS:CORR:WAV", true): reply(Self.format(wavelengthNm.withLock { $0 }))
+        case ("SENS:CORR:WAV", false):
+            if let v = argument(command) {
+                if (400...1100).contains(v) { wavelengthNm.withLock { $0 = v } } else { queueError("-222,\"Data out of range\"") }
+            }
+        case ("SENS:CORR:WAV", true):
+            // The simulated console carries an S120C photodiode: 400–1100 nm.
+            if command.hasSuffix("MIN") { reply(Self.format(400)) } else if command.hasSuffix("MAX") { reply(Self.format(1100)) } else {
+                reply(Self.format(wavelengthNm.withLock { $0 }))
+            }
         case ("MEAS:POW", true), ("READ", true):
             let lab = self.lab
             reply(Self.format(try onLab { await lab.measurePumpPower() }))

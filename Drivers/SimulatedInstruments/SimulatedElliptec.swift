@@ -30,6 +30,7 @@ final class SimulatedElliptec: ByteLink, @unchecked Sendable {  // state behind 
         else { throw DeviceError(device: config.name, .rejected, "--mock needs the mount's 'arm' and 'plate' settings to place it in the simulated lab") }
         arm = a
         plate = p
+        lab.mount(p, arm: a)
         let n = Int(config.settings["address"]?.quantity?.value ?? 0)
         address = Character(String(min(15, max(0, n)), radix: 16, uppercase: true))
     }

@@ -71,6 +71,10 @@ public actor SimulatedLab {
     private var repetitionRate = 0.0
     private var shutterOpen = true
     private var angles: [Arm: [Waveplate: Double]] = [.a: [.qwp: 0, .hwp: 0], .b: [.qwp: 0, .hwp: 0]]
+    /// The waveplates a mount holds ("a-qwp"), registered by the mock rotators and the
+    /// simulated ELL14s as they are made.
+    nonisolated let mountedPlates = Mutex<Set<String>>([])
+    public nonisolated func mount(_ plate: Waveplate, arm: Arm) { mountedPlates.withLock { _ = $0.insert("\(arm.rawValue)-\(plate.rawValue)") } }
     /// Extra path delay of photon B (seconds), from a delay stage.
     private var armDelay = 0.0
     /// The crystal's temperature when a controller holds it (nil: at its phase-matching optimum).
@@ -117,7 +121,11 @@ public actor SimulatedLab {
     public var pump: (enabled: Bool, power: Double, repetitionRate: Double) { (pumpEnabled, pumpPower, repetitionRate) }
     public func setShutter(open: Bool) { shutterOpen = open }
     public var shutterIsOpen: Bool { shutterOpen }
-    public func setAngle(_ degrees: Double, arm: Arm, plate: Waveplate) { angles[arm]?[plate] = degrees }
+    /// Turns a plate; a plate that is turned is in the beam.
+    public func setAngle(_ degrees: Double, arm: Arm, plate: Waveplate) {
+        angles[arm]?[plate] = degrees
+        mount(plate, arm: arm)
+    }
     public func angle(arm: Arm, plate: Waveplate) -> Double { angles[arm]?[plate] ?? 0 }
     /// A delay stage in photon B's path: `passes` times its offset from the zero-delay position.
     public func setStage(position metres: Double, passes: Int) {
@@ -202,8 +210,13 @@ public actor SimulatedLab {
         for d in 0..<4 { clicks[d].reserveCapacity(expected + expected / 8 + 16) }
 
         // Joint outcome probabilities for (pass/reflect) × (pass/reflect) at the current angles.
-        let analyzerA = JonesMatrix.analyzerStates(qwp: angle(arm: .a, plate: .qwp), hwp: angle(arm: .a, plate: .hwp))
-        let analyzerB = JonesMatrix.analyzerStates(qwp: angle(arm: .b, plate: .qwp), hwp: angle(arm: .b, plate: .hwp))
+        // Only the plates a script declares are in the beam (an undeclared QWP at 0° would not
+        // be neutral: it turns D into R). A lab with no rotators at all (a bare detector test)
+        // has none.
+        let mounted = mountedPlates.withLock { $0 }
+        func plate(_ arm: Arm, _ p: Waveplate) -> Double? { mounted.contains("\(arm.rawValue)-\(p.rawValue)") ? angle(arm: arm, plate: p) : nil }
+        let analyzerA = JonesMatrix.analyzerStates(qwp: plate(.a, .qwp), hwp: plate(.a, .hwp))
+        let analyzerB = JonesMatrix.analyzerStates(qwp: plate(.b, .qwp), hwp: plate(.b, .hwp))
         var cumulative: [Double] = []
         var total = 0.0
         for pa in [analyzerA.pass, analyzerA.reflect] {

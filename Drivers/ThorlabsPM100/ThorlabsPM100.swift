@@ -1,6 +1,7 @@
 import Foundation
 import HeraldCore
 import HeraldUSBProtocols
+import Synchronization
 import USBInstrument
 
 /// Thorlabs PM100-series optical power meter console (PM100D, PM100USB, PM400), SCPI over
@@ -24,8 +25,15 @@ public final class ThorlabsPM100: Device, PresenceReporting, @unchecked Sendable
     ).matched(by: [.usb, .tcp])
 
     public let name: String
-    public var descriptor: DriverDescriptor { Self.descriptor }
+    /// The registry's descriptor, with the wavelength range of the sensor found at connect.
+    public var descriptor: DriverDescriptor {
+        var d = Self.descriptor
+        if let r = sensorRange.withLock({ $0 }), let i = d.properties.firstIndex(where: { $0.name == "wavelength" }) { d.properties[i].range = r }
+        return d
+    }
     let session: SCPISession
+    /// The connected sensor's correction range (`SENS:CORR:WAV? MIN` / `MAX`), in metres.
+    private let sensorRange = Mutex<ClosedRange<Double>?>(nil)
 
     public init(config: DeviceConfig, simulator: InstrumentSimulator? = nil) {
         name = config.name
@@ -37,6 +45,13 @@ public final class ThorlabsPM100: Device, PresenceReporting, @unchecked Sendable
 
     public func connect() async throws {
         try await session.connect(defaults: Self.usb, model: ["PM100", "PM400", "PM5020"], what: "a PM100-series power meter", setup: ["CONF:POW", "SENS:POW:RANG:AUTO ON"])
+        // Each sensor corrects over its own band (S120C 400–1100 nm, S122C 700–1800 nm).
+        let range = try await session.run { c -> ClosedRange<Double> in
+            let lo = try c.queryNumber("SENS:CORR:WAV? MIN"), hi = try c.queryNumber("SENS:CORR:WAV? MAX")
+            guard lo > 0, hi > lo else { throw ProtocolError(device: c.link.identity, "the sensor's wavelength range \(lo)…\(hi) nm is not a range", offset: 0) }
+            return (lo * 1e-9)...(hi * 1e-9)
+        }
+        sensorRange.withLock { $0 = range }
     }
 
     public func set(_ property: String, to value: Value) async throws {

@@ -109,7 +109,15 @@ public struct DriverConformance: Sendable {
         }
         log.record("connects", nil)
 
-        for spec in descriptor.properties where !skip.contains(spec.name) {
+        // Once connected, a driver may narrow a range to what is attached (a power meter's
+        // sensor): the device's own descriptor is what it promises from then on, and it must
+        // only narrow what the registry declared.
+        for spec in device.descriptor.properties where !skip.contains(spec.name) {
+            if let declared = descriptor.property(spec.name)?.range, let now = spec.range,
+                now.lowerBound < declared.lowerBound || now.upperBound > declared.upperBound
+            {
+                log.record("connected range of \(spec.name) within the declared one", "\(now) is wider than \(declared)")
+            }
             await checkProperty(spec, device: device, log: log)
         }
         await checkRefusals(device: device, log: log)

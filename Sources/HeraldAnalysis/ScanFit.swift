@@ -35,6 +35,14 @@ enum ScanFit {
             start = [max(edge, 1e-9), edge > 0 ? min(0.99, max(0.05, 1 - rates[lowest] / edge)) : 0.5, pts[lowest].x, span / 6]
             scale = [start[0] * 0.1 + 1e-9, 0.05, span / 20, span / 20]
             names = ["dip_baseline", "dip_visibility", "dip_centre", "dip_width"]
+        case .fringe:
+            // p = [mean rate A, visibility V, phase φ (degrees)]
+            curve = { q, x in q[0] * (1 + q[1] * cos(2 * (x - q[2]) * .pi / 180)) }
+            let hi = rates.max() ?? 0, lo = rates.min() ?? 0
+            let peak = pts.indices.max { rates[$0] < rates[$1] } ?? 0
+            start = [max((hi + lo) / 2, 1e-9), hi + lo > 0 ? min(0.99, (hi - lo) / (hi + lo)) : 0.5, pts[peak].x]
+            scale = [start[0] * 0.05 + 1e-9, 0.05, 5]
+            names = ["fringe_rate", "fringe_visibility", "fringe_phase"]
         case .phaseMatching:
             // p = [peak above background A, centre c, first-zero half-width w, background B]
             curve = { q, x in
@@ -51,6 +59,7 @@ enum ScanFit {
         // −2 ln L up to a constant; a rate below zero (or a visibility above 1) is impossible.
         func deviance(_ q: [Double]) -> Double {
             if model == .dip && (q[1] > 1 || q[0] <= 0) { return .infinity }
+            if model == .fringe && (abs(q[1]) > 1 || q[0] <= 0) { return .infinity }
             if model == .phaseMatching && (q[0] < 0 || q[3] < 0) { return .infinity }
             var d = 0.0
             for pt in pts {
@@ -60,7 +69,15 @@ enum ScanFit {
             }
             return d
         }
-        let best = NelderMead.minimise(deviance, start: start, scale: scale)
+        var best = NelderMead.minimise(deviance, start: start, scale: scale)
+        if model == .fringe {
+            // One fringe, three spellings: keep V ≥ 0 and the phase within one period.
+            if best[1] < 0 {
+                best[1] = -best[1]
+                best[2] += 90
+            }
+            best[2] = (best[2].truncatingRemainder(dividingBy: 180) + 180).truncatingRemainder(dividingBy: 180)
+        }
         for (i, name) in names.enumerated() {
             let value = (model == .dip && i == 3) || (model == .phaseMatching && i == 2) ? abs(best[i]) : best[i]
             record.values[name + suffix] = value
@@ -68,7 +85,7 @@ enum ScanFit {
         }
         var saturated = 0.0
         for pt in pts where pt.n > 0 { saturated += 2 * (pt.n - pt.n * log(pt.n)) }
-        record.values["deviance_per_dof" + suffix] = (deviance(best) - saturated) / Double(max(1, pts.count - 4))
+        record.values["deviance_per_dof" + suffix] = (deviance(best) - saturated) / Double(max(1, pts.count - names.count))
         record.series["fitted_rate" + suffix] = x.map { curve(best, $0) }
     }
 }

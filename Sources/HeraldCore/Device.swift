@@ -47,6 +47,9 @@ public struct DriverDescriptor: Sendable {
     /// analyser tagger, a fibre's polarisation controller): `--mock` never picks it to stand
     /// in for a real driver of that kind.
     public var standsInForKind = true
+    /// A time tagger's detector inputs, numbered 1…channels, when the model fixes them:
+    /// validation refuses analyses of channels beyond (nil: not known before it is opened).
+    public var channels: Int?
 
     public init(
         id: String, version: String, summary: String, kind: DeviceKind, properties: [PropertySpec],
@@ -61,6 +64,13 @@ public struct DriverDescriptor: Sendable {
         self.settings = settings
         self.isMock = isMock
         self.origin = origin
+    }
+
+    /// The same descriptor, with `count` detector inputs.
+    public func withChannels(_ count: Int) -> DriverDescriptor {
+        var copy = self
+        copy.channels = count
+        return copy
     }
 
     /// The same descriptor, finding its instrument by these match forms.

@@ -68,6 +68,15 @@ public enum Display {
     /// Six significant digits, without trailing zeros: 18, 0.925, 1.2e-09.
     public static func shortest(_ value: Double) -> String { String(format: "%.6g", value) }
 
+    /// A run length as people say it: "48 s", "12 min 30 s", "2 h 05 min".
+    public static func duration(_ seconds: Double) -> String {
+        guard seconds.isFinite, seconds >= 0 else { return "?" }
+        if seconds < 60 { return String(format: seconds < 10 ? "%.1f s" : "%.0f s", seconds) }
+        let total = Int(seconds.rounded())
+        if total < 3600 { return "\(total / 60) min \(String(format: "%02d", total % 60)) s" }
+        return "\(total / 3600) h \(String(format: "%02d", total % 3600 / 60)) min"
+    }
+
     static let prefixed: Set<String> = ["W", "A", "s", "Hz", "m", "V"]
     static let prefixes: [Int: String] = [-15: "f", -12: "p", -9: "n", -6: "µ", -3: "m", 0: "", 3: "k", 6: "M", 9: "G", 12: "T"]
 }

@@ -35,6 +35,36 @@ public struct Plan: Sendable {
 
     /// Number of acquisitions the plan will perform, for progress and sizing.
     public var acquisitionCount: Int { steps.reduce(0) { $0 + $1.acquisitionCount } }
+
+    /// What `herald validate` estimates of a run's length: acquisitions and fixed waits, the
+    /// longest the conditional waits may add, and whether a step runs until an outcome
+    /// (an `entangle` until its heralds) and so cannot be estimated.
+    public var estimatedDuration: (seconds: Double, conditionalUpTo: Double, open: Bool) {
+        func walk(_ steps: [PlanStep], times: Double) -> (Double, Double, Bool) {
+            var s = 0.0, c = 0.0, open = false
+            for step in steps {
+                switch step {
+                case .acquire(_, let d, _, _), .wait(let d, _): s += times * d.seconds
+                case .waitUntil(_, let t, _, _): c += times * t.seconds
+                case .entangle(let e, _):
+                    if let t = e.stop.timePs { s += times * Double(t) * 1e-12 } else { open = true }
+                case .sweep(let sw):
+                    let (a, b, o) = walk(sw.body, times: times * Double(sw.points.count))
+                    s += a
+                    c += b
+                    open = open || o
+                default: break
+                }
+            }
+            return (s, c, open)
+        }
+        let (s, c, o) = walk(steps, times: 1)
+        return (s, c, o)
+    }
+}
+
+extension Duration {
+    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) * 1e-18 }
 }
 
 /// A script parameter as a run used it: the text as written (or given to `--set`), and the
@@ -356,6 +386,9 @@ public enum RateFit: String, Sendable, Codable, CaseIterable {
     /// A phase-matching curve, as a crystal-temperature scan gives: r(x) = A·sinc²(π(x−c)/w) + B,
     /// zero first at c ± w.
     case phaseMatching = "phase-matching"
+    /// A polarisation fringe against an analyser angle in degrees: r(θ) = A·(1 + V·cos 2(θ − φ)),
+    /// V the visibility (max − min)/(max + min) and φ the angle of the maximum.
+    case fringe
 }
 
 /// Fits of an entanglement data set across the points of the sweep around it.

@@ -107,7 +107,17 @@ public struct JonesMatrix: Sendable, Hashable {
     /// The states projected onto by the transmitted (H) and reflected (V) ports of a PBS
     /// placed after a QWP at `qwp` degrees followed by a HWP at `hwp` degrees.
     public static func analyzerStates(qwp: Double, hwp: Double) -> (pass: JonesVector, reflect: JonesVector) {
-        let back = (halfWave(degrees: hwp) * quarterWave(degrees: qwp)).adjoint
+        analyzerStates(qwp: Optional(qwp), hwp: Optional(hwp))
+    }
+
+    /// The same with either plate absent (nil): an arm without a QWP has none in its path,
+    /// which is not the same as one at 0° (that turns D into R).
+    public static func analyzerStates(qwp: Double?, hwp: Double?) -> (pass: JonesVector, reflect: JonesVector) {
+        let one = Complex<Double>(1), zero = Complex<Double>.zero
+        let identity = JonesMatrix(one, zero, zero, one)
+        let q = qwp.map { quarterWave(degrees: $0) } ?? identity
+        let h = hwp.map { halfWave(degrees: $0) } ?? identity
+        let back = (h * q).adjoint
         return (back * PolarizationLabel.H.jones, back * PolarizationLabel.V.jones)
     }
 }

@@ -57,6 +57,8 @@ extension Context {
         }
         guard let name = string(node, what: "\(what).sweep") else { return nil }
         guard let kind = datasets[name] else {
+            // A sweep already refused for its own error: saying it is missing too is noise.
+            if failedDatasets.contains(name) { return nil }
             let known = datasets.keys.sorted()
             error("no sweep or named acquisition '\(name)' before this step" + (known.isEmpty ? "" : "; defined: \(known.joined(separator: ", "))"), at: node)
             return nil
@@ -88,7 +90,22 @@ extension Context {
     }
 
     /// One data set is counted once: every analysis of it must use the same window and delays.
+    /// Channels an analysis counts that its data set's tagger does not have (one tagger, no
+    /// clocks: merged streams renumber the other taggers' channels).
+    mutating func checkChannels(_ channels: Set<Int>, of dataset: String, at node: Node) {
+        guard clocks == nil, let taggers = datasetTaggers[dataset], taggers.count == 1, let tagger = taggers.first,
+            let count = devices[tagger]?.channels
+        else { return }
+        let beyond = channels.filter { $0 < 1 || $0 > count }.sorted()
+        if !beyond.isEmpty {
+            error(
+                "channel\(beyond.count > 1 ? "s" : "") \(beyond.map(String.init).joined(separator: ", ")) of '\(dataset)': "
+                    + "tagger '\(tagger)' (\(devices[tagger]?.id ?? "")) has channels 1–\(count)", at: node)
+        }
+    }
+
     mutating func requireCounting(_ spec: CountingSpec, for dataset: String, at node: Node) {
+        checkChannels(Set(spec.pairs.flatMap { [$0.a, $0.b] }), of: dataset, at: node)
         if let (existing, _) = countingByDataset[dataset] {
             if existing.windowPs != spec.windowPs || existing.delaysPs != spec.delaysPs {
                 error("analyses of '\(dataset)' must share one coincidence window and delays (it is counted once)", at: node)

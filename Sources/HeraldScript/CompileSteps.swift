@@ -114,11 +114,17 @@ extension Context {
                 return []
             }
             if let name, let n = byKey["name"] { defineDataset(name, .single, at: n) }
+            for dataset in openSweeps + (name.map { [$0] } ?? []) { datasetTaggers[dataset, default: []].formUnion(names) }
             return [.acquire(devices: names, duration: d, name: name, location: location(keyNode))]
         case "calibrate_clocks":
             return compileClockCalibration(node, keyNode: keyNode)
         case "sweep":
-            return compileSweep(node).map { [$0] } ?? []
+            guard let sweep = compileSweep(node) else {
+                // Its error is reported; the analyses that read it are not refused again for it.
+                if let n = node.mapping?["name"]?.scalar?.string { failedDatasets.insert(n) }
+                return []
+            }
+            return [sweep]
         case "run":
             guard let name = string(node, what: "run") else { return [] }
             guard let seq = sequences[name] else {

@@ -130,6 +130,12 @@ struct Context {
     var includedFiles: [IncludedFile] = []
     /// Sequences being expanded, to reject recursion.
     var expanding: [String] = []
+    /// Sweeps refused for an error of their own (their analyses are not refused again).
+    var failedDatasets: Set<String> = []
+    /// The taggers whose acquisitions make each data set (for its channel check).
+    var datasetTaggers: [String: Set<String>] = [:]
+    /// Sweep variables bound while a lockstep sweep's points are compiled (`$theta`).
+    var variables: [String: Quantity] = [:]
     /// Devices described by included lab files, compiled only when the script names them.
     var labDevices: [String: (file: String, keyNode: Node, value: Node)] = [:]
     /// Counting spec already required of each data set by an analysis step.
@@ -167,6 +173,14 @@ struct Context {
 
     mutating func error(_ message: String, at node: Node?) {
         diagnostics.append(ScriptDiagnostic(message, at: location(node)))
+    }
+
+    /// An error `offset` characters into a scalar's text (past its opening quote, if quoted).
+    mutating func error(_ message: String, at node: Node, offset: Int) {
+        var l = location(node)
+        let quoted = node.scalar.map { $0.style == .singleQuoted || $0.style == .doubleQuoted } ?? false
+        l.column += offset + (quoted ? 1 : 0)
+        diagnostics.append(ScriptDiagnostic(message, at: l))
     }
 
     /// Parses YAML text into a node, reporting syntax errors at their place.
@@ -240,7 +254,10 @@ struct Context {
             return nil
         }
         guard raw.hasPrefix("$") else { return (raw, "") }
+        // `$p0 + 2 mW`: arithmetic, evaluated where a quantity is read (``quantityText``).
+        if Expression.looksLikeExpression(raw) { return (raw, "") }
         let name = raw.dropFirst().trimmingCharacters(in: CharacterSet(charactersIn: "{}"))
+        if let v = variables[name] { return (Self.text(v), " (at $\(name) = \(v))") }
         guard let p = parameters[name] else {
             let known = parameters.keys.sorted()
             error(
@@ -253,6 +270,41 @@ struct Context {
         return (p.text, origin)
     }
 
+    /// A quantity as text that `Quantity.parse` reads back exactly.
+    static func text(_ q: Quantity) -> String {
+        q.dimension.siUnit.isEmpty ? "\(q.value)" : "\(q.value) \(q.dimension.siUnit)"
+    }
+
+    /// Evaluates an expression value against the parameters and the sweep variable of the
+    /// point being compiled; an error lands on the column of the part that is wrong.
+    mutating func expression(_ raw: String, at node: Node, what: String) -> (text: String, origin: String)? {
+        let parsed: Expression
+        switch Expression.parse(raw) {
+        case .success(let e): parsed = e
+        case .failure(let e):
+            error("\(what): \(e.message) in '\(raw)'", at: node, offset: e.offset)
+            return nil
+        }
+        var unresolved: String?
+        let result = parsed.evaluate { name in
+            if let v = variables[name] { return v }
+            guard let p = parameters[name] else { return nil }
+            guard let q = Quantity.parse(p.text) else {
+                unresolved = "parameter '\(name)' = '\(p.text)' is not a quantity"
+                return nil
+            }
+            return q
+        }
+        switch result {
+        case .success(let q):
+            let bound = variables.map { "$\($0.key) = \($0.value)" }.sorted().joined(separator: ", ")
+            return (Self.text(q), " (\(raw) = \(q)" + (bound.isEmpty ? ")" : " at \(bound))"))
+        case .failure(let e):
+            error("\(what): \(unresolved ?? e.message) in '\(raw)'", at: node, offset: e.offset)
+            return nil
+        }
+    }
+
     mutating func string(_ node: Node?, what: String) -> String? {
         guard let node, let (s, _) = scalar(node, what: what) else { return nil }
         guard !s.isEmpty else {
@@ -262,8 +314,15 @@ struct Context {
         return s
     }
 
+    /// A quantity's text: as written, or an expression's value (`$theta / 2`) as text.
+    mutating func quantityText(_ node: Node, what: String) -> (text: String, origin: String)? {
+        guard let (text, origin) = scalar(node, what: what) else { return nil }
+        if Quantity.parse(text) == nil, Expression.looksLikeExpression(text) { return expression(text, at: node, what: what) }
+        return (text, origin)
+    }
+
     mutating func quantity(_ node: Node?, _ dimension: PhysicalDimension, what: String) -> Quantity? {
-        guard let node, let (text, origin) = scalar(node, what: what) else { return nil }
+        guard let node, let (text, origin) = quantityText(node, what: what) else { return nil }
         guard let q = Quantity.parse(text) else {
             error("\(what) must be a \(dimension) with a unit (\(Unit.examples(for: dimension))), got '\(text)'\(origin)", at: node)
             return nil
@@ -297,7 +356,9 @@ struct Context {
 
     /// Parses a value for a declared property; reports type, dimension and range problems.
     mutating func value(_ node: Node, for spec: PropertySpec, what: String) -> Value? {
-        guard let (text, origin) = scalar(node, what: what) else { return nil }
+        let read: (text: String, origin: String)?
+        if case .quantity = spec.type { read = quantityText(node, what: what) } else { read = scalar(node, what: what) }
+        guard let (text, origin) = read else { return nil }
         guard let parsed = Self.parseValue(text, as: spec.type) else {
             error("\(what): expected \(spec.type), got '\(text)'\(origin)", at: node)
             return nil

@@ -6,11 +6,11 @@ import Synchronization
 /// `/dev/serial/by-id/…` links, or a pseudo-terminal): raw 8N1 at a fixed rate, no flow
 /// control, opened exclusively (TIOCEXCL) so a second program cannot interleave commands.
 /// Reads wait with poll(2), so a timeout never blocks longer than asked.
-public final class SerialPort: ByteLink, @unchecked Sendable {  // fd behind a Mutex; I/O from one driver queue
+public final class SerialPort: ByteLink, Sendable {
     public let path: String
     public let baud: Int
     public var identity: String { "serial \(path)" }
-    private let fd: Mutex<Int32>
+    private let fd: OwnedDescriptor
 
     /// The rates termios can set, by value.
     static let rates: [Int: speed_t] = [
@@ -57,19 +57,12 @@ public final class SerialPort: ByteLink, @unchecked Sendable {  // fd behind a M
         // Exclusive: a second `open` (another Herald, a terminal program) gets EBUSY.
         _ = ioctl(opened, UInt(TIOCEXCL))
         tcflush(opened, TCIOFLUSH)
-        fd = Mutex(opened)
+        fd = OwnedDescriptor(opened)
     }
 
-    deinit { close() }
+    public func close() { fd.close() }
 
-    public func close() {
-        fd.withLock {
-            if $0 >= 0 { Glibc.close($0) }
-            $0 = -1
-        }
-    }
-
-    var descriptor: Int32 { fd.withLock { $0 } }
+    var descriptor: Int32 { fd.value }
 
     public func write(_ bytes: [UInt8], timeout: Duration) throws {
         try FileDescriptorIO.write(descriptor, bytes, timeout: timeout, endpoint: path, hungUp: "the serial port went away (unplugged?)")
@@ -83,6 +76,23 @@ public final class SerialPort: ByteLink, @unchecked Sendable {  // fd behind a M
         let d = descriptor
         guard d >= 0 else { throw TransportError(.gone, endpoint: path, "the port is closed") }
         tcflush(d, TCIOFLUSH)
+    }
+}
+
+/// A descriptor a link owns: closed once, by `close()` or when the link goes.
+final class OwnedDescriptor: Sendable {
+    private let fd: Mutex<Int32>
+
+    init(_ fd: Int32) { self.fd = Mutex(fd) }
+    deinit { close() }
+
+    var value: Int32 { fd.withLock { $0 } }
+
+    func close() {
+        fd.withLock {
+            if $0 >= 0 { Glibc.close($0) }
+            $0 = -1
+        }
     }
 }
 

@@ -5,11 +5,11 @@ import Synchronization
 /// A TCP connection to a LAN instrument's raw socket (SCPI instruments listen on port 5025
 /// by convention): connected within a timeout, Nagle off (commands are small and wait for
 /// their answers), keep-alive on so a cable pulled mid-run is noticed.
-public final class TCPSocket: ByteLink, @unchecked Sendable {  // fd behind a Mutex; I/O from one driver queue
+public final class TCPSocket: ByteLink, Sendable {
     public let host: String
     public let port: Int
     public var identity: String { "tcp \(host):\(port)" }
-    private let fd: Mutex<Int32>
+    private let fd: OwnedDescriptor
 
     public init(host: String, port: Int, timeout: Duration = .seconds(3)) throws(TransportError) {
         self.host = host
@@ -34,7 +34,7 @@ public final class TCPSocket: ByteLink, @unchecked Sendable {  // fd behind a Mu
             setsockopt(s, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
             setsockopt(s, SOL_SOCKET, SO_KEEPALIVE, &one, socklen_t(MemoryLayout<Int32>.size))
             if connect(s, a.pointee.ai_addr, a.pointee.ai_addrlen) == 0 {
-                fd = Mutex(s)
+                fd = OwnedDescriptor(s)
                 return
             }
             guard errno == EINPROGRESS else {
@@ -48,7 +48,7 @@ public final class TCPSocket: ByteLink, @unchecked Sendable {  // fd behind a Mu
             var length = socklen_t(MemoryLayout<Int32>.size)
             getsockopt(s, SOL_SOCKET, SO_ERROR, &soError, &length)
             if ready > 0 && soError == 0 {
-                fd = Mutex(s)
+                fd = OwnedDescriptor(s)
                 return
             }
             lastError = ready == 0
@@ -67,16 +67,9 @@ public final class TCPSocket: ByteLink, @unchecked Sendable {  // fd behind a Mu
         }
     }
 
-    deinit { close() }
+    public func close() { fd.close() }
 
-    public func close() {
-        fd.withLock {
-            if $0 >= 0 { Glibc.close($0) }
-            $0 = -1
-        }
-    }
-
-    var descriptor: Int32 { fd.withLock { $0 } }
+    var descriptor: Int32 { fd.value }
 
     public func write(_ bytes: [UInt8], timeout: Duration) throws {
         try FileDescriptorIO.write(descriptor, bytes, timeout: timeout, endpoint: "\(host):\(port)", hungUp: "the instrument closed the connection")

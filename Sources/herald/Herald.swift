@@ -201,6 +201,11 @@ struct Validate: AsyncParsableCommand {
                 pluginDirectories: plugins.pluginDirectories, includeDirectories: script.includeDirectories, nodeSecurity: security)
         }
         print("\(script.script): OK — \(compiled.plan.devices.count) devices, \(compiled.plan.steps.count) steps, \(compiled.plan.acquisitionCount) acquisitions")
+        let estimate = compiled.plan.estimatedDuration
+        var line = "estimated duration: \(Display.duration(estimate.seconds)) of acquisitions and waits, plus the devices' own time (moves, settling)"
+        if estimate.conditionalUpTo > 0 { line += "; conditional waits may add up to \(Display.duration(estimate.conditionalUpTo))" }
+        if estimate.open { line += "; entangle steps run until their heralds and are not estimated" }
+        print(line)
     }
 }
 

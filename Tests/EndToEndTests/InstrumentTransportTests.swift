@@ -246,6 +246,32 @@ import Testing
         #expect(mount.moves.withLock { $0 } == 5)
     }
 
+    /// An instrument that is there but is not what the lab file says (another model answers
+    /// `*IDN?`): the run fails naming it, and the devices never opened are not "put in a safe
+    /// state" — the log says they were never opened, and nothing failed.
+    @Test func devicesNeverOpenedAreNotPutInASafeState() async throws {
+        let impostor = try SCPIResponder(closeAfterReadings: 100, identity: "Keysight Technologies,34465A,MY000001,A.03")
+        impostor.start()
+        defer { impostor.stop() }
+        let script = """
+            herald: 1
+            devices:
+              meter: {driver: thorlabs.pm100, match: {tcp: "127.0.0.1:\(impostor.port)"}}
+              pump: {driver: mock.laser}
+              tagger: {driver: mock.timetagger}
+            steps:
+              - set: {pump.power: 10 mW, pump.enabled: true}
+              - acquire: {device: tagger, duration: 10 ms}
+            """
+        let o = try await run(script)
+        #expect(o.exit == 1, "\(o.report)")
+        #expect((o.report["reason"] as? String)?.contains("not a PM100-series power meter") == true, "\(o.report)")
+        for device in ["meter", "pump", "tagger"] {
+            #expect(o.log.contains("safe state: \(device) was never opened (nothing sent to it)"), "\(o.log)")
+        }
+        #expect(!o.log.contains { $0.contains("FAILED") }, "\(o.log)")
+    }
+
     /// A PM100 on the LAN (a loopback SCPI responder), read by an interlock on the pump's
     /// power; the responder drops the connection mid-run. The run fails naming the meter.
     @Test func aPowerMeterOverTCPDisconnectedMidRun() async throws {
@@ -361,11 +387,13 @@ final class SCPIResponder: @unchecked Sendable {  // sockets and thread confined
     let listener: Int32
     let port: Int
     let closeAfterReadings: Int
+    let identity: String
     let commands = Mutex<[String]>([])
     private let stopping = Mutex(false)
 
-    init(closeAfterReadings: Int) throws {
+    init(closeAfterReadings: Int, identity: String = "Thorlabs,PM100D,P0099999,2.5.0") throws {
         self.closeAfterReadings = closeAfterReadings
+        self.identity = identity
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         var one: Int32 = 1
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
@@ -404,9 +432,11 @@ final class SCPIResponder: @unchecked Sendable {  // sockets and thread confined
                         commands.withLock { $0.append(command) }
                         var reply: String?
                         switch command {
-                        case "*IDN?": reply = "Thorlabs,PM100D,P0099999,2.5.0"
+                        case "*IDN?": reply = identity
                         case "SYST:ERR?": reply = errors.isEmpty ? "+0,\"No error\"" : errors.removeFirst()
                         case "*CLS", "CONF:POW", "SENS:POW:RANG:AUTO ON": break
+                        case "SENS:CORR:WAV? MIN": reply = "4.000000E+02"
+                        case "SENS:CORR:WAV? MAX": reply = "1.100000E+03"
                         case "MEAS:POW?":
                             readings += 1
                             if readings > closeAfterReadings { break serving }

@@ -229,15 +229,29 @@ class USBTMCInstrument(Instrument):
             self.errors.append('-104,"Data type error"')
             return None
 
-    def common(self, c):
-        """IEEE 488.2 commands every instrument answers; True when `c` was one."""
+    def in_range(self, m, low, high):
+        """The command's number if within [low, high]; else queues the SCPI error and gives None."""
+        v = self.number(m)
+        if v is not None and not low <= v <= high:
+            self.errors.append('-222,"Data out of range"')
+            return None
+        return v
+
+    def execute(self, command):
+        """IEEE 488.2's common commands here; the instrument's own in `answer`."""
+        self.log.append(command)
+        c = command.upper()
         if re.fullmatch(r"\*CLS", c):
             self.errors = []
         elif re.fullmatch(r"SYST(EM)?:ERR(OR)?(:NEXT)?\?", c):
             self.reply(self.errors.pop(0) if self.errors else '+0,"No error"')
-        else:
-            return False
-        return True
+        elif re.fullmatch(r"\*IDN\?", c):
+            self.reply(f"{self.manufacturer},{self.product},{self.serial},{self.firmware}")
+        elif not self.answer(c):
+            self.errors.append('-113,"Undefined header"')
+
+    def answer(self, c):
+        return False
 
 
 class ITC4001(USBTMCInstrument):
@@ -324,7 +338,7 @@ class ITC4001(USBTMCInstrument):
 class PM100(USBTMCInstrument):
     """A PM100D console reading the pump through a pick-off: 10 mW at the nominal current,
     linear above threshold, 0 with the output off; 1% noise."""
-    vid, pid, manufacturer, product = 0x1313, 0x8078, "Thorlabs", "PM100D"
+    vid, pid, manufacturer, product, firmware = 0x1313, 0x8078, "Thorlabs", "PM100D", "2.5.0"
 
     def __init__(self, lab, serial):
         super().__init__(lab, serial)
@@ -334,22 +348,17 @@ class PM100(USBTMCInstrument):
     def state(self):
         return {"wavelength_nm": self.wavelength, "readings": self.readings}
 
-    def execute(self, command):
-        self.log.append(command)
-        c = command.upper()
-        if self.common(c):
-            return
-        if re.fullmatch(r"\*IDN\?", c):
-            self.reply(f"Thorlabs,PM100D,{self.serial},2.5.0")
-        elif re.fullmatch(r"CONF(IGURE)?(:SCAL(AR)?)?:POW(ER)?", c) or re.fullmatch(r"SENS(E)?:POW(ER)?(:DC)?:RANG(E)?:AUTO\s+(ON|1)", c):
+    def answer(self, c):
+        if re.fullmatch(r"CONF(IGURE)?(:SCAL(AR)?)?:POW(ER)?", c) or re.fullmatch(r"SENS(E)?:POW(ER)?(:DC)?:RANG(E)?:AUTO\s+(ON|1)", c):
             pass
         elif m := re.fullmatch(r"SENS(E)?:CORR(ECTION)?:WAV(ELENGTH)?" + self.NUMBER, c):
-            v = self.number(m)
+            v = self.in_range(m, 400, 1100)
             if v is not None:
-                if 400 <= v <= 1100:
-                    self.wavelength = v
-                else:
-                    self.errors.append('-222,"Data out of range"')
+                self.wavelength = v
+        elif re.fullmatch(r"SENS(E)?:CORR(ECTION)?:WAV(ELENGTH)?\?\s+MIN(IMUM)?", c):
+            self.reply(f"{400.0:.6E}")  # an S120C photodiode sensor
+        elif re.fullmatch(r"SENS(E)?:CORR(ECTION)?:WAV(ELENGTH)?\?\s+MAX(IMUM)?", c):
+            self.reply(f"{1100.0:.6E}")
         elif re.fullmatch(r"SENS(E)?:CORR(ECTION)?:WAV(ELENGTH)?\?", c):
             self.reply(f"{self.wavelength:.6E}")
         elif re.fullmatch(r"MEAS(URE)?(:SCAL(AR)?)?:POW(ER)?\?", c):
@@ -360,12 +369,13 @@ class PM100(USBTMCInstrument):
                 watts = 0.010 * max(0.0, laser.current - lab.threshold) / (lab.nominal - lab.threshold)
             self.reply(f"{watts * (1 + 0.01 * lab.random.gauss(0, 1)):.6E}")
         else:
-            self.errors.append('-113,"Undefined header"')
+            return False
+        return True
 
 
 class TED4015(USBTMCInstrument):
     """A TED4015 holding the crystal: output and setpoint set its temperature at once."""
-    vid, pid, manufacturer, product = 0x1313, 0x8048, "Thorlabs", "TED4015"
+    vid, pid, manufacturer, product, firmware = 0x1313, 0x8048, "Thorlabs", "TED4015", "1.6.0"
 
     def __init__(self, lab, serial):
         super().__init__(lab, serial)
@@ -374,32 +384,24 @@ class TED4015(USBTMCInstrument):
     def state(self):
         return {"output": self.output, "setpoint": self.setpoint}
 
-    def execute(self, command):
-        self.log.append(command)
-        c = command.upper()
-        if self.common(c):
-            return
-        if re.fullmatch(r"\*IDN\?", c):
-            self.reply(f"Thorlabs,TED4015,{self.serial},1.6.0")
-        elif re.fullmatch(r"UNIT:TEMP(ERATURE)?\s+(K|KEL)", c):
+    def answer(self, c):
+        if re.fullmatch(r"UNIT:TEMP(ERATURE)?\s+(K|KEL)", c):
             pass
         elif m := re.fullmatch(r"OUTP(UT)?(:STAT(E)?)?\s+(ON|OFF|1|0)", c):
             self.output = m.group(4) in ("ON", "1")
         elif re.fullmatch(r"OUTP(UT)?(:STAT(E)?)?\?", c):
             self.reply("1" if self.output else "0")
         elif m := re.fullmatch(r"SOUR(CE)?:TEMP(ERATURE)?(:SPO(INT)?)?" + self.NUMBER, c):
-            v = self.number(m)
+            v = self.in_range(m, 223, 423)
             if v is not None:
-                if 223 <= v <= 423:
-                    self.setpoint = v
-                else:
-                    self.errors.append('-222,"Data out of range"')
+                self.setpoint = v
         elif re.fullmatch(r"SOUR(CE)?:TEMP(ERATURE)?(:SPO(INT)?)?\?", c):
             self.reply(f"{self.setpoint:.6E}")
         elif re.fullmatch(r"MEAS(URE)?:TEMP(ERATURE)?\?", c):
             self.reply(f"{self.setpoint if self.output else 295.0:.6E}")
         else:
-            self.errors.append('-113,"Undefined header"')
+            return False
+        return True
 
 
 # ----------------------------------------------------------------------------------------
