@@ -15,6 +15,11 @@ public struct Plan: Sendable {
     /// The files the script included, as read: with the script text, all a run needs to be
     /// reproduced from its file alone.
     public var includedFiles: [IncludedFile] = []
+    /// Who ran it, on what, and from which revision of the script (`meta:`, `--meta`, and
+    /// what the runner finds out itself).
+    public var metadata = RunMetadata()
+    /// The script's `description:`.
+    public var description = ""
     /// The simulated network the script describes (`simulation.network`), for the record.
     public var network: NetworkDescription?
     /// The hosts whose node agents serve some of the devices (`nodes:`).
@@ -65,6 +70,47 @@ public struct Plan: Sendable {
 
 extension Duration {
     var seconds: Double { Double(components.seconds) + Double(components.attoseconds) * 1e-18 }
+}
+
+/// What a run records about itself beside the data: from the script's (or lab file's)
+/// `meta:` and `herald run --meta`, and found by the runner (the script's git revision, the host).
+public struct RunMetadata: Sendable, Equatable {
+    public var operatorName: String?
+    public var affiliation: String?
+    public var sample: String?
+    public var tags: [String] = []
+    /// The pump's wavelength and the detected photons' (Photon-HDF5's /setup), in metres.
+    public var excitationWavelength: Double?
+    public var detectionWavelength: Double?
+    /// Any other `key=value` given.
+    public var extra: [String: String] = [:]
+    /// The commit of the script's git repository, and whether the script or its includes
+    /// differ from it; nil when the script is not in a repository (or git is not installed).
+    public var scriptRevision: String?
+    public var scriptDirty: Bool?
+    public var host: String?
+
+    public init() {}
+
+    /// Applies one `key=value` (from `--meta`): the known keys by name, anything else kept as text.
+    /// Returns what is wrong with it, if anything.
+    public mutating func apply(_ key: String, _ value: String) -> String? {
+        switch key {
+        case "operator", "author": operatorName = value
+        case "affiliation", "author_affiliation": affiliation = value
+        case "sample": sample = value
+        case "tags": tags = value.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        case "excitation_wavelength", "detection_wavelength":
+            guard let q = Quantity.parse(value), q.dimension == .length, q.value > 0 else { return "\(key) is a wavelength like 405 nm, got '\(value)'" }
+            if key == "excitation_wavelength" { excitationWavelength = q.value } else { detectionWavelength = q.value }
+        default:
+            guard !key.isEmpty, key.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "_" || $0 == "-" }) else {
+                return "a metadata key is letters, digits, '_' and '-', got '\(key)'"
+            }
+            extra[key] = value
+        }
+        return nil
+    }
 }
 
 /// A script parameter as a run used it: the text as written (or given to `--set`), and the

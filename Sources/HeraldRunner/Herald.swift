@@ -200,6 +200,8 @@ public enum Herald {
         public var leaseLength: Duration = .seconds(1)
         /// `--transcript FILE`: every exchange with the simulated instruments, as JSON lines.
         public var transcriptPath: String?
+        /// `--meta key=value`: the operator, sample, tags and anything else, over the script's `meta:`.
+        public var meta: [(key: String, value: String)] = []
 
         public init(
             scriptPath: String, mock: Bool = true, outPath: String? = nil, seed: UInt64? = nil, overwrite: Bool = false,
@@ -280,7 +282,11 @@ public enum Herald {
             faults: faults)
         let transcript = InstrumentTranscript()
         let registry = registry(lab: lab, plugins: plugins.entries, transcript: transcript)
-        let plan = compiled.plan
+        var plan = compiled.plan
+        for (k, v) in request.meta {
+            if let problem = plan.metadata.apply(k, v) { throw LabParameterError("--meta \(k)=\(v): \(problem)") }
+        }
+        RunProvenance.fill(&plan.metadata, scriptPath: plan.scriptPath, includes: plan.includedFiles.map(\.resolvedPath))
         defer {
             // What the drivers said to the simulated instruments, for `--transcript`.
             if let path = request.transcriptPath {

@@ -32,8 +32,9 @@ extension Context {
     }
 
     /// Per-channel delays in integer picoseconds, like the tags.
+    /// An analysis's `delays:`, or those of an included delays file (`herald calibrate-delays`).
     mutating func delays(_ node: Node?) -> [Int: Int64] {
-        guard let node else { return [:] }
+        guard let node else { return includedDelays }
         var out: [Int: Int64] = [:]
         for d in entries(node, allowed: nil, what: "delays") {
             guard let ch = Int(d.key), (1...255).contains(ch) else {

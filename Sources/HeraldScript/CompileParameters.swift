@@ -64,8 +64,10 @@ extension Context {
             let saved = file
             file = path
             let byKey = fields(
-                included, allowed: ["herald", "lab", "description", "sequences", "devices"],
-                what: "an included file (it holds 'sequences:' and a lab's 'devices:')")
+                included, allowed: ["herald", "lab", "description", "sequences", "devices", "delays", "meta"],
+                what: "an included file (it holds 'sequences:', a lab's 'devices:', or 'delays:')")
+            if let d = byKey["delays"] { includedDelays.merge(delays(d)) { _, new in new } }
+            if let m = byKey["meta"] { compileMeta(m) }
             if let seqs = byKey["sequences"] { registerSequences(seqs) }
             if let devices = byKey["devices"] {
                 for d in entries(devices, allowed: nil, what: "devices of the lab file") {

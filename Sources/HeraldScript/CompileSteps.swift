@@ -126,7 +126,31 @@ extension Context {
             }
             return [sweep]
         case "run":
-            guard let name = string(node, what: "run") else { return [] }
+            // `run: name`, or `run: {sequence: name, with: {angle: 22.5 deg}}`: the sequence's
+            // body sees each argument as $angle (in values and expressions).
+            var arguments: [String: Quantity] = [:]
+            var nameNode = node
+            if node.mapping != nil {
+                let f = fields(node, allowed: ["sequence", "with"], what: "run")
+                guard let s = f["sequence"] else {
+                    error("run needs 'sequence: NAME' (and 'with: {ARG: VALUE}' for its arguments)", at: node)
+                    return []
+                }
+                nameNode = s
+                for a in f["with"].map({ entries($0, allowed: nil, what: "run.with") }) ?? [] {
+                    guard Self.isName(a.key), !a.key.contains("-") else {
+                        error("an argument name is letters, digits and '_' (used as $\(a.key))", at: a.keyNode)
+                        continue
+                    }
+                    if parameters[a.key] != nil { error("argument '\(a.key)' is also a parameter: give one of them another name", at: a.keyNode) }
+                    guard let (text, _) = quantityText(a.value, what: "argument \(a.key)"), let q = Quantity.parse(text) else {
+                        error("argument \(a.key) is a quantity with its unit, like 22.5 deg", at: a.value)
+                        continue
+                    }
+                    arguments[a.key] = q
+                }
+            }
+            guard let name = string(nameNode, what: "run") else { return [] }
             guard let seq = sequences[name] else {
                 let known = sequences.keys.sorted()
                 error("unknown sequence '\(name)'" + (known.isEmpty ? "; define it under 'sequences:' or include a file that does" : "; known: \(known.joined(separator: ", "))"), at: node)
@@ -137,10 +161,12 @@ extension Context {
                 return []
             }
             expanding.append(name)
-            let saved = file
+            let saved = file, savedVariables = variables
             file = seq.file
+            variables.merge(arguments) { _, new in new }
             let steps = compileSteps(seq.node)
             file = saved
+            variables = savedVariables
             expanding.removeLast()
             return steps
         case "entangle":

@@ -130,6 +130,11 @@ struct Context {
     var includedFiles: [IncludedFile] = []
     /// Sequences being expanded, to reject recursion.
     var expanding: [String] = []
+    /// `meta:` of the script and its included lab files.
+    var metadata = RunMetadata()
+    /// Channel delays from an included file (`herald calibrate-delays --out`): the delays of
+    /// every analysis that gives none of its own.
+    var includedDelays: [Int: Int64] = [:]
     /// Sweeps refused for an error of their own (their analyses are not refused again).
     var failedDatasets: Set<String> = []
     /// The taggers whose acquisitions make each data set (for its channel check).
@@ -385,6 +390,20 @@ struct Context {
 
     // MARK: Top level
 
+    /// `meta: {operator: …, affiliation: …, sample: …, tags: [a, b], excitation_wavelength: 405 nm, …}`.
+    mutating func compileMeta(_ node: Node) {
+        for e in entries(node, allowed: nil, what: "meta") {
+            let text: String
+            if e.key == "tags", let list = e.value.sequence {
+                text = list.compactMap { $0.scalar?.string }.joined(separator: ",")
+            } else {
+                guard let (t, _) = scalar(e.value, what: "meta.\(e.key)") else { continue }
+                text = t
+            }
+            if let problem = metadata.apply(e.key, text) { error("meta: \(problem)", at: e.value) }
+        }
+    }
+
     mutating func compileTop(_ root: Node, text: String, overrides: [String: String]) -> CompiledScript? {
         guard root.mapping != nil else {
             error("a script is a YAML mapping with 'devices:' and 'steps:'", at: root)
@@ -394,7 +413,7 @@ struct Context {
             root,
             allowed: [
                 "herald", "name", "description", "parameters", "include", "sequences", "simulation", "nodes", "devices",
-                "links", "interlocks", "clocks", "steps",
+                "links", "interlocks", "clocks", "steps", "meta",
             ] + extraTopLevelKeys, what: "the script")
         if let version = byKey["herald"], integer(version, what: "'herald' (script format version)", range: 1...1) == nil {
             error("this Herald reads script format version 1", at: version)
@@ -421,6 +440,8 @@ struct Context {
 
         if let node = byKey["include"] { compileIncludes(node) }
         if let node = byKey["sequences"] { registerSequences(node) }
+        // The script's own meta: after its includes', so a script's operator beats the lab's.
+        if let node = byKey["meta"] { compileMeta(node) }
 
         var simulation: [String: Value] = [:]
         var faults: [(text: String, device: String, kind: String?, node: Node)] = []
@@ -537,6 +558,8 @@ struct Context {
         plan.interlocks = interlocks
         plan.clocks = clocks
         plan.includedFiles = includedFiles
+        plan.metadata = metadata
+        plan.description = description
         if let network, !network.isEmpty { plan.network = network }
         plan.nodes = nodes.values.sorted { $0.name < $1.name }
         var compiled = CompiledScript(plan: plan, simulation: simulation, description: description)

@@ -48,6 +48,20 @@ enum PhotonHDF5 {
         "/photon_data/nanotimes_specs/tcspc_unit": "Value of 1-unit nanotime-increment in seconds (TCSPC bin size).",
         "/photon_data/nanotimes_specs/tcspc_num_bins": "Number of TCSPC bins.",
         "/photon_data/nanotimes_specs/tcspc_range": "TCSPC full-scale range in seconds.",
+        "/identity/author": "Author of the current data file.",
+        "/identity/author_affiliation": "Company or institution the author is affiliated with.",
+        "/sample": "Information about the measured sample.",
+        "/sample/sample_name": "A descriptive name for the sample.",
+        "/sample/dye_names": "String containing a comma-separated list of dye or fluorophore names.",
+        "/sample/buffer_name": "A descriptive name for the buffer.",
+        "/setup/excitation_cw": "For each excitation source, this field indicates whether excitation is continuous wave (CW), True (i.e. 1), or pulsed, False (i.e. 0).",
+        "/setup/excitation_wavelengths": "List of excitation wavelengths (center wavelength if broad-band) in increasing order (unit: meter).",
+        "/setup/detection_wavelengths": "Reference wavelengths (units: meter) for each detected spectral band.",
+        "/photon_data/measurement_specs": "Metadata necessary for interpretation of the particular type of measurement.",
+        "/photon_data/measurement_specs/measurement_type": "Name of the measurement the data represents.",
+        "/photon_data/measurement_specs/detectors_specs": "Mapping between the pixel IDs and the detection channels.",
+        "/photon_data/measurement_specs/laser_repetition_rate": "Repetition rate of the pulsed excitation laser (in Hertz).",
+        "/setup/laser_repetition_rates": "Repetition rates in Hz for each laser. CW lasers have a value of 0.",
         "/provenance": "Information about the original data file.",
         "/provenance/filename": "File name of the original data file before conversion to Photon-HDF5.",
         "/provenance/filename_full": "File name (with full path) of the original data file before conversion to Photon-HDF5.",
@@ -87,7 +101,36 @@ enum PhotonHDF5 {
 
     /// /setup, from the detectors that actually produced tags. Written when the run stops
     /// (or by `herald recover`), because only then are the detectors known.
-    static func writeSetup(_ file: H5File, detectorCounts: [UInt8: Int64], lifetime: Bool = false) throws {
+    /// Who made the file (Photon-HDF5's /identity/author and author_affiliation) and what was
+    /// measured (/sample/sample_name): written as given, or "unspecified" on purpose, so a
+    /// reader never mistakes an omission for a field Herald does not know about.
+    static func writeAuthorship(_ file: H5File, author: String?, affiliation: String?, sample: String?) throws {
+        let identity = try file.openGroup("identity")
+        try title(try identity.write("author", fixedString: author ?? "unspecified"))
+        try title(try identity.write("author_affiliation", fixedString: affiliation ?? "unspecified"))
+        let group = try file.group("sample")
+        try title(group)
+        try title(try group.write("sample_name", fixedString: sample ?? "unspecified"))
+        // Photon-HDF5's fluorescence fields; a photon-pair source has neither.
+        try title(try group.write("dye_names", fixedString: "none (photon-pair source)"))
+        try title(try group.write("buffer_name", fixedString: "none"))
+    }
+
+    /// The pump's and the detected photons' wavelengths, in metres; NaN when the script
+    /// does not say (`meta: {excitation_wavelength: 405 nm, detection_wavelength: 810 nm}`).
+    public struct Wavelengths: Sendable {
+        public var excitation: Double?
+        public var detection: Double?
+        public init(excitation: Double? = nil, detection: Double? = nil) {
+            self.excitation = excitation
+            self.detection = detection
+        }
+    }
+
+    /// `repetitionRate`: a pulsed source's rate in Hz (a T3 recording's sync rate); nil is CW.
+    static func writeSetup(
+        _ file: H5File, detectorCounts: [UInt8: Int64], lifetime: Bool = false, wavelengths: Wavelengths = .init(), repetitionRate: Double? = nil
+    ) throws {
         guard !file.contains("setup") else { return }
         let setup = try file.group("setup")
         try title(setup)
@@ -102,9 +145,35 @@ enum PhotonHDF5 {
         try title(try setup.write("modulated_excitation", scalar: Int64(0)))
         try title(try setup.write("lifetime", scalar: Int64(lifetime ? 1 : 0)))
         try title(try setup.write("excitation_alternated", [UInt8(0)]))
+        try title(try setup.write("excitation_cw", [UInt8(repetitionRate == nil ? 1 : 0)]))
+        if let repetitionRate { try title(try setup.write("laser_repetition_rates", [repetitionRate])) }
+        try title(try setup.write("excitation_wavelengths", [wavelengths.excitation ?? .nan]))
+        try title(try setup.write("detection_wavelengths", [wavelengths.detection ?? .nan]))
         let detectors = try setup.group("detectors")
         try title(detectors)
         try title(try detectors.write("id", ids))
         try title(try detectors.write("counts", ids.map { detectorCounts[$0] ?? 0 }))
+        // "generic": tags of detectors that are not a FRET pair; each detector is its own split channel.
+        let photons = try file.openGroup("photon_data")
+        if !photons.contains("measurement_specs") {
+            let specs = try photons.group("measurement_specs")
+            try title(specs)
+            let type = try specs.write("measurement_type", fixedString: "generic")
+            try title(type)
+            // PyTables (phconvert's reader) hands a scalar string back as bytes only when told the
+            // dataset holds a Python object, as phconvert's own writer marks it.
+            try type.setAttribute("FLAVOR", fixed: "python")
+            if let repetitionRate { try title(try specs.write("laser_repetition_rate", scalar: repetitionRate)) }
+            let det = try specs.group("detectors_specs")
+            try title(det)
+            // The specification's text for split_ch<n>; phconvert compares titles exactly, with its own
+            // ordinals (it spells the third "thrid").
+            let nth = [1: "first", 2: "second", 3: "thrid", 4: "fourth", 5: "fifth", 6: "sixth", 7: "seventh", 8: "eighth", 9: "ninth", 10: "tenth"]
+            for (i, id) in ids.enumerated() {
+                let field = try det.write("split_ch\(i + 1)", [id])
+                let n = i + 1
+                try field.setAttribute("TITLE", fixed: "Pixel IDs for the \(nth[n] ?? String(n)) channel split through a non-polarizing beam splitter.")
+            }
+        }
     }
 }

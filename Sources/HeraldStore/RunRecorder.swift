@@ -296,8 +296,22 @@ public actor RunRecorder: RunEventSink {
         try PhotonHDF5.title(specs)
         try PhotonHDF5.title(try specs.write("timestamps_unit", scalar: 1e-12))
 
+        let m = s.plan.metadata
+        try PhotonHDF5.writeAuthorship(file, author: m.operatorName, affiliation: m.affiliation, sample: m.sample)
         let herald = try file.group("user").group("herald")
         try herald.setAttribute("schema_version", Self.schemaVersion)
+        // Everything a run says about itself, found here without knowing Photon-HDF5's fields.
+        let meta = try herald.group("metadata")
+        var attributes: [(String, String)] = [
+            ("operator", m.operatorName ?? ""), ("affiliation", m.affiliation ?? ""), ("sample", m.sample ?? ""),
+            ("tags", m.tags.joined(separator: ",")), ("description", s.plan.description), ("herald_version", s.heraldVersion),
+            ("host", m.host ?? ""), ("script_revision", m.scriptRevision ?? ""),
+            ("script_dirty", m.scriptDirty.map { $0 ? "true" : "false" } ?? "unknown (not in a git repository)"),
+        ]
+        attributes += m.extra.sorted { $0.key < $1.key }.map { ("extra_" + $0.key, $0.value) }
+        for (k, v) in attributes { try meta.setAttribute(k, v) }
+        if let w = m.excitationWavelength { try meta.setAttribute("excitation_wavelength_m", w) }
+        if let w = m.detectionWavelength { try meta.setAttribute("detection_wavelength_m", w) }
         let run = try herald.group("run")
         let iso = ISO8601DateFormatter()
         try run.setAttribute("run_id", s.runID.uuidString)
@@ -443,6 +457,14 @@ public actor RunRecorder: RunEventSink {
         }
     }
 
+    /// The pump's wavelength when a laser's `wavelength` setting gives it (meta: says it otherwise).
+    private var laserWavelength: Double? {
+        start?.plan.devices.lazy.compactMap { d -> Double? in
+            guard let q = d.settings["wavelength"]?.quantity, q.dimension == .length else { return nil }
+            return q.value
+        }.first
+    }
+
     private func writeSummary(_ file: H5File, _ stop: RunStop) throws {
         let iso = ISO8601DateFormatter()
         let acquired = sweepRows.reduce(0.0) { $0 + Double($1.stopPs - $1.startPs) * 1e-12 }
@@ -450,7 +472,10 @@ public actor RunRecorder: RunEventSink {
         try file.dataset("acquisition_duration").overwrite([acquired > 0 ? acquired : span])
         var perDetector: [UInt8: Int64] = [:]
         for (c, n) in detectorCounts.enumerated() where n > 0 { perDetector[UInt8(c)] = Int64(n) }
-        try PhotonHDF5.writeSetup(file, detectorCounts: perDetector)
+        let m = start?.plan.metadata
+        try PhotonHDF5.writeSetup(
+            file, detectorCounts: perDetector,
+            wavelengths: .init(excitation: m?.excitationWavelength ?? laserWavelength, detection: m?.detectionWavelength))
 
         let herald = try file.openGroup("user").openGroup("herald")
         let run = try herald.openGroup("run")

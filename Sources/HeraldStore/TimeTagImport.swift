@@ -96,7 +96,10 @@ public enum TimeTagImport {
         try file.dataset("acquisition_duration").overwrite([duration])
         var perDetector: [UInt8: Int64] = [:]
         for (c, n) in counts.enumerated() where n > 0 { perDetector[UInt8(c)] = n }
-        try PhotonHDF5.writeSetup(file, detectorCounts: perDetector, lifetime: source.mode == .t3)
+        // In T3 the time unit is the sync period: the pulsed source's rate.
+        try PhotonHDF5.writeSetup(
+            file, detectorCounts: perDetector, lifetime: source.mode == .t3,
+            repetitionRate: source.mode == .t3 && source.timeUnitPs > 0 ? 1e12 / source.timeUnitPs : nil)
         try writeProvenance(file, source, created: created)
         if let header = source.header { try writeHeaderTags(file, header) }
         return ImportReport(

@@ -17,7 +17,7 @@ struct HeraldCommand: AsyncParsableCommand {
         version: Herald.version,
         subcommands: [
             Run.self, Validate.self, Analyze.self, Recover.self, Tomography.self, Inspect.self, Import.self, Drivers.self,
-            Devices.self, CheckDriver.self, NodeCommand.self, CalibrateClocks.self, Report.self,
+            Devices.self, CheckDriver.self, NodeCommand.self, CalibrateClocks.self, Report.self, Correlate.self, CalibrateDelays.self,
         ])
 }
 
@@ -62,11 +62,20 @@ struct Run: AsyncParsableCommand {
             "With --mock: write every command the drivers sent to their simulated instruments, and each answer, to this file (JSON lines).",
             valueName: "file"))
     var transcript: String?
+    @Option(
+        name: .customLong("meta"),
+        help: ArgumentHelp("Record KEY=VALUE with the run: operator, affiliation, sample, tags (comma-separated), excitation_wavelength, detection_wavelength, or any other key (repeatable).", valueName: "key=value"))
+    var meta: [String] = []
     @OptionGroup var monitor: MonitorOptions
 
     func validate() throws {
         _ = try monitor.configuration
         if transcript != nil && !script.mock { throw ValidationError("--transcript records the simulated instruments: it needs --mock") }
+        var check = RunMetadata()
+        for item in meta {
+            guard let eq = item.firstIndex(of: "=") else { throw ValidationError("--meta expects KEY=VALUE, e.g. operator=Ada, got '\(item)'") }
+            if let problem = check.apply(String(item[..<eq]), String(item[item.index(after: eq)...])) { throw ValidationError("--meta: \(problem)") }
+        }
         for fault in faults {
             do { try Herald.checkFault(fault) } catch { throw ValidationError("--fault '\(fault)': \(error)") }
         }
@@ -85,6 +94,9 @@ struct Run: AsyncParsableCommand {
         request.includeDirectories = script.includeDirectories
         request.rawTags = !noRawTags
         request.transcriptPath = transcript
+        request.meta = meta.compactMap { item in
+            item.firstIndex(of: "=").map { (String(item[..<$0]), String(item[item.index(after: $0)...])) }
+        }
         let live = LiveRun()
         var sinks: [any RunEventSink] = [live]
         if !json { sinks.append(ProgressLine(live: live, display: .shared)) }

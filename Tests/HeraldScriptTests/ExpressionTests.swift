@@ -81,6 +81,31 @@ import Testing
         #expect(!FileManager.default.fileExists(atPath: out))
     }
 
+    /// A sequence with arguments: each `run` binds them for the body, in values and expressions.
+    @Test func sequencesTakeArguments() throws {
+        let text = """
+            herald: 1
+            devices:
+              hwp_b: {driver: mock.rotator, settings: {arm: b, plate: hwp}}
+              tagger: {driver: mock.timetagger}
+            sequences:
+              analyse_at:
+                - set: {hwp_b.angle: $angle / 2}
+                - acquire: {device: tagger, duration: 10 ms}
+            steps:
+              - run: {sequence: analyse_at, with: {angle: 22.5 deg}}
+              - run: {sequence: analyse_at, with: {angle: 45 deg}}
+            """
+        let plan = try compile(text).plan
+        let angles = plan.steps.compactMap { step -> Double? in
+            if case .set(let a) = step { return a.first?.value.quantity?.value } else { return nil }
+        }
+        #expect(angles == [11.25, 22.5])
+        // Without its argument the body's $angle is unknown, said at the body's line.
+        let d = diagnostics(text.replacingOccurrences(of: "{sequence: analyse_at, with: {angle: 45 deg}}", with: "analyse_at"))
+        #expect(d.first?.message.contains("'$angle' is not a parameter or a sweep variable") == true && d.first?.location.line == 7, "\(d)")
+    }
+
     @Test func aRangeWhoseStepMissesItsEndSaysSoAndHowToIncludeIt() throws {
         let d = diagnostics(Self.script(to: "185 deg"))
         let first = try #require(d.first)

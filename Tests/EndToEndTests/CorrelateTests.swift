@@ -1,0 +1,96 @@
+import Foundation
+import HeraldCore
+import HeraldRunner
+import Testing
+
+/// `herald correlate` and `herald calibrate-delays` against an independent numpy recount from
+/// the raw tags, bin for bin: on a shipped run's file and on a real PicoQuant recording.
+@Suite(.serialized) struct CorrelateTests {
+    static let picoharp = Paths.root.appendingPathComponent("../shared/data/picoquant/picoharp/v30_t2.ptu").standardized.path
+
+    func correlate(_ file: String, _ a: Int, _ b: Int, rangePs: Int, binPs: Int, extra: [String] = []) async throws -> [String: Any] {
+        let r = try await runProcess(
+            Paths.herald.path, ["correlate", file, "--pair", "\(a),\(b)", "--range", "\(rangePs)ps", "--bin", "\(binPs)ps", "--json"] + extra)
+        #expect(r.status == 0, "\(r.stderr)")
+        return try #require(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
+    }
+
+    func numpyAgrees(_ file: String, _ a: Int, _ b: Int, rangePs: Int, binPs: Int, report: [String: Any], in dir: URL) async throws {
+        let json = dir.appendingPathComponent("h-\(a)-\(b).json")
+        try JSONSerialization.data(withJSONObject: report).write(to: json)
+        let check = try await runProcess(
+            Paths.python, [Paths.root.appendingPathComponent("Tests/python/correlate_check.py").path, file, "\(a)", "\(b)", "\(rangePs)", "\(binPs)", json.path])
+        #expect(check.status == 0, "\(check.stdout)\(check.stderr)")
+    }
+
+    /// A shipped g2 run: the herald–signal cross-correlation (a peak at zero delay, the pairs)
+    /// and a signal's autocorrelation, both equal to numpy's recount in every bin.
+    @Test func onAShippedRunEveryBinIsNumpys() async throws {
+        let dir = try Paths.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let out = dir.appendingPathComponent("run.h5").path
+        let run = try await runProcess(
+            Paths.herald.path, ["run", Paths.root.appendingPathComponent("Experiments/bell-tomography.yaml").path, "--mock", "--seed", "3", "--out", out, "--set", "integration=100ms"])
+        #expect(run.status == 0, "\(run.stderr)")
+        for (a, b, range, bin) in [(1, 3, 5_000, 100), (3, 3, 20_000, 1_000)] {
+            let report = try await correlate(out, a, b, rangePs: range, binPs: bin)
+            try await numpyAgrees(out, a, b, rangePs: range, binPs: bin, report: report, in: dir)
+        }
+        // The pair peak sits at zero delay in the simulated lab: within one bin.
+        let report = try await correlate(out, 1, 3, rangePs: 5_000, binPs: 100)
+        let peak = try #require(report["peak"] as? [String: Any])
+        #expect(abs(peak["positionPs"] as? Double ?? 1e9) < 100, "\(peak)")
+    }
+
+    /// A real PicoHarp 300 T2 recording (two channels): numpy reads it through tttrlib, an
+    /// independent decoder, and finds the same histogram; calibrate-delays' delay, applied,
+    /// moves the peak to zero.
+    @Test func onARealPicoQuantFileEveryBinIsNumpysAndTheDelayCentresThePeak() async throws {
+        let dir = try Paths.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let range = 100_000, bin = 500
+        let report = try await correlate(Self.picoharp, 1, 2, rangePs: range, binPs: bin)
+        try await numpyAgrees(Self.picoharp, 1, 2, rangePs: range, binPs: bin, report: report, in: dir)
+
+        let delays = dir.appendingPathComponent("delays.yaml").path
+        let cal = try await runProcess(
+            Paths.herald.path, ["calibrate-delays", Self.picoharp, "--reference", "1", "--range", "\(range)ps", "--bin", "\(bin)ps", "--out", delays, "--json"])
+        #expect(cal.status == 0, "\(cal.stderr)")
+        let result = try #require(try JSONSerialization.jsonObject(with: Data(cal.stdout.utf8)) as? [String: Any])
+        let noPeak = result["noPeak"] as? [String: String] ?? [:]
+        if let d = (result["delaysPs"] as? [String: Any])?["2"] as? Int {
+            let centred = try await correlate(Self.picoharp, 1, 2, rangePs: range, binPs: bin, extra: ["--delay", "2=\(d)ps"])
+            let p = try #require(centred["peak"] as? [String: Any])
+            #expect(abs(p["positionPs"] as? Double ?? 1e9) <= Double(bin), "after the delay: \(p)")
+            let text = try String(contentsOfFile: delays, encoding: .utf8)
+            #expect(text.contains("delays:\n  1: 0 ps\n  2: \(d) ps\n"), "\(text)")
+        } else {
+            // A recording whose two channels share no photons has no peak: that is said, not invented.
+            #expect(noPeak["2"]?.contains("no correlation peak") == true, "\(result)")
+        }
+    }
+
+    /// The delays file is what a script includes: its analyses count with those delays.
+    @Test func aScriptIncludesTheDelaysFile() throws {
+        let dir = try Paths.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try "delays:\n  1: 0 ps\n  3: 250 ps\n".write(to: dir.appendingPathComponent("delays.yaml"), atomically: true, encoding: .utf8)
+        let script = dir.appendingPathComponent("s.yaml")
+        try """
+            herald: 1
+            include: delays.yaml
+            devices:
+              pump: {driver: mock.laser}
+              tagger: {driver: mock.timetagger}
+            steps:
+              - set: {pump.power: 10 mW, pump.enabled: true}
+              - acquire: {device: tagger, duration: 10 ms, name: one}
+              - rates: {sweep: one, pairs: [[1, 3]], window: 1 ns}
+            """.write(to: script, atomically: true, encoding: .utf8)
+        let plan = try Herald.validate(path: script.path, mock: true).plan
+        let counted = plan.steps.compactMap { step -> [Int: Int64]? in
+            if case .analysis(let a, _) = step { return a.counting?.delaysPs } else { return nil }
+        }
+        #expect(counted == [[1: 0, 3: 250]], "\(counted)")
+    }
+}
