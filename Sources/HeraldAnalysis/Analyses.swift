@@ -159,6 +159,15 @@ enum Analyses {
                 record.uncertainties[figure: .slope(p.a, p.b)] = fit.slopeError
                 record.values[figure: .intercept(p.a, p.b)] = fit.intercept
                 record.uncertainties[figure: .intercept(p.a, p.b)] = fit.interceptError
+                // The fit's quality beside it: χ² per degree of freedom (≈ 1 for a straight line).
+                if swept.count > 2 {
+                    let chi2 = zip(swept, zip(rate, err)).reduce(0.0) { sum, point in
+                        let (x, (y, s)) = point
+                        let r = (y - fit.intercept - fit.slope * x) / s
+                        return sum + (r.isFinite ? r * r : 0)
+                    }
+                    record.values["chi2_per_dof_\(p.a)_\(p.b)"] = chi2 / Double(swept.count - 2)
+                }
             }
         }
         return record

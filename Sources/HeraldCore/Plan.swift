@@ -376,6 +376,8 @@ public indirect enum PlanStep: Sendable {
     case analysis(AnalysisStep, location: SourceLocation?)
     /// Runs a link's attempt loop until the stop condition, measuring the nodes on each herald.
     case entangle(EntangleSpec, location: SourceLocation?)
+    /// Reads each (device, property) and records the value in the point it runs in.
+    case record([Assignment], location: SourceLocation?)
 
     var acquisitionCount: Int {
         switch self {

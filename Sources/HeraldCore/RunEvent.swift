@@ -81,6 +81,24 @@ public struct SweepPointRecord: Sendable, Equatable {
 }
 
 /// Names one point of a data set: the outer point of a nested sweep's point or analysis.
+/// One property read by a `record` step: which, what it read, and in which point (nil at top level).
+public struct RecordedReading: Sendable, Equatable {
+    public var device: String
+    public var property: String
+    public var value: Value
+    public var point: PointRef?
+    /// The tag clock when it was read (the end of the last acquisition).
+    public var timePs: Int64
+
+    public init(device: String, property: String, value: Value, point: PointRef?, timePs: Int64) {
+        self.device = device
+        self.property = property
+        self.value = value
+        self.point = point
+        self.timePs = timePs
+    }
+}
+
 public struct PointRef: Sendable, Hashable, Codable {
     public var sweep: String
     public var index: Int
@@ -340,6 +358,8 @@ public enum RunEvent: Sendable {
     /// The clocks a run with several taggers follows (`clocks:`), as known at the end of a
     /// point: each tagger's model with its knots so far. The latest supersedes the earlier.
     case clocks([ClockModel])
+    /// A `record` step's reading of one property, in the point it was read in.
+    case recorded(RecordedReading)
     case log(String)
     case runStopped(RunStop)
 }

@@ -119,6 +119,7 @@ struct LiveState {
                     .init(t: Double(r.stopPs) * 1e-12, value: Double(r.heralds) / seconds, error: Double(r.heralds).squareRoot() / seconds))
             }
             lastStopPs = max(lastStopPs, r.stopPs)
+        case .recorded: break
         case .pauseStarted(let p):
             snapshot.state = .paused
             snapshot.pause = .init(interlock: p.interlock, condition: p.condition, startS: Double(p.startPs) * 1e-12, stopS: nil)

@@ -5,7 +5,7 @@ import Yams
 // Steps: the step list, each step kind, and the data sets (sweeps, named acquisitions) they define.
 extension Context {
     static let stepKinds = [
-        "set", "wait", "acquire", "calibrate_clocks", "sweep", "run", "entangle", "tomography", "chsh", "g2", "rates", "coincidences",
+        "set", "wait", "acquire", "record", "calibrate_clocks", "sweep", "run", "entangle", "tomography", "chsh", "g2", "rates", "coincidences",
         "entanglement",
     ]
 
@@ -116,6 +116,17 @@ extension Context {
             if let name, let n = byKey["name"] { defineDataset(name, .single, at: n) }
             for dataset in openSweeps + (name.map { [$0] } ?? []) { datasetTaggers[dataset, default: []].formUnion(names) }
             return [.acquire(devices: names, duration: d, name: name, location: location(keyNode))]
+        case "record":
+            // `record: [meter.power, oven.temperature]` (or one name): read at every point.
+            let items = node.sequence.map(Array.init) ?? [node]
+            var targets: [Assignment] = []
+            for item in items {
+                guard let target = string(item, what: "record") else { continue }
+                guard let (device, spec) = resolveProperty(target, at: item, needSettable: false) else { continue }
+                targets.append(Assignment(device: device, property: spec.name, value: .bool(false), location: location(item)))
+            }
+            if targets.isEmpty && items.isEmpty { error("record names the properties to read, e.g. [meter.power, oven.temperature]", at: node) }
+            return targets.isEmpty ? [] : [.record(targets, location: location(keyNode))]
         case "calibrate_clocks":
             return compileClockCalibration(node, keyNode: keyNode)
         case "sweep":

@@ -292,6 +292,16 @@ public final class RunEngine: Sendable {
         switch step {
         case .set(let assignments):
             try await apply(assignments)
+        case .record(let targets, _):
+            // Assignments here only name what to read; their values are placeholders.
+            for t in targets {
+                let value = try await call(t.device, "read \(t.property) to record it") { try await $0.get(t.property) }
+                if let spec = configs[t.device]?.properties.first(where: { $0.name == t.property }), !spec.accepts(typeOf: value) {
+                    throw DeviceError(device: t.device, .invalidResponse, "\(t.property) read \(value), not a \(spec.type)")
+                }
+                try await emit(
+                    .recorded(RecordedReading(device: t.device, property: t.property, value: value, point: state.outerPoint, timePs: state.lastStopPs)))
+            }
         case .wait(let duration, _):
             try await clock.sleep(for: duration)
         case .waitUntil(let condition, let timeout, let poll, let location):

@@ -27,6 +27,7 @@ extension PlanStep {
         case .entangle(let e, _):
             let until = [e.stop.heralds.map { "\($0) heralds" }, e.stop.timePs.map { "\(Double($0) * 1e-12) s" }].compactMap { $0 }
             return "entangle link \(e.link.name) as \(e.name) until \(until.joined(separator: " or "))"
+        case .record(let targets, _): return "record " + targets.map { "\($0.device).\($0.property)" }.joined(separator: ", ")
         }
     }
 }

@@ -61,6 +61,8 @@ public actor RunRecorder: RunEventSink {
     /// Intervals the tagger reported losing tags in (overflows, missed events).
     private var lost: [ExcludedInterval] = []
     private var log: [String] = []
+    /// The `record` steps' readings, written with the summary.
+    private var recordings: [RecordedReading] = []
     private var lastFlush = ContinuousClock.now
     private var firstTag: Int64?
     private var lastTag: Int64?
@@ -188,6 +190,8 @@ public actor RunRecorder: RunEventSink {
             try flush()
         case .clocks(let models):
             clockModels = models
+        case .recorded(let r):
+            recordings.append(r)
         case .log(let line):
             log.append(line)
         case .runStopped(let stop):
@@ -457,6 +461,40 @@ public actor RunRecorder: RunEventSink {
         }
     }
 
+    /// `/user/herald/records/<device>.<property>/{value,sweep,point_index,time_ps}`: one row per
+    /// reading, the value in SI units (`units` attribute; flags 1/0; text as strings).
+    private func writeRecordings(_ herald: H5Group) throws {
+        guard !recordings.isEmpty else { return }
+        let records = try herald.group("records")
+        var order: [String] = []
+        var byName: [String: [RecordedReading]] = [:]
+        for r in recordings {
+            let key = "\(r.device).\(r.property)"
+            if byName[key] == nil { order.append(key) }
+            byName[key, default: []].append(r)
+        }
+        for key in order {
+            guard let rows = byName[key] else { continue }
+            let g = try records.group(key)
+            if rows.allSatisfy({ $0.value.text == nil }) {
+                let values = rows.map { r -> Double in
+                    switch r.value {
+                    case .quantity(let q): return q.value
+                    case .bool(let b): return b ? 1 : 0
+                    case .text: return .nan
+                    }
+                }
+                let ds = try g.write("value", values)
+                if case .quantity(let q) = rows[0].value { try ds.setAttribute("units", q.dimension == .dimensionless ? "1" : q.dimension.siUnit) }
+            } else {
+                try g.write("value", strings: rows.map { $0.value.description })
+            }
+            try g.write("sweep", strings: rows.map { $0.point?.sweep ?? "" })
+            try g.write("point_index", rows.map { Int64($0.point?.index ?? -1) })
+            try g.write("time_ps", rows.map(\.timePs))
+        }
+    }
+
     /// The pump's wavelength when a laser's `wavelength` setting gives it (meta: says it otherwise).
     private var laserWavelength: Double? {
         start?.plan.devices.lazy.compactMap { d -> Double? in
@@ -480,6 +518,7 @@ public actor RunRecorder: RunEventSink {
         let herald = try file.openGroup("user").openGroup("herald")
         let run = try herald.openGroup("run")
         try herald.write("log", strings: log)
+        try writeRecordings(herald)
         // Which node failed, and when: a device failure of a device that lives on a node.
         if case .device(let device, let kind)? = stop.failure, let node = start?.plan.devices.first(where: { $0.name == device })?.node,
             herald.contains("nodes"), try herald.openGroup("nodes").contains(node)

@@ -6,7 +6,8 @@ import Testing
 /// `herald correlate` and `herald calibrate-delays` against an independent numpy recount from
 /// the raw tags, bin for bin: on a shipped run's file and on a real PicoQuant recording.
 @Suite(.serialized) struct CorrelateTests {
-    static let picoharp = Paths.root.appendingPathComponent("../shared/data/picoquant/picoharp/v30_t2.ptu").standardized.path
+    /// Found where TimeTagFileTests finds the shared recordings ($HERALD_SHARED_DATA, beside the repository, /work/shared/data).
+    static let picoharp = TimeTagFileTests.samples.appendingPathComponent("picoharp/v30_t2.ptu").path
 
     func correlate(_ file: String, _ a: Int, _ b: Int, rangePs: Int, binPs: Int, extra: [String] = []) async throws -> [String: Any] {
         let r = try await runProcess(
@@ -68,6 +69,36 @@ import Testing
             // A recording whose two channels share no photons has no peak: that is said, not invented.
             #expect(noPeak["2"]?.contains("no correlation peak") == true, "\(result)")
         }
+    }
+
+    /// The shipped delay-calibration example: calibrate-delays finds channel 3's 2.5 ns cable
+    /// (within 5 of the peak's standard errors, and the pairs' other ports have no peak with 1),
+    /// and recounting with it brings the pairs back into the window.
+    @Test func theDelayCalibrationExampleFindsItsCable() async throws {
+        let dir = try Paths.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let out = dir.appendingPathComponent("raw.h5").path
+        let run = try await runProcess(
+            Paths.herald.path, ["run", Paths.root.appendingPathComponent("Experiments/delay-calibration.yaml").path, "--mock", "--seed", "4", "--out", out, "--set", "integration=200ms"])
+        #expect(run.status == 0, "\(run.stderr)")
+        let delays = dir.appendingPathComponent("delays.yaml").path
+        let cal = try await runProcess(Paths.herald.path, ["calibrate-delays", out, "--reference", "1", "--range", "10ns", "--bin", "50ps", "--out", delays, "--json"])
+        #expect(cal.status == 0, "\(cal.stderr)")
+        let result = try #require(try JSONSerialization.jsonObject(with: Data(cal.stdout.utf8)) as? [String: Any])
+        let d3 = try #require((result["delaysPs"] as? [String: Any])?["3"] as? Int)
+        let peak = try #require((result["peaks"] as? [String: Any])?["3"] as? [String: Any])
+        let error = try #require(peak["positionErrorPs"] as? Double)
+        #expect(abs(Double(d3) + 2500) <= max(5 * error, 1), "channel 3: \(d3) ps ± \(error)")
+        // Recounted with the delay, the pairs are coincidences again: R·η²·(1 + V)/4 = 11 875 s⁻¹,
+        // within 5σ of its counting error (it was accidentals only, ≈ 2.5 s⁻¹, before).
+        let recount = try await runProcess(Paths.herald.path, ["analyze", out, "--delay", "3=\(d3)ps", "--json"])
+        #expect(recount.status == 0, "\(recount.stderr)")
+        let entries = try #require(try JSONSerialization.jsonObject(with: Data(recount.stdout.utf8)) as? [[String: Any]])
+        let series = try #require(entries.first?["series"] as? [String: [Double]])
+        let rate = try #require(series["coincidence_rate_1_3"]?.first), err = try #require(series["coincidence_rate_1_3_error"]?.first)
+        #expect(abs(rate - 11_875) < 5 * err, "\(rate) ± \(err)")
+        let text = try String(contentsOfFile: delays, encoding: .utf8)
+        #expect(text.contains("  3: \(d3) ps"), "\(text)")
     }
 
     /// The delays file is what a script includes: its analyses count with those delays.

@@ -96,3 +96,35 @@ import Testing
         #expect(r.status != 0 && r.stderr.contains("excitation_wavelength is a wavelength"), "\(r.stderr)")
     }
 }
+
+/// A `record` step stores each property it reads, per point: the crystal scan's oven
+/// temperature is each setpoint, and the meter reads 10 mW with its 1% noise.
+@Suite struct RecordStepTests {
+    @Test func theCrystalScanRecordsTheOvenAndTheMeterAtEveryPoint() async throws {
+        let dir = try Paths.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let out = dir.appendingPathComponent("scan.h5").path
+        let run = try await runProcess(
+            Paths.herald.path, ["run", Paths.root.appendingPathComponent("Experiments/crystal-temperature-scan.yaml").path, "--mock", "--seed", "3", "--out", out, "--set", "integration=20ms"])
+        #expect(run.status == 0, "\(run.stderr)")
+        // σ of one reading 1% of 10 mW = 0.1 mW; of the mean of 41, 0.1 mW/√41.
+        let probe = """
+            import h5py, sys, numpy as np
+            f = h5py.File(sys.argv[1], "r")
+            r = f["user/herald/records"]
+            t, p = r["oven.temperature/value"][:], r["meter.power/value"][:]
+            assert r["oven.temperature/value"].attrs["units"] in ("K", b"K"), r["oven.temperature/value"].attrs["units"]
+            idx = r["meter.power/point_index"][:]
+            sweeps = set(s.decode() for s in r["meter.power/sweep"][:])
+            expected = 304 + 0.2 * np.arange(41)
+            assert len(t) == 41 and np.allclose(t, expected, atol=1e-9), t
+            assert list(idx) == list(range(41)) and sweeps == {"temperature"}, (idx, sweeps)
+            sigma_mean = 1e-4 / np.sqrt(41)
+            assert abs(p.mean() - 0.01) < 5 * sigma_mean, p.mean()
+            assert 0.5e-4 < p.std(ddof=1) < 1.5e-4, p.std(ddof=1)
+            print("ok", p.mean(), p.std(ddof=1))
+            """
+        let p = try await runProcess(Paths.python, ["-c", probe, out])
+        #expect(p.status == 0 && p.stdout.hasPrefix("ok"), "\(p.stdout)\(p.stderr)")
+    }
+}

@@ -47,6 +47,8 @@ import Testing
         "hom-dip.yaml": ["dip_visibility_1_3": 0.95, "dip_centre_1_3": 0.0125, "dip_width_1_3": 299_792_458 * 1e-12 / 2, "dip_baseline_1_3": 2000],
         // T₀, ΔT and R·η²·(1 + V)/4 along sinc²(π(T − T₀)/ΔT).
         "crystal-temperature-scan.yaml": ["peak_centre_1_3": 308.15, "peak_width_1_3": 2, "peak_rate_1_3": 1900],
+        // Singles R·η/2 + dark (the pairs, skewed out of the window, are checked by CorrelateTests).
+        "delay-calibration.yaml": ["rate_1": 50_200, "rate_3": 50_200],
         // The D/A fringe (the last analysis; the H/V one is checked by PolarizationFringeTests): V, 45°, R·η²/4.
         "polarization-visibility.yaml": ["fringe_visibility_1_3": 0.9, "fringe_phase_1_3": 45, "fringe_rate_1_3": 6250],
         // Through the real ITC4001, ELL14 and TDC1 drivers on simulated instruments: (1 + 3V)/4, V = 0.95.
