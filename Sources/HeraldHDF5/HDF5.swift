@@ -11,13 +11,19 @@ public struct HDF5Error: Error, CustomStringConvertible, Sendable {
     /// What libhdf5's error stack said, innermost first (empty when it said nothing).
     public var detail: String
 
-    /// Captures the calling thread's HDF5 error stack: call it right after the failing call.
-    public init(operation: String, object: String) {
+    public init(operation: String, object: String, detail: String = "") {
         self.operation = operation
         self.object = object
+        self.detail = detail
+    }
+
+    /// A libhdf5 call that failed, with the calling thread's error stack: only right after
+    /// that call (the stack is the last failed call's, so a check of Herald's own would
+    /// otherwise carry a stale one).
+    static func libraryFailure(_ operation: String, _ object: String) -> HDF5Error {
         var buffer = [CChar](repeating: 0, count: 1000)
         herald_h5e_describe(&buffer)
-        detail = String(cString: buffer)
+        return HDF5Error(operation: operation, object: object, detail: String(cString: buffer))
     }
 
     public var description: String { "HDF5 \(operation) failed for '\(object)'" + (detail.isEmpty ? "" : " (\(detail))") }
@@ -25,12 +31,12 @@ public struct HDF5Error: Error, CustomStringConvertible, Sendable {
 
 @inline(__always)
 func check(_ status: herr_t, _ operation: String, _ object: String) throws {
-    if status < 0 { throw HDF5Error(operation: operation, object: object) }
+    if status < 0 { throw HDF5Error.libraryFailure(operation, object) }
 }
 
 @inline(__always)
 func checkID(_ id: hid_t, _ operation: String, _ object: String) throws -> hid_t {
-    if id < 0 { throw HDF5Error(operation: operation, object: object) }
+    if id < 0 { throw HDF5Error.libraryFailure(operation, object) }
     return id
 }
 

@@ -286,7 +286,7 @@ public enum Herald {
         for (k, v) in request.meta {
             if let problem = plan.metadata.apply(k, v) { throw LabParameterError("--meta \(k)=\(v): \(problem)") }
         }
-        RunProvenance.fill(&plan.metadata, scriptPath: plan.scriptPath, includes: plan.includedFiles.map(\.resolvedPath))
+        await RunProvenance.fill(&plan.metadata, scriptPath: plan.scriptPath, includes: plan.includedFiles.map(\.resolvedPath))
         defer {
             // What the drivers said to the simulated instruments, for `--transcript`.
             if let path = request.transcriptPath {

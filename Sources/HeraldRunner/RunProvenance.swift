@@ -5,18 +5,24 @@ import HeraldCore
 /// with every result: the commit of the script's git repository and whether the script or
 /// its includes differ from it, and the host.
 enum RunProvenance {
-    static func fill(_ m: inout RunMetadata, scriptPath: String, includes: [String]) {
-        m.host = ProcessInfo.processInfo.hostName
-        let dir = (URL(fileURLWithPath: scriptPath).standardizedFileURL.path as NSString).deletingLastPathComponent
-        guard let revision = git(["rev-parse", "HEAD"], in: dir)?.trimmingCharacters(in: .whitespacesAndNewlines),
-            revision.count >= 40
-        else { return }
-        m.scriptRevision = revision
-        // Untracked counts as dirty too: the recorded revision does not hold that file.
-        let files = [URL(fileURLWithPath: scriptPath).standardizedFileURL.path] + includes
-        if let status = git(["status", "--porcelain", "--"] + files, in: dir) {
-            m.scriptDirty = !status.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty
+    /// On a thread of its own: git is a child process, and waiting for it on a pool thread
+    /// would hold up every other task (the suites' real-time deadlines on 2 cores among them).
+    static func fill(_ m: inout RunMetadata, scriptPath: String, includes: [String]) async {
+        let found = await withCheckedContinuation { (c: CheckedContinuation<(String?, Bool?), Never>) in
+            Thread { c.resume(returning: find(scriptPath: scriptPath, includes: includes)) }.start()
         }
+        m.host = ProcessInfo.processInfo.hostName
+        (m.scriptRevision, m.scriptDirty) = found
+    }
+
+    static func find(scriptPath: String, includes: [String]) -> (String?, Bool?) {
+        let script = URL(fileURLWithPath: scriptPath).standardizedFileURL.path
+        let dir = (script as NSString).deletingLastPathComponent
+        guard let revision = git(["rev-parse", "HEAD"], in: dir)?.trimmingCharacters(in: .whitespacesAndNewlines), revision.count >= 40
+        else { return (nil, nil) }
+        // Untracked counts as dirty too: the recorded revision does not hold that file.
+        let status = git(["status", "--porcelain", "--"] + [script] + includes, in: dir)
+        return (revision, status.map { !$0.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty })
     }
 
     /// Runs git, or nil when it is not installed, the folder is not in a repository, or it fails.
