@@ -68,7 +68,7 @@ import Testing
               pump: {driver: mock.laser}
               tagger: {driver: mock.timetagger}
             interlocks:
-              - {name: lock, require: pump.locked == true, timeout: 2 s}
+              - {name: lock, require: pump.locked == true, timeout: 300 ms}
             steps:
               - set: {pump.power: 10 mW, pump.enabled: true}
               - acquire: {device: tagger, duration: 100 ms}
@@ -83,9 +83,11 @@ import Testing
         }
         #expect(location?.line == 7, "the interlock's line: \(String(describing: location))")
         #expect(await lab.pump.enabled == false, "the pump must be left off")
-        // It waited the 2 s on the lab's clock, not the 1000 s lock time.
+        // It waited the 300 ms on the lab's clock, not the 1000 s lock time. (Short on purpose:
+        // every poll is a clock sleep, and the test clock's sleep yields through background-
+        // priority tasks, which a loaded 2-core pool starves.)
         let waited = Double(lab.nowPs) * 1e-12
-        #expect(waited >= 2 && waited < 10, "lab time at the stop: \(waited) s")
+        #expect(waited >= 0.3 && waited < 10, "lab time at the stop: \(waited) s")
     }
 
     /// A run cancelled mid-acquisition (what SIGINT does) leaves the laser off: checked on the
