@@ -118,12 +118,14 @@ def check_page(herald, script, outdir):
     from browser import Browser
 
     out = os.path.join(outdir, "monitor-run.h5")
-    run = HeraldRun(herald, script, out, "127.0.0.1:0", extra=["--monitor-hold", "3"])
-    url = run.wait_ready()
+    # The browser first: Chromium can take seconds to start on a loaded 2-core machine, and
+    # the run's pause comes 1.5 s after it starts.
     browser = Browser()
     samples = []
     paused_sample = None
     try:
+        run = HeraldRun(herald, script, out, "127.0.0.1:0", extra=["--monitor-hold", "3"])
+        url = run.wait_ready()
         browser.load(url + "/")
         while True:
             s = browser.evaluate(PAGE_STATE)
