@@ -14,6 +14,7 @@ struct DatasetSpec: Sendable {
     /// Keep every channel's tags (for rates), not only `channels`.
     var allChannels = false
     var g2: [G2Key] = []
+    var correlations: [CorrelationAnalysisSpec] = []
     var tomography: TomographySpec?
 
     mutating func add(_ a: AnalysisStep) {
@@ -27,6 +28,7 @@ struct DatasetSpec: Sendable {
         }
         if case .heraldedG2(_, let h, let s, let w) = a { g2.append(G2Key(herald: h, signal1: s.0, signal2: s.1, windowPs: w)) }
         if case .tomography(let t) = a { tomography = t }
+        if case .correlation(let c) = a, !correlations.contains(c) { correlations.append(c) }
     }
 }
 
@@ -35,6 +37,20 @@ struct PointResult: Sendable {
     var point: ReductionPlan.Point
     var counts: PointCounts
     var g2: [G2Key: HeraldedG2Counts]
+    var correlations: [CorrelationAnalysisSpec: CorrelationCounts] = [:]
+}
+
+/// One point's histogram of a correlation analysis, with the singles that normalise it.
+struct CorrelationCounts: Sendable {
+    var counts: [Int64]
+    var singlesA: Int
+    var singlesB: Int
+    var seconds: Double
+
+    static func + (l: Self, r: Self) -> Self {
+        let counts = l.counts.isEmpty ? r.counts : zip(l.counts, r.counts).map { $0 + $1 }
+        return Self(counts: counts, singlesA: l.singlesA + r.singlesA, singlesB: l.singlesB + r.singlesB, seconds: l.seconds + r.seconds)
+    }
 }
 
 /// Turns the counts of a data set into an analysis record.
@@ -48,7 +64,53 @@ enum Analyses {
         case .entanglement(let spec):
             // Heralds, not counts: the reducer runs these through EntanglementAnalysis.
             return try EntanglementAnalysis.run(spec, points: [])
+        case .correlation(let spec): return correlation(spec, data: data)
         }
+    }
+
+    /// The histogram summed over the points, and g2(τ) = counts·T / (N_a·N_b·bin): the
+    /// histogram over what uncorrelated streams with the same singles give per bin. Its error
+    /// is the bin's Poisson error, √counts, on that scale.
+    static func correlation(_ spec: CorrelationAnalysisSpec, data: [PointResult]) -> AnalysisRecord {
+        let total = data.compactMap { $0.correlations[spec] }.reduce(CorrelationCounts(counts: [], singlesA: 0, singlesB: 0, seconds: 0), +)
+        var record = AnalysisRecord(
+            name: "correlation", estimator: "histogram",
+            parameters: [
+                "pair": "\(spec.channelA),\(spec.channelB)", "bin_s": AnalysisRecord.seconds(spec.binPs),
+                "range_s": AnalysisRecord.seconds(spec.rangePs), "delays_s": AnalysisRecord.formatDelays(spec.delaysPs),
+            ],
+            values: [:], uncertainties: [:])
+        let bins = CorrelationSpec(pair: ChannelPair(spec.channelA, spec.channelB), binWidthPs: spec.binPs, rangePs: spec.rangePs)
+        let histogram = CorrelationHistogram(
+            spec: bins, counts: total.counts.isEmpty ? [Int64](repeating: 0, count: bins.binCount) : total.counts)
+        record.series[figure: .delay] = histogram.counts.indices.map { Double(histogram.lowerEdgePs($0)) * 1e-12 }
+        record.series[figure: .histogramCounts] = histogram.counts.map(Double.init)
+        record.values[figure: .liveTime] = total.seconds
+        // Expected counts per bin of two uncorrelated streams: N_a·N_b·bin / T.
+        let accidental = total.seconds > 0 ? Double(total.singlesA) * Double(total.singlesB) * Double(spec.binPs) * 1e-12 / total.seconds : 0
+        if accidental > 0 {
+            record.series[figure: .g2Tau] = histogram.counts.map { Double($0) / accidental }
+            record.series[figure: .error(.g2Tau)] = histogram.counts.map { Double($0).squareRoot() / accidental }
+            // g2 at τ = 0: the bin holding zero delay.
+            if let zero = histogram.counts.indices.first(where: { histogram.lowerEdgePs($0) <= 0 && 0 < histogram.lowerEdgePs($0) + spec.binPs }) {
+                record.values[figure: .g2AtZero] = Double(histogram.counts[zero]) / accidental
+                record.uncertainties[figure: .g2AtZero] = max(Double(histogram.counts[zero]), 1).squareRoot() / accidental
+            }
+            record.values[figure: .accidentalsPerBin] = accidental
+        } else {
+            record.notes.append("no singles on channel \(total.singlesA == 0 ? spec.channelA : spec.channelB): g2(τ) is not normalised")
+        }
+        do {
+            let peak = try histogram.delayEstimate()
+            record.values[figure: .peakPosition] = peak.peakPs * 1e-12
+            record.uncertainties[figure: .peakPosition] = peak.peakErrorPs * 1e-12
+            record.values[figure: .peakWidth] = peak.widthPs * 1e-12
+            record.values[figure: .peakSignificance] = peak.significance
+            record.values[figure: .delayCorrection] = Double(peak.correctionPs) * 1e-12
+        } catch {
+            record.notes.append("\(error)")
+        }
+        return record
     }
 
     static func coincidences(_ r: PointResult, _ a: Int, _ b: Int) -> Double {

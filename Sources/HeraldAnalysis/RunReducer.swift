@@ -49,7 +49,7 @@ public actor RunReducer: RunEventSink {
     private static func specs(_ plan: ReductionPlan) -> [String: DatasetSpec] {
         var specs: [String: DatasetSpec] = [:]
         // Entanglement data sets are heralds, not tags to count.
-        for a in plan.analyses where a.counting != nil { specs[a.dataset, default: DatasetSpec()].add(a) }
+        for a in plan.analyses where a.countsTags { specs[a.dataset, default: DatasetSpec()].add(a) }
         return specs
     }
 
@@ -250,16 +250,23 @@ struct PointTally {
     var g2Tags: [Int: [Int64]] = [:]
     let g2Channels: Set<Int>
     let windowPs: Int64
+    /// One stream per correlation analysis: each histogram has its own delays and bins.
+    var correlations: [(spec: CorrelationAnalysisSpec, stream: CoincidenceStream)]
 
     init(spec: DatasetSpec) throws {
         windowPs = spec.counting.windowPs
         stream = try CoincidenceStream(
             CoincidenceConfiguration(windowPs: windowPs, delaysPs: spec.counting.delaysPs, pairs: spec.counting.pairs.map { ChannelPair($0.a, $0.b) }))
         g2Channels = Set(spec.g2.flatMap { [$0.herald, $0.signal1, $0.signal2] })
+        correlations = try spec.correlations.map { c in
+            let histogram = CorrelationSpec(pair: ChannelPair(c.channelA, c.channelB), binWidthPs: c.binPs, rangePs: c.rangePs)
+            return (c, try CoincidenceStream(CoincidenceConfiguration(windowPs: c.binPs, delaysPs: c.delaysPs, correlations: [histogram])))
+        }
     }
 
     mutating func add(_ block: TagBlock) throws {
         try stream.ingest(block)
+        for i in correlations.indices { try correlations[i].stream.ingest(block) }
         block.countChannels(into: &singles)
         if !g2Channels.isEmpty {
             for (t, c) in zip(block.timestamps, block.channels) where g2Channels.contains(Int(c)) {
@@ -297,11 +304,19 @@ struct PointTally {
                 windowPs: key.windowPs)
             g2[key] = c
         }
+        var histograms: [CorrelationAnalysisSpec: CorrelationCounts] = [:]
+        for (c, stream) in correlations {
+            var finished = stream
+            let result = finished.finish()
+            guard let h = result.histograms.first else { continue }
+            histograms[c] = CorrelationCounts(
+                counts: h.counts, singlesA: result.singles[c.channelA] ?? 0, singlesB: result.singles[c.channelB] ?? 0, seconds: liveSeconds)
+        }
         var kept: [Int: Int] = [:]
         for channel in spec.channels { kept[channel] = allSingles[channel] ?? 0 }
         if spec.allChannels { kept.merge(allSingles) { a, _ in a } }
         let counts = PointCounts(
             sweep: dataset, index: index, label: point.label, duration: liveSeconds, singles: kept, pairs: pairs, outer: outer)
-        return PointResult(point: point, counts: counts, g2: g2)
+        return PointResult(point: point, counts: counts, g2: g2, correlations: histograms)
     }
 }

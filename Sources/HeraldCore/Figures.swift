@@ -70,6 +70,11 @@ public enum Figure: Hashable, Sendable {
     case mleFidelity
     /// Fits across the outer sweep: attenuation (dB/km) and rate at zero length; HOM dip.
     case attenuation, rateAtZero, homVisibility, homWidth, homCentre
+    /// A correlation histogram: each bin's lower edge τ, its counts, g2(τ) normalised by the
+    /// singles, g2 in the bin holding τ = 0, and the uncorrelated level per bin.
+    case delay, histogramCounts, g2Tau, g2AtZero, accidentalsPerBin
+    /// The correlation peak: centre, RMS width, height in background σ, the delay that centres it.
+    case peakPosition, peakWidth, peakSignificance, delayCorrection
     /// A figure of one herald pattern.
     indirect case pattern(String, Figure)
 
@@ -118,6 +123,15 @@ public enum Figure: Hashable, Sendable {
         case .homVisibility: return "hom_visibility"
         case .homWidth: return "hom_width"
         case .homCentre: return "hom_centre"
+        case .delay: return "tau"
+        case .histogramCounts: return "counts"
+        case .g2Tau: return "g2"
+        case .g2AtZero: return "g2_at_zero"
+        case .accidentalsPerBin: return "accidentals_per_bin"
+        case .peakPosition: return "peak_position"
+        case .peakWidth: return "peak_width"
+        case .peakSignificance: return "peak_significance"
+        case .delayCorrection: return "delay_correction"
         case .pattern(let p, let f): return f.key + "." + p
         }
     }
@@ -163,7 +177,8 @@ public enum Figure: Hashable, Sendable {
             .logNegativity, .maxCHSH, .intensity, .linearMinEigenvalue, .chshS, .violationSigma, .correlation, .settingTotal,
             .g2Zero, .heralds, .heraldAnd1, .heraldAnd2, .heraldAnd1And2, .sweptValue, .attempts, .attemptRate,
             .successProbability, .heraldRate, .liveTime, .elapsed, .fidelityLow, .fidelityHigh, .mleFidelity, .attenuation, .rateAtZero,
-            .homVisibility, .homWidth, .homCentre,
+            .homVisibility, .homWidth, .homCentre, .delay, .histogramCounts, .g2Tau, .g2AtZero, .accidentalsPerBin,
+            .peakPosition, .peakWidth, .peakSignificance, .delayCorrection,
         ] as [Figure]).map { ($0.key, $0) })
 
     /// The unit, as the `units` attribute spells it ("1" for a pure number). `swept` is the SI
@@ -175,7 +190,9 @@ public enum Figure: Hashable, Sendable {
         case .intensity, .heralds, .heraldAnd1, .heraldAnd2, .heraldAnd1And2, .settingTotal, .attempts: return "counts"
         case .attemptRate, .heraldRate, .rateAtZero: return "s^-1"
         case .attenuation: return "dB km^-1"
-        case .homWidth, .homCentre, .liveTime, .elapsed: return "s"
+        case .homWidth, .homCentre, .liveTime, .elapsed, .delay, .peakPosition, .peakWidth, .delayCorrection: return "s"
+        case .histogramCounts, .accidentalsPerBin: return "counts"
+        case .peakSignificance: return "standard deviations"
         case .pattern(_, let f): return f.unit(swept: swept)
         case .violationSigma: return "standard deviations"
         case .rate, .coincidenceRate, .intercept: return "s^-1"
@@ -213,6 +230,11 @@ public enum Figure: Hashable, Sendable {
         case .homVisibility: return "HOM visibility"
         case .homWidth: return "HOM dip width"
         case .homCentre: return "HOM dip centre"
+        case .g2AtZero: return "g2(0), normalised by the singles"
+        case .peakPosition: return "correlation peak at"
+        case .peakWidth: return "correlation peak RMS width"
+        case .peakSignificance: return "correlation peak height"
+        case .delayCorrection: return "delay that centres the peak"
         case .pattern(let p, let f): return f.title + " (pattern \(p))"
         default: return key.replacingOccurrences(of: "_", with: " ")
         }

@@ -314,13 +314,23 @@ public enum AnalysisStep: Sendable {
     case rates(dataset: String, counting: CountingSpec, fit: RateFit = .linear)
     /// Heralded remote entanglement of an `entangle` data set: rates, fidelities, the remote state.
     case entanglement(EntanglementAnalysisSpec)
+    /// The histogram of t_b − t_a over a data set: g2(τ) for two detectors of one beam, a
+    /// cross-correlation otherwise; normalised by the singles, with the peak located.
+    case correlation(CorrelationAnalysisSpec)
 
     public var dataset: String {
         switch self {
         case .tomography(let t): return t.sweep
         case .chsh(let d, _, _, _), .heraldedG2(let d, _, _, _), .rates(let d, _, _): return d
         case .entanglement(let e): return e.dataset
+        case .correlation(let c): return c.dataset
         }
+    }
+
+    /// The analysis counts tags (every kind but `entanglement`, which reads heralds).
+    public var countsTags: Bool {
+        if case .entanglement = self { return false }
+        return true
     }
 
     public var name: String {
@@ -330,6 +340,7 @@ public enum AnalysisStep: Sendable {
         case .heraldedG2: return "g2"
         case .rates: return "rates"
         case .entanglement: return "entanglement"
+        case .correlation: return "correlation"
         }
     }
 
@@ -342,6 +353,7 @@ public enum AnalysisStep: Sendable {
         case .heraldedG2(_, let h, let s, _): return [h, s.0, s.1]
         case .rates(_, let c, _): return c.channels
         case .entanglement: return []
+        case .correlation(let c): return [c.channelA, c.channelB]
         }
     }
 
@@ -360,6 +372,7 @@ public enum AnalysisStep: Sendable {
         case .heraldedG2(_, let h, let s, let w):
             return CountingSpec(pairs: [ChannelPair(h, s.0), ChannelPair(h, s.1)], windowPs: w, delaysPs: [:])
         case .entanglement: return nil  // heralds come from the entangler, not from counting tags
+        case .correlation: return nil  // a histogram of its own, with its own delays, not the pair counts
         }
     }
 }
@@ -394,6 +407,27 @@ public indirect enum PlanStep: Sendable {
         case .entangle(let e, _): return e.stop.timePs.map { Double($0) * 1e-12 } ?? 0
         default: return 0
         }
+    }
+}
+
+/// What a `correlation` analysis histograms: Δ = (t_b + d_b) − (t_a + d_a) in bins of
+/// `binPs` over [−range, +range), summed over the data set's points (per outer point when
+/// the data set is a nested sweep).
+public struct CorrelationAnalysisSpec: Sendable, Codable, Hashable {
+    public var dataset: String
+    public var channelA: Int
+    public var channelB: Int
+    public var binPs: Int64
+    public var rangePs: Int64
+    public var delaysPs: [Int: Int64]
+
+    public init(dataset: String, channelA: Int, channelB: Int, binPs: Int64, rangePs: Int64, delaysPs: [Int: Int64] = [:]) {
+        self.dataset = dataset
+        self.channelA = channelA
+        self.channelB = channelB
+        self.binPs = binPs
+        self.rangePs = rangePs
+        self.delaysPs = delaysPs
     }
 }
 

@@ -120,6 +120,10 @@ extension AnalysisStep {
         case .entanglement(var e):
             if let estimator { e.estimator = estimator }
             return .entanglement(e)
+        case .correlation(var c):
+            // The window is a coincidence window; a histogram's bins stay as the script set them.
+            c.delaysPs = delays(c.delaysPs)
+            return .correlation(c)
         }
     }
 }
@@ -143,6 +147,7 @@ extension AnalysisStep: Codable {
         var entanglement: EntanglementAnalysisSpec?
         /// A rates analysis's fit; absent (linear) in files written before fits were chosen.
         var fit: RateFit?
+        var correlation: CorrelationAnalysisSpec?
     }
 
     private var stored: Stored {
@@ -153,6 +158,7 @@ extension AnalysisStep: Codable {
             return Stored(kind: "g2", dataset: d, herald: h, signals: [s.0, s.1], windowPs: w)
         case .rates(let d, let c, let f): return Stored(kind: "rates", dataset: d, counting: c, fit: f == .linear ? nil : f)
         case .entanglement(let e): return Stored(kind: "entanglement", dataset: e.dataset, entanglement: e)
+        case .correlation(let c): return Stored(kind: "correlation", dataset: c.dataset, correlation: c)
         }
     }
 
@@ -179,6 +185,9 @@ extension AnalysisStep: Codable {
         case "entanglement":
             guard let e = s.entanglement else { throw missing("entanglement") }
             self = .entanglement(e)
+        case "correlation":
+            guard let c = s.correlation else { throw missing("correlation") }
+            self = .correlation(c)
         default:
             throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "unknown analysis kind '\(s.kind)'"))
         }

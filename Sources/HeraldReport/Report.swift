@@ -122,9 +122,12 @@ public enum RunReportPage {
         var out = ""
         for a in s.analyses where !a.series.isEmpty {
             let swept = a.parameters["swept_unit"] ?? ""
-            let xKey = a.series[Figure.sweptValue.key] != nil ? Figure.sweptValue.key : a.series[Figure.elapsed.key] != nil ? Figure.elapsed.key : nil
+            // A correlation's series are bins against τ; the others points against the swept value or time.
+            let xKey = [Figure.sweptValue, .elapsed, .delay].map(\.key).first { a.series[$0] != nil }
             let xs = xKey.flatMap { a.series[$0] }
-            let xLabel = xKey == Figure.sweptValue.key ? "swept value (\(Display.unitText(swept).isEmpty ? "1" : Display.unitText(swept)))" : xKey == nil ? "point" : "lab time (s)"
+            let xLabel =
+                xKey == Figure.sweptValue.key ? "swept value (\(Display.unitText(swept).isEmpty ? "1" : Display.unitText(swept)))"
+                : xKey == Figure.delay.key ? "τ (s), bin lower edge" : xKey == nil ? "point" : "lab time (s)"
             var byUnit: [String: [SVGPlot.Series]] = [:]
             var units: [String] = []
             for key in a.series.keys.sorted() where key != xKey && !key.hasSuffix("_error") {
@@ -132,7 +135,8 @@ public enum RunReportPage {
                 let x = xs.flatMap { $0.count == y.count ? $0 : nil } ?? y.indices.map(Double.init)
                 let unit = Figure(key: key)?.unit(swept: swept) ?? "1"
                 if byUnit[unit] == nil { units.append(unit) }
-                byUnit[unit, default: []].append(.init(name: key, x: x, y: y, errors: a.series[key + "_error"]))
+                byUnit[unit, default: []].append(
+                    .init(name: key, x: x, y: y, errors: xKey == Figure.delay.key ? nil : a.series[key + "_error"], steps: xKey == Figure.delay.key))
                 // A straight-line fit of this series, when the analysis made one.
                 if case .coincidenceRate(let p, let q)? = Figure(key: key), let m = a.values[Figure.slope(p, q).key],
                     let c = a.values[Figure.intercept(p, q).key], let lo = x.min(), let hi = x.max()
@@ -141,7 +145,7 @@ public enum RunReportPage {
                 }
             }
             guard !units.isEmpty else { continue }
-            out += "<h3>\(esc(a.name)) (\(esc(a.entry))) per point</h3>"
+            out += "<h3>\(esc(a.name)) (\(esc(a.entry)))\(xKey == Figure.delay.key ? "" : " per point")</h3>"
             for (k, unit) in units.enumerated() {
                 let plot = SVGPlot(
                     title: "\(a.name): \(Display.unitText(unit).isEmpty ? "values" : Display.unitText(unit))", xLabel: xLabel,

@@ -208,9 +208,45 @@ extension Context {
                 }
             }
             return .rates(dataset: data, counting: counting, fit: fit)
+        case "correlation":
+            let byKey = fields(node, allowed: ["sweep", "pair", "range", "bin", "delays"], what: "correlation")
+            let data = dataset(byKey["sweep"], expect: [.single, .values, .tomography, .chsh], what: "correlation", at: node)
+            var pair: (Int, Int)?
+            if let p = byKey["pair"] {
+                let channels = (p.sequence.map(Array.init) ?? []).compactMap { integer($0, what: "channel", range: 1...255) }
+                if channels.count == 2 { pair = (channels[0], channels[1]) } else {
+                    error("correlation.pair is two channels A, B (the histogram is of t_B − t_A), e.g. [1, 3]", at: p)
+                }
+            } else {
+                error("correlation needs 'pair: [A, B]' (the histogram is of t_B − t_A)", at: node)
+            }
+            let range = histogramTime(byKey["range"], what: "correlation.range", at: node)
+            let bin = histogramTime(byKey["bin"], what: "correlation.bin", at: node)
+            let delays = delays(byKey["delays"])
+            guard let data, let pair, let range, let bin else { return nil }
+            guard range >= bin, range / bin <= 1_000_000 else {
+                error("correlation.range must be at least one bin, with at most a million bins each side", at: byKey["range"] ?? node)
+                return nil
+            }
+            checkChannels([pair.0, pair.1], of: data, at: keyNode)
+            return .correlation(CorrelationAnalysisSpec(dataset: data, channelA: pair.0, channelB: pair.1, binPs: bin, rangePs: range, delaysPs: delays))
         default:
             return nil
         }
+    }
+
+    /// A time of 1 ps to 1 s in integer picoseconds (a histogram's range and bins).
+    mutating func histogramTime(_ node: Node?, what: String, at parent: Node) -> Int64? {
+        guard let node else {
+            error("needs '\(what.split(separator: ".").last ?? "")' (a time, e.g. 100 ps)", at: parent)
+            return nil
+        }
+        guard let q = quantity(node, .time, what: what) else { return nil }
+        guard q.value >= 1e-12 && q.value < 1 else {
+            error("\(what) must be between 1 ps and 1 s, got \(q)", at: node)
+            return nil
+        }
+        return Int64(clampingRounded: q.value * 1e12)
     }
 
     /// The full coincidence window in integer picoseconds, like the tags.

@@ -5,7 +5,7 @@ import Yams
 // Steps: the step list, each step kind, and the data sets (sweeps, named acquisitions) they define.
 extension Context {
     static let stepKinds = [
-        "set", "wait", "acquire", "record", "calibrate_clocks", "sweep", "run", "entangle", "tomography", "chsh", "g2", "rates", "coincidences",
+        "set", "wait", "acquire", "record", "calibrate_clocks", "sweep", "run", "entangle", "tomography", "chsh", "g2", "rates", "coincidences", "correlation",
         "entanglement",
     ]
 
@@ -184,7 +184,7 @@ extension Context {
             return compileEntangle(node, keyNode: keyNode).map { [$0] } ?? []
         case "entanglement":
             return compileEntanglementAnalysis(node).map { [.analysis($0, location: location(keyNode))] } ?? []
-        case "tomography", "chsh", "g2", "rates", "coincidences":
+        case "tomography", "chsh", "g2", "rates", "coincidences", "correlation":
             // `coincidences` is `rates` by its other name: singles and pair rates per point.
             return compileAnalysis(kind == "coincidences" ? "rates" : kind, node, keyNode: keyNode).map { [.analysis($0, location: location(keyNode))] } ?? []
         default:

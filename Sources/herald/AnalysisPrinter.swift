@@ -20,6 +20,7 @@ struct AnalysisView {
         "tomography": [.targetFidelity, .concurrence, .purity],
         "chsh": [.chshS, .violationSigma],
         "g2": [.g2Zero],
+        "correlation": [.g2AtZero, .peakPosition, .peakWidth, .peakSignificance, .delayCorrection],
         "entanglement": [
             .attempts, .attemptRate, .successProbability, .heraldRate, .fidelity(.psiPlus), .fidelity(.psiMinus), .targetFidelity,
             .fidelityLow, .fidelityHigh, .mleFidelity, .chshS,
@@ -42,7 +43,8 @@ struct AnalysisView {
         } else {
             out += values.keys.sorted().compactMap(line)
         }
-        out += perPoint(swept: swept)
+        // A histogram's bins are thousands of rows: `herald correlate` or the file shows them.
+        if name != "correlation" { out += perPoint(swept: swept) }
         out += rho()
         out += notes.map { "  note: \($0)" }
         return out

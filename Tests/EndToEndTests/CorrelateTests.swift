@@ -97,6 +97,35 @@ import Testing
         #expect(text.contains("  3: \(d3) ps"), "\(text)")
     }
 
+    /// The example's `correlation` step: the histogram it stores in the run is numpy's recount
+    /// of the stored tags in every bin, its peak is the 2.5 ns cable, and its uncorrelated level
+    /// is the singles' N₁·N₃·bin/T.
+    @Test func theCorrelationStepStoresTheHistogramNumpyRecounts() async throws {
+        let dir = try Paths.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let out = dir.appendingPathComponent("raw.h5").path
+        let run = try await runProcess(
+            Paths.herald.path, ["run", Paths.root.appendingPathComponent("Experiments/delay-calibration.yaml").path, "--mock", "--seed", "5", "--out", out, "--set", "integration=200ms", "--json"])
+        #expect(run.status == 0, "\(run.stderr)")
+        let report = try #require(try JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [String: Any])
+        let analyses = try #require(report["analyses"] as? [[String: Any]])
+        let correlation = try #require(analyses.first { $0["name"] as? String == "correlation" }, "\(analyses.map { $0["name"] ?? "" })")
+        let values = try #require(correlation["values"] as? [String: Double]), errors = try #require(correlation["uncertainties"] as? [String: Double])
+        let position = try #require(values["peak_position"]), sigma = try #require(errors["peak_position"])
+        #expect(abs(position - 2.5e-9) <= max(5 * sigma, 1e-12), "peak at \(position) ± \(sigma) s")
+        // The delay calibrate-delays would write: minus the peak, to the picosecond.
+        #expect(abs(try #require(values["delay_correction"]) + (position * 1e12).rounded() * 1e-12) < 1e-16)
+        // Uncorrelated level per bin: N₁·N₃·bin/T from the rates step's singles of the same point.
+        let rates = try #require(analyses.first { $0["name"] as? String == "rates" })
+        let rv = try #require(rates["values"] as? [String: Double])
+        let t = try #require(values["duration"])
+        let expected = try #require(rv["rate_1"]) * t * (try #require(rv["rate_3"])) * t * 50e-12 / t
+        #expect(abs(try #require(values["accidentals_per_bin"]) - expected) <= 1e-9 * expected, "\(values)")
+        let check = try await runProcess(
+            Paths.python, [Paths.root.appendingPathComponent("Tests/python/correlate_check.py").path, out, "1", "3", "10000", "50", "--stored"])
+        #expect(check.status == 0, "\(check.stdout)\(check.stderr)")
+    }
+
     /// The delays file is what a script includes: its analyses count with those delays.
     @Test func aScriptIncludesTheDelaysFile() throws {
         let dir = try Paths.temporaryDirectory()

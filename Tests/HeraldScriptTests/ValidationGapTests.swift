@@ -35,6 +35,21 @@ import Testing
         #expect(d.first?.location.line == 15)
     }
 
+    /// A correlation step is checked like the other analyses: its channels against the tagger,
+    /// its bins against its range, each at its line and column.
+    @Test func aCorrelationStepsChannelsAndBinsAreChecked() throws {
+        let base = Self.scan().replacingOccurrences(of: "  - rates: {sweep: power, pairs: [[1, 3]], window: 1 ns}", with: "")
+        let beyond = diagnostics(base + "  - correlation: {sweep: power, pair: [1, 6], range: 10 ns, bin: 50 ps}\n")
+        #expect(beyond.count == 1 && beyond.first?.message.contains("channel 6 of 'power'") == true, "\(beyond)")
+        #expect(beyond.first?.location.line == 15)
+        let wide = diagnostics(base + "  - correlation: {sweep: power, pair: [1, 3], range: 10 ps, bin: 50 ps}\n")
+        #expect(wide.count == 1 && wide.first?.message.contains("at least one bin") == true, "\(wide)")
+        #expect(wide.first?.location.column == 54, "\(wide)")
+        let unit = diagnostics(base + "  - correlation: {sweep: power, pair: [1, 3], range: 10 mW, bin: 50 ps}\n")
+        #expect(unit.count == 1 && unit.first?.location.column == 54, "\(unit)")
+        #expect(throws: Never.self) { _ = try compile(base + "  - correlation: {sweep: power, pair: [3, 3], range: 10 ns, bin: 50 ps}\n") }
+    }
+
     /// A wrong unit in the sweep's range is the one error: the rates step that reads the
     /// sweep is not refused again for the sweep being missing.
     @Test func aSweepsOwnErrorIsNotFollowedByKnockOnErrors() throws {

@@ -2,6 +2,10 @@
 and compares it bin for bin with `herald correlate --json`.
 
     correlate_check.py FILE A B RANGE_PS BIN_PS HERALD_JSON
+    correlate_check.py FILE A B RANGE_PS BIN_PS --stored
+
+The second form compares the histogram a run's first `correlation` step stored in FILE, under
+/user/herald/analysis/NNN_correlation/series (counts, and tau: each bin's lower edge in seconds).
 
 FILE is a Herald run (.h5, read with h5py: /photon_data, channels as stored) or a PicoQuant
 PTU file (read with tttrlib: channel = routing channel + 1, time = macro time × resolution,
@@ -49,7 +53,20 @@ def main():
     path, a, b, range_ps, bin_ps, report = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
     times, channels = tags(path)
     mine = histogram(times, channels, a, b, range_ps, bin_ps)
-    theirs = np.asarray(json.load(open(report))["counts"], dtype=np.int64)
+    if report == "--stored":
+        import h5py
+        with h5py.File(path, "r") as f:
+            entries = [k for k in f["user/herald/analysis"] if k.endswith("_correlation")]
+            if not entries:
+                sys.exit("no correlation analysis in the file")
+            series = f["user/herald/analysis/" + entries[0] + "/series"]
+            theirs = series["counts"][:].astype(np.int64)
+            tau = series["tau"][:]
+            edges = (-range_ps + bin_ps * np.arange(len(theirs))) * 1e-12
+            if len(tau) != len(theirs) or np.max(np.abs(tau - edges)) > 1e-15:
+                sys.exit("the stored tau column is not the bins' lower edges")
+    else:
+        theirs = np.asarray(json.load(open(report))["counts"], dtype=np.int64)
     if mine.shape != theirs.shape:
         sys.exit(f"{len(mine)} bins recounted, {len(theirs)} from herald")
     bad = np.nonzero(mine != theirs)[0]
