@@ -3,7 +3,7 @@
 #   make test   installs what is missing, runs the whole test suite
 SWIFT ?= swift
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-DEB_PACKAGES := libhdf5-dev libdeflate-dev libusb-1.0-0-dev libudev-dev pkg-config python3 python3-venv umockdev libumockdev-dev gir1.2-umockdev-1.0 python3-gi
+DEB_PACKAGES := libhdf5-dev libdeflate-dev libsqlite3-dev libusb-1.0-0-dev libudev-dev pkg-config python3 python3-venv umockdev libumockdev-dev gir1.2-umockdev-1.0 python3-gi
 # The servers and clients the tests start: a headless browser for the monitor and reports,
 # Prometheus scraping /metrics, tmux as the terminal of the progress-line test.
 TEST_DEB_PACKAGES := chromium prometheus tmux

@@ -38,6 +38,9 @@ let package = Package(
         // Without its CasePaths trait: the expression parser needs no enum case paths, and the
         // trait would pull in swift-syntax's macro build.
         .package(url: "https://github.com/pointfreeco/swift-parsing", from: "0.15.0", traits: []),
+        // The run catalogue: SQLite by default, PostgreSQL for a lab-wide one.
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.0.0"),
+        .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.0"),
     ],
     targets: [
         // MARK: C system libraries (pkg-config; Debian -dev packages)
@@ -133,6 +136,17 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings),
+        // The run catalogue: every run registered at its start and updated at its stop, queried
+        // by `herald runs`; an index over the HDF5 files (which stay the record of truth).
+        .target(
+            name: "HeraldCatalogue",
+            dependencies: [
+                "HeraldCore", "HeraldRunReader", "HeraldHDF5",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings),
         // `herald report`: one self-contained HTML file with inline SVG plots of a run file.
         .target(
             name: "HeraldReport", dependencies: ["HeraldCore", "HeraldRunReader", "HeraldHDF5", "HeraldAnalysis"],
@@ -153,6 +167,7 @@ let package = Package(
                 "SimulatedLab", "MockLaser", "MockRotator", "MockTimeTagger", "MockShutter", "MockCounter", "MockNetwork", "ReplayTimeTagger",
                 "MockStage", "MockPowerMeter", "MockTemperatureController", "ThorlabsPM100", "ThorlabsTED4015", "NewportSMC100",
                 "ThorlabsITC4001", "ThorlabsElliptec", "S15TDC1", "HeraldNode", "SimulatedInstruments", "USBInstrument", "HeraldUSB", "HeraldTransports",
+                "HeraldCatalogue",
                 .product(name: "Clocks", package: "swift-clocks"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -161,7 +176,7 @@ let package = Package(
             name: "herald",
             dependencies: [
                 "HeraldRunner", "HeraldCore", "HeraldScript", "HeraldUSB", "HeraldAnalysis", "HeraldStore", "HeraldRunReader", "HeraldTTTR",
-                "DriverConformance", "HeraldNode", "HeraldLive", "HeraldMonitor", "HeraldReport",
+                "DriverConformance", "HeraldNode", "HeraldLive", "HeraldMonitor", "HeraldReport", "HeraldCatalogue",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -176,7 +191,8 @@ let package = Package(
             ],
             swiftSettings: swiftSettings),
         .executableTarget(
-            name: "HeraldBench", dependencies: ["HeraldAnalysis", "HeraldCore", "HeraldHDF5", "HeraldTTTR", "SimulatedLab", "HeraldNode", "HeraldNodeProtocol"],
+            name: "HeraldBench",
+            dependencies: ["HeraldAnalysis", "HeraldCore", "HeraldHDF5", "HeraldTTTR", "SimulatedLab", "HeraldNode", "HeraldNodeProtocol", "HeraldCatalogue"],
             swiftSettings: swiftSettings),
 
         // MARK: Drivers (each its own target; mocks share one simulated lab)
@@ -263,7 +279,7 @@ let package = Package(
             dependencies: [
                 "HeraldRunner", "HeraldCore", "HeraldAnalysis", "HeraldStore", "HeraldRunReader", "HeraldTTTR", "SimulatedLab", "herald", "HeraldFuzz", "HeraldScript",
                 "DriverConformance", "HeraldPlugins", "HeraldUSBProtocols", "S15TDC1", "HeraldNode", "HeraldNodeProtocol", "HeraldMonitor",
-                "HeraldLive",
+                "HeraldLive", "HeraldCatalogue",
                 .product(name: "Numerics", package: "swift-numerics"),
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),

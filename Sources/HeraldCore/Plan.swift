@@ -89,6 +89,8 @@ public struct RunMetadata: Sendable, Equatable {
     public var scriptRevision: String?
     public var scriptDirty: Bool?
     public var host: String?
+    /// The `--set name=value` overrides the run was given (already in the plan's parameters).
+    public var overrides: [String: String] = [:]
 
     public init() {}
 

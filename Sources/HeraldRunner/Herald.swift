@@ -1,6 +1,7 @@
 import Clocks
 import Foundation
 import HeraldAnalysis
+import HeraldCatalogue
 import HeraldCore
 import HeraldScript
 import HeraldSequencer
@@ -202,6 +203,8 @@ public enum Herald {
         public var transcriptPath: String?
         /// `--meta key=value`: the operator, sample, tags and anything else, over the script's `meta:`.
         public var meta: [(key: String, value: String)] = []
+        /// The run catalogue the run registers in (`--catalogue`, `HERALD_CATALOGUE`); off for library callers unless set.
+        public var catalogue: CatalogueLocation = .off
 
         public init(
             scriptPath: String, mock: Bool = true, outPath: String? = nil, seed: UInt64? = nil, overwrite: Bool = false,
@@ -286,6 +289,7 @@ public enum Herald {
         for (k, v) in request.meta {
             if let problem = plan.metadata.apply(k, v) { throw LabParameterError("--meta \(k)=\(v): \(problem)") }
         }
+        plan.metadata.overrides = request.overrides
         await RunProvenance.fill(&plan.metadata, scriptPath: plan.scriptPath, includes: plan.includedFiles.map(\.resolvedPath))
         defer {
             // What the drivers said to the simulated instruments, for `--transcript`.
@@ -329,8 +333,10 @@ public enum Herald {
             path: output, overwrite: request.overwrite, compression: request.compressionLevel.map { DeflateSettings(level: $0) },
             rawTags: request.rawTags, diskMargin: request.diskMargin)
         let collector = ReportCollector()
+        // After the recorder, so the stop it registers sees the closed file's size. It never holds the run up.
+        let catalogue = request.catalogue == .off ? nil : CatalogueSink(location: request.catalogue, outputPath: output)
         // The engine's events go through the reducer, which adds counts and analyses for the consumers below it.
-        let reducer = RunReducer(downstream: [recorder, collector] + extraSinks)
+        let reducer = RunReducer(downstream: [recorder, collector] + (catalogue.map { [$0] } ?? []) + extraSinks)
         // The in-flight bound is there to ride out a slow disk. With no raw tags nothing waits
         // for the disk, so a small one keeps a producer faster than counting (a replay) from
         // holding a large backlog in memory.
@@ -345,6 +351,10 @@ public enum Herald {
         try await nodes.takeLeases(length: request.leaseLength, policies: plan.nodes)
         let stop = await engine.run(start: start)
         nodes.releaseLeases()
+        if let catalogue, let problem = await catalogue.finish().first {
+            logger.warning(
+                "run catalogue \(request.catalogue): \(problem); the record is kept and goes to the catalogue when it is back (any `herald runs`), or `herald catalogue rebuild` re-reads the file")
+        }
         return RunReport(
             output: output, status: stop.status, reason: stop.reason, failure: stop.failure, tags: stop.tagCount, seed: seed,
             analyses: await collector.analyses)

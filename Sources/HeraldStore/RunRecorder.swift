@@ -312,6 +312,13 @@ public actor RunRecorder: RunEventSink {
             ("host", m.host ?? ""), ("script_revision", m.scriptRevision ?? ""),
             ("script_dirty", m.scriptDirty.map { $0 ? "true" : "false" } ?? "unknown (not in a git repository)"),
         ]
+        // Every parameter as the run used it and the `--set` overrides alone, as JSON objects (the run catalogue's rebuild reads them).
+        func json(_ d: [String: String]) -> String {
+            let e = JSONEncoder()
+            e.outputFormatting = [.sortedKeys]
+            return (try? e.encode(d)).flatMap { String(data: $0, encoding: .utf8) } ?? "{}"
+        }
+        attributes += [("parameters", json(s.plan.parameters.mapValues(\.text))), ("overrides", json(m.overrides))]
         attributes += m.extra.sorted { $0.key < $1.key }.map { ("extra_" + $0.key, $0.value) }
         for (k, v) in attributes { try meta.setAttribute(k, v) }
         if let w = m.excitationWavelength { try meta.setAttribute("excitation_wavelength_m", w) }

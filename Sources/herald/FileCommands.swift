@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import HeraldAnalysis
+import HeraldCatalogue
 import HeraldCore
 import HeraldReport
 import HeraldRunReader
@@ -22,7 +23,7 @@ func printJSON<T: Encodable>(_ value: T) throws {
     print()
 }
 
-struct Recover: ParsableCommand {
+struct Recover: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Make the file of a killed run readable again, keeping every flushed tag.",
         discussion: """
@@ -34,11 +35,13 @@ struct Recover: ParsableCommand {
 
     @Argument(help: "The HDF5 file of the interrupted run.") var file: String
     @Flag(help: "Print the report as JSON.") var json = false
+    @OptionGroup var catalogue: CatalogueOptions
 
-    func run() throws {
+    func run() async throws {
         ExitStatusCode.watchReads(of: file)
         let report: RecoveryReport
         do { report = try RunRecovery.recover(path: file) } catch { throw ExitStatusCode.exit(for: error) }
+        await updateCatalogue()
         if json { return try printJSON(report) }
         if let when = report.recoveredBefore {
             print("\(file): already recovered at \(when); nothing more to do (\(report.tags) tags)")
@@ -51,6 +54,21 @@ struct Recover: ParsableCommand {
             if report.unpairedTagsDropped > 0 {
                 print("  dropped \(report.unpairedTagsDropped) timestamps whose detector channel was never flushed")
             }
+        }
+    }
+
+    /// The catalogue's record of the run, from the recovered file: it showed the run as
+    /// running (killed), and now shows it incomplete with what the file kept. A catalogue that
+    /// cannot be reached is only a warning: the file is recovered either way.
+    func updateCatalogue() async {
+        guard let location = try? catalogue.location, location != .off else { return }
+        do {
+            let record = try CatalogueRecord(file: file)
+            let c = try await catalogue.open()
+            defer { Task { await c.close() } }
+            try await c.save(record)
+        } catch {
+            FileHandle.standardError.write(Data("warning: the run catalogue was not updated (\(error)); `herald catalogue rebuild` re-reads the file\n".utf8))
         }
     }
 }
@@ -66,7 +84,8 @@ struct Analyze: AsyncParsableCommand {
             never changed. With the run's own window and delays, the recount equals the run's counts exactly.
             """)
 
-    @Argument(help: "A Herald HDF5 run file.") var file: String
+    @Argument(help: "Herald run files, or run uids from the catalogue (`herald runs`), one or several.") var files: [String]
+    @OptionGroup var catalogue: CatalogueOptions
     @Option(help: "Full coincidence window for the recount, e.g. 2ns.") var window: String?
     @Option(help: "Channel delay for the recount, CHANNEL=TIME, e.g. 3=1.2ns (repeatable).") var delay: [String] = []
     @Option(help: "Estimator for the recount: mle, linear or hedged (default: the run's).") var estimator: HeraldCore.Estimator?
@@ -94,9 +113,32 @@ struct Analyze: AsyncParsableCommand {
         return options
     }
 
-    func validate() throws { _ = try recountOptions() }
+    func validate() throws {
+        _ = try recountOptions()
+        guard !files.isEmpty else { throw ValidationError("give a run file or a run uid (`herald runs` lists them)") }
+    }
 
     func run() async throws {
+        let paths = try await catalogue.resolve(files)
+        // One file prints as before; several print one after another (with --json, one array).
+        if paths.count == 1 { return try await analyze(paths[0]) }
+        let recounting = try recountOptions() != nil
+        if json && !recounting {
+            var summaries: [RunSummary] = []
+            for p in paths {
+                ExitStatusCode.watchReads(of: p)
+                do { summaries.append(try RunFile.summary(path: p)) } catch { throw ExitStatusCode.exit(for: error) }
+            }
+            return try printJSON(summaries)
+        }
+        for (i, p) in paths.enumerated() {
+            if i > 0 { print() }
+            if !json { print("== \(p)") }
+            try await analyze(p)
+        }
+    }
+
+    func analyze(_ file: String) async throws {
         ExitStatusCode.watchReads(of: file)
         if let options = try recountOptions() {
             let entries: [Herald.RecountEntry]
@@ -159,10 +201,20 @@ struct Report: AsyncParsableCommand {
             and can be attached to a logbook. Every plotted number is also in its mark's data-value attribute.
             """)
 
-    @Argument(help: "A Herald HDF5 run file.") var file: String
-    @Option(help: "Where to write the report (default: the run file with .html).") var out: String?
+    @Argument(help: "Herald run files, or run uids from the catalogue (`herald runs`), one or several.") var files: [String]
+    @OptionGroup var catalogue: CatalogueOptions
+    @Option(help: "Where to write the report (default: the run file with .html; one run only).") var out: String?
+
+    func validate() throws {
+        guard !files.isEmpty else { throw ValidationError("give a run file or a run uid (`herald runs` lists them)") }
+        if out != nil && files.count > 1 { throw ValidationError("--out names one report: with several runs each report goes beside its file") }
+    }
 
     func run() async throws {
+        for file in try await catalogue.resolve(files) { try write(file) }
+    }
+
+    func write(_ file: String) throws {
         ExitStatusCode.watchReads(of: file)
         let target = out ?? (file.hasSuffix(".h5") ? String(file.dropLast(3)) : file) + ".html"
         let html: String

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import HeraldAnalysis
+import HeraldCatalogue
 import HeraldCore
 import HeraldLive
 import HeraldRunner
@@ -17,7 +18,8 @@ struct HeraldCommand: AsyncParsableCommand {
         version: Herald.version,
         subcommands: [
             Run.self, Validate.self, Analyze.self, Recover.self, Tomography.self, Inspect.self, Import.self, Drivers.self,
-            Devices.self, CheckDriver.self, NodeCommand.self, CalibrateClocks.self, Report.self, Correlate.self, CalibrateDelays.self,
+            Devices.self, CheckDriver.self, NodeCommand.self, CalibrateClocks.self, Report.self, Correlate.self, CalibrateDelays.self, Runs.self,
+            CatalogueCommand.self,
         ])
 }
 
@@ -67,6 +69,7 @@ struct Run: AsyncParsableCommand {
         help: ArgumentHelp("Record KEY=VALUE with the run: operator, affiliation, sample, tags (comma-separated), excitation_wavelength, detection_wavelength, or any other key (repeatable).", valueName: "key=value"))
     var meta: [String] = []
     @OptionGroup var monitor: MonitorOptions
+    @OptionGroup var catalogue: CatalogueOptions
 
     func validate() throws {
         _ = try monitor.configuration
@@ -94,6 +97,7 @@ struct Run: AsyncParsableCommand {
         request.includeDirectories = script.includeDirectories
         request.rawTags = !noRawTags
         request.transcriptPath = transcript
+        request.catalogue = try catalogue.location
         request.meta = meta.compactMap { item in
             item.firstIndex(of: "=").map { (String(item[..<$0]), String(item[item.index(after: $0)...])) }
         }
