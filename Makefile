@@ -5,8 +5,9 @@ SWIFT ?= swift
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEB_PACKAGES := libhdf5-dev libdeflate-dev libsqlite3-dev libusb-1.0-0-dev libudev-dev pkg-config python3 python3-venv umockdev libumockdev-dev gir1.2-umockdev-1.0 python3-gi
 # The servers and clients the tests start: a headless browser for the monitor and reports,
-# Prometheus scraping /metrics, tmux as the terminal of the progress-line test.
-TEST_DEB_PACKAGES := chromium prometheus tmux
+# Prometheus scraping /metrics, tmux as the terminal of the progress-line test, PostgreSQL's
+# server binaries for the run catalogue's tests (each starts a private server of its own).
+TEST_DEB_PACKAGES := chromium prometheus tmux postgresql
 VENV := .venv
 PY := $(VENV)/bin/python
 
@@ -47,6 +48,8 @@ demo: build
 # run last, on their own, so the browser's load does not stretch other suites' waits.
 # The node suites also run on their own: they time leases and losses on the wall clock
 # (within 1 s of a lease expiring), which a machine busy with every other suite would skew.
+# Runs the tests start are catalogued in a folder of the build's, never in the user's own catalogue.
+test: export HERALD_DATA_DIR := $(abspath .build)/test-data
 test: test-deps
 	HERALD_PYTHON=$(abspath $(PY)) $(SWIFT) test --skip USBInstrumentTests --skip NodeTests --skip NodeNetworkTests --skip MonitorTests --skip TerminalDisplayTests --skip ReportTests
 	HERALD_PYTHON=$(abspath $(PY)) $(SWIFT) test --filter USBInstrumentTests
@@ -55,7 +58,7 @@ test: test-deps
 
 # Benchmarks against the tools a user would otherwise pick, on the same inputs, as ratios.
 # Peers are installed into .venv-bench by this target (see bench/requirements-peers.txt).
-bench: deps
+bench: test-deps
 	$(SWIFT) build -c release --product herald-bench
 	$(SWIFT) build -c release --product herald
 	@[ -x .venv-bench/bin/python ] || python3 -m venv .venv-bench

@@ -97,6 +97,59 @@ def monitor_cost(pairs=3):
             f"the same run without --monitor (feed: {min(messages)}-{max(messages)} updates per run)", ">= 0.95x")
 
 
+def postgres_server():
+    """A private PostgreSQL server from Debian's binaries (initdb in a temporary folder, a free
+    port): returns (url, stop) or (None, reason)."""
+    import glob, shutil, socket, tempfile
+    bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if not bins:
+        return None, "no PostgreSQL server binaries (apt-get install postgresql)"
+    bindir = os.path.dirname(bins[-1])
+    d = tempfile.mkdtemp(prefix="herald-bench-pg-")
+    owner = []
+    if os.geteuid() == 0:
+        shutil.chown(d, "postgres", "postgres")
+        owner = ["runuser", "-u", "postgres", "--"]
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    try:
+        subprocess.run(owner + [bindir + "/initdb", "-D", d + "/data", "-A", "trust", "-U", "herald", "--no-sync"], check=True, capture_output=True)
+        # Not captured: the server inherits pg_ctl's output, and a pipe it holds never ends.
+        subprocess.run(owner + [bindir + "/pg_ctl", "-D", d + "/data", "-l", d + "/log", "-w", "-o",
+                                f"-p {port} -k {d} -c listen_addresses=127.0.0.1", "start"], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(owner + [bindir + "/createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "herald", "herald"], check=True, capture_output=True)
+    except subprocess.CalledProcessError as e:
+        return None, f"could not start PostgreSQL: {(e.stderr or b'').decode()[-300:]}"
+
+    def stop():
+        subprocess.run(owner + [bindir + "/pg_ctl", "-D", d + "/data", "-w", "-m", "fast", "stop"], capture_output=True)
+        shutil.rmtree(d, ignore_errors=True)
+    return f"postgres://herald@127.0.0.1:{port}/herald", stop
+
+
+def catalogue_rows():
+    """The run catalogue with 100 000 runs: the filtered query on SQLite, with PostgreSQL's
+    figure for the same schema and query beside it."""
+    url, stop = postgres_server()
+    cmd = [BENCH, "catalogue", "100000"] + (["--postgres", url] if url else [])
+    try:
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=1200).stdout
+    finally:
+        if url:
+            stop()
+    got = {r["backend"]: r for r in (json.loads(line) for line in out.splitlines() if line.startswith("{"))}
+    lite, pg = got["sqlite"], got.get("postgres")
+    peer = "PostgreSQL (same schema, same query)" if pg else f"PostgreSQL MISSING: {stop}"
+    return [
+        ("catalogue, 100 000 runs: --where fidelity > 0.99 and sample (s)", lite["filtered_query_s"], pg and pg["filtered_query_s"], peer, "<= 50 ms on SQLite"),
+        ("catalogue, 100 000 runs: newest 50 (s)", lite["newest_page_s"], pg and pg["newest_page_s"], peer, "<= 50 ms"),
+        ("catalogue: registering runs (runs/s)", lite["insert_runs_per_s"], pg and pg["insert_runs_per_s"], peer, ">= 1000 runs/s"),
+    ], [lite, pg]
+
+
 def main():
     rows = []
     herald_tomo, err = run_json([BENCH, "tomography", CSV, "1000"])
@@ -249,6 +302,8 @@ def main():
     rows.append(("HDF5 shuffle+gzip-1 (bytes/tag)", herald_h5["deflate1_bytes_per_tag"], peer_h5 and peer_h5["deflate1_bytes_per_tag"], h5peer, "<= 3.2"))
 
     rows.append(monitor_cost())
+    catalogue, herald_catalogue = catalogue_rows()
+    rows += catalogue
 
     print(f"{'metric':40} {'Herald':>12} {'peer':>12} {'ratio':>8}  peer / target")
     results = []
@@ -259,7 +314,7 @@ def main():
         results.append({"metric": metric, "herald": h, "peer_value": p, "peer": peer, "ratio": ratio, "target": target})
     machine = {"machine": platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version()}
     with open(os.path.join(ROOT, "bench", "results.json"), "w") as f:
-        json.dump({"machine": machine, "results": results, "herald": [herald_tomo, herald_coinc, herald_g2, herald_h5, herald_tttr],
+        json.dump({"machine": machine, "results": results, "herald": [herald_tomo, herald_coinc, herald_g2, herald_h5, herald_tttr] + herald_catalogue,
                    "peers": [peer_tomo, peer_coinc, peer_g2, peer_h5, peer_tttr]}, f, indent=2)
     print("written bench/results.json")
 

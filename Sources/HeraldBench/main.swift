@@ -2,6 +2,7 @@
 // bench/run.py runs the peers on the same inputs and prints the ratios.
 import Foundation
 import HeraldAnalysis
+import HeraldCatalogue
 import HeraldCore
 import HeraldHDF5
 import HeraldTTTR
@@ -479,6 +480,66 @@ func clocks(tags: Int, dump: String?) throws {
     ])
 }
 
+/// The run catalogue with `runs` runs: registering them, listing the newest page, and a
+/// filtered query (a figure and a sample, as `herald runs --where` asks it), on SQLite and,
+/// given a server, on PostgreSQL.
+func catalogue(runs: Int, postgres: String?) async throws {
+    func records() -> [CatalogueRecord] {
+        let base = Date(timeIntervalSince1970: 1_780_000_000)
+        return (0..<runs).map { i in
+            var r = CatalogueRecord(
+                uid: String(format: "%08x-0000-4000-8000-%012x", i, i), name: ["bell-tomography", "chsh", "g2-hbt", "hom-dip"][i % 4],
+                scriptPath: "/lab/Experiments/x.yaml", startedAt: base.addingTimeInterval(Double(i) * 60), status: i % 97 == 0 ? .failed : .success,
+                filePath: "/lab/out/run-\(i).h5")
+            r.sample = "S\(i % 50)"
+            r.operatorName = "op\(i % 7)"
+            r.tags = i % 10 == 0 ? ["calibration"] : []
+            r.devices = [.init(name: "tagger", driver: "mock.timetagger"), .init(name: "pump", driver: "mock.laser")]
+            // A spread of fidelities from 0.80 to 1.00, deterministic per run.
+            let f = 0.8 + 0.2 * Double((i &* 7919) % 1000) / 1000
+            r.figures = [
+                .init(entry: "000_tomography", analysis: "tomography", name: "fidelity", value: f, error: 0.003),
+                .init(entry: "000_tomography", analysis: "tomography", name: "concurrence", value: 2 * f - 1, error: 0.006),
+                .init(entry: "000_tomography", analysis: "tomography", name: "purity", value: f * f, error: 0.004),
+            ]
+            return r
+        }
+    }
+    let all = records()
+    var targets: [(String, CatalogueLocation)] = [("sqlite", .sqlite(path: NSTemporaryDirectory() + "/herald-bench-\(getpid()).sqlite"))]
+    if let postgres { targets.append(("postgres", try CatalogueLocation.parse(postgres))) }
+    for (name, location) in targets {
+        if case .sqlite(let path) = location { for s in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + s) } }
+        let c = try await RunCatalogue.open(location)
+        let start = ContinuousClock.now
+        for batch in stride(from: 0, to: all.count, by: 2000) { try await c.save(Array(all[batch..<min(batch + 2000, all.count)])) }
+        let inserted = ContinuousClock.now - start
+        let filter = try RunFilter.parse("fidelity > 0.99 and sample = 'S7'")
+        func time(_ body: () async throws -> Void) async throws -> Double {
+            try await body()
+            var t: [Double] = []
+            for _ in 0..<15 {
+                let s = ContinuousClock.now
+                try await body()
+                let d = ContinuousClock.now - s
+                t.append(Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18)
+            }
+            return t.sorted()[t.count / 2]
+        }
+        var matched = 0
+        let filtered = try await time { matched = try await c.runs(RunQuery(filter: filter, limit: 50)).count }
+        let newest = try await time { _ = try await c.runs(RunQuery(limit: 50)) }
+        var counted = 0
+        let countAll = try await time { counted = try await c.count(RunQuery(filter: filter)) }
+        await c.close()
+        let insertSeconds = Double(inserted.components.seconds) + Double(inserted.components.attoseconds) * 1e-18
+        emit([
+            "backend": name, "runs": runs, "insert_runs_per_s": Double(runs) / insertSeconds, "filtered_query_s": filtered,
+            "filtered_matches": matched, "filtered_count_s": countAll, "filtered_total": counted, "newest_page_s": newest,
+        ])
+    }
+}
+
 let args = CommandLine.arguments.dropFirst()
 
 /// The value after `name` on the command line, if any.
@@ -510,6 +571,8 @@ case "node":
     // 10⁸ tags (10 s of a 10 M tags/s stream): long enough that the stream's start-up (the
     // HTTP/2 windows opening) does not dominate.
     try await nodeStreaming(tags: args.dropFirst().first.flatMap { Int($0) } ?? 100_000_000)
+case "catalogue":
+    try await catalogue(runs: args.dropFirst().first.flatMap { Int($0) } ?? 100_000, postgres: option("--postgres"))
 case "network":
     try await network(attempts: args.dropFirst().first.flatMap { Int64($0) } ?? 1_000_000_000)
 default:

@@ -22,9 +22,15 @@ final class SQLiteBackend: CatalogueBackend {
         try FileManager.default.createDirectory(
             at: URL(fileURLWithPath: path).deletingLastPathComponent(), withIntermediateDirectories: true)
         var config = Configuration()
-        config.busyMode = .timeout(30)
+        config.busyMode = .timeout(10)
         config.foreignKeysEnabled = true
         pool = try DatabasePool(path: path, configuration: config)
+    }
+
+    /// Opens the file on a thread of its own: opening and migrating wait for other processes'
+    /// locks (up to the busy timeout), which must not hold one of the runner's few pool threads.
+    static func open(path: String) async throws -> SQLiteBackend {
+        try await offPool { try SQLiteBackend(path: path) }
     }
 
     func migrate() async throws {
@@ -33,8 +39,10 @@ final class SQLiteBackend: CatalogueBackend {
             let statements = m.statements
             migrator.registerMigration(m.id) { db in for s in statements { try db.execute(sql: s) } }
         }
-        // GRDB's migrator runs each migration in an immediate transaction: a second process waits, then finds it applied.
-        try migrator.migrate(pool)
+        // GRDB's migrator runs each migration in an immediate transaction: a second process
+        // waits, then finds it applied. It is synchronous, so it runs off the pool too.
+        let pool = self.pool, ready = migrator
+        try await offPool { try ready.migrate(pool) }
     }
 
     static func arguments(_ binds: [SQLValue]) -> StatementArguments {
@@ -78,6 +86,13 @@ final class SQLiteBackend: CatalogueBackend {
     }
 
     func close() async { try? pool.close() }
+}
+
+/// Runs blocking work on a thread of its own and awaits it.
+func offPool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+        Thread { continuation.resume(with: Result { try body() }) }.start()
+    }
 }
 
 /// A lab-wide catalogue on PostgreSQL (postgres-nio). Every call is bounded in time: a server

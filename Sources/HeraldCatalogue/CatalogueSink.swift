@@ -142,10 +142,23 @@ public actor CatalogueSink: RunEventSink {
         }
     }
 
-    /// Waits for the writes to finish and closes the catalogue. Returns the problems met.
-    public func finish() async -> [String] {
-        await writer?.value
-        await catalogue?.close()
+    /// Waits for the writes to finish (at most `limit`) and closes the catalogue. Returns the
+    /// problems met. A write still waiting after `limit` (a database held by someone else) has
+    /// its record kept for later, so the runner exits on time and nothing is lost.
+    public func finish(limit: Duration = .seconds(15)) async -> [String] {
+        let writer = self.writer
+        let done = await withTaskGroup(of: Bool.self) { group in
+            group.addTask { await writer?.value; return true }
+            group.addTask { try? await Task.sleep(for: limit); return false }
+            let first = await group.next() ?? false
+            group.cancelAll()
+            return first
+        }
+        if !done, let r = record {
+            problems.append("the catalogue did not answer within \(limit)")
+            try? pending.keep(r, for: location)
+        }
+        if done { await catalogue?.close() }
         catalogue = nil
         return problems
     }

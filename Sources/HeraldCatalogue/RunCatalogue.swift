@@ -83,7 +83,7 @@ public struct RunCatalogue: Sendable {
         let backend: any CatalogueBackend
         switch location {
         case .off: throw CatalogueError.badLocation("the catalogue is off (HERALD_CATALOGUE=off)")
-        case .sqlite(let path): backend = try SQLiteBackend(path: path)
+        case .sqlite(let path): backend = try await SQLiteBackend.open(path: path)
         case .postgres(let p): backend = PostgresBackend(p)
         }
         do {
@@ -103,7 +103,15 @@ public struct RunCatalogue: Sendable {
     public func close() async { await backend.close() }
 
     /// Registers or updates a run: its row and everything it has several of, in one transaction.
-    public func save(_ r: CatalogueRecord) async throws {
+    public func save(_ r: CatalogueRecord) async throws { try await save([r]) }
+
+    /// Registers or updates several runs in one transaction (a rebuild, a benchmark).
+    public func save(_ records: [CatalogueRecord]) async throws {
+        let statements = records.flatMap(Self.statements)
+        do { try await backend.transaction(statements) } catch { throw Self.unreachable(error, location) }
+    }
+
+    static func statements(_ r: CatalogueRecord) -> [SQLFragment] {
         func json<T: Encodable>(_ v: T) -> String {
             let e = JSONEncoder()
             e.outputFormatting = [.sortedKeys]
@@ -139,7 +147,7 @@ public struct RunCatalogue: Sendable {
                     "INSERT INTO run_figures (uid, entry, analysis, name, value, error) VALUES (?, ?, ?, ?, ?, ?)",
                     [.text(r.uid), .text(f.entry), .text(f.analysis), .text(f.name), .real(f.value), SQLValue(f.error.flatMap { $0.isFinite ? $0 : nil })]))
         }
-        do { try await backend.transaction(statements) } catch { throw Self.unreachable(error, location) }
+        return statements
     }
 
     /// Runs matching `query`, newest first, each with its tags, devices and figures.
