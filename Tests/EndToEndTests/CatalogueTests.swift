@@ -35,8 +35,13 @@ final class PostgresServer: @unchecked Sendable {
         let handle = try FileHandle(forWritingTo: log)
         defer { try? handle.close() }
         let p = Process()
-        p.executableURL = URL(fileURLWithPath: getuid() == 0 ? "/usr/sbin/runuser" : command)
-        p.arguments = getuid() == 0 ? ["-u", "postgres", "--", command] + arguments : arguments
+        // Through bash (multi-digit descriptors), closing every descriptor but 0-2 first: the server that pg_ctl
+        // starts outlives it, and would otherwise hold the descriptors this test process's
+        // children were given (Foundation's own end-of-child socket among them), so their
+        // ends would never be seen and their waits would hang.
+        let closing = ["/bin/bash", "-c", #"for f in /proc/self/fd/*; do n=${f##*/}; [ "$n" -gt 2 ] 2>/dev/null && eval "exec $n>&-"; done; exec "$0" "$@""#, command]
+        p.executableURL = URL(fileURLWithPath: getuid() == 0 ? "/usr/sbin/runuser" : "/bin/bash")
+        p.arguments = getuid() == 0 ? ["-u", "postgres", "--"] + closing + arguments : Array(closing.dropFirst()) + arguments
         p.standardInput = FileHandle.nullDevice
         p.standardOutput = handle
         p.standardError = handle
@@ -100,6 +105,11 @@ struct CatalogueTestError: Error, CustomStringConvertible {
             }
         }
 
+        /// Made on a thread of its own: initdb and pg_ctl are waited for synchronously.
+        static func make(_ backend: Backend) async throws -> Bench {
+            try await onThread { try Bench(backend) }
+        }
+
         deinit {
             server?.remove()
             try? FileManager.default.removeItem(at: dir)
@@ -129,8 +139,8 @@ struct CatalogueTestError: Error, CustomStringConvertible {
     }
 
     /// Each run is registered with what it was and what it gave; the queries find it by them.
-    @Test(.disabled("hangs in this harness before its first herald process returns; see the issue 26 note"), arguments: Backend.allCases) func runsAreRegisteredAndFoundByWhatTheyWereAndGave(_ backend: Backend) async throws {
-        let b = try Bench(backend)
+    @Test(arguments: Backend.allCases) func runsAreRegisteredAndFoundByWhatTheyWereAndGave(_ backend: Backend) async throws {
+        let b = try await Bench.make(backend)
         let bell = try await b.run(
             "bell-tomography.yaml", "bell.h5", ["--set", "integration=50ms", "--meta", "sample=NV-7", "--meta", "operator=Ada", "--meta", "tags=calib,night"])
         _ = try await b.run("delay-calibration.yaml", "delay.h5", ["--set", "integration=50ms"])
@@ -179,8 +189,8 @@ struct CatalogueTestError: Error, CustomStringConvertible {
 
     /// A run killed with SIGKILL stays `running` in the catalogue, which shows it as
     /// incomplete (its process is gone); `herald recover` closes the file and the record.
-    @Test(.disabled("hangs in this harness before its first herald process returns; see the issue 26 note"), arguments: Backend.allCases) func aKilledRunShowsIncompleteAndRecoverUpdatesIt(_ backend: Backend) async throws {
-        let b = try Bench(backend)
+    @Test(arguments: Backend.allCases) func aKilledRunShowsIncompleteAndRecoverUpdatesIt(_ backend: Backend) async throws {
+        let b = try await Bench.make(backend)
         let out = b.dir.appendingPathComponent("killed.h5").path
         let p = Process()
         p.executableURL = Paths.herald
@@ -197,7 +207,7 @@ struct CatalogueTestError: Error, CustomStringConvertible {
         }
         #expect(registered.first?["status"] as? String == "running", "\(registered)")
         kill(p.processIdentifier, SIGKILL)
-        p.waitUntilExit()
+        await waitForExit(p)
         let killed = try await b.runs()
         #expect(killed.first?["status"] as? String == "incomplete", "\(killed)")
         #expect(killed.first?["stoppedAt"] == nil)
@@ -212,8 +222,8 @@ struct CatalogueTestError: Error, CustomStringConvertible {
 
     /// The files are the record of truth: a new, empty catalogue rebuilt from the folder holds
     /// the same runs with the same figures; a file that is not a Herald run is named and skipped.
-    @Test(.disabled("hangs in this harness before its first herald process returns; see the issue 26 note"), arguments: Backend.allCases) func aCatalogueIsRebuiltFromAFolderOfFiles(_ backend: Backend) async throws {
-        let b = try Bench(.sqlite)
+    @Test(arguments: Backend.allCases) func aCatalogueIsRebuiltFromAFolderOfFiles(_ backend: Backend) async throws {
+        let b = try await Bench.make(.sqlite)
         let files = b.dir.appendingPathComponent("runs")
         try FileManager.default.createDirectory(at: files, withIntermediateDirectories: true)
         _ = try await b.run("bell-tomography.yaml", "runs/a.h5", ["--set", "integration=50ms", "--meta", "sample=S1"])
@@ -221,7 +231,7 @@ struct CatalogueTestError: Error, CustomStringConvertible {
         try Data("not HDF5".utf8).write(to: files.appendingPathComponent("junk.h5"))
         let original = try await b.runs()
 
-        let target = try Bench(backend)
+        let target = try await Bench.make(backend)
         let rebuilt = try await target.herald(["catalogue", "rebuild", files.path, "--json"])
         #expect(rebuilt.status == 0, "\(rebuilt.stderr)")
         let report = try #require(try JSONSerialization.jsonObject(with: Data(rebuilt.stdout.utf8)) as? [String: Any])
@@ -245,8 +255,8 @@ struct CatalogueTestError: Error, CustomStringConvertible {
 
     /// Two runs at once, each registering and updating, and sixty records saved from two
     /// catalogue connections at once: every one is there.
-    @Test(.disabled("hangs in this harness before its first herald process returns; see the issue 26 note"), arguments: Backend.allCases) func twoWritersAtOnceLoseNoRecord(_ backend: Backend) async throws {
-        let b = try Bench(backend)
+    @Test(arguments: Backend.allCases) func twoWritersAtOnceLoseNoRecord(_ backend: Backend) async throws {
+        let b = try await Bench.make(backend)
         async let one = b.run("g2-hbt.yaml", "one.h5", ["--set", "integration=50ms"])
         async let two = b.run("g2-hbt.yaml", "two.h5", ["--set", "integration=50ms"])
         _ = try await (one, two)
@@ -275,8 +285,8 @@ struct CatalogueTestError: Error, CustomStringConvertible {
 
     /// The catalogue goes away mid-run: the run goes on to success with its file whole, the
     /// record waits, and the first command that reaches the catalogue again writes it.
-    @Test(.disabled("hangs in this harness before its first herald process returns; see the issue 26 note"), arguments: Backend.allCases) func aCatalogueThatGoesAwayNeverStopsARun(_ backend: Backend) async throws {
-        let b = try Bench(backend)
+    @Test(arguments: Backend.allCases) func aCatalogueThatGoesAwayNeverStopsARun(_ backend: Backend) async throws {
+        let b = try await Bench.make(backend)
         // SQLite: a catalogue path that cannot be created (its folder is a file) until it is removed.
         let blocker = b.dir.appendingPathComponent("blocked")
         let location = backend == .sqlite ? blocker.path + "/catalogue.sqlite" : b.location
@@ -289,7 +299,6 @@ struct CatalogueTestError: Error, CustomStringConvertible {
             #expect(r.stderr.contains("the record is kept"), "\(r.stderr)")
         } else {
             // PostgreSQL: up when the run registers, stopped while it acquires.
-            try b.server?.start()
             let p = Process()
             p.executableURL = Paths.herald
             p.arguments = ["run", script, "--mock", "--realtime", "--out", out, "--set", "integration=3s"]
@@ -304,9 +313,8 @@ struct CatalogueTestError: Error, CustomStringConvertible {
                 registered = try await b.runs()
             }
             #expect(registered.first?["status"] as? String == "running", "\(registered)")
-            try b.server?.stop()
-            let stderr = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            p.waitUntilExit()
+            if let server = b.server { try await onThread { try server.stop() } }
+            let stderr = await readToEndAndWait(p, err)
             #expect(p.terminationStatus == 0, "\(stderr)")
             #expect(stderr.contains("the record is kept"), "\(stderr)")
         }
@@ -317,7 +325,7 @@ struct CatalogueTestError: Error, CustomStringConvertible {
         if backend == .sqlite {
             try FileManager.default.removeItem(at: blocker)
         } else {
-            try b.server?.start()
+            if let server = b.server { try await onThread { try server.start() } }
         }
         let listed = try await b.herald(["runs", "--json"], catalogue: location)
         #expect(listed.status == 0, "\(listed.stderr)")
@@ -329,8 +337,8 @@ struct CatalogueTestError: Error, CustomStringConvertible {
     }
 
     /// SQL in `--where` is refused or compared as data; SQL in metadata is stored as text.
-    @Test(.disabled("hangs in this harness before its first herald process returns; see the issue 26 note"), arguments: Backend.allCases) func injectionIsRefusedOrStoredAsPlainData(_ backend: Backend) async throws {
-        let b = try Bench(backend)
+    @Test(arguments: Backend.allCases) func injectionIsRefusedOrStoredAsPlainData(_ backend: Backend) async throws {
+        let b = try await Bench.make(backend)
         let evil = "x'); DROP TABLE runs; --"
         _ = try await b.run("g2-hbt.yaml", "e.h5", ["--set", "integration=50ms", "--meta", "sample=\(evil)", "--meta", "operator=\"; DELETE FROM run_figures; --"])
         // Compared as data: a quoted value is one value, whatever it holds.

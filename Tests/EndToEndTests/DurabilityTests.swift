@@ -60,6 +60,19 @@ func startRealtimeRun(_ script: String, out: String, _ extra: [String] = []) asy
     return p
 }
 
+/// Reads `pipe` to its end and waits for `p`, on a thread of its own: a child that takes its
+/// time to exit must not hold one of the test process's two pool threads meanwhile (that
+/// starves every other suite's virtual clock and polling loop).
+func readToEndAndWait(_ p: Process, _ pipe: Pipe) async -> String {
+    await withCheckedContinuation { (c: CheckedContinuation<String, Never>) in
+        Thread {
+            let data = pipe.fileHandleForReading.readDataToEndOfFile()
+            p.waitUntilExit()
+            c.resume(returning: String(decoding: data, as: UTF8.self))
+        }.start()
+    }
+}
+
 func waitForExit(_ p: Process) async {
     await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
         Thread {
@@ -281,9 +294,7 @@ let minuteScript = """
             }
         }
         kill(p.processIdentifier, signal)
-        let stderr = err.fileHandleForReading.readDataToEndOfFile()
-        await waitForExit(p)
-        let text = String(decoding: stderr, as: UTF8.self)
+        let text = await readToEndAndWait(p, err)
         #expect(p.terminationReason == .exit && p.terminationStatus == 130, "\(text)")
         #expect(!text.contains("Program crashed"))
         let file = try await probe(

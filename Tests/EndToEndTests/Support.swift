@@ -53,6 +53,13 @@ func runProcessOffPool(_ executable: String, _ arguments: [String]) async throws
     }
 }
 
+/// Runs blocking set-up work (a server's start, a mount) on a thread of its own and awaits it.
+func onThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+        Thread { continuation.resume(with: Result { try body() }) }.start()
+    }
+}
+
 /// Every test waits for its children this way (see ``runProcessOffPool``): a synchronous
 /// wait on a pool thread starves other suites' real-time device deadlines on 2 cores.
 func runProcess(_ executable: String, _ arguments: [String]) async throws -> ProcessResult {
