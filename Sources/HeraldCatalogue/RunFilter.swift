@@ -129,6 +129,13 @@ struct FilterParser {
     /// The column just past the text, for "expected … at the end".
     var end: Int
     var index = 0
+    /// Parentheses and `not`s open at this point, and the conditions so far: both bounded, so a
+    /// pathological expression is refused at its column instead of exhausting the stack here,
+    /// in the SQL it becomes, or in the database's own parser (SQLite stops at depth 1000).
+    var depth = 0
+    var conditions = 0
+    static let maxDepth = 32
+    static let maxConditions = 200
 
     var peek: FilterToken? { index < tokens.count ? tokens[index] : nil }
     mutating func next() -> FilterToken? {
@@ -157,12 +164,21 @@ struct FilterParser {
 
     mutating func unary() throws(RunFilterError) -> RunFilter {
         guard let t = peek else { throw RunFilterError(column: end, message: "expected a condition (FIELD OP VALUE, e.g. fidelity > 0.9) at the end") }
+        if isKeyword(t, "not") || t.kind == .open {
+            guard depth < Self.maxDepth else {
+                throw RunFilterError(column: t.column, message: "nested more than \(Self.maxDepth) deep (parentheses and not); write it flatter")
+            }
+        }
         if isKeyword(t, "not") {
             index += 1
+            depth += 1
+            defer { depth -= 1 }
             return .not(try unary())
         }
         if t.kind == .open {
             index += 1
+            depth += 1
+            defer { depth -= 1 }
             let f = try orExpression()
             guard let close = next(), close.kind == .close else {
                 throw RunFilterError(column: t.column, message: "the parenthesis opened here is never closed")
@@ -174,6 +190,10 @@ struct FilterParser {
 
     mutating func comparison() throws(RunFilterError) -> RunFilter {
         guard let name = next() else { throw RunFilterError(column: end, message: "expected a field") }
+        conditions += 1
+        guard conditions <= Self.maxConditions else {
+            throw RunFilterError(column: name.column, message: "more than \(Self.maxConditions) conditions; narrow the query with --since, --sample or --script instead")
+        }
         guard name.kind == .word else {
             throw RunFilterError(column: name.column, message: "expected a field (sample, started, fidelity, …), got '\(name.text)'")
         }

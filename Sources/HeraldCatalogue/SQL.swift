@@ -44,11 +44,31 @@ public struct SQLFragment: Sendable, Equatable {
 }
 
 extension RunFilter {
+    /// The operands of the AND (or OR) chain this node heads, left to right.
+    func chain(and: Bool) -> [RunFilter] {
+        var out: [RunFilter] = []
+        var pending: [RunFilter] = [self]
+        while let f = pending.popLast() {
+            switch (f, and) {
+            case (.and(let l, let r), true), (.or(let l, let r), false): pending += [r, l]
+            default: out.append(f)
+            }
+        }
+        return out
+    }
+
     /// The condition on `runs` this filter means, with every value bound.
     public var sql: SQLFragment {
         switch self {
-        case .and(let l, let r): return SQLFragment("(") + l.sql + SQLFragment(" AND ") + r.sql + SQLFragment(")")
-        case .or(let l, let r): return SQLFragment("(") + l.sql + SQLFragment(" OR ") + r.sql + SQLFragment(")")
+        // A chain of ANDs (or ORs) is one flat group: nested pairwise, 150 conditions would be
+        // 150 parentheses deep, past SQLite's parser stack.
+        case .and, .or:
+            let isAnd: Bool
+            if case .and = self { isAnd = true } else { isAnd = false }
+            let parts = chain(and: isAnd).map(\.sql)
+            var out = SQLFragment("(")
+            for (i, p) in parts.enumerated() { out = out + (i == 0 ? p : SQLFragment(isAnd ? " AND " : " OR ") + p) }
+            return out + SQLFragment(")")
         case .not(let f): return SQLFragment("(NOT ") + f.sql + SQLFragment(")")
         case .compare(let field, let op, let value):
             let bound: SQLValue

@@ -31,7 +31,7 @@ final class PostgresServer: @unchecked Sendable {
     /// the server it starts inherits the output, and a pipe held by it never ends.
     func asOwner(_ command: String, _ arguments: [String]) throws -> ProcessResult {
         let log = directory.appendingPathComponent("command-\(UUID().uuidString.prefix(6)).log")
-        FileManager.default.createFile(atPath: log.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: log.path, contents: nil)
         let handle = try FileHandle(forWritingTo: log)
         defer { try? handle.close() }
         let p = Process()
@@ -349,10 +349,68 @@ struct CatalogueTestError: Error, CustomStringConvertible {
             let r = try await b.herald(["runs", "--where", text])
             #expect(r.status != 0 && r.stderr.contains("column \(column)"), "\(text): \(r.stderr)")
         }
+        // The largest filter the parser lets through (32 deep, 200 conditions) is one the
+        // database's own parser takes too.
+        let extreme = String(repeating: "(", count: 32) + "fidelity > 0.5" + String(repeating: ")", count: 32) + " or "
+            + Array(repeating: "g2_0 < 0.1", count: 199).joined(separator: " or ")
+        #expect(try await b.runs(["--where", extreme]).count == 1)
         let still = try await b.runs()
         #expect(still.count == 1 && still.first?["sample"] as? String == evil, "\(still)")
         #expect(still.first?["operatorName"] as? String == "\"; DELETE FROM run_figures; --")
         #expect((still.first?["figures"] as? [[String: Any]])?.isEmpty == false)
+    }
+
+    /// Two thousand mutated `--where` texts: none crashes; each is refused at a column inside
+    /// it or becomes SQL whose every value is a bound parameter. Pathological nesting and
+    /// length are refused at their column, not by exhausting a stack.
+    @Test func mutatedAndPathologicalWhereTextsNeverCrash() async throws {
+        try await onThread {
+            let seeds = [
+                "fidelity > 0.9 and sample = 'NV-7'", "(S >= 2.5 or g2_0 < 0.05) and not status = failed",
+                "started > 2026-11-01 and tag = calib", "started > 7d or size < 1000000", "uid = 'ab' and driver != mock.laser",
+            ]
+            let alphabet = Array("()'\"=<>!;-_. 0123456789abcdefgnorstuxSDT:%*/")
+            var g = SystemRandomNumberGenerator()
+            var refused = 0
+            for i in 0..<2000 {
+                var chars = Array(seeds[i % seeds.count])
+                for _ in 0..<Int.random(in: 1...4, using: &g) {
+                    guard !chars.isEmpty else { break }
+                    let at = Int.random(in: 0..<chars.count, using: &g)
+                    switch Int.random(in: 0..<4, using: &g) {
+                    case 0: chars.remove(at: at)
+                    case 1: chars.insert(alphabet.randomElement(using: &g) ?? "(", at: at)
+                    case 2: chars[at] = alphabet.randomElement(using: &g) ?? "'"
+                    default: chars.insert(chars[at], at: at)
+                    }
+                }
+                let text = String(chars)
+                do {
+                    let sql = try RunFilter.parse(text).sql
+                    // Every value is a parameter: as many placeholders as binds, and no quote or
+                    // statement separator of the text's own in the SQL.
+                    #expect(sql.sql.filter { $0 == "?" }.count == sql.binds.count, "\(text): \(sql.sql)")
+                    #expect(!sql.sql.contains("'") && !sql.sql.contains(";") && !sql.sql.contains("--"), "\(text): \(sql.sql)")
+                } catch let error as RunFilterError {
+                    refused += 1
+                    #expect(error.column >= 1 && error.column <= text.count + 1, "\(text): \(error)")
+                }
+            }
+            #expect(refused > 500, "most mutations are not valid filters (\(refused) refused)")
+        }
+        let deep = String(repeating: "(", count: 100_000) + "fidelity > 0.9"
+        #expect(throws: RunFilterError.self) { try RunFilter.parse(deep) }
+        do { _ = try RunFilter.parse(deep) } catch { #expect(error.column == 33 && error.message.contains("nested"), "\(error)") }
+        let nots = String(repeating: "not ", count: 50_000) + "fidelity > 0.9"
+        do { _ = try RunFilter.parse(nots) } catch { #expect(error.column == 129 && error.message.contains("nested"), "\(error)") }
+        let long = Array(repeating: "fidelity > 0.5", count: 5000).joined(separator: " and ")
+        do {
+            _ = try RunFilter.parse(long)
+            Issue.record("5000 conditions accepted")
+        } catch { #expect(error.message.contains("more than 200 conditions") && error.column == 200 * 19 + 1, "\(error)") }
+        // At the bounds, it parses and stays one statement with its parameters.
+        let wide = Array(repeating: "fidelity > 0.5", count: 200).joined(separator: " or ")
+        #expect(try RunFilter.parse(wide).sql.binds.count == 400)
     }
 
     /// The parser's answers: what it accepts, and where it points when it refuses.
