@@ -88,6 +88,18 @@ final class SQLiteBackend: CatalogueBackend {
     func close() async { try? pool.close() }
 }
 
+/// Whether `error` is the database's own answer (a statement refused) rather than a failure to
+/// reach it: SQLite's busy, locked, I/O, permission and open errors are the latter, as is any
+/// PostgreSQL error that did not come from the server.
+func backendAnswered(_ error: any Error) -> Bool {
+    if let e = error as? DatabaseError {
+        let unreachable: [ResultCode] = [.SQLITE_BUSY, .SQLITE_LOCKED, .SQLITE_CANTOPEN, .SQLITE_IOERR, .SQLITE_PERM, .SQLITE_READONLY, .SQLITE_FULL, .SQLITE_NOTADB, .SQLITE_CORRUPT]
+        return !unreachable.contains(e.resultCode.primaryResultCode)
+    }
+    if let e = error as? PSQLError { return e.code == .server }
+    return false
+}
+
 /// Runs blocking work on a thread of its own and awaits it.
 func offPool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
     try await withCheckedThrowingContinuation { continuation in

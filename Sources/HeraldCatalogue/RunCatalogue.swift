@@ -6,6 +6,8 @@ public enum CatalogueError: Error, CustomStringConvertible, Sendable, Equatable 
     case badLocation(String)
     /// The database did not answer (down, unreachable, refused).
     case unreachable(String)
+    /// The database answered, with an error of its own (a statement it would not run).
+    case refused(String)
     case noSuchRun(String)
     case ambiguous(String, [String])
 
@@ -13,6 +15,7 @@ public enum CatalogueError: Error, CustomStringConvertible, Sendable, Equatable 
         switch self {
         case .badLocation(let s): return s
         case .unreachable(let s): return "the run catalogue cannot be reached: \(s)"
+        case .refused(let s): return "the run catalogue refused the request: \(s)"
         case .noSuchRun(let uid): return "no run '\(uid)' in the catalogue; `herald runs` lists them, `herald catalogue rebuild DIR` indexes files"
         case .ambiguous(let p, let uids): return "'\(p)' is the start of \(uids.count) runs (\(uids.prefix(4).joined(separator: ", "))…): give more of the uid"
         }
@@ -95,9 +98,12 @@ public struct RunCatalogue: Sendable {
         return RunCatalogue(backend: backend, location: location)
     }
 
+    /// The error as callers branch on it: a database that answered with an error is `refused`
+    /// (retrying later will not help), anything else `unreachable` (the record waits for it).
     static func unreachable(_ error: any Error, _ location: CatalogueLocation) -> CatalogueError {
         if let e = error as? CatalogueError { return e }
-        return .unreachable("\(location): \(String(describing: error).prefix(300))")
+        let text = "\(location): \(String(describing: error).prefix(300))"
+        return backendAnswered(error) ? .refused(text) : .unreachable(text)
     }
 
     public func close() async { await backend.close() }

@@ -413,6 +413,20 @@ struct CatalogueTestError: Error, CustomStringConvertible {
         #expect(try RunFilter.parse(wide).sql.binds.count == 400)
     }
 
+    /// A catalogue the database answers with an error (here a file whose tables are not the
+    /// schema its migration log claims) is reported as refused, with the database's words, not
+    /// as unreachable.
+    @Test func aCatalogueThatAnswersWithAnErrorIsRefusedNotUnreachable() async throws {
+        let b = try await Bench.make(.sqlite)
+        let made = try await runProcess(
+            Paths.python,
+            ["-c", "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute('create table grdb_migrations (identifier text primary key)'); c.execute(\"insert into grdb_migrations values ('1-runs')\"); c.execute('create table runs (uid text)'); c.commit()", b.location])
+        #expect(made.status == 0, "\(made.stderr)")
+        let r = try await b.herald(["runs"])
+        #expect(r.status != 0 && r.stderr.contains("refused the request") && r.stderr.contains("no such column"), "\(r.stderr)")
+        #expect(!r.stderr.contains("cannot be reached"))
+    }
+
     /// The parser's answers: what it accepts, and where it points when it refuses.
     @Test func whereExpressionsAreParsedAndChecked() throws {
         #expect(try RunFilter.parse("fidelity > 0.9") == .compare(.figure("fidelity"), .greater, .number(0.9)))
