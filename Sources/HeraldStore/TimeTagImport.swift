@@ -28,15 +28,20 @@ public enum TimeTagImport {
     ///
     /// The file is written under a temporary name beside `output` and renamed into place only
     /// when complete, so a failed import (a truncated record, a full disk) leaves nothing.
+    /// `author`, `affiliation` and `sample` fill Photon-HDF5's /identity and /sample; left out,
+    /// they are written as "unspecified" on purpose, as a run's are.
     public static func convert(
-        _ source: TimeTagFile, to output: String, softwareVersion: String, overwrite: Bool = false
+        _ source: TimeTagFile, to output: String, softwareVersion: String, overwrite: Bool = false,
+        author: String? = nil, affiliation: String? = nil, sample: String? = nil
     ) throws -> ImportReport {
         try OutputPath.checkCreatable(output, overwrite: overwrite)
         let url = URL(fileURLWithPath: output)
         let partial = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).partial-\(getpid())").path
         unlink(partial)
         do {
-            let report = try write(source, to: partial, softwareVersion: softwareVersion, reportedAs: output)
+            let report = try write(
+                source, to: partial, softwareVersion: softwareVersion, reportedAs: output,
+                authorship: (author, affiliation, sample))
             guard rename(partial, output) == 0 else {
                 throw OutputPath.failure(output, errno, what: "cannot move the finished import into place")
             }
@@ -47,7 +52,10 @@ public enum TimeTagImport {
         }
     }
 
-    static func write(_ source: TimeTagFile, to path: String, softwareVersion: String, reportedAs output: String) throws -> ImportReport {
+    static func write(
+        _ source: TimeTagFile, to path: String, softwareVersion: String, reportedAs output: String,
+        authorship: (author: String?, affiliation: String?, sample: String?) = (nil, nil, nil)
+    ) throws -> ImportReport {
         let file = try H5File.create(path, overwrite: true)
         defer { file.close() }
         let created = source.header?["File_CreatingTime"]?.date ?? Date()
@@ -101,6 +109,7 @@ public enum TimeTagImport {
             file, detectorCounts: perDetector, lifetime: source.mode == .t3,
             repetitionRate: source.mode == .t3 && source.timeUnitPs > 0 ? 1e12 / source.timeUnitPs : nil)
         try writeProvenance(file, source, created: created)
+        try PhotonHDF5.writeAuthorship(file, author: authorship.author, affiliation: authorship.affiliation, sample: authorship.sample)
         if let header = source.header { try writeHeaderTags(file, header) }
         return ImportReport(
             output: output, source: source.path, container: source.container.rawValue,

@@ -109,14 +109,42 @@ struct Import: ParsableCommand {
     @Flag(help: "Replace the output file if it exists.") var overwrite = false
     @Flag(help: "Read the input as a Swabian dump whatever its extension.") var swabian = false
     @Flag(help: "Print the report as JSON.") var json = false
+    @Option(
+        help: ArgumentHelp(
+            "Record operator=NAME, affiliation=NAME or sample=NAME in Photon-HDF5's identity and sample groups (repeatable; each is \"unspecified\" without it).",
+            valueName: "key=value"))
+    var meta: [String] = []
+
+    /// `--meta` as the three fields an import records; anything else is refused by name.
+    func authorship() throws -> (author: String?, affiliation: String?, sample: String?) {
+        var out: (author: String?, affiliation: String?, sample: String?) = (nil, nil, nil)
+        for item in meta {
+            guard let eq = item.firstIndex(of: "="), eq != item.startIndex else {
+                throw ValidationError("--meta \(item): write KEY=VALUE, e.g. --meta operator=Ada")
+            }
+            let key = item[..<eq].lowercased(), value = String(item[item.index(after: eq)...])
+            switch key {
+            case "operator", "author": out.author = value
+            case "affiliation", "author_affiliation": out.affiliation = value
+            case "sample", "sample_name": out.sample = value
+            default: throw ValidationError("--meta \(key): an import records operator, affiliation and sample")
+            }
+        }
+        return out
+    }
+
+    func validate() throws { _ = try authorship() }
 
     func run() throws {
         do {
+            let who = try authorship()
             let source = try TimeTagFile.open(file, swabian: swabian ? true : nil)
             if !overwrite && FileManager.default.fileExists(atPath: out) {
                 throw ValidationError("\(out) exists; pass --overwrite to replace it")
             }
-            let report = try TimeTagImport.convert(source, to: out, softwareVersion: Herald.version, overwrite: overwrite)
+            let report = try TimeTagImport.convert(
+                source, to: out, softwareVersion: Herald.version, overwrite: overwrite, author: who.author,
+                affiliation: who.affiliation, sample: who.sample)
             if json { return try printJSON(report) }
             print("wrote \(report.output): \(report.photons) photons from \(report.format), \(report.acquisitionDurationS) s")
         } catch let e as TTTRFileError {

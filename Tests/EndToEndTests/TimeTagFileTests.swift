@@ -44,6 +44,24 @@ import Testing
         }
     }
 
+    /// `--meta` fills Photon-HDF5's identity and sample groups, as `herald run --meta` does;
+    /// a key an import does not record is refused by name.
+    @Test func importRecordsTheOperatorAffiliationAndSample() async throws {
+        let dir = try Paths.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let out = dir.appendingPathComponent("x.h5").path
+        let source = Self.samples.appendingPathComponent("picoharp/v30_t2.ptu").path
+        let r = try await runProcess(
+            Paths.herald.path, ["import", source, "--out", out, "--meta", "operator=Ada Lovelace", "--meta", "affiliation=Lab 3", "--meta", "sample=NV-7"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let read = try await runProcess(
+            Paths.python,
+            ["-c", "import h5py,sys; f=h5py.File(sys.argv[1]); print('|'.join(f[k][()].decode() for k in ['identity/author','identity/author_affiliation','sample/sample_name']))", out])
+        #expect(read.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "Ada Lovelace|Lab 3|NV-7", "\(read.stdout)\(read.stderr)")
+        let bad = try await runProcess(Paths.herald.path, ["import", source, "--out", dir.appendingPathComponent("y.h5").path, "--meta", "tags=a"])
+        #expect(bad.status != 0 && bad.stderr.contains("--meta tags: an import records operator, affiliation and sample"), "\(bad.stderr)")
+    }
+
     @Test func importRefusesToOverwrite() async throws {
         let dir = try Paths.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }

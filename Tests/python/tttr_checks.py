@@ -66,6 +66,15 @@ def phconvert_valid(path):
             hdf5.assert_valid_photon_hdf5(f, warnings=False, strict_description=True)
         except hdf5.Invalid_PhotonHDF5 as e:
             fail(f"phconvert rejects {path}: {e}")
+    # And without one warning: identity/author, author_affiliation and /sample are filled or
+    # "unspecified" on purpose, as in a run's file.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loaded = hdf5.load_photon_hdf5(path, require_setup=True)
+        (loaded if hasattr(loaded, "close") else loaded._v_file).close()
+    said = [str(w.message).strip() for w in caught if "Photon-HDF5" in str(w.message)]
+    if said:
+        fail(f"phconvert warns about {path}: {said}")
 
 
 def compare_arrays(h5path, times, channels, micro):
