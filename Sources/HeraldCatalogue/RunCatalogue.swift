@@ -4,7 +4,7 @@ import Foundation
 public enum CatalogueError: Error, CustomStringConvertible, Sendable, Equatable {
     /// The setting is not a catalogue Herald can open.
     case badLocation(String)
-    /// The database did not answer (down, unreachable, refused).
+    /// The database could not be reached or used (down, connection refused, locked, unwritable).
     case unreachable(String)
     /// The database answered, with an error of its own (a statement it would not run).
     case refused(String)
