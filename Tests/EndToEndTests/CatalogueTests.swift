@@ -127,6 +127,26 @@ struct CatalogueTestError: Error, CustomStringConvertible {
             return out
         }
 
+        /// Starts `herald run --mock --realtime ARGUMENTS` against this catalogue and returns
+        /// once the run has registered (a readiness wait, not a deadline on how fast), with
+        /// the process, its stderr and the runs listed then.
+        func startRegistered(_ arguments: [String]) async throws -> (Process, Pipe, [[String: Any]]) {
+            let p = Process()
+            p.executableURL = Paths.herald
+            p.arguments = ["run", "--mock", "--realtime"] + arguments
+            p.environment = ProcessInfo.processInfo.environment.merging(["HERALD_CATALOGUE": location, "HERALD_DATA_DIR": dir.path + "/data"]) { _, new in new }
+            let err = Pipe()
+            p.standardOutput = FileHandle.nullDevice
+            p.standardError = err
+            try p.run()
+            var registered: [[String: Any]] = []
+            for _ in 0..<600 where registered.isEmpty {
+                try await Task.sleep(for: .milliseconds(100))
+                registered = try await runs()
+            }
+            return (p, err, registered)
+        }
+
         func runs(_ arguments: [String] = []) async throws -> [[String: Any]] {
             let r = try await herald(["runs", "--json", "--limit", "0"] + arguments)
             #expect(r.status == 0, "\(r.stderr)")
@@ -192,19 +212,8 @@ struct CatalogueTestError: Error, CustomStringConvertible {
     @Test(arguments: Backend.allCases) func aKilledRunShowsIncompleteAndRecoverUpdatesIt(_ backend: Backend) async throws {
         let b = try await Bench.make(backend)
         let out = b.dir.appendingPathComponent("killed.h5").path
-        let p = Process()
-        p.executableURL = Paths.herald
-        p.arguments = ["run", Paths.root.appendingPathComponent("Experiments/bell-tomography.yaml").path, "--mock", "--realtime", "--out", out, "--set", "integration=2s"]
-        p.environment = ProcessInfo.processInfo.environment.merging(["HERALD_CATALOGUE": b.location, "HERALD_DATA_DIR": b.dir.path + "/data"]) { _, new in new }
-        p.standardOutput = FileHandle.nullDevice
-        p.standardError = FileHandle.nullDevice
-        try p.run()
-        // Until the run has registered (a readiness wait, not a deadline on how fast).
-        var registered: [[String: Any]] = []
-        for _ in 0..<600 where registered.isEmpty {
-            try await Task.sleep(for: .milliseconds(100))
-            registered = try await b.runs()
-        }
+        let (p, _, registered) = try await b.startRegistered(
+            [Paths.root.appendingPathComponent("Experiments/bell-tomography.yaml").path, "--out", out, "--set", "integration=2s"])
         #expect(registered.first?["status"] as? String == "running", "\(registered)")
         kill(p.processIdentifier, SIGKILL)
         await waitForExit(p)
@@ -299,19 +308,7 @@ struct CatalogueTestError: Error, CustomStringConvertible {
             #expect(r.stderr.contains("the record is kept"), "\(r.stderr)")
         } else {
             // PostgreSQL: up when the run registers, stopped while it acquires.
-            let p = Process()
-            p.executableURL = Paths.herald
-            p.arguments = ["run", script, "--mock", "--realtime", "--out", out, "--set", "integration=3s"]
-            p.environment = ProcessInfo.processInfo.environment.merging(["HERALD_CATALOGUE": location, "HERALD_DATA_DIR": b.dir.path + "/data"]) { _, new in new }
-            let err = Pipe()
-            p.standardOutput = FileHandle.nullDevice
-            p.standardError = err
-            try p.run()
-            var registered: [[String: Any]] = []
-            for _ in 0..<600 where registered.isEmpty {
-                try await Task.sleep(for: .milliseconds(100))
-                registered = try await b.runs()
-            }
+            let (p, err, registered) = try await b.startRegistered([script, "--out", out, "--set", "integration=3s"])
             #expect(registered.first?["status"] as? String == "running", "\(registered)")
             if let server = b.server { try await onThread { try server.stop() } }
             let stderr = await readToEndAndWait(p, err)
