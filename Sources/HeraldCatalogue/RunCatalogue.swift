@@ -113,46 +113,74 @@ public struct RunCatalogue: Sendable {
 
     /// Registers or updates several runs in one transaction (a rebuild, a benchmark).
     public func save(_ records: [CatalogueRecord]) async throws {
-        let statements = records.flatMap(Self.statements)
+        let statements = Self.statements(records)
         do { try await backend.transaction(statements) } catch { throw Self.unreachable(error, location) }
     }
 
-    static func statements(_ r: CatalogueRecord) -> [SQLFragment] {
+    /// Rows per multi-row statement: 1000 runs of 22 columns stay under SQLite's 32 766 bound
+    /// parameters and PostgreSQL's 65 535.
+    static let rowsPerStatement = 1000
+
+    /// The statements that write `records`: one upsert of their rows, then their tags, devices
+    /// and figures replaced, each table as a few multi-row statements rather than a statement a
+    /// row (on PostgreSQL every statement is a round trip). A uid given twice keeps its last record.
+    static func statements(_ records: [CatalogueRecord]) -> [SQLFragment] {
         func json<T: Encodable>(_ v: T) -> String {
             let e = JSONEncoder()
             e.outputFormatting = [.sortedKeys]
             return (try? e.encode(v)).flatMap { String(data: $0, encoding: .utf8) } ?? "{}"
         }
+        var latest: [String: Int] = [:]
+        for (i, r) in records.enumerated() { latest[r.uid] = i }
+        let unique = records.enumerated().filter { latest[$0.element.uid] == $0.offset }.map(\.element)
+        guard !unique.isEmpty else { return [] }
+
+        /// `INSERT INTO table (columns) VALUES (…), (…)` for `rows`, in chunks, with `suffix`.
+        func inserts(_ table: String, _ columns: [String], _ rows: [[SQLValue]], suffix: String = "") -> [SQLFragment] {
+            let tuple = "(" + Array(repeating: "?", count: columns.count).joined(separator: ", ") + ")"
+            return stride(from: 0, to: rows.count, by: rowsPerStatement).map { start in
+                let chunk = rows[start..<min(start + rowsPerStatement, rows.count)]
+                return SQLFragment(
+                    "INSERT INTO \(table) (\(columns.joined(separator: ", "))) VALUES "
+                        + Array(repeating: tuple, count: chunk.count).joined(separator: ", ") + suffix,
+                    chunk.flatMap { $0 })
+            }
+        }
         let columns = CatalogueSchema.runColumns.map(\.name) + ["script_name"]
-        let values: [SQLValue] = [
-            .text(r.uid), .text(r.name), .text(r.scriptPath), SQLValue(r.scriptRevision), SQLValue(r.scriptDirty), .text(r.description),
-            SQLValue(r.operatorName), SQLValue(r.sample), .text(json(r.parameters)), .text(json(r.overrides)), .text(json(r.nodes)),
-            SQLValue(r.host), SQLValue(r.pid.map(Int64.init)), .text(r.heraldVersion), .integer(r.mock ? 1 : 0),
-            .real(r.startedAt.timeIntervalSince1970), SQLValue(r.stoppedAt?.timeIntervalSince1970), .text(r.status.rawValue),
-            SQLValue(r.reason), .text(r.filePath), SQLValue(r.fileSize), .text((r.scriptPath as NSString).lastPathComponent),
-        ]
+        let runRows: [[SQLValue]] = unique.map { r in
+            [
+                .text(r.uid), .text(r.name), .text(r.scriptPath), SQLValue(r.scriptRevision), SQLValue(r.scriptDirty), .text(r.description),
+                SQLValue(r.operatorName), SQLValue(r.sample), .text(json(r.parameters)), .text(json(r.overrides)), .text(json(r.nodes)),
+                SQLValue(r.host), SQLValue(r.pid.map(Int64.init)), .text(r.heraldVersion), .integer(r.mock ? 1 : 0),
+                .real(r.startedAt.timeIntervalSince1970), SQLValue(r.stoppedAt?.timeIntervalSince1970), .text(r.status.rawValue),
+                SQLValue(r.reason), .text(r.filePath), SQLValue(r.fileSize), .text((r.scriptPath as NSString).lastPathComponent),
+            ]
+        }
         let updates = columns.dropFirst().map { "\($0) = excluded.\($0)" }.joined(separator: ", ")
-        var statements = [
-            SQLFragment(
-                "INSERT INTO runs (\(columns.joined(separator: ", "))) VALUES (\(Array(repeating: "?", count: columns.count).joined(separator: ", "))) "
-                    + "ON CONFLICT (uid) DO UPDATE SET \(updates)", values),
-            SQLFragment("DELETE FROM run_tags WHERE uid = ?", [.text(r.uid)]),
-            SQLFragment("DELETE FROM run_devices WHERE uid = ?", [.text(r.uid)]),
-            SQLFragment("DELETE FROM run_figures WHERE uid = ?", [.text(r.uid)]),
-        ]
-        for tag in Set(r.tags).sorted() { statements.append(SQLFragment("INSERT INTO run_tags (uid, tag) VALUES (?, ?)", [.text(r.uid), .text(tag)])) }
-        var seenDevices: Set<String> = []
-        for d in r.devices where seenDevices.insert(d.name).inserted {
-            statements.append(
-                SQLFragment("INSERT INTO run_devices (uid, device, driver, node) VALUES (?, ?, ?, ?)", [.text(r.uid), .text(d.name), .text(d.driver), SQLValue(d.node)]))
+        var statements = inserts("runs", columns, runRows, suffix: " ON CONFLICT (uid) DO UPDATE SET \(updates)")
+        let uids = unique.map { SQLValue.text($0.uid) }
+        for table in ["run_tags", "run_devices", "run_figures"] {
+            for start in stride(from: 0, to: uids.count, by: rowsPerStatement) {
+                let chunk = Array(uids[start..<min(start + rowsPerStatement, uids.count)])
+                statements.append(
+                    SQLFragment("DELETE FROM \(table) WHERE uid IN (" + Array(repeating: "?", count: chunk.count).joined(separator: ", ") + ")", chunk))
+            }
         }
-        var seenFigures: Set<String> = []
-        for f in r.figures where f.value.isFinite && seenFigures.insert(f.entry + "\u{0}" + f.name).inserted {
-            statements.append(
-                SQLFragment(
-                    "INSERT INTO run_figures (uid, entry, analysis, name, value, error) VALUES (?, ?, ?, ?, ?, ?)",
-                    [.text(r.uid), .text(f.entry), .text(f.analysis), .text(f.name), .real(f.value), SQLValue(f.error.flatMap { $0.isFinite ? $0 : nil })]))
+        var tags: [[SQLValue]] = [], devices: [[SQLValue]] = [], figures: [[SQLValue]] = []
+        for r in unique {
+            for tag in Set(r.tags).sorted() { tags.append([.text(r.uid), .text(tag)]) }
+            var seenDevices: Set<String> = []
+            for d in r.devices where seenDevices.insert(d.name).inserted {
+                devices.append([.text(r.uid), .text(d.name), .text(d.driver), SQLValue(d.node)])
+            }
+            var seenFigures: Set<String> = []
+            for f in r.figures where f.value.isFinite && seenFigures.insert(f.entry + "\u{0}" + f.name).inserted {
+                figures.append([.text(r.uid), .text(f.entry), .text(f.analysis), .text(f.name), .real(f.value), SQLValue(f.error.flatMap { $0.isFinite ? $0 : nil })])
+            }
         }
+        statements += inserts("run_tags", ["uid", "tag"], tags)
+        statements += inserts("run_devices", ["uid", "device", "driver", "node"], devices)
+        statements += inserts("run_figures", ["uid", "entry", "analysis", "name", "value", "error"], figures)
         return statements
     }
 

@@ -292,6 +292,30 @@ struct CatalogueTestError: Error, CustomStringConvertible {
         await c.close()
     }
 
+    /// A batch larger than one multi-row statement holds, with one uid given twice: every run
+    /// is there once, as its last record says, with its figures and tags.
+    @Test(arguments: Backend.allCases) func aLargeBatchIsSavedWholeAndAUidGivenTwiceKeepsItsLastRecord(_ backend: Backend) async throws {
+        let b = try await Bench.make(backend)
+        let c = try await RunCatalogue.open(try CatalogueLocation.parse(b.location))
+        var records = (0..<2500).map { i in
+            var r = CatalogueRecord(
+                uid: String(format: "00000000-0000-4000-8000-%012d", i), name: "batch", scriptPath: "/x.yaml",
+                startedAt: Date(timeIntervalSince1970: 1_780_000_000 + Double(i)), status: .success, filePath: "/x\(i).h5")
+            r.tags = i % 2 == 0 ? ["even"] : []
+            r.figures = [.init(entry: "000_g2", analysis: "g2", name: "g2_0", value: Double(i) / 2500)]
+            return r
+        }
+        var again = records[7]
+        again.sample = "second"
+        records.append(again)
+        try await c.save(records)
+        #expect(try await c.count(RunQuery()) == 2500)
+        #expect(try await c.count(RunQuery(filter: try RunFilter.parse("tag = even"))) == 1250)
+        #expect(try await c.count(RunQuery(filter: try RunFilter.parse("g2_0 >= 0.5"))) == 1250)
+        #expect(try await c.run(records[7].uid).sample == "second")
+        await c.close()
+    }
+
     /// The catalogue goes away mid-run: the run goes on to success with its file whole, the
     /// record waits, and the first command that reaches the catalogue again writes it.
     @Test(arguments: Backend.allCases) func aCatalogueThatGoesAwayNeverStopsARun(_ backend: Backend) async throws {
