@@ -514,6 +514,8 @@ func catalogue(runs: Int, postgres: String?) async throws {
         let start = ContinuousClock.now
         for batch in stride(from: 0, to: all.count, by: 2000) { try await c.save(Array(all[batch..<min(batch + 2000, all.count)])) }
         let inserted = ContinuousClock.now - start
+        // As `herald catalogue rebuild` does after indexing: the planner's statistics of the full catalogue.
+        try await c.refreshStatistics()
         let filter = try RunFilter.parse("fidelity > 0.99 and sample = 'S7'")
         func time(_ body: () async throws -> Void) async throws -> Double {
             try await body()
@@ -532,6 +534,8 @@ func catalogue(runs: Int, postgres: String?) async throws {
         var counted = 0
         let countAll = try await time { counted = try await c.count(RunQuery(filter: filter)) }
         await c.close()
+        // 100 000 runs are 110 MB: not left behind in the temporary folder.
+        if case .sqlite(let path) = location { for s in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + s) } }
         let insertSeconds = Double(inserted.components.seconds) + Double(inserted.components.attoseconds) * 1e-18
         emit([
             "backend": name, "runs": runs, "insert_runs_per_s": Double(runs) / insertSeconds, "filtered_query_s": filtered,

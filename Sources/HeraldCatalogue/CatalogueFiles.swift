@@ -89,6 +89,7 @@ extension RunCatalogue {
                 report.skipped[path] = "\(error)"
             }
         }
+        if !report.indexed.isEmpty { try await refreshStatistics() }
         return report
     }
 }

@@ -117,6 +117,13 @@ public struct RunCatalogue: Sendable {
         do { try await backend.transaction(statements) } catch { throw Self.unreachable(error, location) }
     }
 
+    /// Refreshes the query planner's statistics (`ANALYZE`, on either database). After many
+    /// runs arrive at once (a rebuild), a planner still using the statistics of an empty
+    /// catalogue picks slow plans: 60 ms instead of 10 for a filtered query on PostgreSQL.
+    public func refreshStatistics() async throws {
+        do { try await backend.transaction([SQLFragment("ANALYZE")]) } catch { throw Self.unreachable(error, location) }
+    }
+
     /// Rows per multi-row statement: 1000 runs of 22 columns stay under SQLite's 32 766 bound
     /// parameters and PostgreSQL's 65 535.
     static let rowsPerStatement = 1000
