@@ -1,4 +1,5 @@
 import Foundation
+import HeraldHDF5
 import HeraldCore
 import HeraldRunner
 import HeraldRunReader
@@ -52,7 +53,7 @@ func startRealtimeRun(_ script: String, out: String, _ extra: [String] = []) asy
     p.arguments = ["run", script, "--mock", "--realtime", "--seed", "1", "--out", out] + extra
     p.standardOutput = FileHandle.nullDevice
     p.standardError = FileHandle.nullDevice
-    try p.run()
+    try FileDescriptors.start(p)
     // Event-driven: the file appears when the run starts; the bound only stops a broken build hanging.
     for _ in 0..<3000 where !FileManager.default.fileExists(atPath: out) && p.isRunning {
         try await Task.sleep(for: .milliseconds(10))
@@ -280,7 +281,7 @@ let minuteScript = """
         let err = Pipe()
         p.standardOutput = FileHandle.nullDevice
         p.standardError = err
-        try p.run()
+        try FileDescriptors.start(p)
         // Signal once tags are flowing: the flush log has grown past the run's first entry.
         for _ in 0..<3000 {
             try await Task.sleep(for: .milliseconds(20))

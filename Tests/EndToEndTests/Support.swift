@@ -1,4 +1,5 @@
 import Foundation
+import HeraldHDF5
 import Testing
 
 enum Paths {
@@ -75,7 +76,7 @@ func runProcessBlocking(_ executable: String, _ arguments: [String]) throws -> P
     let out = Pipe(), err = Pipe()
     p.standardOutput = out
     p.standardError = err
-    try p.run()
+    try FileDescriptors.start(p)
     // Read before waiting so a chatty child cannot block on a full pipe.
     let o = out.fileHandleForReading.readDataToEndOfFile()
     let e = err.fileHandleForReading.readDataToEndOfFile()
