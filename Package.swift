@@ -279,7 +279,7 @@ let package = Package(
             dependencies: [
                 "HeraldRunner", "HeraldCore", "HeraldAnalysis", "HeraldStore", "HeraldRunReader", "HeraldTTTR", "SimulatedLab", "herald", "HeraldFuzz", "HeraldScript",
                 "DriverConformance", "HeraldPlugins", "HeraldUSBProtocols", "S15TDC1", "HeraldNode", "HeraldNodeProtocol", "HeraldMonitor",
-                "HeraldLive", "HeraldCatalogue", "HeraldHDF5",
+                "HeraldLive", "HeraldCatalogue",
                 .product(name: "Numerics", package: "swift-numerics"),
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),

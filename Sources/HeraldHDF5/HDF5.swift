@@ -460,28 +460,6 @@ public final class H5AppendableDataset<T: HDF5Scalar>: H5Dataset {
     }
 }
 
-/// libhdf5 opens a file's descriptor without O_CLOEXEC, and ``H5File`` marks it close-on-exec
-/// as soon as the open returns. A child process started in between would inherit the
-/// descriptor, and with it the file's lock, until it exits: a second open of that file in this
-/// process then fails with "unable to lock the file" (seen in the test suite, whose helpers
-/// start processes while runs in the same process create files). Files open under this lock;
-/// code that starts processes while files may be opening starts them under it too.
-public enum FileDescriptors {
-    private static let lock = NSLock()
-
-    /// Runs `body` (an open, or a process start) while no other holder runs.
-    public static func opening<T>(_ body: () throws -> T) rethrows -> T {
-        lock.lock()
-        defer { lock.unlock() }
-        return try body()
-    }
-
-    /// Starts `process` so that it inherits no half-opened HDF5 file.
-    public static func start(_ process: Process) throws {
-        try opening { try process.run() }
-    }
-}
-
 /// An open HDF5 file. Closing flushes it; the handle is also closed on deinit.
 public final class H5File: H5Group {
     /// Creates a new file, replacing any file at `path` only if `overwrite` is set.
@@ -500,16 +478,12 @@ public final class H5File: H5Group {
         // (weak) degree, one object a Swift reference still held kept a SWMR file open behind
         // its close, so the same process could not open it again (a recount right after a run).
         try check(H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG), "H5Pset_fclose_degree", path)
-        let fcpl = try CompactStorage.fileCreation()
-        let fid = try FileDescriptors.opening {
-            let fid = try checkID(H5Fcreate(path, flags, fcpl, fapl), "H5Fcreate", path)
-            closeOnExec(fid)
-            return fid
-        }
+        let fid = try checkID(H5Fcreate(path, flags, try CompactStorage.fileCreation(), fapl), "H5Fcreate", path)
+        closeOnExec(fid)
         return H5File(handle: Handle(fid, closer: H5Fclose), path: "/", filename: path)
     }
 
-    /// libhdf5 opens its file without O_CLOEXEC (marked right after, under ``FileDescriptors``): a child process started meanwhile (a test's
+    /// libhdf5 opens its file without O_CLOEXEC: a child process started meanwhile (a test's
     /// helper, a plugin's tool) would inherit the descriptor, and with it the file's lock,
     /// and an open of the same file here could fail until that child exits.
     static func closeOnExec(_ fid: hid_t) {
@@ -548,11 +522,8 @@ public final class H5File: H5Group {
         // Strong close here too: an object a Swift reference still holds must not keep the
         // file open behind its close (the next open in this process would then fail).
         try check(H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG), "H5Pset_fclose_degree", path)
-        let fid = try FileDescriptors.opening {
-            let fid = try checkID(HDF5ReadWatchdog.watched("H5Fopen", path) { H5Fopen(path, flags, fapl) }, "H5Fopen", path)
-            closeOnExec(fid)
-            return fid
-        }
+        let fid = try checkID(HDF5ReadWatchdog.watched("H5Fopen", path) { H5Fopen(path, flags, fapl) }, "H5Fopen", path)
+        closeOnExec(fid)
         let file = H5File(handle: Handle(fid, closer: H5Fclose), path: "/", filename: path)
         if mode == .recover { try check(H5Fincrement_filesize(fid, 0), "H5Fincrement_filesize", path) }
         return file

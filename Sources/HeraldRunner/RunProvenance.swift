@@ -1,6 +1,5 @@
 import Foundation
 import HeraldCore
-import HeraldHDF5
 
 /// What a run finds out about where it came from, as ARTIQ records the repository revision
 /// with every result: the commit of the script's git repository and whether the script or
@@ -34,8 +33,7 @@ enum RunProvenance {
         let out = Pipe()
         p.standardOutput = out
         p.standardError = FileHandle.nullDevice
-        // Started so that it inherits no HDF5 file another run in this process is opening.
-        do { try FileDescriptors.start(p) } catch { return nil }
+        do { try p.run() } catch { return nil }
         let data = out.fileHandleForReading.readDataToEndOfFile()
         p.waitUntilExit()
         guard p.terminationStatus == 0 else { return nil }

@@ -1,5 +1,4 @@
 import Foundation
-import HeraldHDF5
 import HeraldCatalogue
 import Testing
 
@@ -46,7 +45,7 @@ final class PostgresServer: @unchecked Sendable {
         p.standardInput = FileHandle.nullDevice
         p.standardOutput = handle
         p.standardError = handle
-        try FileDescriptors.start(p)
+        try p.run()
         p.waitUntilExit()
         let text = (try? String(contentsOf: log, encoding: .utf8)) ?? ""
         return ProcessResult(status: p.terminationStatus, stdout: text, stderr: text)
@@ -139,7 +138,7 @@ struct CatalogueTestError: Error, CustomStringConvertible {
             let err = Pipe()
             p.standardOutput = FileHandle.nullDevice
             p.standardError = err
-            try FileDescriptors.start(p)
+            try p.run()
             var registered: [[String: Any]] = []
             for _ in 0..<600 where registered.isEmpty {
                 try await Task.sleep(for: .milliseconds(100))

@@ -1,5 +1,4 @@
 import Foundation
-import HeraldHDF5
 import HeraldCore
 import HeraldRunner
 import HeraldRunReader
@@ -53,7 +52,7 @@ func startRealtimeRun(_ script: String, out: String, _ extra: [String] = []) asy
     p.arguments = ["run", script, "--mock", "--realtime", "--seed", "1", "--out", out] + extra
     p.standardOutput = FileHandle.nullDevice
     p.standardError = FileHandle.nullDevice
-    try FileDescriptors.start(p)
+    try p.run()
     // Event-driven: the file appears when the run starts; the bound only stops a broken build hanging.
     for _ in 0..<3000 where !FileManager.default.fileExists(atPath: out) && p.isRunning {
         try await Task.sleep(for: .milliseconds(10))
@@ -281,7 +280,7 @@ let minuteScript = """
         let err = Pipe()
         p.standardOutput = FileHandle.nullDevice
         p.standardError = err
-        try FileDescriptors.start(p)
+        try p.run()
         // Signal once tags are flowing: the flush log has grown past the run's first entry.
         for _ in 0..<3000 {
             try await Task.sleep(for: .milliseconds(20))

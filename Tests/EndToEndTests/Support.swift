@@ -1,5 +1,4 @@
 import Foundation
-import HeraldHDF5
 import Testing
 
 enum Paths {
@@ -76,7 +75,7 @@ func runProcessBlocking(_ executable: String, _ arguments: [String]) throws -> P
     let out = Pipe(), err = Pipe()
     p.standardOutput = out
     p.standardError = err
-    try FileDescriptors.start(p)
+    try p.run()
     // Read before waiting so a chatty child cannot block on a full pipe.
     let o = out.fileHandleForReading.readDataToEndOfFile()
     let e = err.fileHandleForReading.readDataToEndOfFile()
