@@ -48,12 +48,10 @@ struct ProcessResult {
 /// the suites that run async work against wall-clock deadlines (the driver conformance kit).
 /// Tests that start long children await this instead.
 func runProcessOffPool(_ executable: String, _ arguments: [String]) async throws -> ProcessResult {
-    try await withCheckedThrowingContinuation { continuation in
-        Thread { continuation.resume(with: Result { try runProcessBlocking(executable, arguments) }) }.start()
-    }
+    try await onThread { try runProcessBlocking(executable, arguments) }
 }
 
-/// Runs blocking set-up work (a server's start, a mount) on a thread of its own and awaits it.
+/// Runs blocking work (a child to its end, a server's start) on a thread of its own and awaits it.
 func onThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
     try await withCheckedThrowingContinuation { continuation in
         Thread { continuation.resume(with: Result { try body() }) }.start()
